@@ -1,0 +1,231 @@
+"""Module-level tracking API (`mj.start_run`, `mj.log`, ...) over an active-run stack."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import polars as pl
+
+from .. import config
+from ..errors import InvalidInputError, NoActiveRunError
+from ..store import Store, open_store
+from ..store import query as q
+from ..store import runs as rstore
+from .run import Run, as_step, as_value, bad_key
+from .writer import writer_for
+
+_now = time.time
+_stack: list[Run] = []
+_active: Run | None = None
+_lock = threading.Lock()
+_store_override: str | None = None
+# What an active run becomes when the interpreter exits with it still open; the Jupyter
+# integration sets "crashed" because a kernel that exits mid-run did not finish it.
+exit_status = "finished"
+_uncaught: list[type] = []
+
+
+def set_store(path: str | os.PathLike | None) -> Store:
+    """Use the store at `path` for this process (None: back to the default lookup)."""
+    global _store_override
+    _store_override = None if path is None else os.fspath(path)
+    return current_store()
+
+
+def current_store() -> Store:
+    """The store used by the module-level API: set_store(), MLOPS_JUPYTER_STORE, or the
+    nearest `.mlops/` folder (created in the working directory on first use)."""
+    return open_store(_store_override or config.find_store_path())
+
+
+def start_run(
+    name: str | None = None,
+    experiment: str = "default",
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    *,
+    nested: bool = True,
+    _prev_run: Run | str | None = None,
+) -> Run:
+    """Start a run and make it active. Use as `with mj.start_run(...) as run:` or call
+    `mj.end_run()` later. Starting while a run is active makes a child run of it."""
+    if name is not None and not isinstance(name, str):
+        raise InvalidInputError(f"run name must be a string, got {type(name).__name__}")
+    if not isinstance(experiment, str) or not experiment:
+        raise InvalidInputError("experiment must be a non-empty string")
+    for what, d in (("params", params), ("tags", tags)):
+        if d is not None and not isinstance(d, dict):
+            raise InvalidInputError(f"{what} must be a dict, got {type(d).__name__}")
+        for k in d or ():
+            if not isinstance(k, str) or not k:
+                raise InvalidInputError(f"{what} keys must be non-empty strings, got {k!r}")
+    store = current_store()
+    parent = _active if nested else None
+    prev_id = None
+    if _prev_run is not None:
+        prev_id = _prev_run._rid if isinstance(_prev_run, Run) else rstore.resolve_run(store, _prev_run)
+    rid, uid, name = rstore.create_run(
+        store, name, experiment, params, tags,
+        parent_id=parent._rid if parent and parent.store is store else None, prev_run_id=prev_id,
+    )
+    w = writer_for(store)
+    run = Run(store, w, rid, uid, name, experiment, parent)
+    w.add_run(rid)
+    _push(run)
+    return run
+
+
+def _push(run: Run) -> None:
+    global _active
+    with _lock:
+        _stack.append(run)
+        _active = run
+
+
+def _forget(run: Run) -> None:
+    global _active
+    with _lock:
+        if run in _stack:
+            _stack.remove(run)
+        _active = _stack[-1] if _stack else None
+
+
+def active_run() -> Run | None:
+    """The innermost active run, or None."""
+    return _active
+
+
+def end_run(status: str = "finished") -> None:
+    """End the active run (flushing its points). Raises if none is active."""
+    if _active is None:
+        raise NoActiveRunError("end a run")
+    _active.end(status)
+
+
+def log_metric(key: str, value: float, step: int | None = None) -> None:
+    """Log one metric point to the active run (buffered; costs well under a microsecond)."""
+    r = _active
+    if r is None:
+        raise NoActiveRunError("log a metric")
+    if type(key) is not str or not key:
+        bad_key(key)
+    tv = type(value)
+    if tv is not float and tv is not int:
+        value = as_value(key, value)
+    if step is not None and (type(step) is not int or step < 0):
+        step = as_step(step)
+    r._append((r._rid, key, step, value, _now()))
+
+
+def log(step: int | None = None, **metrics: float) -> None:
+    """Log several metrics at once: `mj.log(step=epoch, loss=l, acc=a)`."""
+    r = _active
+    if r is None:
+        raise NoActiveRunError("log metrics")
+    r.log(step, **metrics)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Record parameters on the active run."""
+    if _active is None:
+        raise NoActiveRunError("log params")
+    _active.log_params(params)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    """Set tags on the active run."""
+    if _active is None:
+        raise NoActiveRunError("set tags")
+    _active.set_tags(tags)
+
+
+def log_artifact(path: str | os.PathLike, name: str | None = None) -> str:
+    """Copy a file or directory into the store as an artifact of the active run."""
+    if _active is None:
+        raise NoActiveRunError("log an artifact")
+    return _active.log_artifact(path, name)
+
+
+def flush() -> None:
+    """Write every buffered point now (normally done in the background)."""
+    from .writer import flush_all
+
+    flush_all()
+
+
+def _read_store() -> Store:
+    store = current_store()
+    from .writer import _writers
+
+    w = _writers.get(str(store.path))
+    if w is not None:
+        w.flush()
+    rstore.reconcile(store, config.stale_after())
+    return store
+
+
+def runs(experiment: str | None = None, status: str | None = None,
+         include_system: bool = False) -> pl.DataFrame:
+    """Runs table (newest first): id, name, experiment, status, start/end, duration,
+    `params.*` and `metrics.<key>.last/.min/.max` columns. `sys/` telemetry metrics are
+    left out unless include_system=True."""
+    if status is not None and status not in rstore.STATUSES:
+        raise InvalidInputError(f"status must be one of {rstore.STATUSES}, got {status!r}")
+    return q.runs_frame(_read_store(), experiment, status, include_system)
+
+
+def _run_ids(store: Store, run_ids: Any) -> list[int]:
+    if run_ids is None:
+        return [r[0] for r in store.read("SELECT id FROM runs ORDER BY id")]
+    if isinstance(run_ids, (str, Run)):
+        run_ids = [run_ids]
+    elif isinstance(run_ids, pl.DataFrame):
+        run_ids = run_ids["id"].to_list()
+    out = []
+    for r in run_ids:
+        out.append(r._rid if isinstance(r, Run) else rstore.resolve_run(store, r))
+    return out
+
+
+def metrics(run_ids: Any = None, keys: str | list[str] | None = None) -> pl.DataFrame:
+    """Long DataFrame (run_id, key, step, ts, value) of logged points.
+
+    `run_ids`: None (all), a run id/name, a Run, a list of those, or a runs() frame."""
+    store = _read_store()
+    if isinstance(keys, str):
+        keys = [keys]
+    if keys is not None and not all(isinstance(k, str) for k in keys):
+        raise InvalidInputError("keys must be a string or a list of strings")
+    return q.metrics_frame(store, _run_ids(store, run_ids), keys)
+
+
+def get_run(ref: str) -> dict[str, Any]:
+    """Details of one run (params, tags, metric summaries, artifacts, events) as a dict."""
+    store = _read_store()
+    return q.run_detail(store, rstore.resolve_run(store, ref))
+
+
+def _excepthook(et, ev, tb):
+    _uncaught.append(et)
+    _prev_hook(et, ev, tb)
+
+
+_prev_hook = sys.excepthook
+sys.excepthook = _excepthook
+
+
+@atexit.register
+def _end_open_runs() -> None:
+    status = exit_status
+    if _uncaught:
+        status = "killed" if issubclass(_uncaught[-1], KeyboardInterrupt) else "failed"
+    for run in reversed(list(_stack)):
+        try:
+            run.end(status)
+        except Exception:
+            pass
