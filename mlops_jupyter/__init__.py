@@ -39,11 +39,67 @@ from .tracking import (
 
 __version__ = "0.1.0"
 
+# Features beyond core tracking load on first use, so `import mlops_jupyter` stays fast
+# and optional dependencies are only imported by the feature that needs them.
+_LAZY = {
+    # name: (module, attribute or None for the module itself)
+    "telemetry": ("mlops_jupyter.telemetry", None),
+    "alerts": ("mlops_jupyter.telemetry.alerts", "alerts"),
+    "live": ("mlops_jupyter.widgets", "live"),
+    "compare": ("mlops_jupyter.widgets", "compare"),
+    "version": ("mlops_jupyter.data", "version"),
+    "lineage": ("mlops_jupyter.data", "lineage"),
+    "preflight": ("mlops_jupyter.data", "preflight"),
+    "drift": ("mlops_jupyter.data", "drift"),
+    "export_notebook": ("mlops_jupyter.export", "export_notebook"),
+    "sweep": ("mlops_jupyter.hpo", "sweep"),
+    "register_model": ("mlops_jupyter.registry", "register_model"),
+    "load_model": ("mlops_jupyter.registry", "load_model"),
+    "promote_model": ("mlops_jupyter.registry", "promote_model"),
+    "checkpoint": ("mlops_jupyter.registry.checkpoints", "checkpoint"),
+    "resume": ("mlops_jupyter.registry.checkpoints", "resume"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        obj = importlib.import_module(mod)
+        if attr is not None:
+            obj = getattr(obj, attr)
+        globals()[name] = obj
+        return obj
+    raise AttributeError(f"module 'mlops_jupyter' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "ArtifactNotFoundError", "InvalidInputError", "MlopsJupyterError", "NoActiveRunError",
-    "NotAStoreError", "Run", "RunNotFoundError", "StoreError", "active_run", "end_run",
-    "flush", "get_run", "log", "log_artifact", "log_metric", "log_params", "metrics", "runs",
-    "set_store", "set_tags", "start_run",
+    "ArtifactNotFoundError",
+    "InvalidInputError",
+    "MlopsJupyterError",
+    "NoActiveRunError",
+    "NotAStoreError",
+    "Run",
+    "RunNotFoundError",
+    "StoreError",
+    "active_run",
+    "end_run",
+    "flush",
+    "get_run",
+    "log",
+    "log_artifact",
+    "log_metric",
+    "log_params",
+    "metrics",
+    "runs",
+    "set_store",
+    "set_tags",
+    "start_run",
 ]
 
 

@@ -32,7 +32,9 @@ def _check_existing(path: Path) -> None:
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
             app = None
             if "store_meta" in tables:
                 row = conn.execute("SELECT value FROM store_meta WHERE key='app'").fetchone()
@@ -76,7 +78,7 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this mlops-jupyter "
                 f"understands ({schema.LATEST}); upgrade the package."
             )
-        if version < schema.LATEST:
+        if schema.pending(conn):
             self._retry(lambda: schema.migrate(conn))
 
     def __repr__(self) -> str:

@@ -35,15 +35,27 @@ def next_position(c: sqlite3.Connection, run_id: int, key_id: int) -> tuple[int,
 
 
 def append_chunk(
-    c: sqlite3.Connection, run_id: int, key_id: int, seq: int,
-    steps: np.ndarray, ts_ms: np.ndarray, values: np.ndarray,
+    c: sqlite3.Connection,
+    run_id: int,
+    key_id: int,
+    seq: int,
+    steps: np.ndarray,
+    ts_ms: np.ndarray,
+    values: np.ndarray,
 ) -> None:
     """Write one chunk and fold it into the run/key summary (inside a transaction)."""
     n = len(values)
     c.execute(
         "INSERT OR REPLACE INTO metric_chunks VALUES(?,?,?,?,?,?,?)",
-        (run_id, key_id, seq, n, int(steps.min()), int(steps.max()),
-         codec.encode(steps, ts_ms, values)),
+        (
+            run_id,
+            key_id,
+            seq,
+            n,
+            int(steps.min()),
+            int(steps.max()),
+            codec.encode(steps, ts_ms, values),
+        ),
     )
     finite = values[~np.isnan(values)]
     vmin = float(finite.min()) if len(finite) else None
@@ -57,8 +69,16 @@ def append_chunk(
         "                 coalesce(excluded.min_value, min_value)),"
         " max_value = max(coalesce(max_value, excluded.max_value),"
         "                 coalesce(excluded.max_value, max_value))",
-        (run_id, key_id, n, int(steps[-1]), last if not np.isnan(last) else None,
-         int(ts_ms[-1]) / 1000.0, vmin, vmax),
+        (
+            run_id,
+            key_id,
+            n,
+            int(steps[-1]),
+            last if not np.isnan(last) else None,
+            int(ts_ms[-1]) / 1000.0,
+            vmin,
+            vmax,
+        ),
     )
 
 
@@ -79,13 +99,22 @@ def merge_chunks(c: sqlite3.Connection, run_id: int, key_id: int, from_seq: int)
     )
     c.execute(
         "INSERT INTO metric_chunks VALUES(?,?,?,?,?,?,?)",
-        (run_id, key_id, from_seq, len(vals), int(steps.min()), int(steps.max()),
-         codec.encode(steps, ts, vals)),
+        (
+            run_id,
+            key_id,
+            from_seq,
+            len(vals),
+            int(steps.min()),
+            int(steps.max()),
+            codec.encode(steps, ts, vals),
+        ),
     )
     return len(vals)
 
 
-def read_series(store: Store, run_id: int, key_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_series(
+    store: Store, run_id: int, key_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All points of one run/key in logging order: (steps, ts_ms, values)."""
     rows = store.read(
         "SELECT data FROM metric_chunks WHERE run_id=? AND key_id=? ORDER BY seq",

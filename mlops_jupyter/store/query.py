@@ -11,9 +11,7 @@ import polars as pl
 from . import metrics as mstore
 from .db import Store
 
-_RUN_COLS = (
-    "r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time, p.uid, r.attempt"
-)
+_RUN_COLS = "r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time, p.uid, r.attempt"
 
 
 def _decode(v: str) -> Any:
@@ -124,8 +122,11 @@ def metrics_frame(store: Store, run_ids: list[int], keys: list[str] | None) -> p
     """Long frame (run_id, key, step, ts, value) of every point of the given runs/keys,
     each series in step order."""
     schema = {
-        "run_id": pl.String, "key": pl.String, "step": pl.Int64,
-        "ts": pl.Datetime("ms", "UTC"), "value": pl.Float64,
+        "run_id": pl.String,
+        "key": pl.String,
+        "step": pl.Int64,
+        "ts": pl.Datetime("ms", "UTC"),
+        "value": pl.Float64,
     }
     if not run_ids:
         return pl.DataFrame(schema=schema)
@@ -165,8 +166,11 @@ def metrics_frame(store: Store, run_ids: list[int], keys: list[str] | None) -> p
         return pl.DataFrame(schema=schema)
     out = pl.concat(frames)
     return out.select(
-        pl.col("run_id"), pl.col("key"), pl.col("step"),
-        pl.col("ts").cast(pl.Datetime("ms", "UTC")), pl.col("value"),
+        pl.col("run_id"),
+        pl.col("key"),
+        pl.col("step"),
+        pl.col("ts").cast(pl.Datetime("ms", "UTC")),
+        pl.col("value"),
     )
 
 
@@ -195,33 +199,65 @@ def run_detail(store: Store, rid: int) -> dict[str, Any]:
 
     end = r[6]
     return {
-        "id": r[1], "name": r[2], "experiment": r[3], "status": r[4],
-        "start_time": r[5], "end_time": end,
+        "id": r[1],
+        "name": r[2],
+        "experiment": r[3],
+        "status": r[4],
+        "start_time": r[5],
+        "end_time": end,
         "duration_s": (end if end is not None else time.time()) - r[5],
-        "parent_id": r[7], "attempt": r[8], "host": r[9], "pid": r[10],
-        "params": {k: _decode(v) for k, v in store.read(
-            "SELECT key, value FROM params WHERE run_id=? ORDER BY key", (rid,))},
-        "tags": {k: _decode(v) for k, v in store.read(
-            "SELECT key, value FROM tags WHERE run_id=? ORDER BY key", (rid,))},
+        "parent_id": r[7],
+        "attempt": r[8],
+        "host": r[9],
+        "pid": r[10],
+        "params": {
+            k: _decode(v)
+            for k, v in store.read(
+                "SELECT key, value FROM params WHERE run_id=? ORDER BY key", (rid,)
+            )
+        },
+        "tags": {
+            k: _decode(v)
+            for k, v in store.read(
+                "SELECT key, value FROM tags WHERE run_id=? ORDER BY key", (rid,)
+            )
+        },
         "metrics": [
-            {"key": k, "count": n, "last_step": ls,
-             "last": float("nan") if lv is None else lv, "min": mn, "max": mx}
+            {
+                "key": k,
+                "count": n,
+                "last_step": ls,
+                "last": float("nan") if lv is None else lv,
+                "min": mn,
+                "max": mx,
+            }
             for k, n, ls, lv, mn, mx in store.read(
                 "SELECT k.key, s.n, s.last_step, s.last_value, s.min_value, s.max_value "
                 "FROM metric_summary s JOIN metric_keys k ON k.id = s.key_id "
-                "WHERE s.run_id=? ORDER BY k.key", (rid,))
+                "WHERE s.run_id=? ORDER BY k.key",
+                (rid,),
+            )
         ],
         "artifacts": [
             {"name": nm, "digest": d, "size": sz, "created": cr}
             for nm, d, sz, cr in store.read(
                 "SELECT name, digest, size, created FROM artifacts WHERE run_id=? ORDER BY name",
-                (rid,))
+                (rid,),
+            )
         ],
         "events": [
-            {"kind": k, "level": lv, "message": m, "start_time": s, "end_time": e,
-             "data": _decode(d) if d else None}
+            {
+                "kind": k,
+                "level": lv,
+                "message": m,
+                "start_time": s,
+                "end_time": e,
+                "data": _decode(d) if d else None,
+            }
             for k, lv, m, s, e, d in store.read(
                 "SELECT kind, level, message, start_time, end_time, data FROM run_events "
-                "WHERE run_id=? ORDER BY start_time, id", (rid,))
+                "WHERE run_id=? ORDER BY start_time, id",
+                (rid,),
+            )
         ],
     }

@@ -81,8 +81,20 @@ def create_run(
         rid = c.execute(
             "INSERT INTO runs(uid, experiment_id, name, status, start_time, heartbeat, host, pid,"
             " pid_start, parent_id, attempt, prev_run_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-            (uid, exp, name, "running", now, now, HOST, os.getpid(), pid_start, parent_id,
-             attempt, prev_run_id),
+            (
+                uid,
+                exp,
+                name,
+                "running",
+                now,
+                now,
+                HOST,
+                os.getpid(),
+                pid_start,
+                parent_id,
+                attempt,
+                prev_run_id,
+            ),
         ).lastrowid
         if params:
             c.executemany(
@@ -129,16 +141,29 @@ def set_kv(store: Store, table: str, rid: int, items: dict[str, Any]) -> None:
 
 
 def add_event(
-    store: Store, rid: int, kind: str, message: str, level: str = "info",
-    data: dict | None = None, start: float | None = None, end: float | None = None,
+    store: Store,
+    rid: int,
+    kind: str,
+    message: str,
+    level: str = "info",
+    data: dict | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> int:
     """Record an event (alert, warning, throttling episode...) on a run."""
     with store.write() as c:
         return c.execute(
             "INSERT INTO run_events(run_id, kind, level, message, start_time, end_time, data)"
             " VALUES(?,?,?,?,?,?,?)",
-            (rid, kind, level, message, start or time.time(), end,
-             json.dumps(data, default=str) if data is not None else None),
+            (
+                rid,
+                kind,
+                level,
+                message,
+                start or time.time(),
+                end,
+                json.dumps(data, default=str) if data is not None else None,
+            ),
         ).lastrowid
 
 
@@ -158,9 +183,7 @@ def reconcile(store: Store, stale_after: float) -> int:
 
     Same host: the owning pid is checked directly. Other hosts: a heartbeat older than
     `stale_after` seconds."""
-    rows = store.read(
-        "SELECT id, host, pid, pid_start, heartbeat FROM runs WHERE status='running'"
-    )
+    rows = store.read("SELECT id, host, pid, pid_start, heartbeat FROM runs WHERE status='running'")
     now = time.time()
     dead = []
     for rid, host, pid, pstart, hb in rows:

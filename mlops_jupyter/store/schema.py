@@ -80,18 +80,53 @@ MIGRATIONS: list[Migration] = [
     ),
 ]
 
-LATEST = MIGRATIONS[-1][0]
+# Feature areas keep their tables in their own module (store/schema_<area>.py, each with a
+# MIGRATIONS list of unique version numbers), so areas evolve without editing this file.
+_AREAS = ("schema_capture", "schema_telemetry", "schema_data", "schema_pipeline", "schema_models")
 
 
-def current_version(conn: sqlite3.Connection) -> int:
-    """Highest applied migration, 0 for an empty database."""
+def _collect() -> list[Migration]:
+    import importlib
+
+    out = list(MIGRATIONS)
+    for mod in _AREAS:
+        try:
+            m = importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{mod}":
+                raise
+            continue
+        out.extend(m.MIGRATIONS)
+    out.sort(key=lambda m: m[0])
+    versions = [m[0] for m in out]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return out
+
+
+ALL = _collect()
+LATEST = ALL[-1][0]
+
+
+def applied_versions(conn: sqlite3.Connection) -> set[int]:
+    """Versions recorded in schema_migrations (empty for a new database)."""
     has = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
     ).fetchone()
     if not has:
-        return 0
-    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
-    return int(row[0] or 0)
+        return set()
+    return {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Highest applied migration, 0 for an empty database."""
+    return max(applied_versions(conn), default=0)
+
+
+def pending(conn: sqlite3.Connection) -> list[int]:
+    """Known migrations not yet applied to this database."""
+    have = applied_versions(conn)
+    return [m[0] for m in ALL if m[0] not in have]
 
 
 def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[int]:
@@ -109,10 +144,10 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[int]:
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
         )
         conn.execute("INSERT OR IGNORE INTO store_meta VALUES('app', ?)", (APP_ID,))
-        have = current_version(conn)
+        have = applied_versions(conn)
         applied = []
-        for version, name, step in MIGRATIONS:
-            if version <= have or version > target:
+        for version, name, step in ALL:
+            if version in have or version > target:
                 continue
             if callable(step):
                 step(conn)

@@ -18,6 +18,18 @@ from .api import (
 from .run import Run
 
 __all__ = [
-    "Run", "active_run", "end_run", "flush", "get_run", "log", "log_artifact", "log_metric",
-    "log_params", "metrics", "runs", "set_store", "set_tags", "start_run",
+    "Run",
+    "active_run",
+    "end_run",
+    "flush",
+    "get_run",
+    "log",
+    "log_artifact",
+    "log_metric",
+    "log_params",
+    "metrics",
+    "runs",
+    "set_store",
+    "set_tags",
+    "start_run",
 ]

@@ -28,6 +28,30 @@ _store_override: str | None = None
 # integration sets "crashed" because a kernel that exits mid-run did not finish it.
 exit_status = "finished"
 _uncaught: list[type] = []
+# Integrations attached to every run at start ("module:function", called with the Run).
+# They are imported lazily; a missing module is skipped and a failing hook only warns,
+# so an integration can never stop a run from starting.
+START_HOOKS: list[str] = [
+    "mlops_jupyter.telemetry.sampler:attach",
+    "mlops_jupyter.data.autolog:attach",
+]
+_hooks_resolved: list | None = None
+
+
+def _start_hooks() -> list:
+    global _hooks_resolved
+    if _hooks_resolved is None:
+        import importlib
+
+        found = []
+        for spec in START_HOOKS:
+            mod, _, fn = spec.partition(":")
+            try:
+                found.append(getattr(importlib.import_module(mod), fn))
+            except (ImportError, AttributeError):
+                continue
+        _hooks_resolved = found
+    return _hooks_resolved
 
 
 def set_store(path: str | os.PathLike | None) -> Store:
@@ -68,15 +92,33 @@ def start_run(
     parent = _active if nested else None
     prev_id = None
     if _prev_run is not None:
-        prev_id = _prev_run._rid if isinstance(_prev_run, Run) else rstore.resolve_run(store, _prev_run)
+        prev_id = (
+            _prev_run._rid if isinstance(_prev_run, Run) else rstore.resolve_run(store, _prev_run)
+        )
     rid, uid, name = rstore.create_run(
-        store, name, experiment, params, tags,
-        parent_id=parent._rid if parent and parent.store is store else None, prev_run_id=prev_id,
+        store,
+        name,
+        experiment,
+        params,
+        tags,
+        parent_id=parent._rid if parent and parent.store is store else None,
+        prev_run_id=prev_id,
     )
     w = writer_for(store)
     run = Run(store, w, rid, uid, name, experiment, parent)
     w.add_run(rid)
     _push(run)
+    for hook in _start_hooks():
+        try:
+            hook(run)
+        except Exception as e:
+            import warnings
+
+            warnings.warn(
+                f"mlops-jupyter: {getattr(hook, '__module__', hook)} failed to attach: {e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return run
 
 
@@ -169,8 +211,9 @@ def _read_store() -> Store:
     return store
 
 
-def runs(experiment: str | None = None, status: str | None = None,
-         include_system: bool = False) -> pl.DataFrame:
+def runs(
+    experiment: str | None = None, status: str | None = None, include_system: bool = False
+) -> pl.DataFrame:
     """Runs table (newest first): id, name, experiment, status, start/end, duration,
     `params.*` and `metrics.<key>.last/.min/.max` columns. `sys/` telemetry metrics are
     left out unless include_system=True."""

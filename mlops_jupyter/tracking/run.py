@@ -60,8 +60,16 @@ class Run:
 
     Attributes: `id` (short hex id), `name`, `experiment`, `status`."""
 
-    def __init__(self, store: Store, writer: Writer, rid: int, uid: str, name: str,
-                 experiment: str, parent: Run | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        writer: Writer,
+        rid: int,
+        uid: str,
+        name: str,
+        experiment: str,
+        parent: Run | None = None,
+    ) -> None:
         self.store = store
         self.id = uid
         self.name = name
@@ -79,7 +87,9 @@ class Run:
     # -- logging -----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.status != "running":
-            raise MlopsJupyterError(f"run {self.name!r} ({self.id}) has ended ({self.status}); start a new run")
+            raise MlopsJupyterError(
+                f"run {self.name!r} ({self.id}) has ended ({self.status}); start a new run"
+            )
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Buffer one point; it reaches the store within one flush interval."""
@@ -122,14 +132,22 @@ class Run:
 
         Returns the artifact name. Identical content is stored once."""
         if not isinstance(path, (str, os.PathLike)):
-            raise InvalidInputError(f"artifact path must be a str or PathLike, got {type(path).__name__}")
+            raise InvalidInputError(
+                f"artifact path must be a str or PathLike, got {type(path).__name__}"
+            )
         p = Path(path)
         if not p.exists():
             raise ArtifactNotFoundError(f"artifact path does not exist: {p}")
         base = name or p.name
-        files = [(base, p)] if p.is_file() else [
-            (f"{base}/{f.relative_to(p).as_posix()}", f) for f in sorted(p.rglob("*")) if f.is_file()
-        ]
+        files = (
+            [(base, p)]
+            if p.is_file()
+            else [
+                (f"{base}/{f.relative_to(p).as_posix()}", f)
+                for f in sorted(p.rglob("*"))
+                if f.is_file()
+            ]
+        )
         rows = [(self._rid, n, *self._store_blob(f), _now()) for n, f in files]
         with self.store.write() as c:
             c.executemany("INSERT OR REPLACE INTO artifacts VALUES(?,?,?,?,?)", rows)
@@ -162,7 +180,9 @@ class Run:
 
     def artifact_path(self, name: str) -> Path:
         """Where the stored copy of artifact `name` lives."""
-        rows = self.store.read("SELECT digest FROM artifacts WHERE run_id=? AND name=?", (self._rid, name))
+        rows = self.store.read(
+            "SELECT digest FROM artifacts WHERE run_id=? AND name=?", (self._rid, name)
+        )
         if not rows:
             raise ArtifactNotFoundError(f"run {self.id} has no artifact {name!r}")
         d = rows[0][0]
@@ -181,7 +201,9 @@ class Run:
             except Exception as e:  # an integration must not lose the run's end
                 import warnings
 
-                warnings.warn(f"mlops-jupyter: end-of-run hook failed: {e}", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"mlops-jupyter: end-of-run hook failed: {e}", RuntimeWarning, stacklevel=2
+                )
         self.status = status
         self._writer.remove_run(self._rid)
         self._writer.flush()

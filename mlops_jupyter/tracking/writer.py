@@ -74,8 +74,11 @@ class Writer:
             except Exception as e:  # never let the thread die: warn once, keep buffering
                 if not self._warned:
                     self._warned = True
-                    warnings.warn(f"mlops-jupyter: could not write metrics yet ({e}); "
-                                  "will keep retrying", RuntimeWarning, stacklevel=1)
+                    warnings.warn(
+                        f"mlops-jupyter: could not write metrics yet ({e}); will keep retrying",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
 
     def close(self) -> None:
         """Final flush; stops the thread."""

@@ -1,0 +1,160 @@
+"""`mlops-jupyter` command line: runs, show, metrics (+ subcommands contributed by features)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from datetime import datetime
+
+from .errors import MlopsJupyterError
+
+# Features add subcommands from their own module: `add_parser(subparsers)` registering a
+# parser whose `func(args) -> int` does the work. Missing modules are skipped.
+SUBCOMMAND_MODULES = ("mlops_jupyter.export.cli", "mlops_jupyter.registry.cli")
+
+
+def _fmt_time(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def cmd_runs(args) -> int:
+    from . import tracking
+
+    if args.store:
+        tracking.set_store(args.store)
+    df = tracking.runs(experiment=args.experiment, status=args.status)
+    if args.last:
+        df = df.head(args.last)
+    if args.json:
+        out = df.with_columns(
+            [df[c].dt.epoch("ms") / 1000.alias(c) for c in ("start_time", "end_time")]
+        )
+        print(json.dumps(out.to_dicts(), default=str))
+        return 0
+    metric_cols = [c for c in df.columns if c.startswith("metrics.") and c.endswith(".last")][:4]
+    header = ["id", "name", "experiment", "status", "start", "duration_s"] + [
+        c[len("metrics."):-len(".last")] for c in metric_cols
+    ]
+    rows = []
+    for r in df.iter_rows(named=True):
+        st = r["start_time"]
+        rows.append([
+            r["id"], r["name"] or "", r["experiment"], r["status"],
+            st.astimezone().strftime("%Y-%m-%d %H:%M:%S") if st else "",
+            f"{r['duration_s']:.1f}",
+        ] + [_num(r[c]) for c in metric_cols])
+    print(_table(rows, header))
+    if not rows:
+        print("(no runs yet: start one with mlops_jupyter.start_run() or %%mlops_run)")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import tracking
+
+    if args.store:
+        tracking.set_store(args.store)
+    d = tracking.get_run(args.run)
+    if args.json:
+        print(json.dumps(d, default=str))
+        return 0
+    print(f"run {d['id']}  {d['name']}  [{d['status']}]")
+    print(f"  experiment: {d['experiment']}   attempt: {d['attempt']}")
+    print(f"  start: {_fmt_time(d['start_time'])}   end: {_fmt_time(d['end_time'])}   "
+          f"duration: {d['duration_s']:.2f}s")
+    if d["parent_id"]:
+        print(f"  parent: {d['parent_id']}")
+    for title, mapping in (("params", d["params"]), ("tags", d["tags"])):
+        print(f"{title}:" + ("" if mapping else " (none)"))
+        for k, v in mapping.items():
+            print(f"  {k} = {json.dumps(v) if not isinstance(v, str) else v}")
+    print("metrics:" + ("" if d["metrics"] else " (none)"))
+    if d["metrics"]:
+        rows = [[m["key"], str(m["count"]), _num(m["last"]), _num(m["min"]), _num(m["max"]),
+                 str(m["last_step"])] for m in d["metrics"]]
+        print("  " + _table(rows, ["key", "count", "last", "min", "max", "last_step"]).replace("\n", "\n  "))
+    print("artifacts:" + ("" if d["artifacts"] else " (none)"))
+    for a in d["artifacts"]:
+        print(f"  {a['name']}  {a['size']} bytes  sha256:{a['digest'][:12]}")
+    if d["events"]:
+        print("events:")
+        for e in d["events"]:
+            print(f"  [{e['level']}] {e['kind']}: {e['message']}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from . import tracking
+
+    if args.store:
+        tracking.set_store(args.store)
+    tracking.get_run(args.run)  # clear error for an unknown run
+    df = tracking.metrics(args.run, args.key)
+    df = df.with_columns(df["ts"].dt.epoch("ms") / 1000.alias("ts"))
+    if df.is_empty():
+        print(f"run {args.run} has no metric {args.key!r}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(df.select("step", "ts", "value").to_dicts()))
+    else:
+        sys.stdout.write(df.select("step", "ts", "value").write_csv())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlops-jupyter", description=__doc__)
+    p.add_argument("--store", help="store file or folder (default: nearest .mlops/ or $MLOPS_JUPYTER_STORE)")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--experiment", "-e")
+    r.add_argument("--status", choices=["running", "finished", "failed", "killed", "crashed"])
+    r.add_argument("--last", type=int, help="only the N newest")
+    r.add_argument("--json", action="store_true", help="JSON instead of a table")
+    r.set_defaults(func=cmd_runs)
+    s = sub.add_parser("show", help="params, metric summaries, tags and artifacts of a run")
+    s.add_argument("run", help="run id, unique id prefix, or name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+    m = sub.add_parser("metrics", help="one metric's history of a run")
+    m.add_argument("run")
+    m.add_argument("key")
+    m.add_argument("--format", choices=["csv", "json"], default="csv")
+    m.set_defaults(func=cmd_metrics)
+    for mod in SUBCOMMAND_MODULES:
+        try:
+            importlib.import_module(mod).add_parser(sub)
+        except ModuleNotFoundError as e:
+            if e.name is None or not mod.startswith(e.name):
+                raise
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mlops-jupyter` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MlopsJupyterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
