@@ -29,7 +29,9 @@ def _num(v) -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
@@ -44,22 +46,28 @@ def cmd_runs(args) -> int:
         df = df.head(args.last)
     if args.json:
         out = df.with_columns(
-            [df[c].dt.epoch("ms") / 1000.alias(c) for c in ("start_time", "end_time")]
+            [(df[c].dt.epoch("ms") / 1000).alias(c) for c in ("start_time", "end_time")]
         )
         print(json.dumps(out.to_dicts(), default=str))
         return 0
     metric_cols = [c for c in df.columns if c.startswith("metrics.") and c.endswith(".last")][:4]
     header = ["id", "name", "experiment", "status", "start", "duration_s"] + [
-        c[len("metrics."):-len(".last")] for c in metric_cols
+        c[len("metrics.") : -len(".last")] for c in metric_cols
     ]
     rows = []
     for r in df.iter_rows(named=True):
         st = r["start_time"]
-        rows.append([
-            r["id"], r["name"] or "", r["experiment"], r["status"],
-            st.astimezone().strftime("%Y-%m-%d %H:%M:%S") if st else "",
-            f"{r['duration_s']:.1f}",
-        ] + [_num(r[c]) for c in metric_cols])
+        rows.append(
+            [
+                r["id"],
+                r["name"] or "",
+                r["experiment"],
+                r["status"],
+                st.astimezone().strftime("%Y-%m-%d %H:%M:%S") if st else "",
+                f"{r['duration_s']:.1f}",
+            ]
+            + [_num(r[c]) for c in metric_cols]
+        )
     print(_table(rows, header))
     if not rows:
         print("(no runs yet: start one with mlops_jupyter.start_run() or %%mlops_run)")
@@ -77,8 +85,10 @@ def cmd_show(args) -> int:
         return 0
     print(f"run {d['id']}  {d['name']}  [{d['status']}]")
     print(f"  experiment: {d['experiment']}   attempt: {d['attempt']}")
-    print(f"  start: {_fmt_time(d['start_time'])}   end: {_fmt_time(d['end_time'])}   "
-          f"duration: {d['duration_s']:.2f}s")
+    print(
+        f"  start: {_fmt_time(d['start_time'])}   end: {_fmt_time(d['end_time'])}   "
+        f"duration: {d['duration_s']:.2f}s"
+    )
     if d["parent_id"]:
         print(f"  parent: {d['parent_id']}")
     for title, mapping in (("params", d["params"]), ("tags", d["tags"])):
@@ -87,9 +97,23 @@ def cmd_show(args) -> int:
             print(f"  {k} = {json.dumps(v) if not isinstance(v, str) else v}")
     print("metrics:" + ("" if d["metrics"] else " (none)"))
     if d["metrics"]:
-        rows = [[m["key"], str(m["count"]), _num(m["last"]), _num(m["min"]), _num(m["max"]),
-                 str(m["last_step"])] for m in d["metrics"]]
-        print("  " + _table(rows, ["key", "count", "last", "min", "max", "last_step"]).replace("\n", "\n  "))
+        rows = [
+            [
+                m["key"],
+                str(m["count"]),
+                _num(m["last"]),
+                _num(m["min"]),
+                _num(m["max"]),
+                str(m["last_step"]),
+            ]
+            for m in d["metrics"]
+        ]
+        print(
+            "  "
+            + _table(rows, ["key", "count", "last", "min", "max", "last_step"]).replace(
+                "\n", "\n  "
+            )
+        )
     print("artifacts:" + ("" if d["artifacts"] else " (none)"))
     for a in d["artifacts"]:
         print(f"  {a['name']}  {a['size']} bytes  sha256:{a['digest'][:12]}")
@@ -107,7 +131,7 @@ def cmd_metrics(args) -> int:
         tracking.set_store(args.store)
     tracking.get_run(args.run)  # clear error for an unknown run
     df = tracking.metrics(args.run, args.key)
-    df = df.with_columns(df["ts"].dt.epoch("ms") / 1000.alias("ts"))
+    df = df.with_columns((df["ts"].dt.epoch("ms") / 1000).alias("ts"))
     if df.is_empty():
         print(f"run {args.run} has no metric {args.key!r}", file=sys.stderr)
         return 1
@@ -120,7 +144,9 @@ def cmd_metrics(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops-jupyter", description=__doc__)
-    p.add_argument("--store", help="store file or folder (default: nearest .mlops/ or $MLOPS_JUPYTER_STORE)")
+    p.add_argument(
+        "--store", help="store file or folder (default: nearest .mlops/ or $MLOPS_JUPYTER_STORE)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--experiment", "-e")

@@ -104,7 +104,7 @@ def runs_frame(
             args,
         )
         mcols: dict[str, np.ndarray] = {}
-        for rid, key, cnt, last, vmin, vmax in summ:
+        for rid, key, _cnt, last, vmin, vmax in summ:
             i = index[rid]
             for suffix, v in (("last", last), ("min", vmin), ("max", vmax)):
                 name = f"metrics.{key}.{suffix}"
