@@ -28,6 +28,21 @@ def _num(v) -> str:
     return str(v)
 
 
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _json(obj) -> str:
+    """Strict JSON: NaN becomes null and infinities the strings "Infinity"/"-Infinity"."""
+    return json.dumps(_clean(obj), default=str, allow_nan=False)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
@@ -48,7 +63,7 @@ def cmd_runs(args) -> int:
         out = df.with_columns(
             [(df[c].dt.epoch("ms") / 1000).alias(c) for c in ("start_time", "end_time")]
         )
-        print(json.dumps(out.to_dicts(), default=str))
+        print(_json(out.to_dicts()))
         return 0
     metric_cols = [c for c in df.columns if c.startswith("metrics.") and c.endswith(".last")][:4]
     header = ["id", "name", "experiment", "status", "start", "duration_s"] + [
@@ -81,7 +96,7 @@ def cmd_show(args) -> int:
         tracking.set_store(args.store)
     d = tracking.get_run(args.run)
     if args.json:
-        print(json.dumps(d, default=str))
+        print(_json(d))
         return 0
     print(f"run {d['id']}  {d['name']}  [{d['status']}]")
     print(f"  experiment: {d['experiment']}   attempt: {d['attempt']}")
@@ -136,7 +151,7 @@ def cmd_metrics(args) -> int:
         print(f"run {args.run} has no metric {args.key!r}", file=sys.stderr)
         return 1
     if args.format == "json":
-        print(json.dumps(df.select("step", "ts", "value").to_dicts()))
+        print(_json(df.select("step", "ts", "value").to_dicts()))
     else:
         sys.stdout.write(df.select("step", "ts", "value").write_csv())
     return 0

@@ -21,6 +21,7 @@ from ..store import metrics as mstore
 # once MERGE_AFTER of them pile up, and when the run ends.
 CHUNK_TARGET = 4096
 MERGE_AFTER = 16
+IDLE_EXIT_S = 10.0
 
 
 class _Series:
@@ -52,12 +53,20 @@ class Writer:
         self._warned = False
         self.interval = config.flush_interval()
         self.hb_interval = config.heartbeat_interval()
-        self._thread = threading.Thread(target=self._loop, name="mlops-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._ensure_thread()
 
     # -- lifecycle ---------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = False
+                self._thread = threading.Thread(target=self._loop, name="mlops-writer", daemon=True)
+                self._thread.start()
+
     def add_run(self, rid: int) -> None:
         self._runs.add(rid)
+        self._ensure_thread()
 
     def remove_run(self, rid: int) -> None:
         """Stop heartbeats for `rid`; its points are flushed and its chunks compacted."""
@@ -66,9 +75,21 @@ class Writer:
             self._closing.add(rid)
 
     def _loop(self) -> None:
+        idle = 0.0
         while not self._stop:
             self._wake.wait(self.interval)
             self._wake.clear()
+            # an idle writer (no active run, nothing buffered) lets its thread go;
+            # add_run() starts a new one
+            if not self._runs and not self.queue and not self._closing:
+                idle += self.interval
+                if idle >= IDLE_EXIT_S:
+                    with self._lock:
+                        if not self._runs and not self.queue:
+                            self._thread = None
+                            return
+                continue
+            idle = 0.0
             try:
                 self.flush()
             except Exception as e:  # never let the thread die: warn once, keep buffering
