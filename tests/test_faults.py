@@ -127,7 +127,7 @@ def test_four_processes_write_at_once(child_env):
         for k in range(4)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
         assert "locked" not in err.lower() and "warning" not in err.lower(), err
     df = mj.runs(experiment="parallel")
