@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:
+#   make run    set up, create demo runs on the local store, open JupyterLab with the extension
+#   make test   set up (incl. headless Chromium where possible) and run lint + the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+EXTRAS ?= dev,torch,mlx,optuna,data,nvidia
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup run demo lab test lint bench browser clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 first: on CPU-only machines this resolves to the CPU build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: setup
+	$(PY) examples/demo.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
+
+run: demo lab
+
+# Headless Chromium for the browser tests (Debian/Ubuntu package; needs root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not found: browser tests will be skipped (install the chromium package)"; fi; }
+
+lint: setup
+	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
+
+test: setup browser lint
+	$(PY) -m pytest -p no:cacheprovider -ra
+
+bench: setup
+	$(PY) benchmarks/bench_logging.py
+
+clean:
+	rm -rf $(VENV) build dist test-artifacts .pytest_cache
