@@ -1,0 +1,532 @@
+"""Queries behind the REST API and the JupyterLab sidebar: filtered/sorted/paginated runs,
+server-side decimated metric series, comparisons, telemetry, alerts, data versions, drift.
+
+Everything returns plain JSON-safe Python data (NaN/inf become None)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from . import query as q
+from . import runs as rstore
+from .db import Store
+
+log = logging.getLogger(__name__)
+
+SORTABLE = {
+    "start_time": "r.start_time",
+    "end_time": "r.end_time",
+    "name": "r.name COLLATE NOCASE",
+    "status": "r.status",
+    "experiment": "e.name COLLATE NOCASE",
+    "duration": "(coalesce(r.end_time, :now) - r.start_time)",
+    "metric": "km.last_value",
+}
+MAX_LIMIT = 1000
+MAX_POINTS = 10_000
+_COND = re.compile(r"^\s*(params|metrics|tags)\.(.+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
+_RECONCILE_EVERY = 10.0
+_last_reconcile: dict[str, float] = {}
+
+
+def clean(obj: Any) -> Any:
+    """Recursively replace NaN/inf floats by None so the result is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    return obj
+
+
+def _decode(v: str | None) -> Any:
+    if v is None:
+        return None
+    try:
+        return json.loads(v)
+    except (ValueError, TypeError):
+        return v
+
+
+def maybe_reconcile(store: Store) -> None:
+    """Mark runs of dead processes crashed, at most every few seconds per store, so the
+    sidebar never shows a dead kernel's run as running."""
+    key = str(store.path)
+    now = time.monotonic()
+    if now - _last_reconcile.get(key, 0.0) < _RECONCILE_EVERY:
+        return
+    _last_reconcile[key] = now
+    try:
+        from ..config import stale_after
+
+        rstore.reconcile(store, stale_after())
+    except Exception as e:  # a read endpoint must not fail because a write was refused
+        log.warning("mlops: could not reconcile stale runs: %s", e)
+
+
+# ------------------------------------------------------------------------- experiments
+
+
+def experiments(store: Store) -> list[dict[str, Any]]:
+    """Experiments with run counts, running counts and the latest start time."""
+    rows = store.read(
+        "SELECT e.name, count(r.id), coalesce(sum(r.status = 'running'), 0), max(r.start_time)"
+        " FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id"
+        " GROUP BY e.id ORDER BY max(r.start_time) DESC"
+    )
+    return [{"name": n, "runs": c, "running": rn, "last_start": ls} for n, c, rn, ls in rows]
+
+
+def metric_keys(store: Store, experiment: str | None = None, system: bool = False) -> list[str]:
+    """Metric keys logged by runs (of one experiment), most used first."""
+    cond, args = [], []
+    if experiment:
+        cond.append(
+            "s.run_id IN (SELECT r.id FROM runs r JOIN experiments e"
+            " ON e.id = r.experiment_id WHERE e.name = ?)"
+        )
+        args.append(experiment)
+    if not system:
+        cond.append("k.key NOT LIKE 'sys/%'")
+    where = ("WHERE " + " AND ".join(cond)) if cond else ""
+    rows = store.read(
+        "SELECT k.key, count(*) c FROM metric_summary s JOIN metric_keys k ON k.id = s.key_id "
+        f"{where} GROUP BY k.key ORDER BY c DESC, k.key",
+        args,
+    )
+    return [r[0] for r in rows]
+
+
+# -------------------------------------------------------------------------------- runs
+
+
+def _number(s: str) -> float | None:
+    try:
+        v = float(s)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def parse_condition(text: str) -> tuple[str, str, str, str]:
+    """'params.lr>=0.01' -> ('params', 'lr', '>=', '0.01'). Raises InvalidInputError."""
+    m = _COND.match(text or "")
+    if not m:
+        raise InvalidInputError(
+            f"bad filter {text!r}: expected params.<key>|metrics.<key>|tags.<key> "
+            "followed by one of = != > >= < <= ~ and a value, e.g. 'metrics.loss<0.5'"
+        )
+    kind, key, op, value = m.groups()
+    op = "=" if op == "==" else op
+    if kind == "metrics" and _number(value) is None:
+        raise InvalidInputError(f"bad filter {text!r}: metric conditions need a number")
+    if op in (">", ">=", "<", "<=") and _number(value) is None:
+        raise InvalidInputError(f"bad filter {text!r}: {op} needs a number")
+    return kind, key, op, value
+
+
+def _condition_sql(kind: str, key: str, op: str, value: str) -> tuple[str, list[Any]]:
+    if kind == "metrics":
+        col = "last_value"
+        for suffix in ("last", "min", "max"):
+            if key.endswith("." + suffix):
+                key, col = key[: -len(suffix) - 1], f"{suffix}_value"
+        return (
+            "EXISTS (SELECT 1 FROM metric_summary ms JOIN metric_keys mk ON mk.id = ms.key_id"
+            f" WHERE ms.run_id = r.id AND mk.key = ? AND ms.{col} {op} ?)",
+            [key, float(value)],
+        )
+    table = "params" if kind == "params" else "tags"
+    num = _number(value)
+    if op == "~":
+        expr, arg = "kv.value LIKE ?", f"%{value}%"
+    elif num is not None:
+        # numbers are stored as JSON numbers; compare numerically when the value is one
+        expr = f"json_valid(kv.value) AND json_type(kv.value) IN ('integer', 'real') AND CAST(kv.value AS REAL) {op} ?"
+        arg = num
+        if op in ("=", "!="):
+            expr = f"(({expr}) OR kv.value {op} ?)"
+            return (
+                f"EXISTS (SELECT 1 FROM {table} kv WHERE kv.run_id = r.id AND kv.key = ?"
+                f" AND {expr})",
+                [key, num, json.dumps(value)],
+            )
+    else:
+        lit = {"true": "true", "false": "false", "null": "null"}.get(value.lower())
+        expr, arg = f"kv.value {op} ?", lit or json.dumps(value)
+    return (
+        f"EXISTS (SELECT 1 FROM {table} kv WHERE kv.run_id = r.id AND kv.key = ? AND {expr})",
+        [key, arg],
+    )
+
+
+def list_runs(
+    store: Store,
+    *,
+    experiment: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
+    conditions: list[str] | None = None,
+    sort: str = "start_time",
+    order: str = "desc",
+    limit: int = 100,
+    offset: int = 0,
+    metric: str | None = None,
+    top_level: bool = False,
+) -> dict[str, Any]:
+    """One page of runs: {"total", "offset", "limit", "metric", "runs": [...]}.
+
+    `conditions` are strings like "params.lr>=0.01", "metrics.loss.min<0.3", "tags.x=y";
+    `metric` is the key shown as "key metric" (default: the most logged metric key)."""
+    if sort not in SORTABLE:
+        raise InvalidInputError(f"sort must be one of {sorted(SORTABLE)}, got {sort!r}")
+    if order not in ("asc", "desc"):
+        raise InvalidInputError(f"order must be 'asc' or 'desc', got {order!r}")
+    if not (1 <= limit <= MAX_LIMIT):
+        raise InvalidInputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if offset < 0:
+        raise InvalidInputError(f"offset must be >= 0, got {offset}")
+    if status is not None and status not in rstore.STATUSES:
+        raise InvalidInputError(f"status must be one of {list(rstore.STATUSES)}, got {status!r}")
+    maybe_reconcile(store)
+    if metric is None:
+        keys = metric_keys(store, experiment)
+        metric = next((k for k in keys if k in ("loss", "val_loss", "accuracy")), None)
+        metric = metric or (keys[0] if keys else None)
+    kid_row = store.read("SELECT id FROM metric_keys WHERE key = ?", (metric,)) if metric else []
+    kid = kid_row[0][0] if kid_row else -1
+
+    cond: list[str] = []
+    args: dict[str, Any] = {"kid": kid, "now": time.time()}
+    pos: list[Any] = []
+
+    def bind(values: list[Any], sql: str) -> str:
+        # mixing named and positional sqlite parameters is not allowed: name them all
+        for v in values:
+            name = f"p{len(pos)}"
+            pos.append(v)
+            args[name] = v
+            sql = sql.replace("?", f":{name}", 1)
+        return sql
+
+    if experiment:
+        cond.append(bind([experiment], "e.name = ?"))
+    if status:
+        cond.append(bind([status], "r.status = ?"))
+    if top_level:
+        cond.append("r.parent_id IS NULL")
+    if search:
+        like = f"%{search}%"
+        cond.append(
+            bind([like, f"{search}%", like], "(r.name LIKE ? OR r.uid LIKE ? OR e.name LIKE ?)")
+        )
+    for text in conditions or []:
+        sql, vals = _condition_sql(*parse_condition(text))
+        cond.append(bind(vals, sql))
+    where = ("WHERE " + " AND ".join(cond)) if cond else ""
+    base = (
+        "FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+        "LEFT JOIN metric_summary km ON km.run_id = r.id AND km.key_id = :kid "
+        f"{where}"
+    )
+    total = store.read(f"SELECT count(*) {base}", args)[0][0]
+    direction = "DESC" if order == "desc" else "ASC"
+    rows = store.read(
+        "SELECT r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time, r.attempt,"
+        " (SELECT p.uid FROM runs p WHERE p.id = r.parent_id), km.last_value, km.min_value,"
+        " km.max_value, r.prev_run_id IS NOT NULL "
+        f"{base} ORDER BY {SORTABLE[sort]} IS NULL, {SORTABLE[sort]} {direction}, r.id {direction}"
+        f" LIMIT {int(limit)} OFFSET {int(offset)}",
+        args,
+    )
+    now = time.time()
+    out = [
+        {
+            "id": uid,
+            "name": name,
+            "experiment": exp,
+            "status": st,
+            "start_time": s,
+            "end_time": e,
+            "duration_s": (e if e is not None else now) - s,
+            "attempt": att,
+            "parent_id": parent,
+            "metric": {"last": last, "min": mn, "max": mx}
+            if last is not None or mn is not None
+            else None,
+        }
+        for _rid, uid, name, exp, st, s, e, att, parent, last, mn, mx, _prev in rows
+    ]
+    return clean({"total": total, "offset": offset, "limit": limit, "metric": metric, "runs": out})
+
+
+def run_detail(store: Store, rid: int) -> dict[str, Any]:
+    """Params, tags, metric summaries, artifacts, events, cells and data versions of a run."""
+    d = q.run_detail(store, rid)
+    d["notebook_path"] = d["tags"].get("notebook.path")
+    d["cells"] = _optional("mlops_jupyter.store.capture", "cells_for_run", store, rid)
+    d["data_versions"] = _optional("mlops_jupyter.store.data", "versions_for_run", store, rid)
+    d["alerts"] = [e for e in d["events"] if e["kind"] == "alert"]
+    return clean(d)
+
+
+def _optional(module: str, fn: str, *args: Any, **kwargs: Any) -> list[Any]:
+    """Call another area's store query if it is installed; [] when it is not or fails."""
+    import importlib
+
+    try:
+        f = getattr(importlib.import_module(module), fn)
+    except (ImportError, AttributeError):
+        return []
+    try:
+        res = f(*args, **kwargs)
+    except Exception as e:  # another area's failure must not break the sidebar
+        log.warning("mlops: %s.%s failed: %s", module, fn, e)
+        return []
+    if res is None:
+        return []
+    if hasattr(res, "to_dicts"):  # a polars frame
+        res = res.to_dicts()
+    return clean(_jsonable(list(res)))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):
+        try:
+            return obj.item()
+        except Exception:
+            pass
+    if hasattr(obj, "timestamp"):
+        return obj.timestamp()
+    return str(obj)
+
+
+# ---------------------------------------------------------------------- metric series
+
+
+def decimate(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, bool]:
+    """Indices of at most `max_points` points keeping each bucket's min and max (and the
+    first/last point), in order. Returns (indices, decimated?)."""
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n), False
+    buckets = max(1, (max_points - 2) // 2)
+    size = -(-n // buckets)
+    pad = buckets * size - n
+    nan = np.isnan(values)
+    lo = np.where(nan, np.inf, values)
+    hi = np.where(nan, -np.inf, values)
+    if pad:
+        lo = np.concatenate([lo, np.full(pad, np.inf)])
+        hi = np.concatenate([hi, np.full(pad, -np.inf)])
+    offsets = np.arange(buckets) * size
+    imin = lo.reshape(buckets, size).argmin(axis=1) + offsets
+    imax = hi.reshape(buckets, size).argmax(axis=1) + offsets
+    idx = np.unique(np.concatenate([[0, n - 1], imin, imax]))
+    idx = idx[idx < n]
+    return idx, True
+
+
+def series(store: Store, rid: int, key: str, max_points: int = 2000) -> dict[str, Any]:
+    """One metric history decimated to at most `max_points` points (min/max per bucket)."""
+    if not (2 <= max_points <= MAX_POINTS):
+        raise InvalidInputError(f"max_points must be between 2 and {MAX_POINTS}, got {max_points}")
+    steps, ts, vals = q.series(store, rid, key)
+    idx, dec = decimate(steps, vals, max_points)
+    v = vals[idx]
+    value = [None if not math.isfinite(x) else x for x in v.tolist()]
+    return {
+        "key": key,
+        "n": int(len(vals)),
+        "decimated": dec,
+        "step": steps[idx].tolist(),
+        "ts": (ts[idx] / 1000.0).tolist(),
+        "value": value,
+    }
+
+
+def uid_of(store: Store, rid: int) -> str:
+    return store.read("SELECT uid FROM runs WHERE id = ?", (rid,))[0][0]
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def compare(
+    store: Store, rids: list[int], keys: list[str] | None = None, max_points: int = 1000
+) -> dict[str, Any]:
+    """Side by side: runs with params/metric summaries, the params that differ, and the
+    decimated curves of `keys` (default: up to 4 metric keys the runs share)."""
+    if not rids:
+        raise InvalidInputError("compare needs at least one run id")
+    if len(rids) > 20:
+        raise InvalidInputError(f"compare takes at most 20 runs, got {len(rids)}")
+    details = [q.run_detail(store, rid) for rid in rids]
+    runs = [
+        {
+            "id": d["id"],
+            "name": d["name"],
+            "experiment": d["experiment"],
+            "status": d["status"],
+            "duration_s": d["duration_s"],
+            "params": d["params"],
+            "metrics": {m["key"]: m for m in d["metrics"]},
+        }
+        for d in details
+    ]
+    pkeys = sorted({k for r in runs for k in r["params"]})
+    differ = [
+        k
+        for k in pkeys
+        if len({json.dumps(r["params"].get(k), sort_keys=True, default=str) for r in runs}) > 1
+    ]
+    mkeys = sorted({k for r in runs for k in r["metrics"] if not k.startswith("sys/")})
+    if keys is None:
+        shared = [k for k in mkeys if all(k in r["metrics"] for r in runs)]
+        keys = (shared or mkeys)[:4]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for key in keys:
+        curves[key] = []
+        for rid, r in zip(rids, runs):
+            s = series(store, rid, key, max_points)
+            if s["n"]:
+                curves[key].append({"run_id": r["id"], "name": r["name"], **s})
+    return clean(
+        {
+            "runs": runs,
+            "param_keys": pkeys,
+            "params_differ": differ,
+            "metric_keys": mkeys,
+            "curves": curves,
+        }
+    )
+
+
+# --------------------------------------------------------------- telemetry and alerts
+
+
+def telemetry(store: Store, rids: list[int] | None = None) -> list[dict[str, Any]]:
+    """Latest system samples (sys/* metrics) and thermal state of the given runs, or of
+    every running run when `rids` is None."""
+    maybe_reconcile(store)
+    if rids is None:
+        rows = store.read(
+            "SELECT r.id, r.uid, r.name, r.status FROM runs r WHERE r.status = 'running'"
+            " ORDER BY r.start_time DESC LIMIT 50"
+        )
+    else:
+        if not rids:
+            return []
+        rows = store.read(
+            "SELECT r.id, r.uid, r.name, r.status FROM runs r "
+            f"WHERE r.id IN ({','.join('?' * len(rids))}) ORDER BY r.start_time DESC",
+            rids,
+        )
+    out = []
+    for rid, uid, name, st in rows:
+        samples = {
+            k: {"value": v, "ts": t, "min": mn, "max": mx}
+            for k, v, t, mn, mx in store.read(
+                "SELECT k.key, s.last_value, s.last_ts, s.min_value, s.max_value"
+                " FROM metric_summary s JOIN metric_keys k ON k.id = s.key_id"
+                " WHERE s.run_id = ? AND k.key LIKE 'sys/%' ORDER BY k.key",
+                (rid,),
+            )
+        }
+        thermal = store.read(
+            "SELECT kind, level, message, start_time, end_time, data FROM run_events"
+            " WHERE run_id = ? AND kind IN ('throttle', 'thermal')"
+            " ORDER BY start_time DESC, id DESC LIMIT 5",
+            (rid,),
+        )
+        out.append(
+            {
+                "run_id": uid,
+                "name": name,
+                "status": st,
+                "samples": samples,
+                "thermal": [_event(r) for r in thermal],
+                "throttling": any(r[4] is None for r in thermal),
+            }
+        )
+    return clean(out)
+
+
+def _event(r: tuple) -> dict[str, Any]:
+    kind, level, msg, start, end, data = r[:6]
+    return {
+        "kind": kind,
+        "level": level,
+        "message": msg,
+        "start_time": start,
+        "end_time": end,
+        "data": _decode(data),
+    }
+
+
+def alerts(
+    store: Store, rid: int | None = None, limit: int = 100, since: float | None = None
+) -> list[dict[str, Any]]:
+    """Alert events (newest first) of one run or of all runs."""
+    if not (1 <= limit <= MAX_LIMIT):
+        raise InvalidInputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    cond, args = ["ev.kind = 'alert'"], []
+    if rid is not None:
+        cond.append("ev.run_id = ?")
+        args.append(rid)
+    if since is not None:
+        cond.append("ev.start_time >= ?")
+        args.append(since)
+    rows = store.read(
+        "SELECT ev.kind, ev.level, ev.message, ev.start_time, ev.end_time, ev.data, r.uid, r.name"
+        " FROM run_events ev JOIN runs r ON r.id = ev.run_id"
+        f" WHERE {' AND '.join(cond)} ORDER BY ev.start_time DESC, ev.id DESC LIMIT {int(limit)}",
+        args,
+    )
+    return clean([{**_event(r), "run_id": r[6], "run_name": r[7]} for r in rows])
+
+
+# ------------------------------------------------------------------- other areas' data
+
+
+def data_versions(store: Store, rid: int) -> list[dict[str, Any]]:
+    """Data versions recorded for a run ([] when the data feature is not installed)."""
+    return _optional("mlops_jupyter.store.data", "versions_for_run", store, rid)
+
+
+def drift(store: Store, rid: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Stored drift reports (aggregates only), newest first."""
+    return _optional("mlops_jupyter.store.data", "drift_reports", store, rid=rid, limit=limit)
+
+
+def cells(store: Store, rid: int) -> list[dict[str, Any]]:
+    """Notebook cells executed during a run ([] when capture is not installed)."""
+    return _optional("mlops_jupyter.store.capture", "cells_for_run", store, rid)
+
+
+def health(store: Store) -> dict[str, Any]:
+    """Store location, schema version and run count."""
+    from . import schema
+
+    n = store.read("SELECT count(*) FROM runs")[0][0]
+    return {
+        "ok": True,
+        "store": str(store.path),
+        "schema_version": schema.current_version(store.conn()),
+        "runs": n,
+    }
