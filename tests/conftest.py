@@ -20,6 +20,9 @@ def _isolated_store(tmp_path, monkeypatch):
 
     store = tmp_path / "mlops-store" / "store.db"
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
+    # Telemetry samples would add sys/* metrics to every run; tests of telemetry opt in
+    # with monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "1").
+    monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "0")
     mj.set_store(None)
     yield store
     while api.active_run() is not None:

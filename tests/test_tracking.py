@@ -175,7 +175,11 @@ def test_many_small_flushes_compact_and_keep_order():
         for i in range(200):
             mj.log_metric("k", float(i))
             writer_for(run.store).flush()  # one tiny chunk per point
-    chunks = run.store.read("SELECT count(*) FROM metric_chunks WHERE run_id=?", (run._rid,))[0][0]
+    chunks = run.store.read(
+        "SELECT count(*) FROM metric_chunks c JOIN metric_keys k ON k.id = c.key_id "
+        "WHERE c.run_id=? AND k.key='k'",
+        (run._rid,),
+    )[0][0]
     assert chunks <= 2
     assert mj.metrics(run.id, "k")["value"].to_list() == [float(i) for i in range(200)]
 
@@ -199,3 +203,39 @@ def test_store_lock_does_not_stall_logging(store_path):
         other.close()
     assert logging_time < 0.5  # generous: a blocked call would take the busy timeout (5 s)
     assert mj.metrics(run.id, "x").height == 1001
+
+
+def test_failed_write_is_retried_without_losing_or_shifting_points(monkeypatch):
+    """A transaction that fails half-way is rolled back; the next flush writes the same
+    points with the same auto-steps and valid key ids."""
+    from mlops_jupyter.store import metrics as mstore
+    from mlops_jupyter.tracking.writer import writer_for
+
+    real = mstore.append_chunk
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # fail after the first group (and the new keys) were written
+            raise OSError("disk hiccup")
+        return real(*args, **kwargs)
+
+    with mj.start_run() as run:
+        w = writer_for(run.store)
+        mj.log_metric("warm", 1.0)
+        w.flush()
+        mj.log(first=1.0, second=2.0)
+        mj.log(first=3.0, second=4.0)
+        monkeypatch.setattr(mstore, "append_chunk", flaky)
+        with pytest.raises(OSError):
+            w.flush()
+        monkeypatch.setattr(mstore, "append_chunk", real)
+        w.flush()
+    m = mj.metrics(run.id).sort("key", "step")
+    assert m.select("key", "step", "value").rows() == [
+        ("first", 0, 1.0),
+        ("first", 1, 3.0),
+        ("second", 0, 2.0),
+        ("second", 1, 4.0),
+        ("warm", 0, 1.0),
+    ]

@@ -28,7 +28,9 @@ def _check_existing(path: Path) -> None:
         return  # empty file: treat as new
     if head != _SQLITE_MAGIC:
         raise NotAStoreError(f"{path} is not an mlops-jupyter store (not a SQLite database)")
-    uri = f"file:{path.as_posix()}?mode=ro"
+    from urllib.request import pathname2url
+
+    uri = f"file:{pathname2url(str(path))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:

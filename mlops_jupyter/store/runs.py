@@ -110,7 +110,7 @@ def create_run(
 
 
 def finish_run(store: Store, rid: int, status: str) -> None:
-    """Mark a run ended with `status` (only if it is still running or was thought crashed)."""
+    """Mark a run ended with `status`."""
     with store.write() as c:
         c.execute(
             "UPDATE runs SET status=?, end_time=?, heartbeat=? WHERE id=?",

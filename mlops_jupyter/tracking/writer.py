@@ -35,6 +35,11 @@ class _Series:
         self.tail_seq = seq
         self.tail_count = 0
 
+    def copy(self) -> _Series:
+        c = _Series(self.seq, self.next_step)
+        c.tail_seq, c.tail_count = self.tail_seq, self.tail_count
+        return c
+
 
 class Writer:
     """One per (process, store). Thread-safe; `queue.append` is the only hot-path call."""
@@ -134,13 +139,18 @@ class Writer:
                 groups[(it[0], it[1])] = [it]
             else:
                 g.append(it)
+        # Work on copies of the writer state and adopt them only after COMMIT: a failed
+        # transaction is rolled back, and the retry must reuse the same seqs, auto-steps and
+        # (possibly un-inserted) key ids.
+        keys = dict(self._keys)
+        series = dict(self._series)
         with self.store.write() as c:
-            mstore.key_ids(c, list({k for _, k in groups}), self._keys)
+            mstore.key_ids(c, list({k for _, k in groups}), keys)
             for (rid, key), pts in groups.items():
-                kid = self._keys[key]
-                s = self._series.get((rid, kid))
-                if s is None:
-                    s = self._series[(rid, kid)] = _Series(*mstore.next_position(c, rid, kid))
+                kid = keys[key]
+                old = series.get((rid, kid))
+                s = _Series(*mstore.next_position(c, rid, kid)) if old is None else old.copy()
+                series[(rid, kid)] = s
                 steps = np.empty(len(pts), np.int64)
                 nxt = s.next_step
                 for i, p in enumerate(pts):
@@ -162,19 +172,23 @@ class Writer:
                 s.seq += 1
                 if s.tail_count >= MERGE_AFTER:
                     self._merge(c, rid, kid, s)
-            if self._closing:
-                for (rid, kid), s in list(self._series.items()):
-                    if rid in self._closing:
+            closing = set(self._closing)
+            if closing:
+                for (rid, kid), s in list(series.items()):
+                    if rid in closing:
                         if s.tail_count > 1:
+                            s = series[(rid, kid)] = s.copy()
                             self._merge(c, rid, kid, s)
-                        del self._series[(rid, kid)]
-                self._closing.clear()
+                        del series[(rid, kid)]
             if beat:
                 c.executemany(
                     "UPDATE runs SET heartbeat=? WHERE id=? AND status='running'",
-                    [(now, r) for r in self._runs],
+                    [(now, r) for r in list(self._runs)],
                 )
-                self._last_hb = now
+        self._keys, self._series = keys, series
+        self._closing -= closing
+        if beat:
+            self._last_hb = now
         return len(items)
 
     @staticmethod
