@@ -7,17 +7,17 @@ import os
 import sys
 import threading
 import time
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import InvalidInputError, NoActiveRunError
 from ..store import Store, open_store
-from ..store import query as q
 from ..store import runs as rstore
 from .run import Run, as_step, as_value, bad_key
 from .writer import writer_for
+
+if TYPE_CHECKING:  # polars loads on the first query, keeping `import mlops_jupyter` light
+    import polars as pl
 
 _now = time.time
 _stack: list[Run] = []
@@ -219,6 +219,8 @@ def runs(
     left out unless include_system=True."""
     if status is not None and status not in rstore.STATUSES:
         raise InvalidInputError(f"status must be one of {rstore.STATUSES}, got {status!r}")
+    from ..store import query as q
+
     return q.runs_frame(_read_store(), experiment, status, include_system)
 
 
@@ -227,7 +229,7 @@ def _run_ids(store: Store, run_ids: Any) -> list[int]:
         return [r[0] for r in store.read("SELECT id FROM runs ORDER BY id")]
     if isinstance(run_ids, (str, Run)):
         run_ids = [run_ids]
-    elif isinstance(run_ids, pl.DataFrame):
+    elif type(run_ids).__module__.startswith("polars") and hasattr(run_ids, "columns"):
         run_ids = run_ids["id"].to_list()
     out = []
     for r in run_ids:
@@ -244,12 +246,16 @@ def metrics(run_ids: Any = None, keys: str | list[str] | None = None) -> pl.Data
         keys = [keys]
     if keys is not None and not all(isinstance(k, str) for k in keys):
         raise InvalidInputError("keys must be a string or a list of strings")
+    from ..store import query as q
+
     return q.metrics_frame(store, _run_ids(store, run_ids), keys)
 
 
 def get_run(ref: str) -> dict[str, Any]:
     """Details of one run (params, tags, metric summaries, artifacts, events) as a dict."""
     store = _read_store()
+    from ..store import query as q
+
     return q.run_detail(store, rstore.resolve_run(store, ref))
 
 
