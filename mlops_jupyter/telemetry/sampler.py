@@ -1,0 +1,242 @@
+"""Background telemetry sampling for active runs.
+
+`attach(run)` is called for every new run (tracking START_HOOKS). One daemon thread per
+process samples every source once per interval and hands the same sample to every
+attached run: it is logged as `sys/...` metrics (through the run's buffered writer),
+fed to throttle detection and to the alert rules, whose episodes become run events.
+The thread stops when no run is attached.
+
+Settings: MLOPS_JUPYTER_TELEMETRY=0 disables sampling; MLOPS_JUPYTER_TELEMETRY_INTERVAL
+sets the interval in seconds (default 1).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store import telemetry as tstore
+from .alerts import AlertEngine, NonFiniteRule, RisingRule, level_of, rules
+from .sources import Sources
+from .throttle import Episode, Episodes, ThrottleDetector
+
+DEFAULT_INTERVAL = 1.0
+MIN_INTERVAL = 0.05
+
+
+def enabled() -> bool:
+    """False when MLOPS_JUPYTER_TELEMETRY is 0/false/off/no."""
+    v = os.environ.get("MLOPS_JUPYTER_TELEMETRY", "1").strip().lower()
+    return v not in ("0", "false", "off", "no")
+
+
+def interval() -> float:
+    """Sampling interval in seconds (MLOPS_JUPYTER_TELEMETRY_INTERVAL, default 1)."""
+    raw = os.environ.get("MLOPS_JUPYTER_TELEMETRY_INTERVAL", "")
+    try:
+        v = float(raw) if raw.strip() else DEFAULT_INTERVAL
+    except ValueError:
+        warnings.warn(
+            f"MLOPS_JUPYTER_TELEMETRY_INTERVAL={raw!r} is not a number; using 1 s",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        v = DEFAULT_INTERVAL
+    return max(MIN_INTERVAL, v)
+
+
+@dataclass
+class _RunState:
+    run: Any
+    throttle: ThrottleDetector = field(default_factory=ThrottleDetector)
+    engine: AlertEngine = field(default_factory=AlertEngine)
+    alerts: Episodes = field(default_factory=Episodes)
+    have: dict[str, int] = field(default_factory=dict)  # points seen per user metric
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    samples: int = 0
+
+
+class Hub:
+    """The process-wide sampler (one thread for every attached run)."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, _RunState] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.interval = DEFAULT_INTERVAL
+        self.sources: Sources | None = None
+        self.latest: tuple[float, dict[str, float]] | None = None
+        self.tick_cpu_s = 0.0  # CPU time of the sampling thread, for the benchmark
+        self.ticks = 0
+        self._warned: set[str] = set()
+
+    # -- runs --------------------------------------------------------------------------
+    def add(self, run: Any) -> None:
+        with self.lock:
+            self.interval = interval()
+            self.states[id(run)] = _RunState(run)
+            if self.sources is None:
+                self.sources = Sources(run.store.root)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._loop, name="mlops-telemetry", daemon=True
+                )
+                self.thread.start()
+        run._on_end.append(self._on_end)
+
+    def _on_end(self, run: Any, status: str) -> None:
+        with self.lock:
+            st = self.states.pop(id(run), None)
+            if not self.states:
+                self.wake.set()
+        if st is None:
+            return
+        with st.lock:
+            try:
+                # last look at the metrics logged since the previous tick
+                run._writer.flush()
+                self._check_metrics(st, time.time())
+            except Exception as e:
+                self._warn("alerts", e)
+            now = time.time()
+            for ep in st.throttle.episodes.close_all(now) + st.alerts.close_all(now):
+                self._close(st, ep)
+
+    def states_for(self, run: Any) -> _RunState | None:
+        return self.states.get(id(run))
+
+    # -- the thread --------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            c0 = time.thread_time()
+            with self.lock:
+                states = list(self.states.values())
+                if not states:
+                    self.thread = None
+                    self.sources = None
+                    return
+            try:
+                self.tick(states)
+            except Exception as e:  # the sampler must never die silently mid-run
+                self._warn("sampler", e)
+            self.tick_cpu_s += time.thread_time() - c0
+            self.ticks += 1
+            self.wake.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+            self.wake.clear()
+
+    def tick(self, states: list[_RunState]) -> dict[str, float]:
+        """Take one sample and process it for every attached run."""
+        assert self.sources is not None
+        sample = self.sources.sample()
+        for name, err in self.sources.failed.items():
+            self._warn(name, err)
+        now = time.time()
+        self.latest = (now, sample)
+        rule_set = rules()
+        for st in states:
+            with st.lock:
+                if st.run.status != "running":
+                    continue
+                try:
+                    st.run.log(None, **sample)
+                    st.samples += 1
+                except Exception as e:
+                    self._warn("log", e)
+                    continue
+                started, ended = st.throttle.update(sample, now)
+                for ep in started:
+                    self._open(st, ep, "throttle")
+                for ep in ended:
+                    self._close(st, ep)
+                self._check_metrics(st, now, sample, rule_set)
+        return sample
+
+    def _check_metrics(
+        self,
+        st: _RunState,
+        now: float,
+        sample: dict[str, float] | None = None,
+        rule_set: list | None = None,
+    ) -> None:
+        rule_set = rules() if rule_set is None else rule_set
+        conds = st.engine.sample_conditions(sample, rule_set) if sample else {}
+        if sample is None:
+            # at run end keep telemetry alerts that are still open
+            conds.update({k: (ep.message, ep.data) for k, ep in st.alerts.open.items()})
+        if any(isinstance(r, (NonFiniteRule, RisingRule)) for r in rule_set):
+            new = tstore.new_points(st.run.store, st.run._rid, st.have)
+            for k, (n, _s, _v) in new.items():
+                st.have[k] = n
+            conds.update(st.engine.metric_conditions(new, rule_set))
+        started, ended = st.alerts.update(conds, now)
+        for ep in started:
+            ep.level = level_of(ep.key, rule_set)
+            ep.data["rule"] = ep.key.split(":", 1)[0]
+            self._open(st, ep, "alert")
+        for ep in ended:
+            self._close(st, ep)
+
+    # -- events ------------------------------------------------------------------------
+    def _open(self, st: _RunState, ep: Episode, kind: str) -> None:
+        try:
+            ep.event_id = tstore.open_event(
+                st.run.store, st.run._rid, kind, ep.message, ep.level, ep.data, ep.start
+            )
+        except Exception as e:
+            self._warn("events", e)
+
+    def _close(self, st: _RunState, ep: Episode) -> None:
+        if ep.event_id is None:
+            return
+        try:
+            tstore.close_event(st.run.store, ep.event_id, ep.end or time.time(), ep.data)
+        except Exception as e:
+            self._warn("events", e)
+
+    def _warn(self, what: str, err: Any) -> None:
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        warnings.warn(
+            f"mlops-jupyter telemetry: {what} failed ({err}); the other sources carry on",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+_hub = Hub()
+
+
+def hub() -> Hub:
+    """The process-wide sampler."""
+    return _hub
+
+
+def attach(run: Any) -> None:
+    """Start sampling telemetry for `run` until it ends (a tracking start hook)."""
+    if not enabled():
+        return
+    _hub.add(run)
+
+
+def latest(max_age: float | None = None) -> dict[str, float] | None:
+    """The most recent sample taken for any run (None if none, or older than max_age s)."""
+    lt = _hub.latest
+    if lt is None or (max_age is not None and time.time() - lt[0] > max_age):
+        return None
+    return lt[1]
+
+
+def _after_fork() -> None:
+    # the sampling thread does not exist in a forked child
+    global _hub
+    _hub = Hub()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,206 @@
+"""Run comparison: a params + metric-summary table (differing params highlighted) and an
+altair overlay chart of one metric. Static output: renders in JupyterLab, VS Code and
+exported HTML without a kernel or network."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import InvalidInputError
+from .render import decimate
+
+_PREFERRED = ("val_loss", "val/loss", "loss", "train/loss", "train_loss")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _run_refs(runs: Any) -> list[str]:
+    from ..tracking.run import Run
+
+    if isinstance(runs, pl.DataFrame):
+        if "id" not in runs.columns:
+            raise InvalidInputError("a runs DataFrame needs an 'id' column (use mj.runs())")
+        return runs["id"].to_list()
+    if isinstance(runs, (str, Run)):
+        runs = [runs]
+    if not isinstance(runs, (list, tuple)):
+        raise InvalidInputError(
+            f"runs must be a list of runs/ids/names or a mj.runs() frame, got {type(runs).__name__}"
+        )
+    out = []
+    for r in runs:
+        if isinstance(r, Run):
+            out.append(r.id)
+        elif isinstance(r, str) and r:
+            out.append(r)
+        else:
+            raise InvalidInputError(f"not a run, run id or name: {r!r}")
+    return out
+
+
+class Comparison:
+    """What `mj.compare(...)` returns: `.table` (polars, one row per field, one column per
+    run), `.differing` (param names whose values differ), `.chart` (altair) and `.metric`."""
+
+    def __init__(self, runs: Any, metric: str | None = None, max_points: int = 500) -> None:
+        from .. import tracking
+
+        refs = _run_refs(runs)
+        if not refs:
+            raise InvalidInputError("compare() needs at least one run")
+        details = [tracking.get_run(r) for r in refs]
+        seen: set[str] = set()
+        self.runs = [d for d in details if not (d["id"] in seen or seen.add(d["id"]))]
+        self.labels = [f"{d['name']} ({d['id'][:6]})" for d in self.runs]
+        pkeys = sorted({k for d in self.runs for k in d["params"]})
+        self.differing = [
+            k for k in pkeys if len({repr(d["params"].get(k)) for d in self.runs}) > 1
+        ]
+        mkeys = sorted(
+            {m["key"] for d in self.runs for m in d["metrics"] if not m["key"].startswith("sys/")}
+        )
+        rows: list[tuple[str, str, list[Any]]] = [
+            ("run", "status", [d["status"] for d in self.runs]),
+            ("run", "duration_s", [round(d["duration_s"], 2) for d in self.runs]),
+        ]
+        rows += [("param", k, [d["params"].get(k) for d in self.runs]) for k in pkeys]
+        for k in mkeys:
+            by_run = [{m["key"]: m for m in d["metrics"]}.get(k) for d in self.runs]
+            for stat in ("last", "min", "max"):
+                rows.append(("metric", f"{k}.{stat}", [m and m[stat] for m in by_run]))
+        self._rows = rows
+        cols: dict[str, list[str]] = {
+            "section": [r[0] for r in rows],
+            "field": [r[1] for r in rows],
+        }
+        for i, lab in enumerate(self.labels):
+            cols[lab] = [_fmt(r[2][i]) for r in rows]
+        self.table = pl.DataFrame(cols)
+        if metric is None:
+            metric = next((m for m in _PREFERRED if m in mkeys), mkeys[0] if mkeys else None)
+        elif not isinstance(metric, str):
+            raise InvalidInputError(f"metric must be a string, got {type(metric).__name__}")
+        else:
+            all_keys = {m["key"] for d in self.runs for m in d["metrics"]}
+            if metric not in all_keys:
+                raise InvalidInputError(
+                    f"no run has a metric {metric!r}; available: {', '.join(mkeys) or 'none'}"
+                )
+        self.metric = metric
+        self.curves = self._curves(max_points) if metric else pl.DataFrame()
+        self.chart = self._chart() if metric else None
+
+    def _curves(self, max_points: int) -> pl.DataFrame:
+        from .. import tracking
+
+        long = tracking.metrics([d["id"] for d in self.runs], keys=[self.metric])
+        label = dict(zip([d["id"] for d in self.runs], self.labels))
+        frames = []
+        for (rid,), part in long.group_by(["run_id"], maintain_order=True):
+            x, y = decimate(
+                part["step"].to_numpy(), part["value"].to_numpy(), max(1, max_points // 2)
+            )
+            y = np.where(np.isfinite(y), y, np.nan)
+            frames.append(pl.DataFrame({"run": label[rid], "step": x, self.metric: y}))
+        if not frames:
+            return pl.DataFrame(
+                schema={"run": pl.String, "step": pl.Int64, self.metric: pl.Float64}
+            )
+        return pl.concat(frames).fill_nan(None)
+
+    def _chart(self) -> Any:
+        try:
+            import altair as alt
+        except ImportError:
+            return None
+        data = self.curves.to_dicts()
+        field = self.metric.replace(".", "\\.")
+        return (
+            alt.Chart(alt.Data(values=data))
+            .mark_line()
+            .encode(
+                x=alt.X("step:Q", title="step"),
+                y=alt.Y(f"{field}:Q", title=self.metric, scale=alt.Scale(zero=False)),
+                color=alt.Color("run:N", title="run"),
+                tooltip=["run:N", "step:Q", f"{field}:Q"],
+            )
+            .properties(width=520, height=260, title=f"{self.metric} by step")
+            .interactive()
+        )
+
+    # -- rendering ---------------------------------------------------------------------
+    def table_html(self) -> str:
+        """The comparison table as HTML; differing params are highlighted."""
+        head = "".join(f"<th>{html.escape(lab)}</th>" for lab in self.labels)
+        body = []
+        for section, field, vals in self._rows:
+            diff = section == "param" and field in self.differing
+            style = ' style="background:#fff3cd"' if diff else ""
+            mark = " ●" if diff else ""
+            cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in vals)
+            body.append(
+                f'<tr{style} class="mlops-{section}{" mlops-diff" if diff else ""}">'
+                f'<td style="color:#777">{section}</td>'
+                f"<th style='text-align:left'>{html.escape(field)}{mark}</th>{cells}</tr>"
+            )
+        return (
+            '<table class="mlops-compare" style="border-collapse:collapse;font-size:12px">'
+            f"<thead><tr><th></th><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+            "</table>"
+        )
+
+    def _chart_bundle(self) -> dict[str, Any] | None:
+        if self.chart is None:
+            return None
+        from .render import sparkline_svg
+
+        bundle: dict[str, Any] = {}
+        spec = self.chart.to_dict()
+        bundle["application/vnd.vegalite.v5+json"] = spec
+        # static fallback for front ends without a vega renderer (exported HTML, GitHub)
+        svgs = []
+        for (run,), part in self.curves.group_by(["run"], maintain_order=True):
+            y = [None if v is None else float(v) for v in part[self.metric].to_list()]
+            svgs.append(f"<div>{html.escape(run)}<br>{sparkline_svg(y, 360, 80)}</div>")
+        bundle["text/html"] = (
+            f"<div><b>{html.escape(self.metric or '')}</b> by step"
+            f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{''.join(svgs)}</div></div>"
+        )
+        bundle["text/plain"] = f"<altair chart: {self.metric} by step for {len(self.runs)} runs>"
+        return bundle
+
+    def _repr_html_(self) -> str:
+        chart = self._chart_bundle()
+        return self.table_html() + (chart["text/html"] if chart else "")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display({"text/html": self.table_html(), "text/plain": repr(self)}, raw=True)
+        chart = self._chart_bundle()
+        if chart is not None:
+            display(chart, raw=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"Comparison({len(self.runs)} runs, metric={self.metric!r}, differing={self.differing})"
+        )
+
+
+def compare(runs: Any, metric: str | None = None, max_points: int = 500) -> Comparison:
+    """Compare runs: table of params and metric summaries (differing params highlighted)
+    and an overlay chart of `metric` (default: a loss-like or the first metric).
+
+    `runs`: run ids/names/Run objects, or a `mj.runs()` frame (e.g. `mj.runs().head(5)`)."""
+    return Comparison(runs, metric, max_points)

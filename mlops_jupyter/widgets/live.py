@@ -1,0 +1,287 @@
+"""Live run monitor and telemetry panel (anywidget; the ES module ships in static/).
+
+A follower thread reads only the points logged since its last look (from the store the
+background writer fills), keeps them in numpy buffers, decimates each series to at most
+~2000 points and pushes one batched update at most `rate` times a second (<= 10). The
+training loop never calls into the widget."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from ..store import telemetry as tstore
+from ..telemetry import sampler
+from ..telemetry.sources import THERMAL_STATES
+from .render import decimate, jsonable, static_html, telemetry_items
+
+STATIC = Path(__file__).parent / "static"
+MAX_RATE = 10.0
+
+
+class _Buf:
+    """A growable (step, value) buffer."""
+
+    __slots__ = ("x", "y", "n")
+
+    def __init__(self) -> None:
+        self.x = np.empty(1024, np.int64)
+        self.y = np.empty(1024, np.float64)
+        self.n = 0
+
+    def extend(self, x: np.ndarray, y: np.ndarray) -> None:
+        need = self.n + len(x)
+        if need > len(self.x):
+            cap = max(need, 2 * len(self.x))
+            self.x = np.resize(self.x, cap)
+            self.y = np.resize(self.y, cap)
+        self.x[self.n : need] = x
+        self.y[self.n : need] = y
+        self.n = need
+
+
+class _Base(anywidget.AnyWidget):
+    _esm = STATIC / "live.js"
+    _css = STATIC / "live.css"
+    mode = t.Unicode("run").tag(sync=True)
+    title = t.Unicode("").tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    thermal = t.Unicode("unknown").tag(sync=True)
+    telemetry = t.List().tag(sync=True)
+    series = t.Dict().tag(sync=True)
+    alerts = t.List().tag(sync=True)
+    updates = t.Int(0).tag(sync=True)
+
+    _shown_at: int | None = None
+    _handle: Any = None
+
+    def _ipython_display_(self, **kw: Any) -> None:
+        # `mj.live()` already displayed the widget; its return value as the last line of
+        # the same cell must not show a second copy
+        from IPython import get_ipython
+        from IPython.display import display
+
+        ip = get_ipython()
+        if ip is not None and self._shown_at == ip.execution_count:
+            return
+        display(self._repr_mimebundle_(**kw), raw=True)
+
+    def show(self) -> None:
+        """Display in the notebook (with a handle to attach a static copy later)."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        self._handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        ip = get_ipython()
+        self._shown_at = ip.execution_count if ip is not None else None
+
+    def static_html(self) -> str:
+        """The current state as self-contained HTML (inline SVG charts)."""
+        return static_html(
+            self.title, self.status, self.series, self.telemetry, self.thermal, self.alerts
+        )
+
+    def _freeze(self) -> None:
+        # keep the widget, and add a static copy of the final state to the same output so
+        # exported notebooks and front ends without widget support still show the result
+        if self._handle is not None:
+            try:
+                bundle = dict(self._repr_mimebundle_())
+                bundle["text/html"] = self.static_html()
+                self._handle.update(bundle, raw=True)
+            except Exception:
+                pass
+
+
+class LiveMonitor(_Base):
+    """Live charts of a run's metrics, telemetry strip, thermal badge and alerts."""
+
+    def __init__(
+        self,
+        store: Any,
+        rid: int,
+        run: Any = None,
+        rate: float = 4.0,
+        buckets: int = 1000,
+        keys: list[str] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self._store, self._rid, self._run = store, rid, run
+        self._interval = 1.0 / min(MAX_RATE, max(0.1, float(rate)))
+        self._buckets = buckets
+        self._keys = keys
+        self._bufs: dict[str, _Buf] = {}
+        self._have: dict[str, int] = {}
+        self._alert_sig: tuple = ()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        uid, name, status = tstore.run_rows(store, [rid])[rid]
+        self.title = f"{name} ({uid})"
+        self.status = status
+
+    # -- polling -----------------------------------------------------------------------
+    def _run_status(self) -> str:
+        if self._run is not None:
+            return self._run.status
+        return tstore.run_rows(self._store, [self._rid])[self._rid][2]
+
+    def refresh(self) -> bool:
+        """Read new points/alerts/telemetry and push them; True if anything changed."""
+        new = tstore.new_points(self._store, self._rid, self._have)
+        changed = False
+        for key, (n, x, y) in new.items():
+            if self._keys is not None and key not in self._keys:
+                continue
+            self._have[key] = n
+            self._bufs.setdefault(key, _Buf()).extend(x, y)
+            changed = True
+        series = None
+        if changed:
+            series = {}
+            for key in sorted(self._bufs):
+                b = self._bufs[key]
+                x, y = decimate(b.x[: b.n], b.y[: b.n], self._buckets)
+                finite = b.y[: b.n][np.isfinite(b.y[: b.n])]
+                series[key] = {
+                    "x": x.tolist(),
+                    "y": jsonable(y),
+                    "n": b.n,
+                    "last": jsonable(b.y[b.n - 1 : b.n])[0],
+                    "min": float(finite.min()) if len(finite) else None,
+                    "max": float(finite.max()) if len(finite) else None,
+                }
+        sample = sampler.latest(max_age=5.0) if self._run is not None else None
+        if sample is None:
+            sample = tstore.latest_values(self._store, self._rid)
+        thermal = sample.get("sys/thermal_state")
+        alerts = [
+            {
+                "kind": r[3],
+                "level": r[4],
+                "message": r[5],
+                "start": r[6],
+                "end": r[7],
+            }
+            for r in tstore.list_events(self._store, [self._rid], ("alert", "throttle"))
+        ]
+        sig = tuple((a["message"], a["end"]) for a in alerts)
+        with self.hold_sync():
+            if series is not None:
+                self.series = series
+            self.telemetry = telemetry_items(sample)
+            if thermal is not None and thermal == thermal:
+                self.thermal = THERMAL_STATES[int(thermal)]
+            if sig != self._alert_sig:
+                self._alert_sig = sig
+                self.alerts = alerts
+                changed = True
+            self.updates += 1
+        return changed
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            status = self._run_status()
+            try:
+                self.refresh()
+            except Exception:
+                pass  # a missed frame is fine; the next one catches up
+            if status != "running":
+                self.status = status
+                self._freeze()
+                return
+            self._stop.wait(max(0.0, self._interval - (time.monotonic() - t0)))
+
+    def start(self) -> LiveMonitor:
+        """Follow the run until it ends (a background thread)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mlops-live", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop following (the widget keeps what it shows)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the follower has drawn the run's final state."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class TelemetryPanel(_Base):
+    """Live telemetry without a run: the strip, thermal badge and rolling charts of CPU,
+    memory and GPU readings (one sample per `interval` seconds, `history` kept)."""
+
+    KEYS = ("sys/cpu/percent", "sys/mem/percent", "sys/cpu/temp_c")
+
+    def __init__(self, interval: float = 1.0, history: int = 300, **kw: Any) -> None:
+        super().__init__(mode="telemetry", title="Telemetry", status="live", **kw)
+        self._interval = max(0.1, float(interval))
+        self._history = history
+        self._hist: dict[str, list[float | None]] = {}
+        self._i = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlops-telemetry-panel")
+        self._thread.daemon = True
+
+    def sample_once(self) -> None:
+        from .. import telemetry
+
+        snap = telemetry.snapshot()
+        sample = {k: v for k, v in snap.items() if k.startswith("sys/")}
+        keys = list(self.KEYS) + sorted(
+            k
+            for k in sample
+            if k.startswith("sys/gpu") and k.endswith(("/util_percent", "/temp_c"))
+        )
+        for k in keys:
+            if k in sample:
+                h = self._hist.setdefault(k, [])
+                h.append(sample[k])
+                del h[: -self._history]
+        with self.hold_sync():
+            self.series = {
+                k: {
+                    "x": list(range(self._i + 1 - len(h), self._i + 1)),
+                    "y": h,
+                    "n": len(h),
+                    "last": h[-1],
+                    "min": min(h),
+                    "max": max(h),
+                }
+                for k, h in self._hist.items()
+            }
+            self.telemetry = telemetry_items(sample)
+            self.thermal = snap["thermal_state"]
+            self.updates += 1
+        self._i += 1
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample_once()
+            except Exception:
+                pass
+            self._stop.wait(self._interval)
+        self.status = "stopped"
+
+    def start(self) -> TelemetryPanel:
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling (the panel keeps its last readings)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
