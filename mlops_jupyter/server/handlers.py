@@ -134,7 +134,23 @@ class Runs(BaseHandler):
 class RunDetail(BaseHandler):
     @tornado.web.authenticated
     async def get(self, ref: str) -> None:
-        await self.answer(lambda: aq.run_detail(self.store(), self.rid(ref)))
+        def run() -> Any:
+            d = aq.run_detail(self.store(), self.rid(ref))
+            d["notebook_relpath"] = self.relpath(d.get("notebook_path"))
+            return d
+
+        await self.answer(run)
+
+    def relpath(self, path: Any) -> str | None:
+        """The notebook path relative to the server root ("open notebook"), or None."""
+        root = self.settings.get("server_root_dir")
+        if not isinstance(path, str) or not path or not root:
+            return None
+        try:
+            rel = Path(path).expanduser().resolve().relative_to(Path(root).expanduser().resolve())
+        except ValueError:
+            return None
+        return rel.as_posix()
 
 
 class Series(BaseHandler):
