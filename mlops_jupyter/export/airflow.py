@@ -1,0 +1,80 @@
+"""`--target airflow`: an Airflow DAG file with one task per stage.
+
+Each task runs its stage through the pipeline runtime (`run_task`), which reads upstream
+outputs from the pipeline's cache folder, so the tasks of one DAG run share that folder
+(one machine, or a shared volume). Airflow itself is not needed to write the file."""
+
+from __future__ import annotations
+
+from .plan import Plan
+
+TEMPLATE = '''"""Airflow DAG `{name}`: pipeline exported from {notebook} by mlops-jupyter.
+
+One task per stage ({chain}). Place the `{name}` folder in (or next to) Airflow's dags
+folder. Each task runs one stage with the mlops-jupyter runtime, reading upstream outputs
+from `{name}/.cache/` (use a shared volume when workers run on several machines) and
+tracking it as a run in the mlops-jupyter store. DAG params override params.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+# the pipeline package must be importable by the scheduler and by every worker
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from airflow import DAG  # noqa: E402
+
+try:  # Airflow 3
+    from airflow.providers.standard.operators.python import PythonOperator  # noqa: E402
+except ImportError:  # Airflow 2
+    from airflow.operators.python import PythonOperator  # noqa: E402
+
+from mlops_jupyter.export.runtime import run_task  # noqa: E402
+
+PIPELINE = {name!r}
+
+with DAG(
+    dag_id={name!r},
+    description={description!r},
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    params={params},
+    tags=["mlops-jupyter"],
+) as dag:
+{tasks}
+
+{edges}
+'''
+
+
+def dag_file(plan: Plan, name: str, notebook: str) -> str:
+    """Source of `airflow_dag.py` for the plan."""
+    stages = plan.runnable
+    tasks = []
+    for s in stages:
+        tasks.append(
+            f"    {s.name}_task = PythonOperator(\n"
+            f"        task_id={s.name!r},\n"
+            f"        python_callable=run_task,\n"
+            f'        op_kwargs={{"package": PIPELINE, "stage": {s.name!r}}},\n'
+            f"    )"
+        )
+    edges = []
+    for s in stages:
+        for src in dict.fromkeys(s.inputs.values()):
+            edges.append(f"{src}_task >> {s.name}_task")
+    params = "{" + "".join(f"\n        {k!r}: {v!r}," for k, v in plan.params.items())
+    params += "\n    }" if plan.params else "}"
+    return TEMPLATE.format(
+        name=name,
+        notebook=notebook,
+        chain=" -> ".join(s.name for s in stages),
+        description=f"exported from {notebook}",
+        params=params,
+        tasks="\n".join(tasks),
+        edges="\n".join(edges) if edges else "# stages are independent",
+    )

@@ -1,0 +1,491 @@
+"""What an exported pipeline imports at run time: the stage spec, the runner behind
+`python -m PIPELINE`, stage caching and tracking, and `stage_run` for tracking calls.
+
+Caching: a stage's key is sha256(code of its module + the params it reads + the versions
+(content hashes) of its inputs). Outputs are kept under `<pipeline>/.cache/<stage>/<key>/`;
+an unchanged key is not executed again, so a failed run resumes at the failed stage."""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import tracking
+from ..errors import InvalidInputError, MlopsJupyterError
+from . import params as P
+from . import serialize
+from .progress import Progress
+
+KEEP_VERSIONS = 5  # cached results kept per stage (older keys are pruned)
+_in_stage: contextvars.ContextVar[bool] = contextvars.ContextVar("mlops_in_stage", default=False)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: `stages/<name>.py` with `<func>(inputs..., *, params...) -> {outputs}`."""
+
+    name: str
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> producing stage
+    outputs: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    uses: list[str] = field(default_factory=list)  # other stage modules it imports helpers from
+    func: str = "run"
+
+
+class StageFailed(MlopsJupyterError):
+    """A stage raised; the message names the stage, the error and how to resume."""
+
+
+# -- tracking inside stage code ----------------------------------------------------------
+class StageRun:
+    """The stage's run, standing in for the notebook's own `mj.start_run(...)`: logging goes
+    to the stage run, and leaving the `with` block (or calling end()) leaves it open for the
+    runner to end."""
+
+    def __init__(self, run: tracking.Run) -> None:
+        object.__setattr__(self, "_run", run)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+    def __enter__(self) -> StageRun:
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return False
+
+    def end(self, status: str = "finished") -> None:
+        """No-op: the pipeline ends the stage run."""
+
+    def __repr__(self) -> str:
+        return f"StageRun({self._run!r})"
+
+
+def stage_run(
+    name: str | None = None,
+    experiment: str = "default",
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    **_: Any,
+) -> Any:
+    """`mj.start_run(...)` as exported code calls it: inside a pipeline stage it returns
+    the stage's run (recording `params`/`tags` on it); elsewhere it starts a real run."""
+    run = tracking.active_run()
+    if not _in_stage.get() or run is None:
+        if run is not None and name is None and not (params or tags):
+            return run  # `mj.active_run()` outside a pipeline
+        return tracking.start_run(name, experiment, params, tags)
+    if params:
+        run.log_params(params)
+    if tags:
+        run.set_tags(tags)
+    if name:
+        run.set_tags({"mlops.notebook_run_name": name})
+    return StageRun(run)
+
+
+def display(*objs: Any, **_: Any) -> None:
+    """Plain-Python stand-in for IPython's display(): prints each object."""
+    for o in objs:
+        print(o)
+
+
+# -- cache -------------------------------------------------------------------------------
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def code_hash(pkgdir: Path, stage: Stage) -> str:
+    """Hash of the stage module and of the stage modules it imports helpers from."""
+    h = hashlib.sha256()
+    for mod in [stage.name, *sorted(stage.uses)]:
+        h.update(mod.encode() + b"\0" + (pkgdir / "stages" / f"{mod}.py").read_bytes())
+    return h.hexdigest()
+
+
+def stage_key(code: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Cache key of one stage execution."""
+    blob = json.dumps(
+        {"code": code, "params": params, "inputs": inputs},
+        sort_keys=True,
+        default=str,
+    )
+    return _sha(blob.encode())[:32]
+
+
+def _manifest(folder: Path) -> dict | None:
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if all((folder / e["file"]).is_file() for e in m.get("outputs", {}).values()):
+        return m
+    return None
+
+
+def _prune(stage_dir: Path, keep: str) -> None:
+    dirs = [d for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dirs[KEEP_VERSIONS:]:
+        if d.name != keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# -- running -----------------------------------------------------------------------------
+def resolve_params(
+    pkgdir: Path, declared: dict[str, Any], overrides: dict[str, str] | None
+) -> dict[str, Any]:
+    """params.yaml (falling back to the exported defaults) with `--param` overrides."""
+    f = pkgdir / "params.yaml"
+    values = dict(declared)
+    if f.is_file():
+        values.update(P.load(f))
+    for k, raw in (overrides or {}).items():
+        if k not in values:
+            known = ", ".join(values) or "(none)"
+            raise InvalidInputError(f"unknown parameter {k!r}; the pipeline has: {known}")
+        values[k] = P.coerce(k, raw, values[k]) if isinstance(raw, str) else raw
+    return values
+
+
+def _copy_metrics(src_uid: str | None, run: tracking.Run) -> None:
+    """A cached stage shows the metrics of the execution it reuses."""
+    if not src_uid:
+        return
+    try:
+        df = tracking.metrics(src_uid)
+    except MlopsJupyterError:
+        return
+    for key, step, value in df.select("key", "step", "value").iter_rows():
+        if not key.startswith("sys/"):
+            run.log_metric(key, value, step)
+
+
+def run_pipeline(
+    package: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    force: bool = False,
+    only: list[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+    tags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run (or reuse from cache) every stage of the exported pipeline `package`.
+
+    `only`: run just these stages, reading other stages' outputs from the cache (how an
+    Airflow task runs one stage). Returns a summary dict; raises StageFailed."""
+    pipe = importlib.import_module(f"{package}.pipeline")
+    pkgdir = Path(pipe.__file__).resolve().parent
+    stages: list[Stage] = list(pipe.STAGES)
+    values = resolve_params(pkgdir, dict(pipe.PARAMS), overrides)
+    cache = Path(cache_dir) if cache_dir else pkgdir / ".cache"
+    name = getattr(pipe, "NAME", package)
+    if only:
+        unknown = set(only) - {s.name for s in stages}
+        if unknown:
+            raise InvalidInputError(f"no stage named {sorted(unknown)} in pipeline {name}")
+    todo = [s for s in stages if not only or s.name in only]
+    prog = Progress(len(todo), max(len(s.name) for s in stages), quiet=quiet)
+    state_file = cache / "last_run.json"
+    prev = None
+    try:
+        prev = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        pass
+    run_tags = {
+        "mlops.pipeline": name,
+        "mlops.kind": "pipeline",
+        "mlops.source_notebook": getattr(pipe, "SOURCE_NOTEBOOK", None),
+        **({"mlops.source_run": pipe.SOURCE_RUN} if getattr(pipe, "SOURCE_RUN", None) else {}),
+        **(tags or {}),
+    }
+    if prev and prev.get("status") == "failed" and not only:
+        run_tags["mlops.resumed_from"] = prev.get("stage")
+    parent = None
+    if not only:
+        parent = tracking.start_run(
+            name,
+            getattr(pipe, "EXPERIMENT", "default"),
+            params=values,
+            tags=run_tags,
+            _prev_run=prev.get("run") if prev and prev.get("status") == "failed" else None,
+        )
+        prog.header(f"pipeline {name}: {len(todo)} stages (run {parent.id})")
+    located: dict[tuple[str, str], tuple[Path, dict]] = {}
+    summary: dict[str, Any] = {"run": parent.id if parent else None, "stages": {}}
+    i = 0
+    try:
+        for st in stages:
+            inputs_v = {}
+            for inp, src in st.inputs.items():
+                if (src, inp) not in located:
+                    raise StageFailed(
+                        f"stage {st.name!r} needs `{inp}` from stage {src!r}, which has no "
+                        "cached result for these parameters; run that stage first"
+                    )
+                inputs_v[inp] = located[(src, inp)][1]["version"]
+            used = {p: values[p] for p in st.params}
+            key = stage_key(code_hash(pkgdir, st), used, inputs_v)
+            folder = cache / st.name / key
+            man = None if force else _manifest(folder)
+            runs_it = not only or st.name in only
+            if not runs_it:
+                if man is None:
+                    raise StageFailed(
+                        f"stage {st.name!r} has no cached result for these parameters; "
+                        "run its task (or the whole pipeline) first"
+                    )
+                for out, entry in man["outputs"].items():
+                    located[(st.name, out)] = (folder, entry)
+                continue
+            i += 1
+            stage_tags = {
+                "mlops.stage": st.name,
+                "mlops.pipeline": name,
+                "mlops.cache_key": key,
+                "mlops.cache": "hit" if man else "miss",
+                **(tags if only and tags else {}),
+            }
+            if man is not None:
+                if man.get("run"):
+                    stage_tags["mlops.cached_from"] = man["run"]
+                with tracking.start_run(
+                    st.name, getattr(pipe, "EXPERIMENT", "default"), used, stage_tags
+                ) as srun:
+                    _copy_metrics(man.get("run"), srun)
+                for out, entry in man["outputs"].items():
+                    located[(st.name, out)] = (folder, entry)
+                prog.cached(i, st.name)
+                summary["stages"][st.name] = "cached"
+                continue
+            exp = getattr(pipe, "EXPERIMENT", "default")
+            man = _execute(package, st, i, prog, used, key, folder, located, exp, stage_tags)
+            for out, entry in man["outputs"].items():
+                located[(st.name, out)] = (folder, entry)
+            summary["stages"][st.name] = "ran"
+    except StageFailed as e:
+        summary["failed"] = getattr(e, "stage", None)
+        _save_state(state_file, parent, "failed", summary["failed"])
+        if parent is not None:
+            parent.set_tags({"mlops.failed_stage": summary["failed"] or ""})
+            parent.end("failed")
+        raise
+    except BaseException as e:
+        _save_state(state_file, parent, "failed", None)
+        if parent is not None:
+            parent.end("killed" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
+    _save_state(state_file, parent, "finished", None)
+    if parent is not None:
+        ran = sum(v == "ran" for v in summary["stages"].values())
+        parent.set_tags({"mlops.stages_run": ran, "mlops.stages_cached": len(todo) - ran})
+        parent.end("finished")
+        prog.header(f"pipeline {name} finished: {ran} run, {len(todo) - ran} cached")
+    return summary
+
+
+def _save_state(path: Path, parent: tracking.Run | None, status: str, stage: str | None) -> None:
+    if parent is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"run": parent.id, "status": status, "stage": stage}))
+    except OSError:
+        pass
+
+
+def _execute(
+    package: str,
+    st: Stage,
+    i: int,
+    prog: Progress,
+    used: dict[str, Any],
+    key: str,
+    folder: Path,
+    located: dict[tuple[str, str], tuple[Path, dict]],
+    experiment: str,
+    stage_tags: dict[str, Any],
+) -> dict:
+    """Run one stage in this process, inside its own child run, and cache its outputs."""
+    args = {inp: serialize.load(*located[(src, inp)]) for inp, src in st.inputs.items()}
+    fn = getattr(importlib.import_module(f"{package}.stages.{st.name}"), st.func)
+    prog.start(i, st.name)
+    t0 = time.perf_counter()
+    with tracking.start_run(st.name, experiment, used, stage_tags) as srun:
+        token = _in_stage.set(True)
+        try:
+            result = fn(**args, **used)
+        except Exception as e:
+            dt = time.perf_counter() - t0
+            prog.failed(i, st.name, dt)
+            tb = traceback.format_exc()
+            where = _stage_frame(e, package, st.name)
+            msg = (
+                f"stage {st.name!r} failed: {type(e).__name__}: {e}{where}. Earlier stages are "
+                f"cached: fix the problem and run the pipeline again to resume at {st.name!r}."
+            )
+            sys.stderr.write(tb)
+            sys.stderr.write(f"error: {msg}\n")
+            _event(srun, msg, tb)
+            srun.end("failed")
+            err = StageFailed(msg)
+            err.stage = st.name  # type: ignore[attr-defined]
+            raise err from e
+        finally:
+            _in_stage.reset(token)
+        dt = time.perf_counter() - t0
+        tmp = serialize.atomic_dir(folder)
+        try:
+            outputs = _check_outputs(st, result)
+            entries = {n: serialize.save(v, tmp, n) for n, v in outputs.items()}
+            man = {
+                "stage": st.name,
+                "key": key,
+                "run": srun.id,
+                "created": time.time(),
+                "duration_s": dt,
+                "params": used,
+                "outputs": entries,
+            }
+            (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=str))
+        except MlopsJupyterError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            prog.failed(i, st.name, dt)
+            msg = f"stage {st.name!r} ran but its outputs could not be stored: {e}"
+            sys.stderr.write(f"error: {msg}\n")
+            _event(srun, msg, "")
+            srun.end("failed")
+            err = StageFailed(msg)
+            err.stage = st.name  # type: ignore[attr-defined]
+            raise err from e
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            srun.end("failed")
+            raise
+        serialize.commit_dir(tmp, folder)
+        _prune(folder.parent, key)
+        srun.set_tags({"mlops.duration_s": round(dt, 6)})
+    prog.done(i, st.name, dt, list(outputs))
+    return man
+
+
+def _check_outputs(st: Stage, result: Any) -> dict[str, Any]:
+    if not st.outputs:
+        return {}
+    if not isinstance(result, dict):
+        raise InvalidInputError(
+            f"stage {st.name!r} must return a dict of its outputs {st.outputs}, "
+            f"got {type(result).__name__}"
+        )
+    missing = [o for o in st.outputs if o not in result]
+    if missing:
+        raise InvalidInputError(f"stage {st.name!r} did not return {missing}")
+    return {o: result[o] for o in st.outputs}
+
+
+def _stage_frame(e: BaseException, package: str, stage: str) -> str:
+    """` (stages/train.py, line 12)` for the innermost frame in the stage module."""
+    where = ""
+    for fr in traceback.extract_tb(e.__traceback__):
+        if fr.filename.endswith(os.path.join("stages", f"{stage}.py")):
+            where = f" (stages/{stage}.py, line {fr.lineno})"
+    return where
+
+
+def _event(run: tracking.Run, msg: str, tb: str) -> None:
+    try:
+        from ..store import runs as rstore
+
+        rstore.add_event(run.store, run._rid, "pipeline.error", msg, "error", {"traceback": tb})
+    except Exception:
+        pass
+
+
+def run_task(package: str, stage: str, **context: Any) -> dict[str, Any]:
+    """Airflow task callable: run one stage; upstream outputs come from the cache.
+
+    The DAG run's params override params.yaml; the Airflow run id is tagged on the run."""
+    params = {k: v for k, v in dict(context.get("params") or {}).items()}
+    tags = {"airflow.run_id": str(context["run_id"])} if context.get("run_id") else {}
+    return run_pipeline(package, params, only=[stage], tags=tags)
+
+
+# -- command line ------------------------------------------------------------------------
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise InvalidInputError(f"--param expects NAME=VALUE, got {item!r}")
+        out[k.strip()] = v
+    return out
+
+
+def main(package: str, argv: list[str] | None = None) -> int:
+    """`python -m PIPELINE [--param k=v ...] [--force] [--list]`."""
+    pipe = importlib.import_module(f"{package}.pipeline")
+    p = argparse.ArgumentParser(
+        prog=f"python -m {package}",
+        description=(pipe.__doc__ or "").strip().splitlines()[0] if pipe.__doc__ else None,
+    )
+    p.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter of params.yaml for this run (repeatable)",
+    )
+    p.add_argument("--force", action="store_true", help="run every stage, ignoring the cache")
+    p.add_argument("--stage", action="append", help="run only this stage (others from cache)")
+    p.add_argument(
+        "--store", help="tracking store (default: nearest .mlops/ or $MLOPS_JUPYTER_STORE)"
+    )
+    p.add_argument("--cache-dir", help="where stage outputs are cached (default: PIPELINE/.cache)")
+    p.add_argument("--list", action="store_true", help="show stages, inputs and outputs, then exit")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    args = p.parse_args(argv)
+    try:
+        if args.store:
+            tracking.set_store(args.store)
+        if args.list:
+            print(describe(pipe))
+            return 0
+        run_pipeline(
+            package,
+            _parse_overrides(args.param),
+            force=args.force,
+            only=args.stage,
+            cache_dir=args.cache_dir,
+            quiet=args.quiet,
+        )
+    except StageFailed:
+        return 1
+    except MlopsJupyterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def describe(pipe: Any) -> str:
+    """Human-readable DAG of a pipeline module."""
+    lines = [f"pipeline {getattr(pipe, 'NAME', '?')} (params: {', '.join(pipe.PARAMS) or '-'})"]
+    for s in pipe.STAGES:
+        ins = ", ".join(f"{n}<-{src}" for n, src in s.inputs.items()) or "-"
+        lines.append(
+            f"  {s.name}: inputs {ins}; params {', '.join(s.params) or '-'}; "
+            f"outputs {', '.join(s.outputs) or '-'}"
+        )
+    return "\n".join(lines)
