@@ -1,0 +1,525 @@
+"""Training checkpoints with resume, for torch and MLX.
+
+    state = mj.resume(model=model, optimizer=opt, scheduler=sched)   # no-op on a fresh start
+    for epoch in range(state.next_epoch, epochs):
+        ...
+        mj.checkpoint(model=model, optimizer=opt, scheduler=sched, epoch=epoch,
+                      metrics={"val_loss": v}, best="val_loss", keep_last=3)
+
+A checkpoint holds the full training state: weights, optimizer and scheduler state, epoch,
+metrics and the random generators (python, numpy, torch/CUDA or MLX), so a resumed run
+continues exactly where the saved one was. Files are written to a temporary name, fsync'ed
+and renamed, and the manifest naming the latest/best checkpoint is replaced the same way
+afterwards: a process killed mid-save leaves the previous latest checkpoint intact.
+
+Checkpoints live in `.mlops/checkpoints/<experiment>/<run name>/` (or `dir=`), so a new
+process starting a run with the same name resumes from the previous one's checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import secrets
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, MlopsJupyterError
+
+__all__ = ["CheckpointError", "Resumed", "checkpoint", "checkpoint_dir", "checkpoints", "resume"]
+
+MANIFEST = "manifest.json"
+_FILE = re.compile(r"^ckpt-(\d+)-e(-?\d+|x)\.(pt|safetensors)$")
+
+
+class CheckpointError(MlopsJupyterError):
+    """A checkpoint cannot be written or read back."""
+
+
+@dataclass
+class Resumed:
+    """What `resume()` found. False-y when there was nothing to resume from.
+
+    `next_epoch` is where the training loop continues (0 on a fresh start). When no
+    objects were passed to resume(), the raw states are in `model_state`,
+    `optimizer_state` and `scheduler_state`."""
+
+    found: bool = False
+    epoch: int | None = None
+    step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: Any = None
+    path: Path | None = None
+    run_id: str | None = None
+    best: dict[str, Any] | None = None
+    model_state: Any = None
+    optimizer_state: Any = None
+    scheduler_state: Any = None
+
+    @property
+    def next_epoch(self) -> int:
+        return 0 if self.epoch is None else self.epoch + 1
+
+    def __bool__(self) -> bool:
+        return self.found
+
+
+# -- where --------------------------------------------------------------------------------
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._") or "default"
+
+
+def checkpoint_dir(name: str | None = None, dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a checkpoint series: `dir`, else `.mlops/checkpoints/<experiment>/<name>`
+    with `name` defaulting to the active run's name."""
+    if dir is not None:
+        return Path(dir).expanduser()
+    from ..tracking.api import active_run, current_store
+
+    run = active_run()
+    experiment = run.experiment if run is not None else "default"
+    if name is None:
+        name = run.name if run is not None else "default"
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("checkpoint name must be a non-empty string")
+    return current_store().root / "checkpoints" / _slug(experiment) / _slug(name)
+
+
+# -- durable writes -----------------------------------------------------------------------
+def _fsync_dir(d: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: Path, write, suffix: str = "") -> None:
+    """write(tmp_path) then fsync + rename over `path`: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def _read_manifest(d: Path) -> dict[str, Any] | None:
+    try:
+        m = json.loads((d / MANIFEST).read_text())
+        if isinstance(m, dict) and isinstance(m.get("entries"), list):
+            return m
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _scan(d: Path) -> list[dict[str, Any]]:
+    """Entries rebuilt from file names when the manifest is missing or unreadable."""
+    out = []
+    for p in d.glob("ckpt-*"):
+        m = _FILE.match(p.name)
+        if m:
+            ep = None if m.group(2) == "x" else int(m.group(2))
+            out.append({"file": p.name, "seq": int(m.group(1)), "epoch": ep, "metrics": {}})
+    return sorted(out, key=lambda e: e["seq"])
+
+
+# -- random generators -------------------------------------------------------------------
+def _rng_state(framework: str) -> dict[str, Any]:
+    st = np.random.get_state()
+    rng: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [st[0], st[1].tolist(), int(st[2]), int(st[3]), float(st[4])],
+    }
+    torch = sys.modules.get("torch")
+    if framework == "torch" and torch is not None:
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+    mx = sys.modules.get("mlx.core")
+    if mx is not None:
+        rng["mlx"] = [int(x) for x in mx.random.state[0].tolist()]
+    return rng
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    if "python" in rng:
+        v, internal, gauss = rng["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch = sys.modules.get("torch")
+    if torch is not None and "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    mx = sys.modules.get("mlx.core")
+    if mx is not None and "mlx" in rng:
+        # mx.random.key(s) is [s >> 32, s & 0xffffffff], so seeding with the key's own words
+        # puts the global generator back into exactly the saved state.
+        hi, lo = rng["mlx"]
+        mx.random.seed((int(hi) << 32) | int(lo))
+
+
+# -- frameworks ---------------------------------------------------------------------------
+def _framework(*objs: Any) -> str:
+    torch = sys.modules.get("torch")
+    nn = sys.modules.get("mlx.nn")
+    optim = sys.modules.get("mlx.optimizers")
+    for o in objs:
+        if o is None:
+            continue
+        if torch is not None and isinstance(o, (torch.nn.Module, torch.optim.Optimizer)):
+            return "torch"
+        if nn is not None and isinstance(o, nn.Module):
+            return "mlx"
+        if optim is not None and isinstance(o, optim.Optimizer):
+            return "mlx"
+    if any(o is not None for o in objs):
+        raise InvalidInputError(
+            "checkpoint(model=...) supports torch and MLX modules and optimizers; "
+            f"got {', '.join(type(o).__name__ for o in objs if o is not None)}"
+        )
+    return "torch" if "torch" in sys.modules else "mlx" if "mlx.core" in sys.modules else ""
+
+
+def _save_torch(path: Path, model, optimizer, scheduler, meta: dict, rng: dict) -> None:
+    import torch
+
+    payload = {
+        "format": "mlops-jupyter-checkpoint/1",
+        "meta": meta,
+        "rng": rng,
+        "model": model.state_dict() if model is not None else None,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+    }
+    _atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_torch(path: Path, map_location) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise
+        # `extra` held arbitrary objects: this file is the user's own checkpoint
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _save_mlx(path: Path, model, optimizer, meta: dict, rng: dict) -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    arrays: dict[str, Any] = {}
+    if model is not None:
+        arrays.update({f"model.{k}": v for k, v in tree_flatten(model.parameters())})
+    opt_scalars: dict[str, Any] = {}
+    if optimizer is not None:
+        for k, v in tree_flatten(optimizer.state):
+            if isinstance(v, mx.array):
+                arrays[f"optimizer.{k}"] = v
+            else:
+                opt_scalars[k] = v
+    mx.eval(arrays)
+    header = {"meta": meta, "rng": rng, "optimizer_scalars": opt_scalars}
+    header["has"] = {"model": model is not None, "optimizer": optimizer is not None}
+    text = json.dumps(header, default=str)
+    _atomic(
+        path,
+        lambda tmp: mx.save_safetensors(str(tmp), arrays, metadata={"mlops": text}),
+        suffix=".safetensors",
+    )
+
+
+def _load_mlx(path: Path) -> dict:
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+
+    arrays, md = mx.load(str(path), return_metadata=True)
+    header = json.loads(md["mlops"])
+    model = [(k[6:], v) for k, v in arrays.items() if k.startswith("model.")]
+    opt = [(k[10:], v) for k, v in arrays.items() if k.startswith("optimizer.")]
+    opt += list(header.get("optimizer_scalars", {}).items())
+    return {
+        "meta": header["meta"],
+        "rng": header["rng"],
+        "model": tree_unflatten(model) if header["has"]["model"] else None,
+        "optimizer": tree_unflatten(opt) if header["has"]["optimizer"] else None,
+        "scheduler": None,
+    }
+
+
+# -- public API ---------------------------------------------------------------------------
+def _clean_metrics(metrics: Any) -> dict[str, float]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise InvalidInputError(f"metrics must be a dict, got {type(metrics).__name__}")
+    try:
+        return {str(k): float(v) for k, v in metrics.items()}
+    except (TypeError, ValueError):
+        raise InvalidInputError("metrics values must be numbers") from None
+
+
+def _event(kind: str, message: str, data: dict) -> None:
+    """Record on the active run; never fail the training loop over it."""
+    from ..tracking.api import active_run
+
+    run = active_run()
+    if run is None:
+        return
+    try:
+        from ..store import runs as rstore
+
+        rstore.add_event(run.store, run._rid, kind, message, data=data)
+    except Exception as e:
+        warnings.warn(f"mlops-jupyter: could not record the {kind}: {e}", RuntimeWarning, 3)
+
+
+def checkpoint(
+    model: Any = None,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    epoch: int | None = None,
+    metrics: dict[str, float] | None = None,
+    best: str | None = "val_loss",
+    *,
+    mode: str = "min",
+    keep_last: int = 3,
+    step: int | None = None,
+    extra: Any = None,
+    name: str | None = None,
+    dir: str | os.PathLike | None = None,
+) -> Path:
+    """Save the full training state; keep the latest, the best (by `metrics[best]`, `mode`
+    "min" or "max") and the last `keep_last` checkpoints. Returns the file written.
+
+    `extra`: anything else to restore (torch: any picklable value; MLX: JSON-able)."""
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+        raise InvalidInputError(f"epoch must be an int, got {type(epoch).__name__}")
+    if not isinstance(keep_last, int) or keep_last < 1:
+        raise InvalidInputError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+    if mode not in ("min", "max"):
+        raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
+    mets = _clean_metrics(metrics)
+    fw = _framework(model, optimizer)
+    if not fw:
+        raise InvalidInputError("checkpoint() needs a torch or MLX model or optimizer")
+    if scheduler is not None and fw == "mlx":
+        raise InvalidInputError(
+            "MLX schedules live in the optimizer's state, which is saved with optimizer=; "
+            "leave scheduler= out"
+        )
+    d = checkpoint_dir(name, dir)
+    d.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(d) or {"entries": _scan(d), "best": None}
+    seq = max((e.get("seq", 0) for e in manifest["entries"]), default=0) + 1
+    ext = "pt" if fw == "torch" else "safetensors"
+    fname = f"ckpt-{seq:06d}-e{'x' if epoch is None else epoch}.{ext}"
+    from ..tracking.api import active_run
+
+    run = active_run()
+    meta = {
+        "epoch": epoch,
+        "step": step,
+        "metrics": mets,
+        "extra": extra,
+        "time": time.time(),
+        "run_id": run.id if run is not None else None,
+        "framework": fw,
+    }
+    rng = _rng_state(fw)
+    if fw == "torch":
+        _save_torch(d / fname, model, optimizer, scheduler, meta, rng)
+    else:
+        _save_mlx(d / fname, model, optimizer, meta, rng)
+    entry = {k: meta[k] for k in ("epoch", "step", "metrics", "time", "run_id")}
+    entry.update(file=fname, seq=seq)
+    entries = [*manifest["entries"], entry]
+    best_file = manifest.get("best")
+    is_best = False
+    if best is not None and best in mets and math.isfinite(mets[best]):
+        cur = next((e for e in entries if e["file"] == best_file), None)
+        old = cur["metrics"].get(best) if cur else None
+        if old is None or (mets[best] < old if mode == "min" else mets[best] > old):
+            best_file, is_best = fname, True
+    keep = {e["file"] for e in entries[-keep_last:]} | ({best_file} if best_file else set())
+    new = {"entries": [e for e in entries if e["file"] in keep], "best": best_file}
+    new.update(best_key=best, mode=mode, latest=fname)
+    _atomic(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(new, indent=1)))
+    for e in entries:  # only after the manifest stops naming them
+        if e["file"] not in keep:
+            (d / e["file"]).unlink(missing_ok=True)
+    _event(
+        "checkpoint",
+        f"checkpoint {fname}" + (" (best)" if is_best else ""),
+        {"path": str(d / fname), "epoch": epoch, "metrics": mets, "best": is_best},
+    )
+    return d / fname
+
+
+def checkpoints(name: str | None = None, dir: str | os.PathLike | None = None):
+    """The kept checkpoints of a series (polars): file, epoch, step, time, run_id,
+    is_latest, is_best and `metrics.<k>` columns."""
+    import polars as pl
+
+    d = checkpoint_dir(name, dir)
+    m = _read_manifest(d) or {"entries": _scan(d), "best": None}
+    rows = []
+    for i, e in enumerate(m["entries"]):
+        row = {
+            "file": e["file"],
+            "epoch": e.get("epoch"),
+            "step": e.get("step"),
+            "run_id": e.get("run_id"),
+            "is_latest": i == len(m["entries"]) - 1,
+            "is_best": e["file"] == m.get("best"),
+        }
+        row.update({f"metrics.{k}": v for k, v in (e.get("metrics") or {}).items()})
+        rows.append(row)
+    return pl.DataFrame(rows) if rows else pl.DataFrame(schema={"file": pl.String})
+
+
+def resume(
+    model: Any = None,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    *,
+    which: str | int = "latest",
+    name: str | None = None,
+    dir: str | os.PathLike | None = None,
+    restore_rng: bool = True,
+    map_location: Any = "cpu",
+) -> Resumed:
+    """Load the latest (or `which="best"`, or an epoch number, or a file path) checkpoint
+    into the given model/optimizer/scheduler and restore the random generators.
+
+    Returns a `Resumed` (False-y, with next_epoch 0, when there is nothing to resume)."""
+    if isinstance(which, (str, os.PathLike)) and which not in ("latest", "best"):
+        candidates = [Path(which)]
+        d = Path(which).parent
+        manifest = None
+    else:
+        d = checkpoint_dir(name, dir)
+        manifest = _read_manifest(d)
+        entries = manifest["entries"] if manifest else _scan(d)
+        if which == "best":
+            if not manifest or not manifest.get("best"):
+                raise CheckpointError(f"no best checkpoint recorded in {d}")
+            entries = [e for e in entries if e["file"] == manifest["best"]]
+        elif isinstance(which, int) and not isinstance(which, bool):
+            entries = [e for e in entries if e.get("epoch") == which]
+            if not entries:
+                raise CheckpointError(f"no kept checkpoint of epoch {which} in {d}")
+        elif which != "latest":
+            raise InvalidInputError("which must be 'latest', 'best', an epoch or a path")
+        # newest first: with a damaged manifest an unreadable file falls back to the previous
+        candidates = [d / e["file"] for e in reversed(entries)]
+    if not candidates:
+        return Resumed()
+    payload, path, errors = None, None, []
+    for p in candidates:
+        try:
+            payload = _load_torch(p, map_location) if p.suffix == ".pt" else _load_mlx(p)
+            path = p
+            break
+        except Exception as e:  # a file that cannot be read is skipped, newest readable wins
+            errors.append(f"{p.name}: {e}")
+            if manifest is not None:
+                break  # the manifest only names complete files: this is a real error
+    if payload is None:
+        raise CheckpointError(f"cannot read checkpoint in {d}: {'; '.join(errors)}")
+    _apply(payload, model, optimizer, scheduler)
+    if restore_rng:
+        _set_rng_state(payload.get("rng") or {})
+    meta = payload["meta"]
+    best_entry = None
+    if manifest and manifest.get("best"):
+        best_entry = next((e for e in manifest["entries"] if e["file"] == manifest["best"]), None)
+    res = Resumed(
+        found=True,
+        epoch=meta.get("epoch"),
+        step=meta.get("step"),
+        metrics=meta.get("metrics") or {},
+        extra=meta.get("extra"),
+        path=path,
+        run_id=meta.get("run_id"),
+        best=best_entry,
+        model_state=payload.get("model") if model is None else None,
+        optimizer_state=payload.get("optimizer") if optimizer is None else None,
+        scheduler_state=payload.get("scheduler") if scheduler is None else None,
+    )
+    _link(res)
+    return res
+
+
+def _apply(payload: dict, model, optimizer, scheduler) -> None:
+    fw = payload["meta"].get("framework")
+    if model is not None:
+        if payload.get("model") is None:
+            raise CheckpointError("the checkpoint holds no model state")
+        if fw == "torch":
+            model.load_state_dict(payload["model"])
+        else:
+            import mlx.core as mx
+
+            try:
+                model.update(payload["model"], strict=True)
+            except TypeError:  # older MLX without strict=
+                model.update(payload["model"])
+            mx.eval(model.parameters())
+    if optimizer is not None:
+        if payload.get("optimizer") is None:
+            raise CheckpointError("the checkpoint holds no optimizer state")
+        if fw == "torch":
+            optimizer.load_state_dict(payload["optimizer"])
+        else:
+            optimizer.state = payload["optimizer"]
+    if scheduler is not None:
+        if payload.get("scheduler") is None:
+            raise CheckpointError("the checkpoint holds no scheduler state")
+        scheduler.load_state_dict(payload["scheduler"])
+
+
+def _link(res: Resumed) -> None:
+    from ..tracking.api import active_run
+
+    run = active_run()
+    if run is None:
+        return
+    try:
+        tags = {"resumed_from.checkpoint": str(res.path), "resumed_from.epoch": res.epoch}
+        if res.run_id:
+            tags["resumed_from.run"] = res.run_id
+        run.set_tags(tags)
+    except Exception as e:
+        warnings.warn(f"mlops-jupyter: could not tag the resumed run: {e}", RuntimeWarning, 3)
+    _event(
+        "resume",
+        f"resumed from {res.path.name if res.path else '?'} (epoch {res.epoch})",
+        {"path": str(res.path), "epoch": res.epoch, "from_run": res.run_id},
+    )

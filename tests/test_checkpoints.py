@@ -1,0 +1,297 @@
+"""Checkpoints and resume with real training processes: a process killed with SIGKILL (mid
+epoch, mid save, or from outside) and resumed ends with the same weights as one that was
+never interrupted (fixed seeds), for torch and MLX."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlops_jupyter as mj
+
+TORCH_TRAIN = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np, torch
+    import mlops_jupyter as mj
+
+    run_name, epochs, kill_epoch, kill_mode, out = sys.argv[1:6]
+    epochs, kill_epoch = int(epochs), int(kill_epoch)
+    if kill_mode == "save":
+        real_replace = os.replace
+        def replace(src, dst):  # die after the temp file is written, before the rename
+            if str(dst).endswith(".pt") and f"-e{kill_epoch}." in str(dst):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_replace(src, dst)
+        os.replace = replace
+    torch.manual_seed(0)
+    np.random.seed(0)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(256, 8, generator=g)
+    y = (X @ torch.randn(8, 1, generator=g)).squeeze(1) + 0.1 * torch.randn(256, generator=g)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(32, 1)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    with mj.start_run(run_name, experiment="ckpt"):
+        state = mj.resume(model=model, optimizer=opt, scheduler=sched)
+        if state:
+            print("resumed", state.epoch, flush=True)
+        for epoch in range(state.next_epoch, epochs):
+            perm = torch.randperm(256)
+            noise = float(np.random.rand())  # numpy's generator is part of the state too
+            for i, b in enumerate(range(0, 256, 32)):
+                if kill_mode == "self" and epoch == kill_epoch and i == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                idx = perm[b : b + 32]
+                loss = ((model(X[idx]).squeeze(1) - y[idx]) ** 2).mean() * (1 + 0.01 * noise)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+            mj.log(step=epoch, loss=float(loss))
+            mj.checkpoint(model=model, optimizer=opt, scheduler=sched, epoch=epoch,
+                          metrics={"val_loss": float(loss)}, keep_last=2)
+            if kill_mode == "outside":
+                print("epoch", epoch, flush=True)
+                import time; time.sleep(0.3)
+    torch.save(model.state_dict(), out)
+    """
+)
+
+MLX_TRAIN = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import mlx.core as mx, mlx.nn as nn, mlx.optimizers as optim
+    import mlops_jupyter as mj
+
+    run_name, epochs, kill_epoch, kill_mode, out = sys.argv[1:6]
+    epochs, kill_epoch = int(epochs), int(kill_epoch)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = nn.Linear(8, 32)
+            self.drop = nn.Dropout(0.2)
+            self.l2 = nn.Linear(32, 1)
+        def __call__(self, x):
+            return self.l2(self.drop(nn.relu(self.l1(x))))
+
+    mx.random.seed(0)
+    np.random.seed(0)
+    rs = np.random.RandomState(1)
+    X = mx.array(rs.randn(256, 8).astype(np.float32))
+    y = X @ mx.array(rs.randn(8, 1).astype(np.float32))
+    model = Net()
+    mx.eval(model.parameters())
+    sched = optim.step_decay(1e-2, 0.5, 16)
+    opt = optim.Adam(learning_rate=sched)
+    loss_and_grad = nn.value_and_grad(model, lambda m, a, b: ((m(a) - b) ** 2).mean())
+    with mj.start_run(run_name, experiment="ckpt"):
+        state = mj.resume(model=model, optimizer=opt)
+        for epoch in range(state.next_epoch, epochs):
+            perm = mx.random.permutation(256)
+            for i, b in enumerate(range(0, 256, 32)):
+                if kill_mode == "self" and epoch == kill_epoch and i == 3:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                idx = perm[b : b + 32]
+                loss, grads = loss_and_grad(model, X[idx], y[idx])
+                opt.update(model, grads)
+                mx.eval(model.parameters(), opt.state)
+            mj.checkpoint(model=model, optimizer=opt, epoch=epoch,
+                          metrics={"val_loss": loss.item()}, keep_last=2)
+    model.save_weights(out)
+    """
+)
+
+
+def _train(script: Path, env, run_name: str, epochs: int, kill_epoch: int, mode: str, out: Path):
+    return subprocess.run(
+        [sys.executable, str(script), run_name, str(epochs), str(kill_epoch), mode, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def _torch_equal(a: Path, b: Path) -> None:
+    import torch
+
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.fixture
+def torch_script(tmp_path):
+    pytest.importorskip("torch")
+    p = tmp_path / "train_torch.py"
+    p.write_text(TORCH_TRAIN)
+    return p
+
+
+@pytest.mark.parametrize("mode", ["self", "save"])
+def test_torch_killed_and_resumed_matches_uninterrupted(torch_script, tmp_path, child_env, mode):
+    epochs = 6
+    ref = _train(torch_script, child_env, "reference", epochs, -1, "none", tmp_path / "ref.pt")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "resumed.pt"
+    first = _train(torch_script, child_env, "job", epochs, 3, mode, out)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert not out.exists()
+    ckdir = Path(child_env["MLOPS_JUPYTER_STORE"]).parent / "checkpoints" / "ckpt" / "job"
+    manifest = json.loads((ckdir / "manifest.json").read_text())
+    # killed during epoch 3 (or while saving it): the latest complete checkpoint is epoch 2
+    assert manifest["entries"][-1]["epoch"] == 2
+    if mode == "save":
+        # the interrupted write left only a temp file, never a named checkpoint
+        assert not list(ckdir.glob("ckpt-*-e3.pt"))
+    second = _train(torch_script, child_env, "job", epochs, -1, "none", out)
+    assert second.returncode == 0, second.stderr
+    assert "resumed 2" in second.stdout
+    _torch_equal(tmp_path / "ref.pt", out)
+    # the resumed run is linked to the one that wrote the checkpoint
+    runs = mj.runs(experiment="ckpt")
+    jobs = runs.filter(runs["name"] == "job")
+    assert set(jobs["status"]) == {"crashed", "finished"}
+    resumed = mj.get_run(jobs.filter(jobs["status"] == "finished")["id"][0])
+    crashed_id = jobs.filter(jobs["status"] == "crashed")["id"][0]
+    assert resumed["tags"]["resumed_from.run"] == crashed_id
+    assert resumed["tags"]["resumed_from.epoch"] == 2
+    assert any(e["kind"] == "resume" for e in resumed["events"])
+
+
+def test_torch_killed_from_outside(torch_script, tmp_path, child_env):
+    epochs = 5
+    ref = _train(torch_script, child_env, "reference", epochs, -1, "none", tmp_path / "ref.pt")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "resumed.pt"
+    args = [sys.executable, str(torch_script), "ext", str(epochs), "-1", "outside", str(out)]
+    p = subprocess.Popen(args, env=child_env, stdout=subprocess.PIPE, text=True)
+    for line in p.stdout:  # kill it at an arbitrary moment after its second checkpoint
+        if line.startswith("epoch 1"):
+            time.sleep(0.1)
+            p.send_signal(signal.SIGKILL)
+            break
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    again = _train(torch_script, child_env, "ext", epochs, -1, "none", out)
+    assert again.returncode == 0, again.stderr
+    assert "resumed 1" in again.stdout
+    _torch_equal(tmp_path / "ref.pt", out)
+
+
+def test_mlx_killed_and_resumed_matches_uninterrupted(tmp_path, child_env):
+    pytest.importorskip("mlx.core")
+    script = tmp_path / "train_mlx.py"
+    script.write_text(MLX_TRAIN)
+    epochs = 5
+    ref = _train(script, child_env, "reference", epochs, -1, "none", tmp_path / "ref.safetensors")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "resumed.safetensors"
+    first = _train(script, child_env, "job", epochs, 2, "self", out)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    second = _train(script, child_env, "job", epochs, -1, "none", out)
+    assert second.returncode == 0, second.stderr
+    import mlx.core as mx
+
+    a, b = mx.load(str(tmp_path / "ref.safetensors")), mx.load(str(out))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(np.array(a[k]), np.array(b[k])), k
+
+
+def test_retention_best_and_listing(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = [5.0, 3.0, 1.0, 2.0, 4.0, 6.0]
+    with mj.start_run("retain", experiment="ckpt") as run:
+        for epoch, loss in enumerate(losses):
+            with torch.no_grad():
+                model.weight.fill_(float(epoch))
+            path = mj.checkpoint(
+                model=model, optimizer=opt, epoch=epoch, metrics={"val_loss": loss}, keep_last=2
+            )
+            assert path.exists()
+        files = sorted(p.name for p in path.parent.glob("ckpt-*"))
+        # last two (epochs 4, 5) and the best (epoch 2, val_loss 1.0)
+        assert [f.split("-e")[1].split(".")[0] for f in files] == ["2", "4", "5"]
+        assert not list(path.parent.glob(".*tmp*"))
+        df = mlops_checkpoints()
+        assert df["epoch"].to_list() == [2, 4, 5]
+        assert df.filter(df["is_best"])["epoch"].item() == 2
+        assert df.filter(df["is_latest"])["epoch"].item() == 5
+
+        fresh = torch.nn.Linear(3, 1)
+        best = mj.resume(model=fresh, which="best")
+        assert best.epoch == 2 and best.metrics == {"val_loss": 1.0}
+        assert torch.all(fresh.weight == 2.0)
+        latest = mj.resume(model=fresh)
+        assert latest.epoch == 5 and latest.next_epoch == 6 and torch.all(fresh.weight == 5.0)
+        raw = mj.resume(which=4)
+        assert torch.all(raw.model_state["weight"] == 4.0)
+    events = [e for e in mj.get_run(run.id)["events"] if e["kind"] == "checkpoint"]
+    assert len(events) == len(losses)
+
+
+def mlops_checkpoints():
+    from mlops_jupyter.registry.checkpoints import checkpoints
+
+    return checkpoints()
+
+
+def test_nothing_to_resume_and_bad_input(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = mj.resume(dir=tmp_path / "none")
+    assert not state and state.next_epoch == 0 and state.epoch is None
+    with pytest.raises(mj.InvalidInputError):
+        mj.checkpoint(model=object(), epoch=1, dir=tmp_path)
+    with pytest.raises(mj.InvalidInputError):
+        mj.checkpoint(model=torch.nn.Linear(1, 1), epoch=1, keep_last=0, dir=tmp_path)
+    with pytest.raises(mj.InvalidInputError):
+        mj.checkpoint(model=torch.nn.Linear(1, 1), epoch="3", dir=tmp_path)
+    with pytest.raises(mj.InvalidInputError):
+        mj.checkpoint(model=torch.nn.Linear(1, 1), metrics={"a": "x"}, dir=tmp_path)
+
+
+def test_damaged_manifest_falls_back_to_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    m = torch.nn.Linear(2, 2)
+    for epoch in range(3):
+        mj.checkpoint(model=m, epoch=epoch, dir=tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    # the newest file is truncated as by a disk failure: resume takes the previous one
+    newest = sorted(tmp_path.glob("ckpt-*"))[-1]
+    newest.write_bytes(newest.read_bytes()[:40])
+    state = mj.resume(model=torch.nn.Linear(2, 2), dir=tmp_path)
+    assert state.epoch == 1
+
+
+def test_rng_state_round_trip(tmp_path):
+    torch = pytest.importorskip("torch")
+    import random
+
+    m = torch.nn.Linear(2, 2)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    mj.checkpoint(model=m, epoch=0, dir=tmp_path)
+    expect = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(10), np.random.rand(10), random.random()
+    mj.resume(model=m, dir=tmp_path)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expect[0], got[0])
+    assert np.array_equal(expect[1], got[1]) and expect[2] == got[2]
