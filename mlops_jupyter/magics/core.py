@@ -122,7 +122,8 @@ class CaptureMagics(Magics):
     @argument(
         "words",
         nargs="*",
-        help="cell form: [NAME]; line form: `start [NAME]` or `end`",
+        metavar="NAME | start [NAME] | end",
+        help="cell form: %%%%mlops_run [NAME]; line form: %%mlops_run start [NAME] / end",
     )
     @argument("-e", "--experiment", default="default", help="experiment name (default: default)")
     @argument(
