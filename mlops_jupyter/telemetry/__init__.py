@@ -21,14 +21,13 @@ from typing import Any
 import psutil
 
 from ..errors import InvalidInputError
-from . import sampler
+from . import alerts, sampler  # `alerts` is the module: mj.alerts is its alerts() function
 from .alerts import (
     CallableRule,
     NonFiniteRule,
     RisingRule,
     ThresholdRule,
     add_rule,
-    alerts,
     configure,
     default_rules,
     remove_rule,

@@ -76,18 +76,22 @@ class Hub:
         self._warned: set[str] = set()
 
     # -- runs --------------------------------------------------------------------------
-    def add(self, run: Any) -> None:
+    def add(self, run: Any, thread: bool = True) -> _RunState:
+        """Track `run` until it ends; `thread=False` only registers it (samples are then
+        fed with `process`, as tests with synthetic readings do)."""
+        st = _RunState(run)
         with self.lock:
             self.interval = interval()
-            self.states[id(run)] = _RunState(run)
-            if self.sources is None:
+            self.states[id(run)] = st
+            if thread and self.sources is None:
                 self.sources = Sources(run.store.root)
-            if self.thread is None or not self.thread.is_alive():
+            if thread and (self.thread is None or not self.thread.is_alive()):
                 self.thread = threading.Thread(
                     target=self._loop, name="mlops-telemetry", daemon=True
                 )
                 self.thread.start()
         run._on_end.append(self._on_end)
+        return st
 
     def _on_end(self, run: Any, status: str) -> None:
         with self.lock:
@@ -136,7 +140,11 @@ class Hub:
         sample = self.sources.sample()
         for name, err in self.sources.failed.items():
             self._warn(name, err)
-        now = time.time()
+        self.process(states, sample, time.time())
+        return sample
+
+    def process(self, states: list[_RunState], sample: dict[str, float], now: float) -> None:
+        """Log one sample to each run, then update its throttle episodes and alerts."""
         self.latest = (now, sample)
         rule_set = rules()
         for st in states:
@@ -155,7 +163,6 @@ class Hub:
                 for ep in ended:
                     self._close(st, ep)
                 self._check_metrics(st, now, sample, rule_set)
-        return sample
 
     def _check_metrics(
         self,
