@@ -1,0 +1,327 @@
+"""Model registry on a real store: stage rules, aliases, audit log, CLI, and torch/MLX
+models loaded back in a fresh process with identical outputs."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import mlops_jupyter as mj
+from mlops_jupyter import registry as reg
+
+
+def _register_file(tmp_path, name="m", text="v"):
+    p = tmp_path / f"{name}-{text}.txt"
+    p.write_text(text)
+    return mj.register_model(name, p)
+
+
+def test_stage_rules_and_single_production(tmp_path):
+    v1 = _register_file(tmp_path, text="1")
+    v2 = _register_file(tmp_path, text="2")
+    assert (v1, v2) == (1, 2)
+    assert mj.load_model("m").read_text() == "2"  # no production yet: newest
+    with pytest.raises(reg.StageTransitionError, match="staging"):
+        mj.promote_model("m", v1, "production")  # must pass through staging
+    mj.promote_model("m", v1, "staging", reason="candidate")
+    mj.promote_model("m", v1, "production", reason="first release")
+    assert mj.load_model("m").read_text() == "1"  # production wins over newer versions
+    mj.promote_model("m", v2, "staging")
+    changes = mj.promote_model("m", v2, "production", reason="better")
+    assert changes == [
+        {"version": 1, "from": "production", "to": "archived", "reason": "replaced by v2: better"},
+        {"version": 2, "from": "staging", "to": "production", "reason": "better"},
+    ]
+    df = reg.versions("m")
+    assert dict(zip(df["version"], df["stage"])) == {1: "archived", 2: "production"}
+    assert mj.load_model("m", stage="production").read_text() == "2"
+    assert mj.load_model("m", stage="archived").read_text() == "1"
+    with pytest.raises(reg.StageTransitionError, match="already"):
+        mj.promote_model("m", v2, "production")
+    # roll back: an archived version may return straight to production
+    mj.promote_model("m", v1, "production", reason="rollback")
+    assert mj.load_model("m").read_text() == "1"
+    assert reg.model_version("m", stage="archived")["version"] == 2
+    # several production versions only when asked for
+    v3 = _register_file(tmp_path, text="3")
+    mj.promote_model("m", v3, "staging")
+    mj.promote_model("m", v3, "production", archive_existing=False)
+    assert sorted(
+        reg.versions("m").filter(reg.versions("m")["stage"] == "production")["version"]
+    ) == [1, 3]
+    assert reg.models().row(0, named=True) == {
+        "name": "m",
+        "latest": 3,
+        "production": 3,
+        "staging": None,
+        "versions": 3,
+    }
+
+
+def test_audit_log_records_every_change(tmp_path):
+    v1 = _register_file(tmp_path, text="a")
+    v2 = _register_file(tmp_path, text="b")
+    mj.promote_model("m", v1, "staging", reason="looks good")
+    mj.promote_model("m", v1, "production")
+    reg.set_alias("m", "champion", v1)
+    mj.promote_model("m", v2, "staging")
+    mj.promote_model("m", v2, "production", reason="v2 wins")
+    assert reg.set_alias("m", "champion", v2) == 1
+    reg.remove_alias("m", "champion")
+    h = reg.history("m")
+    assert set(h["user"]) == {getpass.getuser()}
+    assert h["time"].is_sorted()
+    got = [
+        (r["version"], r["action"], r["from_stage"], r["to_stage"], r["alias"], r["reason"])
+        for r in h.iter_rows(named=True)
+    ]
+    assert got == [
+        (1, "register", None, "none", None, None),
+        (2, "register", None, "none", None, None),
+        (1, "transition", "none", "staging", None, "looks good"),
+        (1, "transition", "staging", "production", None, None),
+        (1, "alias", None, None, "champion", None),
+        (2, "transition", "none", "staging", None, None),
+        (1, "transition", "production", "archived", None, "replaced by v2: v2 wins"),
+        (2, "transition", "staging", "production", None, "v2 wins"),
+        (2, "alias", None, None, "champion", "moved from v1"),
+        (None, "unalias", None, None, "champion", "was v2"),
+    ]
+
+
+def test_aliases_and_lookups(tmp_path):
+    v1 = _register_file(tmp_path, text="x")
+    _register_file(tmp_path, text="y")
+    mj.register_model("m", tmp_path / "m-x.txt", alias="candidate")
+    reg.set_alias("m", "champion", v1)
+    assert mj.load_model("m", alias="champion").read_text() == "x"
+    assert reg.model_version("m", alias="candidate")["version"] == 3
+    assert mj.load_model("m", version=2).read_text() == "y"
+    assert (
+        reg.versions("m").filter(reg.versions("m")["version"] == 1)["aliases"].item() == "champion"
+    )
+    with pytest.raises(reg.ModelNotFoundError):
+        mj.load_model("m", alias="nope")
+    with pytest.raises(reg.ModelNotFoundError, match="known models: m"):
+        mj.load_model("other")
+    with pytest.raises(reg.ModelNotFoundError):
+        mj.load_model("m", stage="production")
+    with pytest.raises(mj.InvalidInputError):
+        reg.set_alias("m", "production", 1)
+    with pytest.raises(mj.InvalidInputError):
+        mj.load_model("m", version=1, alias="champion")
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(mj.InvalidInputError):
+        mj.register_model("bad name!", tmp_path)
+    with pytest.raises(mj.InvalidInputError):
+        mj.register_model("m", tmp_path / "missing.bin")
+    with pytest.raises(mj.InvalidInputError):
+        mj.register_model("m", {"a": 1}, metrics={"acc": "high"})
+    _register_file(tmp_path)
+    for bad in (0, -1, 1.5, "x", True):
+        with pytest.raises(mj.InvalidInputError):
+            mj.promote_model("m", bad, "staging")
+    with pytest.raises(mj.InvalidInputError):
+        mj.promote_model("m", 1, "prod")
+    with pytest.raises(reg.ModelNotFoundError):
+        mj.promote_model("m", 9, "staging")
+
+
+def test_run_link_metrics_and_pickled_objects():
+    with mj.start_run("fit", experiment="reg") as run:
+        mj.log(step=0, acc=0.5)
+        mj.log(step=1, acc=0.75)
+        v = mj.register_model("lookup", {"weights": [1, 2, 3]})
+    info = reg.model_version("lookup", version=v)
+    assert info["run_id"] == run.id and info["metrics"] == {"acc": 0.75}
+    assert info["flavor"] == "pickle"
+    assert mj.load_model("lookup") == {"weights": [1, 2, 3]}
+
+
+def test_tampered_files_are_refused(tmp_path):
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"abc")
+    mj.register_model("bundle", d)
+    stored = mj.load_model("bundle")
+    assert stored.is_dir() and (stored / "a.bin").read_bytes() == b"abc"
+    (stored / "a.bin").write_bytes(b"abd")
+    with pytest.raises(reg.ModelLoadError, match="changed"):
+        mj.load_model("bundle")
+
+
+def test_concurrent_promotions_leave_one_production(tmp_path):
+    for i in range(4):
+        _register_file(tmp_path, text=str(i))
+        mj.promote_model("m", i + 1, "staging")
+    errors = []
+
+    def promote(v):
+        try:
+            mj.promote_model("m", v, "production")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    df = reg.versions("m")
+    assert (df["stage"] == "production").sum() == 1
+    assert (df["stage"] == "archived").sum() == 3
+
+
+NETS = textwrap.dedent(
+    """
+    import torch
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self, hidden=8):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Linear(4, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(),
+                torch.nn.Dropout(0.5), torch.nn.Linear(hidden, 2))
+        def forward(self, x):
+            return self.body(x)
+    """
+)
+
+MLX_NETS = textwrap.dedent(
+    """
+    import mlx.core as mx, mlx.nn as nn
+
+    class MlxNet(nn.Module):
+        def __init__(self, hidden=8):
+            super().__init__()
+            self.l1 = nn.Linear(4, hidden)
+            self.norm = nn.LayerNorm(hidden)
+            self.l2 = nn.Linear(hidden, 2)
+        def __call__(self, x):
+            return self.l2(nn.gelu(self.norm(self.l1(x))))
+    """
+)
+
+LOAD_IN_CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np, mlops_jupyter as mj
+    name, out = sys.argv[1], sys.argv[2]
+    x = np.load(sys.argv[3])
+    m = mj.load_model(name, stage="production")
+    if "torch" in sys.modules and isinstance(m, sys.modules["torch"].nn.Module):
+        import torch
+        with torch.no_grad():
+            y = m(torch.from_numpy(x)).numpy()
+    else:
+        import mlx.core as mx
+        y = np.array(m(mx.array(x)))
+    np.save(out, y)
+    print(type(m).__module__, type(m).__name__, m.training)
+    """
+)
+
+
+def _load_in_child(tmp_path, child_env, name, x):
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_IN_CHILD)
+    env = dict(child_env)
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    p = subprocess.run(
+        [sys.executable, str(script), name, str(tmp_path / "y.npy"), str(tmp_path / "x.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    return np.load(tmp_path / "y.npy"), p.stdout.split()
+
+
+def test_torch_round_trip_identical_outputs(tmp_path, child_env, monkeypatch):
+    torch = pytest.importorskip("torch")
+    (tmp_path / "regnets_torch.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from regnets_torch import TorchNet
+
+    torch.manual_seed(0)
+    model = TorchNet(hidden=16)
+    model.train()
+    for _ in range(3):  # move BatchNorm running stats away from their defaults
+        model(torch.randn(32, 4))
+    model.eval()
+    v = mj.register_model("tnet", model, init_kwargs={"hidden": 16}, metrics={"acc": 0.9})
+    mj.promote_model("tnet", v, "staging")
+    mj.promote_model("tnet", v, "production")
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    got, (mod, cls, training) = _load_in_child(tmp_path, child_env, "tnet", x)
+    assert (mod, cls, training) == ("regnets_torch", "TorchNet", "False")
+    assert np.array_equal(expect, got)
+    # loading into an existing instance works without init kwargs too
+    other = mj.load_model("tnet", version=v, into=TorchNet(hidden=16))
+    with torch.no_grad():
+        assert np.array_equal(other(torch.from_numpy(x)).numpy(), expect)
+    with pytest.raises(reg.ModelLoadError, match="do not fit"):
+        mj.load_model("tnet", into=TorchNet(hidden=4))
+
+
+def test_mlx_round_trip_identical_outputs(tmp_path, child_env, monkeypatch):
+    mx = pytest.importorskip("mlx.core")
+    (tmp_path / "regnets_mlx.py").write_text(MLX_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from regnets_mlx import MlxNet
+
+    mx.random.seed(0)
+    model = MlxNet(hidden=12)
+    model.eval()
+    v = mj.register_model("mnet", model, init_kwargs={"hidden": 12})
+    mj.promote_model("mnet", v, "staging")
+    mj.promote_model("mnet", v, "production")
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    expect = np.array(model(mx.array(x)))
+    got, (mod, cls, training) = _load_in_child(tmp_path, child_env, "mnet", x)
+    assert (mod, cls, training) == ("regnets_mlx", "MlxNet", "False")
+    assert np.array_equal(expect, got)
+    v2 = mj.register_model("mnet", model, init_kwargs={"hidden": 12}, format="npz")
+    again = mj.load_model("mnet", version=v2)
+    assert np.array_equal(np.array(again(mx.array(x))), expect)
+
+
+def test_cli_ls_promote_history(tmp_path, child_env, store_path):
+    _register_file(tmp_path, name="clim", text="1")
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "mlops_jupyter", "--store", str(store_path), "models", *args],
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    out = cli("ls")
+    assert out.returncode == 0 and "clim" in out.stdout and "none" in out.stdout
+    bad = cli("promote", "clim", "1", "production")
+    assert bad.returncode == 2 and "cannot go from 'none' to 'production'" in bad.stderr
+    ok = cli("promote", "clim", "1", "staging", "--reason", "ready for QA")
+    assert ok.returncode == 0 and "clim v1: none -> staging  (ready for QA)" in ok.stdout
+    assert cli("promote", "clim", "1", "production").returncode == 0
+    assert cli("alias", "clim", "champion", "1").returncode == 0
+    rows = json.loads(cli("ls", "--json").stdout)
+    assert rows[0]["stage"] == "production" and rows[0]["aliases"] == "champion"
+    hist = cli("history", "clim")
+    assert "ready for QA" in hist.stdout and getpass.getuser() in hist.stdout
+    missing = cli("ls", "nosuch")
+    assert missing.returncode == 2 and "no registered model" in missing.stderr
