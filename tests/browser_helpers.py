@@ -12,7 +12,8 @@ Plain functions
 ---------------
 start_lab(root_dir, store_path=None, env=None, timeout=60) -> LabServer
     Start `jupyter lab` on 127.0.0.1 at a free port with a random token, a fresh
-    JUPYTER_CONFIG_DIR / JUPYTERLAB_WORKSPACES_DIR / JUPYTER_RUNTIME_DIR (under a temp dir),
+    JUPYTER_CONFIG_DIR / JUPYTERLAB_WORKSPACES_DIR / JUPYTER_RUNTIME_DIR / JUPYTERLAB_SETTINGS_DIR
+    (under a temp dir; the news toast is switched off),
     serving `root_dir`, with MLOPS_JUPYTER_STORE=store_path when given. Blocks until
     /api/status answers. Server output goes to test-artifacts/lab-<port>.log.
     LabServer fields: url ("http://127.0.0.1:P/"), port, token, root_dir, proc, log_path;
@@ -38,8 +39,10 @@ lab_server(tmp_path, monkeypatch): a started LabServer with root tmp_path/"root"
 browser: a module-scoped Chromium (one per test module, closed after).
 page(browser): a fresh page (context) per test, 1400x900, JS console errors collected on
     `page.console_errors`; closed after the test.
-To use the fixtures, import them into the test module: `from browser_helpers import
-lab_server, browser, page  # noqa: F401`.
+To use the fixtures, bind them in the test module (a plain import of a fixture that is
+then used as a parameter trips ruff's F811):
+    import browser_helpers as bh
+    browser, page, lab_server = bh.browser, bh.page, bh.lab_server
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ def start_lab(
         JUPYTER_CONFIG_DIR=str(tmp / "config"),
         JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
         PYTHONUNBUFFERED="1",
     )
     # The kernel must import the package under test even when it is not installed.
@@ -156,6 +160,10 @@ def start_lab(
         e["MLOPS_JUPYTER_STORE"] = str(store_path)
     if env:
         e.update(env)
+    # no "get notified about Jupyter news?" toast over the screenshots
+    notif = tmp / "settings" / "@jupyterlab" / "apputils-extension"
+    notif.mkdir(parents=True)
+    (notif / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     log_path = artifacts_dir() / f"lab-{port}.log"
     cmd = [
         _jupyter_bin(),

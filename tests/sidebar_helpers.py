@@ -71,3 +71,59 @@ def populate(store_path: Path, notebook: Path | None = None, n_runs: int = 30) -
         return ids
     finally:
         mj.set_store(None)
+
+
+def bulk_runs(store_path: Path, n: int, experiments: int = 5) -> None:
+    """Insert `n` finished runs (params lr/batch, a `loss` summary) in one transaction:
+    fast fixtures for the 10,000-run list. Names are bulk-00000 (oldest) upwards."""
+    import json
+    import secrets
+
+    from mlops_jupyter.store import open_store
+
+    st = open_store(store_path)
+    t0 = time.time() - n
+    with st.write() as c:
+        exp_ids = []
+        for e in range(experiments):
+            c.execute(
+                "INSERT OR IGNORE INTO experiments(name, created) VALUES(?,?)", (f"bulk-{e}", t0)
+            )
+            exp_ids.append(
+                c.execute("SELECT id FROM experiments WHERE name=?", (f"bulk-{e}",)).fetchone()[0]
+            )
+        c.execute("INSERT OR IGNORE INTO metric_keys(key) VALUES('loss')")
+        kid = c.execute("SELECT id FROM metric_keys WHERE key='loss'").fetchone()[0]
+        first = (c.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()[0]) + 1
+        runs, params, summ = [], [], []
+        for i in range(n):
+            rid = first + i
+            start = t0 + i
+            runs.append(
+                (
+                    rid,
+                    secrets.token_hex(6),
+                    exp_ids[i % experiments],
+                    f"bulk-{i:05d}",
+                    "finished",
+                    start,
+                    start + 0.5 + (i % 7),
+                    start + 1,
+                    "bench",
+                    0,
+                    None,
+                    None,
+                    1,
+                )
+            )
+            params.append((rid, "lr", json.dumps(round(0.1 / (1 + i % 100), 6))))
+            params.append((rid, "batch", json.dumps(32 * (1 + i % 4))))
+            loss = 1.0 / (1 + (i % 1000))
+            summ.append((rid, kid, 100, 99, loss, start + 0.5, loss, 1.0))
+        c.executemany(
+            "INSERT INTO runs(id, uid, experiment_id, name, status, start_time, end_time,"
+            " heartbeat, host, pid, pid_start, parent_id, attempt) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            runs,
+        )
+        c.executemany("INSERT INTO params VALUES(?,?,?)", params)
+        c.executemany("INSERT INTO metric_summary VALUES(?,?,?,?,?,?,?,?)", summ)

@@ -346,11 +346,12 @@ export class MlopsPanel extends Widget {
       this.compareButton.textContent = this.selected.size ? `Compare ${this.selected.size}` : 'Compare';
       this.tabs.get('compare')!.button.textContent = this.selected.size ? `Compare (${this.selected.size})` : 'Compare';
     };
-    const status = el('span', 'mj-cell mj-c-status');
+    const status = el('span', 'mj-cell mj-c-status', null, { title: r.status });
     status.appendChild(badge(r.status));
     const name = el('span', 'mj-cell mj-c-name');
     name.appendChild(el('span', 'mj-run-name', r.name));
-    name.appendChild(el('span', 'mj-run-exp', r.experiment));
+    // narrow sidebars hide the start/duration columns; the sub-line keeps them visible
+    name.appendChild(el('span', 'mj-run-exp', `${r.experiment} · ${fmtTime(r.start_time)} · ${fmtDuration(r.duration_s)}`));
     name.title = `${r.name}\n${r.experiment} · ${r.id}${r.attempt > 1 ? ` · attempt ${r.attempt}` : ''}`;
     const metric = r.metric ? fmtNum(r.metric.last) : '–';
     row.append(
