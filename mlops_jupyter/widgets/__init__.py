@@ -34,7 +34,7 @@ def live(
     from ..store import telemetry as tstore
     from ..tracking import api
     from ..tracking.run import Run
-    from .live import LiveMonitor
+    from .monitor import LiveMonitor
 
     if not isinstance(rate, (int, float)) or rate <= 0:
         raise InvalidInputError(
@@ -68,7 +68,7 @@ def live(
 def telemetry_panel(interval: float = 1.0, display: bool = True) -> Any:
     """A live telemetry panel without a run (CPU, memory, temperatures, GPUs); call
     `.stop()` on it (or close it) to stop sampling."""
-    from .live import TelemetryPanel
+    from .monitor import TelemetryPanel
 
     if not isinstance(interval, (int, float)) or interval <= 0:
         raise InvalidInputError(f"interval must be a positive number of seconds, got {interval!r}")

@@ -61,6 +61,11 @@ class _Base(anywidget.AnyWidget):
     _shown_at: int | None = None
     _handle: Any = None
 
+    def _bundle(self) -> dict[str, Any]:
+        b = self._repr_mimebundle_()
+        # anywidget returns (data, metadata); ipywidgets a plain dict
+        return dict(b[0] if isinstance(b, tuple) else b)
+
     def _ipython_display_(self, **kw: Any) -> None:
         # `mj.live()` already displayed the widget; its return value as the last line of
         # the same cell must not show a second copy
@@ -70,14 +75,14 @@ class _Base(anywidget.AnyWidget):
         ip = get_ipython()
         if ip is not None and self._shown_at == ip.execution_count:
             return
-        display(self._repr_mimebundle_(**kw), raw=True)
+        display(self._bundle(), raw=True)
 
     def show(self) -> None:
         """Display in the notebook (with a handle to attach a static copy later)."""
         from IPython import get_ipython
         from IPython.display import display
 
-        self._handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        self._handle = display(self._bundle(), raw=True, display_id=True)
         ip = get_ipython()
         self._shown_at = ip.execution_count if ip is not None else None
 
@@ -92,7 +97,7 @@ class _Base(anywidget.AnyWidget):
         # exported notebooks and front ends without widget support still show the result
         if self._handle is not None:
             try:
-                bundle = dict(self._repr_mimebundle_())
+                bundle = self._bundle()
                 bundle["text/html"] = self.static_html()
                 self._handle.update(bundle, raw=True)
             except Exception:
@@ -202,9 +207,26 @@ class LiveMonitor(_Base):
     def start(self) -> LiveMonitor:
         """Follow the run until it ends (a background thread)."""
         if self._thread is None:
+            if self._run is not None and self._run.status == "running":
+                self._run._on_end.append(self._on_run_end)
             self._thread = threading.Thread(target=self._loop, name="mlops-live", daemon=True)
             self._thread.start()
         return self
+
+    def _on_run_end(self, run: Any, status: str) -> None:
+        # Draw the final state in the thread that ends the run, so it is sent while the
+        # cell is still executing (a follower frame arriving after the cell finished would
+        # be missed by tools that stop listening then, e.g. nbclient).
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        try:
+            run._writer.flush()
+            self.refresh()
+        except Exception:
+            pass
+        self.status = status
+        self._freeze()
 
     def stop(self) -> None:
         """Stop following (the widget keeps what it shows)."""
