@@ -200,7 +200,7 @@ def split_stages(nb: dict) -> SplitNotebook:
         if src is None:
             continue
         c = Cell(i, src, _parse(src, i), notes)
-        if "parameters" in tags or raw.lstrip().lower().startswith("# parameters"):
+        if {"parameters", "injected-parameters"} & set(tags) or _is_params_comment(raw):
             params_cells.append(c)
             continue
         name = stage_tag(tags)
@@ -246,3 +246,8 @@ def literal_params(cells: list[Cell]) -> dict[str, object]:
             for t in targets:
                 out[t.id] = v
     return out
+
+
+def _is_params_comment(raw: str) -> bool:
+    first = raw.lstrip().splitlines()[0].lower() if raw.strip() else ""
+    return first.startswith("# parameters") or first == "#parameters"

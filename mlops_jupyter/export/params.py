@@ -55,12 +55,11 @@ def parse_value(text: str) -> Any:
     if len(t) >= 2 and t[0] == t[-1] == "'":
         return t[1:-1].replace("''", "'")
     if t[0] in "[{":
-        try:  # YAML flow lists may hold bare words: [a, b]
-            import ast
-
-            return ast.literal_eval(t)
-        except (ValueError, SyntaxError):
-            raise InvalidInputError(f"cannot read the value {t!r}") from None
+        inner = t[1:-1]
+        if t[0] == "[" and t[-1] == "]" and not re.search(r"[\[\]{}\"']", inner):
+            # a YAML flow list of plain words: [a, b]
+            return [parse_value(x) for x in inner.split(",")] if inner.strip() else []
+        raise InvalidInputError(f"cannot read the value {t!r}")
     return t
 
 

@@ -197,6 +197,7 @@ def run_pipeline(
         if unknown:
             raise InvalidInputError(f"no stage named {sorted(unknown)} in pipeline {name}")
     todo = [s for s in stages if not only or s.name in only]
+    needed = _upstream(stages, only) if only else {s.name for s in stages}
     prog = Progress(len(todo), max(len(s.name) for s in stages), quiet=quiet)
     state_file = cache / "last_run.json"
     prev = None
@@ -228,6 +229,8 @@ def run_pipeline(
     i = 0
     try:
         for st in stages:
+            if st.name not in needed:
+                continue
             inputs_v = {}
             for inp, src in st.inputs.items():
                 if (src, inp) not in located:
@@ -294,6 +297,19 @@ def run_pipeline(
         parent.end("finished")
         prog.header(f"pipeline {name} finished: {ran} run, {len(todo) - ran} cached")
     return summary
+
+
+def _upstream(stages: list[Stage], only: list[str]) -> set[str]:
+    """The stages in `only` and every stage whose outputs they need, transitively."""
+    by_name = {s.name: s for s in stages}
+    seen: set[str] = set()
+    todo = list(only)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo += list(by_name[n].inputs.values())
+    return seen
 
 
 def _save_state(path: Path, parent: tracking.Run | None, status: str, stage: str | None) -> None:

@@ -53,7 +53,12 @@ def save(obj: Any, folder: Path, name: str) -> dict[str, str]:
     attempts: list[tuple[str, str]] = []
     if mod == "polars" and type(obj).__name__ == "DataFrame":
         attempts.append(("polars-parquet", ".parquet"))
-    elif mod == "pandas" and type(obj).__name__ == "DataFrame":
+    elif (
+        mod == "pandas"
+        and type(obj).__name__ == "DataFrame"
+        # parquet would turn other column labels into strings: keep those frames exact
+        and all(isinstance(c, str) for c in obj.columns)
+    ):
         attempts.append(("pandas-parquet", ".parquet"))
     elif mod == "numpy" and type(obj).__name__ == "ndarray" and obj.dtype != object:
         attempts.append(("npy", ".npy"))

@@ -1,0 +1,88 @@
+"""`%mlops_export`: export the notebook this kernel runs to a pipeline (logic in export/)."""
+
+from __future__ import annotations
+
+import os
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..errors import InvalidInputError
+
+
+def _kernel_run() -> str | None:
+    """The newest notebook run of this kernel process (active or ended), if the store has one."""
+    import socket
+    from pathlib import Path
+
+    from .. import config, tracking
+    from ..store import open_store
+    from ..store import pipeline as pstore
+    from ..tracking import api
+
+    active = tracking.active_run()
+    if active is not None:
+        while active.parent is not None:
+            active = active.parent
+        return active.id
+    path = Path(api._store_override or config.find_store_path())
+    if not path.exists():
+        return None
+    tracking.flush()
+    found = pstore.process_run(open_store(path), socket.gethostname(), os.getpid())
+    return found[0] if found else None
+
+
+@magics_class
+class ExportMagics(Magics):
+    @magic_arguments()
+    @argument(
+        "notebook",
+        nargs="?",
+        default=None,
+        help="the .ipynb to export (default: this kernel's notebook, when Jupyter says which)",
+    )
+    @argument("-o", "--output", default=None, help="package folder (default: <notebook>_pipeline)")
+    @argument("--target", choices=["python", "airflow"], default="python")
+    @argument(
+        "--source-run",
+        default=None,
+        help="run to link the pipeline to (default: this kernel's newest run)",
+    )
+    @argument("--experiment", default=None, help="experiment of the pipeline runs")
+    @line_magic
+    def mlops_export(self, line: str = ""):
+        """Export the notebook to a pipeline package runnable with `python -m DIR`.
+
+        Save the notebook first: the file on disk is what is exported. Cells become stages
+        by their `stage=NAME` tags (else markdown headings); `skip` cells are left out and
+        the `parameters` cell becomes params.yaml."""
+        from ..capture.notebook import NOTEBOOK_ENV, resolve_notebook
+        from ..export import export_notebook
+
+        args = parse_argstring(self.mlops_export, line)
+        ns = self.shell.user_ns if self.shell is not None else {}
+        nb = resolve_notebook(
+            args.notebook,
+            os.environ.get(NOTEBOOK_ENV),
+            ns.get("__session__"),
+            os.environ.get("JPY_SESSION_NAME"),
+            ns.get("__vsc_ipynb_file__"),
+        )
+        if nb is None:
+            if args.notebook:
+                raise InvalidInputError(f"notebook not found: {args.notebook}")
+            raise InvalidInputError(
+                "cannot tell which notebook this kernel runs; name it: %mlops_export NOTEBOOK.ipynb"
+            )
+        source = args.source_run or _kernel_run()
+        res = export_notebook(
+            nb, args.output, args.target, source_run=source, experiment=args.experiment
+        )
+        print(res.summary())
+        return None
+
+
+def register(ipython) -> None:
+    """Called by `%load_ext mlops_jupyter`."""
+    ipython.register_magics(ExportMagics)

@@ -1,0 +1,268 @@
+"""Notebook -> pipeline export without running kernels: stage splitting, the derived DAG,
+the generated code, params.yaml and output serialisation."""
+
+from __future__ import annotations
+
+import ast
+import math
+
+import numpy as np
+import pytest
+from export_helpers import NOTEBOOKS, make_nb
+
+import mlops_jupyter as mj
+from mlops_jupyter.errors import InvalidInputError
+from mlops_jupyter.export import ExportError, export_notebook, plan_notebook, serialize
+from mlops_jupyter.export import params as P
+
+
+def _stages(plan):
+    return {s.name: s for s in plan.runnable}
+
+
+def test_example_notebook_dag_is_derived_from_the_code():
+    plan = plan_notebook(NOTEBOOKS / "pipeline_example.ipynb")
+    st = _stages(plan)
+    assert list(st) == ["load", "prep", "train", "evaluate"]
+    assert plan.params == {
+        "seed": 0,
+        "n_samples": 400,
+        "noise": 0.1,
+        "test_frac": 0.25,
+        "lr": 0.1,
+        "epochs": 30,
+    }
+    assert st["load"].inputs == {} and st["load"].params == ["seed", "n_samples", "noise"]
+    assert st["prep"].inputs == {"X": "load", "y": "load"}
+    assert st["train"].inputs == {"X_train": "prep", "y_train": "prep"}
+    assert set(st["train"].params) == {"lr", "epochs", "seed"}
+    assert st["evaluate"].inputs == {
+        "X_test": "prep",
+        "w": "train",
+        "y_test": "prep",
+        "std": "prep",
+        "true_w": "load",
+    }
+    assert st["train"].outputs == ["w"] and st["evaluate"].outputs == []
+    # the exploration cell tagged `skip` is not in any stage; the run handle is not data
+    assert all("print(X_train.shape" not in s.body for s in plan.stages)
+    assert "run" not in st["train"].outputs and st["evaluate"].handles == ["run"]
+    # a helper function moves to module level of its stage
+    assert any(h.startswith("def standardize") for h in st["prep"].helpers)
+    assert not plan.warnings
+
+
+def test_generated_package_is_readable_python(tmp_path):
+    res = export_notebook(NOTEBOOKS / "pipeline_example.ipynb", tmp_path / "ex_pipe")
+    assert res.stages == ["load", "prep", "train", "evaluate"]
+    pkg = res.path
+    for f in ["__main__.py", "pipeline.py", "params.yaml", "stages/train.py", "README.md"]:
+        assert (pkg / f).is_file(), f
+    train = (pkg / "stages" / "train.py").read_text()
+    ast.parse(train)
+    assert "def run(X_train, y_train, *, lr, epochs, seed):" in train
+    assert 'return {"w": w}' in train
+    assert "stage_run(" in train and "mj.start_run" not in train
+    assert "import numpy as np" in train
+    evaluate = (pkg / "stages" / "evaluate.py").read_text()
+    assert "    run = stage_run()" in evaluate
+    assert "mj.end_run()" not in evaluate.replace("# mj.end_run()", "")
+    # only the runtime, the stdlib and what the notebook imports
+    for f in (pkg / "stages").glob("*.py"):
+        mods = {
+            (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+            for n in ast.walk(ast.parse(f.read_text()))
+            if isinstance(n, (ast.Import, ast.ImportFrom)) and not getattr(n, "level", 0)
+            for a in n.names
+        }
+        assert mods <= {"numpy", "mlops_jupyter"}, (f.name, mods)
+    assert P.load(pkg / "params.yaml") == res.params
+    assert "exported 4 stages" in res.summary()
+
+
+def test_headings_split_stages_when_no_stage_tags(tmp_path):
+    nb = make_nb(
+        [
+            ("md", "# My analysis"),
+            "import math",
+            ("md", "## Load data"),
+            "xs = [1.0, 2.0, 3.0]",
+            ("md", "## Fit"),
+            "%matplotlib inline\nmean = sum(xs) / len(xs)",
+            "sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))",
+            ("md", "## Report"),
+            "display(mean, sd)",
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    plan = plan_notebook(nb)
+    st = _stages(plan)
+    assert list(st) == ["load_data", "fit", "report"]
+    assert st["fit"].inputs == {"xs": "load_data"} and st["fit"].outputs == ["mean", "sd"]
+    assert st["report"].inputs == {"mean": "fit", "sd": "fit"}
+    assert st["report"].runtime_imports == ["display"]
+    assert "# %matplotlib inline" in st["fit"].body
+    assert any("%matplotlib" in w for w in plan.warnings)
+
+
+def test_mutation_in_place_makes_a_new_version_and_shadowing_picks_the_latest(tmp_path):
+    nb = make_nb(
+        [
+            ("a = [1, 2]\nb = 5", ["stage=one"]),
+            ("a[0] = 10", ["stage=two"]),
+            ("b = b + 1", ["stage=three"]),
+            ("total = sum(a) + b", ["stage=four"]),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    st = _stages(plan_notebook(nb))
+    assert st["two"].inputs == {"a": "one"} and st["two"].outputs == ["a"]
+    assert st["four"].inputs == {"a": "two", "b": "three"}
+
+
+def test_helpers_used_by_later_stages_are_imported_not_serialised(tmp_path):
+    nb = make_nb(
+        [
+            ("import math\n\ndef area(r):\n    return math.pi * r**2\n\nr = 2.0", ["stage=define"]),
+            ("a = area(r)", ["stage=use"]),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    res = export_notebook(nb, tmp_path / "pipe")
+    use = (res.path / "stages" / "use.py").read_text()
+    assert "from .define import area" in use
+    assert "def run(r):" in use
+    text = (res.path / "pipeline.py").read_text()
+    assert "uses=['define']" in text
+
+
+def test_function_reading_notebook_variables_cannot_cross_stages(tmp_path):
+    nb = make_nb(
+        [
+            ("scale = 3\n\ndef f(x):\n    return x * scale", ["stage=a"]),
+            ("y = f(2)", ["stage=b"]),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    with pytest.raises(ExportError, match=r"`f`.*reads notebook variables \(scale\)"):
+        plan_notebook(nb)
+
+
+def test_bad_notebooks_get_clear_errors(tmp_path):
+    with pytest.raises(InvalidInputError, match="not found"):
+        export_notebook(tmp_path / "missing.ipynb")
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text("{not json")
+    with pytest.raises(ExportError, match="not a notebook"):
+        plan_notebook(bad)
+    nb = make_nb(
+        [("x = 1", ["stage=a"]), ("y = 2", ["stage=b"]), ("z = x", ["stage=a"])],
+        tmp_path / "split.ipynb",
+    )
+    with pytest.raises(ExportError, match="next to each other"):
+        plan_notebook(nb)
+    nb = make_nb(
+        [("lr = 1e-3 * 2", ["parameters"]), ("x = lr", ["stage=a"])], tmp_path / "params.ipynb"
+    )
+    with pytest.raises(ExportError, match="not a plain value"):
+        plan_notebook(nb)
+    nb = make_nb([("x = (1", ["stage=a"])], tmp_path / "syntax.ipynb")
+    with pytest.raises(ExportError, match="cell 1 is not valid Python"):
+        plan_notebook(nb)
+    ok = make_nb([("x = 1", ["stage=a"])], tmp_path / "ok.ipynb")
+    with pytest.raises(ExportError, match="Python identifier"):
+        export_notebook(ok, tmp_path / "my-pipe")
+    with pytest.raises(InvalidInputError, match="target"):
+        export_notebook(ok, tmp_path / "p", target="kubeflow")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not written by an export"):
+        export_notebook(ok, tmp_path / "taken")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_reexport_replaces_code_and_keeps_the_cache(tmp_path):
+    ok = make_nb([("x = 1", ["stage=a"]), ("y = x + 1", ["stage=b"])], tmp_path / "nb.ipynb")
+    out = export_notebook(ok, tmp_path / "p").path
+    (out / ".cache" / "a").mkdir(parents=True)
+    export_notebook(ok, out)
+    assert (out / ".cache" / "a").is_dir()
+
+
+def test_source_run_is_found_by_notebook_path_tag(tmp_path):
+    nb = make_nb([("x = 1", ["stage=a"])], tmp_path / "nb.ipynb")
+    with mj.start_run("nb-run", experiment="exp1", tags={"notebook.path": str(nb.resolve())}) as r:
+        pass
+    res = export_notebook(nb, tmp_path / "p")
+    assert res.source_run == r.id
+    text = (res.path / "pipeline.py").read_text()
+    assert f"SOURCE_RUN = {r.id!r}" in text and "EXPERIMENT = 'exp1'" in text
+
+
+def test_params_yaml_subset_round_trips_and_overrides_are_typed(tmp_path):
+    values = {"a": 1, "b": 0.5, "c": "adam", "d": True, "e": None, "f": [64, 64], "g": math.inf}
+    f = tmp_path / "params.yaml"
+    f.write_text(P.dump(values, "header line"))
+    assert P.load(f) == values
+    f.write_text("lr: 0.1  # learning rate\nname: 'it''s'\nflag: yes\nlayers: [a, b]\n")
+    assert P.load(f) == {"lr": 0.1, "name": "it's", "flag": True, "layers": ["a", "b"]}
+    assert P.coerce("lr", "0.01", 0.1) == 0.01 and P.coerce("n", "3", 1) == 3
+    assert P.coerce("opt", "sgd", "adam") == "sgd" and P.coerce("opt", "123", "adam") == "123"
+    with pytest.raises(InvalidInputError, match="integer"):
+        P.coerce("n", "0.5", 1)
+    with pytest.raises(InvalidInputError, match="true or false"):
+        P.coerce("flag", "maybe", False)
+    f.write_text("  nested: 1\n")
+    with pytest.raises(InvalidInputError, match="line 1"):
+        P.load(f)
+
+
+def test_outputs_use_native_formats(tmp_path):
+    import pandas as pd
+    import polars as pl
+
+    cases = {
+        "arr": (np.arange(6.0).reshape(2, 3), "npy"),
+        "pl_df": (pl.DataFrame({"a": [1, 2], "b": ["x", "y"]}), "polars-parquet"),
+        "pd_df": (pd.DataFrame({"a": [1.5, 2.5]}, index=[3, 4]), "pandas-parquet"),
+        "pd_odd": (pd.DataFrame({0: [1]}), "pickle"),  # parquet needs string column names
+        "obj": ({"k": [1, 2]}, "pickle"),
+    }
+    for name, (obj, fmt) in cases.items():
+        entry = serialize.save(obj, tmp_path, name)
+        assert entry["format"] == fmt, name
+        back = serialize.load(tmp_path, entry)
+        if isinstance(obj, np.ndarray):
+            np.testing.assert_array_equal(back, obj)
+        elif isinstance(obj, pl.DataFrame):
+            assert back.equals(obj)
+        elif isinstance(obj, pd.DataFrame):
+            pd.testing.assert_frame_equal(back, obj)
+        else:
+            assert back == obj
+    # the version is the content hash: same content, same version
+    assert (
+        serialize.save(np.ones(3), tmp_path, "v1")["version"]
+        == serialize.save(np.ones(3), tmp_path, "v2")["version"]
+    )
+    with pytest.raises(serialize.SerializeError, match="top level of a cell"):
+        serialize.save(lambda x: x, tmp_path, "fn")
+
+
+def test_torch_and_mlx_outputs(tmp_path):
+    torch = pytest.importorskip("torch")
+    t = torch.arange(4.0)
+    e = serialize.save(t, tmp_path, "t")
+    assert e["format"] == "torch" and torch.equal(serialize.load(tmp_path, e), t)
+    m = torch.nn.Linear(2, 1)
+    e = serialize.save(m, tmp_path, "m")
+    assert e["format"] == "torch"
+    assert torch.equal(serialize.load(tmp_path, e).weight, m.weight)
+
+
+def test_mlx_outputs(tmp_path):
+    mx = pytest.importorskip("mlx.core")
+    a = mx.array([1.0, 2.0, 3.0])
+    e = serialize.save(a, tmp_path, "a")
+    assert e["format"] == "mlx"
+    assert serialize.load(tmp_path, e).tolist() == [1.0, 2.0, 3.0]

@@ -1,0 +1,204 @@
+"""Exported pipelines run for real: the notebook in a real kernel (nbclient), the pipeline
+as `python -m PKG` subprocesses, both tracked in the same SQLite store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from export_helpers import (
+    NOTEBOOKS,
+    ROOT,
+    execute_notebook,
+    kernel_env,
+    make_nb,
+    pipeline_runs,
+    points,
+    run_pipeline,
+)
+
+import mlops_jupyter as mj
+from mlops_jupyter.export import export_notebook
+
+
+def _notebook_run(name: str) -> dict:
+    rows = [r for r in mj.runs().to_dicts() if r["name"] == name and r["parent_id"] is None]
+    assert len(rows) == 1, rows
+    return mj.get_run(rows[0]["id"])
+
+
+def test_example_pipeline_matches_notebook_then_caches_then_reruns_downstream(
+    tmp_path, monkeypatch
+):
+    kernel_env(monkeypatch)
+    nb_path = NOTEBOOKS / "pipeline_example.ipynb"
+    execute_notebook(nb_path, tmp_path)
+    nb_run = _notebook_run("pipeline-example")
+    assert nb_run["status"] == "finished"
+
+    res = export_notebook(nb_path, tmp_path / "example_pipe", source_run=nb_run["id"])
+    first = run_pipeline(res.path)
+    assert "[4/4] evaluate done" in first.stderr
+    parents, children = pipeline_runs()
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent["status"] == "finished"
+    assert parent["tags"]["mlops.source_run"] == nb_run["id"]
+    assert parent["experiment"] == nb_run["experiment"]
+    assert parent["params"]["lr"] == 0.1
+    stages = children[parent["id"]]
+    assert [s["name"] for s in stages] == ["load", "prep", "train", "evaluate"]
+    assert all(s["status"] == "finished" for s in stages)
+    # same seeds, same code: the pipeline logs exactly the notebook's metrics
+    nb_points = points([nb_run["id"]])
+    assert set(nb_points) == {"train_mse", "test_mse", "w_error"}
+    assert points([s["id"] for s in stages]) == nb_points
+    assert len(nb_points["train_mse"]) == 30
+
+    # nothing changed: nothing runs, and the cached stage runs still show their metrics
+    cache = res.path / ".cache"
+    before = sorted(p for p in cache.rglob("*") if p.is_file())
+    second = run_pipeline(res.path)
+    assert "0 run, 4 cached" in second.stderr and " done in " not in second.stderr
+    assert "test mse" not in second.stdout  # evaluate's print did not run again
+    parents, children = pipeline_runs()
+    stages2 = children[parents[-1]["id"]]
+    assert [s["tags"]["mlops.cache"] for s in stages2] == ["hit"] * 4
+    assert stages2[2]["tags"]["mlops.cached_from"] == stages[2]["id"]
+    assert points([s["id"] for s in stages2]) == nb_points
+    assert sorted(p for p in cache.rglob("*") if p.is_file() and p.name != "last_run.json") == [
+        p for p in before if p.name != "last_run.json"
+    ]
+
+    # a param read only by `train` re-runs train and what depends on it, nothing upstream
+    third = run_pipeline(res.path, "--param", "lr=0.05")
+    assert "load     cached" in third.stderr and "prep     cached" in third.stderr
+    assert "train    done" in third.stderr and "evaluate done" in third.stderr
+    parents, children = pipeline_runs()
+    stages3 = children[parents[-1]["id"]]
+    assert [s["tags"]["mlops.cache"] for s in stages3] == ["hit", "hit", "miss", "miss"]
+    assert parents[-1]["params"]["lr"] == 0.05
+    assert points([stages3[2]["id"]])["train_mse"] != nb_points["train_mse"]
+
+    # editing params.yaml works the same way; a bad override is a clear error
+    bad = run_pipeline(res.path, "--param", "epochs=ten", check=False)
+    assert bad.returncode == 2 and "expected an integer" in bad.stderr
+    bad = run_pipeline(res.path, "--param", "nope=1", check=False)
+    assert bad.returncode == 2 and "unknown parameter 'nope'" in bad.stderr
+    listing = run_pipeline(res.path, "--list").stdout
+    assert "train: inputs X_train<-prep, y_train<-prep" in listing
+
+
+def test_failed_stage_stops_with_a_clear_message_and_the_next_run_resumes(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
+    flag = tmp_path / "ready.flag"
+    log = tmp_path / "executions.log"
+    nb = make_nb(
+        [
+            (f"flag_path = {str(flag)!r}\nlog_path = {str(log)!r}", ["parameters"]),
+            "import os\n\nimport mlops_jupyter as mj",
+            (
+                "with open(log_path, 'a') as f:\n    f.write('first\\n')\n"
+                "data = list(range(10))\nmj.log(n=len(data))",
+                ["stage=first"],
+            ),
+            (
+                "with open(log_path, 'a') as f:\n    f.write('second\\n')\n"
+                "if not os.path.exists(flag_path):\n"
+                "    raise RuntimeError('the flag file is missing')\n"
+                "doubled = [2 * x for x in data]",
+                ["stage=second"],
+            ),
+            ("total = sum(doubled)\nmj.log(total=total)", ["stage=third"]),
+        ],
+        tmp_path / "flaky.ipynb",
+    )
+    res = export_notebook(nb, tmp_path / "flaky_pipe")
+    failed = run_pipeline(res.path, check=False)
+    assert failed.returncode == 1
+    assert "stage 'second' failed: RuntimeError: the flag file is missing" in failed.stderr
+    assert "(stages/second.py, line" in failed.stderr
+    assert "resume at 'second'" in failed.stderr
+    assert "Traceback" in failed.stderr
+    parents, children = pipeline_runs()
+    p1 = parents[-1]
+    assert p1["status"] == "failed" and p1["tags"]["mlops.failed_stage"] == "second"
+    st1 = children[p1["id"]]
+    assert [(s["name"], s["status"]) for s in st1] == [("first", "finished"), ("second", "failed")]
+    assert any(e["kind"] == "pipeline.error" for e in st1[1]["events"])
+
+    flag.write_text("ok")
+    again = run_pipeline(res.path)
+    assert "first  cached" in again.stderr and "second done" in again.stderr
+    assert log.read_text().splitlines() == ["first", "second", "second"]
+    parents, children = pipeline_runs()
+    p2 = parents[-1]
+    assert p2["status"] == "finished" and p2["attempt"] == 2
+    assert p2["tags"]["mlops.resumed_from"] == "second"
+    assert points([s["id"] for s in children[p2["id"]]])["total"] == [(0, 90.0)]
+
+
+def test_mlops_export_magic_in_the_notebook_links_the_kernel_run(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
+    nb_path = NOTEBOOKS / "pipeline_example.ipynb"
+    out = tmp_path / "from_magic"
+    execute_notebook(
+        nb_path,
+        tmp_path,
+        extra=[
+            "from mlops_jupyter.magics.export import register\nregister(get_ipython())",
+            f"%mlops_export {nb_path} -o {out} --target airflow",
+        ],
+    )
+    nb_run = _notebook_run("pipeline-example")
+    meta = json.loads((out / ".mlops-export.json").read_text())
+    assert meta["source_run"] == nb_run["id"] and meta["target"] == "airflow"
+    assert (out / "airflow_dag.py").is_file()
+    run_pipeline(out, "--quiet")
+    parents, _ = pipeline_runs()
+    assert parents[-1]["tags"]["mlops.source_run"] == nb_run["id"]
+
+
+def test_cli_export_and_errors(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
+    nb_path = NOTEBOOKS / "pipeline_example.ipynb"
+    cmd = [sys.executable, "-m", "mlops_jupyter", "export", str(nb_path), "-o"]
+    ok = subprocess.run(
+        [*cmd, str(tmp_path / "cli_pipe"), "--target", "airflow"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "exported 4 stages" in ok.stdout and "airflow_dag.py" in ok.stdout
+    assert (tmp_path / "cli_pipe" / "airflow_dag.py").is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlops_jupyter", "export", str(tmp_path / "nope.ipynb")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and "notebook not found" in bad.stderr
+    # the package also runs as `python DIR` (a folder with __main__.py)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "cli_pipe"), "-q"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+QUICKSTART = NOTEBOOKS / "quickstart.ipynb"
+
+
+@pytest.mark.skipif(not QUICKSTART.exists(), reason="notebooks/quickstart.ipynb not written yet")
+def test_quickstart_notebook_exports_and_matches(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
+    execute_notebook(QUICKSTART, tmp_path)
+    nb_runs = [r for r in mj.runs().to_dicts() if r["parent_id"] is None]
+    res = export_notebook(QUICKSTART, tmp_path / "quick_pipe")
+    run_pipeline(res.path)
+    parents, children = pipeline_runs()
+    got = points([s["id"] for s in children[parents[-1]["id"]]])
+    want = points([r["id"] for r in nb_runs])
+    assert got == want and got
