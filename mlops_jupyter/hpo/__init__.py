@@ -1,0 +1,469 @@
+"""Hyperparameter sweeps with optuna, tracked as runs.
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        for epoch in range(20):
+            ...
+            mj.log(step=epoch, val_loss=v)   # reported to optuna; may prune the trial
+        return v
+
+    result = mj.sweep(objective, n_trials=30, pruner="median")
+    result.best_params, result.runs()
+
+The sweep is a run; each trial is a child run with its params and metrics. The optuna
+study lives beside the store (`.mlops/optuna.journal`, a journal file several processes can
+share), so another worker joins with `mj.sweep(objective, n_trials, study=<same name>)`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError, MlopsJupyterError
+from .view import SweepView, set_display_factory
+
+__all__ = ["Sweep", "SweepError", "set_display_factory", "study_storage", "sweep"]
+
+_SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+_PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+
+
+class SweepError(MlopsJupyterError):
+    """A sweep cannot start or continue (optuna missing, bad objective value, ...)."""
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError("sweeps need optuna: pip install 'mlops-jupyter[optuna]'") from None
+    return optuna
+
+
+def study_storage(path: str | os.PathLike | None = None):
+    """The optuna storage beside the store: a journal file that concurrent processes (on
+    one machine or a shared file system) can use at once."""
+    optuna = _optuna()
+    if path is None:
+        from ..tracking.api import current_store
+
+        path = current_store().root / "optuna.journal"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages import JournalStorage
+
+    try:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    except ImportError:  # optuna 3.x names
+        from optuna.storages import JournalFileOpenLock
+        from optuna.storages import JournalFileStorage as JournalFileBackend
+    # the open(O_EXCL) lock works on file systems without symlinks too
+    del optuna
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def _sampler(sampler: Any, seed: int | None):
+    optuna = _optuna()
+    if not isinstance(sampler, str):
+        return sampler
+    s = sampler.lower()
+    if s == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if s == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if s == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if s == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    raise InvalidInputError(
+        f"sampler must be one of {_SAMPLERS} or an optuna sampler, got {sampler!r}"
+    )
+
+
+def _pruner(pruner: Any):
+    optuna = _optuna()
+    if pruner is None or pruner == "none":
+        return optuna.pruners.NopPruner(), False
+    if not isinstance(pruner, str):
+        return pruner, True
+    p = pruner.lower()
+    table = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5),
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    }
+    if p not in table:
+        raise InvalidInputError(
+            f"pruner must be one of {_PRUNERS} or an optuna pruner, got {pruner!r}"
+        )
+    return table[p](), True
+
+
+def _gate_decision(result: Any) -> tuple[bool, str]:
+    """Normalise what a should_run() returns: bool, (bool, reason), dict or object."""
+    if isinstance(result, bool):
+        return result, ""
+    if isinstance(result, (tuple, list)) and result:
+        return bool(result[0]), str(result[1]) if len(result) > 1 else ""
+    if isinstance(result, dict):
+        for k in ("ok", "run", "decision", "should_run", "go"):
+            if k in result:
+                v = result[k]
+                ok = (
+                    v
+                    if isinstance(v, bool)
+                    else str(v).lower() in ("run", "go", "ok", "yes", "true")
+                )
+                return ok, str(result.get("reason", ""))
+    for attr in ("ok", "run", "decision", "should_run"):
+        if hasattr(result, attr):
+            v = getattr(result, attr)
+            ok = v if isinstance(v, bool) else str(v).lower() in ("run", "go", "ok", "yes", "true")
+            return ok, str(getattr(result, "reason", ""))
+    return bool(result), str(getattr(result, "reason", ""))
+
+
+def _default_gate() -> Callable[[], Any] | None:
+    try:
+        from ..telemetry import should_run
+    except ImportError:
+        return None
+    return should_run
+
+
+class _Tap:
+    """Sits in a trial run's log path: forwards every point to the writer, remembers the
+    last values, reports the objective metric to optuna and raises TrialPruned when the
+    pruner says so (only in the thread running the objective, never in the telemetry
+    sampler's)."""
+
+    def __init__(self, run, trial, metric: str | None, prune: bool) -> None:
+        self.append = run._writer.queue.append
+        self.trial = trial
+        self.metric = metric
+        self.prune = prune
+        self.thread = threading.get_ident()
+        self.last: dict[str, float] = {}
+        self.last_key: str | None = None
+        self.counts: dict[str, int] = {}
+        self.reported: set[int] = set()
+        self.pruned_at: int | None = None
+
+    def __call__(self, point: tuple) -> None:
+        self.append(point)
+        _rid, key, step, value, _ts = point
+        if key.startswith("sys/") or threading.get_ident() != self.thread:
+            return
+        n = self.counts.get(key, 0)
+        self.counts[key] = n + 1
+        self.last[key] = value
+        self.last_key = key
+        if self.metric is None:
+            self.metric = key  # the first metric a trial logs is the one optuna watches
+        if key != self.metric:
+            return
+        step = n if step is None else step
+        if step in self.reported or not math.isfinite(value):
+            return
+        self.reported.add(step)
+        self.trial.report(float(value), step)
+        if self.prune and self.trial.should_prune():
+            self.pruned_at = step
+            raise _optuna().TrialPruned(f"pruned at step {step} ({key}={value:.6g})")
+
+
+class Sweep:
+    """Result of `sweep()`: the optuna study plus the sweep run and its trial runs."""
+
+    def __init__(self, study, run, view: SweepView, metric: str | None) -> None:
+        self.study = study
+        self.run = run
+        self.view = view
+        self.metric = metric
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.study.best_params
+
+    @property
+    def best_value(self) -> float:
+        return self.study.best_value
+
+    @property
+    def best_trial(self):
+        return self.study.best_trial
+
+    def trials(self):
+        """All trials of the study (every worker): number, state, value, run_id, params."""
+        import polars as pl
+
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            row = {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "run_id": t.user_attrs.get("mlops.run_id"),
+            }
+            row.update({f"params.{k}": v for k, v in t.params.items()})
+            rows.append(row)
+        return pl.DataFrame(rows, infer_schema_length=None)
+
+    def runs(self):
+        """The trial runs of this sweep run (a `mj.runs()` frame, usable with mj.compare)."""
+        import polars as pl
+
+        from ..tracking import runs
+
+        df = runs(experiment=self.run.experiment)
+        return df.filter(pl.col("parent_id") == self.run.id)
+
+    def _repr_html_(self) -> str:
+        return self.view._repr_html_()
+
+    def __repr__(self) -> str:
+        return f"Sweep(study={self.study.study_name!r}, run={self.run.id!r})\n{self.view.summary()}"
+
+
+def sweep(
+    objective: Callable[[Any], float | None],
+    n_trials: int = 20,
+    direction: str = "minimize",
+    sampler: Any = "tpe",
+    pruner: Any = None,
+    study: Any = None,
+    *,
+    metric: str | None = None,
+    name: str | None = None,
+    experiment: str | None = None,
+    storage: Any = None,
+    seed: int | None = None,
+    timeout: float | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+    callbacks: list[Callable[[Any, Any], None]] | None = None,
+    gate: Callable[[], Any] | None | bool = True,
+    gate_poll_s: float = 10.0,
+    live: bool | None = None,
+) -> Sweep:
+    """Run `n_trials` optuna trials of `objective(trial)`, each as a child run of a sweep run.
+
+    Values logged with `mj.log` inside a trial are reported to optuna (the `metric` key,
+    default: the first key the trial logs); with a `pruner` ("median", "percentile",
+    "hyperband", "successive_halving" or an optuna pruner) a trial is stopped by
+    `optuna.TrialPruned` raised from that `mj.log` call. If `objective` returns None the
+    trial's value is the last logged value of `metric`.
+    `study`: a study name (joined if it exists; share it between workers) or an optuna
+    Study. Between trials the machine's telemetry `should_run()` is consulted (`gate`:
+    True = telemetry if installed, False = never wait, or your own callable) and the sweep
+    waits while it says no, recording the pause on the sweep run.
+    `live`: show an updating view where a notebook front end is registered (default)."""
+    optuna = _optuna()
+    from ..store import registry as sreg
+    from ..store import runs as rstore
+    from ..tracking import api
+
+    if not callable(objective):
+        raise InvalidInputError("objective must be a callable taking an optuna trial")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise InvalidInputError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if direction not in ("minimize", "maximize"):
+        raise InvalidInputError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise InvalidInputError("metric must be a metric key (string)")
+    pr, prune = _pruner(pruner)
+    if isinstance(study, optuna.Study):
+        st = study
+        if st.direction.name.lower() != direction:
+            direction = st.direction.name.lower()
+    else:
+        if study is not None and not isinstance(study, str):
+            raise InvalidInputError("study must be a study name or an optuna Study")
+        study_name = study or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        stor = storage if storage is not None else study_storage()
+        st = optuna.create_study(
+            study_name=study_name,
+            storage=stor,
+            sampler=_sampler(sampler, seed),
+            pruner=pr,
+            direction=direction,
+            load_if_exists=True,
+        )
+        if st.direction.name.lower() != direction:
+            raise InvalidInputError(
+                f"study {study_name!r} exists with direction {st.direction.name.lower()}"
+            )
+    parent = api.active_run()
+    exp = experiment or (parent.experiment if parent is not None else "sweeps")
+    check_gate = _default_gate() if gate is True else (gate or None)
+    run = api.start_run(
+        name or st.study_name,
+        experiment=exp,
+        params={
+            "sweep.n_trials": n_trials,
+            "sweep.direction": direction,
+            "sweep.sampler": sampler if isinstance(sampler, str) else type(sampler).__name__,
+            "sweep.pruner": pruner
+            if isinstance(pruner, (str, type(None)))
+            else type(pruner).__name__,
+        },
+        tags={"optuna.study": st.study_name, "sweep": True},
+    )
+    view = SweepView(f"sweep {st.study_name}", direction)
+    handle = None
+    factory = None if live is False else _view_factory()
+    if factory is not None:
+        try:
+            handle = factory(view)
+        except Exception as e:
+            warnings.warn(f"mlops-jupyter: live sweep view unavailable: {e}", RuntimeWarning, 2)
+    last_draw = 0.0
+
+    def redraw(force: bool = False) -> None:
+        nonlocal last_draw
+        if handle is None or (not force and time.monotonic() - last_draw < 0.25):
+            return
+        last_draw = time.monotonic()
+        try:
+            handle.update(view)
+        except Exception:
+            pass
+
+    t_end = None if timeout is None else time.monotonic() + timeout
+    status = "finished"
+    try:
+        for _ in range(n_trials):
+            if t_end is not None and time.monotonic() > t_end:
+                break
+            if check_gate is not None:
+                _wait_for_gate(check_gate, run, gate_poll_s, view, redraw, rstore, sreg)
+            trial = st.ask()
+            try:
+                value, state, err = _run_trial(objective, trial, exp, metric, prune, optuna)
+            except BaseException:
+                st.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            if state == "fail" and err is not None and not isinstance(err, catch):
+                st.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise err
+            if state == "complete" and not math.isfinite(value):
+                state = "fail"  # optuna would refuse NaN/inf; record the trial as failed
+            if state == "complete":
+                frozen = st.tell(trial, value)
+            else:
+                frozen = st.tell(trial, state=getattr(optuna.trial.TrialState, state.upper()))
+            view.add(trial.number, state, value, trial.params)
+            if view.best is not None:
+                run.log(step=trial.number, best_value=view.best[1])
+            for cb in callbacks or ():
+                try:
+                    cb(st, frozen)
+                except Exception as e:
+                    warnings.warn(f"sweep callback failed: {e}", RuntimeWarning, 2)
+            redraw()
+    except KeyboardInterrupt:
+        status = "killed"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        view.done = True
+        redraw(force=True)
+        if _has_best(st):
+            run.log_params({f"best.{k}": v for k, v in st.best_params.items()})
+            run.set_tags({"best_trial": st.best_trial.number})
+        run.end(status)
+    return Sweep(st, run, view, metric)
+
+
+def _has_best(st) -> bool:
+    try:
+        return st.best_trial is not None
+    except ValueError:
+        return False
+
+
+def _view_factory():
+    from .view import display_factory
+
+    return display_factory()
+
+
+def _run_trial(objective, trial, experiment, metric, prune, optuna):
+    """One trial as a child run. Returns (value, state, exception)."""
+    from ..tracking import api
+
+    child = api.start_run(
+        f"trial-{trial.number}",
+        experiment=experiment,
+        tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number},
+    )
+    trial.set_user_attr("mlops.run_id", child.id)
+    tap = _Tap(child, trial, metric, prune)
+    child._append = tap
+    value, state, err = None, "complete", None
+    try:
+        ret = objective(trial)
+        if ret is None:
+            key = tap.metric if tap.metric in tap.last else tap.last_key
+            if key is None:
+                raise SweepError(
+                    "the objective returned None and logged no metric: return the value to "
+                    "optimise, or mj.log it"
+                )
+            ret = tap.last[key]
+        try:
+            value = float(ret)
+        except (TypeError, ValueError):
+            raise SweepError(
+                f"the objective must return a number, got {type(ret).__name__}"
+            ) from None
+    except optuna.TrialPruned:
+        state = "pruned"
+    except KeyboardInterrupt:
+        child.log_params(dict(trial.params))
+        child.end("killed")
+        raise
+    except Exception as e:
+        state, err = "fail", e
+    child.log_params(dict(trial.params))
+    if value is not None:
+        child.log_metric("objective", value)
+    child.set_tags({"optuna.state": state})
+    child.end("failed" if state == "fail" else "finished")
+    return value, state, err
+
+
+def _wait_for_gate(check, run, poll_s, view, redraw, rstore, sreg) -> None:
+    """Block while check() says no; one run event (with start and end) per pause."""
+    event_id = None
+    while True:
+        try:
+            ok, reason = _gate_decision(check())
+        except Exception as e:  # a broken gate must not stall the sweep
+            warnings.warn(f"mlops-jupyter: should_run() failed: {e}", RuntimeWarning, 3)
+            ok, reason = True, ""
+        if ok:
+            break
+        if event_id is None:
+            msg = f"sweep paused: {reason or 'machine not ready'}"
+            event_id = rstore.add_event(
+                run.store, run._rid, "thermal_wait", msg, "warning", {"reason": reason}
+            )
+            view.waiting = reason or "machine not ready"
+            redraw(force=True)
+        time.sleep(poll_s)
+    if event_id is not None:
+        sreg.close_event(run.store, event_id)
+        view.waiting = None
