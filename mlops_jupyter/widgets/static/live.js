@@ -68,16 +68,16 @@ function drawChart(canvas, s, color) {
 }
 
 function render({ model, el: root }) {
-  root.classList.add("mj-live");
-  const head = el("div", "mj-head");
-  const title = el("span", "mj-title");
-  const status = el("span", "mj-badge mj-status");
-  const thermal = el("span", "mj-badge mj-thermal");
-  const upd = el("span", "mj-updates");
+  root.classList.add("mlw-live");
+  const head = el("div", "mlw-head");
+  const title = el("span", "mlw-title");
+  const status = el("span", "mlw-badge mlw-status");
+  const thermal = el("span", "mlw-badge mlw-thermal");
+  const upd = el("span", "mlw-updates");
   head.append(title, status, thermal, upd);
-  const strip = el("div", "mj-strip");
-  const grid = el("div", "mj-grid");
-  const alerts = el("div", "mj-alerts");
+  const strip = el("div", "mlw-strip");
+  const grid = el("div", "mlw-grid");
+  const alerts = el("div", "mlw-alerts");
   root.append(head, strip, grid, alerts);
   const charts = new Map();
   let pending = false;
@@ -97,8 +97,8 @@ function render({ model, el: root }) {
   function drawStrip() {
     strip.replaceChildren();
     for (const it of model.get("telemetry") || []) {
-      const c = el("span", "mj-chip mj-" + it.level);
-      c.append(el("span", "mj-chip-label", it.label + " "), el("b", null, it.value));
+      const c = el("span", "mlw-chip mlw-" + it.level);
+      c.append(el("span", "mlw-chip-label", it.label + " "), el("b", null, it.value));
       strip.append(c);
     }
   }
@@ -111,10 +111,10 @@ function render({ model, el: root }) {
     for (const key of keys) {
       let c = charts.get(key);
       if (!c) {
-        const box = el("div", "mj-chart");
+        const box = el("div", "mlw-chart");
         box.dataset.key = key;
-        const label = el("div", "mj-chart-label");
-        const canvas = el("canvas", "mj-canvas");
+        const label = el("div", "mlw-chart-label");
+        const canvas = el("canvas", "mlw-canvas");
         box.append(label, canvas);
         grid.append(box);
         c = { box, label, canvas };
@@ -134,10 +134,10 @@ function render({ model, el: root }) {
     root.dataset.points = String(total);
     if (!keys.length) {
       grid.dataset.empty = "1";
-      if (!grid.querySelector(".mj-empty")) grid.append(el("div", "mj-empty", "waiting for metrics…"));
+      if (!grid.querySelector(".mlw-empty")) grid.append(el("div", "mlw-empty", "waiting for metrics…"));
     } else {
       delete grid.dataset.empty;
-      const e = grid.querySelector(".mj-empty");
+      const e = grid.querySelector(".mlw-empty");
       if (e) e.remove();
     }
   }
@@ -145,10 +145,10 @@ function render({ model, el: root }) {
   function drawAlerts() {
     alerts.replaceChildren();
     for (const a of model.get("alerts") || []) {
-      const row = el("div", "mj-alert mj-" + a.level);
+      const row = el("div", "mlw-alert mlw-" + a.level);
       const open = a.end === null || a.end === undefined;
       row.append(
-        el("span", "mj-badge mj-level", a.kind === "throttle" ? "throttle" : a.level),
+        el("span", "mlw-badge mlw-level", a.kind === "throttle" ? "throttle" : a.level),
         el("span", null, " " + a.message + (open ? "" : " (ended)")),
       );
       alerts.append(row);
