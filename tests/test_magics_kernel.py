@@ -249,3 +249,16 @@ def test_runs_and_status_magics_and_help(tmp_path, monkeypatch):
     assert "UsageError" in outputs_text(nb.cells[8])
     run = _run(tmp_path / "store.db", "shown")
     assert run["tags"]["team"] == "vision" and run["experiment"] == "exp1"
+
+
+def test_reexecuted_start_cell_supersedes_its_open_run(tmp_path, monkeypatch):
+    store = use_store(monkeypatch, tmp_path)
+    nb = make_nb([LOAD, "%mlops_run start span --no-live", "a = 1", "%mlops_run end"])
+    execute(nb, tmp_path, order=[0, 1, 2, 1, 2, 3], cell_ids=True)
+    rows = query(store, "SELECT id, status, attempt, prev_run_id FROM runs ORDER BY id")
+    assert [(s, a) for _, s, a, _ in rows] == [("killed", 1), ("finished", 2)]
+    assert rows[1][3] == rows[0][0]
+    first = mj.get_run(query(store, "SELECT uid FROM runs WHERE id=?", (rows[0][0],))[0][0])
+    assert any("superseded" in e["message"] for e in first["events"])
+    # no nesting: the new attempt is a top-level run
+    assert query(store, "SELECT parent_id FROM runs WHERE id=?", (rows[1][0],)) == [(None,)]

@@ -44,7 +44,7 @@ class CellHooks:
         if self.nested:
             return
         try:
-            cell = self.cell = (info.cell_id, info.raw_cell)
+            cell = self.cell = (getattr(info, "cell_id", None), info.raw_cell)
             self.session.note(*cell)
             self.pre_run = _api._active
             if self.started:
