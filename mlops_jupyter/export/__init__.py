@@ -109,7 +109,7 @@ def export_notebook(
     )
     check_out_dir(out, overwrite)
     run_id, run_exp = _find_source_run(nb_path, source_run)
-    exp = experiment or run_exp or "default"
+    exp = experiment or run_exp or plan.experiment or "default"
     files = write_package(plan, out, nb_path.name, run_id, exp, target)
     edges = [(src, s.name, n) for s in plan.runnable for n, src in s.inputs.items()]
     return ExportResult(

@@ -27,7 +27,12 @@ _GENERATED = [
 
 
 def _doc(text: str) -> str:
-    return '"""' + text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
+    """A docstring literal, its lines wrapped to fit 100 columns."""
+    import textwrap
+
+    lines = [textwrap.fill(ln, 96, break_on_hyphens=False) if ln else ln for ln in text.split("\n")]
+    body = "\n".join(lines)
+    return '"""' + body.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
 
 
 def _cells(cells: list[int]) -> str:

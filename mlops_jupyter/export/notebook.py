@@ -42,6 +42,7 @@ class SplitNotebook:
     params_cells: list[Cell]
     stages: list[StageCells]
     warnings: list[str]
+    experiment: str | None = None  # named by `%%mlops_run --experiment E` in the notebook
 
 
 # Cell magics whose body is still Python: the line goes, the code stays.
@@ -123,6 +124,27 @@ def to_python(src: str, index: int) -> tuple[str | None, list[str]]:
     return "\n".join(out) + "\n", notes
 
 
+def magic_experiment(src: str) -> str | None:
+    """The `--experiment`/`-e` of a `%%mlops_run` or `%mlops_run start` line, if any."""
+    import shlex
+
+    for line in src.splitlines():
+        m = re.match(r"^\s*%%?mlops_run\b(.*)$", line)
+        if not m:
+            continue
+        try:
+            words = shlex.split(m.group(1))
+        except ValueError:
+            continue
+        for i, w in enumerate(words[:-1]):
+            if w in ("-e", "--experiment"):
+                return words[i + 1]
+        for w in words:
+            if w.startswith("--experiment="):
+                return w.split("=", 1)[1]
+    return None
+
+
 def _is_python(line: str) -> bool:
     try:
         ast.parse(line.strip())
@@ -161,6 +183,7 @@ def split_stages(nb: dict) -> SplitNotebook:
     seen: dict[str, int] = {}
     current: StageCells | None = None
     pending_heading: str | None = None
+    experiment: str | None = None
 
     def open_stage(name: str, index: int, explicit: bool) -> StageCells:
         nonlocal current
@@ -195,6 +218,7 @@ def split_stages(nb: dict) -> SplitNotebook:
         raw = _text(cell)
         if not raw.strip() or "skip" in tags:
             continue
+        experiment = experiment or magic_experiment(raw)
         src, notes = to_python(raw, i)
         warnings.extend(notes)
         if src is None:
@@ -214,7 +238,7 @@ def split_stages(nb: dict) -> SplitNotebook:
         else:
             stage = open_stage("setup", i, False)
         stage.cells.append(c)
-    return SplitNotebook(params_cells, stages, warnings)
+    return SplitNotebook(params_cells, stages, warnings, experiment)
 
 
 def literal_params(cells: list[Cell]) -> dict[str, object]:

@@ -41,6 +41,7 @@ class Plan:
     params: dict[str, object]
     stages: list[StagePlan]
     warnings: list[str]
+    experiment: str | None = None  # the experiment the notebook's own runs use, if literal
 
     @property
     def runnable(self) -> list[StagePlan]:
@@ -197,6 +198,9 @@ def build_plan(split: SplitNotebook) -> Plan:
                         sp.helpers.append(_segment(lines, a, b))
                     for i in range(a - 1, b):
                         keep[i] = False
+                    while b < len(lines) and not lines[b].strip():  # blank lines after it
+                        keep[b] = False
+                        b += 1
             chunk = _trim([ln for ln, k in zip(lines, keep) if k])
             if chunk:
                 chunks.append("\n".join(chunk))
@@ -261,7 +265,22 @@ def build_plan(split: SplitNotebook) -> Plan:
             "the notebook has no code to run as a pipeline (every cell is empty, skipped, "
             "parameters or imports)"
         )
-    return Plan(params, stages, warnings)
+    return Plan(
+        params, stages, warnings, split.experiment or _literal_experiment(all_cells, mods, funcs)
+    )
+
+
+def _literal_experiment(cells: list[Cell], mods: set[str], funcs: dict[str, str]) -> str | None:
+    """`experiment="x"` (or the 2nd positional argument) of the notebook's start_run calls."""
+    for c in cells:
+        for n in ast.walk(c.tree):
+            if an.tracking_call(n, mods, funcs) != "start_run":
+                continue
+            args = [k.value for k in n.keywords if k.arg == "experiment"] + n.args[1:2]
+            for a in args:
+                if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value:
+                    return a.value
+    return None
 
 
 def _loads(code: str) -> set[str]:
