@@ -63,6 +63,37 @@ def test_sweep_reaches_optimum_and_prunes():
     assert mj.get_run(pruned["id"][0])["tags"]["optuna.state"] == "pruned"
 
 
+def test_compare_works_on_trials():
+    pytest.importorskip("mlops_jupyter.widgets")
+    result = mj.sweep(quadratic, n_trials=4, seed=0)
+    cmp = mj.compare(result.runs(), metric="loss")
+    assert len(cmp.runs) == 4
+    assert set(cmp.differing) >= {"x", "y"}
+    assert "trial-0" in cmp._repr_html_()
+
+
+def test_pruned_trial_keeps_its_last_step_whole():
+    def two_keys(trial):
+        x = trial.suggest_float("x", -10, 10)
+        for step in range(6):
+            mj.log(step=step, val_loss=(x - 1) ** 2 + 1 / (step + 1), lr=0.1)
+            mj.log_metric("after", 1.0, step=step)
+        return (x - 1) ** 2
+
+    r = mj.sweep(two_keys, n_trials=20, pruner="median", metric="val_loss", seed=3)
+    t = r.trials().filter(pl.col("state") == "pruned")
+    assert t.height > 0
+    m = mj.metrics(t["run_id"].to_list())
+    per_key = (
+        m.group_by("run_id", "key")
+        .agg(pl.col("step").max())
+        .pivot(on="key", index="run_id", values="step")
+    )
+    # the call that triggered pruning buffered both of its values; the next line never ran
+    assert (per_key["val_loss"] == per_key["lr"]).all()
+    assert (per_key["after"] == per_key["val_loss"] - 1).all()
+
+
 def test_objective_value_from_last_log_and_failures():
     def logs_only(trial):
         a = trial.suggest_float("a", 0, 1)

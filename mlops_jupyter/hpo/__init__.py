@@ -146,10 +146,11 @@ class _Tap:
     """Sits in a trial run's log path: forwards every point to the writer, remembers the
     last values, reports the objective metric to optuna and raises TrialPruned when the
     pruner says so (only in the thread running the objective, never in the telemetry
-    sampler's)."""
+    sampler's). Within one `mj.log(a=..., b=...)` call the raise waits until every value
+    of the call is buffered, so a pruned trial keeps its last step complete."""
 
     def __init__(self, run, trial, metric: str | None, prune: bool) -> None:
-        self.append = run._writer.queue.append
+        self.append = run._append
         self.trial = trial
         self.metric = metric
         self.prune = prune
@@ -158,7 +159,25 @@ class _Tap:
         self.last_key: str | None = None
         self.counts: dict[str, int] = {}
         self.reported: set[int] = set()
-        self.pruned_at: int | None = None
+        self.pending: str | None = None  # prune message waiting for the end of a log call
+        self.in_log = False
+        run_log = run.log
+
+        def log(step: int | None = None, **metrics: float) -> None:
+            self.in_log = True
+            try:
+                run_log(step, **metrics)
+            finally:
+                self.in_log = False
+            self._raise_pending()
+
+        run._append = self
+        run.log = log
+
+    def _raise_pending(self) -> None:
+        if self.pending is not None:
+            msg, self.pending = self.pending, None
+            raise _optuna().TrialPruned(msg)
 
     def __call__(self, point: tuple) -> None:
         self.append(point)
@@ -179,8 +198,9 @@ class _Tap:
         self.reported.add(step)
         self.trial.report(float(value), step)
         if self.prune and self.trial.should_prune():
-            self.pruned_at = step
-            raise _optuna().TrialPruned(f"pruned at step {step} ({key}={value:.6g})")
+            self.pending = f"pruned at step {step} ({key}={value:.6g})"
+            if not self.in_log:
+                self._raise_pending()
 
 
 class Sweep:
@@ -411,7 +431,6 @@ def _run_trial(objective, trial, experiment, metric, prune, optuna):
     )
     trial.set_user_attr("mlops.run_id", child.id)
     tap = _Tap(child, trial, metric, prune)
-    child._append = tap
     value, state, err = None, "complete", None
     try:
         ret = objective(trial)
