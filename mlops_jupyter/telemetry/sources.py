@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ THROTTLE_THERMAL_MASK = NVML_HW_SLOWDOWN | NVML_SW_THERMAL | NVML_HW_THERMAL
 THROTTLE_POWER_MASK = NVML_SW_POWER_CAP | NVML_HW_POWER_BRAKE
 
 THERMAL_STATES = ("nominal", "fair", "serious", "critical")
+
+# the shape of psutil's shwtemp, for readings taken from /sys/class/thermal
+Reading = namedtuple("Reading", "label current high critical")
 
 
 # -- pure conversions (unit-tested with synthetic readings) ------------------------------
@@ -80,9 +84,6 @@ def temperature_metrics(temps: dict[str, list]) -> tuple[dict[str, float], dict[
 def read_thermal_zones(root: str | os.PathLike = "/sys/class/thermal") -> dict[str, list]:
     """Linux thermal zones as {type: [Reading]} (the sensors_temperatures shape), for
     systems where psutil exposes no hwmon sensors but the kernel has thermal zones."""
-    from collections import namedtuple
-
-    Reading = namedtuple("Reading", "label current high critical")
     out: dict[str, list] = {}
     base = Path(root)
     if not base.is_dir():
@@ -351,8 +352,10 @@ class Sources:
         out["sys/disk/free_percent"] = 100.0 * du.free / du.total if du.total else 100.0
 
     def _temps(self, out: dict[str, float]) -> None:
+        if self._no_sensors:
+            return
         temps: dict[str, list] = {}
-        if not self._no_sensors and hasattr(psutil, "sensors_temperatures"):
+        if hasattr(psutil, "sensors_temperatures"):
             temps = psutil.sensors_temperatures() or {}
         if not temps:
             temps = read_thermal_zones()

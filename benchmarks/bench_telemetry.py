@@ -1,0 +1,170 @@
+"""Cost of telemetry and of the live widget.
+
+1. Sampler cost at 1 Hz: a real run left idle for `--seconds` with telemetry on and off;
+   the difference in process CPU time (sampler thread + the writer storing its metrics +
+   alert rules reading the store), as a % of one core. Also the sampler thread's own CPU
+   time per sample.
+2. `mj.log_metric` per call with the sampler running vs off (the hot path must not change).
+3. Live widget: in a real kernel (nbclient), a `%%mlops_run` cell with a training-like loop
+   logging 100k points (each step does a little numpy work, ~20 us), with the live monitor
+   vs `--no-live`. Interleaved, repeated; the figure is the median loop time. A pure logging
+   loop (no work per step) is reported as well.
+
+    python benchmarks/bench_telemetry.py [--seconds 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BUDGET_SAMPLER_PCT = 0.5
+BUDGET_LIVE_PCT = 10.0
+
+
+def sampler_cost(seconds: float) -> dict[str, float]:
+    import psutil
+
+    import mlops_jupyter as mj
+    from mlops_jupyter.telemetry import sampler
+
+    proc = psutil.Process()
+    out = {}
+    for mode in ("off", "on"):
+        os.environ["MLOPS_JUPYTER_TELEMETRY"] = "0" if mode == "off" else "1"
+        os.environ["MLOPS_JUPYTER_TELEMETRY_INTERVAL"] = "1"
+        hub = sampler.hub()
+        t0, c0 = time.monotonic(), proc.cpu_times()
+        ticks0, tcpu0 = hub.ticks, hub.tick_cpu_s
+        with mj.start_run(f"idle-{mode}"):
+            time.sleep(seconds)
+        c1, t1 = proc.cpu_times(), time.monotonic()
+        cpu = (c1.user + c1.system) - (c0.user + c0.system)
+        out[f"cpu_pct_{mode}"] = 100 * cpu / (t1 - t0)
+        if mode == "on":
+            n = max(1, hub.ticks - ticks0)
+            out["ticks"] = n
+            out["tick_ms"] = 1000 * (hub.tick_cpu_s - tcpu0) / n
+    out["sampler_pct"] = out["cpu_pct_on"] - out["cpu_pct_off"]
+    return out
+
+
+def log_metric_ns() -> dict[str, float]:
+    import mlops_jupyter as mj
+
+    res = {}
+    for mode in ("off", "on"):
+        os.environ["MLOPS_JUPYTER_TELEMETRY"] = "0" if mode == "off" else "1"
+        best = float("inf")
+        with mj.start_run(f"hot-{mode}"):
+            for _ in range(5):
+                t = time.perf_counter()
+                for _ in range(200_000):
+                    mj.log_metric("loss", 0.5)
+                best = min(best, (time.perf_counter() - t) / 200_000)
+                mj.flush()
+        res[mode] = best * 1e9
+    return res
+
+
+CELL = """%%mlops_run {name} {flag}
+import time, numpy as np
+a = np.ones((24, 24))
+t0 = time.perf_counter()
+for i in range({n}):
+    {work}
+    mj.log(step=i, loss=1.0 / (i + 1))
+_times.append(("{key}", time.perf_counter() - t0))
+"""
+
+
+def live_cost(repeats: int, n: int) -> dict[str, list[float]]:
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = ["%load_ext mlops_jupyter\nimport mlops_jupyter as mj\n_times = []"]
+    variants = [
+        ("work-nolive", "--no-live", "b = a @ a"),
+        ("work-live", "", "b = a @ a"),
+        ("log-nolive", "--no-live", "pass"),
+        ("log-live", "", "pass"),
+    ]
+    for r in range(repeats + 1):  # the first round warms up imports and caches
+        order = variants if r % 2 == 0 else variants[::-1]
+        for key, flag, work in order:
+            cells.append(
+                CELL.format(name=f"{key}-{r}", flag=flag, n=n, work=work, key=f"{key}/{r}")
+            )
+    cells.append("import json; print(json.dumps(_times))")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    with tempfile.TemporaryDirectory() as d:
+        NotebookClient(
+            nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": d}}
+        ).execute()
+    times = json.loads(nb.cells[-1].outputs[0]["text"])
+    out: dict[str, list[float]] = {}
+    for key, t in times:
+        name, r = key.split("/")
+        if r != "0":
+            out.setdefault(name, []).append(t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--points", type=int, default=100_000)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-telemetry-")
+    os.environ["MLOPS_JUPYTER_STORE"] = str(Path(tmp) / "store.db")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    import psutil
+
+    print(f"machine: {psutil.cpu_count()} CPUs, python {sys.version.split()[0]}")
+
+    s = sampler_cost(a.seconds)
+    print(f"\n1. sampler at 1 Hz (idle run, {a.seconds:.0f} s each)")
+    print(f"   process CPU, telemetry off : {s['cpu_pct_off']:.3f} % of one core")
+    print(f"   process CPU, telemetry on  : {s['cpu_pct_on']:.3f} % of one core")
+    print(
+        f"   sampler cost               : {s['sampler_pct']:.3f} % of one core "
+        f"(budget {BUDGET_SAMPLER_PCT} %)"
+    )
+    print(f"   sampler thread CPU/sample  : {s['tick_ms']:.2f} ms over {s['ticks']:.0f} samples")
+
+    h = log_metric_ns()
+    print("\n2. mj.log_metric per call (best of 5 x 200k)")
+    print(f"   telemetry off : {h['off']:.0f} ns")
+    print(f"   telemetry on  : {h['on']:.0f} ns  (ratio {h['on'] / h['off']:.2f}x)")
+
+    os.environ["MLOPS_JUPYTER_TELEMETRY"] = "1"
+    os.environ["MLOPS_JUPYTER_TELEMETRY_INTERVAL"] = "1"
+    lv = live_cost(a.repeats, a.points)
+    med = {k: statistics.median(v) for k, v in lv.items()}
+    print(f"\n3. %%mlops_run loop logging {a.points:,} points, real kernel, median of {a.repeats}")
+    for kind, label in (("work", "with ~20 us work/step"), ("log", "pure logging loop")):
+        no, yes = med[f"{kind}-nolive"], med[f"{kind}-live"]
+        pct = 100 * (yes / no - 1)
+        print(f"   {label}:")
+        print(f"     --no-live : {no:.3f} s")
+        print(f"     live      : {yes:.3f} s  (+{pct:.1f} %, budget {BUDGET_LIVE_PCT} %)")
+
+
+if __name__ == "__main__":
+    main()
