@@ -299,6 +299,34 @@ def test_mlx_round_trip_identical_outputs(tmp_path, child_env, monkeypatch):
     assert np.array_equal(np.array(again(mx.array(x))), expect)
 
 
+def test_containers_rebuild_without_init_kwargs(tmp_path, child_env):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    seq = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2))
+    seq.eval()
+    v = mj.register_model("seq", seq)
+    mj.promote_model("seq", v, "staging")
+    mj.promote_model("seq", v, "production")
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    with torch.no_grad():
+        expect = seq(torch.from_numpy(x)).numpy()
+    got, (mod, cls, training) = _load_in_child(tmp_path, child_env, "seq", x)
+    assert (cls, training) == ("Sequential", "False")
+    assert np.array_equal(got, expect)
+    stored = mj.load_model("seq")
+    assert not any(p.is_meta for p in stored.parameters())
+
+    mx = pytest.importorskip("mlx.core")
+    import mlx.nn as nn
+
+    mseq = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    mj.register_model("mseq", mseq)
+    again = mj.load_model("mseq")
+    xm = mx.array(x)
+    assert type(again) is nn.Sequential
+    assert np.array_equal(np.array(again(xm)), np.array(mseq(xm)))
+
+
 def test_cli_ls_promote_history(tmp_path, child_env, store_path):
     _register_file(tmp_path, name="clim", text="1")
 

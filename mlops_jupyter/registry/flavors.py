@@ -1,8 +1,9 @@
 """How each kind of model is written to and read from a registry folder.
 
 - torch `nn.Module`: `state_dict` in `weights.pt` (loaded with weights_only=True) plus the
-  class reference and constructor kwargs, so loading rebuilds the module.
-- MLX `nn.Module`: `weights.safetensors` (or `.npz`) plus class reference and kwargs.
+  class reference, constructor kwargs and a weight-free pickle of the module structure, so
+  loading rebuilds the module (containers like nn.Sequential included).
+- MLX `nn.Module`: `weights.safetensors` (or `.npz`) plus the same three.
 - a path: the file or folder is copied; loading returns the stored path.
 - any other object: pickled (load only registries you trust, as with any pickle).
 
@@ -111,6 +112,8 @@ def save(
         )
         sd = {k: v.detach().cpu() for k, v in obj.state_dict().items()}
         torch.save(sd, folder / "weights.pt")
+        if _torch_skeleton(obj, folder / "module.pt"):
+            meta["structure"] = "module.pt"
     elif flavor == "mlx":
         import mlx.core as mx
 
@@ -127,6 +130,8 @@ def save(
             mlx=getattr(mx, "__version__", ""),
         )
         obj.save_weights(str(folder / f"weights.{fmt}"))
+        if _mlx_skeleton(obj, folder / "module.pkl"):
+            meta["structure"] = "module.pkl"
     elif flavor == "pickle":
         meta["cls"] = class_ref(obj)
         with open(folder / "object.pkl", "wb") as f:
@@ -149,8 +154,10 @@ def load(folder: Path, flavor: str, meta: dict, into: Any = None, map_location: 
     if flavor == "torch":
         import torch
 
-        model = into if into is not None else _construct(meta)
         sd = torch.load(folder / "weights.pt", map_location=map_location, weights_only=True)
+        if into is None and not meta.get("init_kwargs") and meta.get("structure"):
+            return _torch_from_skeleton(folder / meta["structure"], sd, meta)
+        model = into if into is not None else _construct(meta)
         try:
             model.load_state_dict(sd, strict=True)
         except RuntimeError as e:
@@ -160,7 +167,10 @@ def load(folder: Path, flavor: str, meta: dict, into: Any = None, map_location: 
     if flavor == "mlx":
         import mlx.core as mx
 
-        model = into if into is not None else _construct(meta)
+        if into is None and not meta.get("init_kwargs") and meta.get("structure"):
+            model = _mlx_from_skeleton(folder / meta["structure"], meta)
+        else:
+            model = into if into is not None else _construct(meta)
         try:
             model.load_weights(
                 str(folder / meta.get("weights", "weights.safetensors")), strict=True
@@ -182,4 +192,91 @@ def _construct(meta: dict) -> Any:
         raise ModelLoadError(
             f"cannot build {meta['cls']}({', '.join(kwargs)}): {e}. Register the model with "
             "init_kwargs={...}, or pass into=<an instance> to load_model"
+        ) from None
+
+
+# -- module structure without weights --------------------------------------------------------
+# Containers such as nn.Sequential cannot be rebuilt from a class name alone, so the module
+# object is also pickled with every tensor replaced by a data-free stand-in (a few KB);
+# loading unpickles it and fills in the stored weights. Unpicklable modules fall back to
+# class + init_kwargs.
+def _torch_skeleton(model: Any, path: Path) -> bool:
+    import copy
+
+    import torch
+
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        e = torch.empty_like(t, device="meta")
+        memo[id(t)] = (
+            torch.nn.Parameter(e, requires_grad=t.requires_grad)
+            if isinstance(t, torch.nn.Parameter)
+            else e
+        )
+    try:
+        torch.save(copy.deepcopy(model, memo), path)
+        return True
+    except Exception:
+        path.unlink(missing_ok=True)
+        return False
+
+
+def _torch_from_skeleton(path: Path, sd: dict, meta: dict) -> Any:
+    import itertools
+
+    import torch
+
+    try:
+        model = torch.load(path, weights_only=False)
+    except (ImportError, AttributeError) as e:
+        raise ModelLoadError(
+            f"cannot rebuild {meta.get('cls')} here ({e}); import its module first, or pass "
+            "`into=` an instance to load the weights into"
+        ) from None
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ModelLoadError(f"stored weights do not fit {meta.get('cls')}: {e}") from None
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        # non-persistent buffers are not in a state_dict: rebuild from the class instead
+        model = _construct(meta)
+        model.load_state_dict(sd, strict=True)
+    model.train(meta.get("training", False))
+    return model
+
+
+class _MlxPickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        mx = sys.modules["mlx.core"]
+        if isinstance(obj, mx.array):
+            return ("mlx.array", tuple(obj.shape), str(obj.dtype).rsplit(".", 1)[-1])
+        return None
+
+
+class _MlxUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        import mlx.core as mx
+
+        _, shape, dtype = pid
+        return mx.zeros(shape, dtype=getattr(mx, dtype))  # lazy: never computed
+
+
+def _mlx_skeleton(model: Any, path: Path) -> bool:
+    try:
+        with open(path, "wb") as f:
+            _MlxPickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
+        return True
+    except Exception:
+        path.unlink(missing_ok=True)
+        return False
+
+
+def _mlx_from_skeleton(path: Path, meta: dict) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return _MlxUnpickler(f).load()
+    except (ImportError, AttributeError) as e:
+        raise ModelLoadError(
+            f"cannot rebuild {meta.get('cls')} here ({e}); import its module first, or pass "
+            "`into=` an instance to load the weights into"
         ) from None
