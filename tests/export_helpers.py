@@ -43,14 +43,21 @@ def kernel_env(monkeypatch) -> None:
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
 
 
-def execute_notebook(path: Path, cwd: Path, extra: list[str] | None = None, timeout: int = 120):
-    """Run every cell of the notebook at `path` (plus `extra` cells at the end) in a real
-    IPython kernel started in `cwd`; returns the executed notebook."""
+def execute_notebook(
+    path: Path,
+    cwd: Path,
+    extra: list[str] | None = None,
+    first: list[str] | None = None,
+    timeout: int = 120,
+):
+    """Run every cell of the notebook at `path` (with `first` cells before and `extra`
+    cells after) in a real IPython kernel started in `cwd`; returns the executed notebook."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(str(path), as_version=4)
     for src in extra or []:
         nb.cells.append(nbformat.v4.new_code_cell(src))
+    nb.cells[:0] = [nbformat.v4.new_code_cell(src) for src in first or []]
     NotebookClient(
         nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(cwd)}}
     ).execute()

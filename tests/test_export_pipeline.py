@@ -82,11 +82,18 @@ def test_example_pipeline_matches_notebook_then_caches_then_reruns_downstream(
     assert parents[-1]["params"]["lr"] == 0.05
     assert points([stages3[2]["id"]])["train_mse"] != nb_points["train_mse"]
 
-    # editing params.yaml works the same way; a bad override is a clear error
+    # forcing one stage re-runs it; its outputs are identical, so downstream stays cached
+    forced = run_pipeline(res.path, "--force", "train")
+    assert "train    done" in forced.stderr and "evaluate cached" in forced.stderr
+    assert "load     cached" in forced.stderr
+
+    # a bad override or stage name is a clear error
     bad = run_pipeline(res.path, "--param", "epochs=ten", check=False)
     assert bad.returncode == 2 and "expected an integer" in bad.stderr
     bad = run_pipeline(res.path, "--param", "nope=1", check=False)
     assert bad.returncode == 2 and "unknown parameter 'nope'" in bad.stderr
+    bad = run_pipeline(res.path, "--force", "trian", check=False)
+    assert bad.returncode == 2 and "no stage named ['trian']" in bad.stderr
     listing = run_pipeline(res.path, "--list").stdout
     assert "train: inputs X_train<-prep, y_train<-prep" in listing
 
@@ -143,22 +150,39 @@ def test_failed_stage_stops_with_a_clear_message_and_the_next_run_resumes(tmp_pa
 def test_mlops_export_magic_in_the_notebook_links_the_kernel_run(tmp_path, monkeypatch):
     kernel_env(monkeypatch)
     nb_path = NOTEBOOKS / "pipeline_example.ipynb"
+    # the kernel learns its notebook path the way Jupyter tells it (here: the env variable)
+    monkeypatch.setenv("MLOPS_JUPYTER_NOTEBOOK", str(nb_path))
     out = tmp_path / "from_magic"
-    execute_notebook(
+    executed = execute_notebook(
         nb_path,
         tmp_path,
+        first=["%load_ext mlops_jupyter"],
         extra=[
-            "from mlops_jupyter.magics.export import register\nregister(get_ipython())",
-            f"%mlops_export {nb_path} -o {out} --target airflow",
+            f"%mlops_export -o {out} --target airflow",
+            'print(get_ipython().find_line_magic("mlops_export").__doc__)',
         ],
     )
+    assert "exported 4 stages" in _text(executed.cells[-2])
+    assert "--target" in _text(executed.cells[-1])  # help comes from the argument definitions
     nb_run = _notebook_run("pipeline-example")
+    assert nb_run["tags"]["notebook.path"] == str(nb_path)
     meta = json.loads((out / ".mlops-export.json").read_text())
     assert meta["source_run"] == nb_run["id"] and meta["target"] == "airflow"
     assert (out / "airflow_dag.py").is_file()
     run_pipeline(out, "--quiet")
     parents, _ = pipeline_runs()
     assert parents[-1]["tags"]["mlops.source_run"] == nb_run["id"]
+    assert parents[-1]["experiment"] == nb_run["experiment"]
+    # outside the kernel (CLI), the notebook run is found by its notebook.path tag
+    monkeypatch.delenv("MLOPS_JUPYTER_NOTEBOOK")
+    assert export_notebook(nb_path, tmp_path / "from_cli").source_run == nb_run["id"]
+
+
+def _text(cell) -> str:
+    out = []
+    for o in cell.get("outputs", []):
+        out.append(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", "")))
+    return "\n".join(out)
 
 
 def test_cli_export_and_errors(tmp_path, monkeypatch):

@@ -176,7 +176,7 @@ def run_pipeline(
     package: str,
     overrides: dict[str, Any] | None = None,
     *,
-    force: bool = False,
+    force: bool | list[str] = False,
     only: list[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     quiet: bool = False,
@@ -185,13 +185,19 @@ def run_pipeline(
     """Run (or reuse from cache) every stage of the exported pipeline `package`.
 
     `only`: run just these stages, reading other stages' outputs from the cache (how an
-    Airflow task runs one stage). Returns a summary dict; raises StageFailed."""
+    Airflow task runs one stage). `force`: True to ignore the cache, or the names of the
+    stages to re-run. Returns a summary dict; raises StageFailed."""
     pipe = importlib.import_module(f"{package}.pipeline")
     pkgdir = Path(pipe.__file__).resolve().parent
     stages: list[Stage] = list(pipe.STAGES)
     values = resolve_params(pkgdir, dict(pipe.PARAMS), overrides)
     cache = Path(cache_dir) if cache_dir else pkgdir / ".cache"
     name = getattr(pipe, "NAME", package)
+    for what, names in (("--stage", only), ("--force", force if isinstance(force, list) else [])):
+        unknown = set(names or []) - {s.name for s in stages}
+        if unknown:
+            known = ", ".join(s.name for s in stages)
+            raise InvalidInputError(f"{what}: no stage named {sorted(unknown)}; stages: {known}")
     if only:
         unknown = set(only) - {s.name for s in stages}
         if unknown:
@@ -242,7 +248,8 @@ def run_pipeline(
             used = {p: values[p] for p in st.params}
             key = stage_key(code_hash(pkgdir, st), used, inputs_v)
             folder = cache / st.name / key
-            man = None if force else _manifest(folder)
+            forced = force is True or (isinstance(force, list) and st.name in force)
+            man = None if forced else _manifest(folder)
             runs_it = not only or st.name in only
             if not runs_it:
                 if man is None:
@@ -464,7 +471,12 @@ def main(package: str, argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="override a parameter of params.yaml for this run (repeatable)",
     )
-    p.add_argument("--force", action="store_true", help="run every stage, ignoring the cache")
+    p.add_argument(
+        "--force",
+        nargs="*",
+        metavar="STAGE",
+        help="re-run these stages (all when none is named) instead of using the cache",
+    )
     p.add_argument("--stage", action="append", help="run only this stage (others from cache)")
     p.add_argument(
         "--store", help="tracking store (default: nearest .mlops/ or $MLOPS_JUPYTER_STORE)"
@@ -482,7 +494,7 @@ def main(package: str, argv: list[str] | None = None) -> int:
         run_pipeline(
             package,
             _parse_overrides(args.param),
-            force=args.force,
+            force=True if args.force == [] else (args.force or False),
             only=args.stage,
             cache_dir=args.cache_dir,
             quiet=args.quiet,
