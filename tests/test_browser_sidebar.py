@@ -22,8 +22,10 @@ browser, page = bh.browser, bh.page  # shared fixtures
 
 NOTEBOOK = [
     "import mlops_jupyter as mj",
-    """for lr in (0.1, 0.01):
+    """import os
+for lr in (0.1, 0.01):
     with mj.start_run(f"nb-lr-{lr}", experiment="nb", params={"lr": lr, "epochs": 20}):
+        mj.set_tags({"notebook.path": os.path.abspath("other.ipynb")})
         for step in range(20):
             mj.log(step=step, loss=1.0 / (1 + lr * 10 * step), acc=step / 20 * lr * 10)""",
     f"""with mj.start_run({XSS_NAME!r}, experiment="nb", params={{"lr": 0.5}}):
@@ -55,6 +57,7 @@ def test_notebook_runs_show_in_sidebar_and_compare(lab, page):
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     make_notebook(lab.root_dir / "train.ipynb", NOTEBOOK)
+    make_notebook(lab.root_dir / "other.ipynb", ["print('the notebook a run came from')"])
     open_notebook(page, lab, "train.ipynb")
     run_all(page)
     assert "3" in page.locator(".jp-OutputArea-output").last.text_content()
@@ -114,6 +117,15 @@ def test_notebook_runs_show_in_sidebar_and_compare(lab, page):
     page.wait_for_timeout(300)
     assert dialogs == []
     assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+
+    # "Open notebook" opens the notebook a run came from (its notebook.path tag)
+    panel.locator(".mj-back").click()
+    panel.locator(".mj-run", has_text="nb-lr-0.1").locator(".mj-run-name").click()
+    panel.locator(".mj-open-nb").click()
+    page.locator(
+        ".jp-MainAreaWidget .lm-TabBar-tab, #jp-main-dock-panel .lm-TabBar-tab",
+        has_text="other.ipynb",
+    ).first.wait_for(timeout=20_000)
 
 
 def test_ten_thousand_runs_are_virtualised(tmp_path, page):

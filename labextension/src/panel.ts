@@ -125,7 +125,10 @@ export class MlopsPanel extends Widget {
       body.style.display = k === t ? '' : 'none';
     }
     this.tabs.get('compare')!.button.textContent = this.selected.size ? `Compare (${this.selected.size})` : 'Compare';
-    void this.refreshTab(true);
+    // nothing is fetched before the panel is first shown (onAfterShow loads it)
+    if (this.isVisible) {
+      void this.refreshTab(true);
+    }
   }
 
   private setError(e: unknown): void {
@@ -184,7 +187,7 @@ export class MlopsPanel extends Widget {
   // ---------------------------------------------------------------- runs list
   private query(offset: number): Record<string, string | string[] | undefined> {
     const where = this.where.value
-      .split(/[;,]/)
+      .split(';')
       .map(s => s.trim())
       .filter(s => s);
     return {
