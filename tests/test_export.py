@@ -266,3 +266,35 @@ def test_mlx_outputs(tmp_path):
     e = serialize.save(a, tmp_path, "a")
     assert e["format"] == "mlx"
     assert serialize.load(tmp_path, e).tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("name", ["pipeline_example.ipynb", "quickstart.ipynb"])
+def test_generated_code_passes_pyflakes(name, tmp_path):
+    """No undefined names, no unused imports (unused locals are the notebook's own)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed")
+    if not (NOTEBOOKS / name).exists():
+        pytest.skip(f"{name} not written yet")
+    res = export_notebook(NOTEBOOKS / name, tmp_path / "pipe", target="airflow")
+    proc = subprocess.run(
+        [
+            ruff,
+            "check",
+            "--isolated",
+            "--no-cache",
+            "--select",
+            "F",
+            "--ignore",
+            "F841",
+            str(res.path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -147,6 +147,43 @@ def test_failed_stage_stops_with_a_clear_message_and_the_next_run_resumes(tmp_pa
     assert points([s["id"] for s in children[p2["id"]]])["total"] == [(0, 90.0)]
 
 
+def test_frames_objects_and_tracking_variants_survive_the_trip(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
+    nb = make_nb(
+        [
+            ("scale = 2.0\nname = 'café'", ["parameters"]),
+            "import polars as pl\nfrom mlops_jupyter import log, start_run",
+            ("md", "## Load"),
+            'df = pl.DataFrame({"x": [1.0, 2.0, 3.0]})\nquery = """\nSELECT x\n  FROM t\n"""',
+            ("md", "## Fit"),
+            (
+                "class Scaler:\n    def __init__(self, k):\n        self.k = k\n\n"
+                "    def apply(self, s):\n        return s * self.k\n\n\n"
+                "with start_run(f'fit {name}', params={'scale': scale}) as run:\n"
+                "    scaler = Scaler(scale)\n    log(k=scaler.k)\n    run.set_tags({'who': name})"
+            ),
+            ("md", "## Apply"),
+            "out = df.with_columns(y=scaler.apply(pl.col('x')))\n"
+            "log(total=out['y'].sum())\nprint(query.strip())",
+        ],
+        tmp_path / "variants.ipynb",
+    )
+    res = export_notebook(nb, tmp_path / "variants_pipe")
+    assert res.stages == ["load", "fit", "apply"] and not res.warnings
+    proc = run_pipeline(res.path)
+    assert "SELECT x\n  FROM t" in proc.stdout  # the multi-line string kept its lines
+    parents, children = pipeline_runs()
+    stages = children[parents[-1]["id"]]
+    assert stages[1]["tags"]["who"] == "café" and stages[1]["params"]["scale"] == 2.0
+    assert points([s["id"] for s in stages]) == {"k": [(0, 2.0)], "total": [(0, 12.0)]}
+    fmt = {
+        e["format"]
+        for m in (res.path / ".cache").rglob("manifest.json")
+        for e in json.loads(m.read_text())["outputs"].values()
+    }
+    assert fmt == {"polars-parquet", "pickle"}
+
+
 def test_mlops_export_magic_in_the_notebook_links_the_kernel_run(tmp_path, monkeypatch):
     kernel_env(monkeypatch)
     nb_path = NOTEBOOKS / "pipeline_example.ipynb"

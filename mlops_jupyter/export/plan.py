@@ -158,8 +158,9 @@ def build_plan(split: SplitNotebook) -> Plan:
                 if _is_import_block(node):
                     text = _segment(lines, _stmt_start(node), node.end_lineno or node.lineno)
                     for name in an.flow_of([node]).imports:
-                        import_text[name] = text
-                        info["imports"][name] = text
+                        t = _own_import(node, name) or text
+                        import_text[name] = t
+                        info["imports"][name] = t
                 elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     defs[node.name] = (si, node)
                 else:
@@ -268,6 +269,19 @@ def build_plan(split: SplitNotebook) -> Plan:
     return Plan(
         params, stages, warnings, split.experiment or _literal_experiment(all_cells, mods, funcs)
     )
+
+
+def _own_import(node: ast.stmt, name: str) -> str | None:
+    """`from mlops_jupyter import log, start_run` is split per name, so that names the
+    export replaced (start_run -> stage_run) are not imported unused."""
+    if isinstance(node, ast.ImportFrom) and node.module in (
+        "mlops_jupyter",
+        "mlops_jupyter.tracking",
+    ):
+        for a in node.names:
+            if (a.asname or a.name) == name:
+                return ast.unparse(ast.ImportFrom(node.module, [a], 0))
+    return None
 
 
 def _literal_experiment(cells: list[Cell], mods: set[str], funcs: dict[str, str]) -> str | None:

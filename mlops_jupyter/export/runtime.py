@@ -353,7 +353,8 @@ def _execute(
         except Exception as e:
             dt = time.perf_counter() - t0
             prog.failed(i, st.name, dt)
-            tb = traceback.format_exc()
+            # the user's frames only: the first one is this runner calling the stage
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
             where = _stage_frame(e, package, st.name)
             msg = (
                 f"stage {st.name!r} failed: {type(e).__name__}: {e}{where}. Earlier stages are "
