@@ -18,6 +18,15 @@ _CSS = (
     ".mjd .sub{color:#666}</style>"
 )
 _REF, _CUR = "#7f8c8d", "#e67e22"
+_LABELS = {
+    "ks": "KS p",
+    "ks_d": "KS D",
+    "wasserstein": "W/std",
+    "psi": "PSI",
+    "jensenshannon": "JS",
+    "chisquare": "chi² p",
+    "chi2": "chi²",
+}
 
 
 def _fmt(v: Any) -> str:
@@ -160,7 +169,7 @@ def drift_html(d: dict[str, Any]) -> str:
         rel = "p &lt;" if p_test else "≥"
         cls = "bad" if c["drifted"] else "ok"
         others = ", ".join(
-            f"{k} {_fmt(v)}"
+            f"{_LABELS.get(k, k)} {_fmt(v)}"
             for k, v in c.get("stats", {}).items()
             if k != c["method"] and k not in ("dof",)
         )
