@@ -70,13 +70,16 @@ def test_interrupted_cell_marks_run_killed(kernel, tmp_path):
     km, kc = kernel
     store = tmp_path / "store.db"
     _exec(kc, "%load_ext mlops_jupyter")
+    marker = tmp_path / "training-started"
     msg_id = kc.execute(
-        "%%mlops_run sleepy --no-live\nimport time\nfor _ in range(600): time.sleep(0.1)"
+        "%%mlops_run sleepy --no-live\nimport time, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "for _ in range(600): time.sleep(0.1)",
+        stop_on_error=False,  # so the kernel does not abort the follow-up request below
     )
-    deadline = time.time() + 30
-    while not query(store, "SELECT 1 FROM runs WHERE name='sleepy'") and time.time() < deadline:
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)
     km.interrupt_kernel()
     reply = kc.get_shell_msg(timeout=30)
     while reply["parent_header"].get("msg_id") != msg_id:

@@ -199,6 +199,9 @@ class CaptureMagics(Magics):
             self.session.track(run, auto_params=auto_params)
         except Exception as e:
             self.session.warn_once("recording the run's cell", e)
+        except BaseException as e:  # interrupted while starting: the run did not happen
+            run.end(_status_for(e))
+            raise
         return run
 
     def _captured_params(self, args, source: str) -> dict[str, Any]:
@@ -215,28 +218,24 @@ class CaptureMagics(Magics):
         cid, raw = self.hooks.cell
         key = cell_key(cid, raw or body)
         run = self._begin(args, name, self._captured_params(args, body), key)
-        if not args.no_live:
-            _show_live(run)
         ip = self.shell
         outer = getattr(ip.displayhook, "exec_result", None)
         err: BaseException | None = None
-        self.hooks.nested += 1
         try:
-            res = ip.run_cell(body, store_history=False)
+            if not args.no_live:
+                _show_live(run)
+            self.hooks.nested += 1
+            try:
+                res = ip.run_cell(body, store_history=False)
+            finally:
+                self.hooks.nested -= 1
+                ip.displayhook.exec_result = outer
             err = res.error_before_exec or res.error_in_exec
-        except BaseException as e:  # an interrupt between statements, outside run_code
+        except BaseException as e:  # an interrupt outside the user's code
             err = e
             raise
         finally:
-            self.hooks.nested -= 1
-            ip.displayhook.exec_result = outer
-            if err is None:
-                status = "finished"
-            elif isinstance(err, KeyboardInterrupt):
-                status = "killed"
-            else:
-                status = "failed"
-            run.end(status)
+            run.end(_status_for(err))
         if err is not None and outer is not None and outer.error_in_exec is None:
             # run_cell already showed the traceback; mark the outer cell failed too, so the
             # front end shows an error and "run all" stops here, as without the magic
@@ -342,6 +341,12 @@ def status_report(session: Session) -> dict[str, str]:
             lines.append(f"{w['level']}: {w['message']}")
     body = "".join(f"<div>{html.escape(s)}</div>" for s in lines)
     return {"text/plain": "\n".join(lines), "text/html": f"<div class='mlops-status'>{body}</div>"}
+
+
+def _status_for(err: BaseException | None) -> str:
+    if err is None:
+        return "finished"
+    return "killed" if isinstance(err, KeyboardInterrupt) else "failed"
 
 
 def _show_live(run: Run) -> None:
