@@ -56,6 +56,8 @@ def test_example_pipeline_matches_notebook_then_caches_then_reruns_downstream(
     assert set(nb_points) == {"train_mse", "test_mse", "w_error"}
     assert points([s["id"] for s in stages]) == nb_points
     assert len(nb_points["train_mse"]) == 30
+    # the pipeline run gathers its stages' metrics: it compares 1:1 with the notebook run
+    assert points([parent["id"]]) == nb_points
 
     # nothing changed: nothing runs, and the cached stage runs still show their metrics
     cache = res.path / ".cache"
@@ -68,6 +70,7 @@ def test_example_pipeline_matches_notebook_then_caches_then_reruns_downstream(
     assert [s["tags"]["mlops.cache"] for s in stages2] == ["hit"] * 4
     assert stages2[2]["tags"]["mlops.cached_from"] == stages[2]["id"]
     assert points([s["id"] for s in stages2]) == nb_points
+    assert points([parents[-1]["id"]]) == nb_points
     assert sorted(p for p in cache.rglob("*") if p.is_file() and p.name != "last_run.json") == [
         p for p in before if p.name != "last_run.json"
     ]

@@ -159,9 +159,12 @@ def resolve_params(
     return values
 
 
-def _copy_metrics(src_uid: str | None, run: tracking.Run) -> None:
-    """A cached stage shows the metrics of the execution it reuses."""
-    if not src_uid:
+def _copy_metrics(src_uid: str | None, *runs: tracking.Run | None) -> None:
+    """Copy a stage run's metrics (not system telemetry) to other runs: a cached stage shows
+    the metrics of the execution it reuses, and the pipeline run gathers every stage's
+    metrics so it compares one-to-one with the notebook run."""
+    targets = [r for r in runs if r is not None]
+    if not src_uid or not targets:
         return
     try:
         df = tracking.metrics(src_uid)
@@ -169,7 +172,8 @@ def _copy_metrics(src_uid: str | None, run: tracking.Run) -> None:
         return
     for key, step, value in df.select("key", "step", "value").iter_rows():
         if not key.startswith("sys/"):
-            run.log_metric(key, value, step)
+            for r in targets:
+                r.log_metric(key, value, step)
 
 
 def run_pipeline(
@@ -274,7 +278,7 @@ def run_pipeline(
                 with tracking.start_run(
                     st.name, getattr(pipe, "EXPERIMENT", "default"), used, stage_tags
                 ) as srun:
-                    _copy_metrics(man.get("run"), srun)
+                    _copy_metrics(man.get("run"), srun, parent)
                 for out, entry in man["outputs"].items():
                     located[(st.name, out)] = (folder, entry)
                 prog.cached(i, st.name)
@@ -282,11 +286,13 @@ def run_pipeline(
                 continue
             exp = getattr(pipe, "EXPERIMENT", "default")
             man = _execute(package, st, i, prog, used, key, folder, located, exp, stage_tags)
+            _copy_metrics(man["run"], parent)
             for out, entry in man["outputs"].items():
                 located[(st.name, out)] = (folder, entry)
             summary["stages"][st.name] = "ran"
     except StageFailed as e:
         summary["failed"] = getattr(e, "stage", None)
+        _copy_metrics(getattr(e, "run_id", None), parent)
         _save_state(state_file, parent, "failed", summary["failed"])
         if parent is not None:
             parent.set_tags({"mlops.failed_stage": summary["failed"] or ""})
@@ -366,6 +372,7 @@ def _execute(
             srun.end("failed")
             err = StageFailed(msg)
             err.stage = st.name  # type: ignore[attr-defined]
+            err.run_id = srun.id  # type: ignore[attr-defined]
             raise err from e
         finally:
             _in_stage.reset(token)
