@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 
 import polars as pl
 import pytest
@@ -29,7 +30,10 @@ def quadratic(trial):
 
 
 def test_sweep_reaches_optimum_and_prunes():
-    result = mj.sweep(quadratic, n_trials=40, pruner="median", seed=1, study="quad")
+    # sync_pruning: decisions independent of timing, so the figures below are reproducible
+    result = mj.sweep(
+        quadratic, n_trials=40, pruner="median", seed=1, study="quad", sync_pruning=True
+    )
     trials = result.trials()
     assert trials.height == 40
     states = trials["state"].value_counts()
@@ -80,7 +84,9 @@ def test_pruned_trial_keeps_its_last_step_whole():
             mj.log_metric("after", 1.0, step=step)
         return (x - 1) ** 2
 
-    r = mj.sweep(two_keys, n_trials=20, pruner="median", metric="val_loss", seed=3)
+    r = mj.sweep(
+        two_keys, n_trials=20, pruner="median", metric="val_loss", seed=3, sync_pruning=True
+    )
     t = r.trials().filter(pl.col("state") == "pruned")
     assert t.height > 0
     m = mj.metrics(t["run_id"].to_list())
@@ -92,6 +98,25 @@ def test_pruned_trial_keeps_its_last_step_whole():
     # the call that triggered pruning buffered both of its values; the next line never ran
     assert (per_key["val_loss"] == per_key["lr"]).all()
     assert (per_key["after"] == per_key["val_loss"] - 1).all()
+
+
+def test_background_reporting_prunes_slow_steps():
+    def slow(trial):
+        x = trial.suggest_float("x", -10, 10)
+        for step in range(8):
+            time.sleep(0.01)  # a training step: the report happens meanwhile
+            mj.log(step=step, loss=(x - 2) ** 2 + 4.0 / (step + 1))
+        return (x - 2) ** 2
+
+    r = mj.sweep(slow, n_trials=20, pruner="median", seed=1)
+    t = r.trials()
+    assert (t["state"] == "pruned").sum() >= 3
+    # optuna saw the logged values (all of them unless the storage lagged behind the loop)
+    for tr in r.study.get_trials():
+        steps = mj.metrics(tr.user_attrs["mlops.run_id"], "loss")["step"].to_list()
+        assert tr.intermediate_values and set(tr.intermediate_values) <= set(steps)
+        if tr.state.name == "COMPLETE":
+            assert max(tr.intermediate_values) == max(steps)  # the last one always is
 
 
 def test_objective_value_from_last_log_and_failures():
