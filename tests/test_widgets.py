@@ -227,3 +227,18 @@ def test_notebook_displays_widgets_with_valid_state(tmp_path, monkeypatch):
     (out,) = widget_outputs(nb.cells[8])
     assert state[out["data"][WIDGET_MIME]["model_id"]]["state"]["series"]["loss"]["n"] == 3000
     json.dumps(state)  # the saved state is plain JSON
+
+
+def test_example_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(tmp_path / "store.db"))
+    monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(ROOT / "notebooks" / "telemetry.ipynb", as_version=4)
+    NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 3
+    mj.set_store(tmp_path / "store.db")
+    assert mj.alerts()["rule"].to_list() == ["loss_rising"]

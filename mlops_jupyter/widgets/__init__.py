@@ -56,12 +56,15 @@ def live(
                 raise InvalidInputError("no run to show: start one with mj.start_run() first")
         rid, obj = rstore.resolve_run(store, run), None
     w = LiveMonitor(store, rid, obj, rate=rate, buckets=buckets, keys=keys)
-    if obj is None and w.status != "running":
-        w.refresh()  # a finished run: draw it once, nothing to follow
-    else:
+    follow = (obj.status if obj is not None else w.status) == "running"
+    if follow:
         w.start()
+    else:
+        w.refresh()  # a finished run: draw it once, nothing to follow
     if display:
         w.show()
+        if not follow:
+            w._freeze()  # add the static copy right away
     return w
 
 

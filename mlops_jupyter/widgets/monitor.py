@@ -61,6 +61,12 @@ class _Base(anywidget.AnyWidget):
     _shown_at: int | None = None
     _handle: Any = None
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.title!r}, status={self.status!r}, "
+            f"series={sorted(self.series)})"
+        )
+
     def _bundle(self) -> dict[str, Any]:
         b = self._repr_mimebundle_()
         # anywidget returns (data, metadata); ipywidgets a plain dict
@@ -294,6 +300,7 @@ class TelemetryPanel(_Base):
                 pass
             self._stop.wait(self._interval)
         self.status = "stopped"
+        self._freeze()
 
     def start(self) -> TelemetryPanel:
         if not self._thread.is_alive() and not self._stop.is_set():
