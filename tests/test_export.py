@@ -125,6 +125,8 @@ def test_helpers_used_by_later_stages_are_imported_not_serialised(tmp_path):
         [
             ("import math\n\ndef area(r):\n    return math.pi * r**2\n\nr = 2.0", ["stage=define"]),
             ("a = area(r)", ["stage=use"]),
+            ("# only a helper\ndef double(x):\n    return 2 * x", ["stage=tools"]),
+            ("b = double(a)", ["stage=last"]),
         ],
         tmp_path / "nb.ipynb",
     )
@@ -134,6 +136,9 @@ def test_helpers_used_by_later_stages_are_imported_not_serialised(tmp_path):
     assert "def run(r):" in use
     text = (res.path / "pipeline.py").read_text()
     assert "uses=['define']" in text
+    # a stage of helpers only is a module other stages import, not a stage that runs
+    assert res.stages == ["define", "use", "last"]
+    assert (res.path / "stages" / "tools.py").is_file() and "uses=['tools']" in text
 
 
 def test_function_reading_notebook_variables_cannot_cross_stages(tmp_path):

@@ -206,7 +206,7 @@ def build_plan(split: SplitNotebook) -> Plan:
             if chunk:
                 chunks.append("\n".join(chunk))
         sp.body = "\n\n".join(chunks)
-        sp.is_stage = bool(sp.body.strip())
+        sp.is_stage = _has_statements(sp.body)  # comments alone are nothing to run
         code = "\n\n".join([*sp.helpers, sp.body])
         loads = _loads(code)
 
@@ -269,6 +269,13 @@ def build_plan(split: SplitNotebook) -> Plan:
     return Plan(
         params, stages, warnings, split.experiment or _literal_experiment(all_cells, mods, funcs)
     )
+
+
+def _has_statements(code: str) -> bool:
+    try:
+        return bool(ast.parse(code).body)
+    except SyntaxError:
+        return bool(code.strip())
 
 
 def _own_import(node: ast.stmt, name: str) -> str | None:

@@ -509,6 +509,9 @@ def main(package: str, argv: list[str] | None = None) -> int:
         )
     except StageFailed:
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: completed stages are cached; run again to resume", file=sys.stderr)
+        return 130
     except MlopsJupyterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
