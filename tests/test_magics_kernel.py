@@ -233,6 +233,7 @@ def test_runs_and_status_magics_and_help(tmp_path, monkeypatch):
             "%mlops_runs --experiment exp1 --last 5",
             "print(get_ipython().find_magic('mlops_run').__doc__)",
             "%mlops_run bogus",
+            "%%mlops_run aw --no-live\nimport asyncio\nawait asyncio.sleep(0)",
         ]
     )
     execute(nb, tmp_path, allow_errors=True)
@@ -247,6 +248,9 @@ def test_runs_and_status_magics_and_help(tmp_path, monkeypatch):
     assert "%mlops_run [-e EXPERIMENT]" in page
     assert "--no-live" in page and "--tag <KEY=VALUE>" in page and "start [NAME]" in page
     assert "UsageError" in outputs_text(nb.cells[8])
+    # top-level await cannot run nested in the kernel's loop: a clear error, no run
+    assert "%mlops_run start" in outputs_text(nb.cells[9])
+    assert query(tmp_path / "store.db", "SELECT count(*) FROM runs WHERE name='aw'") == [(0,)]
     run = _run(tmp_path / "store.db", "shown")
     assert run["tags"]["team"] == "vision" and run["experiment"] == "exp1"
 

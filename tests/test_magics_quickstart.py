@@ -29,6 +29,10 @@ def test_quickstart_executes_and_records_a_run(tmp_path, monkeypatch, known_path
         assert not [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "final validation accuracy" in outputs_text(code[3])
+    # the live monitor is shown by default (a widget view)
+    assert any(
+        "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in code[3].outputs
+    )
     assert "mlp-xor" in outputs_text(code[4])  # the %mlops_runs table
 
     (uid,) = query(store, "SELECT uid FROM runs WHERE name='mlp-xor'")[0]

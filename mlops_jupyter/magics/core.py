@@ -215,6 +215,11 @@ class CaptureMagics(Magics):
         return params
 
     def _run_cell(self, args, name: str | None, body: str):
+        if _needs_outer_loop(self.shell, body):
+            raise UsageError(
+                "top-level `await` cannot run inside %%mlops_run in this kernel; put "
+                "`%mlops_run start` before the cell and `%mlops_run end` after it"
+            )
         cid, raw = self.hooks.cell
         key = cell_key(cid, raw or body)
         run = self._begin(args, name, self._captured_params(args, body), key)
@@ -341,6 +346,22 @@ def status_report(session: Session) -> dict[str, str]:
             lines.append(f"{w['level']}: {w['message']}")
     body = "".join(f"<div>{html.escape(s)}</div>" for s in lines)
     return {"text/plain": "\n".join(lines), "text/html": f"<div class='mlops-status'>{body}</div>"}
+
+
+def _needs_outer_loop(ip, body: str) -> bool:
+    """A body with top-level await would need the event loop the kernel is already inside."""
+    if "await" not in body and "async" not in body:
+        return False
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False  # no loop running (terminal IPython): run_cell can start its own
+    try:
+        return bool(ip.should_run_async(body, transformed_cell=ip.transform_cell(body)))
+    except Exception:
+        return False
 
 
 def _status_for(err: BaseException | None) -> str:
