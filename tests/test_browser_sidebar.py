@@ -198,3 +198,55 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
         assert panel.locator(".mj-strip-name").count() == 0
     finally:
         stop_lab(server)
+
+
+def test_telemetry_drift_and_data_versions_from_a_notebook(tmp_path, monkeypatch, page):
+    """Real telemetry sampling and real data versions/drift from the kernel, in the panel."""
+    pytest.importorskip("mlops_jupyter.telemetry.sampler")
+    pytest.importorskip("mlops_jupyter.store.data")
+    store = tmp_path / "store.db"
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
+    server = start_lab(
+        tmp_path / "root",
+        store_path=store,
+        env={"MLOPS_JUPYTER_TELEMETRY": "1", "MLOPS_JUPYTER_TELEMETRY_INTERVAL": "0.25"},
+    )
+    try:
+        make_notebook(
+            server.root_dir / "data.ipynb",
+            [
+                "import time, numpy as np, polars as pl\nimport mlops_jupyter as mj\n"
+                "rng = np.random.default_rng(0)\n"
+                "ref = pl.DataFrame({'x': rng.normal(0, 1, 2000), 'y': rng.integers(0, 5, 2000)})\n"
+                "cur = pl.DataFrame({'x': rng.normal(2, 1, 2000), 'y': rng.integers(0, 5, 2000)})\n"
+                "run = mj.start_run('data-run', experiment='nb')\n"
+                "mj.version(ref, name='train'); mj.version(cur, name='live')\n"
+                "mj.drift(ref, cur)\nmj.log(step=0, loss=1.0)\ntime.sleep(1.5)\nmj.flush()",
+            ],
+        )
+        open_notebook(page, server, "data.ipynb")
+        run_cell(page, 0)
+        open_sidebar(page)
+        panel = page.locator("#mlops-jupyter-sidebar")
+        # strip: the active run with its CPU/MEM chips from real samples
+        page.wait_for_selector("#mlops-jupyter-sidebar .mj-strip-item >> text=data-run")
+        chips = panel.locator(".mj-strip-item .mj-chip").all_text_contents()
+        assert any(c.startswith("CPU ") for c in chips) and any(c.startswith("MEM ") for c in chips)
+        panel.locator(".mj-tab-live").click()
+        card = panel.locator(".mj-card", has_text="data-run")
+        card.wait_for()
+        assert "cpu/percent" in card.text_content()
+        screenshot(page, "sidebar-live-telemetry")
+        panel.locator(".mj-tab-data").click()
+        drift_row = panel.locator(".mj-body-data tr", has_text="train → live")
+        drift_row.wait_for()
+        assert "drift" in drift_row.text_content() and "x" in drift_row.text_content()
+        screenshot(page, "sidebar-drift")
+        panel.locator(".mj-tab-runs").click()
+        panel.locator(".mj-run", has_text="data-run").locator(".mj-run-name").click()
+        versions = panel.locator(".mj-section", has_text="Data versions")
+        versions.locator("tr", has_text="train").wait_for()
+        assert "2000 × 2" in versions.text_content()
+        screenshot(page, "sidebar-detail-data")
+    finally:
+        stop_lab(server)

@@ -473,13 +473,16 @@ export class MlopsPanel extends Widget {
               ['#', 'source'],
               d.cells.map((c: any, i: number) => {
                 const pre = el('pre', 'mj-code', String(c.source ?? c.code ?? '').slice(0, 400));
+                if (c.status && c.status !== 'ok') {
+                  pre.appendChild(el('div', 'mj-cell-error', `${c.status}${c.error ? ': ' + c.error : ''}`));
+                }
                 return [String(c.execution_count ?? c.seq ?? i + 1), pre];
               })
             )
           : null
       )
     );
-    v.append(section('Data versions', d.data_versions.length ? this.genericTable(d.data_versions) : null));
+    v.append(section('Data versions', d.data_versions.length ? versionsTable(d.data_versions) : null));
     v.append(
       section(
         'Artifacts',
@@ -491,22 +494,6 @@ export class MlopsPanel extends Widget {
     this.listView.style.display = 'none';
     v.style.display = '';
     v.scrollTop = scrollTop ? 0 : scroll;
-  }
-
-  /** A table of arbitrary records (other areas' rows): scalar columns only, as text. */
-  private genericTable(rows: Record<string, unknown>[]): HTMLElement {
-    const cols: string[] = [];
-    for (const r of rows) {
-      for (const [k, x] of Object.entries(r)) {
-        if ((x === null || typeof x !== 'object') && !cols.includes(k) && cols.length < 6) {
-          cols.push(k);
-        }
-      }
-    }
-    return table(
-      cols,
-      rows.map(r => cols.map(c => fmtValue(r[c])))
-    );
   }
 
   private chartWidth(): number {
@@ -609,7 +596,9 @@ export class MlopsPanel extends Widget {
       const h = el('div', 'mj-card-title');
       h.append(badge(t.status), el('span', '', t.name));
       card.appendChild(h);
-      const rows = Object.entries(t.samples as Record<string, any>).map(([k, s]) => [k.replace(/^sys\//, ''), fmtNum(s.value), fmtNum(s.max)]);
+      const rows = Object.entries(t.samples as Record<string, any>)
+        .filter(([k]) => !/\/core\d+\//.test(k))
+        .map(([k, s]) => [k.replace(/^sys\//, ''), fmtNum(s.value), fmtNum(s.max)]);
       card.appendChild(rows.length ? table(['sample', 'now', 'max'], rows) : el('div', 'mj-empty', 'no telemetry yet'));
       const thermal = t.thermal as any[];
       card.appendChild(
@@ -643,35 +632,86 @@ export class MlopsPanel extends Widget {
       return;
     }
     body.replaceChildren(
-      section('Drift reports', drift.length ? this.genericTable(drift) : null, 'no drift report stored'),
+      section('Drift reports', drift.length ? driftTable(drift) : null, 'no drift report stored'),
       el('div', 'mj-muted', 'Data versions of a run are listed in its detail view.')
     );
   }
 }
 
-/** The few samples worth a chip in the compact strip: CPU, memory, GPU, hottest sensor. */
+const THERMAL = ['nominal', 'fair', 'serious', 'critical'];
+
+/** The few samples worth a chip in the compact strip: CPU, memory, GPU, hottest sensor,
+ * thermal state. Accepts `sys/cpu/percent` and `sys/cpu_percent` spellings. */
 export function summarize(samples: Record<string, { value: number | null }>): [string, string][] {
   const out: [string, string][] = [];
-  const get = (k: string) => samples[k]?.value;
-  const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : `${Math.round(v)}%`);
-  const cpu = pct(get('sys/cpu_percent'));
-  const mem = pct(get('sys/mem_percent'));
+  const get = (...keys: string[]) => {
+    for (const k of keys) {
+      const v = samples[k]?.value;
+      if (typeof v === 'number') {
+        return v;
+      }
+    }
+    return null;
+  };
+  const pct = (v: number | null) => (v === null ? null : `${Math.round(v)}%`);
+  const cpu = pct(get('sys/cpu/percent', 'sys/cpu_percent'));
+  const mem = pct(get('sys/mem/percent', 'sys/mem_percent'));
   if (cpu) {
     out.push(['CPU', cpu]);
   }
   if (mem) {
     out.push(['MEM', mem]);
   }
-  const gpu = Object.keys(samples).find(k => /gpu.*util/.test(k));
-  if (gpu && pct(get(gpu))) {
-    out.push(['GPU', pct(get(gpu))!]);
+  for (const k of Object.keys(samples).filter(k => /^sys\/gpu\d+\/util_percent$/.test(k))) {
+    const v = pct(get(k));
+    if (v) {
+      out.push([k.split('/')[1].toUpperCase(), v]);
+    }
   }
   const temps = Object.keys(samples)
-    .filter(k => /temp/.test(k))
+    .filter(k => /temp(_c)?$|\/temp\//.test(k))
     .map(k => get(k))
-    .filter((x): x is number => typeof x === 'number');
+    .filter((x): x is number => x !== null);
   if (temps.length) {
-    out.push(['max °C', String(Math.round(Math.max(...temps)))]);
+    out.push(['max', `${Math.round(Math.max(...temps))}°C`]);
+  }
+  const state = get('sys/thermal_state');
+  if (state !== null) {
+    out.push(['thermal', THERMAL[Math.max(0, Math.min(3, Math.round(state)))]]);
   }
   return out;
+}
+
+function versionsTable(rows: any[]): HTMLElement {
+  return table(
+    ['role', 'name', 'rows × cols', 'fingerprint'],
+    rows.map(r => [
+      String(r.role ?? ''),
+      String(r.name ?? r.source ?? ''),
+      `${fmtValue(r.n_rows ?? '?')} × ${fmtValue(r.n_cols ?? '?')}`,
+      String(r.id ?? r.fingerprint ?? '').slice(0, 16)
+    ])
+  );
+}
+
+function driftTable(rows: any[]): HTMLElement {
+  const t = table(
+    ['time', 'reference → current', 'drifted', 'verdict', 'drifted columns'],
+    rows.map(r => [
+      fmtTime(r.created),
+      `${r.reference?.name ?? r.reference?.id ?? '?'} → ${r.current?.name ?? r.current?.id ?? '?'}`,
+      `${fmtValue(r.n_drifted ?? '?')}/${fmtValue(r.n_columns ?? '?')}`,
+      r.dataset_drift ? 'drift' : 'no drift',
+      (Array.isArray(r.columns) ? r.columns : [])
+        .filter((c: any) => c && c.drifted)
+        .map((c: any) => String(c.column))
+        .join(', ')
+    ])
+  );
+  rows.forEach((r, i) => {
+    if (r.dataset_drift) {
+      t.tBodies[0].rows[i].classList.add('mj-differ');
+    }
+  });
+  return t;
 }
