@@ -8,7 +8,6 @@ an unchanged key is not executed again, so a failed run resumes at the failed st
 from __future__ import annotations
 
 import argparse
-import contextvars
 import hashlib
 import importlib
 import json
@@ -26,9 +25,20 @@ from ..errors import InvalidInputError, MlopsJupyterError
 from . import params as P
 from . import serialize
 from .progress import Progress
+from .stagerun import StageRun, _in_stage, display, stage_run
+
+__all__ = [
+    "Stage",
+    "StageFailed",
+    "StageRun",
+    "display",
+    "main",
+    "run_pipeline",
+    "run_task",
+    "stage_run",
+]
 
 KEEP_VERSIONS = 5  # cached results kept per stage (older keys are pruned)
-_in_stage: contextvars.ContextVar[bool] = contextvars.ContextVar("mlops_in_stage", default=False)
 
 
 @dataclass(frozen=True)
@@ -45,60 +55,6 @@ class Stage:
 
 class StageFailed(MlopsJupyterError):
     """A stage raised; the message names the stage, the error and how to resume."""
-
-
-# -- tracking inside stage code ----------------------------------------------------------
-class StageRun:
-    """The stage's run, standing in for the notebook's own `mj.start_run(...)`: logging goes
-    to the stage run, and leaving the `with` block (or calling end()) leaves it open for the
-    runner to end."""
-
-    def __init__(self, run: tracking.Run) -> None:
-        object.__setattr__(self, "_run", run)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._run, name)
-
-    def __enter__(self) -> StageRun:
-        return self
-
-    def __exit__(self, *exc: Any) -> bool:
-        return False
-
-    def end(self, status: str = "finished") -> None:
-        """No-op: the pipeline ends the stage run."""
-
-    def __repr__(self) -> str:
-        return f"StageRun({self._run!r})"
-
-
-def stage_run(
-    name: str | None = None,
-    experiment: str = "default",
-    params: dict[str, Any] | None = None,
-    tags: dict[str, Any] | None = None,
-    **_: Any,
-) -> Any:
-    """`mj.start_run(...)` as exported code calls it: inside a pipeline stage it returns
-    the stage's run (recording `params`/`tags` on it); elsewhere it starts a real run."""
-    run = tracking.active_run()
-    if not _in_stage.get() or run is None:
-        if run is not None and name is None and not (params or tags):
-            return run  # `mj.active_run()` outside a pipeline
-        return tracking.start_run(name, experiment, params, tags)
-    if params:
-        run.log_params(params)
-    if tags:
-        run.set_tags(tags)
-    if name:
-        run.set_tags({"mlops.notebook_run_name": name})
-    return StageRun(run)
-
-
-def display(*objs: Any, **_: Any) -> None:
-    """Plain-Python stand-in for IPython's display(): prints each object."""
-    for o in objs:
-        print(o)
 
 
 # -- cache -------------------------------------------------------------------------------
@@ -202,10 +158,6 @@ def run_pipeline(
         if unknown:
             known = ", ".join(s.name for s in stages)
             raise InvalidInputError(f"{what}: no stage named {sorted(unknown)}; stages: {known}")
-    if only:
-        unknown = set(only) - {s.name for s in stages}
-        if unknown:
-            raise InvalidInputError(f"no stage named {sorted(unknown)} in pipeline {name}")
     todo = [s for s in stages if not only or s.name in only]
     needed = _upstream(stages, only) if only else {s.name for s in stages}
     prog = Progress(len(todo), max(len(s.name) for s in stages), quiet=quiet)

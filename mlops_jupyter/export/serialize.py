@@ -132,8 +132,10 @@ def load(folder: Path, entry: dict[str, str]) -> Any:
     if fmt == "torch":
         import torch
 
-        # the cache is written by this pipeline itself, so full unpickling is trusted here
-        return torch.load(path, weights_only=False)
+        # the cache is written by this pipeline itself, so full unpickling is trusted here;
+        # CUDA tensors read on a machine without CUDA (another worker) land on the CPU
+        where = None if torch.cuda.is_available() else "cpu"
+        return torch.load(path, weights_only=False, map_location=where)
     with open(path, "rb") as f:
         return pickle.load(f)
 
