@@ -110,3 +110,30 @@ def test_pandas_is_patched_only_when_imported_and_after_import(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[('p.csv', 30), ('p.parquet', 30)]"
+
+
+def test_attach_imports_no_dataframe_library_and_patches_polars_imported_later(tmp_path):
+    frame(12, 5).write_csv(tmp_path / "late.csv")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import mlops_jupyter.data.autolog as autolog
+        assert "polars" not in sys.modules and "pandas" not in sys.modules
+
+        class FakeRun:  # attach() only needs the end-callback list
+            _on_end = []
+
+        run = FakeRun()
+        autolog.attach(run)
+        assert "polars" not in sys.modules and "pandas" not in sys.modules
+        import polars as pl
+        assert getattr(pl.read_csv, "_mlops_wrapped", False), "polars imported later not patched"
+        autolog._detach(run, "finished")
+        assert not getattr(pl.read_csv, "_mlops_wrapped", False)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

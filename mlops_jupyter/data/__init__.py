@@ -5,30 +5,43 @@ drift. Pure Python: no Jupyter imports.
     mj.lineage(run)                            # what a run used and produced
     mj.preflight(df, min_rows=1000, not_null=True, unique="id")
     mj.drift(train_df, live_df)                # or two stored versions: mj.drift("train", "live")
+
+Names load on first use, so the per-run autolog hook (data.autolog) never imports polars.
 """
 
 from __future__ import annotations
 
-from ..store.data import DataVersionNotFoundError
-from .drift import drift, drift_reports
-from .lineage import Lineage, lineage, runs_for
-from .preflight import PreflightError, PreflightReport, preflight
-from .report import DriftReport
-from .versions import DataVersion, get_version, version, versions
+import importlib
 
-__all__ = [
-    "DataVersion",
-    "DataVersionNotFoundError",
-    "DriftReport",
-    "Lineage",
-    "PreflightError",
-    "PreflightReport",
-    "drift",
-    "drift_reports",
-    "get_version",
-    "lineage",
-    "preflight",
-    "runs_for",
-    "version",
-    "versions",
-]
+_EXPORTS = {
+    "DataVersion": "catalog",
+    "DataVersionNotFoundError": "..store.data",
+    "DriftReport": "report",
+    "Lineage": "graph",
+    "PreflightError": "checks",
+    "PreflightReport": "checks",
+    "drift": "compare",
+    "drift_reports": "compare",
+    "get_version": "catalog",
+    "lineage": "graph",
+    "preflight": "checks",
+    "runs_for": "graph",
+    "version": "catalog",
+    "versions": "catalog",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    target = mod if mod.startswith(".") else "." + mod
+    value = getattr(importlib.import_module(target, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -2,8 +2,8 @@
 (read_csv/read_parquet/read_ipc/read_ndjson and their scan_* forms) and pandas
 (read_csv/read_parquet) are versioned as inputs of the active run.
 
-Only libraries already imported are patched (pandas is patched when it gets imported later,
-never imported here), and everything is restored when no run is active. A failure to
+Only libraries already imported are patched (polars or pandas imported later are patched
+right after their import; neither is ever imported here), and everything is restored when no run is active. A failure to
 record only warns: reading data never breaks because of tracking.
 Set MLOPS_JUPYTER_AUTOLOG_DATA=0 to turn it off."""
 
@@ -65,14 +65,18 @@ def active() -> bool:
 # -- patching -------------------------------------------------------------------------------
 def _patch_all() -> None:
     pl = sys.modules.get("polars")
-    if pl is not None:
-        _patch_module(pl, "polars", _POLARS, lazy=False)
-        _patch_module(pl, "polars", _POLARS_LAZY, lazy=True)
+    if pl is not None and hasattr(pl, "read_csv"):
+        _patch_polars(pl)
     pd = sys.modules.get("pandas")
     if pd is not None and hasattr(pd, "read_csv"):
         _patch_module(pd, "pandas", _PANDAS, lazy=False)
-    elif _finder not in sys.meta_path:
+    if (pl is None or pd is None) and _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
+
+
+def _patch_polars(pl) -> None:
+    _patch_module(pl, "polars", _POLARS, lazy=False)
+    _patch_module(pl, "polars", _POLARS_LAZY, lazy=True)
 
 
 def _patch_module(mod, lib: str, names: tuple[str, ...], lazy: bool) -> None:
@@ -115,33 +119,37 @@ def _wrap(orig, lib: str, name: str, lazy: bool):
     return reader
 
 
-class _PandasFinder(importlib.abc.MetaPathFinder):
-    """Patches pandas right after it is imported, if a run is active then."""
+class _ImportFinder(importlib.abc.MetaPathFinder):
+    """Patches polars or pandas right after they are imported, if a run is active then."""
+
+    targets = ("polars", "pandas")
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "pandas":
+        if fullname not in self.targets:
             return None
         sys.meta_path.remove(self)
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
             sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return None
-        loader = spec.loader
-        exec_module = loader.exec_module
+        exec_module = spec.loader.exec_module
 
         def exec_and_patch(module):
             exec_module(module)
             with _lock:
-                if _attached and _originals:
-                    _patch_module(module, "pandas", _PANDAS, lazy=False)
+                if _attached:
+                    if fullname == "polars":
+                        _patch_polars(module)
+                    else:
+                        _patch_module(module, "pandas", _PANDAS, lazy=False)
 
-        loader.exec_module = exec_and_patch
+        spec.loader.exec_module = exec_and_patch
         return spec
 
 
-_finder = _PandasFinder()
+_finder = _ImportFinder()
 
 
 # -- recording ------------------------------------------------------------------------------
@@ -183,8 +191,8 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
         return
     from ..store import data as dstore
     from . import fingerprint as fpr
+    from .catalog import dir_record, file_record
     from .profile import to_polars
-    from .versions import dir_record, file_record
 
     frame = None
     if not lazy and len(paths) == 1 and paths[0].is_file():

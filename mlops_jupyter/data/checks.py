@@ -329,7 +329,7 @@ def preflight(
 
 def _record(report: PreflightReport, run: Any, on_fail: str) -> None:
     from ..store import runs as rstore
-    from .versions import _run_rid, _store
+    from .catalog import _run_rid, _store
 
     rid = _run_rid(run)
     if rid is None:

@@ -12,8 +12,7 @@ import polars as pl
 from ..errors import InvalidInputError
 from ..store import data as dstore
 from . import stats
-from .profile import _kind, grid_size, numeric_values, to_polars
-from .versions import (
+from .catalog import (
     DataVersion,
     _run_rid,
     _store,
@@ -22,6 +21,7 @@ from .versions import (
     object_record,
     save,
 )
+from .profile import _kind, grid_size, numeric_values, to_polars
 
 NUM_METHODS = ("ks", "wasserstein", "psi", "jensenshannon")
 CAT_METHODS = ("chisquare", "psi", "jensenshannon")

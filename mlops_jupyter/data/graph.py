@@ -9,7 +9,7 @@ import polars as pl
 
 from ..errors import RunNotFoundError
 from ..store import data as dstore
-from .versions import DataVersion, _run_rid, _store
+from .catalog import DataVersion, _run_rid, _store
 
 
 class Lineage:
@@ -120,7 +120,7 @@ def lineage(run: Any = None) -> Lineage:
 
 def runs_for(version: DataVersion | str) -> pl.DataFrame:
     """Runs that used or produced a data version: run_id, run_name, status, role."""
-    from .versions import get_version
+    from .catalog import get_version
 
     v = get_version(version)
     rows = dstore.runs_for_version(_store(), v._rid)

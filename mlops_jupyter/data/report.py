@@ -89,7 +89,7 @@ class DriftReport:
 
     def to_frame(self) -> pl.DataFrame:
         """column, kind, method, statistic, threshold, drifted."""
-        from .drift import to_frame
+        from .compare import to_frame
 
         return to_frame(self.columns)
 
