@@ -147,9 +147,18 @@ def _raw_pair(reference: Any, current: Any, categorical: list[str] | None):
         grid = (lo, hi, grid_size(len(xr) + len(xc)))
         prep_r[name] = (xr, mr, grid)
         prep_c[name] = (xc, mc, grid)
-    rr = object_record(reference, None, categorical, prep_r, dfr)
-    rc = object_record(current, None, categorical, prep_c, dfc)
-    return rr, rc
+    if dfr.height * dfr.width + dfc.height * dfc.width < 1_000_000:
+        return (
+            object_record(reference, None, categorical, prep_r, dfr),
+            object_record(current, None, categorical, prep_c, dfc),
+        )
+    # the heavy parts (hashing, binning, sorting cells) release the GIL: profile both at once
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:
+        fr = ex.submit(object_record, reference, None, categorical, prep_r, dfr)
+        fc = ex.submit(object_record, current, None, categorical, prep_c, dfc)
+        return fr.result(), fc.result()
 
 
 def _side(obj: Any, categorical: list[str] | None) -> tuple[dict, dict | None, DataVersion | None]:
