@@ -266,3 +266,14 @@ def test_reexecuted_start_cell_supersedes_its_open_run(tmp_path, monkeypatch):
     assert any("superseded" in e["message"] for e in first["events"])
     # no nesting: the new attempt is a top-level run
     assert query(store, "SELECT parent_id FROM runs WHERE id=?", (rows[1][0],)) == [(None,)]
+
+
+def test_nested_cell_magics_record_the_users_cell_once(tmp_path, monkeypatch):
+    store = use_store(monkeypatch, tmp_path)
+    wrapped = "%%capture cap\n%%mlops_run wrapped --no-live\nx = 1\nprint('hidden')"
+    nb = make_nb([LOAD, wrapped, "print(cap.stdout)"])
+    execute(nb, tmp_path)
+    assert "hidden" in outputs_text(nb.cells[2])
+    cells = _cells(store, "wrapped")
+    assert [(c["source"], c["status"]) for c in cells] == [(wrapped, "ok")]
+    assert _run(store, "wrapped")["status"] == "finished"

@@ -17,7 +17,7 @@ from ..store import capture as cstore
 from ..store import runs as rstore
 from ..tracking.run import Run
 from .env import environment
-from .notebook import read_notebook
+from .notebook import NotebookFile, read_notebook
 from .params import is_parameters_comment, literal_params
 
 PROVENANCE = "provenance"  # run_events.kind of every warning written here
@@ -88,10 +88,11 @@ class Session:
         except Exception:
             return None
 
-    def _order(self, cell_id: str | None, source: str) -> tuple[int | None, bool]:
-        """(position, from_file): a cell's notebook position from the saved file when the
-        notebook is known, else the order in which cells were first executed here."""
-        nb = read_notebook(self.notebook())
+    def _order(
+        self, cell_id: str | None, source: str, nb: NotebookFile | None
+    ) -> tuple[int | None, bool]:
+        """(position, from_file): a cell's notebook position from the saved file `nb` when
+        the notebook is known, else the order in which cells were first executed here."""
         if nb is not None:
             return nb.index_of(cell_id, source), True
         h = self.history
@@ -160,8 +161,10 @@ class Session:
     def _session_order_check(self, run: Run) -> None:
         last: tuple[int, int] | None = None
         found = []
+        nb = read_notebook(self.notebook())
+        from_file = nb is not None
         for i, (cid, src) in enumerate(self.history[:-1]):  # the last one starts the run
-            idx, from_file = self._order(cid, src)
+            idx, _ = self._order(cid, src, nb)
             if idx is None:
                 continue
             if last is not None and idx < last[1]:
@@ -216,7 +219,7 @@ class Session:
             if digest not in known:
                 sources[digest] = source
             if not idx_cache:
-                idx_cache.append(self._order(cell_id, source))
+                idx_cache.append(self._order(cell_id, source, read_notebook(self.notebook())))
             idx, from_file = idx_cache[0]
             label = _label(execution_count, idx, from_file)
             if cell_id is not None:

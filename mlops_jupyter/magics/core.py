@@ -33,7 +33,9 @@ class CellHooks:
     def __init__(self, ip, session: Session) -> None:
         self.ip = ip
         self.session = session
-        self.nested = 0  # >0 while %%mlops_run runs its body through run_cell
+        # pre/post events nest when a cell magic (ours, %%capture, ...) runs its body
+        # through run_cell; only the outermost pair is the user's cell
+        self.depth = 0
         self.cell: tuple[str | None, str] = (None, "")
         self.t0 = 0.0
         self.wall0 = 0.0
@@ -41,7 +43,8 @@ class CellHooks:
         self.started: list[Run] = []  # runs a magic started in the current cell
 
     def pre_run_cell(self, info) -> None:
-        if self.nested:
+        self.depth += 1
+        if self.depth > 1:
             return
         try:
             cell = self.cell = (getattr(info, "cell_id", None), info.raw_cell)
@@ -55,7 +58,8 @@ class CellHooks:
             self.session.warn_once("the pre-cell hook", e)
 
     def post_run_cell(self, result) -> None:
-        if self.nested:
+        self.depth = max(0, self.depth - 1)
+        if self.depth:
             return
         if _api._active is None and self.pre_run is None and not self.started:
             return
@@ -65,12 +69,17 @@ class CellHooks:
             for r in (*self.started, self.pre_run, *reversed(_api._stack)):
                 if r is not None and r not in targets:
                     targets.append(r)
-            err = result.error_before_exec or result.error_in_exec
+            if result is None:  # ipykernel cancelled an async cell on interrupt
+                err: BaseException | None = KeyboardInterrupt()
+                count = None
+            else:
+                err = result.error_before_exec or result.error_in_exec
+                count = result.execution_count
             self.session.record_cell(
                 targets,
                 self.cell[0],
                 self.cell[1],
-                result.execution_count,
+                count,
                 self.wall0,
                 duration,
                 err,
@@ -229,11 +238,9 @@ class CaptureMagics(Magics):
         try:
             if not args.no_live:
                 _show_live(run)
-            self.hooks.nested += 1
             try:
                 res = ip.run_cell(body, store_history=False)
             finally:
-                self.hooks.nested -= 1
                 ip.displayhook.exec_result = outer
             err = res.error_before_exec or res.error_in_exec
         except BaseException as e:  # an interrupt outside the user's code
