@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
+ODD_NAME = "lr 0.1 / 50% #1?"
 
 
 def populate(store_path: Path, notebook: Path | None = None, n_runs: int = 30) -> dict:
@@ -38,6 +39,9 @@ def populate(store_path: Path, notebook: Path | None = None, n_runs: int = 30) -
             mj.log(step=0, loss=math.nan)
             mj.log(step=1, loss=0.3)
         ids["xss"] = r.id
+        with mj.start_run(ODD_NAME, experiment="exp-b") as r:
+            mj.log(step=0, **{"val/loss 50%": 0.25})
+        ids["odd"] = r.id
         failed = mj.start_run("broken", experiment="exp-b")
         failed.end("failed")
         ids["failed"] = failed.id
@@ -53,9 +57,15 @@ def populate(store_path: Path, notebook: Path | None = None, n_runs: int = 30) -
         now_ms = int(time.time() * 1000)
         with st.write() as c:
             cache: dict[str, int] = {}
-            keys = ["sys/cpu_percent", "sys/mem_percent", "sys/gpu0/temp_c", "loss"]
+            keys = [
+                "sys/cpu/percent",
+                "sys/mem/percent",
+                "sys/gpu0/temp_c",
+                "sys/thermal_state",
+                "loss",
+            ]
             mstore.key_ids(c, keys, cache)
-            for k, v in zip(keys, [42.0, 63.5, 81.0, 0.9]):
+            for k, v in zip(keys, [42.0, 63.5, 81.0, 2.0, 0.9]):
                 mstore.append_chunk(
                     c,
                     rid,

@@ -56,6 +56,8 @@ def lab(tmp_path, monkeypatch):
 def test_notebook_runs_show_in_sidebar_and_compare(lab, page):
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
     make_notebook(lab.root_dir / "train.ipynb", NOTEBOOK)
     make_notebook(lab.root_dir / "other.ipynb", ["print('the notebook a run came from')"])
     open_notebook(page, lab, "train.ipynb")
@@ -126,6 +128,9 @@ def test_notebook_runs_show_in_sidebar_and_compare(lab, page):
         ".jp-MainAreaWidget .lm-TabBar-tab, #jp-main-dock-panel .lm-TabBar-tab",
         has_text="other.ipynb",
     ).first.wait_for(timeout=20_000)
+    # everything (chart library included) came from the Jupyter server: no CDN, offline-safe
+    foreign = [u for u in requests if not u.startswith((lab.url, "data:", "blob:"))]
+    assert foreign == []
 
 
 def test_ten_thousand_runs_are_virtualised(tmp_path, page):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from browser_helpers import start_lab, stop_lab
-from sidebar_helpers import XSS_NAME, populate
+from sidebar_helpers import ODD_NAME, XSS_NAME, populate
 
 pytest.importorskip("jupyter_server")
 
@@ -43,7 +43,7 @@ def get(srv, path: str):
 def test_health(srv):
     status, body = get(srv, "health")
     assert status == 200
-    assert body["ok"] is True and body["runs"] == 30 + 4
+    assert body["ok"] is True and body["runs"] == 30 + 5
     assert body["store"].endswith("store.db")
 
 
@@ -82,7 +82,7 @@ def test_experiments(srv):
     assert status == 200
     by = {e["name"]: e for e in body}
     assert by["exp-a"]["runs"] == 30
-    assert by["exp-b"]["runs"] == 4 and by["exp-b"]["running"] == 1
+    assert by["exp-b"]["runs"] == 5 and by["exp-b"]["running"] == 1
 
 
 def test_runs_pagination_covers_everything_once(srv):
@@ -91,13 +91,13 @@ def test_runs_pagination_covers_everything_once(srv):
     while True:
         status, page = get(srv, f"runs?limit=7&offset={offset}")
         assert status == 200
-        assert page["total"] == 34 and page["limit"] == 7 and page["offset"] == offset
+        assert page["total"] == 35 and page["limit"] == 7 and page["offset"] == offset
         if not page["runs"]:
             break
         assert len(page["runs"]) <= 7
         seen += [r["id"] for r in page["runs"]]
         offset += 7
-    assert len(seen) == 34 == len(set(seen))
+    assert len(seen) == 35 == len(set(seen))
     # newest first by default
     _, page = get(srv, "runs?limit=100")
     starts = [r["start_time"] for r in page["runs"]]
@@ -211,7 +211,7 @@ def test_run_detail(srv):
     assert d["notebook_relpath"] == "work/train.ipynb"
     assert [a["message"] for a in d["alerts"]] == ["loss is NaN"]
     assert isinstance(d["cells"], list) and isinstance(d["data_versions"], list)
-    assert {m["key"] for m in d["metrics"]} >= {"sys/cpu_percent", "loss"}
+    assert {m["key"] for m in d["metrics"]} >= {"sys/cpu/percent", "loss"}
 
 
 def test_telemetry_and_alerts(srv):
@@ -219,7 +219,7 @@ def test_telemetry_and_alerts(srv):
     assert status == 200
     assert [t["name"] for t in tel] == ["live-run"]
     t = tel[0]
-    assert t["samples"]["sys/cpu_percent"]["value"] == 42.0
+    assert t["samples"]["sys/cpu/percent"]["value"] == 42.0
     assert t["samples"]["sys/gpu0/temp_c"]["value"] == 81.0
     assert t["throttling"] is True and t["thermal"][0]["message"] == "GPU0 thermal throttling"
     status, al = get(srv, "alerts")
@@ -261,3 +261,15 @@ def test_extension_points_and_install():
         pytest.skip("package not installed with its lab extension (pip install .)")
     line = next(ln for ln in text.splitlines() if "mlops-jupyter-labextension" in ln)
     assert "enabled" in line and "OK" in line
+
+
+def test_names_and_keys_with_reserved_characters_round_trip(srv):
+    from urllib.parse import quote
+
+    status, d = get(srv, f"runs/{quote(ODD_NAME, safe='')}")
+    assert status == 200 and d["name"] == ODD_NAME
+    key = quote("val/loss 50%", safe="")
+    status, s = get(srv, f"runs/{quote(ODD_NAME, safe='')}/metrics/{key}")
+    assert status == 200 and s["key"] == "val/loss 50%" and s["value"] == [0.25]
+    status, s = get(srv, f"runs/{d['id']}/metrics/val/loss%2050%25")  # a raw '/' in the key
+    assert status == 200 and s["value"] == [0.25]

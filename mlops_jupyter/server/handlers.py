@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import tornado.escape
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
@@ -67,7 +66,8 @@ class BaseHandler(APIHandler):
         return v if v else None
 
     def rid(self, ref: str) -> int:
-        return rstore.resolve_run(self.store(), tornado.escape.url_unescape(ref))
+        # tornado has already percent-decoded path arguments
+        return rstore.resolve_run(self.store(), ref)
 
     async def answer(self, fn: Callable[[], Any]) -> None:
         """Run `fn` off the event loop; map errors to JSON 4xx/5xx answers."""
