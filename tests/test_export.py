@@ -303,3 +303,23 @@ def test_generated_code_passes_pyflakes(name, tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_literal_params_of_mlops_run_cells_become_pipeline_params(tmp_path):
+    nb = make_nb(
+        [
+            ("lr = 0.1\nseed = 1", ["parameters"]),
+            "%%mlops_run fit\nwd = 1e-4 * 2\nbatch = 32\nlr = 0.5\nsteps = 10; k = len('ab')\n"
+            "total = wd * batch * lr * steps * k * seed",
+            "%%mlops_run again\nbatch = 64\nout = batch + total",
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    plan = plan_notebook(nb)
+    # wd agrees everywhere: promoted; batch differs between cells and lr differs from the
+    # parameters cell: they stay in the code; `steps` shares its line with other code
+    assert plan.params == {"lr": 0.1, "seed": 1, "wd": 2e-4}
+    body = plan.runnable[0].body
+    assert "wd = " not in body and "batch = 32" in body and "lr = 0.5" in body
+    assert "steps = 10; k = len('ab')" in body
+    assert "wd" in plan.runnable[0].params

@@ -266,3 +266,12 @@ def test_quickstart_notebook_exports_and_matches(tmp_path, monkeypatch):
     got = points([s["id"] for s in children[parents[-1]["id"]]])
     want = points([r["id"] for r in nb_runs])
     assert got == want and got
+    # the notebook run's params (parameters cell + literal assignments of the %%mlops_run
+    # cell) are the pipeline's params, with the same values
+    nb_params = {
+        k: v
+        for r in nb_runs
+        for k, v in mj.get_run(r["id"])["params"].items()
+        if not k.startswith("env.")
+    }
+    assert nb_params and {k: parents[-1]["params"].get(k) for k in nb_params} == nb_params

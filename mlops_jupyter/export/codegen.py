@@ -235,7 +235,8 @@ def write_package(
         "pipeline.py": pipeline_module(plan, name, notebook, source_run, experiment),
         "params.yaml": P.dump(
             plan.params,
-            f"Parameters of pipeline {name} (from the parameters cell of {notebook}).\n"
+            f"Parameters of pipeline {name}, from {notebook} (its parameters cell and the\n"
+            "literal assignments of its %%mlops_run cells).\n"
             f"Override one for a run: python -m {name} --param NAME=VALUE",
         ),
         "stages/__init__.py": _doc(f"Stage modules of pipeline `{name}`.\n") + "\n",

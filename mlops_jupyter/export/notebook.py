@@ -27,6 +27,7 @@ class Cell:
     source: str
     tree: ast.Module
     notes: list[str] = field(default_factory=list)
+    run_cell: bool = False  # a `%%mlops_run` cell: its literal assignments are run params
 
 
 @dataclass
@@ -43,6 +44,7 @@ class SplitNotebook:
     stages: list[StageCells]
     warnings: list[str]
     experiment: str | None = None  # named by `%%mlops_run --experiment E` in the notebook
+    captured: dict[str, object] = field(default_factory=dict)  # params of %%mlops_run cells
 
 
 # Cell magics whose body is still Python: the line goes, the code stays.
@@ -223,7 +225,7 @@ def split_stages(nb: dict) -> SplitNotebook:
         warnings.extend(notes)
         if src is None:
             continue
-        c = Cell(i, src, _parse(src, i), notes)
+        c = Cell(i, src, _parse(src, i), notes, raw.lstrip().startswith("%%mlops_run"))
         if {"parameters", "injected-parameters"} & set(tags) or _is_params_comment(raw):
             params_cells.append(c)
             continue
@@ -238,37 +240,110 @@ def split_stages(nb: dict) -> SplitNotebook:
         else:
             stage = open_stage("setup", i, False)
         stage.cells.append(c)
-    return SplitNotebook(params_cells, stages, warnings, experiment)
+    run_cells = [c for st in stages for c in st.cells if c.run_cell]
+    captured = promote_run_params(run_cells, literal_params(params_cells))
+    return SplitNotebook(params_cells, stages, warnings, experiment, captured)
+
+
+def _values(stmt_src: str) -> dict[str, object]:
+    """Literal values a single assignment binds, by the rules the notebook run used to
+    record params (constant arithmetic such as `1e-3 * 4` included)."""
+    try:
+        from ..capture import literal_params as recorded
+    except ImportError:  # capture not available: plain literals only
+        recorded = None
+    if recorded is not None:
+        return recorded(stmt_src)
+    try:
+        node = ast.parse(stmt_src).body[0]
+        v = ast.literal_eval(node.value)  # type: ignore[attr-defined]
+    except (ValueError, SyntaxError, TypeError, IndexError, AttributeError):
+        return {}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]  # type: ignore
+    return {t.id: v for t in targets if isinstance(t, ast.Name)}
+
+
+def _target_names(node: ast.stmt) -> list[str]:
+    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    return [n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
 def literal_params(cells: list[Cell]) -> dict[str, object]:
-    """`name = literal` assignments of the parameters cells, in order."""
+    """`name = value` assignments of the parameters cells, in order (later wins)."""
     out: dict[str, object] = {}
     for c in cells:
         for node in c.tree.body:
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
                 continue  # a docstring or a bare string comment
-            targets = node.targets if isinstance(node, ast.Assign) else None
-            if isinstance(node, ast.AnnAssign) and node.value is not None:
-                targets = [node.target]
-            value = getattr(node, "value", None)
-            if not targets or not all(isinstance(t, ast.Name) for t in targets):
+            names = _target_names(node)
+            ok = isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(node, "value", None)
+            if not ok or not names:
                 raise ExportError(
                     f"parameters cell {c.index}, line {node.lineno}: only `name = value` "
                     "assignments of plain values belong in the parameters cell"
                 )
-            try:
-                v = ast.literal_eval(value)
-            except (ValueError, SyntaxError, TypeError):
+            vals = _values(ast.get_source_segment(c.source, node) or "")
+            if not set(names) <= set(vals):
                 raise ExportError(
                     f"parameters cell {c.index}, line {node.lineno}: "
                     f"`{ast.unparse(node)}` is not a plain value (number, string, bool, None, "
-                    "list or dict); compute it in a stage instead"
-                ) from None
-            if isinstance(v, (tuple, set, complex, bytes)):
-                v = list(v) if isinstance(v, (tuple, set)) else str(v)
-            for t in targets:
-                out[t.id] = v
+                    "list or dict, not too large); compute it in a stage instead"
+                )
+            for n in names:
+                out[n] = vals[n]
+    return out
+
+
+def promote_run_params(cells: list[Cell], declared: dict[str, object]) -> dict[str, object]:
+    """The literal assignments of `%%mlops_run` cells are params of the notebook run; make
+    them pipeline params too (removed from the code, moved to params.yaml).
+
+    A name whose value differs between cells or from the parameters cell stays in code."""
+    found: dict[int, dict[str, tuple[object, list[ast.stmt]]]] = {}
+    values: dict[str, list[object]] = {}
+    for c in cells:
+        final = _values(c.source)
+        mine: dict[str, tuple[object, list[ast.stmt]]] = {}
+        body = c.tree.body
+        for node in body:
+            names = _target_names(node) if isinstance(node, (ast.Assign, ast.AnnAssign)) else []
+            if not names or not all(n in final for n in names):
+                continue
+            shares_line = any(
+                o is not node
+                and o.lineno <= (node.end_lineno or 0)
+                and (o.end_lineno or 0) >= node.lineno
+                for o in body
+            )
+            if shares_line or not set(names) <= set(
+                _values(ast.get_source_segment(c.source, node) or "")
+            ):
+                continue
+            for n in names:
+                mine.setdefault(n, (final[n], []))[1].append(node)
+        found[c.index] = mine
+        for n, (v, _) in mine.items():
+            values.setdefault(n, []).append(v)
+    ok = {
+        n
+        for n, vs in values.items()
+        if all(v == vs[0] for v in vs) and (n not in declared or declared[n] == vs[0])
+    }
+    out: dict[str, object] = {}
+    for c in cells:
+        drop: set[int] = set()
+        for n, (v, nodes) in found[c.index].items():
+            if n not in ok:
+                continue
+            if any(set(_target_names(nd)) - ok for nd in nodes):
+                continue  # `a, b = 1, 2` with only `a` promotable: keep the statement
+            out[n] = v
+            for nd in nodes:
+                drop.update(range(nd.lineno, (nd.end_lineno or nd.lineno) + 1))
+        if drop:
+            lines = [ln for i, ln in enumerate(c.source.splitlines(), 1) if i not in drop]
+            c.source = "\n".join(lines) + "\n"
+            c.tree = _parse(c.source, c.index)
     return out
 
 

@@ -137,7 +137,7 @@ def indent_code(code: str, prefix: str = "    ") -> str:
 
 def build_plan(split: SplitNotebook) -> Plan:
     """Derive the DAG and the code of every stage from the notebook's stage cells."""
-    params = literal_params(split.params_cells)
+    params = {**literal_params(split.params_cells), **split.captured}
     warnings = list(split.warnings)
     all_cells = [c for s in split.stages for c in s.cells]
     mods, funcs = an.mlops_aliases([c.tree for c in split.params_cells + all_cells])
