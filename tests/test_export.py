@@ -167,7 +167,7 @@ def test_bad_notebooks_get_clear_errors(tmp_path):
     with pytest.raises(ExportError, match="next to each other"):
         plan_notebook(nb)
     nb = make_nb(
-        [("lr = 1e-3 * 2", ["parameters"]), ("x = lr", ["stage=a"])], tmp_path / "params.ipynb"
+        [("lr = base_lr * 2", ["parameters"]), ("x = lr", ["stage=a"])], tmp_path / "params.ipynb"
     )
     with pytest.raises(ExportError, match="not a plain value"):
         plan_notebook(nb)
