@@ -9,7 +9,7 @@
 2. Hooks alone: the pre/post cell callbacks called directly in this process, idle and with
    a run active (real store on disk), to show where the time goes.
 
-    python benchmarks/bench_cells.py [--cells 200] [--repeats 3]
+    python benchmarks/bench_cells.py [--cells 200] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def hook_us(n: int, active: bool) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLOPS_JUPYTER_STORE"] = str(Path(tmp) / "store.db")
@@ -137,11 +137,15 @@ def main() -> int:
         modes = ("baseline", "idle", "active")
         inner: dict[str, list[float]] = {m: [] for m in modes}
         reply: dict[str, list[float]] = {m: [] for m in modes}
+        per_rep: list[dict[str, float]] = []
         for _ in range(args.repeats):
+            rep = {}
             for mode in modes:  # interleaved, so drift hits every configuration alike
                 a, b = kernel_cell_ms(args.cells, mode, tmp)
                 inner[mode] += a
                 reply[mode] += b
+                rep[mode] = statistics.median(a)
+            per_rep.append(rep)
         med = {m: statistics.median(v) for m, v in inner.items()}
         rmed = {m: statistics.median(v) for m, v in reply.items()}
         idle = med["idle"] - med["baseline"]
@@ -152,15 +156,21 @@ def main() -> int:
             f"median ms/cell (n={n} per row):"
         )
         print("                                in kernel   execute_input->reply")
-        for m, label in zip(
-            modes,
-            (
-                "extension not loaded         ",
-                "loaded, no run active        ",
-                "loaded, run active (recorded)",
-            ),
-        ):
+        labels = (
+            "extension not loaded         ",
+            "loaded, no run active        ",
+            "loaded, run active (recorded)",
+        )
+        for m, label in zip(modes, labels):
             print(f"  {label} {med[m]:8.3f}   {rmed[m]:8.3f}")
+        print(
+            "  per-run overhead, no run active (us): "
+            + ", ".join(f"{(r['idle'] - r['baseline']) * 1000:+.0f}" for r in per_rep)
+        )
+        print(
+            "  per-run overhead, run active (us):    "
+            + ", ".join(f"{(r['active'] - r['baseline']) * 1000:+.0f}" for r in per_rep)
+        )
         print(
             f"overhead, no run active: {idle * 1000:+.0f} us/cell "
             f"(budget {BUDGET_IDLE_MS * 1000:.0f} us: {'ok' if idle <= BUDGET_IDLE_MS else 'OVER'})"
