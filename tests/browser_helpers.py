@@ -10,7 +10,7 @@ pytest's default "prepend" import mode inserts the test file's folder):
 
 Plain functions
 ---------------
-start_lab(root_dir, store_path=None, env=None, timeout=60) -> LabServer
+start_lab(root_dir, store_path=None, env=None, timeout=120) -> LabServer
     Start `jupyter lab` on 127.0.0.1 at a free port with a random token, a fresh
     JUPYTER_CONFIG_DIR / JUPYTERLAB_WORKSPACES_DIR / JUPYTER_RUNTIME_DIR / JUPYTERLAB_SETTINGS_DIR
     (under a temp dir; the news toast is switched off),
@@ -139,7 +139,7 @@ def start_lab(
     root_dir: str | os.PathLike,
     store_path: str | os.PathLike | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 60,
+    timeout: float = 120,
 ) -> LabServer:
     """Start `jupyter lab` on loopback with a token and fresh config dirs; wait for it."""
     root = Path(root_dir)
