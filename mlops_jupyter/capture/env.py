@@ -69,15 +69,13 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     Dirty means tracked files differ from the commit, or `path` itself is untracked."""
     p = Path(path) if path is not None else Path.cwd()
     cwd = str(p if p.is_dir() else p.parent)
-    commit = _git(cwd, "rev-parse", "HEAD")
-    if not commit:
-        return {}
-    info: dict[str, Any] = {"git.commit": commit}
-    root = _git(cwd, "rev-parse", "--show-toplevel")
-    if root:
-        info["git.root"] = root
-    branch = _git(cwd, "rev-parse", "--abbrev-ref", "HEAD")
-    if branch and branch != "HEAD":
+    out = _git(cwd, "rev-parse", "HEAD", "--show-toplevel", "--abbrev-ref", "HEAD")
+    lines = out.splitlines() if out else []
+    if len(lines) != 3:
+        return {}  # not a repository, or no commit yet
+    commit, root, branch = lines
+    info: dict[str, Any] = {"git.commit": commit, "git.root": root}
+    if branch != "HEAD":  # detached HEAD has no branch
         info["git.branch"] = branch
     status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
     dirty = bool(status)
