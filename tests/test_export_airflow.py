@@ -116,3 +116,25 @@ def test_airflow_task_without_upstream_outputs_fails_clearly(tmp_path, fake_airf
     monkeypatch.syspath_prepend(str(res.path.parent))
     with pytest.raises(StageFailed, match="no cached result"):
         run_task("example_dag_pipe", "train", params={})
+
+
+def test_real_airflow_dagbag_imports_the_dag(tmp_path, monkeypatch):
+    """Runs where Airflow is installed (not in the default dev environment)."""
+    pytest.importorskip("airflow.models.dagbag")
+    from airflow.models.dagbag import DagBag
+
+    dags = tmp_path / "dags"
+    res = export_notebook(
+        NOTEBOOKS / "pipeline_example.ipynb", dags / "example_dagbag_pipe", target="airflow"
+    )
+    bag = DagBag(dag_folder=str(dags))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags["example_dagbag_pipe"]
+    ups = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert ups == {
+        "load": set(),
+        "prep": {"load"},
+        "train": {"prep"},
+        "evaluate": {"load", "prep", "train"},
+    }
+    assert dict(dag.params) == res.params
