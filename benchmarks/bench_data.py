@@ -135,6 +135,12 @@ def bench_drift(rows: int, with_evidently: bool) -> None:
         else:
             diff.append((name, c["method"], c["statistic"], e_val))
     print(f"per-column verdicts: {same}/{len(rep.columns)} identical")
+    for c in rep.columns:
+        if c["method"] == "chisquare":
+            print(
+                f"  {c['column']}: chi-squared p-value ours (two-sample) {c['statistic']:.3g}"
+                f" vs Evidently (goodness of fit) {ev[c['column']][0]:.3g}"
+            )
     for name, method, ours, theirs in diff:
         print(f"  differs: {name} ({method}) p-value ours {ours:.4g} vs Evidently {theirs:.4g}")
     worst = max(
