@@ -5,6 +5,7 @@ never interrupted (fixed seeds), for torch and MLX."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,57 +17,6 @@ import numpy as np
 import pytest
 
 import mlops_jupyter as mj
-
-TORCH_TRAIN = textwrap.dedent(
-    """
-    import os, signal, sys
-    import numpy as np, torch
-    import mlops_jupyter as mj
-
-    run_name, epochs, kill_epoch, kill_mode, out = sys.argv[1:6]
-    epochs, kill_epoch = int(epochs), int(kill_epoch)
-    if kill_mode == "save":
-        real_replace = os.replace
-        def replace(src, dst):  # die after the temp file is written, before the rename
-            if str(dst).endswith(".pt") and f"-e{kill_epoch}." in str(dst):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real_replace(src, dst)
-        os.replace = replace
-    torch.manual_seed(0)
-    np.random.seed(0)
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(256, 8, generator=g)
-    y = (X @ torch.randn(8, 1, generator=g)).squeeze(1) + 0.1 * torch.randn(256, generator=g)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(32, 1)
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    with mj.start_run(run_name, experiment="ckpt"):
-        state = mj.resume(model=model, optimizer=opt, scheduler=sched)
-        if state:
-            print("resumed", state.epoch, flush=True)
-        for epoch in range(state.next_epoch, epochs):
-            perm = torch.randperm(256)
-            noise = float(np.random.rand())  # numpy's generator is part of the state too
-            for i, b in enumerate(range(0, 256, 32)):
-                if kill_mode == "self" and epoch == kill_epoch and i == 3:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                idx = perm[b : b + 32]
-                loss = ((model(X[idx]).squeeze(1) - y[idx]) ** 2).mean() * (1 + 0.01 * noise)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            sched.step()
-            mj.log(step=epoch, loss=float(loss))
-            mj.checkpoint(model=model, optimizer=opt, scheduler=sched, epoch=epoch,
-                          metrics={"val_loss": float(loss)}, keep_last=2)
-            if kill_mode == "outside":
-                print("epoch", epoch, flush=True)
-                import time; time.sleep(0.3)
-    torch.save(model.state_dict(), out)
-    """
-)
 
 MLX_TRAIN = textwrap.dedent(
     """
@@ -134,34 +84,53 @@ def _torch_equal(a: Path, b: Path) -> None:
         assert torch.equal(sa[k], sb[k]), k
 
 
-@pytest.fixture
-def torch_script(tmp_path):
+EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def torch_reference(tmp_path_factory):
+    """Final weights of an uninterrupted run (its own store)."""
     pytest.importorskip("torch")
-    p = tmp_path / "train_torch.py"
-    p.write_text(TORCH_TRAIN)
-    return p
+    from checkpoints_helpers import run_training
+
+    d = tmp_path_factory.mktemp("reference")
+    out = d / "ref.pt"
+    p = run_training(str(d / "store.db"), "reference", EPOCHS, -1, "none", str(out))
+    p.join(120)
+    assert p.exitcode == 0
+    return out
+
+
+def _run(store_path, name, kill_epoch, mode, out):
+    from checkpoints_helpers import run_training
+
+    p = run_training(str(store_path), name, EPOCHS, kill_epoch, mode, str(out))
+    p.join(120)
+    return p.exitcode
+
+
+def _progress(out: Path) -> str:
+    return Path(str(out) + ".progress").read_text()
 
 
 @pytest.mark.parametrize("mode", ["self", "save"])
-def test_torch_killed_and_resumed_matches_uninterrupted(torch_script, tmp_path, child_env, mode):
-    epochs = 6
-    ref = _train(torch_script, child_env, "reference", epochs, -1, "none", tmp_path / "ref.pt")
-    assert ref.returncode == 0, ref.stderr
+def test_torch_killed_and_resumed_matches_uninterrupted(
+    torch_reference, tmp_path, store_path, mode
+):
     out = tmp_path / "resumed.pt"
-    first = _train(torch_script, child_env, "job", epochs, 3, mode, out)
-    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert _run(store_path, "job", 3, mode, out) == -signal.SIGKILL
     assert not out.exists()
-    ckdir = Path(child_env["MLOPS_JUPYTER_STORE"]).parent / "checkpoints" / "ckpt" / "job"
+    ckdir = store_path.parent / "checkpoints" / "ckpt" / "job"
     manifest = json.loads((ckdir / "manifest.json").read_text())
     # killed during epoch 3 (or while saving it): the latest complete checkpoint is epoch 2
     assert manifest["entries"][-1]["epoch"] == 2
     if mode == "save":
         # the interrupted write left only a temp file, never a named checkpoint
         assert not list(ckdir.glob("ckpt-*-e3.pt"))
-    second = _train(torch_script, child_env, "job", epochs, -1, "none", out)
-    assert second.returncode == 0, second.stderr
-    assert "resumed 2" in second.stdout
-    _torch_equal(tmp_path / "ref.pt", out)
+        assert list(ckdir.glob(".*tmp*"))
+    assert _run(store_path, "job", -1, "none", out) == 0
+    assert "resumed 2" in _progress(out)
+    _torch_equal(torch_reference, out)
     # the resumed run is linked to the one that wrote the checkpoint
     runs = mj.runs(experiment="ckpt")
     jobs = runs.filter(runs["name"] == "job")
@@ -173,24 +142,23 @@ def test_torch_killed_and_resumed_matches_uninterrupted(torch_script, tmp_path, 
     assert any(e["kind"] == "resume" for e in resumed["events"])
 
 
-def test_torch_killed_from_outside(torch_script, tmp_path, child_env):
-    epochs = 5
-    ref = _train(torch_script, child_env, "reference", epochs, -1, "none", tmp_path / "ref.pt")
-    assert ref.returncode == 0, ref.stderr
+def test_torch_killed_from_outside(torch_reference, tmp_path, store_path):
+    from checkpoints_helpers import run_training
+
     out = tmp_path / "resumed.pt"
-    args = [sys.executable, str(torch_script), "ext", str(epochs), "-1", "outside", str(out)]
-    p = subprocess.Popen(args, env=child_env, stdout=subprocess.PIPE, text=True)
-    for line in p.stdout:  # kill it at an arbitrary moment after its second checkpoint
-        if line.startswith("epoch 1"):
-            time.sleep(0.1)
-            p.send_signal(signal.SIGKILL)
-            break
-    p.wait(timeout=60)
-    assert p.returncode == -signal.SIGKILL
-    again = _train(torch_script, child_env, "ext", epochs, -1, "none", out)
-    assert again.returncode == 0, again.stderr
-    assert "resumed 1" in again.stdout
-    _torch_equal(tmp_path / "ref.pt", out)
+    p = run_training(str(store_path), "ext", EPOCHS, -1, "outside", str(out))
+    deadline = time.monotonic() + 120
+    # kill it at an arbitrary moment after its second checkpoint
+    while "epoch 1" not in (_progress(out) if Path(str(out) + ".progress").exists() else ""):
+        assert time.monotonic() < deadline and p.is_alive()
+        time.sleep(0.01)
+    time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
+    assert _run(store_path, "ext", -1, "none", out) == 0
+    assert "resumed 1" in _progress(out) or "resumed 2" in _progress(out)
+    _torch_equal(torch_reference, out)
 
 
 def test_mlx_killed_and_resumed_matches_uninterrupted(tmp_path, child_env):
