@@ -42,18 +42,21 @@ def sampler_cost(seconds: float) -> dict[str, float]:
     for mode in ("off", "on"):
         os.environ["MLOPS_JUPYTER_TELEMETRY"] = "0" if mode == "off" else "1"
         os.environ["MLOPS_JUPYTER_TELEMETRY_INTERVAL"] = "1"
+        os.environ.setdefault("MLOPS_JUPYTER_TELEMETRY", "0")
         hub = sampler.hub()
-        t0, c0 = time.monotonic(), proc.cpu_times()
-        ticks0, tcpu0 = hub.ticks, hub.tick_cpu_s
         with mj.start_run(f"idle-{mode}"):
+            time.sleep(2.5)  # warm-up: first samples open connections, prime counters
+            t0, c0 = time.monotonic(), proc.cpu_times()
+            ticks0, tcpu0 = hub.ticks, hub.tick_cpu_s
             time.sleep(seconds)
-        c1, t1 = proc.cpu_times(), time.monotonic()
+            c1, t1 = proc.cpu_times(), time.monotonic()
+            ticks1, tcpu1 = hub.ticks, hub.tick_cpu_s
         cpu = (c1.user + c1.system) - (c0.user + c0.system)
         out[f"cpu_pct_{mode}"] = 100 * cpu / (t1 - t0)
         if mode == "on":
-            n = max(1, hub.ticks - ticks0)
+            n = max(1, ticks1 - ticks0)
             out["ticks"] = n
-            out["tick_ms"] = 1000 * (hub.tick_cpu_s - tcpu0) / n
+            out["tick_ms"] = 1000 * (tcpu1 - tcpu0) / n
     out["sampler_pct"] = out["cpu_pct_on"] - out["cpu_pct_off"]
     return out
 
@@ -77,13 +80,17 @@ def log_metric_ns() -> dict[str, float]:
 
 
 CELL = """%%mlops_run {name} {flag}
-import time, numpy as np
+import threading, time, numpy as np, psutil
 a = np.ones((24, 24))
-t0 = time.perf_counter()
+t0, p0 = time.perf_counter(), time.process_time()
 for i in range({n}):
     {work}
     mj.log(step=i, loss=1.0 / (i + 1))
-_times.append(("{key}", time.perf_counter() - t0))
+_dt, _pcpu = time.perf_counter() - t0, time.process_time() - p0
+# CPU time of the live monitor's follower thread during the loop (it is still following)
+_ids = {{t.native_id for t in threading.enumerate() if t.name == "mlops-live" and t.is_alive()}}
+_cpu = sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in _ids)
+_times.append(("{key}", _dt, _pcpu, _cpu))
 """
 
 
@@ -118,10 +125,12 @@ def live_cost(repeats: int, n: int) -> dict[str, list[float]]:
         ).execute()
     times = json.loads(nb.cells[-1].outputs[0]["text"])
     out: dict[str, list[float]] = {}
-    for key, t in times:
+    for key, t, pcpu, cpu in times:
         name, r = key.split("/")
         if r != "0":
             out.setdefault(name, []).append(t)
+            out.setdefault(name + "-proc", []).append(pcpu)
+            out.setdefault(name + "-cpu", []).append(cpu)
     return out
 
 
@@ -142,11 +151,12 @@ def main() -> None:
     print(f"\n1. sampler at 1 Hz (idle run, {a.seconds:.0f} s each)")
     print(f"   process CPU, telemetry off : {s['cpu_pct_off']:.3f} % of one core")
     print(f"   process CPU, telemetry on  : {s['cpu_pct_on']:.3f} % of one core")
+    print(f"   difference                 : {s['sampler_pct']:.3f} % of one core (noisy)")
+    print(f"   sampler thread CPU/sample  : {s['tick_ms']:.2f} ms over {s['ticks']:.0f} samples")
     print(
-        f"   sampler cost               : {s['sampler_pct']:.3f} % of one core "
+        f"   sampler cost at 1 Hz       : {s['tick_ms'] / 10:.3f} % of one core "
         f"(budget {BUDGET_SAMPLER_PCT} %)"
     )
-    print(f"   sampler thread CPU/sample  : {s['tick_ms']:.2f} ms over {s['ticks']:.0f} samples")
 
     h = log_metric_ns()
     print("\n2. mj.log_metric per call (best of 5 x 200k)")
@@ -160,10 +170,24 @@ def main() -> None:
     print(f"\n3. %%mlops_run loop logging {a.points:,} points, real kernel, median of {a.repeats}")
     for kind, label in (("work", "with ~20 us work/step"), ("log", "pure logging loop")):
         no, yes = med[f"{kind}-nolive"], med[f"{kind}-live"]
-        pct = 100 * (yes / no - 1)
+        pno, pyes = med[f"{kind}-nolive-proc"], med[f"{kind}-live-proc"]
+        cpu = med[f"{kind}-live-cpu"]
         print(f"   {label}:")
-        print(f"     --no-live : {no:.3f} s")
-        print(f"     live      : {yes:.3f} s  (+{pct:.1f} %, budget {BUDGET_LIVE_PCT} %)")
+        print(
+            f"     kernel process CPU during the loop (all threads): --no-live {pno:.3f} s, "
+            f"live {pyes:.3f} s -> {100 * (pyes / pno - 1):+.1f} % (budget {BUDGET_LIVE_PCT} %)"
+        )
+        print(
+            f"     wall time: --no-live {no:.3f} s, live {yes:.3f} s -> "
+            f"{100 * (yes / no - 1):+.1f} % (spread no-live "
+            f"{min(lv[f'{kind}-nolive']):.3f}..{max(lv[f'{kind}-nolive']):.3f} s, live "
+            f"{min(lv[f'{kind}-live']):.3f}..{max(lv[f'{kind}-live']):.3f} s)"
+        )
+        print(
+            f"     live follower thread CPU during the loop: {1000 * cpu:.0f} ms "
+            f"(clock-tick resolution, 10 ms)"
+        )
+    print(f"   load average during the run: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_live_follows_a_run_and_keeps_the_final_state():
     w.wait(5)
     assert w.status == "finished"
     s = w.series["loss"]
-    assert s["n"] == 50_000 and len(s["x"]) <= 2100 and s["min"] == pytest.approx(2e-5)
+    assert s["n"] == 50_000 and len(s["x"]) <= 1100 and s["min"] == pytest.approx(2e-5)
     assert w.series["acc"]["y"] == [None]
     assert w.updates >= 2
     # a finished run is drawn once, by id
@@ -194,7 +194,7 @@ def test_notebook_displays_widgets_with_valid_state(tmp_path, monkeypatch):
     st = model["state"]
     assert model["model_name"] == "AnyModel"
     assert st["series"]["loss"]["n"] == 3000 and st["status"] == "finished"
-    assert len(st["series"]["loss"]["x"]) == len(st["series"]["loss"]["y"]) <= 2100
+    assert len(st["series"]["loss"]["x"]) == len(st["series"]["loss"]["y"]) <= 1100
     assert st["telemetry"] and st["updates"] >= 2
     esm = st["_esm"]
     assert "export default" in esm and "http" not in esm.replace("http-equiv", "")  # no CDN

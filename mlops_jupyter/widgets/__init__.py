@@ -21,7 +21,7 @@ def live(
     display: bool = True,
     rate: float = 4.0,
     keys: list[str] | None = None,
-    buckets: int = 1000,
+    buckets: int = 500,
 ) -> Any:
     """Live monitor of a run: line charts of its metrics updating while it runs, a
     telemetry strip with the thermal state, and its alerts; the final state stays after
