@@ -56,13 +56,16 @@ def test_environment_tags_without_importing_packages(tmp_path):
     # read versions from metadata only: torch must not get imported (slow, GPU init)
     code = (
         "import sys, json; from mlops_jupyter.capture import environment; "
-        "t = environment(); print(json.dumps([t, 'torch' in sys.modules, 'mlx' in sys.modules]))"
+        "t = environment(); "
+        "print(json.dumps([t, 'torch' in sys.modules, 'mlx' in sys.modules, "
+        "'IPython' in sys.modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
-    tags, torch_loaded, mlx_loaded = json.loads(out.stdout)
+    tags, torch_loaded, mlx_loaded, ipython_loaded = json.loads(out.stdout)
     assert not torch_loaded and not mlx_loaded
+    assert not ipython_loaded  # capture is layer 3: usable in plain scripts
     assert tags["env.python"] == ".".join(map(str, sys.version_info[:3]))
     assert tags["env.numpy"] and tags["env.polars"]
     assert tags["env.host"]

@@ -277,3 +277,17 @@ def test_nested_cell_magics_record_the_users_cell_once(tmp_path, monkeypatch):
     cells = _cells(store, "wrapped")
     assert [(c["source"], c["status"]) for c in cells] == [(wrapped, "ok")]
     assert _run(store, "wrapped")["status"] == "finished"
+
+
+def test_cell_run_inside_a_spanning_run_is_a_child_and_both_record_it(tmp_path, monkeypatch):
+    store = use_store(monkeypatch, tmp_path)
+    inner = "%%mlops_run inner --no-live\nk = 7"
+    nb = make_nb([LOAD, "%mlops_run start outer --no-live", inner, "%mlops_run end"])
+    execute(nb, tmp_path, cell_ids=True)
+    rows = dict(query(store, "SELECT name, parent_id FROM runs"))
+    (outer_id,) = query(store, "SELECT id FROM runs WHERE name='outer'")[0]
+    assert rows == {"outer": None, "inner": outer_id}
+    assert [c["source"] for c in _cells(store, "inner")] == [inner]
+    assert [c["cell_id"] for c in _cells(store, "outer")] == [c.id for c in nb.cells[1:4]]
+    assert _run(store, "inner")["params"] == {"k": 7}
+    assert [_run(store, n)["status"] for n in ("inner", "outer")] == ["finished", "finished"]
