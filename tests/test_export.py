@@ -323,3 +323,19 @@ def test_literal_params_of_mlops_run_cells_become_pipeline_params(tmp_path):
     assert "wd = " not in body and "batch = 32" in body and "lr = 0.5" in body
     assert "steps = 10; k = len('ab')" in body
     assert "wd" in plan.runnable[0].params
+
+
+def test_stage_names_and_notebook_run_names():
+    from mlops_jupyter.export.notebook import identifier, magic_run_name
+
+    assert (
+        identifier("Stored versions: compare from their profiles")
+        == "stored_versions_compare_from_their"
+    )
+    assert identifier("2nd pass") == "s2nd_pass" and identifier("import") == "import_"
+    assert magic_run_name("%%mlops_run prepare --no-live\nx = 1") == "prepare"
+    assert magic_run_name("%%mlops_run --experiment e -t k=v fit\n") == "fit"
+    assert magic_run_name("%mlops_run start long-run") == "long-run"
+    assert magic_run_name("%%mlops_run --no-live\n") is None
+    plan = plan_notebook(NOTEBOOKS / "pipeline_example.ipynb")
+    assert _stages(plan)["train"].run_name == "pipeline-example"

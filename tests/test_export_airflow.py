@@ -100,7 +100,7 @@ def test_airflow_dag_has_one_task_per_stage_and_runs(tmp_path, fake_airflow, mon
         task = dag.tasks[t]
         task.python_callable(**task.op_kwargs, params=dict(dag.params), run_id="manual__1")
     runs = [mj.get_run(r) for r in mj.runs()["id"].to_list()]
-    assert {r["name"] for r in runs} == {"load", "prep", "train", "evaluate"}
+    assert {r["tags"]["mlops.stage"] for r in runs} == {"load", "prep", "train", "evaluate"}
     assert all(r["tags"]["airflow.run_id"] == "manual__1" for r in runs)
     assert all(r["status"] == "finished" for r in runs)
     assert len(points([r["id"] for r in runs])["train_mse"]) == 30

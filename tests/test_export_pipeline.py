@@ -49,7 +49,10 @@ def test_example_pipeline_matches_notebook_then_caches_then_reruns_downstream(
     assert parent["experiment"] == nb_run["experiment"]
     assert parent["params"]["lr"] == 0.1
     stages = children[parent["id"]]
-    assert [s["name"] for s in stages] == ["load", "prep", "train", "evaluate"]
+    assert [s["tags"]["mlops.stage"] for s in stages] == ["load", "prep", "train", "evaluate"]
+    # a stage run keeps the name the notebook gave its run, so code that refers to runs
+    # by name (mj.get_run("pipeline-example"), lineage...) still finds them
+    assert [s["name"] for s in stages] == ["load", "prep", "pipeline-example", "evaluate"]
     assert all(s["status"] == "finished" for s in stages)
     # same seeds, same code: the pipeline logs exactly the notebook's metrics
     nb_points = points([nb_run["id"]])

@@ -132,6 +132,8 @@ def pipeline_module(plan: Plan, name: str, notebook: str, source_run: str | None
             args.append(f"uses={uses!r}")
         if s.func != "run":
             args.append(f"func={s.func!r}")
+        if s.run_name and s.run_name != s.name:
+            args.append(f"run_name={s.run_name!r}")
         one = f"    Stage({', '.join(args)}),"
         if len(one) > 100:
             one = "    Stage(\n" + "".join(f"        {a},\n" for a in args) + "    ),"

@@ -28,6 +28,7 @@ class Cell:
     tree: ast.Module
     notes: list[str] = field(default_factory=list)
     run_cell: bool = False  # a `%%mlops_run` cell: its literal assignments are run params
+    run_name: str | None = None  # the NAME of its `%%mlops_run NAME` / `%mlops_run start NAME`
 
 
 @dataclass
@@ -90,7 +91,10 @@ def stage_tag(tags: list[str]) -> str | None:
 def identifier(text: str, fallback: str = "stage") -> str:
     """A Python identifier from free text: `Load the data!` -> `load_the_data`."""
     s = re.sub(r"[^0-9a-zA-Z_]+", "_", text.strip().lower()).strip("_")
-    s = re.sub(r"_+", "_", s)[:40].strip("_")
+    s = re.sub(r"_+", "_", s)
+    if len(s) > 40:  # cut long headings at a word boundary
+        s = s[:41].rsplit("_", 1)[0] if "_" in s[:41] else s[:40]
+    s = s.strip("_")
     if not s:
         s = fallback
     if s[0].isdigit():
@@ -124,6 +128,30 @@ def to_python(src: str, index: int) -> tuple[str | None, list[str]]:
         else:
             out.append(line)
     return "\n".join(out) + "\n", notes
+
+
+def magic_run_name(src: str) -> str | None:
+    """The NAME of a `%%mlops_run NAME ...` cell (or `%mlops_run start NAME`), if any."""
+    import shlex
+
+    for line in src.splitlines():
+        m = re.match(r"^\s*%%mlops_run\b(.*)$|^\s*%mlops_run\s+start\b(.*)$", line)
+        if not m:
+            continue
+        try:
+            words = shlex.split(m.group(1) if m.group(1) is not None else m.group(2))
+        except ValueError:
+            return None
+        # the name is the first word that is neither an option nor an option's value
+        skip = False
+        for w in words:
+            if skip:
+                skip = False
+            elif w.startswith("-"):  # options of %%mlops_run that take a value
+                skip = w in ("-e", "--experiment", "-t", "--tag", "-p", "--param")
+            else:
+                return w
+    return None
 
 
 def magic_experiment(src: str) -> str | None:
@@ -226,6 +254,7 @@ def split_stages(nb: dict) -> SplitNotebook:
         if src is None:
             continue
         c = Cell(i, src, _parse(src, i), notes, raw.lstrip().startswith("%%mlops_run"))
+        c.run_name = magic_run_name(raw)
         if {"parameters", "injected-parameters"} & set(tags) or _is_params_comment(raw):
             params_cells.append(c)
             continue

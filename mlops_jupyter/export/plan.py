@@ -34,6 +34,7 @@ class StagePlan:
     body: str = ""  # the function body, not indented
     is_stage: bool = True  # False: only helpers other stages import, nothing to run
     func: str = "run"
+    run_name: str | None = None  # the notebook's own name for this run, if it gave one
 
 
 @dataclass
@@ -187,6 +188,9 @@ def build_plan(split: SplitNotebook) -> Plan:
     handle_seen: set[str] = set()
     for si, (st, info) in enumerate(zip(split.stages, per_stage)):
         sp = StagePlan(st.name, [c.index for c in st.cells])
+        sp.run_name = next((c.run_name for c in st.cells if c.run_name), None) or _literal_arg(
+            [c for c in st.cells], mods, funcs, "name", 0
+        )
         flow = an.flow_of(info["stmts"])
         chunks: list[str] = []
         for cell, lines in info["cells"]:
@@ -293,11 +297,18 @@ def _own_import(node: ast.stmt, name: str) -> str | None:
 
 def _literal_experiment(cells: list[Cell], mods: set[str], funcs: dict[str, str]) -> str | None:
     """`experiment="x"` (or the 2nd positional argument) of the notebook's start_run calls."""
+    return _literal_arg(cells, mods, funcs, "experiment", 1)
+
+
+def _literal_arg(
+    cells: list[Cell], mods: set[str], funcs: dict[str, str], kw: str, pos: int
+) -> str | None:
+    """A literal string argument (`kw=` or positional `pos`) of a start_run call."""
     for c in cells:
         for n in ast.walk(c.tree):
             if an.tracking_call(n, mods, funcs) != "start_run":
                 continue
-            args = [k.value for k in n.keywords if k.arg == "experiment"] + n.args[1:2]
+            args = [k.value for k in n.keywords if k.arg == kw] + n.args[pos : pos + 1]
             for a in args:
                 if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value:
                     return a.value

@@ -51,6 +51,7 @@ class Stage:
     params: list[str] = field(default_factory=list)
     uses: list[str] = field(default_factory=list)  # other stage modules it imports helpers from
     func: str = "run"
+    run_name: str | None = None  # name of the stage's run (the notebook's run name, if any)
 
 
 class StageFailed(MlopsJupyterError):
@@ -228,7 +229,7 @@ def run_pipeline(
                 if man.get("run"):
                     stage_tags["mlops.cached_from"] = man["run"]
                 with tracking.start_run(
-                    st.name, getattr(pipe, "EXPERIMENT", "default"), used, stage_tags
+                    st.run_name or st.name, getattr(pipe, "EXPERIMENT", "default"), used, stage_tags
                 ) as srun:
                     _copy_metrics(man.get("run"), srun, parent)
                 for out, entry in man["outputs"].items():
@@ -304,7 +305,7 @@ def _execute(
     fn = getattr(importlib.import_module(f"{package}.stages.{st.name}"), st.func)
     prog.start(i, st.name)
     t0 = time.perf_counter()
-    with tracking.start_run(st.name, experiment, used, stage_tags) as srun:
+    with tracking.start_run(st.run_name or st.name, experiment, used, stage_tags) as srun:
         token = _in_stage.set(True)
         try:
             result = fn(**args, **used)
