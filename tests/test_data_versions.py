@@ -240,4 +240,17 @@ def test_lineage_links_runs_through_data():
     rows = dstore.versions_for_run(current_store(), train._rid)
     assert [(r["name"], r["role"]) for r in rows] == [("features", "input"), ("weights", "output")]
     assert rows[0]["schema"][0] == {"name": "id", "dtype": "Int64", "kind": "numeric"}
-    assert "profile" not in rows[0]
+    assert "profile" not in rows[0] and "_id" not in rows[0]
+
+
+def test_rest_queries_serve_versions_and_drift():
+    api_queries = pytest.importorskip("mlops_jupyter.store.api_queries")
+    with mj.start_run("served") as run:
+        mj.version(frame(300, 8), name="served-data")
+        mj.drift(frame(300, 8), frame(300, 9, shift=2.0))
+    st = current_store()
+    (v,) = api_queries.data_versions(st, run._rid)
+    assert v["name"] == "served-data" and v["role"] == "input"
+    (d,) = api_queries.drift(st, run._rid)
+    assert d["run_id"] == run.id and "x0" in [c["column"] for c in d["columns"] if c["drifted"]]
+    json.dumps(d, allow_nan=False)  # strict JSON for the front end

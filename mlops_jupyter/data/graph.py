@@ -107,7 +107,7 @@ def lineage(run: Any = None) -> Lineage:
             raise RunNotFoundError(f"no runs in {store.path} yet")
     info = dstore.run_info(store, rid)
     inputs, outputs = [], []
-    for v in dstore.versions_for_run(store, rid):
+    for v in dstore.run_versions(store, rid):
         others = [r for r in dstore.runs_for_version(store, v["_id"]) if r["_id"] != rid]
         if v["role"] == "input":
             v["produced_by"] = [r for r in others if r["role"] == "output"]

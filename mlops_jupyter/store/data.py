@@ -165,6 +165,11 @@ def list_versions(store: Store, name: str | None = None, limit: int = 200) -> li
 def versions_for_run(store: Store, rid: int) -> list[dict]:
     """Data versions a run used and produced: dicts with id, name, role, kind, fingerprint,
     source, n_rows, n_cols, size_bytes, schema, created, linked (time of the link)."""
+    return [{k: v for k, v in d.items() if k != "_id"} for d in run_versions(store, rid)]
+
+
+def run_versions(store: Store, rid: int) -> list[dict]:
+    """versions_for_run plus each version's row id (`_id`)."""
     rows = store.read(
         f"SELECT {_VCOLS}, d.role, d.name, d.source, d.created FROM run_data d"
         " JOIN data_versions v ON v.id=d.version_id WHERE d.run_id=? ORDER BY d.created, v.id",
