@@ -107,9 +107,22 @@ def test_notebook_runs_show_in_sidebar_and_compare(lab, page):
     assert any(t.startswith("lr") for t in differ)
     assert not any(t.startswith("epochs") for t in differ)
     screenshot(page, "sidebar-compare")
+    # the metric chips choose the curves: switching "acc" off removes its chart
+    assert panel.locator(".mj-body-compare .mj-chart[data-key='acc']").count() == 1
+    panel.locator(".mj-key-chip", has_text="acc").click()
+    panel.locator(".mj-body-compare .mj-chart[data-key='acc']").wait_for(state="detached")
+    assert panel.locator(".mj-body-compare .mj-chart[data-key='loss']").count() == 1
 
     # run detail of the XSS-named run: still text, still no script
     panel.locator(".mj-tab-runs").click()
+    # the key metric column can be switched to another metric
+    panel.locator(".mj-metric").select_option("acc")
+    page.wait_for_function(
+        "() => document.querySelector('#mlops-jupyter-sidebar .mj-head .mj-c-metric')"
+        ".textContent.startsWith('acc')"
+    )
+    acc = panel.locator(".mj-run", has_text="nb-lr-0.1").locator(".mj-c-metric")
+    assert acc.text_content() == "0.95"
     panel.locator(".mj-run", has_text="onerror").locator(".mj-run-name").click()
     title = panel.locator(".mj-detail-name")
     title.wait_for()
@@ -199,7 +212,7 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
             " return b && b.textContent === 'finished'; }",
             timeout=20_000,
         )
-        assert row.locator(".mj-c-metric").text_content() == "0.5000"
+        assert row.locator(".mj-c-metric").text_content() == "0.5"
         assert panel.locator(".mj-strip-name").count() == 0
     finally:
         stop_lab(server)

@@ -20,6 +20,8 @@ export class MlopsPanel extends Widget {
   // runs list state
   private search = el('input', 'mj-input mj-search', null, { placeholder: 'Search name / id', type: 'search' });
   private experiment = el('select', 'mj-input mj-experiment');
+  private metricSelect = el('select', 'mj-input mj-metric', null, { title: 'Key metric column' });
+  private compareKeys: string[] | null = null;
   private status = el('select', 'mj-input mj-status');
   private where = el('input', 'mj-input mj-where', null, { placeholder: 'Filter: params.lr>=0.01; metrics.loss<0.5' });
   private count = el('div', 'mj-count');
@@ -104,7 +106,11 @@ export class MlopsPanel extends Widget {
     const row1 = el('div', 'mj-filter-row');
     row1.append(this.search, refresh);
     const row2 = el('div', 'mj-filter-row');
-    row2.append(this.experiment, this.status);
+    row2.append(this.experiment, this.status, this.metricSelect);
+    this.metricSelect.onchange = () => {
+      this.metric = this.metricSelect.value || null;
+      void this.reload(false);
+    };
     filters.append(row1, row2, this.where);
     const actions = el('div', 'mj-actions');
     this.compareButton.disabled = true;
@@ -225,10 +231,22 @@ export class MlopsPanel extends Widget {
       this.total = page.total;
       this.metric = page.metric;
       this.count.textContent = `${page.total} run${page.total === 1 ? '' : 's'}`;
+      void this.loadMetricKeys().catch(() => undefined);
       this.renderHeader();
       this.renderRows();
     } catch (e) {
       this.setError(e);
+    }
+  }
+
+  private async loadMetricKeys(): Promise<void> {
+    const keys = await api<string[]>('metric-keys', { experiment: this.experiment.value });
+    const have = Array.from(this.metricSelect.options).map(o => o.value);
+    if (keys.join('\u0000') !== have.join('\u0000')) {
+      this.metricSelect.replaceChildren(...keys.map(k => el('option', '', k, { value: k })));
+    }
+    if (this.metric && keys.includes(this.metric)) {
+      this.metricSelect.value = this.metric;
     }
   }
 
@@ -509,7 +527,11 @@ export class MlopsPanel extends Widget {
     }
     let c: Compare;
     try {
-      c = await api<Compare>('compare', { ids: Array.from(this.selected.keys()).join(','), max_points: '1000' });
+      c = await api<Compare>('compare', {
+        ids: Array.from(this.selected.keys()).join(','),
+        keys: this.compareKeys?.join(','),
+        max_points: '1000'
+      });
     } catch (e) {
       this.setError(e);
       return;
@@ -518,7 +540,21 @@ export class MlopsPanel extends Widget {
     body.replaceChildren();
     const names = c.runs.map(r => r.name);
     const charts = el('div', 'mj-charts');
-    body.append(section('Metric curves', charts));
+    // chips choose the curves drawn (default: up to 4 metrics the runs share)
+    const shown = Object.keys(c.curves);
+    const chips = el('div', 'mj-key-chips');
+    for (const k of c.metric_keys) {
+      const chip = el('button', shown.includes(k) ? 'mj-key-chip mj-on' : 'mj-key-chip', k);
+      chip.onclick = () => {
+        const next = shown.includes(k) ? shown.filter(x => x !== k) : [...shown, k];
+        this.compareKeys = next;
+        void this.renderCompare();
+      };
+      chips.appendChild(chip);
+    }
+    const curves = el('div');
+    curves.append(chips, charts);
+    body.append(section('Metric curves', curves));
     if (!Object.keys(c.curves).length) {
       charts.appendChild(el('div', 'mj-empty', 'no metrics logged'));
     }

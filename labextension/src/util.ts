@@ -31,7 +31,8 @@ export function fmtNum(v: unknown): string {
     return String(v);
   }
   const a = Math.abs(v);
-  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : v.toPrecision(4);
+  // 4 significant digits without trailing zeros: 0.1 not 0.1000
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(3) : String(Number(v.toPrecision(4)));
 }
 
 export function fmtValue(v: unknown): string {
