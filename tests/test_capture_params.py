@@ -110,3 +110,9 @@ def test_roundtrip_of_generated_int_assignments(d):
         assert literal_params(src) == {}  # not valid Python: nothing, no exception
     else:
         assert literal_params(src) == expect
+
+
+@given(st.text(max_size=300))
+def test_any_text_gives_a_dict_and_never_raises(src):
+    assert isinstance(literal_params(src), dict)
+    assert isinstance(is_parameters_comment(src), bool)
