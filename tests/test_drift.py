@@ -33,6 +33,10 @@ def test_synthetic_shifts_are_detected():
     # at alpha 0.05 an unchanged column may be flagged by chance; the shifted ones must be
     assert {"x0", "x1", "c0"} <= set(rep.drifted_columns)
     assert rep.drift_share >= 3 / 5 and rep.dataset_drift
+    sps = pytest.importorskip("scipy.stats")
+    for col in ("x0", "x1", "x2"):  # exact KS on the raw values
+        want = sps.ks_2samp(ref[col].to_numpy(), cur[col].to_numpy(), method="asymp")
+        assert rep.column(col)["stats"]["ks_d"] == pytest.approx(want.statistic, abs=1e-12)
     # distances see the same shifts with their default thresholds
     rep2 = mj.drift(ref.drop("id"), cur.drop("id"), store=False)
     assert rep2.column("x0")["method"] == "wasserstein"

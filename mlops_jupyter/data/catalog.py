@@ -167,12 +167,12 @@ def object_record(
     obj: Any,
     name: str | None,
     categorical: list[str] | None = None,
-    prepared: dict | None = None,
+    done: dict | None = None,
     df: pl.DataFrame | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Record (fingerprint + profile) of an in-memory object, with raw column summaries.
 
-    `df`: the object already converted to polars; `prepared`: see profile.frame_profile."""
+    `df`: the object already converted to polars; `done`: see profile.frame_profile."""
     if df is None:
         df = to_polars(obj)
     if isinstance(obj, np.ndarray):
@@ -180,7 +180,7 @@ def object_record(
     else:
         kind = "polars" if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pl.Series)) else "pandas"
         fp = fpr.frame_fingerprint(df)
-    profs, raws = frame_profile(df, categorical, prepared)
+    profs, raws = frame_profile(df, categorical, done)
     rec = {
         "id": fpr.version_id(fp),
         "fingerprint": fp,

@@ -21,7 +21,7 @@ from .catalog import (
     object_record,
     save,
 )
-from .profile import _kind, grid_size, numeric_values, to_polars
+from .profile import Binned, _kind, column_profile, grid_size, numeric_values, to_polars
 
 NUM_METHODS = ("ks", "wasserstein", "psi", "jensenshannon")
 CAT_METHODS = ("chisquare", "psi", "jensenshannon")
@@ -53,10 +53,10 @@ def _clean(v: float) -> float | None:
     return 1e300 if v == math.inf else float(v)
 
 
-def _numeric(pr: dict, pc: dict, xr: np.ndarray | None, xc: np.ndarray | None) -> dict:
+def _numeric(pr: dict, pc: dict, xr: dict | None, xc: dict | None) -> dict:
     sr, sc = pr["sketch"], pc["sketch"]
-    if xr is not None and xc is not None and (xr.lo, xr.hi, xr.k) == (xc.lo, xc.hi, xc.k):
-        d = stats.ks_binned(xr, xc)
+    if xr is not None and xc is not None and "ks_d" in xr:
+        d = xr["ks_d"]
     else:
         d = stats.ks_from_sketches(sr, sc)
     w = stats.wasserstein_from_sketches(sr, sc)
@@ -127,37 +127,46 @@ def _in_memory(obj: Any) -> bool:
     return not isinstance(obj, (str, DataVersion)) and not hasattr(obj, "__fspath__")
 
 
+def _numeric_pair(sr: pl.Series, sc: pl.Series) -> tuple[tuple, tuple] | None:
+    """Profiles of one numeric column on both sides, binned on one shared grid so the exact
+    KS statistic needs no sort. The bins are dropped afterwards: memory stays bounded by
+    the columns in flight, not the whole frame."""
+    xr, mr = numeric_values(sr)
+    xc, mc = numeric_values(sc)
+    if len(xr) == 0 or len(xc) == 0:
+        return None
+    lo, hi = min(float(xr.min()), float(xc.min())), max(float(xr.max()), float(xc.max()))
+    k = grid_size(len(xr) + len(xc))
+    br, bc = Binned.build(xr, lo, hi, k), Binned.build(xc, lo, hi, k)
+    pr, _ = column_profile(sr, None, (xr, mr, br))
+    pc, _ = column_profile(sc, None, (xc, mc, bc))
+    d = stats.ks_binned(br, bc)
+    return (pr, {"ks_d": d}), (pc, {"ks_d": d})
+
+
 def _raw_pair(reference: Any, current: Any, categorical: list[str] | None):
-    """Records of two in-memory datasets whose numeric columns are binned on shared grids,
-    so exact KS needs no sorting (see profile.Binned)."""
+    """Records of two in-memory datasets, with exact KS statistics for shared numeric
+    columns (see profile.Binned)."""
     dfr, dfc = to_polars(reference), to_polars(current)
     cats = set(categorical or ())
-    prep_r, prep_c = {}, {}
-    for name in dfr.columns:
-        if name in cats or name not in dfc.columns:
-            continue
-        sr, sc = dfr[name], dfc[name]
-        if not all(_kind(s.dtype) in ("numeric", "datetime") for s in (sr, sc)):
-            continue
-        xr, mr = numeric_values(sr)
-        xc, mc = numeric_values(sc)
-        if len(xr) == 0 or len(xc) == 0:
-            continue
-        lo, hi = min(float(xr.min()), float(xc.min())), max(float(xr.max()), float(xc.max()))
-        grid = (lo, hi, grid_size(len(xr) + len(xc)))
-        prep_r[name] = (xr, mr, grid)
-        prep_c[name] = (xc, mc, grid)
-    if dfr.height * dfr.width + dfc.height * dfc.width < 1_000_000:
-        return (
-            object_record(reference, None, categorical, prep_r, dfr),
-            object_record(current, None, categorical, prep_c, dfc),
-        )
-    # the heavy parts (hashing, binning, sorting cells) release the GIL: profile both at once
+    names = [
+        n
+        for n in dfr.columns
+        if n not in cats
+        and n in dfc.columns
+        and _kind(dfr.schema[n]) in ("numeric", "datetime")
+        and _kind(dfc.schema[n]) in ("numeric", "datetime")
+    ]
+    big = dfr.height * dfr.width + dfc.height * dfc.width >= 1_000_000
+    # the heavy parts (binning, sorting cells, hashing) release the GIL: use both cores
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(2) as ex:
-        fr = ex.submit(object_record, reference, None, categorical, prep_r, dfr)
-        fc = ex.submit(object_record, current, None, categorical, prep_c, dfc)
+    with ThreadPoolExecutor(2 if big else 1) as ex:
+        pairs = list(ex.map(lambda n: _numeric_pair(dfr[n], dfc[n]), names))
+        done_r = {n: p[0] for n, p in zip(names, pairs) if p is not None}
+        done_c = {n: p[1] for n, p in zip(names, pairs) if p is not None}
+        fr = ex.submit(object_record, reference, None, categorical, done_r, dfr)
+        fc = ex.submit(object_record, current, None, categorical, done_c, dfc)
         return fr.result(), fc.result()
 
 

@@ -173,19 +173,18 @@ def _std(x: np.ndarray, mean: float) -> float:
 def numeric_profile(s: pl.Series, prepared: tuple | None = None) -> tuple[dict[str, Any], Any]:
     """Profile of a numeric/temporal column, and its values binned for exact tests.
 
-    `prepared`: (values, missing, (lo, hi, cells)) to bin on a grid shared with another
-    dataset (drift), instead of the column's own range."""
+    `prepared`: (values, missing, Binned) with the values already binned on a grid shared
+    with another dataset (drift), instead of the column's own range."""
     if prepared is not None:
-        x, missing, (glo, ghi, k) = prepared
+        x, missing, bn = prepared
     else:
         x, missing = numeric_values(s)
+        bn = None
     p: dict[str, Any] = {"nulls": missing, "count": int(len(x))}
     if len(x) == 0:
         return p, None
-    if prepared is not None:
-        bn = Binned.build(x, glo, ghi, k)
-    else:
-        bn = binned(x) if len(x) > 20000 else None
+    if bn is None and len(x) > 20000:
+        bn = binned(x)
     sk = sketch(x, bn=bn)
     mean = float(x.sum() / len(x))
     p.update(
@@ -258,15 +257,19 @@ def column_profile(
 
 
 def frame_profile(
-    df: pl.DataFrame, categorical: list[str] | None = None, prepared: dict | None = None
+    df: pl.DataFrame, categorical: list[str] | None = None, done: dict | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Profiles of every column, plus the raw summaries keyed by column name."""
+    """Profiles of every column, plus the raw summaries keyed by column name.
+
+    `done`: {column: (profile, raw)} computed elsewhere (drift bins both sides together)."""
     profiles, raws = [], {}
     cats = set(categorical or ())
-    prepared = prepared or {}
+    done = done or {}
     for s in df.get_columns():
-        kind = "categorical" if s.name in cats else None
-        prof, raw = column_profile(s, kind, prepared.get(s.name) if kind is None else None)
+        if s.name in done:
+            prof, raw = done[s.name]
+        else:
+            prof, raw = column_profile(s, "categorical" if s.name in cats else None)
         profiles.append(prof)
         raws[s.name] = raw
     return profiles, raws
