@@ -23,6 +23,7 @@ from .render import decimate, jsonable, static_html, telemetry_items
 
 STATIC = Path(__file__).parent / "static"
 MAX_RATE = 10.0
+KEEP_POINTS = 2_000_000  # per series held by a live monitor before older points are folded
 DUTY = 0.02  # the most CPU (fraction of one core) a live monitor's follower may use
 
 
@@ -37,6 +38,11 @@ class _Buf:
         self.n = 0
 
     def extend(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.n + len(x) > KEEP_POINTS:
+            # bound memory on very long runs: fold the history into its bucket extremes
+            # (the chart shows ~1000 points anyway; min/max per bucket are kept exactly)
+            hx, hy = decimate(self.x[: self.n], self.y[: self.n], KEEP_POINTS // 8)
+            self.x[: len(hx)], self.y[: len(hy)], self.n = hx, hy, len(hx)
         need = self.n + len(x)
         if need > len(self.x):
             cap = max(need, 2 * len(self.x))
