@@ -258,6 +258,16 @@ def test_two_processes_share_one_study(tmp_path, child_env, store_path):
     assert first != list(range(first[0], first[0] + 10))
 
 
+def test_existing_study_object_with_its_own_pruner():
+    study = optuna.create_study(
+        pruner=optuna.pruners.ThresholdPruner(upper=50.0), sampler=optuna.samplers.RandomSampler(0)
+    )
+    r = mj.sweep(quadratic, n_trials=12, study=study, sync_pruning=True)
+    assert r.study is study and len(study.trials) == 12
+    big = [t for t in study.trials if (t.params["x"] - 2) ** 2 + (t.params["y"] + 1) ** 2 > 60]
+    assert big and all(t.state.name == "PRUNED" for t in big)
+
+
 def test_bad_arguments():
     with pytest.raises(mj.InvalidInputError):
         mj.sweep(quadratic, n_trials=0)

@@ -246,9 +246,9 @@ def sweep(
         raise InvalidInputError("metric must be a metric key (string)")
     pr, prune = _pruner(pruner)
     if isinstance(study, optuna.Study):
-        st = study
-        if st.direction.name.lower() != direction:
-            direction = st.direction.name.lower()
+        st = study  # its own sampler and pruner apply
+        direction = st.direction.name.lower()
+        prune = pruner is not None or not isinstance(st.pruner, optuna.pruners.NopPruner)
     else:
         if study is not None and not isinstance(study, str):
             raise InvalidInputError("study must be a study name or an optuna Study")

@@ -100,8 +100,13 @@ class Tap:
 
         run._append = self
         run.log = log
+        self.run = run
 
     def close(self) -> None:
+        """Detach from the run (later logs, e.g. the final `objective`, bypass optuna) and
+        let the reporter write what it still holds."""
+        self.run._append = self.append
+        self.run.__dict__.pop("log", None)
         if self.reporter is not None:
             self.reporter.close()
 
