@@ -186,9 +186,10 @@ def _side(obj: Any, categorical: list[str] | None) -> tuple[dict, dict | None, D
 
 
 def _is_path(s: str) -> bool:
+    """An existing file or directory wins over a stored version of the same name."""
     import os
 
-    return os.path.sep in s or "." in s and os.path.exists(s)
+    return os.path.exists(s)
 
 
 def drift(
