@@ -190,6 +190,52 @@ def test_frames_objects_and_tracking_variants_survive_the_trip(tmp_path, monkeyp
     assert fmt == {"polars-parquet", "pickle"}
 
 
+def test_several_runs_in_one_stage_stay_separate_runs(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
+    nb = make_nb(
+        [
+            "%load_ext mlops_jupyter\nimport mlops_jupyter as mj",
+            (
+                "for lr in [0.1, 0.2]:\n    with mj.start_run(f'lr-{lr}'):\n"
+                "        for s in range(3):\n            mj.log(step=s, loss=lr * s)",
+                ["stage=sweep"],
+            ),
+            ("%%mlops_run cell-a --no-live\nx = 1\nmj.log(v=x)", ["stage=cells"]),
+            "%%mlops_run cell-b --no-live\nx = 2\nmj.log(v=x)",
+            ("run = mj.start_run('left-open')\nmj.log(w=1)", ["stage=open"]),
+        ],
+        tmp_path / "multi.ipynb",
+    )
+    execute_notebook(nb, tmp_path)
+    want = {r["name"]: points([r["id"]]) for r in mj.runs().to_dicts()}
+    res = export_notebook(nb, tmp_path / "multi_pipe")
+    cells = (res.path / "stages" / "cells.py").read_text()
+    assert "with notebook_run('cell-a'):" in cells and "with notebook_run('cell-b'):" in cells
+    run_pipeline(res.path)
+    parents, _ = pipeline_runs()
+    rows = mj.runs().to_dicts()
+    by_id = {r["id"]: r for r in rows}
+    stage_of = {}
+    for r in rows:  # the stage run each run sits under
+        p = r
+        while p["parent_id"] and p["parent_id"] != parents[-1]["id"]:
+            p = by_id[p["parent_id"]]
+        stage_of[r["id"]] = p["name"]
+    got = {
+        r["name"]: points([r["id"]])
+        for r in rows
+        if r["parent_id"] and r["parent_id"] != parents[-1]["id"]
+    }
+    assert got == {k: v for k, v in want.items() if k in ("lr-0.1", "lr-0.2", "cell-a", "cell-b")}
+    nested = [r for r in rows if r["parent_id"] and r["name"].startswith("lr-")]
+    assert len(nested) == 2 and {stage_of[r["id"]] for r in nested} == {"sweep"}
+    # the single run of the last stage is the stage's run, and nothing is left running
+    assert points([r["id"] for r in rows if r["name"] == "left-open" and r["parent_id"]]) == {
+        "w": [(0, 1.0)]
+    }
+    assert all(r["status"] == "finished" for r in rows if r["parent_id"])
+
+
 def test_mlops_export_magic_in_the_notebook_links_the_kernel_run(tmp_path, monkeypatch):
     kernel_env(monkeypatch)
     nb_path = NOTEBOOKS / "pipeline_example.ipynb"
@@ -255,26 +301,31 @@ def test_cli_export_and_errors(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
 
 
-QUICKSTART = NOTEBOOKS / "quickstart.ipynb"
+# the other example notebooks meant to become pipelines (telemetry.ipynb demonstrates
+# live panels and is not one)
+OTHER_NOTEBOOKS = ["quickstart.ipynb", "data_drift.ipynb"]
 
 
-@pytest.mark.skipif(not QUICKSTART.exists(), reason="notebooks/quickstart.ipynb not written yet")
-def test_quickstart_notebook_exports_and_matches(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", OTHER_NOTEBOOKS)
+def test_example_notebooks_export_and_match(name, tmp_path, monkeypatch):
+    path = NOTEBOOKS / name
+    if not path.exists():
+        pytest.skip(f"notebooks/{name} not written yet")
     kernel_env(monkeypatch)
-    execute_notebook(QUICKSTART, tmp_path)
+    execute_notebook(path, tmp_path)
     nb_runs = [r for r in mj.runs().to_dicts() if r["parent_id"] is None]
-    res = export_notebook(QUICKSTART, tmp_path / "quick_pipe")
+    res = export_notebook(path, tmp_path / "nb_pipe")
     run_pipeline(res.path)
     parents, children = pipeline_runs()
     got = points([s["id"] for s in children[parents[-1]["id"]]])
     want = points([r["id"] for r in nb_runs])
-    assert got == want and got
-    # the notebook run's params (parameters cell + literal assignments of the %%mlops_run
-    # cell) are the pipeline's params, with the same values
+    assert got == want
+    # the notebook runs' params (parameters cell + literal assignments of %%mlops_run
+    # cells) are the pipeline's params, with the same values
     nb_params = {
         k: v
         for r in nb_runs
         for k, v in mj.get_run(r["id"])["params"].items()
         if not k.startswith("env.")
     }
-    assert nb_params and {k: parents[-1]["params"].get(k) for k in nb_params} == nb_params
+    assert {k: parents[-1]["params"].get(k) for k in nb_params} == nb_params

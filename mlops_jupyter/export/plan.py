@@ -10,7 +10,7 @@ import tokenize
 from dataclasses import dataclass, field
 
 from . import analysis as an
-from .notebook import Cell, ExportError, SplitNotebook, literal_params
+from .notebook import Cell, ExportError, SplitNotebook, literal_params, magic_experiment
 
 # Names IPython provides in a notebook that plain Python lacks; the runtime supplies them.
 RUNTIME_NAMES = {"display"}
@@ -71,13 +71,56 @@ def _is_import_block(node: ast.stmt) -> bool:
     return False
 
 
-def _rewrite(cell: Cell, mods: set[str], funcs: dict[str, str]) -> tuple[list[str], bool]:
+def single_run(cells: list[Cell], mods: set[str], funcs: dict[str, str]) -> bool:
+    """True when the stage's code makes at most one tracking run (one `%%mlops_run` cell or
+    one `start_run` call, not in a loop or function): that run becomes the stage's run.
+    Otherwise each notebook run stays a run of its own, nested under the stage's run."""
+    n = sum(c.run_cell for c in cells)
+    for c in cells:
+        for node in _walk_scoped(c.tree, False):
+            call, nested = node
+            if an.tracking_call(call, mods, funcs) == "start_run":
+                n += 2 if nested else 1
+    return n <= 1
+
+
+def _walk_scoped(tree: ast.AST, nested: bool):
+    """(node, inside a loop/function/comprehension) for every node of `tree`."""
+    for child in ast.iter_child_nodes(tree):
+        yield child, nested
+        inner = nested or isinstance(
+            child,
+            (
+                ast.For,
+                ast.AsyncFor,
+                ast.While,
+                ast.FunctionDef,
+                ast.AsyncFunctionDef,
+                ast.Lambda,
+                ast.ListComp,
+                ast.SetComp,
+                ast.DictComp,
+                ast.GeneratorExp,
+            ),
+        )
+        yield from _walk_scoped(child, inner)
+
+
+def _rewrite(
+    cell: Cell, mods: set[str], funcs: dict[str, str], single: bool = True, owns: bool = False
+) -> tuple[list[str], bool]:
     """The cell's lines with `mj.start_run` -> `stage_run` and `mj.end_run()` statements
-    made inert (the pipeline owns its runs). Line count is kept so ast positions still hold."""
+    made inert (the pipeline owns its runs). Line count is kept so ast positions still hold.
+
+    `single=False` (several runs in the stage): calls stay as they are, except an
+    `end_run()` in a stage that starts no run itself (`owns=False`), which would end the
+    stage's run."""
     lines = _lines(cell.source)
     edits: list[tuple[int, int, int, str]] = []  # (line, start col, end col, text), bytes
     used = False
     for node in ast.walk(cell.tree):
+        if not single and (owns or not isinstance(node, ast.Expr)):
+            continue
         if isinstance(node, ast.Expr) and an.tracking_call(node.value, mods, funcs) == "end_run":
             raw = lines[node.lineno - 1]
             indent = raw[: len(raw) - len(raw.lstrip())]
@@ -150,9 +193,15 @@ def build_plan(split: SplitNotebook) -> Plan:
     body_binds: set[str] = set(params)
     handles_all: set[str] = set()
     for si, st in enumerate(split.stages):
-        info: dict = {"cells": [], "stmts": [], "imports": {}}
+        single = single_run(st.cells, mods, funcs)
+        owns = any(
+            an.tracking_call(n, mods, funcs) == "start_run"
+            for c in st.cells
+            for n in ast.walk(c.tree)
+        )
+        info: dict = {"cells": [], "stmts": [], "imports": {}, "single": single}
         for cell in st.cells:
-            lines, used = _rewrite(cell, mods, funcs)
+            lines, used = _rewrite(cell, mods, funcs, single, owns)
             info["cells"].append((cell, lines))
             for node in cell.tree.body:
                 info["stmts"].append(node)
@@ -188,9 +237,10 @@ def build_plan(split: SplitNotebook) -> Plan:
     handle_seen: set[str] = set()
     for si, (st, info) in enumerate(zip(split.stages, per_stage)):
         sp = StagePlan(st.name, [c.index for c in st.cells])
-        sp.run_name = next((c.run_name for c in st.cells if c.run_name), None) or _literal_arg(
-            [c for c in st.cells], mods, funcs, "name", 0
-        )
+        if info["single"]:  # the stage's run is the notebook's run: keep its name
+            sp.run_name = next((c.run_name for c in st.cells if c.run_name), None) or (
+                _literal_arg(st.cells, mods, funcs, "name", 0)
+            )
         flow = an.flow_of(info["stmts"])
         chunks: list[str] = []
         for cell, lines in info["cells"]:
@@ -207,6 +257,13 @@ def build_plan(split: SplitNotebook) -> Plan:
                         keep[b] = False
                         b += 1
             chunk = _trim([ln for ln, k in zip(lines, keep) if k])
+            if chunk and cell.run_cell and not info["single"]:
+                # one of several `%%mlops_run` cells: it stays a run of its own
+                head = [chunk.pop(0)] if chunk[0].lstrip().startswith("# %%mlops_run") else []
+                args = repr(cell.run_name) if cell.run_name else ""
+                exp = magic_experiment("%" + head[0].lstrip()[2:]) if head else None
+                args += (", " if args else "") + f"experiment={exp!r}" if exp else ""
+                chunk = [*head, f"with notebook_run({args}):", indent_code("\n".join(chunk))]
             if chunk:
                 chunks.append("\n".join(chunk))
         sp.body = "\n\n".join(chunks)
@@ -249,6 +306,8 @@ def build_plan(split: SplitNotebook) -> Plan:
         for name, text in imports_so_far.items():
             if name in loads and name not in producer and text not in sp.imports:
                 sp.imports.append(text)
+        if "notebook_run" in loads:
+            sp.runtime_imports.insert(0, "notebook_run")
         if "stage_run" in loads or sp.handles:
             sp.runtime_imports.insert(0, "stage_run")
         for name in flow.binds:

@@ -25,7 +25,7 @@ from ..errors import InvalidInputError, MlopsJupyterError
 from . import params as P
 from . import serialize
 from .progress import Progress
-from .stagerun import StageRun, _in_stage, display, stage_run
+from .stagerun import StageRun, _in_stage, display, notebook_run, stage_run
 
 __all__ = [
     "Stage",
@@ -33,6 +33,7 @@ __all__ = [
     "StageRun",
     "display",
     "main",
+    "notebook_run",
     "run_pipeline",
     "run_task",
     "stage_run",
@@ -308,7 +309,10 @@ def _execute(
     with tracking.start_run(st.run_name or st.name, experiment, used, stage_tags) as srun:
         token = _in_stage.set(True)
         try:
-            result = fn(**args, **used)
+            try:
+                result = fn(**args, **used)
+            finally:
+                _end_nested(srun)
         except Exception as e:
             dt = time.perf_counter() - t0
             prog.failed(i, st.name, dt)
@@ -363,6 +367,15 @@ def _execute(
         srun.set_tags({"mlops.duration_s": round(dt, 6)})
     prog.done(i, st.name, dt, list(outputs))
     return man
+
+
+def _end_nested(srun: tracking.Run) -> None:
+    """End runs the stage code started and left open, so they do not outlive the stage."""
+    import sys as _sys
+
+    failed = _sys.exc_info()[0] is not None
+    while (r := tracking.active_run()) is not None and r is not srun and srun.status == "running":
+        r.end("failed" if failed else "finished")
 
 
 def _check_outputs(st: Stage, result: Any) -> dict[str, Any]:

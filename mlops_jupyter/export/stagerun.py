@@ -63,3 +63,23 @@ def display(*objs: Any, **_: Any) -> None:
     """Plain-Python stand-in for IPython's display(): prints each object."""
     for o in objs:
         print(o)
+
+
+class notebook_run:  # noqa: N801 - used like a function in generated code
+    """`with notebook_run("name"):` around one of several `%%mlops_run` cells of a stage:
+    a run of its own, nested under the stage's run, as it was in the notebook."""
+
+    def __init__(self, name: str | None = None, experiment: str | None = None) -> None:
+        self.name = name
+        self.experiment = experiment
+        self.run: tracking.Run | None = None
+
+    def __enter__(self) -> tracking.Run:
+        active = tracking.active_run()
+        exp = self.experiment or (active.experiment if active is not None else "default")
+        self.run = tracking.start_run(self.name, exp)
+        return self.run
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        assert self.run is not None
+        return self.run.__exit__(et, ev, tb)
