@@ -172,3 +172,16 @@ def test_environment_tags_on_track(store_path):
     run.end()
     tags = mj.get_run(run.id)["tags"]
     assert tags["env.python"] and tags["env.host"]
+
+
+def test_attach_tags_top_level_runs_only(store_path):
+    from mlops_jupyter.capture import attach
+
+    parent = mj.start_run("p")
+    child = mj.start_run("c")
+    attach(parent)
+    attach(child)
+    child.end()
+    parent.end()
+    assert mj.get_run(parent.id)["tags"]["env.python"]
+    assert mj.get_run(child.id)["tags"] == {}

@@ -30,7 +30,10 @@ __all__ = [
 
 def attach(run) -> None:
     """Tag `run` with its environment (git, Python and package versions, host, and the
-    notebook path when the kernel says which notebook it runs). Usable as a start hook."""
+    notebook path when the kernel says which notebook it runs). Usable as a start hook;
+    child runs are skipped (their parent carries the same environment)."""
+    if getattr(run, "parent", None) is not None:
+        return
     nb = resolve_notebook(os.environ.get(NOTEBOOK_ENV), os.environ.get("JPY_SESSION_NAME"))
     run.set_tags(environment(nb))
     run._mj_env = nb
