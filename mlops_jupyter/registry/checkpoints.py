@@ -21,24 +21,29 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
-import secrets
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import InvalidInputError, MlopsJupyterError
+from .ckpt_io import (
+    MANIFEST,
+    atomic_write,
+    framework_of,
+    load_mlx,
+    load_torch,
+    read_manifest,
+    rng_state,
+    save_mlx,
+    save_torch,
+    scan_files,
+    set_rng_state,
+)
 
 __all__ = ["CheckpointError", "Resumed", "checkpoint", "checkpoint_dir", "checkpoints", "resume"]
-
-MANIFEST = "manifest.json"
-_FILE = re.compile(r"^ckpt-(\d+)-e(-?\d+|x)\.(pt|safetensors)$")
 
 
 class CheckpointError(MlopsJupyterError):
@@ -94,185 +99,6 @@ def checkpoint_dir(name: str | None = None, dir: str | os.PathLike | None = None
     return current_store().root / "checkpoints" / _slug(experiment) / _slug(name)
 
 
-# -- durable writes -----------------------------------------------------------------------
-def _fsync_dir(d: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic(path: Path, write, suffix: str = "") -> None:
-    """write(tmp_path) then fsync + rename over `path`: readers see old or new, never half."""
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{suffix}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-
-
-def _read_manifest(d: Path) -> dict[str, Any] | None:
-    try:
-        m = json.loads((d / MANIFEST).read_text())
-        if isinstance(m, dict) and isinstance(m.get("entries"), list):
-            return m
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _scan(d: Path) -> list[dict[str, Any]]:
-    """Entries rebuilt from file names when the manifest is missing or unreadable."""
-    out = []
-    for p in d.glob("ckpt-*"):
-        m = _FILE.match(p.name)
-        if m:
-            ep = None if m.group(2) == "x" else int(m.group(2))
-            out.append({"file": p.name, "seq": int(m.group(1)), "epoch": ep, "metrics": {}})
-    return sorted(out, key=lambda e: e["seq"])
-
-
-# -- random generators -------------------------------------------------------------------
-def _rng_state(framework: str) -> dict[str, Any]:
-    st = np.random.get_state()
-    rng: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [st[0], st[1].tolist(), int(st[2]), int(st[3]), float(st[4])],
-    }
-    torch = sys.modules.get("torch")
-    if framework == "torch" and torch is not None:
-        rng["torch"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-    mx = sys.modules.get("mlx.core")
-    if mx is not None:
-        rng["mlx"] = [int(x) for x in mx.random.state[0].tolist()]
-    return rng
-
-
-def _set_rng_state(rng: dict[str, Any]) -> None:
-    if "python" in rng:
-        v, internal, gauss = rng["python"]
-        random.setstate((v, tuple(internal), gauss))
-    if "numpy" in rng:
-        name, keys, pos, has_gauss, cached = rng["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch = sys.modules.get("torch")
-    if torch is not None and "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    mx = sys.modules.get("mlx.core")
-    if mx is not None and "mlx" in rng:
-        # mx.random.key(s) is [s >> 32, s & 0xffffffff], so seeding with the key's own words
-        # puts the global generator back into exactly the saved state.
-        hi, lo = rng["mlx"]
-        mx.random.seed((int(hi) << 32) | int(lo))
-
-
-# -- frameworks ---------------------------------------------------------------------------
-def _framework(*objs: Any) -> str:
-    torch = sys.modules.get("torch")
-    nn = sys.modules.get("mlx.nn")
-    optim = sys.modules.get("mlx.optimizers")
-    for o in objs:
-        if o is None:
-            continue
-        if torch is not None and isinstance(o, (torch.nn.Module, torch.optim.Optimizer)):
-            return "torch"
-        if nn is not None and isinstance(o, nn.Module):
-            return "mlx"
-        if optim is not None and isinstance(o, optim.Optimizer):
-            return "mlx"
-    if any(o is not None for o in objs):
-        raise InvalidInputError(
-            "checkpoint(model=...) supports torch and MLX modules and optimizers; "
-            f"got {', '.join(type(o).__name__ for o in objs if o is not None)}"
-        )
-    return "torch" if "torch" in sys.modules else "mlx" if "mlx.core" in sys.modules else ""
-
-
-def _save_torch(path: Path, model, optimizer, scheduler, meta: dict, rng: dict) -> None:
-    import torch
-
-    payload = {
-        "format": "mlops-jupyter-checkpoint/1",
-        "meta": meta,
-        "rng": rng,
-        "model": model.state_dict() if model is not None else None,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-    }
-    _atomic(path, lambda tmp: torch.save(payload, tmp))
-
-
-def _load_torch(path: Path, map_location) -> dict:
-    import torch
-
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
-            raise
-        # `extra` held arbitrary objects: this file is the user's own checkpoint
-        return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def _save_mlx(path: Path, model, optimizer, meta: dict, rng: dict) -> None:
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    arrays: dict[str, Any] = {}
-    if model is not None:
-        arrays.update({f"model.{k}": v for k, v in tree_flatten(model.parameters())})
-    opt_scalars: dict[str, Any] = {}
-    if optimizer is not None:
-        for k, v in tree_flatten(optimizer.state):
-            if isinstance(v, mx.array):
-                arrays[f"optimizer.{k}"] = v
-            else:
-                opt_scalars[k] = v
-    mx.eval(arrays)
-    header = {"meta": meta, "rng": rng, "optimizer_scalars": opt_scalars}
-    header["has"] = {"model": model is not None, "optimizer": optimizer is not None}
-    text = json.dumps(header, default=str)
-    _atomic(
-        path,
-        lambda tmp: mx.save_safetensors(str(tmp), arrays, metadata={"mlops": text}),
-        suffix=".safetensors",
-    )
-
-
-def _load_mlx(path: Path) -> dict:
-    import mlx.core as mx
-    from mlx.utils import tree_unflatten
-
-    arrays, md = mx.load(str(path), return_metadata=True)
-    header = json.loads(md["mlops"])
-    model = [(k[6:], v) for k, v in arrays.items() if k.startswith("model.")]
-    opt = [(k[10:], v) for k, v in arrays.items() if k.startswith("optimizer.")]
-    opt += list(header.get("optimizer_scalars", {}).items())
-    return {
-        "meta": header["meta"],
-        "rng": header["rng"],
-        "model": tree_unflatten(model) if header["has"]["model"] else None,
-        "optimizer": tree_unflatten(opt) if header["has"]["optimizer"] else None,
-        "scheduler": None,
-    }
-
-
 # -- public API ---------------------------------------------------------------------------
 def _clean_metrics(metrics: Any) -> dict[str, float]:
     if metrics is None:
@@ -326,7 +152,7 @@ def checkpoint(
     if mode not in ("min", "max"):
         raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
     mets = _clean_metrics(metrics)
-    fw = _framework(model, optimizer)
+    fw = framework_of(model, optimizer)
     if not fw:
         raise InvalidInputError("checkpoint() needs a torch or MLX model or optimizer")
     if scheduler is not None and fw == "mlx":
@@ -336,7 +162,7 @@ def checkpoint(
         )
     d = checkpoint_dir(name, dir)
     d.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(d) or {"entries": _scan(d), "best": None}
+    manifest = read_manifest(d) or {"entries": scan_files(d), "best": None}
     seq = max((e.get("seq", 0) for e in manifest["entries"]), default=0) + 1
     ext = "pt" if fw == "torch" else "safetensors"
     fname = f"ckpt-{seq:06d}-e{'x' if epoch is None else epoch}.{ext}"
@@ -352,11 +178,11 @@ def checkpoint(
         "run_id": run.id if run is not None else None,
         "framework": fw,
     }
-    rng = _rng_state(fw)
+    rng = rng_state(fw)
     if fw == "torch":
-        _save_torch(d / fname, model, optimizer, scheduler, meta, rng)
+        save_torch(d / fname, model, optimizer, scheduler, meta, rng)
     else:
-        _save_mlx(d / fname, model, optimizer, meta, rng)
+        save_mlx(d / fname, model, optimizer, meta, rng)
     entry = {k: meta[k] for k in ("epoch", "step", "metrics", "time", "run_id")}
     entry.update(file=fname, seq=seq)
     entries = [*manifest["entries"], entry]
@@ -370,7 +196,7 @@ def checkpoint(
     keep = {e["file"] for e in entries[-keep_last:]} | ({best_file} if best_file else set())
     new = {"entries": [e for e in entries if e["file"] in keep], "best": best_file}
     new.update(best_key=best, mode=mode, latest=fname)
-    _atomic(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(new, indent=1)))
+    atomic_write(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(new, indent=1)))
     for e in entries:  # only after the manifest stops naming them
         if e["file"] not in keep:
             (d / e["file"]).unlink(missing_ok=True)
@@ -388,7 +214,7 @@ def checkpoints(name: str | None = None, dir: str | os.PathLike | None = None):
     import polars as pl
 
     d = checkpoint_dir(name, dir)
-    m = _read_manifest(d) or {"entries": _scan(d), "best": None}
+    m = read_manifest(d) or {"entries": scan_files(d), "best": None}
     rows = []
     for i, e in enumerate(m["entries"]):
         row = {
@@ -425,8 +251,8 @@ def resume(
         manifest = None
     else:
         d = checkpoint_dir(name, dir)
-        manifest = _read_manifest(d)
-        entries = manifest["entries"] if manifest else _scan(d)
+        manifest = read_manifest(d)
+        entries = manifest["entries"] if manifest else scan_files(d)
         if which == "best":
             if not manifest or not manifest.get("best"):
                 raise CheckpointError(f"no best checkpoint recorded in {d}")
@@ -444,7 +270,7 @@ def resume(
     payload, path, errors = None, None, []
     for p in candidates:
         try:
-            payload = _load_torch(p, map_location) if p.suffix == ".pt" else _load_mlx(p)
+            payload = load_torch(p, map_location) if p.suffix == ".pt" else load_mlx(p)
             path = p
             break
         except Exception as e:  # a file that cannot be read is skipped, newest readable wins
@@ -455,7 +281,7 @@ def resume(
         raise CheckpointError(f"cannot read checkpoint in {d}: {'; '.join(errors)}")
     _apply(payload, model, optimizer, scheduler)
     if restore_rng:
-        _set_rng_state(payload.get("rng") or {})
+        set_rng_state(payload.get("rng") or {})
     meta = payload["meta"]
     best_entry = None
     if manifest and manifest.get("best"):

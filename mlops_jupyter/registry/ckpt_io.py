@@ -1,0 +1,199 @@
+"""File formats of training checkpoints: durable writes, the manifest, random-generator
+state, and the torch (`.pt`) and MLX (`.safetensors`) payloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+MANIFEST = "manifest.json"
+_FILE = re.compile(r"^ckpt-(\d+)-e(-?\d+|x)\.(pt|safetensors)$")
+
+
+# -- durable writes -----------------------------------------------------------------------
+def fsync_dir(d: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write, suffix: str = "") -> None:
+    """write(tmp_path) then fsync + rename over `path`: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def read_manifest(d: Path) -> dict[str, Any] | None:
+    try:
+        m = json.loads((d / MANIFEST).read_text())
+        if isinstance(m, dict) and isinstance(m.get("entries"), list):
+            return m
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def scan_files(d: Path) -> list[dict[str, Any]]:
+    """Entries rebuilt from file names when the manifest is missing or unreadable."""
+    out = []
+    for p in d.glob("ckpt-*"):
+        m = _FILE.match(p.name)
+        if m:
+            ep = None if m.group(2) == "x" else int(m.group(2))
+            out.append({"file": p.name, "seq": int(m.group(1)), "epoch": ep, "metrics": {}})
+    return sorted(out, key=lambda e: e["seq"])
+
+
+# -- random generators -------------------------------------------------------------------
+def rng_state(framework: str) -> dict[str, Any]:
+    st = np.random.get_state()
+    rng: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [st[0], st[1].tolist(), int(st[2]), int(st[3]), float(st[4])],
+    }
+    torch = sys.modules.get("torch")
+    if framework == "torch" and torch is not None:
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+    mx = sys.modules.get("mlx.core")
+    if mx is not None:
+        rng["mlx"] = [int(x) for x in mx.random.state[0].tolist()]
+    return rng
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    if "python" in rng:
+        v, internal, gauss = rng["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch = sys.modules.get("torch")
+    if torch is not None and "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    mx = sys.modules.get("mlx.core")
+    if mx is not None and "mlx" in rng:
+        # mx.random.key(s) is [s >> 32, s & 0xffffffff], so seeding with the key's own words
+        # puts the global generator back into exactly the saved state.
+        hi, lo = rng["mlx"]
+        mx.random.seed((int(hi) << 32) | int(lo))
+
+
+# -- frameworks ---------------------------------------------------------------------------
+def framework_of(*objs: Any) -> str:
+    torch = sys.modules.get("torch")
+    nn = sys.modules.get("mlx.nn")
+    optim = sys.modules.get("mlx.optimizers")
+    for o in objs:
+        if o is None:
+            continue
+        if torch is not None and isinstance(o, (torch.nn.Module, torch.optim.Optimizer)):
+            return "torch"
+        if nn is not None and isinstance(o, nn.Module):
+            return "mlx"
+        if optim is not None and isinstance(o, optim.Optimizer):
+            return "mlx"
+    if any(o is not None for o in objs):
+        raise InvalidInputError(
+            "checkpoint(model=...) supports torch and MLX modules and optimizers; "
+            f"got {', '.join(type(o).__name__ for o in objs if o is not None)}"
+        )
+    return "torch" if "torch" in sys.modules else "mlx" if "mlx.core" in sys.modules else ""
+
+
+def save_torch(path: Path, model, optimizer, scheduler, meta: dict, rng: dict) -> None:
+    import torch
+
+    payload = {
+        "format": "mlops-jupyter-checkpoint/1",
+        "meta": meta,
+        "rng": rng,
+        "model": model.state_dict() if model is not None else None,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_torch(path: Path, map_location) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise
+        # `extra` held arbitrary objects: this file is the user's own checkpoint
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_mlx(path: Path, model, optimizer, meta: dict, rng: dict) -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    arrays: dict[str, Any] = {}
+    if model is not None:
+        arrays.update({f"model.{k}": v for k, v in tree_flatten(model.parameters())})
+    opt_scalars: dict[str, Any] = {}
+    if optimizer is not None:
+        for k, v in tree_flatten(optimizer.state):
+            if isinstance(v, mx.array):
+                arrays[f"optimizer.{k}"] = v
+            else:
+                opt_scalars[k] = v
+    mx.eval(arrays)
+    header = {"meta": meta, "rng": rng, "optimizer_scalars": opt_scalars}
+    header["has"] = {"model": model is not None, "optimizer": optimizer is not None}
+    text = json.dumps(header, default=str)
+    atomic_write(
+        path,
+        lambda tmp: mx.save_safetensors(str(tmp), arrays, metadata={"mlops": text}),
+        suffix=".safetensors",
+    )
+
+
+def load_mlx(path: Path) -> dict:
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+
+    arrays, md = mx.load(str(path), return_metadata=True)
+    header = json.loads(md["mlops"])
+    model = [(k[6:], v) for k, v in arrays.items() if k.startswith("model.")]
+    opt = [(k[10:], v) for k, v in arrays.items() if k.startswith("optimizer.")]
+    opt += list(header.get("optimizer_scalars", {}).items())
+    return {
+        "meta": header["meta"],
+        "rng": header["rng"],
+        "model": tree_unflatten(model) if header["has"]["model"] else None,
+        "optimizer": tree_unflatten(opt) if header["has"]["optimizer"] else None,
+        "scheduler": None,
+    }
