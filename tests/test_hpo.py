@@ -163,7 +163,8 @@ def test_waits_while_machine_not_ready():
     def objective(trial):
         return trial.suggest_float("x", 0, 1)
 
-    r = mj.sweep(objective, n_trials=2, gate=gate, gate_poll_s=0.05)
+    with pytest.warns(RuntimeWarning, match="sweep paused: thermal state is critical"):
+        r = mj.sweep(objective, n_trials=2, gate=gate, gate_poll_s=0.05)
     ev = [e for e in mj.get_run(r.run.id)["events"] if e["kind"] == "thermal_wait"]
     assert len(ev) == 1
     assert "critical" in ev[0]["message"] and ev[0]["level"] == "warning"

@@ -429,6 +429,12 @@ def _wait_for_gate(check, run, poll_s, view, redraw, rstore, sreg) -> None:
             )
             view.waiting = reason or "machine not ready"
             redraw(force=True)
+            # scripts have no live view: say why nothing is happening
+            warnings.warn(
+                f"mlops-jupyter: {msg}; re-checking every {poll_s:g} s (gate=False to skip)",
+                RuntimeWarning,
+                3,
+            )
         time.sleep(poll_s)
     if event_id is not None:
         sreg.close_event(run.store, event_id)
