@@ -331,18 +331,27 @@ def decimate(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np
         return np.arange(n), False
     buckets = max(1, (max_points - 2) // 2)
     size = -(-n // buckets)
-    pad = buckets * size - n
-    nan = np.isnan(values)
-    lo = np.where(nan, np.inf, values)
-    hi = np.where(nan, -np.inf, values)
-    if pad:
-        lo = np.concatenate([lo, np.full(pad, np.inf)])
-        hi = np.concatenate([hi, np.full(pad, -np.inf)])
-    offsets = np.arange(buckets) * size
-    imin = lo.reshape(buckets, size).argmin(axis=1) + offsets
-    imax = hi.reshape(buckets, size).argmax(axis=1) + offsets
-    idx = np.unique(np.concatenate([[0, n - 1], imin, imax]))
-    idx = idx[idx < n]
+    if np.isnan(values).any():  # NaN never wins a bucket's min or max
+        lo, hi = (
+            np.where(np.isnan(values), np.inf, values),
+            np.where(np.isnan(values), -np.inf, values),
+        )
+    else:
+        lo = hi = values
+    full = n // size
+    # full buckets are strided views (no copy); the short last bucket is done apart
+    offsets = np.arange(full) * size
+    parts = [
+        lo[: full * size].reshape(full, size).argmin(axis=1) + offsets,
+        hi[: full * size].reshape(full, size).argmax(axis=1) + offsets,
+    ]
+    if full * size < n:
+        parts.append(
+            np.array(
+                [full * size + lo[full * size :].argmin(), full * size + hi[full * size :].argmax()]
+            )
+        )
+    idx = np.unique(np.concatenate([[0, n - 1], *parts]))
     return idx, True
 
 
