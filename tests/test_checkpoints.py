@@ -244,8 +244,18 @@ def test_damaged_manifest_falls_back_to_files(tmp_path):
     # the newest file is truncated as by a disk failure: resume takes the previous one
     newest = sorted(tmp_path.glob("ckpt-*"))[-1]
     newest.write_bytes(newest.read_bytes()[:40])
-    state = mj.resume(model=torch.nn.Linear(2, 2), dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="skipped unreadable"):
+        state = mj.resume(model=torch.nn.Linear(2, 2), dir=tmp_path)
     assert state.epoch == 1
+    # with a good manifest, a latest file deleted by hand also falls back to the previous
+    d2 = tmp_path / "second"
+    for epoch in range(3):
+        mj.checkpoint(model=m, epoch=epoch, dir=d2)
+    sorted(d2.glob("ckpt-*"))[-1].unlink()
+    with pytest.warns(RuntimeWarning, match="skipped unreadable"):
+        assert mj.resume(model=torch.nn.Linear(2, 2), dir=d2).epoch == 1
+    with pytest.raises(mj.MlopsJupyterError, match="cannot read"):
+        mj.resume(dir=d2, which=2)
 
 
 def test_rng_state_round_trip(tmp_path):

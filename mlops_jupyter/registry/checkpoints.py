@@ -273,12 +273,17 @@ def resume(
             payload = load_torch(p, map_location) if p.suffix == ".pt" else load_mlx(p)
             path = p
             break
-        except Exception as e:  # a file that cannot be read is skipped, newest readable wins
+        except Exception as e:  # deleted or damaged on disk: the newest readable one wins
             errors.append(f"{p.name}: {e}")
-            if manifest is not None:
-                break  # the manifest only names complete files: this is a real error
     if payload is None:
         raise CheckpointError(f"cannot read checkpoint in {d}: {'; '.join(errors)}")
+    if errors:
+        warnings.warn(
+            f"mlops-jupyter: skipped unreadable checkpoints, resuming from {path.name}: "
+            + "; ".join(errors),
+            RuntimeWarning,
+            2,
+        )
     _apply(payload, model, optimizer, scheduler)
     if restore_rng:
         set_rng_state(payload.get("rng") or {})
