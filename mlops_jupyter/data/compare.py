@@ -55,7 +55,7 @@ def _clean(v: float) -> float | None:
 
 def _numeric(pr: dict, pc: dict, xr: dict | None, xc: dict | None) -> dict:
     sr, sc = pr["sketch"], pc["sketch"]
-    if xr is not None and xc is not None and "ks_d" in xr:
+    if isinstance(xr, dict) and "ks_d" in xr:
         d = xr["ks_d"]
     else:
         d = stats.ks_from_sketches(sr, sc)
@@ -213,7 +213,7 @@ def drift(
     counts) without the data. Methods: numeric "ks", "wasserstein" (normed by the reference
     std), "psi", "jensenshannon"; categorical "chisquare" (two-sample test of homogeneity),
     "psi", "jensenshannon"; "auto" picks KS/chi-squared up to 1000 reference rows and
-    Wasserstein/Jensen-Shannon above (as Evidently does). The dataset drifts when the share
+    Wasserstein/Jensen-Shannon above (close to Evidently's rule). The dataset drifts when the share
     of drifted columns reaches `drift_share`. The result is stored (linked to the active run
     and to both versions) unless store=False."""
     from .report import DriftReport
