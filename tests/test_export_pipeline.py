@@ -190,6 +190,27 @@ def test_frames_objects_and_tracking_variants_survive_the_trip(tmp_path, monkeyp
     assert fmt == {"polars-parquet", "pickle"}
 
 
+def test_reexport_after_notebook_edits_keeps_unchanged_stages_cached(tmp_path, monkeypatch):
+    import nbformat
+
+    kernel_env(monkeypatch)
+    path = tmp_path / "edited.ipynb"
+    path.write_text((NOTEBOOKS / "pipeline_example.ipynb").read_text())
+    out = export_notebook(path, tmp_path / "edited_pipe").path
+    run_pipeline(out)
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("A new introduction shifts every cell."))
+    train = next(c for c in nb.cells if "stage=train" in c.metadata.get("tags", []))
+    train.source = "# a comment does not change the code\n" + train.source
+    evaluate = next(c for c in nb.cells if "stage=evaluate" in c.metadata.get("tags", []))
+    evaluate.source += "\nprint('edited')"
+    nbformat.write(nb, str(path))
+    export_notebook(path, out)
+    again = run_pipeline(out)
+    assert "3 cached" in again.stderr and "evaluate done" in again.stderr
+    assert "edited" in again.stdout
+
+
 def test_several_runs_in_one_stage_stay_separate_runs(tmp_path, monkeypatch):
     kernel_env(monkeypatch)
     nb = make_nb(

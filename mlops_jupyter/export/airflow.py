@@ -10,10 +10,7 @@ from .plan import Plan
 
 TEMPLATE = '''"""Airflow DAG `{name}`: pipeline exported from {notebook} by mlops-jupyter.
 
-One task per stage ({chain}). Place the `{name}` folder in (or next to) Airflow's dags
-folder. Each task runs one stage with the mlops-jupyter runtime, reading upstream outputs
-from `{name}/.cache/` (use a shared volume when workers run on several machines) and
-tracking it as a run in the mlops-jupyter store. DAG params override params.yaml.
+{about}
 """
 
 from __future__ import annotations
@@ -69,10 +66,21 @@ def dag_file(plan: Plan, name: str, notebook: str) -> str:
             edges.append(f"{src}_task >> {s.name}_task")
     params = "{" + "".join(f"\n        {k!r}: {v!r}," for k, v in plan.params.items())
     params += "\n    }" if plan.params else "}"
+    import textwrap
+
+    about = textwrap.fill(
+        f"One task per stage ({' -> '.join(s.name for s in stages)}). Place the `{name}` "
+        "folder in (or next to) Airflow's dags folder. Each task runs one stage with the "
+        f"mlops-jupyter runtime, reading upstream outputs from `{name}/.cache/` (use a shared "
+        "volume when workers run on several machines) and tracking it as a run in the "
+        "mlops-jupyter store. DAG params override params.yaml.",
+        96,
+        break_on_hyphens=False,
+    )
     return TEMPLATE.format(
+        about=about,
         name=name,
         notebook=notebook,
-        chain=" -> ".join(s.name for s in stages),
         description=f"exported from {notebook}",
         params=params,
         tasks="\n".join(tasks),

@@ -8,6 +8,7 @@ an unchanged key is not executed again, so a failed run resumes at the failed st
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib
 import json
@@ -64,11 +65,25 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _code(path: Path) -> bytes:
+    """The code of a module for hashing: its syntax tree, so comments, formatting and the
+    module docstring (cell numbers) can change without invalidating the cache."""
+    src = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return src.encode()
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        tree.body = body[1:]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
 def code_hash(pkgdir: Path, stage: Stage) -> str:
     """Hash of the stage module and of the stage modules it imports helpers from."""
     h = hashlib.sha256()
     for mod in [stage.name, *sorted(stage.uses)]:
-        h.update(mod.encode() + b"\0" + (pkgdir / "stages" / f"{mod}.py").read_bytes())
+        h.update(mod.encode() + b"\0" + _code(pkgdir / "stages" / f"{mod}.py") + b"\0")
     return h.hexdigest()
 
 
