@@ -87,6 +87,7 @@ class Tap:
         self.reported: set[int] = set()
         self.pending: str | None = None
         self.in_log = False
+        self.reporting = True
         self.reporter = None if sync else _Reporter(trial, prune)
         run_log = run.log
 
@@ -127,20 +128,29 @@ class Tap:
         if self.metric is None:
             self.metric = key  # the first metric a trial logs is the one optuna watches
         r = self.reporter
-        if key == self.metric:
+        if key == self.metric and self.reporting:
             step = n if step is None else step
             if step not in self.reported and math.isfinite(value):
                 self.reported.add(step)
                 if r is not None:
                     r.submit(float(value), step, key)
                 else:
-                    self.trial.report(float(value), step)
-                    if self.prune and self.trial.should_prune():
-                        self.pending = f"pruned at step {step} ({key}={value:.6g})"
+                    self._report_now(float(value), step, key)
         if r is not None and r.decision is not None and self.pending is None:
             self.pending, r.decision = r.decision, None
         if self.pending is not None and not self.in_log:
             self._raise_pending()
+
+    def _report_now(self, value: float, step: int, key: str) -> None:
+        try:
+            self.trial.report(value, step)
+            prune = self.prune and self.trial.should_prune()
+        except Exception as e:  # the study storage failing must not break training
+            warnings.warn(f"mlops-jupyter: optuna report failed: {e}", RuntimeWarning, 3)
+            self.reporting = False  # stop reporting for this trial
+            return
+        if prune:
+            self.pending = f"pruned at step {step} ({key}={value:.6g})"
 
     def value_of_last_log(self) -> float | None:
         key = self.metric if self.metric in self.last else self.last_key
