@@ -29,6 +29,7 @@ CELLS = [
     for i in range({N}):
         mj.log(step=i, loss=1 / (i + 1), acc=i / {N})
         time.sleep(0.04)
+    mj.log(step={N}, acc=float("nan"))
 """,
 ]
 
@@ -91,6 +92,8 @@ def test_live_chart_grows_while_the_cell_runs(telemetry_env, lab_server, page): 
         timeout=30_000,
     )
     assert page.locator('.mlw-chart[data-key="acc"]').count() == 1
+    alert = page.locator(".mlw-live .mlw-alert")
+    assert alert.count() == 1 and "acc became nan" in (alert.text_content() or "")
     path = screenshot(page, "live-monitor-final")
     assert path.exists() and path.stat().st_size > 10_000
     errors = [e for e in page.console_errors if "mlw-" in e or "live.js" in e]

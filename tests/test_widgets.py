@@ -145,6 +145,7 @@ with mj.start_run("nb-live", params={"lr": 0.1}) as run:
         mj.log(step=i, loss=1 / (i + 1))
         if i % 1000 == 0:
             time.sleep(0.3)
+    mj.log(step=3000, acc=float("nan"))  # raises a `nonfinite` alert
 """,
     "print(w.status, w.series['loss']['n'])",
     # %%mlops_run shows the live monitor itself
@@ -196,6 +197,8 @@ def test_notebook_displays_widgets_with_valid_state(tmp_path, monkeypatch):
     assert st["series"]["loss"]["n"] == 3000 and st["status"] == "finished"
     assert len(st["series"]["loss"]["x"]) == len(st["series"]["loss"]["y"]) <= 1100
     assert st["telemetry"] and st["updates"] >= 2
+    assert [a["message"] for a in st["alerts"]] == ["acc became nan at step 3000"]
+    assert st["series"]["acc"]["y"] == [None]
     esm = st["_esm"]
     assert "export default" in esm and "http" not in esm.replace("http-equiv", "")  # no CDN
     # the same output carries a static copy for front ends without widgets
