@@ -34,6 +34,8 @@ SORTABLE = {
     "duration": "(coalesce(r.end_time, :now) - r.start_time)",
     "metric": "km.last_value",
 }
+_NULLABLE = {"end_time", "name", "metric"}
+_KM_JOIN = "LEFT JOIN metric_summary km ON km.run_id = r.id AND km.key_id = :kid "
 MAX_LIMIT = 1000
 MAX_POINTS = 10_000
 _COND = re.compile(r"^\s*(params|metrics|tags)\.(.+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
@@ -237,21 +239,37 @@ def list_runs(
         sql, vals = _condition_sql(*parse_condition(text))
         cond.append(bind(vals, sql))
     where = ("WHERE " + " AND ".join(cond)) if cond else ""
-    base = (
-        "FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-        "LEFT JOIN metric_summary km ON km.run_id = r.id AND km.key_id = :kid "
-        f"{where}"
-    )
-    total = store.read(f"SELECT count(*) {base}", args)[0][0]
+    base = f"FROM runs r JOIN experiments e ON e.id = r.experiment_id {_KM_JOIN}{where}"
+    # the key-metric join matters only for sorting by it (conditions use their own EXISTS)
+    lean = base.replace(_KM_JOIN, "")
+    total = store.read(f"SELECT count(*) {lean}", args)[0][0]
     direction = "DESC" if order == "desc" else "ASC"
-    rows = store.read(
-        "SELECT r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time, r.attempt,"
-        " (SELECT p.uid FROM runs p WHERE p.id = r.parent_id), km.last_value, km.min_value,"
-        " km.max_value, r.prev_run_id IS NOT NULL "
-        f"{base} ORDER BY {SORTABLE[sort]} IS NULL, {SORTABLE[sort]} {direction}, r.id {direction}"
-        f" LIMIT {int(limit)} OFFSET {int(offset)}",
-        args,
-    )
+    col = SORTABLE[sort]
+    nulls_last = f"{col} IS NULL, " if sort in _NULLABLE else ""
+    # Two steps: sort and page only row ids, then fetch the columns of that one page, so a
+    # deep page does not build (and sort) full rows for every run before it.
+    page_ids = [
+        r[0]
+        for r in store.read(
+            f"SELECT r.id {base if sort == 'metric' else lean}"
+            f" ORDER BY {nulls_last}{col} {direction}, r.id {direction}"
+            f" LIMIT {int(limit)} OFFSET {int(offset)}",
+            args,
+        )
+    ]
+    rows = []
+    if page_ids:
+        got = store.read(
+            "SELECT r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time, r.attempt,"
+            " (SELECT p.uid FROM runs p WHERE p.id = r.parent_id), km.last_value, km.min_value,"
+            " km.max_value, r.prev_run_id IS NOT NULL"
+            " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
+            f" LEFT JOIN metric_summary km ON km.run_id = r.id AND km.key_id = ?"
+            f" WHERE r.id IN ({','.join('?' * len(page_ids))})",
+            [kid, *page_ids],
+        )
+        by_id = {r[0]: r for r in got}
+        rows = [by_id[i] for i in page_ids if i in by_id]
     now = time.time()
     out = [
         {
