@@ -254,3 +254,19 @@ def test_rest_queries_serve_versions_and_drift():
     (d,) = api_queries.drift(st, run._rid)
     assert d["run_id"] == run.id and "x0" in [c["column"] for c in d["columns"] if c["drifted"]]
     json.dumps(d, allow_nan=False)  # strict JSON for the front end
+
+
+def test_known_content_is_linked_without_profiling_again(monkeypatch):
+    df = frame(4000, 9)
+    first = mj.version(df, name="once")
+    calls = []
+    real = prof.frame_profile
+    monkeypatch.setattr(
+        "mlops_jupyter.data.catalog.frame_profile",
+        lambda *a, **k: calls.append(1) or real(*a, **k),
+    )
+    with mj.start_run("linker") as run:
+        again = mj.version(frame(4000, 9), name="once-more")
+    assert again.id == first.id and not again.is_new and calls == []
+    assert again.profile == first.profile
+    assert [v["name"] for v in mj.lineage(run).inputs] == ["once-more"]

@@ -205,9 +205,12 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
             key = (str(run.store.path), *fpr._file_key(p, st))
             df = None
             if frame is not None and not _profiled.get(key):
-                df = to_polars(frame)
-                if df.height * max(df.width, 1) > PROFILE_MAX_CELLS:
-                    df = None
+                if dstore.has_profile(run.store, fpr.file_fingerprint(p)):
+                    _profiled[key] = True  # profiled before (another process): skip
+                else:
+                    df = to_polars(frame)
+                    if df.height * max(df.width, 1) > PROFILE_MAX_CELLS:
+                        df = None
             rec, _ = file_record(p, None, frame=df, profile=False)
             if df is not None:
                 _profiled[key] = True

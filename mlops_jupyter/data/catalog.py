@@ -163,6 +163,14 @@ def dir_record(path: Path, name: str | None) -> dict[str, Any]:
     }
 
 
+def identity(obj: Any, df: pl.DataFrame) -> tuple[str, str]:
+    """(kind, fingerprint) of an in-memory object and its polars view."""
+    if isinstance(obj, np.ndarray):
+        return "numpy", fpr.array_fingerprint(obj)
+    kind = "polars" if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pl.Series)) else "pandas"
+    return kind, fpr.frame_fingerprint(df)
+
+
 def object_record(
     obj: Any,
     name: str | None,
@@ -175,11 +183,7 @@ def object_record(
     `df`: the object already converted to polars; `done`: see profile.frame_profile."""
     if df is None:
         df = to_polars(obj)
-    if isinstance(obj, np.ndarray):
-        kind, fp = "numpy", fpr.array_fingerprint(obj)
-    else:
-        kind = "polars" if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pl.Series)) else "pandas"
-        fp = fpr.frame_fingerprint(df)
+    kind, fp = identity(obj, df)
     profs, raws = frame_profile(df, categorical, done)
     rec = {
         "id": fpr.version_id(fp),
@@ -268,6 +272,15 @@ def version(
         raise InvalidInputError("name must be a non-empty string")
     if isinstance(obj, DataVersion):
         rec = {"fingerprint": obj.fingerprint, "id": obj.id, "kind": obj.kind, "name": name}
+        return save(rec, role, run, name)
+    if not isinstance(obj, (str, os.PathLike)):
+        # content already stored with a profile: only link it (no second profiling pass)
+        df = to_polars(obj)
+        kind, fp = identity(obj, df)
+        if dstore.has_profile(_store(), fp):
+            rec = {"fingerprint": fp, "id": fpr.version_id(fp), "kind": kind, "name": name}
+            return save(rec, role, run, name)
+        rec, _ = object_record(obj, name, categorical, None, df)
         return save(rec, role, run, name)
     rec, _ = build_record(obj, name, categorical)
     return save(rec, role, run, name)

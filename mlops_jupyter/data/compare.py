@@ -255,6 +255,9 @@ def drift(
         if kr != kc or kr not in ("numeric", "categorical"):
             skipped.append({"column": n, "reason": f"kinds differ or unsupported: {kr}/{kc}"})
             continue
+        if kr == "categorical" and not ("top" in pr and "top" in pc):
+            skipped.append({"column": n, "reason": "stored as numeric: no category counts"})
+            continue
         if not pr.get("count") or not pc.get("count"):
             skipped.append({"column": n, "reason": "no values on one side"})
             continue

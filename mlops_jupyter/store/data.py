@@ -91,6 +91,14 @@ def save_version(store: Store, rec: dict[str, Any]) -> tuple[int, bool]:
         return vid, True
 
 
+def has_profile(store: Store, fingerprint: str) -> bool:
+    """Whether a version with this fingerprint is stored with its column profile."""
+    rows = store.read(
+        "SELECT profile IS NOT NULL FROM data_versions WHERE fingerprint=?", (fingerprint,)
+    )
+    return bool(rows and rows[0][0])
+
+
 def link_version(
     store: Store,
     rid: int,
