@@ -137,3 +137,17 @@ def test_attach_imports_no_dataframe_library_and_patches_polars_imported_later(t
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_failure_to_record_only_warns(tmp_path, monkeypatch):
+    """A frame polars cannot take (mixed int/str objects) must not break the user's read."""
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "mixed.csv").write_text("a\n1\nx\n2\n")
+    monkeypatch.setattr(autolog, "_warned", False)
+    with mj.start_run("mixed") as run:
+        with pytest.warns(RuntimeWarning, match="could not profile data read by pandas.read_csv"):
+            df = pd.read_csv(
+                tmp_path / "mixed.csv", converters={"a": lambda v: int(v) if v.isdigit() else v}
+            )
+    assert df["a"].tolist() == [1, "x", 2]
+    assert _inputs(run) == [("mixed.csv", None)]  # the file is still versioned

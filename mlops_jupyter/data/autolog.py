@@ -208,8 +208,12 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
                 if dstore.has_profile(run.store, fpr.file_fingerprint(p)):
                     _profiled[key] = True  # profiled before (another process): skip
                 else:
-                    df = to_polars(frame)
-                    if df.height * max(df.width, 1) > PROFILE_MAX_CELLS:
+                    try:
+                        df = to_polars(frame)
+                    except Exception as e:  # still record the file, without a profile
+                        _warn(f"could not profile data read by {lib}.{name}: {e}")
+                        df = None
+                    if df is not None and df.height * max(df.width, 1) > PROFILE_MAX_CELLS:
                         df = None
             rec, _ = file_record(p, None, frame=df, profile=False)
             if df is not None:
