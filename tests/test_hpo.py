@@ -213,9 +213,14 @@ WORKER = textwrap.dedent(
 
     def objective(trial):
         x = trial.suggest_float("x", -5, 5)
-        time.sleep(0.02)  # long enough for the two workers to interleave
+        time.sleep(0.05)  # long enough for the two workers to interleave
         return (x - 1) ** 2
 
+    # start together (interpreter start-up times differ a lot on a busy machine)
+    ready = os.path.join(sys.argv[2], "ready-")
+    open(ready + sys.argv[1], "w").close()
+    while not all(os.path.exists(ready + w) for w in ("1", "2")):
+        time.sleep(0.01)
     r = mj.sweep(objective, n_trials=10, study="shared", name=f"worker-{sys.argv[1]}",
                  sampler="random", seed=int(sys.argv[1]))
     print(r.run.id)
@@ -228,7 +233,7 @@ def test_two_processes_share_one_study(tmp_path, child_env, store_path):
     script.write_text(WORKER)
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(i)],
+            [sys.executable, str(script), str(i), str(tmp_path)],
             env=child_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
