@@ -187,7 +187,7 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
         make_notebook(
             server.root_dir / "live.ipynb",
             [
-                "import mlops_jupyter as mj\n"
+                "%load_ext mlops_jupyter\nimport mlops_jupyter as mj\n"
                 "run = mj.start_run('live-one', experiment='nb', params={'lr': 0.1})\n"
                 "mj.log(step=0, loss=1.0)\nmj.flush()",
                 "mj.log(step=1, loss=0.5)\nmj.end_run()",
@@ -214,6 +214,12 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
         )
         assert row.locator(".mj-c-metric").text_content() == "0.5"
         assert panel.locator(".mj-strip-name").count() == 0
+        # with the extension loaded the run knows its notebook and the cells it executed
+        row.locator(".mj-run-name").click()
+        panel.locator(".mj-open-nb").wait_for()
+        cells = panel.locator(".mj-section", has_text="Cells executed")
+        assert "mj.end_run()" in cells.text_content()
+        screenshot(page, "sidebar-detail-cells")
     finally:
         stop_lab(server)
 

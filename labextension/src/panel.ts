@@ -482,7 +482,6 @@ export class MlopsPanel extends Widget {
         )
       );
     }
-    v.append(section('Tags', kv(d.tags)));
     v.append(
       section(
         'Cells executed',
@@ -509,6 +508,8 @@ export class MlopsPanel extends Widget {
           : null
       )
     );
+    // tags last: the env.* tags make a long list
+    v.append(section('Tags', kv(d.tags)));
     this.listView.style.display = 'none';
     v.style.display = '';
     v.scrollTop = scrollTop ? 0 : scroll;

@@ -146,8 +146,11 @@ class RunDetail(BaseHandler):
         root = self.settings.get("server_root_dir")
         if not isinstance(path, str) or not path or not root:
             return None
+        base = Path(root).expanduser().resolve()
+        p = Path(path).expanduser()
         try:
-            rel = Path(path).expanduser().resolve().relative_to(Path(root).expanduser().resolve())
+            # an absolute path must lie under the root; a relative one is taken from the root
+            rel = (p if p.is_absolute() else base / p).resolve().relative_to(base)
         except ValueError:
             return None
         return rel.as_posix()
