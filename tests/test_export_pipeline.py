@@ -169,7 +169,8 @@ def test_frames_objects_and_tracking_variants_survive_the_trip(tmp_path, monkeyp
                 "    scaler = Scaler(scale)\n    log(k=scaler.k)\n    run.set_tags({'who': name})"
             ),
             ("md", "## Apply"),
-            "out = df.with_columns(y=scaler.apply(pl.col('x')))\n"
+            "import asyncio\n\nk = await asyncio.sleep(0, result=1)\n"
+            "out = df.with_columns(y=scaler.apply(pl.col('x')) * k)\n"
             "log(total=out['y'].sum())\nprint(query.strip())",
         ],
         tmp_path / "variants.ipynb",
@@ -182,6 +183,8 @@ def test_frames_objects_and_tracking_variants_survive_the_trip(tmp_path, monkeyp
     stages = children[parents[-1]["id"]]
     assert stages[1]["tags"]["who"] == "café" and stages[1]["params"]["scale"] == 2.0
     assert points([s["id"] for s in stages]) == {"k": [(0, 2.0)], "total": [(0, 12.0)]}
+    # top-level `await` (IPython allows it) makes an async stage the runner awaits
+    assert "async def run(" in (res.path / "stages" / "apply.py").read_text()
     fmt = {
         e["format"]
         for m in (res.path / ".cache").rglob("manifest.json")

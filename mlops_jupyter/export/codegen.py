@@ -43,10 +43,11 @@ def _signature(sp: StagePlan) -> str:
     args = list(sp.inputs)
     if sp.params:
         args += ["*", *sp.params]
-    one = f"def {sp.func}({', '.join(args)}):"
+    kw = "async def" if sp.is_async else "def"
+    one = f"{kw} {sp.func}({', '.join(args)}):"
     if len(one) <= 100:
         return one
-    return f"def {sp.func}(\n" + "".join(f"    {a},\n" for a in args) + "):"
+    return f"{kw} {sp.func}(\n" + "".join(f"    {a},\n" for a in args) + "):"
 
 
 def _returns(sp: StagePlan) -> str:

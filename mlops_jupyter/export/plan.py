@@ -35,6 +35,7 @@ class StagePlan:
     is_stage: bool = True  # False: only helpers other stages import, nothing to run
     func: str = "run"
     run_name: str | None = None  # the notebook's own name for this run, if it gave one
+    is_async: bool = False  # top-level `await` (IPython allows it): an `async def` stage
 
 
 @dataclass
@@ -268,6 +269,7 @@ def build_plan(split: SplitNotebook) -> Plan:
                 chunks.append("\n".join(chunk))
         sp.body = "\n\n".join(chunks)
         sp.is_stage = _has_statements(sp.body)  # comments alone are nothing to run
+        sp.is_async = _top_level_await(sp.body)
         code = "\n\n".join([*sp.helpers, sp.body])
         loads = _loads(code)
 
@@ -332,6 +334,24 @@ def build_plan(split: SplitNotebook) -> Plan:
     return Plan(
         params, stages, warnings, split.experiment or _literal_experiment(all_cells, mods, funcs)
     )
+
+
+def _top_level_await(code: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+    return any(
+        isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) and not nested
+        for node, nested in _walk_scoped_defs(tree, scopes)
+    )
+
+
+def _walk_scoped_defs(tree: ast.AST, scopes: tuple, nested: bool = False):
+    for child in ast.iter_child_nodes(tree):
+        yield child, nested
+        yield from _walk_scoped_defs(child, scopes, nested or isinstance(child, scopes))
 
 
 def _has_statements(code: str) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -326,6 +328,8 @@ def _execute(
         try:
             try:
                 result = fn(**args, **used)
+                if inspect.iscoroutine(result):  # a stage with top-level `await`
+                    result = asyncio.run(result)
             finally:
                 _end_nested(srun)
         except Exception as e:
