@@ -42,7 +42,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", help="package folder to write (default: <notebook>_pipeline beside it)"
     )
-    p.add_argument("--target", choices=["python", "airflow"], default="python")
+    p.add_argument(
+        "--target",
+        choices=["python", "airflow"],
+        default="python",
+        help="python: a package run with python -m DIR (default); airflow: also an Airflow DAG",
+    )
     p.add_argument(
         "--source-run", help="notebook run to link to (default: newest run of this notebook)"
     )

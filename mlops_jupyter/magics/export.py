@@ -43,7 +43,12 @@ class ExportMagics(Magics):
         help="the .ipynb to export (default: this kernel's notebook, when Jupyter says which)",
     )
     @argument("-o", "--output", default=None, help="package folder (default: <notebook>_pipeline)")
-    @argument("--target", choices=["python", "airflow"], default="python")
+    @argument(
+        "--target",
+        choices=["python", "airflow"],
+        default="python",
+        help="python: a package run with python -m DIR (default); airflow: also an Airflow DAG",
+    )
     @argument(
         "--source-run",
         default=None,
