@@ -191,6 +191,7 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
                 "run = mj.start_run('live-one', experiment='nb', params={'lr': 0.1})\n"
                 "mj.log(step=0, loss=1.0)\nmj.flush()",
                 "mj.log(step=1, loss=0.5)\nmj.end_run()",
+                "with mj.start_run('late-one', experiment='nb'):\n    mj.log(loss=0.1)",
             ],
         )
         open_notebook(page, server, "live.ipynb")
@@ -214,6 +215,12 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
         )
         assert row.locator(".mj-c-metric").text_content() == "0.5"
         assert panel.locator(".mj-strip-name").count() == 0
+        # a run started (and finished) later shows up without a click as well
+        run_cell(page, 2)
+        page.wait_for_selector(
+            "#mlops-jupyter-sidebar .mj-run .mj-run-name >> text=late-one", timeout=20_000
+        )
+        assert panel.locator(".mj-count").text_content() == "2 runs"
         # with the extension loaded the run knows its notebook and the cells it executed
         row.locator(".mj-run-name").click()
         panel.locator(".mj-open-nb").wait_for()

@@ -7,6 +7,17 @@ import { curveChart } from './charts';
 import { badge, el, fmtDuration, fmtNum, fmtTime, fmtValue, section, table } from './util';
 
 const ROW_H = 26;
+
+interface Experiment {
+  name: string;
+  runs: number;
+  running: number;
+  last_start: number | null;
+}
+
+function signature(exps: Experiment[]): string {
+  return exps.map(e => `${e.name}:${e.runs}:${e.running}:${e.last_start}`).join('|');
+}
 const PAGE = 200;
 const POLL_MS = 3000;
 type Tab = 'runs' | 'compare' | 'live' | 'data';
@@ -42,6 +53,7 @@ export class MlopsPanel extends Widget {
   private detailId: string | null = null;
   private timer: number | undefined;
   private lastLoad = 0;
+  private storeSignature = '';
 
   constructor(app: JupyterFrontEnd) {
     super();
@@ -176,7 +188,7 @@ export class MlopsPanel extends Widget {
         if (force || this.detailIsRunning) {
           await this.openDetail(this.detailId, false);
         }
-      } else if (force ? Date.now() - this.lastLoad > 500 : this.anyRunningVisible()) {
+      } else if (force ? Date.now() - this.lastLoad > 500 : this.anyRunningVisible() || (await this.storeChanged())) {
         await this.reload(false);
       }
     } else if (this.tab === 'compare') {
@@ -250,8 +262,19 @@ export class MlopsPanel extends Widget {
     }
   }
 
+  /** Cheap poll: did runs start, end or appear since the list was loaded? */
+  private async storeChanged(): Promise<boolean> {
+    try {
+      const exps = await api<Experiment[]>('experiments');
+      return signature(exps) !== this.storeSignature;
+    } catch {
+      return false;
+    }
+  }
+
   private async loadExperiments(): Promise<void> {
-    const exps = await api<{ name: string; runs: number }[]>('experiments');
+    const exps = await api<Experiment[]>('experiments');
+    this.storeSignature = signature(exps);
     const current = this.experiment.value;
     const names = exps.map(e => e.name);
     const have = Array.from(this.experiment.options)
