@@ -49,6 +49,13 @@ def _start_hooks() -> list:
             try:
                 found.append(getattr(importlib.import_module(mod), fn))
             except (ImportError, AttributeError):
+                continue  # that integration is not installed
+            except Exception as e:  # a broken integration must not stop runs from starting
+                import warnings
+
+                warnings.warn(
+                    f"mlops-jupyter: {spec} unavailable: {e}", RuntimeWarning, stacklevel=3
+                )
                 continue
         _hooks_resolved = found
     return _hooks_resolved
