@@ -29,8 +29,22 @@ export function curveChart(key: string, curves: Curve[], width: number): HTMLEle
   };
   // uPlot measures its host; render after it is attached to the document.
   requestAnimationFrame(() => {
-    new uPlot(opts, data, host);
+    if (host.dataset.destroyed) {
+      return;
+    }
+    plots.set(host, new uPlot(opts, data, host));
     host.dataset.drawn = 'true';
   });
   return host;
+}
+
+const plots = new Map<HTMLElement, uPlot>();
+
+/** Destroy the charts under `root` before it is re-rendered: uPlot keeps window listeners. */
+export function destroyCharts(root: HTMLElement): void {
+  for (const host of Array.from(root.querySelectorAll<HTMLElement>('.mj-chart'))) {
+    host.dataset.destroyed = 'true';
+    plots.get(host)?.destroy();
+    plots.delete(host);
+  }
 }

@@ -3,7 +3,7 @@
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Widget } from '@lumino/widgets';
 import { api, ApiError, Compare, RunRow, RunsPage } from './api';
-import { curveChart } from './charts';
+import { curveChart, destroyCharts } from './charts';
 import { badge, el, fmtDuration, fmtNum, fmtTime, fmtValue, section, table } from './util';
 
 const ROW_H = 26;
@@ -426,6 +426,7 @@ export class MlopsPanel extends Widget {
     this.detailIsRunning = d.status === 'running';
     const v = this.detailView;
     const scroll = v.scrollTop;
+    destroyCharts(v);
     v.replaceChildren();
     const top = el('div', 'mj-detail-top');
     const back = el('button', 'jp-mod-styled mj-back', '← Runs');
@@ -546,6 +547,7 @@ export class MlopsPanel extends Widget {
   private async renderCompare(): Promise<void> {
     const body = this.tabs.get('compare')!.body;
     if (this.selected.size < 1) {
+      destroyCharts(body);
       body.replaceChildren(el('div', 'mj-empty', 'Select runs with the checkboxes in the Runs tab to compare them.'));
       return;
     }
@@ -561,6 +563,7 @@ export class MlopsPanel extends Widget {
       return;
     }
     this.setError(null);
+    destroyCharts(body);
     body.replaceChildren();
     const names = c.runs.map(r => r.name);
     const charts = el('div', 'mj-charts');
