@@ -22,8 +22,17 @@ try:
 
     ALGO = "xxh3_128"
 except ImportError:  # pragma: no cover - exercised only without the [data] extra
+    import warnings
+
     xxhash = None
     ALGO = "blake2b_128"
+    warnings.warn(
+        "mlops-jupyter: xxhash is not installed (pip install 'mlops-jupyter[data]'); data "
+        "fingerprints use blake2b instead: slower, and prefixed 'blake2b_128:' so they never "
+        "match xxh3 fingerprints of the same content",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 _CHUNK = 16 << 20
 
