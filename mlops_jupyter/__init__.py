@@ -44,6 +44,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # name: (module, attribute or None for the module itself)
     "telemetry": ("mlops_jupyter.telemetry", None),
+    "data": ("mlops_jupyter.data", None),
     "alerts": ("mlops_jupyter.telemetry.alerts", "alerts"),
     "live": ("mlops_jupyter.widgets", "live"),
     "compare": ("mlops_jupyter.widgets", "compare"),

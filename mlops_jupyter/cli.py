@@ -13,7 +13,11 @@ from .errors import MlopsJupyterError
 
 # Features add subcommands from their own module: `add_parser(subparsers)` registering a
 # parser whose `func(args) -> int` does the work. Missing modules are skipped.
-SUBCOMMAND_MODULES = ("mlops_jupyter.export.cli", "mlops_jupyter.registry.cli")
+SUBCOMMAND_MODULES = (
+    "mlops_jupyter.export.cli",
+    "mlops_jupyter.registry.cli",
+    "mlops_jupyter.data.cli",
+)
 
 
 def _fmt_time(t: float | None) -> str:
