@@ -163,6 +163,7 @@ export class MlopsPanel extends Widget {
   // ---------------------------------------------------------------- lifecycle
   protected onAfterShow(): void {
     void this.refreshTab(true);
+    window.clearInterval(this.timer);
     this.timer = window.setInterval(() => void this.poll(), POLL_MS);
   }
 
