@@ -58,8 +58,6 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_runs(args) -> int:
     from . import tracking
 
-    if args.store:
-        tracking.set_store(args.store)
     df = tracking.runs(experiment=args.experiment, status=args.status)
     if args.last:
         df = df.head(args.last)
@@ -96,8 +94,6 @@ def cmd_runs(args) -> int:
 def cmd_show(args) -> int:
     from . import tracking
 
-    if args.store:
-        tracking.set_store(args.store)
     d = tracking.get_run(args.run)
     if args.json:
         print(_json(d))
@@ -146,8 +142,6 @@ def cmd_show(args) -> int:
 def cmd_metrics(args) -> int:
     from . import tracking
 
-    if args.store:
-        tracking.set_store(args.store)
     tracking.get_run(args.run)  # clear error for an unknown run
     df = tracking.metrics(args.run, args.key)
     df = df.with_columns((df["ts"].dt.epoch("ms") / 1000).alias("ts"))
@@ -195,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mlops-jupyter` command."""
     args = build_parser().parse_args(argv)
     try:
+        if args.store:
+            from .tracking import set_store
+
+            set_store(args.store)
         return int(args.func(args) or 0)
     except MlopsJupyterError as e:
         print(f"error: {e}", file=sys.stderr)
