@@ -99,7 +99,10 @@ def test_nan_metric_raises_an_alert_stored_with_the_run(telemetry_on):
         for i in range(20):
             mj.log(step=i, loss=1.0 / (i + 1))
         mj.log(step=20, loss=float("nan"))
-        time.sleep(0.5)  # the sampler sees the point after the writer's next flush
+        # the sampler sees the point after the writer's next flush
+        deadline = time.monotonic() + 10
+        while mj.alerts(run).height == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         live = mj.alerts(run)
         assert live.filter(live["rule"] == "nonfinite")["active"].to_list() == [True]
     df = mj.alerts(run)
