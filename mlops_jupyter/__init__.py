@@ -106,6 +106,16 @@ __all__ = [
 ]
 
 
+def _jupyter_labextension_paths():
+    """Where the prebuilt JupyterLab sidebar lives (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "mlops-jupyter-labextension"}]
+
+
+def _jupyter_server_extension_points():
+    """The jupyter_server extension serving the sidebar's REST API."""
+    return [{"module": "mlops_jupyter.server"}]
+
+
 def load_ipython_extension(ipython):  # pragma: no cover - exercised through a real kernel
     """`%load_ext mlops_jupyter`: register the magics and (idle) cell hooks."""
     from .magics import load_ipython_extension as _load

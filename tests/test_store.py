@@ -154,3 +154,26 @@ def test_bytes_per_point_is_small(store_path):
     c.close()
     per_point = store_path.stat().st_size / 50_000
     assert per_point < 40, per_point
+
+
+def _encode_v1(steps, ts, vals):
+    """The first chunk format (one zlib stream), as older stores hold it."""
+    import struct
+    import zlib
+
+    ds = np.diff(steps, prepend=np.int64(0)).astype("<i8")
+    dt = np.diff(ts, prepend=np.int64(0)).astype("<i8")
+    raw = struct.pack("<I", len(vals)) + ds.tobytes() + dt.tobytes() + vals.astype("<f8").tobytes()
+    return zlib.compress(raw, 1)
+
+
+def test_codec_reads_v1_chunks():
+    steps = np.arange(10, dtype=np.int64) * 3
+    ts = np.arange(10, dtype=np.int64) + 1_700_000_000_000
+    vals = np.linspace(0, 1, 10)
+    vals[3] = np.nan
+    s2, t2, v2 = codec.decode(_encode_v1(steps, ts, vals))
+    assert np.array_equal(s2, steps) and np.array_equal(t2, ts)
+    assert np.array_equal(v2, vals, equal_nan=True)
+    s3, _, v3 = codec.decode_many([_encode_v1(steps, ts, vals), codec.encode(steps, ts, vals)])
+    assert len(s3) == 20 and np.array_equal(v3[10:], vals, equal_nan=True)

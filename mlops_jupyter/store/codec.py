@@ -1,8 +1,13 @@
-"""Compact encoding of metric points: one zlib blob per chunk of consecutive points.
+"""Compact encoding of metric points: one blob per chunk of consecutive points.
 
-A chunk holds n points of one (run, metric key): steps and millisecond timestamps are
-delta-encoded int64 (they compress to almost nothing), values are raw float64 so NaN
-and inf survive exactly.
+A chunk holds n points of one (run, metric key). Steps and millisecond timestamps are
+delta-encoded int64 and zlib-compressed (they shrink to almost nothing); values are raw
+float64, so NaN and inf survive exactly and decoding a million points costs a memcpy, not a
+decompression (random floats barely compress anyway).
+
+Layout (v2): b"\\x02" | n: uint32 | len(z): uint32 | z = zlib(step deltas + ts deltas) | values.
+v1 chunks (one zlib stream of everything; they start with the zlib header byte 0x78) are
+still read.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import zlib
 
 import numpy as np
 
-_HEADER = struct.Struct("<I")  # n points
+_V2 = struct.Struct("<BII")  # version, n points, compressed delta length
 
 
 def encode(steps: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> bytes:
@@ -20,20 +25,23 @@ def encode(steps: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> bytes:
     n = len(values)
     ds = np.diff(steps, prepend=np.int64(0)).astype("<i8", copy=False)
     dt = np.diff(ts_ms, prepend=np.int64(0)).astype("<i8", copy=False)
-    raw = b"".join(
-        (_HEADER.pack(n), ds.tobytes(), dt.tobytes(), values.astype("<f8", copy=False).tobytes())
-    )
-    return zlib.compress(raw, 1)
+    z = zlib.compress(ds.tobytes() + dt.tobytes(), 1)
+    return b"".join((_V2.pack(2, n, len(z)), z, values.astype("<f8", copy=False).tobytes()))
 
 
 def decode(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of encode: (steps int64, ts_ms int64, values float64)."""
-    raw = zlib.decompress(blob)
-    (n,) = _HEADER.unpack_from(raw, 0)
-    off = _HEADER.size
-    ds = np.frombuffer(raw, "<i8", n, off)
-    dt = np.frombuffer(raw, "<i8", n, off + 8 * n)
-    vals = np.frombuffer(raw, "<f8", n, off + 16 * n)
+    if blob[0] == 2:
+        _, n, zlen = _V2.unpack_from(blob, 0)
+        deltas = zlib.decompress(blob[_V2.size : _V2.size + zlen])
+        vals = np.frombuffer(blob, "<f8", n, _V2.size + zlen)
+    else:  # v1
+        raw = zlib.decompress(blob)
+        (n,) = struct.unpack_from("<I", raw, 0)
+        deltas = raw[4 : 4 + 16 * n]
+        vals = np.frombuffer(raw, "<f8", n, 4 + 16 * n)
+    ds = np.frombuffer(deltas, "<i8", n, 0)
+    dt = np.frombuffer(deltas, "<i8", n, 8 * n)
     return np.cumsum(ds), np.cumsum(dt), vals.astype(np.float64)
 
 

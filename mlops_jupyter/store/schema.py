@@ -78,6 +78,12 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX run_events_by_run ON run_events(run_id, kind);
         """,
     ),
+    # core additions take numbers from 50 up (3..49 belong to feature areas)
+    (
+        50,
+        "index runs by start time (newest-first listings)",
+        "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(start_time)",
+    ),
 ]
 
 # Feature areas keep their tables in their own module (store/schema_<area>.py, each with a
