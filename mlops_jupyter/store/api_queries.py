@@ -596,7 +596,8 @@ def telemetry(store: Store, rids: list[int] | None = None) -> list[dict[str, Any
                 "status": st,
                 "samples": samples,
                 "thermal": [_event(r) for r in thermal],
-                "throttling": any(r[4] is None for r in thermal),
+                # an episode left open by a run that ended (or crashed) is not ongoing
+                "throttling": st == "running" and any(r[4] is None for r in thermal),
             }
         )
     return clean(out)
