@@ -104,7 +104,7 @@ def test_background_reporting_prunes_slow_steps():
     def slow(trial):
         x = trial.suggest_float("x", -10, 10)
         for step in range(8):
-            time.sleep(0.02)  # a training step: the report happens meanwhile
+            time.sleep(0.05)  # a training step: the report happens meanwhile
             mj.log(step=step, loss=(x - 2) ** 2 + 4.0 / (step + 1))
         return (x - 2) ** 2
 
