@@ -4,28 +4,12 @@ and incremental reads of newly logged points (without re-reading whole histories
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import numpy as np
 
 from . import codec
 from .db import Store
-from .runs import add_event
-
-
-def open_event(
-    store: Store,
-    rid: int,
-    kind: str,
-    message: str,
-    level: str = "warning",
-    data: dict | None = None,
-    start: float | None = None,
-    end: float | None = None,
-) -> int:
-    """Record an event (alert, throttling episode) and return its id."""
-    return add_event(store, rid, kind, message, level, data, start or time.time(), end)
 
 
 def close_event(store: Store, event_id: int, end: float, data: dict | None = None) -> None:

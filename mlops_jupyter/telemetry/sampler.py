@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store import telemetry as tstore
+from ..store.runs import add_event
 from .alerts import AlertEngine, NonFiniteRule, RisingRule, level_of, rules
 from .sources import Sources
 from .throttle import Episode, Episodes, ThrottleDetector
@@ -192,7 +193,7 @@ class Hub:
     # -- events ------------------------------------------------------------------------
     def _open(self, st: _RunState, ep: Episode, kind: str) -> None:
         try:
-            ep.event_id = tstore.open_event(
+            ep.event_id = add_event(
                 st.run.store, st.run._rid, kind, ep.message, ep.level, ep.data, ep.start
             )
         except Exception as e:
