@@ -25,6 +25,8 @@ CpuT = namedtuple("CpuT", "user nice system idle iowait")
 def telemetry_on(monkeypatch):
     monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "1")
     monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY_INTERVAL", "0.05")
+    # the sampling thread normally waits 30 s for the next run; the tests want it gone sooner
+    monkeypatch.setattr(sampler, "IDLE_KEEP_S", 0.2)
 
 
 def _wait_hub_idle(timeout: float = 5.0) -> None:

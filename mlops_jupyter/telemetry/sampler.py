@@ -4,7 +4,7 @@
 process samples every source once per interval and hands the same sample to every
 attached run: it is logged as `sys/...` metrics (through the run's buffered writer),
 fed to throttle detection and to the alert rules, whose episodes become run events.
-The thread stops when no run is attached.
+The thread stops when no run has been attached for IDLE_KEEP_S seconds.
 
 Settings: MLOPS_JUPYTER_TELEMETRY=0 disables sampling; MLOPS_JUPYTER_TELEMETRY_INTERVAL
 sets the interval in seconds (default 1).
@@ -27,6 +27,8 @@ from .throttle import Episode, Episodes, ThrottleDetector
 
 DEFAULT_INTERVAL = 1.0
 MIN_INTERVAL = 0.05
+IDLE_KEEP_S = 30.0  # how long the sampling thread waits for the next run before it stops
+FIRST_SAMPLE_DELAY_S = 0.1
 
 
 def enabled() -> bool:
@@ -71,6 +73,7 @@ class Hub:
         self.thread: threading.Thread | None = None
         self.interval = DEFAULT_INTERVAL
         self.sources: Sources | None = None
+        self._root: Any = None
         self.latest: tuple[float, dict[str, float]] | None = None
         self.tick_cpu_s = 0.0  # CPU time of the sampling thread, for the benchmark
         self.ticks = 0
@@ -83,9 +86,12 @@ class Hub:
         st = _RunState(run)
         with self.lock:
             self.interval = interval()
+            was_idle = not self.states
             self.states[id(run)] = st
-            if thread and self.sources is None:
-                self.sources = Sources(run.store.root)
+            if was_idle:
+                self.wake.set()  # an idle thread waits for runs: wake it
+            # Starting a run must stay cheap (<1 ms): the thread builds its sources itself,
+            # and it outlives the last run for IDLE_KEEP_S so back-to-back runs reuse it.
             if thread and (self.thread is None or not self.thread.is_alive()):
                 self.thread = threading.Thread(
                     target=self._loop, name="mlops-telemetry", daemon=True
@@ -117,15 +123,33 @@ class Hub:
 
     # -- the thread --------------------------------------------------------------------
     def _loop(self) -> None:
+        idle_since: float | None = None
         while True:
             t0 = time.monotonic()
             c0 = time.thread_time()
             with self.lock:
                 states = list(self.states.values())
                 if not states:
-                    self.thread = None
-                    self.sources = None
-                    return
+                    idle_since = idle_since or t0
+                    if t0 - idle_since >= IDLE_KEEP_S:
+                        self.thread = None
+                        self.sources = None
+                        return
+            if not states:
+                if self.wake.wait(IDLE_KEEP_S):
+                    self.wake.clear()
+                    # first sample shortly after the run starts, not during its start-up
+                    time.sleep(min(self.interval, FIRST_SAMPLE_DELAY_S))
+                continue
+            idle_since = None
+            root = states[0].run.store.root
+            if self.sources is None or self._root != root:
+                try:
+                    self.sources, self._root = Sources(root), root
+                except Exception as e:
+                    self._warn("sources", e)
+                    self.wake.wait(self.interval)
+                    continue
             try:
                 self.tick(states)
             except Exception as e:  # the sampler must never die silently mid-run
