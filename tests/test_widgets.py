@@ -12,6 +12,7 @@ import nbformat
 import numpy as np
 import pytest
 from nbclient import NotebookClient
+from notebook_helpers import run_notebook
 
 import mlops_jupyter as mj
 from mlops_jupyter.errors import InvalidInputError
@@ -162,27 +163,12 @@ for i in range(500):
 ]
 
 
-def _execute(cells, tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    client = NotebookClient(
-        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
-    return nb
-
-
 def test_notebook_displays_widgets_with_valid_state(tmp_path, monkeypatch):
     store = tmp_path / "store.db"
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
     monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    nb = _execute(CELLS, tmp_path)
+    nb = run_notebook(CELLS, tmp_path)
     nbformat.validate(nb)
     state = nb.metadata["widgets"][STATE_MIME]["state"]
 
