@@ -9,6 +9,7 @@ import math
 import sys
 from datetime import datetime
 
+from .cli_format import json_text, table, use_store
 from .errors import MlopsJupyterError
 
 # Features add subcommands from their own module: `add_parser(subparsers)` registering a
@@ -32,29 +33,6 @@ def _num(v) -> str:
     return str(v)
 
 
-def _clean(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    return v
-
-
-def _json(obj) -> str:
-    """Strict JSON: NaN becomes null and infinities the strings "Infinity"/"-Infinity"."""
-    return json.dumps(_clean(obj), default=str, allow_nan=False)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def cmd_runs(args) -> int:
     from . import tracking
 
@@ -65,7 +43,7 @@ def cmd_runs(args) -> int:
         out = df.with_columns(
             [(df[c].dt.epoch("ms") / 1000).alias(c) for c in ("start_time", "end_time")]
         )
-        print(_json(out.to_dicts()))
+        print(json_text(out.to_dicts()))
         return 0
     metric_cols = [c for c in df.columns if c.startswith("metrics.") and c.endswith(".last")][:4]
     header = ["id", "name", "experiment", "status", "start", "duration_s"] + [
@@ -85,7 +63,7 @@ def cmd_runs(args) -> int:
             ]
             + [_num(r[c]) for c in metric_cols]
         )
-    print(_table(rows, header))
+    print(table(rows, header))
     if not rows:
         print("(no runs yet: start one with mlops_jupyter.start_run() or %%mlops_run)")
     return 0
@@ -96,7 +74,7 @@ def cmd_show(args) -> int:
 
     d = tracking.get_run(args.run)
     if args.json:
-        print(_json(d))
+        print(json_text(d))
         return 0
     print(f"run {d['id']}  {d['name']}  [{d['status']}]")
     print(f"  experiment: {d['experiment']}   attempt: {d['attempt']}")
@@ -125,9 +103,7 @@ def cmd_show(args) -> int:
         ]
         print(
             "  "
-            + _table(rows, ["key", "count", "last", "min", "max", "last_step"]).replace(
-                "\n", "\n  "
-            )
+            + table(rows, ["key", "count", "last", "min", "max", "last_step"]).replace("\n", "\n  ")
         )
     print("artifacts:" + ("" if d["artifacts"] else " (none)"))
     for a in d["artifacts"]:
@@ -149,7 +125,7 @@ def cmd_metrics(args) -> int:
         print(f"run {args.run} has no metric {args.key!r}", file=sys.stderr)
         return 1
     if args.format == "json":
-        print(_json(df.select("step", "ts", "value").to_dicts()))
+        print(json_text(df.select("step", "ts", "value").to_dicts()))
     else:
         sys.stdout.write(df.select("step", "ts", "value").write_csv())
     return 0
@@ -189,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mlops-jupyter` command."""
     args = build_parser().parse_args(argv)
     try:
-        if args.store:
-            from .tracking import set_store
-
-            set_store(args.store)
+        use_store(args)
         return int(args.func(args) or 0)
     except MlopsJupyterError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,18 +3,11 @@ stored versions or files (with an exit code a pipeline can gate on)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+from ..cli_format import json_text, use_store
+from ..cli_format import table as _table
 
 
 def _s(v) -> str:
@@ -25,21 +18,14 @@ def _s(v) -> str:
     return str(v)
 
 
-def _use_store(args) -> None:
-    if getattr(args, "store", None):
-        from ..tracking import set_store
-
-        set_store(args.store)
-
-
 def cmd_ls(args) -> int:
     from . import versions
 
-    _use_store(args)
+    use_store(args)
     df = versions(args.name, limit=args.last)
     if args.json:
         out = df.with_columns((df["created"].dt.epoch("ms") / 1000).alias("created"))
-        print(json.dumps(out.to_dicts(), default=str))
+        print(json_text(out.to_dicts()))
         return 0
     if df.is_empty():
         print("(no data versions yet: mj.version(df, name=...) or read files inside a run)")
@@ -63,10 +49,10 @@ def cmd_ls(args) -> int:
 def cmd_show(args) -> int:
     from . import get_version
 
-    _use_store(args)
+    use_store(args)
     v = get_version(args.ref)
     if args.json:
-        print(json.dumps(v.to_dict(), default=str))
+        print(json_text(v.to_dict()))
         return 0
     when = datetime.fromtimestamp(v.created).strftime("%Y-%m-%d %H:%M:%S") if v.created else ""
     print(f"data version {v.id}  {v.name or ''}  ({v.kind}, {when})")
@@ -83,10 +69,10 @@ def cmd_show(args) -> int:
 def cmd_lineage(args) -> int:
     from . import lineage
 
-    _use_store(args)
+    use_store(args)
     lin = lineage(args.run)
     if args.json:
-        print(json.dumps(lin.to_dict(), default=str))
+        print(json_text(lin.to_dict()))
         return 0
     print(f"run {lin.run['name']} ({lin.run['id']}, {lin.run['status']})")
     fr = lin.to_frame()
@@ -101,7 +87,7 @@ def cmd_lineage(args) -> int:
 def cmd_drift(args) -> int:
     from . import drift
 
-    _use_store(args)
+    use_store(args)
     cols = [c for c in (args.columns or "").split(",") if c] or None
     rep = drift(
         args.reference,
@@ -112,7 +98,7 @@ def cmd_drift(args) -> int:
         store=not args.no_store,
     )
     if args.json:
-        print(json.dumps(rep.to_dict(), default=str))
+        print(json_text(rep.to_dict()))
     else:
         d = rep.data
         rows = [

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import json
+from ..cli_format import json_text, use_store
+from ..cli_format import table as _table
 
 
 def _fmt_time(t) -> str:
     return "" if t is None else t.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def _use_store(args) -> None:
-    if getattr(args, "store", None):
-        from ..tracking import set_store
-
-        set_store(args.store)
-
-
 def cmd_ls(args) -> int:
     from . import versions
 
-    _use_store(args)
+    use_store(args)
     df = versions(args.name)
     if args.json:
         out = df.with_columns((df["created"].dt.epoch("ms") / 1000).alias("created"))
-        print(json.dumps(out.to_dicts(), default=str))
+        print(json_text(out.to_dicts()))
         return 0
     if df.is_empty():
         print("(no registered models: add one with mlops_jupyter.register_model(name, model))")
@@ -60,7 +45,7 @@ def cmd_ls(args) -> int:
 def cmd_promote(args) -> int:
     from . import promote_model
 
-    _use_store(args)
+    use_store(args)
     changes = promote_model(
         args.name, args.version, args.stage, args.reason, archive_existing=not args.keep_existing
     )
@@ -73,11 +58,11 @@ def cmd_promote(args) -> int:
 def cmd_history(args) -> int:
     from . import history
 
-    _use_store(args)
+    use_store(args)
     df = history(args.name)
     if args.json:
         out = df.with_columns((df["time"].dt.epoch("ms") / 1000).alias("time"))
-        print(json.dumps(out.to_dicts(), default=str))
+        print(json_text(out.to_dicts()))
         return 0
     rows = []
     for r in df.iter_rows(named=True):
@@ -104,7 +89,7 @@ def cmd_history(args) -> int:
 def cmd_alias(args) -> int:
     from . import remove_alias, set_alias
 
-    _use_store(args)
+    use_store(args)
     if args.delete:
         prev = remove_alias(args.name, args.alias)
         print(f"{args.name}: alias {args.alias} removed (was v{prev})")
