@@ -14,9 +14,11 @@ from __future__ import annotations
 from .errors import (
     ArtifactNotFoundError,
     InvalidInputError,
+    MalformedStoreError,
     MlopsJupyterError,
     NoActiveRunError,
     NotAStoreError,
+    ReadOnlyStoreError,
     RunNotFoundError,
     StoreError,
 )
@@ -84,9 +86,11 @@ def __dir__():
 __all__ = [
     "ArtifactNotFoundError",
     "InvalidInputError",
+    "MalformedStoreError",
     "MlopsJupyterError",
     "NoActiveRunError",
     "NotAStoreError",
+    "ReadOnlyStoreError",
     "Run",
     "RunNotFoundError",
     "StoreError",

@@ -11,6 +11,8 @@ __all__ = [
     "StoreError",
     "NotAStoreError",
     "StoreVersionError",
+    "ReadOnlyStoreError",
+    "MalformedStoreError",
 ]
 
 
@@ -45,7 +47,7 @@ class ArtifactNotFoundError(MlopsJupyterError, FileNotFoundError):
 
 
 class StoreError(MlopsJupyterError):
-    """The store cannot be opened or written."""
+    """The store cannot be opened, read or written; the SQLite error is the __cause__."""
 
 
 class NotAStoreError(StoreError):
@@ -54,3 +56,11 @@ class NotAStoreError(StoreError):
 
 class StoreVersionError(StoreError):
     """The store was written by a newer mlops-jupyter than this one."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """The store can be read but not written (file, folder or file system read-only)."""
+
+
+class MalformedStoreError(StoreError):
+    """SQLite found the store file damaged; later writes to it are refused."""

@@ -11,11 +11,12 @@ from typing import Any
 
 import psutil
 
-from ..errors import InvalidInputError, RunNotFoundError
+from ..errors import InvalidInputError, ReadOnlyStoreError, RunNotFoundError
 from .db import Store
 
-STATUSES = ("running", "finished", "failed", "killed", "crashed")
-ENDED = ("finished", "failed", "killed", "crashed")
+# "stopped": ended on purpose by a guard rule (e.g. the privacy budget), see its run events.
+STATUSES = ("running", "finished", "failed", "killed", "crashed", "stopped")
+ENDED = ("finished", "failed", "killed", "crashed", "stopped")
 HOST = socket.gethostname()
 
 
@@ -193,12 +194,15 @@ def reconcile(store: Store, stale_after: float) -> int:
         elif hb is None or now - hb > stale_after:
             dead.append((hb, rid))
     if dead:
-        with store.write() as c:
-            c.executemany(
-                "UPDATE runs SET status='crashed', end_time=coalesce(?, start_time)"
-                " WHERE id=? AND status='running'",
-                dead,
-            )
+        try:
+            with store.write("mark runs of dead processes crashed") as c:
+                c.executemany(
+                    "UPDATE runs SET status='crashed', end_time=coalesce(?, start_time)"
+                    " WHERE id=? AND status='running'",
+                    dead,
+                )
+        except ReadOnlyStoreError:
+            pass  # a read-only store must stay readable: its rows are shown as stored
     return len(dead)
 
 

@@ -168,5 +168,10 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[int]:
         conn.execute("COMMIT")
         return applied
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (disk full): don't hide the real error
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         raise
