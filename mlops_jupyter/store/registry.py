@@ -154,14 +154,26 @@ def find_version(
         what = f"alias {alias!r}"
     elif stage is not None:
         rows = store.read(base + " AND v.stage=? ORDER BY v.version DESC LIMIT 1", (name, stage))
-        what = f"a version in stage {stage!r}"
+        what = f"version in stage {stage!r}"
     else:
         rows = store.read(
             base + " ORDER BY (v.stage='production') DESC, v.version DESC LIMIT 1", (name,)
         )
-        what = "a version"
+        what = "versions"
     if not rows:
-        raise ModelNotFoundError(f"model {name!r} has no {what}")
+        msg = f"model {name!r} has no {what}"
+        if stage is not None:  # say where its versions are, so the fix is obvious
+            stages = [
+                r[0]
+                for r in store.read(
+                    "SELECT DISTINCT v.stage FROM model_versions v JOIN models m"
+                    " ON m.id = v.model_id WHERE m.name=? ORDER BY v.stage",
+                    (name,),
+                )
+            ]
+            if stages:
+                msg += f" (its versions are in: {', '.join(stages)}; see mj.promote_model)"
+        raise ModelNotFoundError(msg)
     return _row_to_dict(rows[0], _aliases_of(store, [rows[0][0]]).get(rows[0][0]))
 
 
