@@ -15,7 +15,7 @@ from ..store import runs as rstore
 from .writer import Writer
 
 _now = time.time
-END_STATUSES = ("finished", "failed", "killed", "crashed")
+END_STATUSES = ("finished", "failed", "killed", "crashed", "stopped")
 
 
 def bad_key(key: Any) -> None:
