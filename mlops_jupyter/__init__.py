@@ -63,6 +63,9 @@ _LAZY = {
     "model_history": ("mlops_jupyter.registry", "history"),
     "checkpoint": ("mlops_jupyter.registry.checkpoints", "checkpoint"),
     "resume": ("mlops_jupyter.registry.checkpoints", "resume"),
+    "llm": ("mlops_jupyter.llm", None),
+    "llm_eval": ("mlops_jupyter.llm", "llm_eval"),
+    "llm_regressions": ("mlops_jupyter.llm", "llm_regressions"),
 }
 
 

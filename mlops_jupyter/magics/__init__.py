@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-OPTIONAL_MODULES = ("telemetry", "data", "export", "sweep")
+OPTIONAL_MODULES = ("telemetry", "data", "export", "sweep", "llm")
 _loaded: dict[int, object] = {}
 
 
