@@ -9,6 +9,7 @@ Set MLOPS_JUPYTER_AUTOLOG_DATA=0 to turn it off."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.abc
 import importlib.util
@@ -16,6 +17,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,18 @@ def _detach(run, status: str) -> None:
 def active() -> bool:
     """Whether the readers are currently patched."""
     return bool(_originals)
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Reads in this block (this thread) are not versioned: for mlops-jupyter's own files,
+    such as the stage outputs an exported pipeline caches, which are not data inputs."""
+    prev = getattr(_local, "busy", False)
+    _local.busy = True
+    try:
+        yield
+    finally:
+        _local.busy = prev
 
 
 # -- patching -------------------------------------------------------------------------------
