@@ -153,12 +153,48 @@ def test_xss_name_is_returned_as_plain_data(srv):
         ("runs/long/metrics/loss?max_points=x", "max_points"),
         ("compare", "ids"),
         ("alerts?since=yesterday", "since"),
+        ("runs?where=metrics.loss~0.5", "~ (contains) applies to params and tags"),
+        ("runs?offset=" + "9" * 24, "offset"),
+        ("runs?limit=" + "9" * 24, "limit"),
+        ("alerts?limit=" + "9" * 24, "limit"),
+        ("drift?limit=" + "9" * 30, "limit"),
+        ("runs?" + "&".join(["where=params.lr%3E0"] * 1000), "at most 50 conditions"),
     ],
 )
 def test_bad_parameters_get_clear_400_json(srv, path, fragment):
     status, body = get(srv, path)
     assert status == 400, body
     assert body["status"] == 400 and fragment in body["error"]
+
+
+def test_deepest_offset_and_many_conditions_still_answer(srv):
+    status, body = get(srv, f"runs?offset={2**63 - 1}")
+    assert status == 200 and body["runs"] == [] and body["total"] == 35
+    status, body = get(srv, "runs?experiment=exp-a&" + "&".join(["where=params.lr%3E0"] * 50))
+    assert status == 200 and body["total"] == 30
+
+
+def test_like_wildcards_match_themselves(srv):
+    # nothing stored has an underscore; only one run name has a percent sign
+    assert get(srv, "runs?q=_")[1]["total"] == 0
+    _, p = get(srv, "runs?q=%25")
+    assert [r["name"] for r in p["runs"]] == [ODD_NAME]
+    assert get(srv, "runs?where=params.opt~_")[1]["total"] == 0
+    assert get(srv, "runs?where=params.opt~%25")[1]["total"] == 0
+    assert get(srv, "runs?where=params.opt~ada")[1]["total"] == 15
+
+
+def test_errors_raised_by_tornado_are_json_too(srv):
+    for req in (
+        urllib.request.Request(srv.url + API + "runs"),  # no credentials: 403
+        urllib.request.Request(  # a verb the API does not have: 405
+            srv.url + API + "runs", method="DELETE", headers={"Authorization": f"token {srv.token}"}
+        ),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=10)
+        body = json.loads(exc.value.read())
+        assert body["status"] == exc.value.code in (403, 405) and body["error"], body
 
 
 def test_unknown_run_and_route_are_404_json(srv):

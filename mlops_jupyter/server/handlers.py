@@ -1,10 +1,13 @@
 """Thin tornado handlers: parse the query string, call store.api_queries in a worker
-thread, answer JSON. Every verb requires Jupyter's authentication (403 otherwise)."""
+thread, answer JSON. Every verb requires Jupyter's authentication (403 otherwise).
+
+Every error answer, 4xx or 5xx, is JSON: {"error": message, "status": code}."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +18,15 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..errors import InvalidInputError, MlopsJupyterError, RunNotFoundError
+from ..errors import InvalidInputError, MlopsJupyterError, RunNotFoundError, StoreError
 from ..store import api_queries as aq
 from ..store import open_store
 from ..store import runs as rstore
 from ..store.db import Store
 
 PREFIX = "mlops/api/v1"
+_INT64 = 2**63 - 1
+log = logging.getLogger(__name__)
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlops-api")
 
 
@@ -44,6 +49,8 @@ class BaseHandler(APIHandler):
             ) from None
         if lo is not None and v < lo:
             raise InvalidInputError(f"query parameter {name!r} must be >= {lo}, got {v}")
+        if abs(v) > _INT64:
+            raise InvalidInputError(f"query parameter {name!r} is out of range, got {raw!r}")
         return v
 
     def arg_float(self, name: str) -> float | None:
@@ -77,8 +84,14 @@ class BaseHandler(APIHandler):
             return self.fail(400, str(e))
         except RunNotFoundError as e:
             return self.fail(404, str(e))
+        except StoreError as e:
+            log.warning("mlops: %s", e)
+            return self.fail(500, str(e))
         except MlopsJupyterError as e:
             return self.fail(500, str(e))
+        except Exception as e:  # a bug: still a JSON answer, with the details in the log
+            log.exception("mlops: %s failed", self.request.path)
+            return self.fail(500, f"internal error: {type(e).__name__}: {e}")
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(result, allow_nan=False, default=str))
@@ -86,7 +99,17 @@ class BaseHandler(APIHandler):
     def fail(self, code: int, message: str) -> None:
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"error": message, "status": code}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors tornado raises itself (403, 405, bad arguments, ...) are JSON too."""
+        message = self._reason
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message, "status": status_code}))
 
 
 class Health(BaseHandler):

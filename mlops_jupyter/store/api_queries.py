@@ -32,6 +32,8 @@ SORTABLE = {
 _NULLABLE = {"end_time", "name", "metric"}
 _KM_JOIN = "LEFT JOIN metric_summary km ON km.run_id = r.id AND km.key_id = :kid "
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite integers are 64-bit
+MAX_CONDITIONS = 50  # SQLite refuses very deep expressions; no sidebar filter needs more
 _COND = re.compile(r"^\s*(params|metrics|tags)\.(.+?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
 _RECONCILE_EVERY = 10.0
 _last_reconcile: dict[str, float] = {}
@@ -117,6 +119,11 @@ def _number(s: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def like_pattern(text: str) -> str:
+    """`text` escaped for `LIKE ? ESCAPE '\\'`: % and _ match themselves, not anything."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def parse_condition(text: str) -> tuple[str, str, str, str]:
     """'params.lr>=0.01' -> ('params', 'lr', '>=', '0.01'). Raises InvalidInputError."""
     m = _COND.match(text or "")
@@ -127,6 +134,10 @@ def parse_condition(text: str) -> tuple[str, str, str, str]:
         )
     kind, key, op, value = m.groups()
     op = "=" if op == "==" else op
+    if kind == "metrics" and op == "~":
+        raise InvalidInputError(
+            f"bad filter {text!r}: ~ (contains) applies to params and tags, not metrics"
+        )
     if kind == "metrics" and _number(value) is None:
         raise InvalidInputError(f"bad filter {text!r}: metric conditions need a number")
     if op in (">", ">=", "<", "<=") and _number(value) is None:
@@ -148,7 +159,7 @@ def _condition_sql(kind: str, key: str, op: str, value: str) -> tuple[str, list[
     table = "params" if kind == "params" else "tags"
     num = _number(value)
     if op == "~":
-        expr, arg = "kv.value LIKE ?", f"%{value}%"
+        expr, arg = "kv.value LIKE ? ESCAPE '\\'", f"%{like_pattern(value)}%"
     elif num is not None:
         # numbers are stored as JSON numbers; compare numerically when the value is one
         expr = f"json_valid(kv.value) AND json_type(kv.value) IN ('integer', 'real') AND CAST(kv.value AS REAL) {op} ?"
@@ -193,8 +204,12 @@ def list_runs(
         raise InvalidInputError(f"order must be 'asc' or 'desc', got {order!r}")
     if not (1 <= limit <= MAX_LIMIT):
         raise InvalidInputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    if offset < 0:
-        raise InvalidInputError(f"offset must be >= 0, got {offset}")
+    if not (0 <= offset <= MAX_OFFSET):
+        raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+    if conditions and len(conditions) > MAX_CONDITIONS:
+        raise InvalidInputError(
+            f"at most {MAX_CONDITIONS} conditions (where=...) are allowed, got {len(conditions)}"
+        )
     if status is not None and status not in rstore.STATUSES:
         raise InvalidInputError(f"status must be one of {list(rstore.STATUSES)}, got {status!r}")
     maybe_reconcile(store)
@@ -225,9 +240,14 @@ def list_runs(
     if top_level:
         cond.append("r.parent_id IS NULL")
     if search:
-        like = f"%{search}%"
+        esc = like_pattern(search)
+        like = f"%{esc}%"
         cond.append(
-            bind([like, f"{search}%", like], "(r.name LIKE ? OR r.uid LIKE ? OR e.name LIKE ?)")
+            bind(
+                [like, f"{esc}%", like],
+                "(r.name LIKE ? ESCAPE '\\' OR r.uid LIKE ? ESCAPE '\\'"
+                " OR e.name LIKE ? ESCAPE '\\')",
+            )
         )
     for text in conditions or []:
         sql, vals = _condition_sql(*parse_condition(text))
@@ -490,12 +510,10 @@ def cells(store: Store, rid: int) -> list[dict[str, Any]]:
 
 def health(store: Store) -> dict[str, Any]:
     """Store location, schema version and run count."""
-    from . import schema
-
     n = store.read("SELECT count(*) FROM runs")[0][0]
     return {
         "ok": True,
         "store": str(store.path),
-        "schema_version": schema.current_version(store.conn()),
+        "schema_version": store.schema_version(),
         "runs": n,
     }
