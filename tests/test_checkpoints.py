@@ -273,3 +273,112 @@ def test_rng_state_round_trip(tmp_path):
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expect[0], got[0])
     assert np.array_equal(expect[1], got[1]) and expect[2] == got[2]
+
+
+class _Plant:
+    """Unpickling this creates the folder `marker`: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _plant_latest(torch, d: Path, extra) -> Path:
+    """A checkpoint file with `extra` in it, named in the manifest as the latest one (what
+    anyone able to write into the folder could do)."""
+    payload = torch.load(sorted(d.glob("ckpt-*"))[0], weights_only=True)
+    payload["meta"]["extra"] = extra
+    payload["meta"]["epoch"] = 1
+    planted = d / "ckpt-000002-e1.pt"
+    torch.save(payload, planted)
+    man = json.loads((d / "manifest.json").read_text())
+    man["entries"].append({**man["entries"][0], "file": planted.name, "seq": 2, "epoch": 1})
+    man["latest"] = planted.name
+    (d / "manifest.json").write_text(json.dumps(man))
+    return planted
+
+
+def test_planted_checkpoint_never_runs_code(tmp_path):
+    torch = pytest.importorskip("torch")
+    from mlops_jupyter.registry.checkpoints import UntrustedCheckpointError
+
+    d = tmp_path / "ck"
+    mj.checkpoint(model=torch.nn.Linear(2, 2), epoch=0, dir=d)
+    marker = tmp_path / "code-ran"
+    planted = _plant_latest(torch, d, _Plant(marker))
+    # refused with the file and the fix named, never a silent fall back to epoch 0
+    with pytest.raises(UntrustedCheckpointError, match="trusted=True") as err:
+        mj.resume(model=torch.nn.Linear(2, 2), dir=d)
+    assert str(planted) in str(err.value)
+    with pytest.raises(UntrustedCheckpointError):
+        mj.resume(which=str(planted))
+    with pytest.raises(UntrustedCheckpointError):
+        mj.resume(dir=d, which=1)
+    with pytest.raises(mj.InvalidInputError, match="trusted"):
+        mj.resume(dir=d, trusted="yes")
+    assert not marker.exists()
+    # the file really runs code when fully unpickled: what trusted=True allows
+    mj.resume(model=torch.nn.Linear(2, 2), dir=d, trusted=True)
+    assert marker.is_dir()
+
+
+def test_own_objects_in_extra_need_trusted(tmp_path):
+    torch = pytest.importorskip("torch")
+    from fractions import Fraction
+
+    from mlops_jupyter.registry.checkpoints import UntrustedCheckpointError
+
+    m = torch.nn.Linear(2, 2)
+    mj.checkpoint(model=m, epoch=0, dir=tmp_path, extra={"plain": [1, 2.5, "x"]})
+    assert mj.resume(model=m, dir=tmp_path).extra == {"plain": [1, 2.5, "x"]}
+    mj.checkpoint(model=m, epoch=1, dir=tmp_path, extra=Fraction(1, 3))
+    with pytest.raises(UntrustedCheckpointError, match="trusted=True"):
+        mj.resume(model=m, dir=tmp_path)
+    state = mj.resume(model=m, dir=tmp_path, trusted=True)
+    assert state.epoch == 1 and state.extra == Fraction(1, 3)
+
+
+def test_tampered_manifest_never_touches_files_outside(tmp_path):
+    torch = pytest.importorskip("torch")
+    d = tmp_path / "a" / "ck"
+    m = torch.nn.Linear(2, 2)
+    for epoch in range(2):
+        mj.checkpoint(model=m, epoch=epoch, dir=d, keep_last=1, metrics={"val_loss": 1.0})
+    victims = [tmp_path / "victim.txt", tmp_path / "a" / "ckpt-000001-e0.pt"]
+    for v in victims:
+        v.write_text("keep me")
+    man = json.loads((d / "manifest.json").read_text())
+    tampered = [
+        {"file": "../../victim.txt", "seq": 0, "epoch": 0, "metrics": {}},
+        {"file": str(victims[0]), "seq": 0, "epoch": 0, "metrics": {}},
+        {"file": "../ckpt-000001-e0.pt", "seq": 0, "epoch": 0, "metrics": {}},
+        {"file": 7, "seq": 0},
+        "ckpt-000001-e0.pt",
+    ]
+    man["entries"] = tampered + man["entries"]
+    man["best"] = "../../victim.txt"
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.warns(RuntimeWarning, match="unexpected files"):
+        listed = mlops_checkpoints_in(d)
+    assert listed["file"].to_list() == [
+        e["file"] for e in man["entries"] if isinstance(e, dict) and str(e["file"]).startswith("ck")
+    ]
+    with pytest.warns(RuntimeWarning, match="unexpected files"):
+        with pytest.raises(mj.MlopsJupyterError, match="no best"):
+            mj.resume(dir=d, which="best")
+    with pytest.warns(RuntimeWarning, match="unexpected files"):
+        mj.checkpoint(model=m, epoch=2, dir=d, keep_last=1)
+    assert all(v.read_text() == "keep me" for v in victims)
+    # the rewritten manifest names only the folder's own files
+    assert all(
+        "/" not in e["file"] for e in json.loads((d / "manifest.json").read_text())["entries"]
+    )
+    assert mj.resume(model=m, dir=d).epoch == 2
+
+
+def mlops_checkpoints_in(d: Path):
+    from mlops_jupyter.registry.checkpoints import checkpoints
+
+    return checkpoints(dir=d)

@@ -353,3 +353,104 @@ def test_cli_ls_promote_history(tmp_path, child_env, store_path):
     assert "ready for QA" in hist.stdout and getpass.getuser() in hist.stdout
     missing = cli("ls", "nosuch")
     assert missing.returncode == 2 and "no registered model" in missing.stderr
+
+
+class _Plant:
+    """Unpickling this creates the folder `marker`: a stand-in for arbitrary code."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_pickled_models_never_run_code_unless_trusted(tmp_path):
+    marker = tmp_path / "code-ran"
+    mj.register_model("planted", _Plant(marker))
+    with pytest.raises(reg.UntrustedModelError, match="trusted=True") as err:
+        mj.load_model("planted")
+    assert "object.pkl" in str(err.value) and "posix.mkdir" in str(err.value)
+    with pytest.raises(mj.InvalidInputError, match="trusted"):
+        mj.load_model("planted", trusted=1)
+    assert not marker.exists()
+    mj.load_model("planted", trusted=True)  # the file really runs code when unpickled
+    assert marker.is_dir()
+
+
+def test_plain_data_loads_without_trusted():
+    import collections
+    import datetime
+
+    value = {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "names": np.array(["a", "b"]),
+        "scalar": np.float64(0.5),
+        "ordered": collections.OrderedDict(a=1, b=[1, 2]),
+        "when": datetime.datetime(2025, 1, 2, 3, 4, 5),
+        "z": 1 + 2j,
+        "tags": {"x", "y"},
+        "raw": b"\x00\x01",
+    }
+    mj.register_model("plain", value)
+    back = mj.load_model("plain")
+    assert back.keys() == value.keys()
+    assert np.array_equal(back["w"], value["w"]) and back["w"].dtype == np.float32
+    assert np.array_equal(back["names"], value["names"])
+    assert {k: back[k] for k in value if k not in ("w", "names")} == {
+        k: value[k] for k in value if k not in ("w", "names")
+    }
+
+
+def test_planted_module_structure_never_runs_code(tmp_path):
+    torch = pytest.importorskip("torch")
+    seq = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    mj.register_model("seq", seq)
+    structure = reg.model_path("seq") / "module.pt"
+    marker = tmp_path / "code-ran"
+    torch.save(_Plant(marker), structure)
+    with pytest.raises(reg.UntrustedModelError, match="trusted=True") as err:
+        mj.load_model("seq", verify=False)
+    assert "module.pt" in str(err.value)
+    assert not marker.exists()
+    # the weights still load into an instance the caller builds
+    into = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    loaded = mj.load_model("seq", verify=False, into=into)
+    assert torch.equal(loaded[0].weight, seq[0].weight)
+    assert not marker.exists()
+
+
+def test_own_module_class_rebuilds_without_unpickling(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    (tmp_path / "regnets_own.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from regnets_own import TorchNet
+
+    torch.manual_seed(0)
+    model = TorchNet().eval()
+    mj.register_model("own", model)  # no init_kwargs: default constructor
+    x = torch.randn(3, 4)
+    back = mj.load_model("own")
+    assert type(back) is TorchNet and not back.training
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+    # a class the default constructor cannot rebuild needs trusted=True (or into=)
+    wide = TorchNet(hidden=16).eval()
+    mj.register_model("wide", wide)
+    with pytest.raises(reg.UntrustedModelError, match="trusted=True"):
+        mj.load_model("wide")
+    with torch.no_grad():
+        assert torch.equal(mj.load_model("wide", trusted=True)(x), wide(x))
+
+
+def test_stored_class_reference_must_be_a_module(tmp_path):
+    torch = pytest.importorskip("torch")
+    from mlops_jupyter.registry import flavors
+
+    marker = tmp_path / "code-ran"
+    meta = {"cls": "os:mkdir", "init_kwargs": {"path": str(marker)}, "torch": torch.__version__}
+    with pytest.raises(reg.ModelLoadError, match="not a Module class"):
+        flavors._construct(meta)
+    assert not marker.exists()

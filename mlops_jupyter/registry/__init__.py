@@ -27,7 +27,7 @@ from ..errors import InvalidInputError
 from ..store import Store
 from ..store import registry as rs
 from ..store.registry import ModelNotFoundError, StageTransitionError
-from .flavors import ModelLoadError
+from .flavors import ModelLoadError, UntrustedModelError
 
 __all__ = [
     "STAGES",
@@ -35,6 +35,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "StageTransitionError",
+    "UntrustedModelError",
     "history",
     "load_model",
     "model_path",
@@ -221,14 +222,21 @@ def load_model(
     into: Any = None,
     map_location: str = "cpu",
     verify: bool = True,
+    trusted: bool = False,
 ) -> Any:
     """Load a registered model: by `version=`, `stage=` (newest version in that stage) or
     `alias=`; with none, the production version, else the newest one.
 
     torch/MLX modules come back rebuilt with their weights (in the train/eval mode they
     were saved in); paths come back as the stored Path; other objects unpickled.
-    `verify` re-hashes the stored files and refuses ones that changed."""
+    `verify` re-hashes the stored files and refuses ones that changed.
+    `trusted=True` allows a full unpickle (objects of your own classes; module structures
+    naming them): only for models you registered yourself, as unpickling can run code.
+    Without it such a model raises UntrustedModelError."""
     from . import flavors
+
+    if not isinstance(trusted, bool):
+        raise InvalidInputError(f"trusted must be True or False, got {trusted!r}")
 
     info = model_version(name, version, stage, alias)
     folder = _store().root / info["path"]
@@ -238,7 +246,7 @@ def load_model(
         raise ModelLoadError(
             f"{name} v{info['version']}: stored files changed since registration ({folder})"
         )
-    return flavors.load(folder, info["flavor"], info["meta"], into, map_location)
+    return flavors.load(folder, info["flavor"], info["meta"], into, map_location, trusted)
 
 
 def promote_model(

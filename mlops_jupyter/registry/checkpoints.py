@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, MlopsJupyterError
+from ..errors import InvalidInputError
 from .ckpt_io import (
     MANIFEST,
+    CheckpointError,
+    UntrustedCheckpointError,
     atomic_write,
     framework_of,
     load_mlx,
@@ -41,13 +43,18 @@ from .ckpt_io import (
     save_torch,
     scan_files,
     set_rng_state,
+    valid_name,
 )
 
-__all__ = ["CheckpointError", "Resumed", "checkpoint", "checkpoint_dir", "checkpoints", "resume"]
-
-
-class CheckpointError(MlopsJupyterError):
-    """A checkpoint cannot be written or read back."""
+__all__ = [
+    "CheckpointError",
+    "Resumed",
+    "UntrustedCheckpointError",
+    "checkpoint",
+    "checkpoint_dir",
+    "checkpoints",
+    "resume",
+]
 
 
 @dataclass
@@ -198,7 +205,8 @@ def checkpoint(
     new.update(best_key=best, mode=mode, latest=fname)
     atomic_write(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(new, indent=1)))
     for e in entries:  # only after the manifest stops naming them
-        if e["file"] not in keep:
+        # read_manifest/scan_files only return names the writer produces: nothing outside d
+        if e["file"] not in keep and valid_name(e["file"]):
             (d / e["file"]).unlink(missing_ok=True)
     _event(
         "checkpoint",
@@ -240,11 +248,18 @@ def resume(
     dir: str | os.PathLike | None = None,
     restore_rng: bool = True,
     map_location: Any = "cpu",
+    trusted: bool = False,
 ) -> Resumed:
     """Load the latest (or `which="best"`, or an epoch number, or a file path) checkpoint
     into the given model/optimizer/scheduler and restore the random generators.
 
+    torch checkpoints are read with torch's safe loader; one that needs a full unpickle
+    (an `extra=` holding your own objects) raises UntrustedCheckpointError unless
+    `trusted=True`: only pass it for files you wrote, unpickling can run any code.
+
     Returns a `Resumed` (False-y, with next_epoch 0, when there is nothing to resume)."""
+    if not isinstance(trusted, bool):
+        raise InvalidInputError(f"trusted must be True or False, got {trusted!r}")
     if isinstance(which, (str, os.PathLike)) and which not in ("latest", "best"):
         candidates = [Path(which)]
         d = Path(which).parent
@@ -270,9 +285,11 @@ def resume(
     payload, path, errors = None, None, []
     for p in candidates:
         try:
-            payload = load_torch(p, map_location) if p.suffix == ".pt" else load_mlx(p)
+            payload = load_torch(p, map_location, trusted) if p.suffix == ".pt" else load_mlx(p)
             path = p
             break
+        except UntrustedCheckpointError:
+            raise  # never fall back silently to an older checkpoint over this
         except Exception as e:  # deleted or damaged on disk: the newest readable one wins
             errors.append(f"{p.name}: {e}")
     if payload is None:

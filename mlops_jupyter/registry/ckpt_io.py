@@ -9,15 +9,27 @@ import random
 import re
 import secrets
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MlopsJupyterError
 
 MANIFEST = "manifest.json"
+# The only file names the writer produces. Manifest entries are checked against it on read,
+# so a tampered entry ("../../x") can never be loaded or deleted.
 _FILE = re.compile(r"^ckpt-(\d+)-e(-?\d+|x)\.(pt|safetensors)$")
+
+
+class CheckpointError(MlopsJupyterError):
+    """A checkpoint cannot be written or read back."""
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """Reading the checkpoint would unpickle arbitrary Python objects (which can run code);
+    pass `trusted=True` for checkpoints you wrote yourself."""
 
 
 # -- durable writes -----------------------------------------------------------------------
@@ -49,14 +61,44 @@ def atomic_write(path: Path, write, suffix: str = "") -> None:
         raise
 
 
+def valid_name(name: Any) -> bool:
+    """True for a checkpoint file name of the form the writer produces (no folders)."""
+    return isinstance(name, str) and _FILE.match(name) is not None
+
+
 def read_manifest(d: Path) -> dict[str, Any] | None:
+    """The manifest of folder `d`, with entries whose file name the writer cannot have
+    produced left out (with a warning); None when missing or unreadable."""
     try:
         m = json.loads((d / MANIFEST).read_text())
-        if isinstance(m, dict) and isinstance(m.get("entries"), list):
-            return m
     except (OSError, ValueError):
-        pass
-    return None
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("entries"), list):
+        return None
+    ok, bad = [], []
+    for e in m["entries"]:
+        if isinstance(e, dict) and valid_name(e.get("file")) and _int(e.get("seq")):
+            ok.append(e)
+        else:
+            bad.append(e.get("file") if isinstance(e, dict) else e)
+    m["entries"] = ok
+    for k in ("best", "latest"):
+        if m.get(k) is not None and not valid_name(m[k]):
+            bad.append(m[k])
+            m[k] = None
+    if bad:
+        warnings.warn(
+            f"mlops-jupyter: {d / MANIFEST}: ignored entries naming unexpected files "
+            f"{', '.join(repr(b)[:80] for b in bad[:5])} (checkpoint files are named like "
+            "ckpt-000001-e0.pt and live in the manifest's own folder)",
+            RuntimeWarning,
+            3,
+        )
+    return m
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def scan_files(d: Path) -> list[dict[str, Any]]:
@@ -144,7 +186,11 @@ def save_torch(path: Path, model, optimizer, scheduler, meta: dict, rng: dict) -
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_torch(path: Path, map_location) -> dict:
+def load_torch(path: Path, map_location, trusted: bool = False) -> dict:
+    """Read a `.pt` checkpoint with torch's safe loader (tensors, containers, numbers).
+
+    A file that needs a full unpickle (e.g. `extra=` held objects of your own classes) is
+    refused unless `trusted`: unpickling can run any code the file names."""
     import torch
 
     try:
@@ -152,7 +198,13 @@ def load_torch(path: Path, map_location) -> dict:
     except Exception as e:
         if "weights_only" not in str(e) and "Unsupported global" not in str(e):
             raise
-        # `extra` held arbitrary objects: this file is the user's own checkpoint
+        if not trusted:
+            raise UntrustedCheckpointError(
+                f"{path} holds Python objects that only a full unpickle can read, and "
+                "unpickling runs whatever code the file names. If you wrote this checkpoint "
+                "yourself, load it with trusted=True (e.g. mj.resume(..., trusted=True)). "
+                f"Safe loader: {str(e).splitlines()[0][:300]}"
+            ) from None
         return torch.load(path, map_location=map_location, weights_only=False)
 
 

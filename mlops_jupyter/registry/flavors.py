@@ -5,7 +5,12 @@
   loading rebuilds the module (containers like nn.Sequential included).
 - MLX `nn.Module`: `weights.safetensors` (or `.npz`) plus the same three.
 - a path: the file or folder is copied; loading returns the stored path.
-- any other object: pickled (load only registries you trust, as with any pickle).
+- any other object: pickled.
+
+Loading never runs code named by the stored files unless `trusted=True`: weights are read
+with torch's safe loader, module structures and pickled objects with unpicklers that only
+accept torch/MLX layer classes and plain data (containers, numbers, numpy arrays). Anything
+else raises UntrustedModelError, naming the file and the `trusted=True` fix.
 
 torch and mlx are never imported here unless the object comes from them."""
 
@@ -24,6 +29,46 @@ from ..errors import InvalidInputError, MlopsJupyterError
 
 class ModelLoadError(MlopsJupyterError):
     """A stored model cannot be rebuilt (class missing, weights not matching, ...)."""
+
+
+class UntrustedModelError(ModelLoadError):
+    """Loading would unpickle objects other than layers and plain data, which can run code;
+    pass `trusted=True` for models you registered yourself."""
+
+
+def _untrusted(path: Path, what: str) -> UntrustedModelError:
+    return UntrustedModelError(
+        f"{path} needs a full unpickle ({what}), and unpickling runs whatever code the file "
+        "names. If you registered this model yourself, load it with "
+        "mj.load_model(..., trusted=True)"
+        + (", or pass into=<an instance> to load only the weights" if "module" in what else "")
+    )
+
+
+# Globals the restricted unpickler accepts for the "pickle" flavor: containers, numbers,
+# dates and numpy arrays/scalars. None of them runs code beyond building the value.
+_NP = ("numpy.core", "numpy._core")
+_SAFE_GLOBALS = {
+    *(("builtins", n) for n in ("complex", "set", "frozenset", "bytearray", "slice", "range")),
+    *(("collections", n) for n in ("OrderedDict", "Counter", "deque")),
+    *(("datetime", n) for n in ("date", "datetime", "time", "timedelta", "timezone")),
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    *((f"{c}.multiarray", n) for c in _NP for n in ("_reconstruct", "scalar")),
+    *((f"{c}.numeric", "_frombuffer") for c in _NP),
+}
+
+
+class _NeedsTrust(Exception):
+    pass
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise _NeedsTrust(f"{module}.{name}")
 
 
 def _is_torch_module(obj: Any) -> bool:
@@ -141,22 +186,36 @@ def save(
     return meta
 
 
-def load(folder: Path, flavor: str, meta: dict, into: Any = None, map_location: str = "cpu") -> Any:
-    """Rebuild what `save` wrote. `into`: an existing module to load the weights into."""
+def load(
+    folder: Path,
+    flavor: str,
+    meta: dict,
+    into: Any = None,
+    map_location: str = "cpu",
+    trusted: bool = False,
+) -> Any:
+    """Rebuild what `save` wrote. `into`: an existing module to load the weights into.
+    `trusted`: allow full unpickling (only for models you registered yourself)."""
     if flavor == "files":
         p = folder / "files" / meta["file"]
         if not p.exists():
             raise ModelLoadError(f"stored model file is missing: {p}")
         return p
     if flavor == "pickle":
-        with open(folder / "object.pkl", "rb") as f:
-            return pickle.load(f)
+        path = folder / "object.pkl"
+        with open(path, "rb") as f:
+            if trusted:
+                return pickle.load(f)
+            try:
+                return _DataUnpickler(f).load()
+            except _NeedsTrust as e:
+                raise _untrusted(path, f"it holds a {e} object") from None
     if flavor == "torch":
         import torch
 
         sd = torch.load(folder / "weights.pt", map_location=map_location, weights_only=True)
         if into is None and not meta.get("init_kwargs") and meta.get("structure"):
-            return _torch_from_skeleton(folder / meta["structure"], sd, meta)
+            return _torch_from_skeleton(folder / meta["structure"], sd, meta, trusted)
         model = into if into is not None else _construct(meta)
         try:
             model.load_state_dict(sd, strict=True)
@@ -168,7 +227,7 @@ def load(folder: Path, flavor: str, meta: dict, into: Any = None, map_location: 
         import mlx.core as mx
 
         if into is None and not meta.get("init_kwargs") and meta.get("structure"):
-            model = _mlx_from_skeleton(folder / meta["structure"], meta)
+            model = _mlx_from_skeleton(folder / meta["structure"], meta, trusted)
         else:
             model = into if into is not None else _construct(meta)
         try:
@@ -183,8 +242,20 @@ def load(folder: Path, flavor: str, meta: dict, into: Any = None, map_location: 
     raise ModelLoadError(f"unknown model flavor {flavor!r} (written by a newer version?)")
 
 
+def _module_base(meta: dict) -> Any:
+    if "mlx" in meta:
+        return importlib.import_module("mlx.nn").Module
+    import torch
+
+    return torch.nn.Module
+
+
 def _construct(meta: dict) -> Any:
     cls = import_class(meta["cls"])
+    base = _module_base(meta)
+    # the class name comes from the store: never call anything but a module class
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ModelLoadError(f"stored model class {meta['cls']} is not a {base.__name__} class")
     kwargs = meta.get("init_kwargs") or {}
     try:
         return cls(**kwargs)
@@ -221,13 +292,40 @@ def _torch_skeleton(model: Any, path: Path) -> bool:
         return False
 
 
-def _torch_from_skeleton(path: Path, sd: dict, meta: dict) -> Any:
+def _torch_layer_classes(path: Path) -> list[type] | None:
+    """The classes the skeleton names, when every one is a layer class of torch itself
+    (torch.nn...); None when it names anything else (the user's own classes included)."""
+    import torch
+
+    names = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if names is None:  # torch < 2.5: cannot inspect without unpickling
+        return None
+    out = []
+    for n in names(path):
+        mod, _, qual = n.rpartition(".")
+        if not mod.startswith("torch.nn."):
+            return None
+        cls = getattr(sys.modules.get(mod) or importlib.import_module(mod), qual, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            return None
+        out.append(cls)
+    return out
+
+
+def _torch_from_skeleton(path: Path, sd: dict, meta: dict, trusted: bool = False) -> Any:
     import itertools
 
     import torch
 
     try:
-        model = torch.load(path, weights_only=False)
+        if trusted:
+            model = torch.load(path, weights_only=False)
+        else:
+            layers = _torch_layer_classes(path)
+            if layers is None:
+                return _untrusted_rebuild(path, meta, lambda m: m.load_state_dict(sd))
+            with torch.serialization.safe_globals(layers):
+                model = torch.load(path, weights_only=True)
     except (ImportError, AttributeError) as e:
         raise ModelLoadError(
             f"cannot rebuild {meta.get('cls')} here ({e}); import its module first, or pass "
@@ -253,7 +351,31 @@ class _MlxPickler(pickle.Pickler):
         return None
 
 
+def _untrusted_rebuild(path: Path, meta: dict, fill) -> Any:
+    """Without trust, a structure naming the user's own classes is not unpickled: build the
+    registered class with no arguments instead and fill in the weights (`fill(model)`)."""
+    try:
+        model = _construct(meta)
+        fill(model)
+    except Exception as e:
+        raise _untrusted(path, f"a module structure built from {meta.get('cls')}: {e}") from None
+    model.train(meta.get("training", False))
+    return model
+
+
 class _MlxUnpickler(pickle.Unpickler):
+    trusted = False
+
+    def find_class(self, module: str, name: str) -> Any:
+        if not self.trusted:
+            nn = importlib.import_module("mlx.nn")
+            cls = None
+            if module.startswith("mlx.nn."):
+                cls = getattr(importlib.import_module(module), name, None)
+            if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+                raise _NeedsTrust(f"{module}.{name}")
+        return super().find_class(module, name)
+
     def persistent_load(self, pid: Any) -> Any:
         import mlx.core as mx
 
@@ -271,10 +393,20 @@ def _mlx_skeleton(model: Any, path: Path) -> bool:
         return False
 
 
-def _mlx_from_skeleton(path: Path, meta: dict) -> Any:
+def _mlx_from_skeleton(path: Path, meta: dict, trusted: bool = False) -> Any:
     try:
         with open(path, "rb") as f:
-            return _MlxUnpickler(f).load()
+            u = _MlxUnpickler(f)
+            u.trusted = trusted
+            return u.load()
+    except _NeedsTrust:
+        # the weights are loaded by the caller: only build the class here
+        try:
+            return _construct(meta)
+        except Exception as e:
+            raise _untrusted(
+                path, f"a module structure built from {meta.get('cls')}: {e}"
+            ) from None
     except (ImportError, AttributeError) as e:
         raise ModelLoadError(
             f"cannot rebuild {meta.get('cls')} here ({e}); import its module first, or pass "
