@@ -230,7 +230,8 @@ class DocSession:
         except CellExecutionError as e:
             # nbclient's message repeats the cell; keep the traceback, without colours
             tb = _ANSI.sub("", str(e)).split("------------------")[-1].strip()
-            raise AssertionError(f"{where}: block failed\n{code}\n{tb}") from None
+            why = f"{e.ename}: {e.evalue}"
+            raise AssertionError(f"{where}: block failed\n{code}\n{tb}\n{why}") from None
         return cell.outputs
 
     def run(self, block: Block) -> None:
