@@ -85,14 +85,42 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return info
 
 
+# Programs that start a kernel or an interpreter for someone else: not the user's script.
+_LAUNCHERS = ("ipykernel_launcher.py", "ipykernel", "colab_kernel_launcher.py", "pydevd.py")
+
+
+def script_path() -> str | None:
+    """The user's script this process runs (`python train.py`), or None: in a Jupyter kernel
+    sys.argv[0] is the kernel launcher, and installed tools are not the user's script."""
+    arg0 = sys.argv[0] if sys.argv else ""
+    if not arg0.endswith(".py") or not os.path.isfile(arg0):
+        return None
+    p = Path(arg0).resolve()
+    if p.name in _LAUNCHERS or any(part in _LAUNCHERS for part in p.parts):
+        return None
+    if any(part in ("site-packages", "dist-packages") for part in p.parts):
+        return None
+    if "ipykernel" in sys.modules:
+        try:
+            from ipykernel.kernelapp import IPKernelApp
+
+            if IPKernelApp.initialized():
+                return None
+        except Exception:
+            pass
+    return str(p)
+
+
 def environment(notebook: str | None = None) -> dict[str, Any]:
     """Tags describing this process: `notebook.path` (when known), `git.*`, `env.python`,
     `env.platform`, `env.host`, and `env.<package>` versions."""
     tags: dict[str, Any] = {}
     if notebook:
         tags["notebook.path"] = notebook
-    elif sys.argv and sys.argv[0].endswith(".py") and os.path.isfile(sys.argv[0]):
-        tags["script.path"] = str(Path(sys.argv[0]).resolve())
+    else:
+        script = script_path()
+        if script:
+            tags["script.path"] = script
     tags.update(git_info(notebook or tags.get("script.path")))
     tags["env.python"] = platform.python_version()
     tags["env.platform"] = platform.platform(terse=True)

@@ -41,15 +41,35 @@ class NotebookFile:
 
     path: str
     order_by_id: dict[str, int] = field(default_factory=dict)
-    order_by_source: dict[str, int] = field(default_factory=dict)
+    # every position of each source text: two cells may hold the same code
+    order_by_source: dict[str, list[int]] = field(default_factory=dict)
     param_ids: set[str] = field(default_factory=set)
     param_sources: set[str] = field(default_factory=set)
+    # a notebook papermill wrote records the notebook it was made from
+    papermill_input: str | None = None
 
-    def index_of(self, cell_id: str | None, source: str) -> int | None:
-        """Position of a code cell in the saved notebook, or None if it is not there."""
+    def index_of(self, cell_id: str | None, source: str, after: int | None = None) -> int | None:
+        """Position of a code cell in the saved notebook, or None if it is not there.
+
+        The cell id decides when the file has it. Otherwise the source does; when several
+        cells hold that source, the first one at or below position `after` (the cell that
+        ran before) is taken, so a top-to-bottom run never looks out of order; if all are
+        above it, the nearest one above."""
         if cell_id is not None and cell_id in self.order_by_id:
             return self.order_by_id[cell_id]
-        return self.order_by_source.get(normalize(source))
+        found = self.order_by_source.get(normalize(source))
+        if not found:
+            return None
+        if after is None or len(found) == 1:
+            return found[0]
+        below = [i for i in found if i >= after]
+        return below[0] if below else found[-1]
+
+    def contains(self, cell_id: str | None, source: str) -> bool:
+        """Whether the executed cell is one of this notebook's code cells."""
+        if cell_id is not None and cell_id in self.order_by_id:
+            return True
+        return normalize(source) in self.order_by_source
 
     def is_parameters(self, cell_id: str | None, source: str) -> bool:
         """Whether the executed cell is one the file tags `parameters`."""
@@ -79,6 +99,10 @@ def read_notebook(path: str | None) -> NotebookFile | None:
     except (OSError, ValueError):
         return None
     info = NotebookFile(path)
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    pm = meta.get("papermill") if isinstance(meta, dict) else None
+    if isinstance(pm, dict) and isinstance(pm.get("input_path"), str):
+        info.papermill_input = pm["input_path"]
     i = 0
     for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
@@ -89,7 +113,7 @@ def read_notebook(path: str | None) -> NotebookFile | None:
         cid = cell.get("id")
         if isinstance(cid, str):
             info.order_by_id[cid] = i
-        info.order_by_source.setdefault(norm, i)
+        info.order_by_source.setdefault(norm, []).append(i)
         tags = (cell.get("metadata") or {}).get("tags") or []
         if any(t in PARAMETER_TAGS for t in tags):
             if isinstance(cid, str):

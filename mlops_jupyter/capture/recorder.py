@@ -58,7 +58,7 @@ class Session:
         # the only work done while no run is active)
         self.history: list[tuple[str | None, str]] = []
         self._notebook = notebook
-        self._first_seen: dict[str, int] = {}
+        self._first_seen: dict[str, tuple[int, int]] = {}
         self._seen_upto = 0
         self._tracked: dict[int, _Tracked] = {}
         self._cell_runs: dict[tuple[str, str], Run] = {}
@@ -89,18 +89,36 @@ class Session:
             return None
 
     def _order(
-        self, cell_id: str | None, source: str, nb: NotebookFile | None
+        self,
+        cell_id: str | None,
+        source: str,
+        nb: NotebookFile | None,
+        after: int | None = None,
+        at: int | None = None,
     ) -> tuple[int | None, bool]:
         """(position, from_file): a cell's notebook position from the saved file `nb` when
-        the notebook is known, else the order in which cells were first executed here."""
+        the notebook is known (`after`: the position of the cell that ran before, which
+        picks among cells with equal sources), else the order in which cells were first
+        executed here. `at` is the execution's index in the history (default: the last).
+
+        Without the file and without cell ids, a source that ran before is ambiguous (a
+        re-run, or another cell with the same code): its position is None, not a guess."""
         if nb is not None:
-            return nb.index_of(cell_id, source), True
+            return nb.index_of(cell_id, source, after), True
         h = self.history
         seen = self._first_seen
-        for cid, src in h[self._seen_upto :]:
-            seen.setdefault(cell_key(cid, src), len(seen))
+        for j in range(self._seen_upto, len(h)):
+            cid, src = h[j]
+            seen.setdefault(cell_key(cid, src), (len(seen), j))
         self._seen_upto = len(h)
-        return seen.get(cell_key(cell_id, source)), False
+        key = cell_key(cell_id, source)
+        hit = seen.get(key)
+        if hit is None:
+            return None, False
+        pos, first_at = hit
+        if key.startswith("src:") and first_at != (len(h) - 1 if at is None else at):
+            return None, False
+        return pos, False
 
     # -- params ----------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
@@ -164,7 +182,7 @@ class Session:
         nb = read_notebook(self.notebook())
         from_file = nb is not None
         for i, (cid, src) in enumerate(self.history[:-1]):  # the last one starts the run
-            idx, _ = self._order(cid, src, nb)
+            idx, _ = self._order(cid, src, nb, last[1] if last else None, at=i)
             if idx is None:
                 continue
             if last is not None and idx < last[1]:
@@ -208,7 +226,8 @@ class Session:
         )
         ename = None if error is None else type(error).__name__
         by_store: dict[Any, tuple[list, dict, list]] = {}
-        idx_cache: list[tuple[int | None, bool]] = []
+        nb = read_notebook(self.notebook())
+        idx_cache: dict[int | None, tuple[int | None, bool]] = {}
         for run in runs:
             tr = self._tracked.get(run._rid)
             if tr is None:
@@ -218,9 +237,10 @@ class Session:
             known = self._stored_hashes.setdefault(str(run.store.path), set())
             if digest not in known:
                 sources[digest] = source
-            if not idx_cache:
-                idx_cache.append(self._order(cell_id, source, read_notebook(self.notebook())))
-            idx, from_file = idx_cache[0]
+            after = tr.last_index
+            if after not in idx_cache:
+                idx_cache[after] = self._order(cell_id, source, nb, after)
+            idx, from_file = idx_cache[after]
             label = _label(execution_count, idx, from_file)
             if cell_id is not None:
                 prev = tr.hash_by_cell.get(cell_id)

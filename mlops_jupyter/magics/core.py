@@ -20,6 +20,7 @@ from IPython.display import display
 
 from .. import capture
 from ..capture import NOTEBOOK_ENV, Session, cell_key, literal_params, resolve_notebook
+from ..capture.locate import Locator
 from ..tracking import api as _api
 from ..tracking.run import END_STATUSES, Run
 
@@ -105,15 +106,36 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
-def _notebook_candidates(ip, session_state: dict) -> str | None:
+def _notebook_candidates(ip, session_state: dict, headless: Locator | None = None) -> str | None:
+    """What the user or the front end says, else what a headless runner left behind."""
     ns = ip.user_ns
-    return resolve_notebook(
+    found = resolve_notebook(
         session_state.get("explicit"),
         os.environ.get(NOTEBOOK_ENV),
         ns.get("__session__"),
         os.environ.get("JPY_SESSION_NAME"),
         ns.get("__vsc_ipynb_file__"),
     )
+    if found is None and headless is not None:
+        found = headless()
+    return found
+
+
+def _seed_history(ip, session: Session) -> None:
+    """Cells that ran before `%load_ext` (a `parameters` cell first of all) count too: take
+    them from the kernel's input history; the loading cell's id from its request."""
+    raw = list(getattr(ip.history_manager, "input_hist_raw", None) or [])[1:]
+    if not raw:
+        return
+    cell_id = None
+    try:
+        parent = ip.kernel.get_parent()
+        cell_id = (parent.get("metadata") or {}).get("cellId")
+    except Exception:
+        pass  # not a Jupyter kernel, or an ipykernel without get_parent
+    for src in raw[:-1]:
+        session.note(None, src)
+    session.note(cell_id if isinstance(cell_id, str) else None, raw[-1])
 
 
 @magics_class
@@ -298,7 +320,15 @@ class CaptureMagics(Magics):
             experiment=args.experiment, status=args.status, include_system=args.all_columns
         )
         if df.height == 0:
-            print("no runs yet: wrap a cell in %%mlops_run to record one")
+            filters = [
+                f"{flag} {value}"
+                for flag, value in (("--experiment", args.experiment), ("--status", args.status))
+                if value is not None
+            ]
+            if filters:
+                print(f"no run matches {' '.join(filters)}")
+            else:
+                print("no runs yet: wrap a cell in %%mlops_run to record one")
             return
         if args.last:
             df = df.head(args.last)
@@ -397,7 +427,12 @@ class _State:
 def register(ip) -> _State:
     """Register the magics and the cell hooks on `ip`; return what unregister() needs."""
     nb_state: dict[str, str] = {}
-    session = Session(lambda: _notebook_candidates(ip, nb_state))
+    session = Session(lambda: _notebook_candidates(ip, nb_state, headless))
+    headless = Locator(lambda: session.history, lambda: ip.user_ns)
+    try:
+        _seed_history(ip, session)
+    except Exception as e:
+        session.warn_once("reading the cells run before loading", e)
     hooks = CellHooks(ip, session)
     ip.register_magics(CaptureMagics(ip, hooks, nb_state))
     ip.events.register("pre_run_cell", hooks.pre_run_cell)
