@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import math
 import sys
 from datetime import datetime
 
-from .cli_format import json_text, table, use_store
+from .cli_format import json_text, num, require_store, safe, table, use_store
 from .errors import MlopsJupyterError
 
 # Features add subcommands from their own module: `add_parser(subparsers)` registering a
@@ -21,23 +19,59 @@ SUBCOMMAND_MODULES = (
 )
 
 
+# Subcommands that only read: they must find an existing store, never create one.
+READ_COMMANDS = {
+    "mlops_jupyter.cli.cmd_runs",
+    "mlops_jupyter.cli.cmd_show",
+    "mlops_jupyter.cli.cmd_metrics",
+    "mlops_jupyter.data.cli.cmd_ls",
+    "mlops_jupyter.data.cli.cmd_show",
+    "mlops_jupyter.data.cli.cmd_lineage",
+    "mlops_jupyter.registry.cli.cmd_ls",
+    "mlops_jupyter.registry.cli.cmd_history",
+}
+
+
 def _fmt_time(t: float | None) -> str:
     return "" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _num(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}" if math.isfinite(v) else str(v)
-    return str(v)
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
+    return v
+
+
+def _tree_order(rows: list[dict]) -> list[tuple[dict, int]]:
+    """Rows (newest first) with each child right under its parent: (row, depth). A child
+    whose parent is not listed stays where it is, at depth 0."""
+    listed = {r["id"] for r in rows}
+    kids: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["parent_id"] in listed:
+            kids.setdefault(r["parent_id"], []).append(r)
+    out: list[tuple[dict, int]] = []
+
+    def visit(r: dict, depth: int) -> None:
+        out.append((r, depth))
+        for k in reversed(kids.get(r["id"], [])):  # children in the order they started
+            visit(k, depth + 1)
+
+    for r in rows:
+        if r["parent_id"] not in listed:
+            visit(r, 0)
+    return out
 
 
 def cmd_runs(args) -> int:
     from . import tracking
 
     df = tracking.runs(experiment=args.experiment, status=args.status)
-    if args.last:
+    if args.last is not None:
         df = df.head(args.last)
     if args.json:
         out = df.with_columns(
@@ -46,22 +80,25 @@ def cmd_runs(args) -> int:
         print(json_text(out.to_dicts()))
         return 0
     metric_cols = [c for c in df.columns if c.startswith("metrics.") and c.endswith(".last")][:4]
-    header = ["id", "name", "experiment", "status", "start", "duration_s"] + [
+    header = ["id", "name", "parent", "experiment", "status", "start", "duration_s"] + [
         c[len("metrics.") : -len(".last")] for c in metric_cols
     ]
     rows = []
-    for r in df.iter_rows(named=True):
+    for r, depth in _tree_order(list(df.iter_rows(named=True))):
         st = r["start_time"]
+        # children are indented under their parent; the parent column names it anyway
+        indent = "  " * (depth - 1) + "\u2514 " if depth else ""
         rows.append(
             [
                 r["id"],
-                r["name"] or "",
+                indent + safe(r["name"] or ""),
+                r["parent_id"] or "",
                 r["experiment"],
                 r["status"],
                 st.astimezone().strftime("%Y-%m-%d %H:%M:%S") if st else "",
                 f"{r['duration_s']:.1f}",
             ]
-            + [_num(r[c]) for c in metric_cols]
+            + [num(r[c]) for c in metric_cols]
         )
     print(table(rows, header))
     if not rows:
@@ -76,8 +113,8 @@ def cmd_show(args) -> int:
     if args.json:
         print(json_text(d))
         return 0
-    print(f"run {d['id']}  {d['name']}  [{d['status']}]")
-    print(f"  experiment: {d['experiment']}   attempt: {d['attempt']}")
+    print(f"run {d['id']}  {safe(d['name'])}  [{d['status']}]")
+    print(f"  experiment: {safe(d['experiment'])}   attempt: {d['attempt']}")
     print(
         f"  start: {_fmt_time(d['start_time'])}   end: {_fmt_time(d['end_time'])}   "
         f"duration: {d['duration_s']:.2f}s"
@@ -87,31 +124,30 @@ def cmd_show(args) -> int:
     for title, mapping in (("params", d["params"]), ("tags", d["tags"])):
         print(f"{title}:" + ("" if mapping else " (none)"))
         for k, v in mapping.items():
-            print(f"  {k} = {json.dumps(v) if not isinstance(v, str) else v}")
+            shown = json_text(v) if not isinstance(v, str) else v
+            print(f"  {safe(k)} = {safe(shown)}")
     print("metrics:" + ("" if d["metrics"] else " (none)"))
     if d["metrics"]:
         rows = [
             [
                 m["key"],
                 str(m["count"]),
-                _num(m["last"]),
-                _num(m["min"]),
-                _num(m["max"]),
+                num(m["last"]),
+                num(m["min"]),
+                num(m["max"]),
                 str(m["last_step"]),
             ]
             for m in d["metrics"]
         ]
-        print(
-            "  "
-            + table(rows, ["key", "count", "last", "min", "max", "last_step"]).replace("\n", "\n  ")
-        )
+        for line in table(rows, ["key", "count", "last", "min", "max", "last_step"]).split("\n"):
+            print("  " + line)
     print("artifacts:" + ("" if d["artifacts"] else " (none)"))
     for a in d["artifacts"]:
-        print(f"  {a['name']}  {a['size']} bytes  sha256:{a['digest'][:12]}")
+        print(f"  {safe(a['name'])}  {a['size']} bytes  sha256:{a['digest'][:12]}")
     if d["events"]:
         print("events:")
         for e in d["events"]:
-            print(f"  [{e['level']}] {e['kind']}: {e['message']}")
+            print(f"  [{safe(e['level'])}] {safe(e['kind'])}: {safe(e['message'])}")
     return 0
 
 
@@ -122,7 +158,7 @@ def cmd_metrics(args) -> int:
     df = tracking.metrics(args.run, args.key)
     df = df.with_columns((df["ts"].dt.epoch("ms") / 1000).alias("ts"))
     if df.is_empty():
-        print(f"run {args.run} has no metric {args.key!r}", file=sys.stderr)
+        print(f"run {safe(args.run)} has no metric {safe(repr(args.key))}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(json_text(df.select("step", "ts", "value").to_dicts()))
@@ -140,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--experiment", "-e")
     r.add_argument("--status", choices=["running", "finished", "failed", "killed", "crashed"])
-    r.add_argument("--last", type=int, help="only the N newest")
+    r.add_argument("--last", type=_positive, metavar="N", help="only the N newest (N >= 1)")
     r.add_argument("--json", action="store_true", help="JSON instead of a table")
     r.set_defaults(func=cmd_runs)
     s = sub.add_parser("show", help="params, metric summaries, tags and artifacts of a run")
@@ -165,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mlops-jupyter` command."""
     args = build_parser().parse_args(argv)
     try:
+        if f"{args.func.__module__}.{args.func.__name__}" in READ_COMMANDS:
+            require_store(args)
         use_store(args)
         return int(args.func(args) or 0)
     except MlopsJupyterError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {safe(e)}", file=sys.stderr)
         return 2
 
 

@@ -1,15 +1,53 @@
 """Output helpers shared by the `mlops-jupyter` subcommands: plain tables, strict JSON,
-and the global `--store` option."""
+and the global `--store` option. Text from the store (run names, params, messages) may
+hold terminal escape codes: everything printed goes through `safe()`."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
+
+MISSING = "\u2014"  # an em dash: no value, or a NaN
+
+
+def _escape(ch: str) -> str:
+    if ch == "\t":
+        return "\\t"
+    if ch == "\n":
+        return "\\n"
+    if ch == "\r":
+        return "\\r"
+    o = ord(ch)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def safe(text: Any) -> str:
+    """`text` with every non-printable character (ESC, other controls, newlines, lone
+    surrogates, invisible format characters) written as a backslash escape, so a run name
+    cannot move the cursor, clear the screen or set the terminal title."""
+    s = text if isinstance(text, str) else str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape(c) for c in s)
+
+
+def num(v: Any, fmt: str = ".6g") -> str:
+    """A number for a table cell: NaN and missing values as an em dash."""
+    if v is None:
+        return MISSING
+    if isinstance(v, float):
+        if math.isnan(v):
+            return MISSING
+        return format(v, fmt) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    return safe(v)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
-    """Left-aligned text columns with a dashed rule under the header."""
+    """Left-aligned text columns with a dashed rule under the header (cells made safe)."""
+    header = [safe(h) for h in header]
+    rows = [[safe(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
     def line(r: list[str]) -> str:
@@ -31,6 +69,24 @@ def _clean(v: Any) -> Any:
 def json_text(obj: Any) -> str:
     """Strict JSON: NaN becomes null and infinities the strings "Infinity"/"-Infinity"."""
     return json.dumps(_clean(obj), default=str, allow_nan=False)
+
+
+def require_store(args: Any) -> None:
+    """Refuse, with the path, when the store a read command would read does not exist
+    (a mistyped `--store` must not create a new empty store that has "no runs yet")."""
+    from .config import DB_FILENAME, find_store_path
+    from .errors import StoreError
+
+    given = getattr(args, "store", None)
+    p = Path(given).expanduser() if given else find_store_path()
+    if p.is_dir():
+        p = p / DB_FILENAME
+    if not p.is_file():
+        where = "--store" if given else "MLOPS_JUPYTER_STORE or the nearest .mlops/ folder"
+        raise StoreError(
+            f"no store at {safe(p)}: it does not exist (check {where}); "
+            "read commands never create one"
+        )
 
 
 def use_store(args: Any) -> None:

@@ -81,3 +81,85 @@ def test_not_a_store_error(tmp_path, child_env):
     out = cli(dict(child_env, MLOPS_JUPYTER_STORE=str(bad)), "runs", check=False)
     assert out.returncode == 2 and "not an mlops-jupyter store" in out.stderr
     assert bad.read_text() == "hello"
+
+
+def test_last_must_be_positive(child_env, two_runs):
+    for bad in ("-1", "0", "x"):
+        out = cli(child_env, "runs", "--last", bad, check=False)
+        assert out.returncode == 2 and "--last" in out.stderr, out.stderr
+    assert len(json.loads(cli(child_env, "runs", "--last", "1", "--json").stdout)) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs"],
+        ["runs", "--json"],
+        ["show", "first"],
+        ["metrics", "first", "loss"],
+        ["data", "ls"],
+        ["models", "ls"],
+    ],
+)
+def test_read_commands_never_create_a_store(tmp_path, child_env, args):
+    typo = tmp_path / "sotre"
+    out = cli(child_env, "--store", str(typo), *args, check=False)
+    assert out.returncode == 2, out.stdout
+    assert "no store at" in out.stderr and "does not exist" in out.stderr
+    assert "no runs yet" not in out.stdout and not typo.exists()
+    # the default store too: a folder with no .mlops/ above it
+    env = {k: v for k, v in child_env.items() if k != "MLOPS_JUPYTER_STORE"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "mlops_jupyter", *args],
+        env=env,
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert list(empty.iterdir()) == []
+
+
+ESCAPES = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\nname\u202e"
+
+
+def test_escape_codes_in_names_are_never_printed_raw(child_env):
+    with mj.start_run(ESCAPES, experiment="exp\x1b[1m", params={"k\x1b[2J": "v\x07"}) as r:
+        mj.log(**{"loss\x1b[5m": 1.0})
+        mj.set_tags({"t": "\x1b]8;;http://x\x07link"})
+    for args in (["runs"], ["show", r.id], ["show", "nosuch\x1b[2J"]):
+        out = cli(child_env, *args, check=False)
+        text = out.stdout + out.stderr
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, text
+        assert "\r" not in text
+    shown = cli(child_env, "runs").stdout
+    assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\r\\nname\\u202e" in shown
+    assert "evil" in cli(child_env, "show", r.id).stdout
+    data = json.loads(cli(child_env, "runs", "--json").stdout)  # JSON keeps the exact name
+    assert data[0]["name"] == ESCAPES
+
+
+def test_nan_is_a_dash_and_children_are_shown_under_their_parent(child_env):
+    with mj.start_run("parent", experiment="tree") as p:
+        mj.log(loss=0.5)
+        with mj.start_run("child-a", experiment="tree") as a:
+            mj.log(loss=float("nan"))
+        with mj.start_run("child-b", experiment="tree") as b:
+            with mj.start_run("grandchild", experiment="tree") as g:
+                mj.log(loss=float("inf"))
+    with mj.start_run("other", experiment="tree") as o:
+        mj.log(acc=1.0)
+    lines = cli(child_env, "runs").stdout.splitlines()
+    body = {ln.split()[0]: ln for ln in lines[2:]}
+    order = [ln.split()[0] for ln in lines[2:]]
+    assert order == [o.id, p.id, a.id, b.id, g.id]
+    assert "\u2514 child-a" in body[a.id] and p.id in body[a.id]
+    assert "  \u2514 grandchild" in body[g.id] and b.id in body[g.id]
+    assert "nan" not in "\n".join(lines).lower()
+    assert body[a.id].rstrip().endswith("\u2014") and "inf" in body[g.id]
+    assert "\u2014" in body[o.id]  # no loss logged
+    show = cli(child_env, "show", a.id).stdout
+    assert f"parent: {p.id}" in show and "nan" not in show.lower()
