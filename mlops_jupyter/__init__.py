@@ -47,6 +47,7 @@ _LAZY = {
     # name: (module, attribute or None for the module itself)
     "telemetry": ("mlops_jupyter.telemetry", None),
     "data": ("mlops_jupyter.data", None),
+    "privacy": ("mlops_jupyter.privacy", None),
     "alerts": ("mlops_jupyter.telemetry.alerts", "alerts"),
     "live": ("mlops_jupyter.widgets", "live"),
     "compare": ("mlops_jupyter.widgets", "compare"),

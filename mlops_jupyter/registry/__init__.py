@@ -36,7 +36,9 @@ __all__ = [
     "ModelNotFoundError",
     "StageTransitionError",
     "UntrustedModelError",
+    "PROMOTION_CHECKS",
     "history",
+    "model_card",
     "load_model",
     "model_path",
     "model_version",
@@ -58,6 +60,9 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "archived": ("staging", "production"),
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Promotion gates: fn(version_info, stage) -> reason to refuse, or None. Features add theirs
+# (e.g. mj.privacy.set_promotion_policy requires a recorded privacy guarantee).
+PROMOTION_CHECKS: list = []
 
 
 def _user() -> str:
@@ -146,6 +151,7 @@ def register_model(
     alias: str | None = None,
     description: str | None = None,
     format: str = "",
+    metadata: dict[str, Any] | None = None,
 ) -> int:
     """Store a new version of model `name` and return its version number (1, 2, ...).
 
@@ -153,7 +159,11 @@ def register_model(
     if its constructor needs arguments), a file/folder path, or any picklable object.
     `run`: the run it came from (default: the active run, if any); `metrics` default to
     that run's last metric values. `alias`: also point this alias (e.g. "candidate") at it.
+    `metadata`: JSON-able facts kept with the version (model card); a run trained with
+    mj.privacy adds its guarantee under "privacy" (epsilon, delta, accountant, steps).
     """
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
     from . import flavors
 
     _check_name(name)
@@ -185,6 +195,17 @@ def register_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     rel = final.relative_to(store.root).as_posix()
+    metadata = dict(metadata or {})
+    if rid is not None and "privacy" not in metadata:
+        from ..privacy.guarantee import flush_run, from_run_detail
+        from ..store import query
+
+        uid = query.run_detail(store, rid)["id"]
+        flush_run(uid)  # the newest epsilon of a training still tracked
+        if (g := from_run_detail(query.run_detail(store, rid))) is not None:
+            metadata["privacy"] = g
+    if metadata:
+        meta = {**meta, "metadata": metadata}
     version = rs.create_version(
         store, name, flavor, rel, digest, size, rid, metrics, meta, _user(), description
     )
@@ -265,9 +286,47 @@ def promote_model(
     _check_stage(stage)
     if reason is not None and not isinstance(reason, str):
         raise InvalidInputError("reason must be a string")
+    if PROMOTION_CHECKS:
+        info = rs.find_version(_store(), name, version)
+        for check in list(PROMOTION_CHECKS):
+            if (why := check(info, stage)) is not None:
+                raise StageTransitionError(f"promotion refused: {why}")
     return rs.transition(
         _store(), name, version, stage, TRANSITIONS, reason, _user(), archive_existing
     )
+
+
+def model_card(
+    name: str, version: int | None = None, stage: str | None = None, alias: str | None = None
+) -> str:
+    """A short Markdown card of one version: stage, source run, metrics, metadata and the
+    privacy guarantee when one was recorded."""
+    info = model_version(name, version, stage, alias)
+    lines = [
+        f"# {info['name']} v{info['version']}",
+        "",
+        f"- stage: {info['stage']}"
+        + (f" (aliases: {', '.join(info['aliases'])})" if info["aliases"] else ""),
+        f"- flavor: {info['flavor']}, {info['size']} bytes, sha256 {info['digest'][:12]}",
+        f"- run: {info['run_id'] or '-'}; registered by {info['created_by']}",
+    ]
+    if info["metrics"]:
+        lines += ["", "## Metrics", ""] + [f"- {k}: {v:.6g}" for k, v in info["metrics"].items()]
+    meta = dict(info["meta"].get("metadata") or {})
+    g = meta.pop("privacy", None)
+    lines += ["", "## Privacy", ""]
+    if g:
+        lines.append(
+            f"- (epsilon={g.get('epsilon', float('nan')):.4g}, delta={g.get('delta')})-DP "
+            f"for each training example, {g.get('accountant')} accountant, {g.get('steps')} "
+            f"steps (noise multiplier {g.get('noise_multiplier')}, max grad norm "
+            f"{g.get('max_grad_norm')}, sample rate {g.get('sample_rate')})"
+        )
+    else:
+        lines.append("- no differential-privacy guarantee recorded")
+    if meta:
+        lines += ["", "## Metadata", ""] + [f"- {k}: {v}" for k, v in meta.items()]
+    return "\n".join(lines) + "\n"
 
 
 def set_alias(name: str, alias: str, version: int) -> int | None:
