@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm
+EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup run demo lab test lint bench browser clean
