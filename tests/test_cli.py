@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mlops_jupyter as mj
+from mlops_jupyter.cli_format import safe, table
 
 
 def cli(env, *args, check=True):
@@ -163,3 +166,16 @@ def test_nan_is_a_dash_and_children_are_shown_under_their_parent(child_env):
     assert "\u2014" in body[o.id]  # no loss logged
     show = cli(child_env, "show", a.id).stdout
     assert f"parent: {p.id}" in show and "nan" not in show.lower()
+
+
+@given(st.text())
+def test_safe_text_is_printable_and_printable_text_is_unchanged(text):
+    out = safe(text)
+    assert out.isprintable()
+    out.encode("utf-8")  # lone surrogates are escaped too, so printing cannot fail
+    if text.isprintable():
+        assert out == text
+    else:
+        assert out != text and "\\" in out
+    cell = table([[text]], ["h"])
+    assert all(line.isprintable() for line in cell.split("\n"))

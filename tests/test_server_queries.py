@@ -87,3 +87,41 @@ def test_crashed_runs_are_reconciled_before_listing():
     aq._last_reconcile.clear()
     page = aq.list_runs(st)
     assert [r["status"] for r in page["runs"] if r["id"] == uid] == ["crashed"]
+
+
+_LIKE_NAMES = ["p%q", "p_q", "pq", "p\\q", "%", "_", "x%%y", "q_p%", "plain"]
+
+
+@pytest.fixture(scope="module")
+def like_store(tmp_path_factory):
+    from mlops_jupyter.store.db import Store
+
+    store = Store(tmp_path_factory.mktemp("like") / "store.db")
+    for name in _LIKE_NAMES:
+        rid, _, _ = rstore.create_run(store, name, "zz", params={"v": name})
+        rstore.finish_run(store, rid, "finished")
+    yield store
+    store.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet="pq%_\\xy", min_size=1, max_size=4))
+def test_search_and_contains_match_text_literally(like_store, text):
+    page = aq.list_runs(like_store, search=text, limit=100)
+    # names only: no uid (hex) or experiment name ("zz") holds these characters
+    assert sorted(r["name"] for r in page["runs"]) == sorted(n for n in _LIKE_NAMES if text in n)
+    got = aq.list_runs(like_store, conditions=[f"params.v~{text}"], limit=100)
+    # params are stored as JSON: a backslash is stored doubled
+    want = sorted(n for n in _LIKE_NAMES if text in n.replace("\\", "\\\\"))
+    assert sorted(r["name"] for r in got["runs"]) == want
+
+
+def test_condition_limits_are_clear_errors():
+    st_ = current_store()
+    with pytest.raises(InvalidInputError, match="offset"):
+        aq.list_runs(st_, offset=10**24)
+    with pytest.raises(InvalidInputError, match="at most 50 conditions"):
+        aq.list_runs(st_, conditions=["params.lr>0"] * 1000)
+    with pytest.raises(InvalidInputError, match="contains"):
+        aq.list_runs(st_, conditions=["metrics.loss~0.5"])
+    assert aq.list_runs(st_, conditions=["params.lr>0"] * 50)["total"] == 0
