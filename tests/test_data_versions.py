@@ -10,6 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 from data_helpers import frame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mlops_jupyter as mj
 from mlops_jupyter.data import fingerprint as fpr
@@ -270,3 +272,68 @@ def test_known_content_is_linked_without_profiling_again(monkeypatch):
     assert again.id == first.id and not again.is_new and calls == []
     assert again.profile == first.profile
     assert [v["name"] for v in mj.lineage(run).inputs] == ["once-more"]
+
+
+def test_pandas_index_is_part_of_the_version():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"id": [7, 3, 5], "x": [0.5, 1.5, 2.5]})
+    plain = mj.version(df)
+    by_id = mj.version(df.set_index("id"))
+    assert by_id.id != plain.id
+    # the same index built another way is the same content, the same version
+    same = pd.DataFrame({"x": [0.5, 1.5, 2.5]}, index=pd.Index([7, 3, 5], name="id"))
+    assert mj.version(same).id == by_id.id
+    # index names and values both count
+    assert mj.version(same.rename_axis("key")).id != by_id.id
+    assert mj.version(same.rename(index={5: 6})).id != by_id.id
+    xs = df[["x"]]
+    assert mj.version(xs.set_index(pd.Index([7, 3, 5]))).id != mj.version(xs).id
+    assert mj.version(xs.set_index(pd.RangeIndex(1, 4))).id != mj.version(xs).id
+    assert mj.version(df.set_index(["id", "x"])).id != mj.version(df.set_index(["x", "id"])).id
+    s = pd.Series([1.0, 2.0], name="v")
+    assert mj.version(s).id != mj.version(s.set_axis(["a", "b"])).id
+
+
+def test_default_index_keeps_its_version_id():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, np.nan, -2.0]})
+    v = mj.version(df)
+    if fpr.ALGO == "xxh3_128":  # the id every earlier release gave this frame
+        assert v.fingerprint == "xxh3_128:3d793a1c230a59ad721f17069261a46b"
+    assert v.id == mj.version(pl.from_pandas(df)).id
+    # 0, 1, 2 as plain integer labels are the default index too
+    assert mj.version(df.set_axis(pd.Index([0, 1, 2]))).id == v.id
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-5, 5), st.floats(allow_nan=False, width=32)), max_size=8),
+    st.sampled_from(["k", "x"]),
+)
+def test_set_index_never_shares_a_version(rows, col):
+    pd = pytest.importorskip("pandas")
+    from mlops_jupyter.data.catalog import identity
+
+    df = pd.DataFrame(rows, columns=["k", "x"])
+    if df.empty:
+        df = df.astype({"k": "int64", "x": "float64"})
+
+    def fp(o):
+        return identity(o, prof.to_polars(o))[1]
+
+    indexed = df.set_index(col)
+    assert fp(indexed) != fp(df)
+    assert fp(indexed) == fp(df.set_index(col))
+    assert fp(indexed) != fp(indexed.rename_axis("other"))
+
+
+def test_second_name_for_stored_content_is_reported():
+    df = frame(50, seed=3)
+    first = mj.version(df, name="a")
+    with pytest.warns(RuntimeWarning, match=f"already stored as data version {first.id} named 'a'"):
+        again = mj.version(df, name="b")
+    assert again.id == first.id and again.name == "a"
+    # inside a run the run's link records the new name, and it resolves
+    with mj.start_run("uses-b"):
+        mj.version(df, name="b")
+    assert mj.data.get_version("b").id == first.id

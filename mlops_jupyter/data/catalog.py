@@ -4,6 +4,7 @@ once per content and linked to the active run as an input or output."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,9 @@ def identity(obj: Any, df: pl.DataFrame) -> tuple[str, str]:
     """(kind, fingerprint) of an in-memory object and its polars view."""
     if isinstance(obj, np.ndarray):
         return "numpy", fpr.array_fingerprint(obj)
-    kind = "polars" if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pl.Series)) else "pandas"
-    return kind, fpr.frame_fingerprint(df)
+    if isinstance(obj, (pl.DataFrame, pl.LazyFrame, pl.Series)):
+        return "polars", fpr.frame_fingerprint(df)
+    return "pandas", fpr.frame_fingerprint(df, fpr.pandas_index(obj))
 
 
 def object_record(
@@ -248,6 +250,17 @@ def save(
     v = _from_row(d, is_new=new)
     if name and not v.name:
         v.name = name
+    elif name and v.name != name and rid is None:
+        # A version keeps the name it was first stored under; a run's link records its own
+        # name. Outside a run there is no link, so say that `name` was not recorded.
+        warnings.warn(
+            f"mlops-jupyter: this content is already stored as data version {v.id} named "
+            f"{v.name!r}; the name {name!r} was not recorded (outside a run a version keeps "
+            f"its first name; inside a run the run's link records {name!r}). Refer to it as "
+            f"{v.id!r} or {v.name!r}",
+            RuntimeWarning,
+            3,
+        )
     return v
 
 

@@ -159,13 +159,44 @@ def _hash_series(h, s: pl.Series) -> None:
         h.update(json.dumps(s.to_list(), default=repr, sort_keys=True).encode())
 
 
-def frame_fingerprint(df: pl.DataFrame) -> str:
-    """Fingerprint of a polars DataFrame: column names, dtypes and values, in order."""
+def frame_fingerprint(df: pl.DataFrame, index: pl.DataFrame | None = None) -> str:
+    """Fingerprint of a polars DataFrame: column names, dtypes and values, in order.
+
+    `index`: the levels of a pandas frame's non-default index (see pandas_index), hashed
+    after the columns, so `df` and `df.set_index("id")` never share a fingerprint. Frames
+    without one hash exactly as before."""
     h = hasher()
     h.update(f"frame\0{df.height}\0{df.width}".encode())
     for s in df.get_columns():
         _hash_series(h, s)
+    if index is not None:
+        h.update(f"\0index\0{index.width}".encode())
+        for s in index.get_columns():
+            _hash_series(h, s)
     return _finish(h)
+
+
+def pandas_index(obj: Any) -> pl.DataFrame | None:
+    """The index of a pandas DataFrame/Series as a polars frame (one column per level, named
+    by the level's repr), or None for the default index (unnamed RangeIndex 0, 1, 2, ...)."""
+    import pandas as pd
+
+    idx = obj.index
+    if idx.nlevels == 1 and idx.name is None:
+        if isinstance(idx, pd.RangeIndex):
+            if idx.start == 0 and idx.step == 1:
+                return None
+        elif idx.dtype.kind in "iu" and np.array_equal(idx.to_numpy(), np.arange(len(idx))):
+            return None  # 0, 1, 2, ... as plain integers: the same labels as the default
+    cols = []
+    for i, name in enumerate(idx.names):
+        level = idx.get_level_values(i)
+        key = f"{i}:{name!r}"
+        try:
+            cols.append(pl.from_pandas(level).alias(key))
+        except Exception:  # mixed objects: their reprs, still an exact record of the values
+            cols.append(pl.Series(key, [repr(v) for v in level], dtype=pl.String))
+    return pl.DataFrame(cols)
 
 
 def array_fingerprint(arr: np.ndarray) -> str:
