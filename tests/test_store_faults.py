@@ -117,7 +117,9 @@ _READER = """
 import json, sys
 import mlops_jupyter as mj
 from mlops_jupyter.errors import ReadOnlyStoreError
-out = {"runs": sorted(mj.runs()["status"].to_list()), "show": mj.get_run("dead")["status"]}
+dead = mj.get_run("dead")
+out = {"runs": sorted(mj.runs()["status"].to_list()), "show": dead["status"]}
+out["ended"] = dead["end_time"] is not None
 try:
     mj.start_run("new")
 except ReadOnlyStoreError as e:
@@ -189,8 +191,9 @@ def test_read_only_store_with_a_dead_running_run_can_be_read(tmp_path, left_open
         st.close()  # no -wal/-shm files left: SQLite cannot open them in a read-only folder
     before = store.read_bytes()
     got = _run_read_only(store, _READER)
-    assert got["runs"] == ["finished"] * len(rids) + ["running"]
-    assert got["show"] == "running"  # shown as stored: nothing may be written
+    # reconciled in memory: the dead run reads as crashed, yet nothing is written
+    assert got["runs"] == ["crashed"] + ["finished"] * len(rids)
+    assert got["show"] == "crashed" and got["ended"]
     assert "read-only" in got["write"] and str(store) in got["write"]
     assert store.read_bytes() == before
     st.close()

@@ -124,6 +124,9 @@ class Store:
         self._lock = threading.Lock()
         self.read_only = False
         self.malformed: str | None = None  # the first "malformed" error seen, if any
+        # runs of dead processes a read-only store cannot mark crashed: {rowid: end time}
+        self._crashed: dict[int, float | None] = {}
+        self._crashed_gen = 0
         if self.path.exists():
             if self.path.is_dir():
                 raise NotAStoreError(f"{self.path} is a directory, not a store file")
@@ -168,9 +171,49 @@ class Store:
             except sqlite3.Error as e:
                 raise self._error(e, "open the store") from e
             self._local.conn = c
+            self._local.crashed_gen = 0
             with self._lock:
                 self._all.append(c)
+        if self._local.crashed_gen != self._crashed_gen:
+            self._show_crashed(c)
         return c
+
+    def assume_crashed(self, dead: list[tuple[float | None, int]]) -> None:
+        """Show runs as crashed to this process without writing: `dead` is (end time,
+        rowid) pairs. For a read-only store, whose dead runs cannot be marked crashed."""
+        with self._lock:
+            self._crashed.update({rid: end for end, rid in dead})
+            self._crashed_gen += 1
+
+    def _show_crashed(self, c: sqlite3.Connection) -> None:
+        # A TEMP view named `runs` shadows main.runs for this connection only, so every
+        # query reads the reconciled status while the file stays untouched.
+        with self._lock:
+            gen, items = self._crashed_gen, list(self._crashed.items())
+
+        def build() -> None:
+            cols = [r[1] for r in c.execute("PRAGMA main.table_info(runs)")]
+            c.execute("PRAGMA temp_store=MEMORY")
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS crashed_runs(id INTEGER PRIMARY KEY, t)")
+            c.execute("DELETE FROM temp.crashed_runs")
+            c.executemany("INSERT INTO temp.crashed_runs VALUES(?, ?)", items)
+            sel = {
+                "status": "CASE WHEN k.id IS NULL THEN r.status ELSE 'crashed' END",
+                "end_time": "CASE WHEN k.id IS NULL THEN r.end_time"
+                " ELSE coalesce(k.t, r.start_time) END",
+            }
+            cols_sql = ", ".join(f"{sel.get(n, f'r.{q(n)}')} AS {q(n)}" for n in cols)
+            c.execute("DROP VIEW IF EXISTS temp.runs")
+            c.execute(
+                f"CREATE TEMP VIEW runs AS SELECT {cols_sql} FROM main.runs r"
+                " LEFT JOIN temp.crashed_runs k ON k.id = r.id"
+            )
+
+        def q(name: str) -> str:
+            return '"' + name.replace('"', '""') + '"'
+
+        self._retry(build, "show runs of dead processes as crashed")
+        self._local.crashed_gen = gen
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:

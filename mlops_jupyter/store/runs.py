@@ -202,7 +202,7 @@ def reconcile(store: Store, stale_after: float) -> int:
                     dead,
                 )
         except ReadOnlyStoreError:
-            pass  # a read-only store must stay readable: its rows are shown as stored
+            store.assume_crashed(dead)  # read-only: reconcile in memory, write nothing
     return len(dead)
 
 
