@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test lint bench browser clean
+.PHONY: setup run demo lab test test-compat lint bench browser clean
 
 setup: $(VENV)/.installed
 
@@ -40,8 +40,29 @@ lint: setup
 test: setup browser lint
 	$(PY) -m pytest -p no:cacheprovider -ra
 
+# The suite on the oldest (3.10 + pandas 2.3 + numpy 2.2 + the lowest polars allowed) and the
+# newest supported Python, each in its own venv without the heavy extras (torch, mlx, optuna,
+# nvidia: their tests skip). Browser tests run only in `make test` (-m "not browser").
+# PY310/PY313 name the interpreters (.ci/run finds them under pyenv).
+PY310 ?= python3.10
+PY313 ?= python3.13
+COMPAT_VENVS := .venv-py310 .venv-py313
+
+.venv-py%/.installed: pyproject.toml .ci/constraints-py%.txt
+	$(PY$*) -m venv .venv-py$*
+	.venv-py$*/bin/python -m pip install -q --upgrade pip
+	# the built JupyterLab extension in mlops_jupyter/labextension is reused (no node build)
+	.venv-py$*/bin/python -m pip install -q -c .ci/constraints-py$*.txt -e ".[dev]"
+	touch $@
+
+test-compat: $(addsuffix /.installed,$(COMPAT_VENVS))
+	@for v in $(COMPAT_VENVS); do \
+	  echo "== $$v: $$($$v/bin/python -c 'import sys, numpy, pandas, polars; print(sys.version.split()[0], "numpy", numpy.__version__, "pandas", pandas.__version__, "polars", polars.__version__)')"; \
+	  $$v/bin/python -m pytest -p no:cacheprovider -q -m "not browser" || exit 1; \
+	done
+
 bench: setup
 	$(PY) benchmarks/bench_logging.py
 
 clean:
-	rm -rf $(VENV) build dist test-artifacts .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENVS) build dist test-artifacts .pytest_cache

@@ -72,9 +72,10 @@ def test_environment_tags_without_importing_packages(tmp_path):
     from importlib import metadata
 
     try:
-        assert tags["env.torch"] == metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        assert "env.torch" not in tags
+        expected = metadata.version("torch")
+    except metadata.PackageNotFoundError:  # the compat venvs have no torch
+        expected = None
+    assert tags.get("env.torch") == expected
 
 
 def test_environment_with_notebook(repo):
