@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -206,3 +207,41 @@ def test_read_only_error_names_the_store(tmp_path):
         with st.write("record an event"):
             pass
     assert str(st.path) in str(exc.value)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 512 KiB file system (tmpfs); needs root and mount, else the test skips."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    ok = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if ok.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {ok.stderr.decode(errors='replace')}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_file_system_is_a_store_error_and_writing_resumes(tiny_disk):
+    st = Store(tiny_disk / "store.db")
+    rid, _, _ = rstore.create_run(st, "r", "e")
+    filler = tiny_disk / "filler"
+    with open(filler, "wb") as f:  # leave only a little room
+        free = shutil.disk_usage(tiny_disk).free
+        f.write(b"\0" * max(0, free - 64 * 1024))
+    with pytest.raises(StoreError) as exc:
+        for _ in range(500):
+            rstore.add_event(st, rid, "note", os.urandom(2000).hex())
+    msg = str(exc.value)
+    assert "full" in msg and str(st.path) in msg and "cannot rollback" not in msg, msg
+    assert isinstance(exc.value.__cause__, sqlite3.Error)
+    assert not st.conn().in_transaction
+    filler.unlink()  # space freed: the same Store writes again
+    rstore.add_event(st, rid, "note", "after")
+    assert st.read("SELECT count(*) FROM run_events WHERE message='after'") == [(1,)]
+    st.close()
