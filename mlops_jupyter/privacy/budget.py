@@ -96,6 +96,7 @@ class BudgetTracker:
         self._cond = threading.Condition()
         self._pending: tuple[Any, int] | None = None
         self._worker: threading.Thread | None = None
+        self._logged = 0  # newest step whose epsilon is logged
         _trackers.add(self)
 
     # -- run binding --------------------------------------------------------------------
@@ -144,6 +145,7 @@ class BudgetTracker:
         if self.curve.fast:
             try:
                 run.log_metric("privacy/epsilon", self.curve(steps), steps)
+                self._logged = steps
             except Exception as e:
                 _warn(f"could not log epsilon: {e}")
         else:
@@ -177,6 +179,7 @@ class BudgetTracker:
                 eps = self.curve(steps)
                 if run.status == "running":
                     run.log_metric("privacy/epsilon", eps, steps)
+                    self._logged = max(self._logged, steps)
             except Exception as e:
                 _warn(f"could not compute or log epsilon: {e}")
             with self._cond:
@@ -188,8 +191,9 @@ class BudgetTracker:
         with self._cond:
             self._cond.wait_for(lambda: self._pending is None, timeout=timeout)
         run = self.run
-        if run is not None and run.status == "running" and self.steps:
+        if run is not None and run.status == "running" and self._logged < self.steps:
             run.log_metric("privacy/epsilon", self.curve(self.steps), self.steps)
+            self._logged = self.steps
 
     def epsilon(self) -> float:
         """Epsilon spent so far."""
@@ -245,7 +249,7 @@ class BudgetTracker:
                 _warn(f"could not write the checkpoint before stopping: {e}")
         self.stopped = True
         if run is not None:
-            if self.steps:
+            if self._logged < self.steps:
                 try:
                     run.log_metric("privacy/epsilon", eps, self.steps)
                 except Exception:
