@@ -245,3 +245,12 @@ def test_full_file_system_is_a_store_error_and_writing_resumes(tiny_disk):
     rstore.add_event(st, rid, "note", "after")
     assert st.read("SELECT count(*) FROM run_events WHERE message='after'") == [(1,)]
     st.close()
+
+
+@pytest.mark.parametrize("ref", ["\udcff", 2**64])
+def test_reads_with_arguments_sqlite_cannot_bind_are_invalid_input(ref):
+    from mlops_jupyter.errors import InvalidInputError
+
+    mj.start_run("one").end()
+    with pytest.raises(InvalidInputError, match="query argument"):
+        mj.set_store(None).read("SELECT id FROM runs WHERE uid=?", (ref,))

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import (
+    InvalidInputError,
     MalformedStoreError,
     NotAStoreError,
     ReadOnlyStoreError,
@@ -326,7 +327,11 @@ class Store:
     def read(self, sql: str, args: tuple | list | dict = (), what: str = "read the store") -> list:
         """Run a read query and fetch all rows (retrying on a busy database)."""
         c = self.conn()
-        return self._retry(lambda: c.execute(sql, args).fetchall(), what)
+        try:
+            return self._retry(lambda: c.execute(sql, args).fetchall(), what)
+        except (UnicodeEncodeError, OverflowError) as e:
+            # an argument SQLite cannot bind (lone surrogate, int beyond 64 bits): bad input
+            raise InvalidInputError(f"cannot {what}: a query argument is invalid: {e}") from e
 
     def schema_version(self) -> int:
         """Highest applied schema migration of this store."""
