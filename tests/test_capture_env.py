@@ -125,3 +125,71 @@ def test_read_notebook_order_tags_and_cache(tmp_path):
     assert read_notebook(str(tmp_path / "missing.ipynb")) is None
     (tmp_path / "broken.ipynb").write_text("{not json")
     assert read_notebook(str(tmp_path / "broken.ipynb")) is None
+
+
+def test_kernel_launcher_is_not_a_script(tmp_path):
+    code = (
+        "import json, sys; from mlops_jupyter.capture.env import script_path; "
+        "print(json.dumps(script_path()))"
+    )
+    user = tmp_path / "train.py"
+    user.write_text(code)
+    launcher = tmp_path / "ipykernel_launcher.py"
+    launcher.write_text(code)
+    tool = tmp_path / "lib" / "site-packages" / "tool.py"
+    tool.parent.mkdir(parents=True)
+    tool.write_text(code)
+
+    def run(p: Path):
+        out = subprocess.run([sys.executable, str(p)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    assert run(user) == str(user.resolve())
+    assert run(launcher) is None
+    assert run(tool) is None
+
+
+def test_duplicate_sources_and_papermill_input_in_the_saved_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in ["a()", "b()", "a()", "c()"]]
+    nb.metadata["papermill"] = {"input_path": "in.ipynb"}
+    path = tmp_path / "dup.ipynb"
+    nbformat.write(nb, str(path))
+    info = read_notebook(str(path))
+    assert info.papermill_input == "in.ipynb"
+    assert info.index_of(None, "a()") == 0
+    assert info.index_of(None, "a()", after=1) == 2  # the next one down
+    assert info.index_of(None, "a()", after=3) == 2  # all above: the nearest one
+    assert info.index_of(nb.cells[2].id, "a()", after=0) == 2  # an id decides
+    assert info.contains(None, " c() ") and not info.contains("x", "d()")
+
+
+def test_pick_notebook_by_executed_cells(tmp_path):
+    from mlops_jupyter.capture.locate import folder_notebooks, notebook_args, pick_notebook
+
+    def write(name: str, sources: list[str], **meta) -> str:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+        nb.metadata.update(meta)
+        p = tmp_path / name
+        nbformat.write(nb, str(p))
+        return str(p.resolve())
+
+    a = write("a.ipynb", ["x = 1", "train()"])
+    b = write("b.ipynb", ["y = 2", "plot()"])
+    out = write(
+        "a_out.ipynb",
+        ["x = 1", "# Parameters\nx = 5", "train()"],
+        papermill={"input_path": "a.ipynb"},
+    )
+    folder = folder_notebooks(str(tmp_path))
+    assert folder == sorted([a, b, out])
+    ran = [(None, "x = 1"), (None, "# Parameters\nx = 5"), (None, "train()")]
+    assert pick_notebook([], folder, ran) == a  # the output stands for its input
+    assert pick_notebook([], folder, [(None, "plot()")]) == b
+    assert pick_notebook([], folder, [(None, "unknown()")]) is None
+    assert pick_notebook([], [a], []) == a  # nothing ran yet: the only notebook
+    assert pick_notebook([], [a, b], []) is None
+    assert pick_notebook([b], [a, b], []) == b  # named by the runner
+    argv = ["papermill", "--cwd", "x.ipynb", "a.ipynb", "-o", "b.ipynb", "missing.ipynb"]
+    assert notebook_args(argv, str(tmp_path)) == [a]

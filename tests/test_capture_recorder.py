@@ -185,3 +185,49 @@ def test_attach_tags_top_level_runs_only(store_path):
     parent.end()
     assert mj.get_run(parent.id)["tags"]["env.python"]
     assert mj.get_run(child.id)["tags"] == {}
+
+
+def test_cells_for_run_takes_the_public_id_name_or_run(store_path):
+    import pytest
+
+    from mlops_jupyter.errors import InvalidInputError, RunNotFoundError
+
+    s = Session()
+    run = mj.start_run("pub")
+    s.track(run, env=False)
+    _cell(s, [run], "a", "x = 1", 1)
+    run.end()
+    by_row = cstore.cells_for_run(run.store, run._rid)
+    assert [c["cell_id"] for c in by_row] == ["a"]
+    assert cstore.cells_for_run(run.store, run.id) == by_row  # what mj.runs() shows
+    assert cstore.cells_for_run(run.store, "pub") == by_row
+    assert cstore.cells_for_run(run.store, run) == by_row
+    with pytest.raises(RunNotFoundError, match="nope"):
+        cstore.cells_for_run(run.store, "nope")
+    with pytest.raises(InvalidInputError, match="run must be"):
+        cstore.cells_for_run(run.store, 1.5)
+
+
+def test_identical_sources_in_order_are_not_out_of_order(store_path, tmp_path):
+    # no cell ids (nbclient, papermill): equal sources are told apart by position
+    src = ["import math", "print('x')", "y = 1", "print('x')", "z = 2"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in src]
+    path = tmp_path / "d.ipynb"
+    nbformat.write(nb, str(path))
+    for session in (Session(lambda: str(path)), Session()):
+        run = mj.start_run("dupes")
+        session.track(run, env=False)
+        for n, c in enumerate(src, 1):
+            _cell(session, [run], None, c, n)
+        run.end()
+        assert _warnings(run) == []
+    # with the file, going back to a cell above is still flagged
+    s = Session(lambda: str(path))
+    run = mj.start_run("back")
+    s.track(run, env=False)
+    for n, c in enumerate(src[:4] + ["y = 1"], 1):
+        _cell(s, [run], None, c, n)
+    run.end()
+    (w,) = _warnings(run)
+    assert w["data"]["index"] == 2 and w["data"]["after_index"] == 3

@@ -2,7 +2,8 @@
 
 Feature areas add their own magics in sibling modules (telemetry, data, export, sweep),
 each with a `register(ipython)` function; a missing module is skipped and a failing one
-only warns, so one broken feature never stops the extension from loading."""
+only warns, so one broken feature never stops the extension from loading. Every `mlops_*`
+magic then accepts a trailing `# comment` on its line (see comments.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def load_ipython_extension(ipython) -> None:
             mod.register(ipython)
         except Exception as e:
             warnings.warn(f"mlops-jupyter: %{name} magics failed to load: {e}", stacklevel=2)
+    from .comments import accept_comments
+
+    accept_comments(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:

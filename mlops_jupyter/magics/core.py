@@ -93,6 +93,21 @@ class CellHooks:
             self.pre_run = None
 
 
+def _unquote(s: Any) -> Any:
+    """IPython splits magic lines keeping the quotes of a quoted word (`"my run"`); the
+    user meant the text inside them."""
+    if isinstance(s, str) and len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    return s
+
+
+def _unquoted(args):
+    """`args` with every string and list-of-strings value unquoted."""
+    for k, v in vars(args).items():
+        setattr(args, k, [_unquote(x) for x in v] if isinstance(v, list) else _unquote(v))
+    return args
+
+
 def _kv(items: list[str], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -193,7 +208,7 @@ class CaptureMagics(Magics):
         As a line magic, `%mlops_run start [NAME]` starts a run spanning the next cells
         (each executed cell is recorded) and `%mlops_run end` ends it.
         """
-        args = parse_argstring(self.mlops_run, line)
+        args = _unquoted(parse_argstring(self.mlops_run, line))
         if args.notebook:
             path = resolve_notebook(args.notebook)
             if path is None:
@@ -313,7 +328,7 @@ class CaptureMagics(Magics):
     @line_magic
     def mlops_runs(self, line: str):
         """Show the runs table (newest first): status, attempt, duration, params, metrics."""
-        args = parse_argstring(self.mlops_runs, line)
+        args = _unquoted(parse_argstring(self.mlops_runs, line))
         if args.last < 0:
             raise UsageError("--last must be >= 0")
         df = _api.runs(

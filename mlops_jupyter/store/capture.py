@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidInputError
 from .db import Store
+from .runs import resolve_run
 
 # (run_id, seq, cell_id, execution_count, source_hash, start_time, duration_s, status, error)
 CellRow = tuple[int, int, "str | None", "int | None", str, float, "float | None", str, "str | None"]
@@ -35,8 +37,23 @@ def next_seq(store: Store, rid: int) -> int:
     return (row[0][0] or 0) + 1
 
 
-def cells_for_run(store: Store, rid: int) -> list[dict[str, Any]]:
-    """Cells executed while run `rid` was active, in execution order."""
+def _run_rowid(store: Store, run: Any) -> int:
+    """The row id of `run`: a row id (int), a public run id or name (str), or a Run."""
+    rid = getattr(run, "_rid", run)
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        return rid
+    if isinstance(rid, str):
+        return resolve_run(store, rid)
+    raise InvalidInputError(
+        f"run must be a run id (str), a Run or a row id (int), got {type(run).__name__}"
+    )
+
+
+def cells_for_run(store: Store, rid: int | str) -> list[dict[str, Any]]:
+    """Cells executed while run `rid` was active, in execution order. `rid` is the run's
+    public id (`run.id`, as `mj.runs()` shows it), its name, a Run, or its row id; an
+    unknown id or name raises RunNotFoundError."""
+    rid = _run_rowid(store, rid)
     rows = store.read(
         "SELECT c.seq, c.cell_id, c.execution_count, c.source_hash, s.source, c.start_time,"
         " c.duration_s, c.status, c.error FROM cell_executions c"
