@@ -254,3 +254,22 @@ def test_reads_with_arguments_sqlite_cannot_bind_are_invalid_input(ref):
     mj.start_run("one").end()
     with pytest.raises(InvalidInputError, match="query argument"):
         mj.set_store(None).read("SELECT id FROM runs WHERE uid=?", (ref,))
+
+
+def test_read_only_store_of_an_older_version_says_it_needs_an_upgrade(tmp_path):
+    store = tmp_path / "old" / "store.db"
+    _store_with_runs(store, 1)
+    c = sqlite3.connect(store)
+    c.execute(
+        "DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"
+    )
+    c.commit()
+    c.close()
+    script = (
+        "import json, mlops_jupyter as mj\n"
+        "from mlops_jupyter.errors import ReadOnlyStoreError\n"
+        "try:\n    mj.runs(); print(json.dumps({'error': None}))\n"
+        "except ReadOnlyStoreError as e:\n    print(json.dumps({'error': str(e)}))\n"
+    )
+    got = _run_read_only(store, script)
+    assert got["error"] and "read-only" in got["error"] and "older" in got["error"]
