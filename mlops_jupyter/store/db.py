@@ -61,14 +61,15 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     from urllib.request import pathname2url
 
     base = f"file:{pathname2url(str(path))}"
+    kw = {"uri": True, "isolation_level": None, "check_same_thread": False}
     try:
-        c = sqlite3.connect(f"{base}?mode=ro", uri=True, isolation_level=None)
+        c = sqlite3.connect(f"{base}?mode=ro", **kw)
         c.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return c
     except sqlite3.OperationalError as e:
         if not (_is_read_only(e) or "unable to open" in str(e).lower()):
             raise
-    return sqlite3.connect(f"{base}?immutable=1", uri=True, isolation_level=None)
+    return sqlite3.connect(f"{base}?immutable=1", **kw)
 
 
 def _check_existing(path: Path) -> None:
