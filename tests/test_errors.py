@@ -108,3 +108,10 @@ def test_logging_to_an_ended_run():
     with pytest.raises(MlopsJupyterError, match="ended"):
         run.log_metric("x", 1.0)
     run.end()  # ending twice is harmless
+
+
+def test_store_errors_are_exported_and_share_one_base():
+    for name in ("StoreError", "NotAStoreError", "ReadOnlyStoreError", "MalformedStoreError"):
+        cls = getattr(mj, name)
+        assert name in mj.__all__ and issubclass(cls, mj.StoreError)
+        assert issubclass(cls, mj.MlopsJupyterError)
