@@ -102,3 +102,22 @@ def pipeline_runs() -> tuple[list[dict], dict[str, list[dict]]]:
         if r["parent_id"] is not None:
             children.setdefault(r["parent_id"], []).append(mj.get_run(r["id"]))
     return parents, children
+
+
+def cell_text(cell) -> str:
+    """What an executed cell showed: its printed text and the text form of its result."""
+    out = []
+    for o in cell.get("outputs", []):
+        out.append(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", "")))
+    return "".join(t if t.endswith("\n") else t + "\n" for t in out if t)
+
+
+def marked(text: str, mark: str = "R:") -> list[str]:
+    """The lines of `text` that start with `mark`: the values a test compares."""
+    return [ln for ln in text.splitlines() if ln.startswith(mark)]
+
+
+def notebook_values(path: Path, cwd: Path, mark: str = "R:") -> list[str]:
+    """Execute the notebook in a real kernel; the marked lines its cells printed."""
+    nb = execute_notebook(path, cwd)
+    return marked("".join(cell_text(c) for c in nb.cells), mark)

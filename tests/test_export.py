@@ -141,7 +141,7 @@ def test_helpers_used_by_later_stages_are_imported_not_serialised(tmp_path):
     assert (res.path / "stages" / "tools.py").is_file() and "uses=['tools']" in text
 
 
-def test_function_reading_notebook_variables_cannot_cross_stages(tmp_path):
+def test_function_reading_notebook_variables_gets_them_as_stage_inputs(tmp_path):
     nb = make_nb(
         [
             ("scale = 3\n\ndef f(x):\n    return x * scale", ["stage=a"]),
@@ -149,7 +149,25 @@ def test_function_reading_notebook_variables_cannot_cross_stages(tmp_path):
         ],
         tmp_path / "nb.ipynb",
     )
-    with pytest.raises(ExportError, match=r"`f`.*reads notebook variables \(scale\)"):
+    st = _stages(plan_notebook(nb))
+    # `scale` is an input of the stage that calls `f`, bound into f's globals at run time
+    assert st["b"].inputs == {"scale": "a"} and st["b"].globals == ["scale"]
+    assert st["b"].rebind == ["f"] and st["b"].code_imports == {"a": ["f"]}
+    res = export_notebook(nb, tmp_path / "pipe")
+    b = (res.path / "stages" / "b.py").read_text()
+    assert "f = use_globals(f, globals())" in b and "def run():" in b and "global scale" in b
+
+
+def test_function_rebinding_a_notebook_variable_is_refused_naming_cell_and_construct(tmp_path):
+    nb = make_nb(
+        [
+            ("count = 0", ["stage=a"]),
+            "def bump():\n    global count\n    count += 1",
+            ("bump()\ntotal = count", ["stage=b"]),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    with pytest.raises(ExportError, match=r"cell 2: function `bump` .*`global count`"):
         plan_notebook(nb)
 
 

@@ -61,8 +61,13 @@ def dag_file(plan: Plan, name: str, notebook: str) -> str:
             f"    )"
         )
     edges = []
-    for s in stages:
-        for src in dict.fromkeys(s.inputs.values()):
+    for k, s in enumerate(stages):
+        ups = list(dict.fromkeys(s.inputs.values()))
+        # each stage starts from the global random state the stage before it left, as in
+        # the notebook: tasks run in notebook order
+        if k and stages[k - 1].name not in ups:
+            ups.append(stages[k - 1].name)
+        for src in ups:
             edges.append(f"{src}_task >> {s.name}_task")
     params = "{" + "".join(f"\n        {k!r}: {v!r}," for k, v in plan.params.items())
     params += "\n    }" if plan.params else "}"

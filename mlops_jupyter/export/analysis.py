@@ -14,6 +14,9 @@ class Flow:
     reads: list[str] = field(default_factory=list)  # read while not yet bound here
     binds: list[str] = field(default_factory=list)  # bound (assigned, mutated, def, import...)
     imports: set[str] = field(default_factory=set)  # names bound by import statements
+    # names the code may change in place (`xs.sort()`, `f(df)`, `df.dropna(inplace=True)`):
+    # a later stage must read the changed value, so they count as outputs too
+    mutates: list[str] = field(default_factory=list)
 
     def read(self, name: str, bound: set[str]) -> None:
         if name not in bound and name not in self.reads:
@@ -23,6 +26,32 @@ class Flow:
         bound.add(name)
         if name not in self.binds:
             self.binds.append(name)
+
+    def mutate(self, name: str) -> None:
+        if name not in self.mutates:
+            self.mutates.append(name)
+
+
+# Calls known to leave their arguments unchanged, and methods known to leave their object
+# unchanged (unless called with `inplace=True`). Anything else may mutate: a false "may
+# mutate" only costs an extra stage output, a missed one gives a wrong value downstream.
+PURE_FUNCS = {
+    *"print len repr str int float bool type isinstance issubclass id hash sorted list tuple".split(),
+    *"set frozenset dict sum min max abs round enumerate zip range display any all format".split(),
+    *"reversed map filter hasattr getattr callable vars dir ord chr divmod pow bytes".split(),
+    *"mean median std var array asarray concatenate stack vstack hstack where dot".split(),
+    *"matmul allclose array_equal isclose sqrt exp log argmax argmin argsort sort".split(),
+    *"zeros_like ones_like full_like unique deepcopy dumps DataFrame Series tensor".split(),
+}
+PURE_METHODS = {
+    *"copy head tail describe info to_numpy tolist to_list astype mean sum std var".split(),
+    *"min max median count nunique unique value_counts groupby agg merge query".split(),
+    *"filter select with_columns isna isnull notna notnull any all reshape transpose".split(),
+    *"item keys values items get format startswith endswith split strip lower upper".split(),
+    *"dropna fillna drop sort_values sort_index reset_index rename set_index assign".split(),
+    *"apply predict predict_proba score get_params to_csv to_parquet write_csv".split(),
+    *"write_parquet corr cov idxmax idxmin argmax argmin numel size dim".split(),
+}
 
 
 def _target_names(node: ast.AST) -> list[str]:
@@ -63,6 +92,28 @@ class _Walker(ast.NodeVisitor):
         self.flow = flow
         self.bound = bound
 
+    def visit_Call(self, node: ast.Call) -> None:
+        self.generic_visit(node)  # callee and arguments are read first
+        f = node.func
+        fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        inplace = any(
+            k.arg == "inplace" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+            for k in node.keywords
+        )
+        if isinstance(f, ast.Attribute) and (inplace or fname not in PURE_METHODS):
+            base = f.value
+            while isinstance(base, (ast.Attribute, ast.Subscript)):
+                base = base.value
+            if isinstance(base, ast.Name):
+                self.flow.mutate(base.id)
+        if fname in PURE_FUNCS or fname in PURE_METHODS and not inplace:
+            return
+        for a in [*node.args, *(k.value for k in node.keywords)]:
+            if isinstance(a, ast.Starred):
+                a = a.value
+            if isinstance(a, ast.Name):
+                self.flow.mutate(a.id)
+
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
             self.flow.read(node.id, self.bound)
@@ -80,6 +131,7 @@ class _Walker(ast.NodeVisitor):
             self.visit(base)
             if isinstance(base, ast.Name):
                 self.flow.bind(base.id, self.bound)
+                self.flow.mutate(base.id)
         elif isinstance(t, (ast.Tuple, ast.List)):
             for e in t.elts:
                 self._store_target(e)
@@ -101,8 +153,10 @@ class _Walker(ast.NodeVisitor):
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         self.visit(node.value)
         if isinstance(node.target, ast.Name):
+            # `arr += 1` changes a numpy array or list in place: a mutation of the input
             self.flow.read(node.target.id, self.bound)
             self.flow.bind(node.target.id, self.bound)
+            self.flow.mutate(node.target.id)
         else:
             self._store_target(node.target)
 
@@ -267,4 +321,13 @@ def run_handles(stmts: list[ast.stmt], mods: set[str], funcs: dict[str, str]) ->
                     item.optional_vars, ast.Name
                 ):
                     out.add(item.optional_vars.id)
+    return out
+
+
+def global_decls(node: ast.AST) -> list[str]:
+    """Names a def/class rebinds in the notebook's namespace with `global x`."""
+    out: list[str] = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Global):
+            out += [g for g in n.names if g not in out]
     return out

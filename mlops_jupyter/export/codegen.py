@@ -40,9 +40,11 @@ def _cells(cells: list[int]) -> str:
 
 
 def _signature(sp: StagePlan) -> str:
-    args = list(sp.inputs)
-    if sp.params:
-        args += ["*", *sp.params]
+    # notebook variables read by functions are module globals, set by the runner
+    args = [a for a in sp.inputs if a not in sp.globals]
+    keyword = [p for p in sp.params if p not in sp.globals]
+    if keyword:
+        args += ["*", *keyword]
     kw = "async def" if sp.is_async else "def"
     one = f"{kw} {sp.func}({', '.join(args)}):"
     if len(one) <= 100:
@@ -84,10 +86,17 @@ def stage_module(sp: StagePlan, pipeline: str, notebook: str) -> str:
         parts += [f"from .{mod} import {', '.join(names)}"]
     if sp.code_imports:
         parts.append("")
+    for name in sp.rebind:  # it reads notebook variables: from this module's globals
+        parts.append(f"{name} = use_globals({name}, globals())")
+    if sp.rebind:
+        parts.append("")
     for h in sp.helpers:
         parts += ["", h, ""]
     if sp.is_stage:
         body = "\n".join(f"    {h} = stage_run()" for h in sp.handles)
+        if sp.globals:
+            note = "  # notebook variables that functions called here read"
+            body = f"    global {', '.join(sp.globals)}{note}" + ("\n" if body else "") + body
         body += ("\n" if body else "") + indent_code(sp.body)
         parts += ["", _signature(sp), body, _returns(sp)]
     text = "\n".join(parts).rstrip() + "\n"

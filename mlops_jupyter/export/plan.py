@@ -5,12 +5,27 @@ from __future__ import annotations
 
 import ast
 import builtins
-import io
-import tokenize
 from dataclasses import dataclass, field
 
 from . import analysis as an
+from . import imports as im
+from .cellcode import (
+    has_statements,
+    indent_code,
+    literal_arg,
+    loads_of,
+    rewrite,
+    segment,
+    show_trailing,
+    single_run,
+    span_names,
+    stmt_start,
+    top_level_await,
+    trim,
+)
 from .notebook import Cell, ExportError, SplitNotebook, literal_params, magic_experiment
+
+__all__ = ["Plan", "StagePlan", "build_plan", "indent_code"]
 
 # Names IPython provides in a notebook that plain Python lacks; the runtime supplies them.
 RUNTIME_NAMES = {"display"}
@@ -36,6 +51,10 @@ class StagePlan:
     func: str = "run"
     run_name: str | None = None  # the notebook's own name for this run, if it gave one
     is_async: bool = False  # top-level `await` (IPython allows it): an `async def` stage
+    # notebook variables that functions the stage calls read: module globals of the stage
+    # module (`global x` in the stage function), set by the runner instead of passed in
+    globals: list[str] = field(default_factory=list)
+    rebind: list[str] = field(default_factory=list)  # imported functions given our globals
 
 
 @dataclass
@@ -50,134 +69,66 @@ class Plan:
         return [s for s in self.stages if s.is_stage]
 
 
-def _lines(text: str) -> list[str]:
-    return text.splitlines()
+_DEF = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def _stmt_start(node: ast.stmt) -> int:
-    decos = getattr(node, "decorator_list", None) or []
-    return min([node.lineno] + [d.lineno for d in decos])
+@dataclass
+class _Def:
+    stage: int
+    cell: Cell
+    node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
-def _is_import_block(node: ast.stmt) -> bool:
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return True
-    if isinstance(node, ast.Try):  # `try: import x / except ImportError: x = None`
-        inner = node.body + [s for h in node.handlers for s in h.body] + node.orelse
-        return all(
-            isinstance(s, (ast.Import, ast.ImportFrom, ast.Pass))
-            or (isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant))
-            for s in inner
-        ) and any(isinstance(s, (ast.Import, ast.ImportFrom)) for s in node.body)
-    return False
+def _check_defs(defs: dict[str, list[_Def]]) -> None:
+    """Refuse what cannot be exported exactly: a function that rebinds a notebook variable
+    with `global x` (the pipeline passes values between stages, not a shared namespace)."""
+    for name, versions in defs.items():
+        for d in versions:
+            g = an.global_decls(d.node)
+            if g:
+                kind = "class" if isinstance(d.node, ast.ClassDef) else "function"
+                raise ExportError(
+                    f"cell {d.cell.index}: {kind} `{name}` rebinds notebook variables with "
+                    f"`global {', '.join(g)}`, which a pipeline cannot reproduce exactly; "
+                    f"return the new value instead (`{g[0]} = {name}(...)`)"
+                )
 
 
-def single_run(cells: list[Cell], mods: set[str], funcs: dict[str, str]) -> bool:
-    """True when the stage's code makes at most one tracking run (one `%%mlops_run` cell or
-    one `start_run` call, not in a loop or function): that run becomes the stage's run.
-    Otherwise each notebook run stays a run of its own, nested under the stage's run."""
-    n = sum(c.run_cell for c in cells)
-    for c in cells:
-        for node in _walk_scoped(c.tree, False):
-            call, nested = node
-            if an.tracking_call(call, mods, funcs) == "start_run":
-                n += 2 if nested else 1
-    return n <= 1
+def _in_place(defs: dict[str, list[_Def]], n_stages: int) -> list[set[str]]:
+    """Per stage, the defs that stay where they are in the stage code: a name defined more
+    than once in one stage (each call must see the version defined above it), and the
+    defs of that stage that call such a name."""
+    out: list[set[str]] = [set() for _ in range(n_stages)]
+    for name, versions in defs.items():
+        for si in {d.stage for d in versions}:
+            if sum(d.stage == si for d in versions) > 1:
+                out[si].add(name)
+    for si in range(n_stages):
+        changed = True
+        while changed:
+            changed = False
+            for name, versions in defs.items():
+                if name in out[si]:
+                    continue
+                if any(d.stage == si and an.free_names(d.node) & out[si] for d in versions):
+                    out[si].add(name)
+                    changed = True
+    return out
 
 
-def _walk_scoped(tree: ast.AST, nested: bool):
-    """(node, inside a loop/function/comprehension) for every node of `tree`."""
-    for child in ast.iter_child_nodes(tree):
-        yield child, nested
-        inner = nested or isinstance(
-            child,
-            (
-                ast.For,
-                ast.AsyncFor,
-                ast.While,
-                ast.FunctionDef,
-                ast.AsyncFunctionDef,
-                ast.Lambda,
-                ast.ListComp,
-                ast.SetComp,
-                ast.DictComp,
-                ast.GeneratorExp,
-            ),
-        )
-        yield from _walk_scoped(child, inner)
-
-
-def _rewrite(
-    cell: Cell, mods: set[str], funcs: dict[str, str], single: bool = True, owns: bool = False
-) -> tuple[list[str], bool]:
-    """The cell's lines with `mj.start_run` -> `stage_run` and `mj.end_run()` statements
-    made inert (the pipeline owns its runs). Line count is kept so ast positions still hold.
-
-    `single=False` (several runs in the stage): calls stay as they are, except an
-    `end_run()` in a stage that starts no run itself (`owns=False`), which would end the
-    stage's run."""
-    lines = _lines(cell.source)
-    edits: list[tuple[int, int, int, str]] = []  # (line, start col, end col, text), bytes
-    used = False
-    for node in ast.walk(cell.tree):
-        if not single and (owns or not isinstance(node, ast.Expr)):
-            continue
-        if isinstance(node, ast.Expr) and an.tracking_call(node.value, mods, funcs) == "end_run":
-            raw = lines[node.lineno - 1]
-            indent = raw[: len(raw) - len(raw.lstrip())]
-            text = ast.get_source_segment(cell.source, node) or "end_run()"
-            note = f"# {text.splitlines()[0]}: the pipeline ends each stage's run"
-            lines[node.lineno - 1] = f"{indent}pass  {note}" if node.col_offset else note
-            for i in range(node.lineno, node.end_lineno or node.lineno):
-                lines[i] = ""
-        elif isinstance(node, ast.Call) and an.tracking_call(node, mods, funcs) in (
-            "start_run",
-            "active_run",
-        ):
-            f = node.func
-            if f.lineno == f.end_lineno:
-                edits.append((f.lineno, f.col_offset, f.end_col_offset or 0, "stage_run"))
-                used = True
-    for ln, a, b, text in sorted(edits, reverse=True):
-        raw = lines[ln - 1].encode()
-        lines[ln - 1] = (raw[:a] + text.encode() + raw[b:]).decode()
-    return lines, used
-
-
-def _segment(lines: list[str], start: int, end: int) -> str:
-    return "\n".join(lines[start - 1 : end])
-
-
-def _trim(chunk: list[str]) -> list[str]:
-    while chunk and not chunk[0].strip():
-        chunk.pop(0)
-    while chunk and not chunk[-1].strip():
-        chunk.pop()
-    return chunk
-
-
-def indent_code(code: str, prefix: str = "    ") -> str:
-    """Indent code, leaving the continuation lines of multi-line strings untouched."""
-    if not code.strip():
-        return f"{prefix}pass"
-    keep: set[int] = set()
-    try:
-        fstart = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+ f-string tokens
-        fend = getattr(tokenize, "FSTRING_END", None)
-        opened: list[int] = []
-        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type == tokenize.STRING and tok.start[0] != tok.end[0]:
-                keep.update(range(tok.start[0] + 1, tok.end[0] + 1))
-            elif fstart is not None and tok.type == fstart:
-                opened.append(tok.start[0])
-            elif fend is not None and tok.type == fend and opened:
-                keep.update(range(opened.pop() + 1, tok.end[0] + 1))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass
-    out = []
-    for i, line in enumerate(code.splitlines(), start=1):
-        out.append(line if i in keep or not line.strip() else prefix + line)
-    return "\n".join(out)
+def _free_data(defs: dict[str, list[_Def]], data: set[str]) -> dict[str, set[str]]:
+    """Notebook variables each def reads when called, directly or through other defs."""
+    direct = {n: set().union(*(an.free_names(d.node) for d in vs)) for n, vs in defs.items()}
+    out = {n: names & data for n, names in direct.items()}
+    changed = True
+    while changed:
+        changed = False
+        for n, names in direct.items():
+            for other in names & set(defs):
+                if not out[other] <= out[n]:
+                    out[n] |= out[other]
+                    changed = True
+    return out
 
 
 def build_plan(split: SplitNotebook) -> Plan:
@@ -189,10 +140,12 @@ def build_plan(split: SplitNotebook) -> Plan:
 
     # 1. classify top-level statements of every stage
     per_stage: list[dict] = []
-    import_text: dict[str, str] = {}  # bound name -> import statement (latest wins)
-    defs: dict[str, tuple[int, ast.stmt]] = {}  # top-level def name -> (stage no, node)
+    items: list[im.ImportItem] = []
+    import_names: set[str] = set()
+    defs: dict[str, list[_Def]] = {}
     body_binds: set[str] = set(params)
     handles_all: set[str] = set()
+    seq = 0
     for si, st in enumerate(split.stages):
         single = single_run(st.cells, mods, funcs)
         owns = any(
@@ -200,130 +153,124 @@ def build_plan(split: SplitNotebook) -> Plan:
             for c in st.cells
             for n in ast.walk(c.tree)
         )
-        info: dict = {"cells": [], "stmts": [], "imports": {}, "single": single}
+        info: dict = {"cells": [], "stmts": [], "single": single, "moved": []}
         for cell in st.cells:
-            lines, used = _rewrite(cell, mods, funcs, single, owns)
+            lines, _ = rewrite(cell, mods, funcs, single, owns)
+            show_trailing(cell, lines, mods, funcs)
             info["cells"].append((cell, lines))
-            for node in cell.tree.body:
+            pre = im.preludes_of(cell.tree.body)
+            for k, node in enumerate(cell.tree.body):
+                seq += 1
                 info["stmts"].append(node)
-                if _is_import_block(node):
-                    text = _segment(lines, _stmt_start(node), node.end_lineno or node.lineno)
-                    for name in an.flow_of([node]).imports:
-                        t = _own_import(node, name) or text
-                        import_text[name] = t
-                        info["imports"][name] = t
-                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    defs[node.name] = (si, node)
+                text = segment(lines, stmt_start(node), node.end_lineno or node.lineno)
+                if im.is_import_block(node):
+                    new = im.items_of(node, text, seq, si)
+                    items += new
+                    import_names.update(*(it.names for it in new))
+                    info["moved"].append(node)
+                elif k in pre:
+                    items.append(im.prelude_item(node, text, seq, si))
+                    info["moved"].append(node)
+                elif isinstance(node, _DEF):
+                    defs.setdefault(node.name, []).append(_Def(si, cell, node))
                 else:
                     body_binds.update(an.flow_of([node]).binds)
         handles_all |= an.run_handles(info["stmts"], mods, funcs)
         per_stage.append(info)
-    data_names = (body_binds - set(import_text)) - handles_all
+    data_names = (body_binds - import_names) - handles_all
+    _check_defs(defs)
+    in_place = _in_place(defs, len(split.stages))
+    free = _free_data(defs, (data_names | set(params)) - set(defs))
 
-    # 2. top-level defs/classes move to module level unless they read notebook variables
-    hoist = {n for n, (_, node) in defs.items() if not (an.free_names(node) & data_names)}
-    changed = True
-    while changed:
-        changed = False
-        for n in list(hoist):
-            if (an.free_names(defs[n][1]) & set(defs)) - hoist:
-                hoist.discard(n)
-                changed = True
+    spans = span_names(split.stages, mods, funcs)
 
-    # 3. per stage: body text, flow, inputs
+    # 2. per stage: body text, flow, inputs
     stages: list[StagePlan] = []
     producer: dict[str, int] = {}  # data name -> last stage index binding it so far
-    code_home: dict[str, int] = {}  # hoisted def name -> stage index defining it
-    imports_so_far: dict[str, str] = {}
+    code_home: dict[str, int] = {}  # def name -> stage index defining it last
     handle_seen: set[str] = set()
     for si, (st, info) in enumerate(zip(split.stages, per_stage)):
         sp = StagePlan(st.name, [c.index for c in st.cells])
         if info["single"]:  # the stage's run is the notebook's run: keep its name
-            sp.run_name = next((c.run_name for c in st.cells if c.run_name), None) or (
-                _literal_arg(st.cells, mods, funcs, "name", 0)
+            cell_name = next((c.run_name for c in st.cells if c.run_cell and c.run_name), None)
+            sp.run_name = (
+                spans.get(si) or cell_name or literal_arg(st.cells, mods, funcs, "name", 0)
             )
         flow = an.flow_of(info["stmts"])
-        chunks: list[str] = []
-        for cell, lines in info["cells"]:
-            keep = [True] * len(lines)
-            for node in cell.tree.body:
-                is_def = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                if _is_import_block(node) or (is_def and node.name in hoist):
-                    a, b = _stmt_start(node), node.end_lineno or node.lineno
-                    if is_def:
-                        sp.helpers.append(_segment(lines, a, b))
-                    for i in range(a - 1, b):
-                        keep[i] = False
-                    while b < len(lines) and not lines[b].strip():  # blank lines after it
-                        keep[b] = False
-                        b += 1
-            chunk = _trim([ln for ln, k in zip(lines, keep) if k])
-            if chunk and cell.run_cell and not info["single"]:
-                # one of several `%%mlops_run` cells: it stays a run of its own
-                head = [chunk.pop(0)] if chunk[0].lstrip().startswith("# %%mlops_run") else []
-                args = repr(cell.run_name) if cell.run_name else ""
-                exp = magic_experiment("%" + head[0].lstrip()[2:]) if head else None
-                args += (", " if args else "") + f"experiment={exp!r}" if exp else ""
-                chunk = [*head, f"with notebook_run({args}):", indent_code("\n".join(chunk))]
-            if chunk:
-                chunks.append("\n".join(chunk))
-        sp.body = "\n\n".join(chunks)
-        sp.is_stage = _has_statements(sp.body)  # comments alone are nothing to run
-        sp.is_async = _top_level_await(sp.body)
+        sp.body = _body(sp, info, in_place[si])
+        sp.is_stage = has_statements(sp.body)  # comments alone are nothing to run
+        sp.is_async = top_level_await(sp.body)
         code = "\n\n".join([*sp.helpers, sp.body])
-        loads = _loads(code)
+        loads = loads_of(code)
+        mine = {n for n, vs in defs.items() if any(d.stage == si for d in vs)}
 
-        for name in flow.reads:
+        # notebook variables read by the functions this stage calls
+        called = (loads | set(flow.reads)) & set(defs)
+        wanted = set().union(*(free[n] for n in called)) if called else set()
+        sp.globals = sorted(wanted)
+        for name in [*flow.reads, *sorted(wanted - set(flow.reads))]:
             if name in handles_all and name not in flow.binds:
                 if name in handle_seen:
                     sp.handles.append(name)
                 continue
-            if name in import_text and name not in producer:
+            if name in import_names and name not in producer:
                 continue  # resolved with the imports below
-            if name in hoist and name in code_home and code_home[name] != si:
-                home = split.stages[code_home[name]].name
-                sp.code_imports.setdefault(home, []).append(name)
+            if name in defs and name in mine and name in code_home:
+                raise ExportError(
+                    f"stage {st.name!r} (cells {sp.cells}) uses `{name}` of stage "
+                    f"{stages[code_home[name]].name!r} and then defines a new `{name}`; "
+                    "start a new stage at the new definition (tag its cell stage=NAME)"
+                )
+            if name in defs and name in code_home and code_home[name] != si:
+                home = stages[code_home[name]]
+                _export_def(home, defs[name], in_place[code_home[name]])
+                sp.code_imports.setdefault(home.name, []).append(name)
+                if free[name]:
+                    if isinstance(defs[name][-1].node, ast.ClassDef):
+                        raise ExportError(
+                            f"stage {st.name!r} (cells {sp.cells}) uses class `{name}` of stage "
+                            f"{home.name!r}, which reads notebook variables "
+                            f"({', '.join(sorted(free[name]))}); pass them to it as arguments"
+                        )
+                    sp.rebind.append(name)
+            elif name in defs and name in mine:
+                pass  # a def of this stage
             elif name in producer:
-                src = split.stages[producer[name]].name
-                if name in defs and name not in hoist and producer[name] == defs[name][0]:
-                    raise ExportError(
-                        f"stage {st.name!r} (cells {sp.cells}) uses `{name}`, defined in stage "
-                        f"{src!r}, but `{name}` reads notebook variables "
-                        f"({', '.join(sorted(an.free_names(defs[name][1]) & data_names))}); "
-                        "pass them as arguments so it can move to module level"
-                    )
-                sp.inputs[name] = src
+                sp.inputs[name] = stages[producer[name]].name
             elif name in params:
                 sp.params.append(name)
             elif name in RUNTIME_NAMES:
                 sp.runtime_imports.append(name)
-            elif name in hoist and defs[name][0] == si:
-                pass  # a helper of this stage, defined at module level
             elif not hasattr(builtins, name) and name not in _IGNORED and name not in flow.binds:
                 warnings.append(
                     f"stage {st.name!r} uses `{name}`, which no earlier cell defines "
                     "(it fails with NameError unless a `skip` cell was meant to define it)"
                 )
-        imports_so_far.update(info["imports"])
-        for name, text in imports_so_far.items():
-            if name in loads and name not in producer and text not in sp.imports:
-                sp.imports.append(text)
-        if "notebook_run" in loads:
-            sp.runtime_imports.insert(0, "notebook_run")
+        needed = {n for n in loads if n not in producer}
+        sp.imports = im.select(items, needed, si)
+        for name in ("show_result", "notebook_run"):
+            if name in loads:
+                sp.runtime_imports.insert(0, name)
+        if sp.rebind:
+            sp.runtime_imports.append("use_globals")
         if "stage_run" in loads or sp.handles:
             sp.runtime_imports.insert(0, "stage_run")
-        for name in flow.binds:
-            if name in hoist and defs[name][0] == si:
+        # what the stage binds, or may change in place, is its new version of that name
+        changed = [*flow.binds, *flow.mutates, *(n for n in sp.globals if n not in params)]
+        for name in changed:
+            if name in defs and name in mine:
                 code_home[name] = si
             elif name in handles_all:
                 handle_seen.add(name)
-            elif name not in flow.imports:
+            elif name in flow.binds and name not in flow.imports:
                 producer[name] = si
+            elif name in producer and name in data_names and name not in params:
+                producer[name] = si  # changed in place: later stages read this version
         for name, src_name in sp.inputs.items():
             src = next(s for s in stages if s.name == src_name)
             if name not in src.outputs:
                 src.outputs.append(name)
-        if "run" in hoist or "run" in import_text:  # module-level names of the stage file
+        if "run" in mine or "run" in import_names:  # module-level names of the stage file
             sp.func = "run_stage"
         stages.append(sp)
     if not any(s.is_stage for s in stages):
@@ -331,73 +278,55 @@ def build_plan(split: SplitNotebook) -> Plan:
             "the notebook has no code to run as a pipeline (every cell is empty, skipped, "
             "parameters or imports)"
         )
+    from .cellcode import literal_experiment
+
     return Plan(
-        params, stages, warnings, split.experiment or _literal_experiment(all_cells, mods, funcs)
+        params, stages, warnings, split.experiment or literal_experiment(all_cells, mods, funcs)
     )
 
 
-def _top_level_await(code: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return False
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
-    return any(
-        isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) and not nested
-        for node, nested in _walk_scoped_defs(tree, scopes)
-    )
+def _body(sp: StagePlan, info: dict, in_place: set[str]) -> str:
+    """The stage function's body: the cells' code without the import statements, the
+    code they depend on and the defs that moved to module level (kept in `sp.helpers`)."""
+    moved = {id(n) for n in info["moved"]}
+    chunks: list[str] = []
+    for cell, lines in info["cells"]:
+        keep = [True] * len(lines)
+        for node in cell.tree.body:
+            is_def = isinstance(node, _DEF) and node.name not in in_place
+            if id(node) in moved or is_def:
+                a, b = stmt_start(node), node.end_lineno or node.lineno
+                if is_def:
+                    sp.helpers.append(segment(lines, a, b))
+                for i in range(a - 1, b):
+                    keep[i] = False
+                while b < len(lines) and not lines[b].strip():  # blank lines after it
+                    keep[b] = False
+                    b += 1
+        chunk = trim([ln for ln, k in zip(lines, keep) if k])
+        if chunk and cell.run_cell and not info["single"]:
+            # one of several `%%mlops_run` cells: it stays a run of its own
+            head = [chunk.pop(0)] if chunk[0].lstrip().startswith("# %%mlops_run") else []
+            args = repr(cell.run_name) if cell.run_name else ""
+            exp = magic_experiment(head[0].lstrip()[2:]) if head else None
+            if exp:
+                args += (", " if args else "") + f"experiment={exp!r}"
+            chunk = [*head, f"with notebook_run({args}):", indent_code("\n".join(chunk))]
+        if chunk:
+            chunks.append("\n".join(chunk))
+    return "\n\n".join(chunks)
 
 
-def _walk_scoped_defs(tree: ast.AST, scopes: tuple, nested: bool = False):
-    for child in ast.iter_child_nodes(tree):
-        yield child, nested
-        yield from _walk_scoped_defs(child, scopes, nested or isinstance(child, scopes))
-
-
-def _has_statements(code: str) -> bool:
-    try:
-        return bool(ast.parse(code).body)
-    except SyntaxError:
-        return bool(code.strip())
-
-
-def _own_import(node: ast.stmt, name: str) -> str | None:
-    """`from mlops_jupyter import log, start_run` is split per name, so that names the
-    export replaced (start_run -> stage_run) are not imported unused."""
-    if isinstance(node, ast.ImportFrom) and node.module in (
-        "mlops_jupyter",
-        "mlops_jupyter.tracking",
-    ):
-        for a in node.names:
-            if (a.asname or a.name) == name:
-                return ast.unparse(ast.ImportFrom(node.module, [a], 0))
-    return None
-
-
-def _literal_experiment(cells: list[Cell], mods: set[str], funcs: dict[str, str]) -> str | None:
-    """`experiment="x"` (or the 2nd positional argument) of the notebook's start_run calls."""
-    return _literal_arg(cells, mods, funcs, "experiment", 1)
-
-
-def _literal_arg(
-    cells: list[Cell], mods: set[str], funcs: dict[str, str], kw: str, pos: int
-) -> str | None:
-    """A literal string argument (`kw=` or positional `pos`) of a start_run call."""
-    for c in cells:
-        for n in ast.walk(c.tree):
-            if an.tracking_call(n, mods, funcs) != "start_run":
-                continue
-            args = [k.value for k in n.keywords if k.arg == kw] + n.args[pos : pos + 1]
-            for a in args:
-                if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value:
-                    return a.value
-    return None
-
-
-def _loads(code: str) -> set[str]:
-    """Every name the code reads (at any depth)."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+def _export_def(home: StagePlan, versions: list[_Def], in_place: set[str]) -> None:
+    """A def kept in place in its stage's code that a later stage uses: its last version
+    also goes to module level of that stage's module, for the later stage to import."""
+    last = [d for d in versions if home.cells and d.cell.index in home.cells]
+    if not last or last[-1].node.name not in in_place:
+        return
+    d = last[-1]
+    text = ast.get_source_segment(d.cell.source, d.node) or ast.unparse(d.node)
+    decos = "".join(f"@{ast.unparse(x)}\n" for x in d.node.decorator_list)
+    if not text.startswith("@"):
+        text = decos + text
+    if text not in home.helpers:
+        home.helpers.append(text)

@@ -34,7 +34,8 @@ class Progress:
         self._write(text + "\n")
 
     def _label(self, i: int, name: str) -> str:
-        return f"[{i}/{self.total}] {name.ljust(self.width)}"
+        # `[ 9/12]` and `[10/12]`: the counter has one width, so the stage names line up
+        return f"[{i:>{len(str(self.total))}}/{self.total}] {name.ljust(self.width)}"
 
     def start(self, i: int, name: str) -> None:
         label = self._label(i, name)

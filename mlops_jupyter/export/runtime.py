@@ -24,11 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracking
+from ..data.autolog import suspended as autolog_suspended
 from ..errors import InvalidInputError, MlopsJupyterError
 from . import params as P
-from . import serialize
+from . import rngstate, serialize
 from .progress import Progress
-from .stagerun import StageRun, _in_stage, display, notebook_run, stage_run
+from .runtrack import copy_metrics, copy_params, end_nested, event, gather, save_state
+from .stagerun import (
+    StageRun,
+    _in_stage,
+    display,
+    notebook_run,
+    show_result,
+    stage_run,
+    use_globals,
+)
 
 __all__ = [
     "Stage",
@@ -39,7 +49,9 @@ __all__ = [
     "notebook_run",
     "run_pipeline",
     "run_task",
+    "show_result",
     "stage_run",
+    "use_globals",
 ]
 
 KEEP_VERSIONS = 5  # cached results kept per stage (older keys are pruned)
@@ -89,10 +101,13 @@ def code_hash(pkgdir: Path, stage: Stage) -> str:
     return h.hexdigest()
 
 
-def stage_key(code: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
-    """Cache key of one stage execution."""
+def stage_key(
+    code: str, params: dict[str, Any], inputs: dict[str, str], rng: str | None = None
+) -> str:
+    """Cache key of one stage execution: its code, params, input versions and the global
+    random state it starts from (the state the previous stage left)."""
     blob = json.dumps(
-        {"code": code, "params": params, "inputs": inputs},
+        {"code": code, "params": params, "inputs": inputs, "rng": rng},
         sort_keys=True,
         default=str,
     )
@@ -134,23 +149,6 @@ def resolve_params(
     return values
 
 
-def _copy_metrics(src_uid: str | None, *runs: tracking.Run | None) -> None:
-    """Copy a stage run's metrics (not system telemetry) to other runs: a cached stage shows
-    the metrics of the execution it reuses, and the pipeline run gathers every stage's
-    metrics so it compares one-to-one with the notebook run."""
-    targets = [r for r in runs if r is not None]
-    if not src_uid or not targets:
-        return
-    try:
-        df = tracking.metrics(src_uid)
-    except MlopsJupyterError:
-        return
-    for key, step, value in df.select("key", "step", "value").iter_rows():
-        if not key.startswith("sys/"):
-            for r in targets:
-                r.log_metric(key, value, step)
-
-
 def run_pipeline(
     package: str,
     overrides: dict[str, Any] | None = None,
@@ -178,7 +176,11 @@ def run_pipeline(
             known = ", ".join(s.name for s in stages)
             raise InvalidInputError(f"{what}: no stage named {sorted(unknown)}; stages: {known}")
     todo = [s for s in stages if not only or s.name in only]
-    needed = _upstream(stages, only) if only else {s.name for s in stages}
+    if only:  # the stages before it too: they pass on the global random state
+        last = max(i for i, s in enumerate(stages) if s.name in only)
+        needed = _upstream(stages, only) | {s.name for s in stages[: last + 1]}
+    else:
+        needed = {s.name for s in stages}
     prog = Progress(len(todo), max(len(s.name) for s in stages), quiet=quiet)
     state_file = cache / "last_run.json"
     prev = None
@@ -206,6 +208,7 @@ def run_pipeline(
         )
         prog.header(f"pipeline {name}: {len(todo)} stages (run {parent.id})")
     located: dict[tuple[str, str], tuple[Path, dict]] = {}
+    rng: tuple[Path, dict] | None = None  # random state left by the previous stage
     summary: dict[str, Any] = {"run": parent.id if parent else None, "stages": {}}
     i = 0
     try:
@@ -221,7 +224,8 @@ def run_pipeline(
                     )
                 inputs_v[inp] = located[(src, inp)][1]["version"]
             used = {p: values[p] for p in st.params}
-            key = stage_key(code_hash(pkgdir, st), used, inputs_v)
+            rng_v = rng[1]["version"] if rng else None
+            key = stage_key(code_hash(pkgdir, st), used, inputs_v, rng_v)
             folder = cache / st.name / key
             forced = force is True or (isinstance(force, list) and st.name in force)
             man = None if forced else _manifest(folder)
@@ -234,6 +238,7 @@ def run_pipeline(
                     )
                 for out, entry in man["outputs"].items():
                     located[(st.name, out)] = (folder, entry)
+                rng = (folder, man["rng"]) if man.get("rng") else None
                 continue
             i += 1
             stage_tags = {
@@ -249,32 +254,36 @@ def run_pipeline(
                 with tracking.start_run(
                     st.run_name or st.name, getattr(pipe, "EXPERIMENT", "default"), used, stage_tags
                 ) as srun:
-                    _copy_metrics(man.get("run"), srun, parent)
+                    copy_metrics(man.get("run"), srun)
+                    copy_params(man.get("run"), srun)
+                gather(man.get("run"), parent)
                 for out, entry in man["outputs"].items():
                     located[(st.name, out)] = (folder, entry)
+                rng = (folder, man["rng"]) if man.get("rng") else None
                 prog.cached(i, st.name)
                 summary["stages"][st.name] = "cached"
                 continue
             exp = getattr(pipe, "EXPERIMENT", "default")
-            man = _execute(package, st, i, prog, used, key, folder, located, exp, stage_tags)
-            _copy_metrics(man["run"], parent)
+            man = _execute(package, st, i, prog, used, key, folder, located, rng, exp, stage_tags)
+            gather(man["run"], parent)
             for out, entry in man["outputs"].items():
                 located[(st.name, out)] = (folder, entry)
+            rng = (folder, man["rng"])
             summary["stages"][st.name] = "ran"
     except StageFailed as e:
         summary["failed"] = getattr(e, "stage", None)
-        _copy_metrics(getattr(e, "run_id", None), parent)
-        _save_state(state_file, parent, "failed", summary["failed"])
+        gather(getattr(e, "run_id", None), parent)
+        save_state(state_file, parent, "failed", summary["failed"])
         if parent is not None:
             parent.set_tags({"mlops.failed_stage": summary["failed"] or ""})
             parent.end("failed")
         raise
     except BaseException as e:
-        _save_state(state_file, parent, "failed", None)
+        save_state(state_file, parent, "failed", None)
         if parent is not None:
             parent.end("killed" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
-    _save_state(state_file, parent, "finished", None)
+    save_state(state_file, parent, "finished", None)
     if parent is not None:
         ran = sum(v == "ran" for v in summary["stages"].values())
         parent.set_tags({"mlops.stages_run": ran, "mlops.stages_cached": len(todo) - ran})
@@ -296,16 +305,6 @@ def _upstream(stages: list[Stage], only: list[str]) -> set[str]:
     return seen
 
 
-def _save_state(path: Path, parent: tracking.Run | None, status: str, stage: str | None) -> None:
-    if parent is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"run": parent.id, "status": status, "stage": stage}))
-    except OSError:
-        pass
-
-
 def _execute(
     package: str,
     st: Stage,
@@ -315,23 +314,36 @@ def _execute(
     key: str,
     folder: Path,
     located: dict[tuple[str, str], tuple[Path, dict]],
+    rng: tuple[Path, dict] | None,
     experiment: str,
     stage_tags: dict[str, Any],
 ) -> dict:
     """Run one stage in this process, inside its own child run, and cache its outputs."""
-    args = {inp: serialize.load(*located[(src, inp)]) for inp, src in st.inputs.items()}
-    fn = getattr(importlib.import_module(f"{package}.stages.{st.name}"), st.func)
     prog.start(i, st.name)
     t0 = time.perf_counter()
     with tracking.start_run(st.run_name or st.name, experiment, used, stage_tags) as srun:
         token = _in_stage.set(True)
         try:
             try:
-                result = fn(**args, **used)
+                # loading the module runs its imports (and the code they depend on, such
+                # as sys.path changes): inside the error handling, like the stage itself
+                mod = importlib.import_module(f"{package}.stages.{st.name}")
+                fn = getattr(mod, st.func)
+                with autolog_suspended():  # the pipeline's own cache is not a data input
+                    args = serialize.load_all({n: located[(s, n)] for n, s in st.inputs.items()})
+                    start = rngstate.load(*rng) if rng else None
+                given = {**args, **used}
+                accepts = inspect.signature(fn).parameters
+                for k, v in given.items():
+                    if k not in accepts:  # a notebook variable functions read: a global
+                        setattr(mod, k, v)
+                rngstate.restore(start)
+                result = fn(**{k: v for k, v in given.items() if k in accepts})
                 if inspect.iscoroutine(result):  # a stage with top-level `await`
                     result = asyncio.run(result)
+                end_state = rngstate.capture()
             finally:
-                _end_nested(srun)
+                end_nested(srun)
         except Exception as e:
             dt = time.perf_counter() - t0
             prog.failed(i, st.name, dt)
@@ -344,7 +356,7 @@ def _execute(
             )
             sys.stderr.write(tb)
             sys.stderr.write(f"error: {msg}\n")
-            _event(srun, msg, tb)
+            event(srun, msg, tb)
             srun.end("failed")
             err = StageFailed(msg)
             err.stage = st.name  # type: ignore[attr-defined]
@@ -356,7 +368,8 @@ def _execute(
         tmp = serialize.atomic_dir(folder)
         try:
             outputs = _check_outputs(st, result)
-            entries = {n: serialize.save(v, tmp, n) for n, v in outputs.items()}
+            with autolog_suspended():
+                entries = serialize.save_all(outputs, tmp)
             man = {
                 "stage": st.name,
                 "key": key,
@@ -365,6 +378,7 @@ def _execute(
                 "duration_s": dt,
                 "params": used,
                 "outputs": entries,
+                "rng": rngstate.save(end_state, tmp),
             }
             (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=str))
         except MlopsJupyterError as e:
@@ -372,7 +386,7 @@ def _execute(
             prog.failed(i, st.name, dt)
             msg = f"stage {st.name!r} ran but its outputs could not be stored: {e}"
             sys.stderr.write(f"error: {msg}\n")
-            _event(srun, msg, "")
+            event(srun, msg, "")
             srun.end("failed")
             err = StageFailed(msg)
             err.stage = st.name  # type: ignore[attr-defined]
@@ -386,15 +400,6 @@ def _execute(
         srun.set_tags({"mlops.duration_s": round(dt, 6)})
     prog.done(i, st.name, dt, list(outputs))
     return man
-
-
-def _end_nested(srun: tracking.Run) -> None:
-    """End runs the stage code started and left open, so they do not outlive the stage."""
-    import sys as _sys
-
-    failed = _sys.exc_info()[0] is not None
-    while (r := tracking.active_run()) is not None and r is not srun and srun.status == "running":
-        r.end("failed" if failed else "finished")
 
 
 def _check_outputs(st: Stage, result: Any) -> dict[str, Any]:
@@ -418,15 +423,6 @@ def _stage_frame(e: BaseException, package: str, stage: str) -> str:
         if fr.filename.endswith(os.path.join("stages", f"{stage}.py")):
             where = f" (stages/{stage}.py, line {fr.lineno})"
     return where
-
-
-def _event(run: tracking.Run, msg: str, tb: str) -> None:
-    try:
-        from ..store import runs as rstore
-
-        rstore.add_event(run.store, run._rid, "pipeline.error", msg, "error", {"traceback": tb})
-    except Exception:
-        pass
 
 
 def run_task(package: str, stage: str, **context: Any) -> dict[str, Any]:

@@ -85,6 +85,102 @@ def save(obj: Any, folder: Path, name: str) -> dict[str, str]:
     )
 
 
+_GROUP_FORMATS = ("pickle-group", "torch-group")
+
+
+def _native(obj: Any) -> bool:
+    """Frames and arrays: written in their own format, one file each."""
+    mod, kind = _root_module(obj), type(obj).__name__
+    return (
+        (mod == "polars" and kind == "DataFrame")
+        or (mod == "pandas" and kind == "DataFrame")
+        or (mod == "numpy" and kind == "ndarray" and obj.dtype != object)
+        or _is_mlx(obj)
+    )
+
+
+def save_all(outputs: dict[str, Any], folder: Path) -> dict[str, dict[str, str]]:
+    """Write a stage's outputs; return their manifest entries. Frames and arrays get files
+    of their own; the other objects share one file, so objects that share state (a model
+    and the optimizer holding its parameters) still share it in the stage that loads them.
+    Each object's version is the hash of its own serialisation."""
+    entries: dict[str, dict[str, str]] = {}
+    shared: dict[str, Any] = {}
+    for name, obj in outputs.items():
+        if _native(obj):
+            try:
+                entries[name] = save(obj, folder, name)
+                continue
+            except SerializeError:
+                pass
+        shared[name] = obj
+    if len(shared) == 1:
+        name, obj = next(iter(shared.items()))
+        entries[name] = save(obj, folder, name)
+    elif shared:
+        use_torch = any(_is_torch(o) or _root_module(o) == "torch" for o in shared.values())
+        fmt = "torch-group" if use_torch else "pickle-group"
+        path = folder / ("objects.pt" if use_torch else "objects.pkl")
+        for name, obj in shared.items():  # per object: its version, and a clear error
+            try:
+                data = _dumps(obj, fmt)
+            except Exception as e:
+                raise SerializeError(
+                    f"output `{name}` ({type(obj).__module__}.{type(obj).__qualname__}) cannot "
+                    f"be saved: {e}. Objects passed between stages must be picklable: define "
+                    "their classes and functions at the top level of a cell (not inside "
+                    "another function)."
+                ) from None
+            entries[name] = {
+                "file": path.name,
+                "format": fmt,
+                "key": name,
+                "version": hashlib.sha256(data).hexdigest(),
+            }
+        path.write_bytes(_dumps(shared, fmt))
+    return {n: entries[n] for n in outputs}
+
+
+def _dumps(obj: Any, fmt: str) -> bytes:
+    if fmt == "torch-group":
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_all(items: dict[str, tuple[Path, dict[str, str]]]) -> dict[str, Any]:
+    """Read inputs back by name; objects of one shared file are read together, once, so
+    the state they shared is shared again."""
+    groups: dict[Path, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    for name, (folder, entry) in items.items():
+        if entry.get("format") in _GROUP_FORMATS:
+            path = folder / entry["file"]
+            if path not in groups:
+                groups[path] = _read_group(path, entry["format"])
+            out[name] = groups[path][entry["key"]]
+        else:
+            out[name] = load(folder, entry)
+    return out
+
+
+def _read_group(path: Path, fmt: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SerializeError(f"cached output {path} is missing")
+    if fmt == "torch-group":
+        import torch
+
+        where = None if torch.cuda.is_available() else "cpu"
+        return torch.load(path, weights_only=False, map_location=where)
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
 def _write(fmt: str, obj: Any, path: Path) -> None:
     if fmt == "polars-parquet":
         obj.write_parquet(path)
@@ -111,6 +207,8 @@ def load(folder: Path, entry: dict[str, str]) -> Any:
     """Read back an output written by `save`."""
     path = folder / entry["file"]
     fmt = entry["format"]
+    if fmt in _GROUP_FORMATS:
+        return _read_group(path, fmt)[entry["key"]]
     if not path.is_file():
         raise SerializeError(f"cached output {path} is missing")
     if fmt == "polars-parquet":

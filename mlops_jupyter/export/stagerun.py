@@ -83,3 +83,40 @@ class notebook_run:  # noqa: N801 - used like a function in generated code
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
         assert self.run is not None
         return self.run.__exit__(et, ev, tb)
+
+
+def show_result(value: Any) -> None:
+    """What the notebook showed for a cell ending in an expression: its repr (the text
+    form of the cell's output), nothing for None. Printed into the stage's log."""
+    if value is not None:
+        print(repr(value))
+
+
+def use_globals(fn: Any, namespace: dict[str, Any]) -> Any:
+    """`fn` (a function of another stage module that reads notebook variables) reading
+    them from `namespace` instead: the calling stage module's globals, where the runner
+    and the stage code put the current values, as the notebook's functions read its
+    current variables. Functions of the same module it calls are rebound the same way."""
+    import types
+
+    src = getattr(fn, "__globals__", None)
+    if src is None or src is namespace:
+        return fn
+    for k, v in src.items():  # its imports and helpers, unless this module has its own
+        if not k.startswith("__"):
+            namespace.setdefault(k, v)
+    for k, v in list(namespace.items()):
+        if isinstance(v, types.FunctionType) and v.__globals__ is src:
+            namespace[k] = _rebound(v, namespace)
+    return _rebound(fn, namespace) if isinstance(fn, types.FunctionType) else fn
+
+
+def _rebound(fn: Any, namespace: dict[str, Any]) -> Any:
+    import functools
+    import types
+
+    new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    functools.update_wrapper(new, fn)
+    del new.__wrapped__  # a copy, not a wrapper
+    return new

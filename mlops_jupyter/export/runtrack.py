@@ -1,0 +1,97 @@
+"""Tracking around stage executions: the metrics and params a stage's runs logged reach
+the pipeline run, runs a stage left open are ended, failures become run events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import tracking
+from ..errors import MlopsJupyterError
+
+
+def copy_metrics(src_uid: str | None, *runs: tracking.Run | None) -> None:
+    """Copy a stage run's metrics (not system telemetry) to other runs: a cached stage shows
+    the metrics of the execution it reuses, and the pipeline run gathers every stage's
+    metrics so it compares one-to-one with the notebook run."""
+    targets = [r for r in runs if r is not None]
+    if not src_uid or not targets:
+        return
+    try:
+        df = tracking.metrics(src_uid)
+    except MlopsJupyterError:
+        return
+    for key, step, value in df.select("key", "step", "value").iter_rows():
+        if not key.startswith("sys/"):
+            for r in targets:
+                r.log_metric(key, value, step)
+
+
+def save_state(path: Path, parent: tracking.Run | None, status: str, stage: str | None) -> None:
+    if parent is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"run": parent.id, "status": status, "stage": stage}))
+    except OSError:
+        pass
+
+
+def end_nested(srun: tracking.Run) -> None:
+    """End runs the stage code started and left open, so they do not outlive the stage."""
+    import sys as _sys
+
+    failed = _sys.exc_info()[0] is not None
+    while (r := tracking.active_run()) is not None and r is not srun and srun.status == "running":
+        r.end("failed" if failed else "finished")
+
+
+def event(run: tracking.Run, msg: str, tb: str) -> None:
+    try:
+        from ..store import runs as rstore
+
+        rstore.add_event(run.store, run._rid, "pipeline.error", msg, "error", {"traceback": tb})
+    except Exception:
+        pass
+
+
+def _descendants(run_uid: str) -> list[str]:
+    """Ids of the runs started under a run (nested runs of a stage), oldest first."""
+    try:
+        store = tracking.current_store()
+        rows = store.read(
+            "WITH RECURSIVE d(id) AS (SELECT id FROM runs WHERE uid=? UNION ALL "
+            "SELECT r.id FROM runs r JOIN d ON r.parent_id=d.id) "
+            "SELECT uid FROM runs WHERE id IN d AND uid<>? ORDER BY id",
+            (run_uid, run_uid),
+        )
+    except Exception:  # tracking must never fail the pipeline
+        return []
+    return [r[0] for r in rows]
+
+
+def gather(src_uid: str | None, parent: tracking.Run | None) -> None:
+    """The pipeline run gets what a stage execution logged, as the notebook run had it:
+    the metrics of the stage run and of the runs nested under it, and the params logged
+    on the stage run (`mj.log_params`, `stage_run(params=...)`)."""
+    if not src_uid or parent is None:
+        return
+    for uid in [src_uid, *_descendants(src_uid)]:
+        copy_metrics(uid, parent)
+    copy_params(src_uid, parent)
+
+
+def copy_params(src_uid: str | None, *runs: tracking.Run | None) -> None:
+    """Record a stage run's params on other runs (values that differ or are missing)."""
+    targets = [r for r in runs if r is not None]
+    if not src_uid or not targets:
+        return
+    try:
+        got = tracking.get_run(src_uid)["params"]
+        for r in targets:
+            have = tracking.get_run(r.id)["params"]
+            new = {k: v for k, v in got.items() if k not in have or have[k] != v}
+            if new:
+                r.log_params(new)
+    except MlopsJupyterError:
+        pass
