@@ -138,3 +138,49 @@ def test_real_airflow_dagbag_imports_the_dag(tmp_path, monkeypatch):
         "evaluate": {"load", "prep", "train"},
     }
     assert dict(dag.params) == res.params
+
+
+def test_airflow_tasks_give_the_notebooks_values(tmp_path, fake_airflow, monkeypatch, capsys):
+    import shutil
+
+    from export_helpers import kernel_env, make_nb, marked, notebook_values
+
+    kernel_env(monkeypatch)
+    nb = make_nb(
+        [
+            (
+                "import random\nimport numpy as np\nrandom.seed(4)\nnp.random.seed(4)\nscale = 3.0",
+                ["stage=setup"],
+            ),
+            # a function reading a notebook variable and the global generator
+            ("def noisy(v):\n    return v * scale + np.random.rand()", ["stage=helpers"]),
+            ("a = noisy(1.0)\nitems = [1, 2]", ["stage=first"]),
+            ("items.append(random.random())", ["stage=mutate"]),
+            (
+                "b = noisy(2.0)\n"
+                "print('R:', round(a, 12), round(b, 12), [round(v, 12) for v in items])",
+                ["stage=report"],
+            ),
+        ],
+        tmp_path / "rng_nb.ipynb",
+    )
+    want = notebook_values(nb, tmp_path)
+    capsys.readouterr()
+    res = export_notebook(nb, tmp_path / "example_dag_pipe", target="airflow")
+    monkeypatch.syspath_prepend(str(res.path.parent))
+    spec = importlib.util.spec_from_file_location("dag_under_test", res.path / "airflow_dag.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["dag_under_test"] = mod
+    spec.loader.exec_module(mod)
+    tasks = mod.dag.tasks
+    assert list(tasks) == ["setup", "first", "mutate", "report"]
+    # tasks run in notebook order: each starts from the random state the one before left
+    assert tasks["first"].upstream == {"setup"} and "mutate" in tasks["report"].upstream
+    for t in tasks.values():
+        t.python_callable(**t.op_kwargs, params={}, run_id="manual__1")
+    assert marked(capsys.readouterr().out) == want
+    # the last task alone, its upstream from the cache (a retry on another worker)
+    shutil.rmtree(res.path / ".cache" / "report")
+    t = tasks["report"]
+    t.python_callable(**t.op_kwargs, params={}, run_id="manual__2")
+    assert marked(capsys.readouterr().out) == want

@@ -13,6 +13,8 @@ from export_helpers import (
     make_nb,
     marked,
     notebook_values,
+    pipeline_runs,
+    points,
     run_pipeline,
 )
 
@@ -183,3 +185,59 @@ def test_imports_rng_and_shown_values_match_the_notebook(tmp_path, monkeypatch):
         assert marked(again.stdout) == want, (stage, again.stderr)
     alone = run_pipeline(res.path, "--stage", "report", "--force", "report")
     assert marked(alone.stdout) == want
+
+
+def test_pipeline_run_gets_what_the_notebook_runs_logged(tmp_path, monkeypatch):
+    import mlops_jupyter as mj
+    from mlops_jupyter.data import versions
+
+    kernel_env(monkeypatch)
+    nb = make_nb(
+        [
+            (
+                "%load_ext mlops_jupyter\nimport mlops_jupyter as mj\nimport pandas as pd\n"
+                "offset = 1.0\n%mlops_run start training --no-live",
+                ["stage=setup"],
+            ),
+            (
+                "df = pd.DataFrame({'x': [1.0, 2.0, 3.0]}) + offset\n"
+                "mj.log_params({'extra': 5})\n"
+                "for s in range(3):\n    mj.log(step=s, loss=float(df.x[s]))",
+                ["stage=train"],
+            ),
+            ("mj.log(total=float(df.x.sum()))\n%mlops_run end", ["stage=report"]),
+            (
+                "for lr in [0.1, 0.2]:\n    with mj.start_run(f'lr-{lr}'):\n"
+                "        mj.log(acc=lr * 10)",
+                ["stage=sweep"],
+            ),
+            "%%mlops_run cell-b -e other-exp --no-live\nmj.log(v=2.0)",
+        ],
+        tmp_path / "tracked.ipynb",
+    )
+    execute_notebook(nb, tmp_path)
+    nb_runs = {r["name"]: r for r in mj.runs().to_dicts()}
+    assert nb_runs["cell-b"]["experiment"] == "other-exp"
+    want = points([nb_runs[n]["id"] for n in ["training", "lr-0.1", "lr-0.2", "cell-b"]])
+    assert versions()["source"].to_list() == []  # the notebook itself reads no data files
+
+    res = export_notebook(nb, tmp_path / "tracked_pipe")
+    run_pipeline(res.path)
+    parents, children = pipeline_runs()
+    parent = parents[-1]
+    # nested runs' metrics and the params logged on a stage run reach the pipeline run
+    assert points([parent["id"]]) == want
+    assert parent["params"]["extra"] == 5
+    # the span's name goes to the stage that logs inside it, not to the one with `start`
+    names = {s["tags"]["mlops.stage"]: s["name"] for s in children[parent["id"]]}
+    assert names["train"] == "training" and names["setup"] == "setup"
+    rows = mj.runs().to_dicts()
+    cell_b = [r for r in rows if r["name"] == "cell-b" and r["parent_id"]]
+    assert [r["experiment"] for r in cell_b] == ["other-exp"]  # `-e` of the cell is kept
+    # the frame passed from train to report went through the stage cache: not a data input
+    assert not [s for s in versions()["source"].to_list() if s and ".cache" in s]
+
+    again = run_pipeline(res.path)  # every stage cached: the same on the pipeline run
+    assert "0 run" in again.stderr
+    parents, _ = pipeline_runs()
+    assert points([parents[-1]["id"]]) == want and parents[-1]["params"]["extra"] == 5

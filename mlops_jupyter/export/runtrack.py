@@ -55,10 +55,9 @@ def event(run: tracking.Run, msg: str, tb: str) -> None:
         pass
 
 
-def _descendants(run_uid: str) -> list[str]:
+def _descendants(store, run_uid: str) -> list[str]:
     """Ids of the runs started under a run (nested runs of a stage), oldest first."""
     try:
-        store = tracking.current_store()
         rows = store.read(
             "WITH RECURSIVE d(id) AS (SELECT id FROM runs WHERE uid=? UNION ALL "
             "SELECT r.id FROM runs r JOIN d ON r.parent_id=d.id) "
@@ -76,7 +75,7 @@ def gather(src_uid: str | None, parent: tracking.Run | None) -> None:
     on the stage run (`mj.log_params`, `stage_run(params=...)`)."""
     if not src_uid or parent is None:
         return
-    for uid in [src_uid, *_descendants(src_uid)]:
+    for uid in [src_uid, *_descendants(parent.store, src_uid)]:
         copy_metrics(uid, parent)
     copy_params(src_uid, parent)
 

@@ -1,0 +1,110 @@
+"""The pipeline runner without a kernel: a stage module that fails to load stops with the
+runner's own FAILED line and resume hint; progress lines stay aligned at 10+ stages; the
+global random state round-trips through a stage's cache folder."""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+
+import numpy as np
+from export_helpers import make_nb, run_pipeline
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlops_jupyter.export import export_notebook, rngstate
+from mlops_jupyter.export.progress import Progress
+
+
+def test_a_stage_module_that_fails_to_load_gets_the_failed_line_and_resume_hint(tmp_path):
+    (tmp_path / "helpers").mkdir()
+    nb = make_nb(
+        [
+            ("x = 1", ["stage=first"]),
+            # the import depends on the sys.path change, which the export keeps before it
+            (
+                "import sys\nsys.path.insert(0, 'helpers')\nimport late_helper\n"
+                "y = late_helper.twice(x)",
+                ["stage=second"],
+            ),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    res = export_notebook(nb, tmp_path / "load_pipe")
+    second = (res.path / "stages" / "second.py").read_text()
+    assert second.index("sys.path.insert(0, 'helpers')") < second.index("import late_helper")
+    failed = run_pipeline(res.path, check=False)  # the helper module does not exist yet
+    assert failed.returncode == 1
+    assert re.search(r"\[2/2\] second\s+FAILED", failed.stderr)
+    assert "error: stage 'second' failed: ModuleNotFoundError" in failed.stderr
+    assert "(stages/second.py, line" in failed.stderr and "resume at 'second'" in failed.stderr
+    (tmp_path / "helpers" / "late_helper.py").write_text("def twice(v):\n    return 2 * v\n")
+    again = run_pipeline(res.path)
+    assert "first" in again.stderr and re.search(r"\[1/2\] first\s+cached", again.stderr)
+    assert re.search(r"\[2/2\] second\s+done", again.stderr)
+
+
+def test_progress_lines_align_at_ten_or_more_stages(tmp_path):
+    cells = [(f"v{i} = {i}", [f"stage=s{i}"]) for i in range(11)]
+    cells.append(("total = " + " + ".join(f"v{i}" for i in range(11)), ["stage=sum_all"]))
+    res = export_notebook(make_nb(cells, tmp_path / "many.ipynb"), tmp_path / "many_pipe")
+    out = run_pipeline(res.path).stderr
+    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    assert len(lines) == 24
+    assert {ln.index(" done") for ln in lines if " done" in ln} == {len("[12/12] sum_all")}
+    assert lines[0].startswith("[ 1/12] s0 ")
+
+
+@settings(max_examples=60, deadline=None)
+@given(total=st.integers(1, 2000), name=st.text("abc_", min_size=1, max_size=12))
+def test_progress_labels_have_one_width_for_any_count(total, name):
+    buf = io.StringIO()
+    prog = Progress(total, 12, stream=buf)
+    for i in sorted({1, total, max(1, total // 2)}):
+        prog.cached(i, name)
+    widths = {len(ln.split(" cached")[0]) for ln in buf.getvalue().splitlines()}
+    assert len(widths) == 1
+
+
+def test_random_state_round_trips_through_the_cache_folder(tmp_path):
+    random.seed(7)
+    np.random.seed(7)
+    np.random.rand(3)  # a generator part-way through its stream
+    saved = rngstate.capture()
+    entry = rngstate.save(saved, tmp_path)
+    want = (random.random(), np.random.rand())
+    random.seed(99)
+    np.random.seed(99)
+    rngstate.restore(rngstate.load(tmp_path, entry))
+    assert (random.random(), np.random.rand()) == want
+    assert rngstate.save(rngstate.capture(), tmp_path)["version"] != entry["version"]
+    # no saved state: the fixed start, the same in every process
+    rngstate.restore(None)
+    first = (random.random(), np.random.rand())
+    rngstate.restore(None)
+    assert (random.random(), np.random.rand()) == first
+
+
+def test_torch_and_mlx_random_state_round_trips(tmp_path):
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(5)
+    torch.rand(4)
+    mx = None
+    try:
+        import mlx.core as mx
+
+        mx.random.seed(5)
+        mx.random.normal((2,))
+    except ImportError:
+        pass
+    entry = rngstate.save(rngstate.capture(), tmp_path)
+    want = torch.rand(3).tolist(), (mx.random.normal((3,)).tolist() if mx else None)
+    torch.manual_seed(0)
+    if mx is not None:
+        mx.random.seed(0)
+    rngstate.restore(rngstate.load(tmp_path, entry))
+    got = torch.rand(3).tolist(), (mx.random.normal((3,)).tolist() if mx else None)
+    assert got == want
