@@ -36,7 +36,9 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$"
 _DIRECTIVE = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<body>.*?)\s*(?P<end>-->)?\s*$")
 _SKIP = re.compile(r"^skip\s*\((?P<reason>[^)]*\S[^)]*)\)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_COMMAND = re.compile(r"^(?:\$\s*)?(?:mlops-jupyter\b|python3?\s+-m\s)")
+_COMMAND = re.compile(r"^(?:mlops-jupyter\b|python3?\s+-m\s)")
+# commands that change the machine: a block running them next to ours must be marked skip
+_SETUP_COMMAND = re.compile(r"^(?:sudo|apt-get|apt|pip3?|make|npm|jlpm|yarn)\b")
 
 
 class DocTestError(Exception):
@@ -128,6 +130,13 @@ def collect(path: Path, name: str | None = None) -> list[Block]:
                 i += 1
             code = "\n".join(body_lines) + "\n"
             block = Block(name, start + 1, lang, code, _kind(lang, code))
+            if block.kind == "shell" and not any(k == "skip" for k, _, _ in pending):
+                for ln in code.splitlines():
+                    if _SETUP_COMMAND.match(ln.strip()):
+                        raise DocTestError(
+                            f"{block.where}: {ln.strip()!r} would change this machine;"
+                            " move it to another block or mark this one skip"
+                        )
             for kind, value, _where in pending:
                 if kind == "skip":
                     block.skip = value

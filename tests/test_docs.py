@@ -131,9 +131,10 @@ def test_collect_classifies_blocks_and_applies_directives(tmp_path):
         ("<!-- doc-test: skip (x) -->\ntext\n```python\npass\n```\n", "just before a fence"),
         ("text\n<!-- doc-test: skip (x) -->\n", "no fence after it"),
         ("<!-- doc-test: setup\nx = 1\n", "never closed"),
+        ("```bash\npip install .\nmlops-jupyter runs\n```\n", "would change this machine"),
     ],
 )
-def test_malformed_directives_are_refused(tmp_path, text, message):
+def test_malformed_directives_and_unsafe_blocks_are_refused(tmp_path, text, message):
     with pytest.raises(DocTestError, match=message):
         collect(_write(tmp_path, text))
 
