@@ -193,3 +193,23 @@ def test_pick_notebook_by_executed_cells(tmp_path):
     assert pick_notebook([b], [a, b], []) == b  # named by the runner
     argv = ["papermill", "--cwd", "x.ipynb", "a.ipynb", "-o", "b.ipynb", "missing.ipynb"]
     assert notebook_args(argv, str(tmp_path)) == [a]
+
+
+def test_locator_reads_papermills_injected_input_path_and_remembers(tmp_path):
+    from mlops_jupyter.capture.locate import PAPERMILL_INPUT, Locator
+
+    nb = tmp_path / "nbs" / "in.ipynb"
+    nb.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), str(nb))
+    ns: dict = {}
+    history: list = [(None, "x = 1")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    loc = Locator(lambda: history, lambda: ns, folder=str(empty))
+    assert loc() is None  # nothing to go on
+    ns[PAPERMILL_INPUT] = "nbs/in.ipynb"  # relative to the kernel's folder: not there
+    assert loc() is None
+    ns[PAPERMILL_INPUT] = str(nb)
+    assert loc() == str(nb.resolve())
+    ns.clear()
+    assert loc() == str(nb.resolve())  # found once, kept for the kernel's life

@@ -25,7 +25,7 @@ def test_every_magic_line_accepts_a_trailing_comment(tmp_path, monkeypatch):
         LOAD,  # 0
         "%mlops_status  # anything running?",  # 1
         "%mlops_runs  # nothing yet",  # 2
-        '%mlops_run start "run #1" --no-live -t note=a#b -t "why=a # b"  # begin',  # 3
+        '%mlops_run start "run #1" --no-live -t note=a#b -t "why=a # b" -p n=5#6  # go',  # 3
         "lr = 0.1",  # 4
         "%mlops_status  # during the run",  # 5
         "%mlops_run end  # done",  # 6
@@ -52,6 +52,7 @@ def test_every_magic_line_accepts_a_trailing_comment(tmp_path, monkeypatch):
     assert run["status"] == "finished"
     assert run["tags"]["note"] == "a#b"  # `#` inside a word is not a comment
     assert run["tags"]["why"] == "a # b"  # nor inside quotes
+    assert run["params"]["n"] == "5#6"  # text, not the number 5 and a comment
     (uid,) = query(store, "SELECT uid FROM runs WHERE name='cellrun'")[0]
     assert mj.get_run(uid)["params"] == {"k": 2}
     assert query(store, "SELECT count(*) FROM data_versions WHERE name='tbl'") == [(1,)]

@@ -15,13 +15,17 @@ pytestmark = pytest.mark.timeout(180)
 QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 
 
-@pytest.mark.parametrize("known_path", [True, False], ids=["path-known", "path-unknown"])
-def test_quickstart_executes_and_records_a_run(tmp_path, monkeypatch, known_path):
+@pytest.mark.parametrize("where", ["env-var", "kernel-folder", "unknown"])
+def test_quickstart_executes_and_records_a_run(tmp_path, monkeypatch, where):
     store = use_store(monkeypatch, tmp_path)
-    nb_path = tmp_path / "quickstart.ipynb"
+    # the kernel starts in tmp_path; "unknown": the file is elsewhere and nobody says where
+    folder = tmp_path if where == "kernel-folder" else tmp_path / "elsewhere"
+    folder.mkdir(exist_ok=True)
+    nb_path = folder / "quickstart.ipynb"
     shutil.copy(QUICKSTART, nb_path)
-    if known_path:
+    if where == "env-var":
         monkeypatch.setenv("MLOPS_JUPYTER_NOTEBOOK", str(nb_path))
+    known_path = where != "unknown"
     nb = nbformat.read(nb_path, as_version=4)
     execute(nb, tmp_path)
 
@@ -46,7 +50,8 @@ def test_quickstart_executes_and_records_a_run(tmp_path, monkeypatch, known_path
         "weight_decay": 1e-4,
         "batch_size": 64,
     }
-    assert ("notebook.path" in run["tags"]) is known_path
+    assert run["tags"].get("notebook.path") == (str(nb_path.resolve()) if known_path else None)
+    assert "script.path" not in run["tags"]
     summary = {m["key"]: m for m in run["metrics"]}
     assert set(summary) == {"loss", "val_loss", "val_acc"}
     assert summary["loss"]["count"] == 60

@@ -91,7 +91,9 @@ def folder_notebooks(folder: str | None) -> list[str]:
 
 
 def _score(nb: NotebookFile, cells: list[tuple[str | None, str]]) -> float:
-    return sum(nb.contains(cid, src) for cid, src in cells) / len(cells)
+    """Share of the executed cells (id, normalized source) that are cells of `nb`."""
+    ids, srcs = nb.order_by_id, nb.order_by_source
+    return sum((cid is not None and cid in ids) or src in srcs for cid, src in cells) / len(cells)
 
 
 def _original(path: str, nb: NotebookFile, bases: tuple[str, ...]) -> str:
@@ -118,7 +120,7 @@ def pick_notebook(
     """The notebook that the executed `history` comes from, among the runner's named
     notebooks (`preferred`) and those of the kernel's folder; None when none fits or two
     fit equally well. `bases`: folders a relative papermill input path may start from."""
-    cells = [(cid, src) for cid, src in history[-_RECENT:] if normalize(src)]
+    cells = [(cid, norm) for cid, src in history[-_RECENT:] if (norm := normalize(src))]
     pool: dict[str, int] = {}  # path -> rank (0: named by the runner)
     for rank, paths in enumerate((preferred, folder)):
         for p in paths:

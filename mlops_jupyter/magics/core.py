@@ -114,6 +114,9 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
         k, sep, v = item.partition("=")
         if not sep or not k.strip():
             raise UsageError(f"--{what} expects KEY=VALUE, got {item!r}")
+        if "#" in v and v.strip()[:1] not in ("'", '"'):
+            out[k.strip()] = v  # `ML#42`, `5#x`: text (literal_eval would drop a "comment")
+            continue
         try:
             out[k.strip()] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
