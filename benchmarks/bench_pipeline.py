@@ -84,6 +84,7 @@ def main() -> None:
             f"   ratio vs nbclient {t_param / t_nb:.2f}x"
         )
         _stage_overhead(tmp)
+        _exactness(tmp)
         _formats(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,6 +116,36 @@ def _stage_overhead(tmp: Path, n: int = 20) -> None:
     cached = (time.perf_counter() - t0) / n
     print(f"runner overhead per stage, executed:          {cold * 1e3:8.2f} ms  ({n} tiny stages)")
     print(f"runner overhead per stage, cached:            {cached * 1e3:8.2f} ms")
+
+
+def _exactness(tmp: Path, n: int = 200) -> None:
+    """What exactness costs per executed stage: saving and restoring the global random
+    state (random + numpy, then + torch when installed), and writing objects that share
+    state (a model and its optimizer) into one file."""
+    import numpy  # noqa: F401 - captured only when imported
+
+    from mlops_jupyter.export import rngstate, serialize
+
+    def rng_cycle() -> None:
+        entry = rngstate.save(rngstate.capture(), tmp)
+        rngstate.restore(rngstate.load(tmp, entry))
+
+    t = _median(rng_cycle, n)
+    print(f"random state save+restore (random, numpy):    {t * 1e3:8.2f} ms per stage")
+    try:
+        import torch
+    except ImportError:
+        return
+    t = _median(rng_cycle, n)
+    print(f"random state save+restore (+ torch CPU):      {t * 1e3:8.2f} ms per stage")
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
+    opt = torch.optim.Adam(model.parameters())
+    d = tmp / "group"
+    d.mkdir(exist_ok=True)
+    t = _median(lambda: serialize.save_all({"model": model, "optimizer": opt}, d), 20)
+    size = sum(p.stat().st_size for p in d.iterdir()) / 1e6
+    print(f"model + optimizer in one shared file:         {t * 1e3:8.2f} ms ({size:.1f} MB)")
+    shutil.rmtree(d)
 
 
 def _formats(tmp: Path) -> None:

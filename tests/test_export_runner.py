@@ -9,15 +9,18 @@ import random
 import re
 
 import numpy as np
-from export_helpers import make_nb, run_pipeline
+from export_helpers import kernel_env, make_nb, run_pipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops_jupyter.export import export_notebook, rngstate
+from mlops_jupyter.export import export_notebook
 from mlops_jupyter.export.progress import Progress
 
 
-def test_a_stage_module_that_fails_to_load_gets_the_failed_line_and_resume_hint(tmp_path):
+def test_a_stage_module_that_fails_to_load_gets_the_failed_line_and_resume_hint(
+    tmp_path, monkeypatch
+):
+    kernel_env(monkeypatch)  # the pipeline subprocesses import this checkout
     (tmp_path / "helpers").mkdir()
     nb = make_nb(
         [
@@ -45,7 +48,8 @@ def test_a_stage_module_that_fails_to_load_gets_the_failed_line_and_resume_hint(
     assert re.search(r"\[2/2\] second\s+done", again.stderr)
 
 
-def test_progress_lines_align_at_ten_or_more_stages(tmp_path):
+def test_progress_lines_align_at_ten_or_more_stages(tmp_path, monkeypatch):
+    kernel_env(monkeypatch)
     cells = [(f"v{i} = {i}", [f"stage=s{i}"]) for i in range(11)]
     cells.append(("total = " + " + ".join(f"v{i}" for i in range(11)), ["stage=sum_all"]))
     res = export_notebook(make_nb(cells, tmp_path / "many.ipynb"), tmp_path / "many_pipe")
@@ -68,6 +72,8 @@ def test_progress_labels_have_one_width_for_any_count(total, name):
 
 
 def test_random_state_round_trips_through_the_cache_folder(tmp_path):
+    from mlops_jupyter.export import rngstate
+
     random.seed(7)
     np.random.seed(7)
     np.random.rand(3)  # a generator part-way through its stream
@@ -88,6 +94,8 @@ def test_random_state_round_trips_through_the_cache_folder(tmp_path):
 
 def test_torch_and_mlx_random_state_round_trips(tmp_path):
     import pytest
+
+    from mlops_jupyter.export import rngstate
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(5)
