@@ -188,6 +188,10 @@ def test_pick_notebook_by_executed_cells(tmp_path):
     assert pick_notebook([], folder, ran) == a  # the output stands for its input
     assert pick_notebook([], folder, [(None, "plot()")]) == b
     assert pick_notebook([], folder, [(None, "unknown()")]) is None
+    # half of the cells fit, but the one running now is not in it (a terminal IPython
+    # session next to a notebook that also loads the extension): not this notebook
+    assert pick_notebook([], [a], [(None, "x = 1"), (None, "other()")]) is None
+    assert pick_notebook([], [a], [(None, "other()"), (None, "x = 1")]) == a
     assert pick_notebook([], [a], []) == a  # nothing ran yet: the only notebook
     assert pick_notebook([], [a, b], []) is None
     assert pick_notebook([b], [a, b], []) == b  # named by the runner

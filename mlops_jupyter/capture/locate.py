@@ -135,8 +135,9 @@ def pick_notebook(
         nb = read_notebook(path)
         if nb is None:
             continue
+        # the cell running now must be one of its cells, and most of those that ran before
         score = _score(nb, cells)
-        if score < 0.5:
+        if score < 0.5 or not _score(nb, cells[-1:]):
             continue
         orig = _original(path, nb, bases)
         if orig != path:
@@ -174,7 +175,7 @@ class Locator:
         self.parent_notebooks = notebook_args(argv, pcwd)
         self._bases = tuple(b for b in (pcwd, self.folder) if b)
         self.found: str | None = None
-        self._tried_at = -1
+        self._next_try = 0
 
     def __call__(self) -> str | None:
         if self.found is not None:
@@ -187,9 +188,11 @@ class Locator:
                 self.found = str(p.resolve())
                 return self.found
         history = self._history()
-        if len(history) == self._tried_at:
-            return None  # nothing new ran since the last look
-        self._tried_at = len(history)
+        n = len(history)
+        if n < self._next_try:
+            return None  # looked already; look again after more cells ran
+        # a look costs a folder listing: at every new cell at first, then ever more rarely
+        self._next_try = n + 1 if n < 20 else n + n // 2
         self.found = pick_notebook(
             self.parent_notebooks, folder_notebooks(self.folder), history, self._bases
         )
