@@ -60,6 +60,7 @@ _LAZY = {
     "register_model": ("mlops_jupyter.registry", "register_model"),
     "load_model": ("mlops_jupyter.registry", "load_model"),
     "promote_model": ("mlops_jupyter.registry", "promote_model"),
+    "model_card": ("mlops_jupyter.registry", "model_card"),
     "models": ("mlops_jupyter.registry", "models"),
     "model_history": ("mlops_jupyter.registry", "history"),
     "checkpoint": ("mlops_jupyter.registry.checkpoints", "checkpoint"),
