@@ -171,6 +171,52 @@ def test_function_rebinding_a_notebook_variable_is_refused_naming_cell_and_const
         plan_notebook(nb)
 
 
+def test_what_cannot_be_exported_exactly_is_refused_naming_cell_and_construct(tmp_path):
+    redefined = make_nb(
+        [
+            ("def f(x):\n    return x + 1", ["stage=a"]),
+            ("y = f(1)\n\ndef f(x):\n    return x + 2\n\nz = f(1)", ["stage=b"]),
+        ],
+        tmp_path / "redefined.ipynb",
+    )
+    with pytest.raises(ExportError, match=r"stage 'b' .*uses `f` of stage 'a' and then defines"):
+        plan_notebook(redefined)
+    cls = make_nb(
+        [
+            (
+                "scale = 2\n\nclass Scaler:\n    def __call__(self, v):\n        return v * scale",
+                ["stage=a"],
+            ),
+            ("y = Scaler()(3)", ["stage=b"]),
+        ],
+        tmp_path / "cls.ipynb",
+    )
+    with pytest.raises(ExportError, match=r"class `Scaler` of stage 'a'.*\(scale\)"):
+        plan_notebook(cls)
+
+
+def test_in_place_changes_and_calls_that_change_nothing(tmp_path):
+    nb = make_nb(
+        [
+            (
+                "import numpy as np\nxs = [3, 1]\ndf = {'a': 1}\nrng = np.random.default_rng(0)",
+                ["stage=one"],
+            ),
+            ("print(len(xs), sorted(xs))\nnp.mean(xs)\nn = len(df)", ["stage=look"]),
+            ("xs.sort()\nsample = rng.normal()", ["stage=change"]),
+            ("total = sum(xs) + sample + n\nprint(df)", ["stage=last"]),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    st = _stages(plan_notebook(nb))
+    assert st["look"].outputs == ["n"]  # print/len/sorted/np.mean change nothing
+    assert set(st["change"].outputs) == {"xs", "sample"} and st["change"].inputs == {
+        "xs": "one",
+        "rng": "one",
+    }
+    assert st["last"].inputs == {"xs": "change", "sample": "change", "n": "look", "df": "one"}
+
+
 def test_bad_notebooks_get_clear_errors(tmp_path):
     with pytest.raises(InvalidInputError, match="not found"):
         export_notebook(tmp_path / "missing.ipynb")

@@ -116,3 +116,27 @@ def test_torch_and_mlx_random_state_round_trips(tmp_path):
     rngstate.restore(rngstate.load(tmp_path, entry))
     got = torch.rand(3).tolist(), (mx.random.normal((3,)).tolist() if mx else None)
     assert got == want
+
+
+def test_a_value_a_stage_may_change_but_did_not_is_not_stored_twice(tmp_path, monkeypatch):
+    import json
+
+    kernel_env(monkeypatch)
+    nb = make_nb(
+        [
+            ("import numpy as np\narr = np.arange(100_000.0)", ["stage=load"]),
+            # passing `arr` to a function may change it: it is an output of `look`
+            ("def total(a):\n    return float(a.sum())\n\ns = total(arr)", ["stage=look"]),
+            ("print('R:', arr.mean(), s)", ["stage=use"]),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    res = export_notebook(nb, tmp_path / "same_pipe")
+    first = run_pipeline(res.path)
+    assert "R: 49999.5 4999950000.0" in first.stdout
+    look = next((res.path / ".cache" / "look").iterdir())
+    entry = json.loads((look / "manifest.json").read_text())["outputs"]["arr"]
+    assert entry["file"].startswith("..") and not (look / "arr.npy").exists()
+    assert (look / entry["file"]).is_file()
+    again = run_pipeline(res.path, "--force", "look")
+    assert re.search(r"use\s+cached", again.stderr)  # same content: downstream stays cached

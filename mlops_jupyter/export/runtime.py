@@ -370,6 +370,7 @@ def _execute(
             outputs = _check_outputs(st, result)
             with autolog_suspended():
                 entries = serialize.save_all(outputs, tmp)
+            _share_unchanged(st, entries, located, tmp, folder)
             man = {
                 "stage": st.name,
                 "key": key,
@@ -400,6 +401,29 @@ def _execute(
         srun.set_tags({"mlops.duration_s": round(dt, 6)})
     prog.done(i, st.name, dt, list(outputs))
     return man
+
+
+def _share_unchanged(
+    st: Stage,
+    entries: dict[str, dict],
+    located: dict[tuple[str, str], tuple[Path, dict]],
+    tmp: Path,
+    folder: Path,
+) -> None:
+    """An output the stage may have changed in place (it was also an input) but did not:
+    same content hash, so keep no second copy; the entry points at the input's file."""
+    for name, entry in entries.items():
+        src = st.inputs.get(name)
+        if src is None or entry.get("key") is not None or (src, name) not in located:
+            continue
+        src_folder, src_entry = located[(src, name)]
+        if src_entry.get("key") is None and (src_entry["version"], src_entry["format"]) == (
+            entry["version"],
+            entry["format"],
+        ):
+            (tmp / entry["file"]).unlink(missing_ok=True)
+            # relative to the stage's final folder: the cache can move as a whole
+            entry["file"] = os.path.relpath(src_folder / src_entry["file"], folder)
 
 
 def _check_outputs(st: Stage, result: Any) -> dict[str, Any]:
