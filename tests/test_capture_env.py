@@ -10,6 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlops_jupyter.capture import environment, git_info, read_notebook, resolve_notebook
 
@@ -217,3 +219,23 @@ def test_locator_reads_papermills_injected_input_path_and_remembers(tmp_path):
     assert loc() == str(nb.resolve())
     ns.clear()
     assert loc() == str(nb.resolve())  # found once, kept for the kernel's life
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["a()", "b()", "c = 1", "print(x)"]), min_size=1, max_size=12))
+def test_top_to_bottom_positions_never_go_back(sources):
+    # cells with equal sources, no ids (nbclient, papermill): a plain run is in order
+    import tempfile
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "n.ipynb")
+        nbformat.write(nb, path)
+        info = read_notebook(path)
+    last = None
+    for src in sources:
+        idx = info.index_of(None, src, after=last)
+        assert sources[idx] == src
+        assert last is None or idx >= last
+        last = idx

@@ -30,11 +30,12 @@ def _provenance(store: Path, name: str) -> list[dict]:
     return [e for e in _run(store, name)["events"] if e["kind"] == "provenance"]
 
 
-def test_tagged_parameters_cell_before_load_ext_is_captured(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cell_ids", [False, True], ids=["nbclient", "with-cell-ids"])
+def test_tagged_parameters_cell_before_load_ext_is_captured(tmp_path, monkeypatch, cell_ids):
     store = use_store(monkeypatch, tmp_path)
     path = tmp_path / "train.ipynb"
     nb = make_nb([("epochs = 4\nlr = 0.05", ["parameters"]), "import math", LOAD, TRAIN], path)
-    execute(nb, tmp_path)
+    execute(nb, tmp_path, cell_ids=cell_ids)
     run = _run(store, "train")
     assert run["params"] == {"epochs": 4, "lr": 0.05, "width": 8}
     # nbclient starts the kernel in the notebook's folder, the only notebook there
