@@ -15,10 +15,14 @@ An HTML comment just before a fence (blank lines between are allowed) controls i
     <!-- doc-test: setup
     hidden Python run in the document's kernel right before the block
     -->
+    <!-- doc-test: needs torch optuna -->       optional extras the block (or its setup) uses:
+                                                 without them it and the rest of the document
+                                                 (which may build on it) are not run
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -56,6 +60,11 @@ class Block:
     kind: str  # "python", "shell" or "ignore"
     skip: str | None = None  # the reason, when marked skip
     setup: str | None = None  # hidden Python run before the block
+    needs: tuple[str, ...] = ()  # modules (optional extras) the block imports
+
+    def missing(self) -> list[str]:
+        """The modules this block needs that are not installed."""
+        return [m for m in self.needs if importlib.util.find_spec(m) is None]
 
     @property
     def where(self) -> str:
@@ -75,7 +84,8 @@ def _kind(lang: str, code: str) -> str:
 
 
 def parse_directive(body: str, where: str) -> tuple[str, str]:
-    """('skip', reason) or ('setup', code) from the text after `doc-test:`."""
+    """('skip', reason), ('needs', modules) or ('setup', code) from the text after
+    `doc-test:`."""
     head, _, rest = body.partition("\n")
     head = head.strip()
     if head.startswith("skip"):
@@ -83,11 +93,16 @@ def parse_directive(body: str, where: str) -> tuple[str, str]:
         if not m or rest.strip():
             raise DocTestError(f"{where}: write `<!-- doc-test: skip (reason) -->` with a reason")
         return "skip", m.group("reason").strip()
+    if head.startswith("needs"):
+        mods = tuple(m for m in re.split(r"[\s,]+", head[len("needs") :]) if m)
+        if not mods or rest.strip():
+            raise DocTestError(f"{where}: write `<!-- doc-test: needs MODULE ... -->`")
+        return "needs", " ".join(mods)
     if head == "setup":
         if not rest.strip():
             raise DocTestError(f"{where}: a doc-test setup comment has no code")
         return "setup", textwrap.dedent(rest)
-    raise DocTestError(f"{where}: unknown doc-test directive {head!r} (use skip or setup)")
+    raise DocTestError(f"{where}: unknown doc-test directive {head!r} (use skip, needs or setup)")
 
 
 def collect(path: Path, name: str | None = None) -> list[Block]:
@@ -140,6 +155,8 @@ def collect(path: Path, name: str | None = None) -> list[Block]:
             for kind, value, _where in pending:
                 if kind == "skip":
                     block.skip = value
+                elif kind == "needs":
+                    block.needs += tuple(value.split())
                 else:
                     block.setup = (block.setup or "") + value
             pending = []

@@ -39,9 +39,12 @@ def _scratch(tmp_path):
 def test_doc_examples_run_as_copied(doc, tmp_path):
     blocks = collect(doc)
     work, store = _scratch(tmp_path)
-    failures = []
+    failures, not_run = [], None
     with DocSession(work, store) as session:
         for block in blocks:
+            if block.missing():  # an optional extra is not installed: later blocks may need it
+                not_run = f"{block.where} and later blocks need {', '.join(block.missing())}"
+                break
             try:
                 session.run(block)
             except AssertionError as e:  # keep going: report every broken block at once
@@ -57,6 +60,8 @@ def test_doc_examples_run_as_copied(doc, tmp_path):
             mj.set_store(None)
         bad = runs.filter(runs["status"].is_in(["failed", "crashed"]))
         assert bad.is_empty(), f"{doc.name}: runs ended badly:\n{bad.select('name', 'status')}"
+    if not_run:
+        pytest.skip(f"earlier blocks passed; {not_run} (not installed)")
 
 
 def test_every_doc_has_runnable_examples_and_skips_say_why():
@@ -121,6 +126,25 @@ def test_collect_classifies_blocks_and_applies_directives(tmp_path):
     assert blocks[3].code == "mlops-jupyter runs --last 2\n"  # list indentation removed
 
 
+def test_needs_names_optional_modules(tmp_path):
+    doc = _write(
+        tmp_path,
+        """\
+        <!-- doc-test: needs torch, no_such_module_here -->
+        <!-- doc-test: setup
+        x = 1
+        -->
+        ```python
+        import torch
+        ```
+        """,
+    )
+    [block] = collect(doc)
+    assert block.needs == ("torch", "no_such_module_here") and block.setup == "x = 1\n"
+    assert "no_such_module_here" in block.missing()
+    assert "polars" not in collect(_write(tmp_path, "```python\nimport polars\n```\n"))[0].missing()
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -131,6 +155,7 @@ def test_collect_classifies_blocks_and_applies_directives(tmp_path):
         ("<!-- doc-test: skip (x) -->\ntext\n```python\npass\n```\n", "just before a fence"),
         ("text\n<!-- doc-test: skip (x) -->\n", "no fence after it"),
         ("<!-- doc-test: setup\nx = 1\n", "never closed"),
+        ("<!-- doc-test: needs -->\n```python\npass\n```\n", "needs MODULE"),
         ("```bash\npip install .\nmlops-jupyter runs\n```\n", "would change this machine"),
     ],
 )
