@@ -6,6 +6,7 @@ a pandas merge/join chapter, a PyTorch training function using a global model)."
 
 from __future__ import annotations
 
+import pytest
 from export_helpers import (
     cell_text,
     execute_notebook,
@@ -37,6 +38,7 @@ def _same_everywhere(nb, tmp_path, want: list[str], forced: list[str], last: str
 
 
 def test_in_place_changes_in_their_own_stage_reach_later_stages(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")  # not in every venv (the compat ones have no extras)
     kernel_env(monkeypatch)
     nb = make_nb(
         [
@@ -76,6 +78,7 @@ def test_in_place_changes_in_their_own_stage_reach_later_stages(tmp_path, monkey
 
 
 def test_a_function_defined_twice_in_one_stage_keeps_each_version(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
     kernel_env(monkeypatch)
     nb = make_nb(
         [
@@ -102,6 +105,7 @@ def test_a_function_defined_twice_in_one_stage_keeps_each_version(tmp_path, monk
 
 
 def test_training_function_using_a_global_model_and_optimizer(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
     kernel_env(monkeypatch)
     nb = make_nb(
         [
