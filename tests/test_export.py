@@ -193,6 +193,21 @@ def test_what_cannot_be_exported_exactly_is_refused_naming_cell_and_construct(tm
     )
     with pytest.raises(ExportError, match=r"class `Scaler` of stage 'a'.*\(scale\)"):
         plan_notebook(cls)
+    decorated = make_nb([_decorated_cell(), ("y = f(2)", ["stage=b"])], tmp_path / "d.ipynb")
+    with pytest.raises(ExportError, match=r"cell 1: the decorators or defaults of `f` .*\(n\)"):
+        plan_notebook(decorated)
+    # used in its own stage only, such a def stays where it is and runs there
+    st = _stages(plan_notebook(make_nb([_decorated_cell()], tmp_path / "one.ipynb")))
+    assert "@functools.lru_cache(maxsize=n)" in st["a"].body and not st["a"].helpers
+
+
+def _decorated_cell() -> tuple[str, list[str]]:
+    """A def whose decorator reads a notebook variable (evaluated where the def runs)."""
+    return (
+        "import functools\nn = 3\n\n@functools.lru_cache(maxsize=n)\n"
+        "def f(x):\n    return 2 * x\n\nu = f(1)",
+        ["stage=a"],
+    )
 
 
 def test_in_place_changes_and_calls_that_change_nothing(tmp_path):

@@ -94,15 +94,29 @@ def _check_defs(defs: dict[str, list[_Def]]) -> None:
                 )
 
 
-def _in_place(defs: dict[str, list[_Def]], n_stages: int) -> list[set[str]]:
+def _def_time_reads(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> set[str]:
+    """Names read when the def statement itself runs: decorators, defaults, class bases."""
+    exprs: list[ast.AST | None] = list(node.decorator_list)
+    if isinstance(node, ast.ClassDef):
+        exprs += [*node.bases, *(k.value for k in node.keywords)]
+    else:
+        exprs += [*node.args.defaults, *node.args.kw_defaults]
+    return {n.id for e in exprs if e is not None for n in ast.walk(e) if isinstance(n, ast.Name)}
+
+
+def _in_place(defs: dict[str, list[_Def]], n_stages: int, data: set[str]) -> list[set[str]]:
     """Per stage, the defs that stay where they are in the stage code: a name defined more
-    than once in one stage (each call must see the version defined above it), and the
+    than once in one stage (each call must see the version defined above it), a def whose
+    decorators or defaults read notebook variables (evaluated where the def runs), and the
     defs of that stage that call such a name."""
     out: list[set[str]] = [set() for _ in range(n_stages)]
     for name, versions in defs.items():
         for si in {d.stage for d in versions}:
             if sum(d.stage == si for d in versions) > 1:
                 out[si].add(name)
+        for d in versions:
+            if _def_time_reads(d.node) & data:
+                out[d.stage].add(name)
     for si in range(n_stages):
         changed = True
         while changed:
@@ -179,7 +193,7 @@ def build_plan(split: SplitNotebook) -> Plan:
         per_stage.append(info)
     data_names = (body_binds - import_names) - handles_all
     _check_defs(defs)
-    in_place = _in_place(defs, len(split.stages))
+    in_place = _in_place(defs, len(split.stages), data_names | set(params))
     free = _free_data(defs, (data_names | set(params)) - set(defs))
 
     spans = span_names(split.stages, mods, funcs)
@@ -208,7 +222,14 @@ def build_plan(split: SplitNotebook) -> Plan:
         called = (loads | set(flow.reads)) & set(defs)
         wanted = set().union(*(free[n] for n in called)) if called else set()
         sp.globals = sorted(wanted)
-        for name in [*flow.reads, *sorted(wanted - set(flow.reads))]:
+        # names only the bodies of module-level defs read are read when those run: inputs
+        # only where a def is called (`wanted`), not of the stage that merely defines it
+        plain = [n for n in info["stmts"] if not isinstance(n, _DEF) or n.name in in_place[si]]
+        late = (set(flow.reads) - set(an.flow_of(plain).reads) - wanted) & (
+            data_names | set(params)
+        ) - set(defs)
+        late -= {r for n in info["stmts"] if isinstance(n, _DEF) for r in _def_time_reads(n)}
+        for name in [*(r for r in flow.reads if r not in late), *sorted(wanted - set(flow.reads))]:
             if name in handles_all and name not in flow.binds:
                 if name in handle_seen:
                     sp.handles.append(name)
@@ -223,7 +244,7 @@ def build_plan(split: SplitNotebook) -> Plan:
                 )
             if name in defs and name in code_home and code_home[name] != si:
                 home = stages[code_home[name]]
-                _export_def(home, defs[name], in_place[code_home[name]])
+                _export_def(home, defs[name], in_place[code_home[name]], data_names | set(params))
                 sp.code_imports.setdefault(home.name, []).append(name)
                 if free[name]:
                     if isinstance(defs[name][-1].node, ast.ClassDef):
@@ -317,13 +338,20 @@ def _body(sp: StagePlan, info: dict, in_place: set[str]) -> str:
     return "\n\n".join(chunks)
 
 
-def _export_def(home: StagePlan, versions: list[_Def], in_place: set[str]) -> None:
+def _export_def(home: StagePlan, versions: list[_Def], in_place: set[str], data: set[str]) -> None:
     """A def kept in place in its stage's code that a later stage uses: its last version
     also goes to module level of that stage's module, for the later stage to import."""
     last = [d for d in versions if home.cells and d.cell.index in home.cells]
     if not last or last[-1].node.name not in in_place:
         return
     d = last[-1]
+    reads = _def_time_reads(d.node) & data
+    if reads:
+        raise ExportError(
+            f"cell {d.cell.index}: the decorators or defaults of `{d.node.name}` read notebook "
+            f"variables ({', '.join(sorted(reads))}) and a later stage uses it; define it in "
+            "the stage that uses it, or pass those values when calling it"
+        )
     text = ast.get_source_segment(d.cell.source, d.node) or ast.unparse(d.node)
     decos = "".join(f"@{ast.unparse(x)}\n" for x in d.node.decorator_list)
     if not text.startswith("@"):
