@@ -29,7 +29,7 @@ from ..errors import InvalidInputError, MlopsJupyterError
 from . import params as P
 from . import rngstate, serialize
 from .progress import Progress
-from .runtrack import copy_metrics, copy_params, end_nested, event, gather, save_state
+from .runtrack import copy_metrics, end_nested, event, gather, save_state
 from .stagerun import (
     StageRun,
     _in_stage,
@@ -255,8 +255,7 @@ def run_pipeline(
                     st.run_name or st.name, getattr(pipe, "EXPERIMENT", "default"), used, stage_tags
                 ) as srun:
                     copy_metrics(man.get("run"), srun)
-                    copy_params(man.get("run"), srun)
-                gather(man.get("run"), parent)
+                    gather(man.get("run"), parent, values, srun)
                 for out, entry in man["outputs"].items():
                     located[(st.name, out)] = (folder, entry)
                 rng = (folder, man["rng"]) if man.get("rng") else None
@@ -265,14 +264,14 @@ def run_pipeline(
                 continue
             exp = getattr(pipe, "EXPERIMENT", "default")
             man = _execute(package, st, i, prog, used, key, folder, located, rng, exp, stage_tags)
-            gather(man["run"], parent)
+            gather(man["run"], parent, values)
             for out, entry in man["outputs"].items():
                 located[(st.name, out)] = (folder, entry)
             rng = (folder, man["rng"])
             summary["stages"][st.name] = "ran"
     except StageFailed as e:
         summary["failed"] = getattr(e, "stage", None)
-        gather(getattr(e, "run_id", None), parent)
+        gather(getattr(e, "run_id", None), parent, values)
         save_state(state_file, parent, "failed", summary["failed"])
         if parent is not None:
             parent.set_tags({"mlops.failed_stage": summary["failed"] or ""})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from .. import tracking
 from ..errors import MlopsJupyterError
@@ -69,28 +70,30 @@ def _descendants(store, run_uid: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def gather(src_uid: str | None, parent: tracking.Run | None) -> None:
+def gather(
+    src_uid: str | None,
+    parent: tracking.Run | None,
+    known: dict[str, Any],
+    stage_run: tracking.Run | None = None,
+) -> None:
     """The pipeline run gets what a stage execution logged, as the notebook run had it:
     the metrics of the stage run and of the runs nested under it, and the params logged
-    on the stage run (`mj.log_params`, `stage_run(params=...)`)."""
-    if not src_uid or parent is None:
+    on the stage run (`mj.log_params`, `stage_run(params=...)`). `stage_run`: the run of a
+    cached stage, which shows the params of the execution it reuses. `known`: params the
+    runs already have (the pipeline's), not written again."""
+    if not src_uid:
         return
-    for uid in [src_uid, *_descendants(parent.store, src_uid)]:
-        copy_metrics(uid, parent)
-    copy_params(src_uid, parent)
-
-
-def copy_params(src_uid: str | None, *runs: tracking.Run | None) -> None:
-    """Record a stage run's params on other runs (values that differ or are missing)."""
-    targets = [r for r in runs if r is not None]
-    if not src_uid or not targets:
+    if parent is not None:
+        for uid in [src_uid, *_descendants(parent.store, src_uid)]:
+            copy_metrics(uid, parent)
+    targets = [r for r in (parent, stage_run) if r is not None]
+    if not targets:
         return
     try:
         got = tracking.get_run(src_uid)["params"]
-        for r in targets:
-            have = tracking.get_run(r.id)["params"]
-            new = {k: v for k, v in got.items() if k not in have or have[k] != v}
-            if new:
-                r.log_params(new)
     except MlopsJupyterError:
-        pass
+        return
+    new = {k: v for k, v in got.items() if k not in known or known[k] != v}
+    for r in targets:
+        if new:
+            r.log_params(new)
