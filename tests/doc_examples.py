@@ -39,6 +39,7 @@ SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<body>.*?)\s*(?P<end>-->)?\s*$")
 _SKIP = re.compile(r"^skip\s*\((?P<reason>[^)]*\S[^)]*)\)$")
+_TRACEBACK = "Traceback (most recent call last)"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _COMMAND = re.compile(r"^(?:mlops-jupyter\b|python3?\s+-m\s)")
 # commands that change the machine: a block running them next to ours must be marked skip
@@ -202,6 +203,8 @@ def run_shell(block: Block, cwd: Path, store: Path, timeout: float = 120) -> str
         raise AssertionError(
             f"{block.where}: shell block exited with {proc.returncode}\n{block.code}\n{out}"
         )
+    if _TRACEBACK in out or re.search(r"^error: ", out, re.M):  # a crash hidden by `|| ...`
+        raise AssertionError(f"{block.where}: shell block printed an error\n{block.code}\n{out}")
     return out
 
 
@@ -258,6 +261,10 @@ class DocSession:
             tb = _ANSI.sub("", str(e)).split("------------------")[-1].strip()
             why = f"{e.ename}: {e.evalue}"
             raise AssertionError(f"{where}: block failed\n{code}\n{tb}\n{why}") from None
+        # a traceback printed from a background thread or a caught error still means broken
+        for out in cell.outputs:
+            if out.get("name") == "stderr" and _TRACEBACK in out.get("text", ""):
+                raise AssertionError(f"{where}: block printed a traceback\n{code}\n{out['text']}")
         return cell.outputs
 
     def run(self, block: Block) -> None:

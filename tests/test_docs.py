@@ -185,8 +185,9 @@ def test_any_skip_reason_is_kept(tmp_path_factory, reason):
 
 
 def test_a_broken_example_fails_the_session(tmp_path):
-    """The runner reports a failing Python block, a failing magic and a failing command,
-    naming the document line, and keeps the namespace between blocks."""
+    """The runner reports a failing Python block, a failing magic, a failing command (also
+    behind `|| ...`) and a traceback printed by a thread, naming the document line, and
+    keeps the namespace between blocks."""
     doc = _write(
         tmp_path,
         """\
@@ -207,6 +208,16 @@ def test_a_broken_example_fails_the_session(tmp_path):
         ```bash
         mlops-jupyter show no-such-run
         ```
+
+        ```bash
+        mlops-jupyter show no-such-run || echo "a crash hidden by ||"
+        ```
+
+        ```python
+        import threading
+        t = threading.Thread(target=lambda: 1 / 0)
+        t.start(); t.join()
+        ```
         """,
     )
     work, store = _scratch(tmp_path)
@@ -220,6 +231,10 @@ def test_a_broken_example_fails_the_session(tmp_path):
             session.run(blocks[2])
         with pytest.raises(AssertionError, match="doc.md:15: shell block exited with"):
             session.run(blocks[3])
+        with pytest.raises(AssertionError, match="doc.md:19: shell block printed an error"):
+            session.run(blocks[4])
+        with pytest.raises(AssertionError, match="doc.md:23: block printed a traceback"):
+            session.run(blocks[5])
 
 
 def test_load_model_by_missing_stage_says_where_the_versions_are():
