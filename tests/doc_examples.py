@@ -9,6 +9,9 @@ A document's runnable blocks are
   Python blocks around it;
 - a bare fence whose first line is a `%` magic: run in the kernel like a Python block.
 
+A block fails when it raises, exits non-zero, or prints a traceback (or, for a command, an
+`error: ` line, which `|| ...` would otherwise hide).
+
 An HTML comment just before a fence (blank lines between are allowed) controls it:
 
     <!-- doc-test: skip (why it cannot run here) -->      the reason is required
