@@ -105,9 +105,15 @@ def test_embedding_scores_are_deterministic_and_meaningful():
 
 
 def test_groundedness_flags_planted_unsupported_sentences():
-    rows = [
-        {"question": "Tell me about it.", "answer": " ".join(s for s, _ in sents), "context": ctx}
-        for ctx, sents in GROUNDED_SET
+    from mlops_jupyter.llm.textstats import split_sentences
+
+    rows = [  # every other context as a list of passages, as a retriever returns them
+        {
+            "question": "Tell me about it.",
+            "answer": " ".join(s for s, _ in sents),
+            "context": split_sentences(ctx) if i % 2 else ctx,
+        }
+        for i, (ctx, sents) in enumerate(GROUNDED_SET)
     ]
     t = mj.llm_eval(rows, metrics=["groundedness"], log=False).table
     tp = fp = fn = 0
@@ -244,6 +250,7 @@ def test_regression_against_a_baseline_run_is_an_alert():
     reg = mj.llm_regressions(worse, "baseline")
     assert {"relevance", "similarity", "groundedness", "token_f1"} <= set(reg["metric"])
     assert (reg["current"] < reg["ci_low"]).all()
+    assert not {"n_chars", "n_words", "n_sentences", "flesch"} & set(reg["metric"])
     al = mj.alerts(worse)
     assert set(al["rule"]) == {"llm_regression"} and al.height == reg.height
     assert al["message"].str.contains("regressed").all() and not al["active"].any()

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import InvalidInputError
-from .result import LOWER_IS_BETTER
+from .result import DESCRIPTIVE, LOWER_IS_BETTER
 
 _SCHEMA = {
     "metric": pl.String,
@@ -40,7 +40,8 @@ def llm_regressions(
     """Metrics of `run` worse than `baseline`'s 95 % bootstrap interval.
 
     Both runs must hold `llm_eval` scores. Higher is better except for refusal, error_rate,
-    latency_s and completion_tokens. With `record`, each regression is stored on `run` as an
+    latency_s and completion_tokens; text statistics (length, readability) are descriptive
+    and never count as regressions. With `record`, each regression is stored on `run` as an
     alert event (rule "llm_regression"), so `mj.alerts(run)` and the sidebar show it."""
     from ..store import runs as rstore
     from ..tracking import api
@@ -58,6 +59,8 @@ def llm_regressions(
         if not key.endswith("/ci_low"):
             continue
         m = key[: -len("/ci_low")]
+        if m in DESCRIPTIVE:
+            continue
         hi, mean, now = base.get(f"{m}/ci_high"), base.get(m), cur.get(m)
         if hi is None or mean is None or now is None or now != now:
             continue

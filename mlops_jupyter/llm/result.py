@@ -14,6 +14,8 @@ import polars as pl
 
 # where a lower value is the better one (used for "worst first" and for regressions)
 LOWER_IS_BETTER = frozenset({"refusal", "error_rate", "latency_s", "completion_tokens"})
+# descriptive statistics: neither direction is a regression
+DESCRIPTIVE = frozenset({"n_chars", "n_words", "n_sentences", "flesch", "prompt_tokens"})
 PRIMARY = ("judge", "groundedness", "token_f1", "similarity", "relevance", "coherence")
 EXACT_BOOTSTRAP_MAX = 20_000
 
