@@ -1,16 +1,14 @@
 """What an exported pipeline imports at run time: the stage spec, the runner behind
 `python -m PIPELINE`, stage caching and tracking, and `stage_run` for tracking calls.
 
-Caching: a stage's key is sha256(code of its module + the params it reads + the versions
-(content hashes) of its inputs). Outputs are kept under `<pipeline>/.cache/<stage>/<key>/`;
-an unchanged key is not executed again, so a failed run resumes at the failed stage."""
+Caching (cache.py): a stage's key covers its code, params, input versions and the random
+state it starts from; an unchanged key is not executed again, so a failed run resumes at
+the failed stage."""
 
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
-import hashlib
 import importlib
 import inspect
 import json
@@ -28,6 +26,7 @@ from ..data.autolog import suspended as autolog_suspended
 from ..errors import InvalidInputError, MlopsJupyterError
 from . import params as P
 from . import rngstate, serialize
+from .cache import code_hash, manifest, prune, stage_key
 from .progress import Progress
 from .runtrack import copy_metrics, end_nested, event, gather, save_state
 from .stagerun import (
@@ -54,8 +53,6 @@ __all__ = [
     "use_globals",
 ]
 
-KEEP_VERSIONS = 5  # cached results kept per stage (older keys are pruned)
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -72,64 +69,6 @@ class Stage:
 
 class StageFailed(MlopsJupyterError):
     """A stage raised; the message names the stage, the error and how to resume."""
-
-
-# -- cache -------------------------------------------------------------------------------
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _code(path: Path) -> bytes:
-    """The code of a module for hashing: its syntax tree, so comments, formatting and the
-    module docstring (cell numbers) can change without invalidating the cache."""
-    src = path.read_text(encoding="utf-8")
-    try:
-        tree = ast.parse(src)
-    except SyntaxError:
-        return src.encode()
-    body = tree.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        tree.body = body[1:]
-    return ast.dump(tree, include_attributes=False).encode()
-
-
-def code_hash(pkgdir: Path, stage: Stage) -> str:
-    """Hash of the stage module and of the stage modules it imports helpers from."""
-    h = hashlib.sha256()
-    for mod in [stage.name, *sorted(stage.uses)]:
-        h.update(mod.encode() + b"\0" + _code(pkgdir / "stages" / f"{mod}.py") + b"\0")
-    return h.hexdigest()
-
-
-def stage_key(
-    code: str, params: dict[str, Any], inputs: dict[str, str], rng: str | None = None
-) -> str:
-    """Cache key of one stage execution: its code, params, input versions and the global
-    random state it starts from (the state the previous stage left)."""
-    blob = json.dumps(
-        {"code": code, "params": params, "inputs": inputs, "rng": rng},
-        sort_keys=True,
-        default=str,
-    )
-    return _sha(blob.encode())[:32]
-
-
-def _manifest(folder: Path) -> dict | None:
-    try:
-        m = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if all((folder / e["file"]).is_file() for e in m.get("outputs", {}).values()):
-        return m
-    return None
-
-
-def _prune(stage_dir: Path, keep: str) -> None:
-    dirs = [d for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
-    for d in dirs[KEEP_VERSIONS:]:
-        if d.name != keep:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 # -- running -----------------------------------------------------------------------------
@@ -228,7 +167,7 @@ def run_pipeline(
             key = stage_key(code_hash(pkgdir, st), used, inputs_v, rng_v)
             folder = cache / st.name / key
             forced = force is True or (isinstance(force, list) and st.name in force)
-            man = None if forced else _manifest(folder)
+            man = None if forced else manifest(folder)
             runs_it = not only or st.name in only
             if not runs_it:
                 if man is None:
@@ -396,7 +335,7 @@ def _execute(
             srun.end("failed")
             raise
         serialize.commit_dir(tmp, folder)
-        _prune(folder.parent, key)
+        prune(folder.parent, key)
         srun.set_tags({"mlops.duration_s": round(dt, 6)})
     prog.done(i, st.name, dt, list(outputs))
     return man
