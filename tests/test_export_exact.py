@@ -38,7 +38,6 @@ def _same_everywhere(nb, tmp_path, want: list[str], forced: list[str], last: str
 
 
 def test_in_place_changes_in_their_own_stage_reach_later_stages(tmp_path, monkeypatch):
-    pytest.importorskip("sklearn")  # not in every venv (the compat ones have no extras)
     kernel_env(monkeypatch)
     nb = make_nb(
         [
@@ -57,7 +56,9 @@ def test_in_place_changes_in_their_own_stage_reach_later_stages(tmp_path, monkey
             ("d['n'] = len(xs)", ["stage=setitem"]),
             ("arr += 1", ["stage=augment"]),
             (
-                "from sklearn.preprocessing import StandardScaler\nscaler = StandardScaler()",
+                # an estimator with a scikit-learn style fit(), defined in the notebook
+                "class MeanScaler:\n    def fit(self, X):\n        self.mean_ = X.mean(axis=0)\n"
+                "        return self\n\nscaler = MeanScaler()",
                 ["stage=make_model"],
             ),
             ("scaler.fit(np.arange(6.0).reshape(-1, 2));", ["stage=fit"]),

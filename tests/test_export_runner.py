@@ -140,3 +140,25 @@ def test_a_value_a_stage_may_change_but_did_not_is_not_stored_twice(tmp_path, mo
     assert (look / entry["file"]).is_file()
     again = run_pipeline(res.path, "--force", "look")
     assert re.search(r"use\s+cached", again.stderr)  # same content: downstream stays cached
+
+
+def test_unseeded_generators_start_the_same_in_every_pipeline_process(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("torch")
+    kernel_env(monkeypatch)
+    nb = make_nb(
+        [
+            ("x = 1", ["stage=first"]),
+            (
+                "import random\nimport numpy as np\nimport torch\n"
+                "print('R:', random.random(), np.random.rand(), torch.rand(1).item())",
+                ["stage=draw"],
+            ),
+        ],
+        tmp_path / "nb.ipynb",
+    )
+    res = export_notebook(nb, tmp_path / "seed_pipe")
+    first = run_pipeline(res.path).stdout
+    again = run_pipeline(res.path, "--force", "draw").stdout
+    assert first.count("R:") == 1 and first == again  # cache keys stay stable too

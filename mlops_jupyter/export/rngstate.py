@@ -79,6 +79,9 @@ def restore(state: dict[str, Any] | None) -> None:
             cuda = [torch.tensor(list(s), dtype=torch.uint8) for s in state["torch_cuda"]]
             if len(cuda) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(cuda)
+    elif sys.modules.get("torch") is not None and hasattr(sys.modules["torch"], "manual_seed"):
+        # torch seeds itself at random on import: a fixed start, as for the others
+        sys.modules["torch"].manual_seed(SEED)
     mx = sys.modules.get("mlx.core")
     if "mlx" in state:
         import mlx.core as mx
