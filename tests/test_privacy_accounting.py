@@ -89,6 +89,8 @@ def test_max_steps_is_the_exact_limit():
     assert n > 10
     assert curve(n) <= target < curve(n + 1)
     assert curve.max_steps(curve(1) / 2) == 0
+    assert curve.max_steps(target, limit=n - 3) == n - 3  # capped: only the limit is known
+    assert curve.max_steps(target, limit=n + 3) == n
 
 
 @settings(max_examples=60, deadline=None)
@@ -127,3 +129,18 @@ def test_bad_settings_name_the_argument(kwargs, match):
 def test_unreachable_target_says_what_to_change():
     with pytest.raises(InvalidInputError, match="out of reach"):
         calibrate_noise(1e-6, DELTA, 1.0, 10_000, "rdp")
+
+
+def test_budget_rule_past_its_first_search_horizon():
+    from mlops_jupyter.privacy import BudgetTracker, PrivacyBudgetExhausted
+
+    curve = EpsilonCurve(2.0, 0.02, DELTA, "rdp")
+    target = curve(5000) * (1 + 1e-12)
+    t = BudgetTracker(curve, target_epsilon=target, warn_at=0.99)
+    assert t.max_steps == 4096  # searched only up to the horizon so far
+    with pytest.raises(PrivacyBudgetExhausted) as exc:
+        for _ in range(6000):
+            t.before_step()
+            t.after_step()
+    assert t.steps == exc.value.steps == 5000 == t.max_steps
+    assert t.warn_steps == curve.max_steps(0.99 * target) + 1

@@ -185,3 +185,16 @@ def test_bad_input_names_the_fix():
             model, sgd, (x, y), delta=DELTA, loss_fn=loss_fn, noise_multiplier=1.0
         )
     assert math.isinf(mj.privacy.EpsilonCurve(0.0, 0.1, DELTA, "rdp")(3))
+
+
+def test_slow_accountant_epsilon_of_the_last_step_is_logged_when_the_run_ends():
+    with mj.start_run("dp-mlx-prv") as run:
+        model, opt, loader = _private(accountant="prv", noise_multiplier=1.5)
+        for xb, yb in loader:  # 8 steps, faster than PRV evaluations
+            opt.step(xb, yb)
+    pts = mj.metrics(run, keys="privacy/epsilon").sort("step")
+    assert pts["step"][-1] == len(loader) == mj.privacy.tracker(opt).steps
+    assert pts["step"].is_sorted() and pts["value"].is_sorted()
+    assert pts["value"][-1] == pytest.approx(
+        compute_epsilon(1.5, 32 / N, len(loader), DELTA, "prv"), rel=1e-9
+    )

@@ -158,9 +158,9 @@ class EpsilonCurve:
     """epsilon(steps) for fixed (sigma, q, delta, accountant), memoised.
 
     Opacus' RDP composes linearly in the number of steps, so its per-order RDP of one step
-    is computed once and each later call costs one vectorised conversion (tens of
-    microseconds, the same numbers as Opacus' RDPAccountant). The other accountants call
-    their library (0.05-0.5 s each): `fast` tells which case this is."""
+    is computed once and epsilon is converted for blocks of step counts at once (the same
+    numbers as Opacus' RDPAccountant, about a microsecond per step). The other accountants
+    call their library (0.05-1 s each): `fast` tells which case this is."""
 
     noise_multiplier: float
     sample_rate: float
@@ -186,15 +186,7 @@ class EpsilonCurve:
         if self.noise_multiplier == 0:
             eps = math.inf
         elif self.accountant == "rdp":
-            import numpy as np
-            from opacus.accountants.analysis import rdp as ardp
-
-            orders, per_step = _opacus_rdp_per_step(self.noise_multiplier, self.sample_rate)
-            eps = float(
-                ardp.get_privacy_spent(
-                    orders=list(orders), rdp=np.asarray(per_step) * steps, delta=self.delta
-                )[0]
-            )
+            return self._rdp_block(steps)
         else:
             eps = epsilon(
                 self.noise_multiplier, self.sample_rate, steps, self.delta, self.accountant
@@ -204,18 +196,43 @@ class EpsilonCurve:
         self._memo[steps] = eps
         return eps
 
+    _BLOCK = 256
+
+    def _rdp_block(self, steps: int) -> float:
+        """Opacus' RDP-to-epsilon conversion (get_privacy_spent: the same arithmetic, so the
+        same floats) for a block of consecutive step counts at once: about a microsecond
+        per training step instead of tens."""
+        import numpy as np
+
+        orders_t, per_step_t = _opacus_rdp_per_step(self.noise_multiplier, self.sample_rate)
+        orders, per_step = np.asarray(orders_t), np.asarray(per_step_t)
+        counts = np.arange(steps, steps + self._BLOCK)
+        rdp = per_step[None, :] * counts[:, None]
+        eps = (
+            rdp
+            - (np.log(self.delta) + np.log(orders)) / (orders - 1)
+            + np.log((orders - 1) / orders)
+        )
+        with np.errstate(invalid="ignore"):
+            best = np.where(np.isnan(eps).all(axis=1), np.inf, np.nanmin(eps, axis=1))
+        if len(self._memo) > 100_000:  # a very long run: keep memory bounded
+            self._memo = {0: 0.0}
+        self._memo.update(zip(counts.tolist(), best.tolist()))
+        return self._memo[steps]
+
     def max_steps(self, target_epsilon: float, limit: int = 10**9) -> int:
-        """The most steps whose epsilon stays <= target_epsilon (0 if even one step exceeds
-        it). Epsilon grows with steps, so a doubling then bisection search needs about
-        2*log2(answer) evaluations."""
+        """The most steps, up to `limit`, whose epsilon stays <= target_epsilon (0 if even
+        one step exceeds it). Epsilon grows with steps, so a doubling then bisection search
+        needs about 2*log2(answer) evaluations."""
         target = _num("target_epsilon", target_epsilon)
         if self(1) > target:
             return 0
         lo, hi = 1, 2
         while hi < limit and self(hi) <= target:
             lo, hi = hi, hi * 2
-        if hi >= limit and self(limit) <= target:
-            return limit
+        hi = min(hi, limit)
+        if self(hi) <= target:  # within budget up to the limit itself
+            return hi
         while hi - lo > 1:  # invariant: eps(lo) <= target < eps(hi)
             mid = (lo + hi) // 2
             if self(mid) <= target:

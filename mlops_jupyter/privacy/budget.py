@@ -87,17 +87,27 @@ class BudgetTracker:
         self.run: Any = None
         self.stopped = False
         self._warned = False
-        # Step limits: computed once, so the per-step check is an integer comparison.
+        # Step limits, searched up to a horizon that grows when training reaches it (a slow
+        # accountant's cost grows with the steps), so the per-step check is an integer
+        # comparison and a generous target does not cost a search to a billion steps.
+        self.max_steps: int | None = None
+        self.warn_steps: int | None = None
+        self._horizon = 0
         if self.target_epsilon is not None:
-            self.max_steps: int | None = curve.max_steps(self.target_epsilon)
-            self.warn_steps: int | None = curve.max_steps(self.warn_at * self.target_epsilon) + 1
-        else:
-            self.max_steps = self.warn_steps = None
+            self._extend(4096)
         self._cond = threading.Condition()
         self._pending: tuple[Any, int] | None = None
         self._worker: threading.Thread | None = None
         self._logged = 0  # newest step whose epsilon is logged
+        self._log_lock = threading.Lock()
         _trackers.add(self)
+
+    def _extend(self, horizon: int) -> None:
+        target = float(self.target_epsilon)  # type: ignore[arg-type]
+        self._horizon = horizon
+        self.max_steps = self.curve.max_steps(target, limit=horizon)
+        if not self._warned:
+            self.warn_steps = self.curve.max_steps(self.warn_at * target, limit=horizon) + 1
 
     # -- run binding --------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -124,6 +134,9 @@ class BudgetTracker:
             if run is not None:
                 try:
                     run.log_params(self.params())
+                    # the newest epsilon (slow accountants) is logged before the run ends;
+                    # end-of-run callbacks are how telemetry and autolog attach too
+                    run._on_end.append(lambda _run, _status: self.flush())
                 except Exception as e:  # tracking must not break training
                     _warn(f"could not log the privacy params: {e}")
         return run
@@ -133,7 +146,10 @@ class BudgetTracker:
         """Raise PrivacyBudgetExhausted (after checkpointing and ending the run as
         `stopped`) if one more step would exceed the target epsilon."""
         if self.max_steps is not None and self.steps >= self.max_steps:
-            self._stop()
+            while self.max_steps == self._horizon:  # only the horizon was reached
+                self._extend(self._horizon * 4)
+            if self.steps >= self.max_steps:
+                self._stop()
 
     def after_step(self) -> None:
         """Count the step just taken, log its epsilon and raise the warning alert once."""
@@ -165,7 +181,14 @@ class BudgetTracker:
                 self._worker.start()
             self._cond.notify()
 
+    # At most this share of one core goes to a slow accountant: after an evaluation that
+    # took d seconds the worker rests d * (1 / share - 1), so PRV/PLD do not slow training
+    # on a busy machine; the newest step is logged exactly at flush (register, stop, end).
+    DUTY = 0.05
+
     def _work(self) -> None:
+        import time
+
         while True:
             with self._cond:
                 if self._pending is None and not self._cond.wait(timeout=30):
@@ -175,25 +198,24 @@ class BudgetTracker:
                     continue
                 run, steps = self._pending
                 self._pending = None
+            t0 = time.perf_counter()
             try:
-                eps = self.curve(steps)
-                if run.status == "running":
-                    run.log_metric("privacy/epsilon", eps, steps)
-                    self._logged = max(self._logged, steps)
+                self._log(run, steps, self.curve(steps))
             except Exception as e:
                 _warn(f"could not compute or log epsilon: {e}")
-            with self._cond:
-                self._cond.notify_all()
+            time.sleep(min((time.perf_counter() - t0) * (1 / self.DUTY - 1), 30.0))
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Wait until the epsilon of the newest step is logged (slow accountants), then log
-        it synchronously if the worker is gone."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._pending is None, timeout=timeout)
-        run = self.run
-        if run is not None and run.status == "running" and self._logged < self.steps:
-            run.log_metric("privacy/epsilon", self.curve(self.steps), self.steps)
-            self._logged = self.steps
+    def _log(self, run: Any, steps: int, eps: float) -> None:
+        with self._log_lock:  # points in step order: "last" is the newest step
+            if steps > self._logged and run.status == "running":
+                run.log_metric("privacy/epsilon", eps, steps)
+                self._logged = steps
+
+    def flush(self) -> None:
+        """Log the epsilon of the newest step now if it is not logged yet."""
+        run, steps = self.run, self.steps
+        if run is not None and run.status == "running" and self._logged < steps:
+            self._log(run, steps, self.curve(steps))
 
     def epsilon(self) -> float:
         """Epsilon spent so far."""
@@ -249,11 +271,10 @@ class BudgetTracker:
                 _warn(f"could not write the checkpoint before stopping: {e}")
         self.stopped = True
         if run is not None:
-            if self._logged < self.steps:
-                try:
-                    run.log_metric("privacy/epsilon", eps, self.steps)
-                except Exception:
-                    pass
+            try:
+                self._log(run, self.steps, eps)
+            except Exception as e:
+                _warn(f"could not log epsilon: {e}")
             self._event(
                 run,
                 "critical",
