@@ -194,8 +194,19 @@ def test_what_cannot_be_exported_exactly_is_refused_naming_cell_and_construct(tm
     with pytest.raises(ExportError, match=r"class `Scaler` of stage 'a'.*\(scale\)"):
         plan_notebook(cls)
     decorated = make_nb([_decorated_cell(), ("y = f(2)", ["stage=b"])], tmp_path / "d.ipynb")
-    with pytest.raises(ExportError, match=r"cell 1: the decorators or defaults of `f` .*\(n\)"):
+    with pytest.raises(
+        ExportError, match=r"cell 1: `f` reads notebook variables when it is defined .*: n\)"
+    ):
         plan_notebook(decorated)
+    body = make_nb(
+        [
+            ("n = 3\n\nclass Config:\n    size = n * 2", ["stage=a"]),
+            ("m = Config.size", ["stage=b"]),
+        ],
+        tmp_path / "body.ipynb",
+    )
+    with pytest.raises(ExportError, match=r"cell 1: `Config` reads notebook .*class body: n\)"):
+        plan_notebook(body)
     # used in its own stage only, such a def stays where it is and runs there
     st = _stages(plan_notebook(make_nb([_decorated_cell()], tmp_path / "one.ipynb")))
     assert "@functools.lru_cache(maxsize=n)" in st["a"].body and not st["a"].helpers

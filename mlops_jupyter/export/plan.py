@@ -95,13 +95,29 @@ def _check_defs(defs: dict[str, list[_Def]]) -> None:
 
 
 def _def_time_reads(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> set[str]:
-    """Names read when the def statement itself runs: decorators, defaults, class bases."""
+    """Names read when the def statement itself runs: decorators, defaults, class bases
+    and the statements of a class body (a class body runs when the class is defined)."""
     exprs: list[ast.AST | None] = list(node.decorator_list)
     if isinstance(node, ast.ClassDef):
         exprs += [*node.bases, *(k.value for k in node.keywords)]
-    else:
-        exprs += [*node.args.defaults, *node.args.kw_defaults]
+        return _names(exprs) | _class_body_reads(node)
+    exprs += [*node.args.defaults, *node.args.kw_defaults]
+    return _names(exprs)
+
+
+def _names(exprs: list) -> set[str]:
     return {n.id for e in exprs if e is not None for n in ast.walk(e) if isinstance(n, ast.Name)}
+
+
+def _class_body_reads(node: ast.ClassDef) -> set[str]:
+    """Names the statements of a class body read (not its methods' bodies)."""
+    out: set[str] = set()
+    for stmt in node.body:
+        if isinstance(stmt, _DEF):
+            out |= _def_time_reads(stmt)
+        else:
+            out |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+    return out
 
 
 def _in_place(defs: dict[str, list[_Def]], n_stages: int, data: set[str]) -> list[set[str]]:
@@ -348,9 +364,10 @@ def _export_def(home: StagePlan, versions: list[_Def], in_place: set[str], data:
     reads = _def_time_reads(d.node) & data
     if reads:
         raise ExportError(
-            f"cell {d.cell.index}: the decorators or defaults of `{d.node.name}` read notebook "
-            f"variables ({', '.join(sorted(reads))}) and a later stage uses it; define it in "
-            "the stage that uses it, or pass those values when calling it"
+            f"cell {d.cell.index}: `{d.node.name}` reads notebook variables when it is defined "
+            f"(in its decorators, defaults or class body: {', '.join(sorted(reads))}) and a "
+            "later stage uses it; define it in the stage that uses it, or pass those values "
+            "when calling it"
         )
     text = ast.get_source_segment(d.cell.source, d.node) or ast.unparse(d.node)
     decos = "".join(f"@{ast.unparse(x)}\n" for x in d.node.decorator_list)
