@@ -36,8 +36,9 @@ class Flow:
 # unchanged (unless called with `inplace=True`). Anything else may mutate: a false "may
 # mutate" only costs an extra stage output, a missed one gives a wrong value downstream.
 PURE_FUNCS = {
-    *"print len repr str int float bool type isinstance issubclass id hash sorted list tuple".split(),
-    *"set frozenset dict sum min max abs round enumerate zip range display any all format".split(),
+    *"print len repr str int float bool type isinstance issubclass id hash sorted".split(),
+    *"list tuple set frozenset dict sum min max abs round enumerate zip range display".split(),
+    *"any all format".split(),
     *"reversed map filter hasattr getattr callable vars dir ord chr divmod pow bytes".split(),
     *"mean median std var array asarray concatenate stack vstack hstack where dot".split(),
     *"matmul allclose array_equal isclose sqrt exp log argmax argmin argsort sort".split(),
