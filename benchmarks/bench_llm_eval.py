@@ -244,7 +244,7 @@ def main() -> None:
             if "examples_per_s" in r:
                 print(f"{name} {r['version']}: {r['examples_per_s']:.1f} examples/s "
                       f"({len(r['metrics'])} scores: {', '.join(r['metrics'])}); "
-                      f"mj.llm_eval / {name} = {ours['examples_per_s'] / r['examples_per_s']:.2f}x; "
+                      f"mj.llm_eval / {name} = {ours['examples_per_s'] / r['examples_per_s']:.2g}x; "
                       f"text_stats only {ours['stats_examples_per_s']:.0f} examples/s = "
                       f"{ours['stats_examples_per_s'] / r['examples_per_s']:.2f}x")  # fmt: skip
                 if r.get("failed"):
