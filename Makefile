@@ -56,10 +56,11 @@ COMPAT_VENVS := .venv-py310 .venv-py313
 	touch $@
 
 test-compat: $(addsuffix /.installed,$(COMPAT_VENVS))
-	@for v in $(COMPAT_VENVS); do \
+	@failed=""; for v in $(COMPAT_VENVS); do \
 	  echo "== $$v: $$($$v/bin/python -c 'import sys, numpy, pandas, polars; print(sys.version.split()[0], "numpy", numpy.__version__, "pandas", pandas.__version__, "polars", polars.__version__)')"; \
-	  $$v/bin/python -m pytest -p no:cacheprovider -q -m "not browser" || exit 1; \
-	done
+	  $$v/bin/python -m pytest -p no:cacheprovider -q -ra -m "not browser" || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-compat failed in:$$failed"; exit 1; fi
 
 bench: setup
 	$(PY) benchmarks/bench_logging.py
