@@ -162,3 +162,26 @@ def test_unseeded_generators_start_the_same_in_every_pipeline_process(tmp_path, 
     first = run_pipeline(res.path).stdout
     again = run_pipeline(res.path, "--force", "draw").stdout
     assert first.count("R:") == 1 and first == again  # cache keys stay stable too
+
+
+def test_use_globals_reads_the_calling_modules_variables(monkeypatch):
+    import pickle
+    import sys
+    import types
+
+    from mlops_jupyter.export.stagerun import use_globals
+
+    a = types.ModuleType("stage_a_mod")
+    exec(
+        "import math\ndef inner(v):\n    return v * scale\ndef f(v):\n    return inner(v) + math.floor(0.5)",
+        a.__dict__,
+    )
+    b = types.ModuleType("stage_b_mod")
+    monkeypatch.setitem(sys.modules, "stage_a_mod", a)
+    monkeypatch.setitem(sys.modules, "stage_b_mod", b)
+    b.f = use_globals(a.f, b.__dict__)
+    b.scale = 5  # what the runner (or the stage's `global scale`) sets
+    assert b.f(2) == 10  # f and the helper it calls read stage b's variables
+    b.scale = 7
+    assert b.f(2) == 14 and "scale" not in a.__dict__
+    assert pickle.loads(pickle.dumps(b.f)) is b.f  # found by name in its new module

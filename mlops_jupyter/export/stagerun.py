@@ -119,4 +119,6 @@ def _rebound(fn: Any, namespace: dict[str, Any]) -> Any:
     new.__kwdefaults__ = fn.__kwdefaults__
     functools.update_wrapper(new, fn)
     del new.__wrapped__  # a copy, not a wrapper
+    # it lives in the calling module now: pickle finds it there by name
+    new.__module__ = namespace.get("__name__", fn.__module__)
     return new
