@@ -51,6 +51,7 @@ def make_private(
     stop_at_target: bool = True,
     checkpoint: bool = True,
     poisson_sampling: bool = True,
+    secure_mode: bool = False,
     **opacus_kwargs: Any,
 ) -> tuple[Any, Any, Any]:
     """torch: wrap (model, optimizer, loader) with Opacus' PrivacyEngine and track the
@@ -86,7 +87,9 @@ def make_private(
             RuntimeWarning,
             stacklevel=3,
         )
-    engine = PrivacyEngine(accountant="rdp" if accountant == "rdp" else "prv")
+    engine = PrivacyEngine(
+        accountant="rdp" if accountant == "rdp" else "prv", secure_mode=bool(secure_mode)
+    )
     p_model, p_opt, p_loader = engine.make_private(
         module=model,
         optimizer=optimizer,
