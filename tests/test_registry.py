@@ -454,3 +454,20 @@ def test_stored_class_reference_must_be_a_module(tmp_path):
     with pytest.raises(reg.ModelLoadError, match="not a Module class"):
         flavors._construct(meta)
     assert not marker.exists()
+
+
+def test_planted_mlx_structure_never_runs_code(tmp_path):
+    pytest.importorskip("mlx.core")
+    import pickle
+
+    import mlx.nn as nn
+
+    mseq = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    mj.register_model("mseq", mseq)
+    structure = reg.model_path("mseq") / "module.pkl"
+    marker = tmp_path / "code-ran"
+    structure.write_bytes(pickle.dumps(_Plant(marker)))
+    with pytest.raises(reg.UntrustedModelError, match="trusted=True") as err:
+        mj.load_model("mseq", verify=False)
+    assert "module.pkl" in str(err.value)
+    assert not marker.exists()

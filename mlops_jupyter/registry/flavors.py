@@ -226,8 +226,12 @@ def load(
     if flavor == "mlx":
         import mlx.core as mx
 
+        refused = None  # the structure file, when it was not unpickled for lack of trust
         if into is None and not meta.get("init_kwargs") and meta.get("structure"):
             model = _mlx_from_skeleton(folder / meta["structure"], meta, trusted)
+            if model is None:
+                refused = folder / meta["structure"]
+                model = _untrusted_rebuild(refused, meta, lambda m: None)
         else:
             model = into if into is not None else _construct(meta)
         try:
@@ -235,6 +239,9 @@ def load(
                 str(folder / meta.get("weights", "weights.safetensors")), strict=True
             )
         except ValueError as e:
+            if refused is not None:
+                what = f"a module structure built from {meta['cls']}: {e}"
+                raise _untrusted(refused, what) from None
             raise ModelLoadError(f"stored weights do not fit {type(model).__name__}: {e}") from None
         mx.eval(model.parameters())
         model.train(meta.get("training", False))
@@ -394,19 +401,15 @@ def _mlx_skeleton(model: Any, path: Path) -> bool:
 
 
 def _mlx_from_skeleton(path: Path, meta: dict, trusted: bool = False) -> Any:
+    """The unpickled module structure; None when it names classes other than MLX layers
+    and `trusted` is False (nothing was built from it)."""
     try:
         with open(path, "rb") as f:
             u = _MlxUnpickler(f)
             u.trusted = trusted
             return u.load()
     except _NeedsTrust:
-        # the weights are loaded by the caller: only build the class here
-        try:
-            return _construct(meta)
-        except Exception as e:
-            raise _untrusted(
-                path, f"a module structure built from {meta.get('cls')}: {e}"
-            ) from None
+        return None
     except (ImportError, AttributeError) as e:
         raise ModelLoadError(
             f"cannot rebuild {meta.get('cls')} here ({e}); import its module first, or pass "
