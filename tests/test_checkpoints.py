@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mlops_jupyter as mj
 
@@ -382,3 +384,21 @@ def mlops_checkpoints_in(d: Path):
     from mlops_jupyter.registry.checkpoints import checkpoints
 
     return checkpoints(dir=d)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.from_regex(
+            r"(\.\./|/|x/)?ckpt-\d{1,7}-e(-?\d{1,3}|x)\.(pt|safetensors)\n?", fullmatch=True
+        ),
+    )
+)
+def test_accepted_manifest_names_stay_in_the_folder(name):
+    from mlops_jupyter.registry.ckpt_io import valid_name
+
+    if valid_name(name):
+        folder = Path("/ck/folder")
+        assert (folder / name).parent == folder and name == Path(name).name
+        assert "\n" not in name and not name.startswith(".")

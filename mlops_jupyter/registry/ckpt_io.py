@@ -63,7 +63,7 @@ def atomic_write(path: Path, write, suffix: str = "") -> None:
 
 def valid_name(name: Any) -> bool:
     """True for a checkpoint file name of the form the writer produces (no folders)."""
-    return isinstance(name, str) and _FILE.match(name) is not None
+    return isinstance(name, str) and _FILE.fullmatch(name) is not None
 
 
 def read_manifest(d: Path) -> dict[str, Any] | None:
