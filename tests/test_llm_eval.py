@@ -255,10 +255,19 @@ def test_regression_against_a_baseline_run_is_an_alert():
     assert set(al["rule"]) == {"llm_regression"} and al.height == reg.height
     assert al["message"].str.contains("regressed").all() and not al["active"].any()
     assert mj.alerts(same).height == 0
+    with mj.start_run("plain") as plain:
+        plain.log_metric("loss", 1.0)
     with pytest.raises(InvalidInputError, match="no llm/"):
-        with mj.start_run("plain") as plain:
-            plain.log_metric("loss", 1.0)
         mj.llm_regressions(worse, plain)
+    # side by side: per run with intervals, and per example with the biggest drops first
+    sc = mj.llm.compare_scores([base, "worse"])
+    rel = sc.filter(pl.col("metric") == "relevance").sort("run")
+    assert rel["run"].to_list() == ["baseline", "worse"] and (rel["ci_low"] <= rel["mean"]).all()
+    ex = mj.llm.compare_examples(base, worse, metric="relevance")
+    assert ex.height == 4 and ex["row"][-1] == 3 and ex["delta"][-1] == pytest.approx(0, abs=1e-6)
+    assert (ex["delta"][:3] < -0.15).all() and ex["answer_b"][0] in OFF_TOPIC
+    with pytest.raises(mj.ArtifactNotFoundError, match="no llm_eval.parquet"):
+        mj.llm.compare_examples(base, "plain")
 
 
 def test_text_drift_sees_a_topic_shift_through_mj_drift():
@@ -291,3 +300,15 @@ def test_the_table_streams_in_chunks_and_keeps_row_order():
     assert t["row"].to_list() == list(range(n))
     assert res.n_errors == len(range(0, n, 7))
     assert t.filter(pl.col("error").is_null())["token_f1"].min() > 0.5
+
+
+def test_a_failing_embedder_costs_only_the_embedding_scores():
+    def broken(texts):
+        raise ConnectionError("embedding server unreachable")
+
+    res = mj.llm_eval(QA, embedder=broken, log=False)
+    t = res.table
+    assert t["error"].to_list() == ["embedder 'broken' failed: ConnectionError: embedding "
+                                    "server unreachable"] * 4  # fmt: skip
+    assert t["relevance"].null_count() == 4 and t["token_f1"].null_count() == 0
+    assert t["n_words"].null_count() == 0

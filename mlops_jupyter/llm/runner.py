@@ -156,7 +156,16 @@ def llm_eval(
         params[f"{prefix}/judge_template"] = jt
     res = EvalResult(summary, path, n, int(n_err), primary, None, params)
     if log:
-        _log(res, prefix, out_dir, prompt_template, jt)
+        try:
+            _log(res, prefix, out_dir, prompt_template, jt)
+        except Exception as e:  # the scores are computed: losing the logging must not lose them
+            import warnings
+
+            warnings.warn(
+                f"mlops-jupyter: llm_eval could not log to the run: {type(e).__name__}: {e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return res
 
 
