@@ -387,7 +387,10 @@ class _MlxUnpickler(pickle.Unpickler):
         import mlx.core as mx
 
         _, shape, dtype = pid
-        return mx.zeros(shape, dtype=getattr(mx, dtype))  # lazy: never computed
+        dt = getattr(mx, str(dtype), None)
+        if not isinstance(dt, mx.Dtype):  # a name from the file: only ever a dtype
+            raise _NeedsTrust(f"mlx array of dtype {dtype!r}")
+        return mx.zeros(shape, dtype=dt)  # lazy: never computed
 
 
 def _mlx_skeleton(model: Any, path: Path) -> bool:
