@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--experiment", "-e")
-    r.add_argument("--status", choices=["running", "finished", "failed", "killed", "crashed"])
+    r.add_argument(
+        "--status", choices=["running", "finished", "failed", "killed", "crashed", "stopped"]
+    )
     r.add_argument("--last", type=_positive, metavar="N", help="only the N newest (N >= 1)")
     r.add_argument("--json", action="store_true", help="JSON instead of a table")
     r.set_defaults(func=cmd_runs)
