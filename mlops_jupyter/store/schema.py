@@ -88,7 +88,14 @@ MIGRATIONS: list[Migration] = [
 
 # Feature areas keep their tables in their own module (store/schema_<area>.py, each with a
 # MIGRATIONS list of unique version numbers), so areas evolve without editing this file.
-_AREAS = ("schema_capture", "schema_telemetry", "schema_data", "schema_pipeline", "schema_models")
+_AREAS = (
+    "schema_capture",
+    "schema_telemetry",
+    "schema_data",
+    "schema_pipeline",
+    "schema_models",
+    "schema_media",
+)
 
 
 def _collect() -> list[Migration]:
