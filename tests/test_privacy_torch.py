@@ -127,6 +127,14 @@ def test_budget_warns_then_stops_before_exceeding_with_a_checkpoint():
     alerts = mj.alerts(run)
     assert set(alerts["level"]) == {"warning", "critical"}
     assert all(r == "privacy_budget" for r in alerts["rule"])
+    # what the sidebar's alerts route serves (the live widget reads the same run events)
+    from mlops_jupyter.store import api_queries
+    from mlops_jupyter.store import runs as rstore
+    from mlops_jupyter.tracking.api import current_store
+
+    store = current_store()
+    served = api_queries.alerts(store, rstore.resolve_run(store, run.id))
+    assert sorted(a["level"] for a in served) == ["critical", "warning"]
     stop = alerts.filter(alerts["level"] == "critical")
     assert "stopped after 7 steps" in stop["message"][0]
     assert exc.value.checkpoint is not None and exc.value.checkpoint.exists()
