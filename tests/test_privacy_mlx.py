@@ -147,12 +147,17 @@ def test_mlx_budget_stop_and_slow_accountant_logging():
     with mj.start_run("dp-mlx-stop") as run:
         model, opt, loader = _private(accountant="prv", target_epsilon=target)
         before = None
-        with pytest.raises(mj.privacy.PrivacyBudgetExhausted):
+        with pytest.raises(mj.privacy.PrivacyBudgetExhausted) as exc:
             for _ in range(3):
                 for xb, yb in loader:
                     before = _flat(model.parameters())
                     opt.step(xb, yb)
     assert mj.privacy.tracker(opt).steps == 5
+    assert exc.value.checkpoint is not None and exc.value.checkpoint.exists()
+    restored = MLP()
+    assert mj.resume(restored, which=exc.value.checkpoint).step == 5
+    for k, v in _flat(restored.parameters()).items():
+        np.testing.assert_array_equal(before[k], v)
     for k, v in _flat(model.parameters()).items():
         np.testing.assert_array_equal(before[k], v)  # the refused step was not applied
     assert mj.get_run(run.id)["status"] == "stopped"
