@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
+
 # (context, [(answer sentence, planted_unsupported)]): supported sentences paraphrase or
 # restate the context; planted ones state facts the context does not contain.
 GROUNDED_SET = [
@@ -66,3 +70,13 @@ GROUNDED_SET = [
         ],
     ),
 ]
+
+
+def hash_embedder(texts: list[str]) -> np.ndarray:
+    """A cheap deterministic bag-of-words embedding (for tests about plumbing, not quality)."""
+    out = np.zeros((len(texts), 64), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for w in t.lower().split():
+            out[i, zlib.crc32(w.encode()) % 64] += 1.0
+        out[i, 63] += 0.01
+    return out

@@ -6,12 +6,11 @@ import hashlib
 import subprocess
 import textwrap
 import time
-import zlib
 
 import numpy as np
 import polars as pl
 import pytest
-from llm_eval_data import GROUNDED_SET
+from llm_eval_data import GROUNDED_SET, hash_embedder
 
 import mlops_jupyter as mj
 from mlops_jupyter.errors import InvalidInputError
@@ -49,16 +48,6 @@ OFF_TOPIC = [
     "The train leaves at noon.",
 ]
 EMBED_TEXTS = ["a cat on a mat", "Paris is the capital of France.", "", "x" * 3000]
-
-
-def hash_embedder(texts: list[str]) -> np.ndarray:
-    """A cheap deterministic bag-of-words embedding (for tests about plumbing, not quality)."""
-    out = np.zeros((len(texts), 64), dtype=np.float32)
-    for i, t in enumerate(texts):
-        for w in t.lower().split():
-            out[i, zlib.crc32(w.encode()) % 64] += 1.0
-        out[i, 63] += 0.01
-    return out
 
 
 def test_default_model_loads_offline_and_embeds_deterministically(tmp_path, child_env, python):

@@ -94,20 +94,45 @@ class EvalResult:
         rows = "".join(
             "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in s.iter_rows()
         )
-        worst = self.worst(10)
-        show = [c for c in worst.columns if c not in ("context", "reference", "unsupported")][:12]
-        whead = "".join(f"<th>{html.escape(c)}</th>" for c in show)
-        wrows = "".join(
-            "<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in show) + "</tr>"
-            for r in worst.select(show).iter_rows(named=True)
-        )
         run = f" &middot; run {html.escape(self.run_id)}" if self.run_id else ""
         return (
             f"<div><b>LLM evaluation</b>: {self.n_examples} examples, {self.n_errors} with "
             f"errors{run}<table><tr>{head}</tr>{rows}</table>"
-            f"<b>Worst examples</b> (by {html.escape(str(self.primary))})"
-            f"<table><tr>{whead}</tr>{wrows}</table></div>"
+            f"<b>Worst examples</b> (by {html.escape(str(self.primary))}; click a column "
+            f"header to sort){sortable_table(self.worst(SHOWN))}</div>"
         )
+
+
+SHOWN = 50  # worst examples shown in the notebook; the whole table is `result.table`
+# Inline handler (no <script> tag, no global name): sorts the rows of its own table by the
+# clicked column, numbers numerically, empty cells last; a second click reverses.
+_SORT_JS = (
+    "(function(th){var t=th.closest('table'),b=t.tBodies[0],i=th.cellIndex,"
+    "asc=th.getAttribute('data-asc')!=='1',rs=Array.prototype.slice.call(b.rows);"
+    "rs.sort(function(x,y){var a=x.cells[i].textContent,c=y.cells[i].textContent;"
+    "if(a===''||c===''){return a===c?0:(a===''?1:-1);}"
+    "var na=Number(a),nc=Number(c),r=(isNaN(na)||isNaN(nc))?a.localeCompare(c):na-nc;"
+    "return asc?r:-r;});"
+    "for(var k=0;k<t.tHead.rows[0].cells.length;k++){t.tHead.rows[0].cells[k]"
+    ".removeAttribute('data-asc');}"
+    "th.setAttribute('data-asc',asc?'1':'0');rs.forEach(function(r){b.appendChild(r);});})(this)"
+)
+
+
+def sortable_table(frame: pl.DataFrame, max_cols: int = 14) -> str:
+    """An HTML table whose column headers sort it when clicked (long texts cut)."""
+    show = [c for c in frame.columns if c not in ("context", "reference")][:max_cols]
+    th = "".join(
+        f'<th style="cursor:pointer" title="sort" onclick="{_SORT_JS}">{html.escape(c)}</th>'
+        for c in show
+    )
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in show) + "</tr>"
+        for r in frame.select(show).iter_rows(named=True)
+    )
+    return (
+        f'<table class="mlops-llm-eval"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -115,5 +140,7 @@ def _fmt(v: Any) -> str:
         return "" if math.isnan(v) else f"{v:.4g}"
     if v is None:
         return ""
+    if isinstance(v, list):
+        v = " | ".join(map(str, v))
     s = str(v)
     return html.escape(s if len(s) <= 120 else s[:117] + "...")
