@@ -120,3 +120,34 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
     assert math.isnan(bootstrap_ci(np.array([np.nan]))[0])
     # deterministic: a stored interval can be recomputed
     assert bootstrap_ci(small) == bootstrap_ci(small)
+
+
+_values = st.one_of(
+    st.none(),
+    st.text(max_size=40),
+    st.integers(),
+    st.just(float("nan")),
+    st.lists(st.text(max_size=10), max_size=3),
+    st.just("word " * 50),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"question": _values, "answer": _values,
+                                       "reference": _values, "context": _values}),
+                min_size=1, max_size=12))  # fmt: skip
+def test_any_input_gives_one_row_per_example_with_scores_or_a_reason(rows):
+    from llm_eval_data import hash_embedder
+
+    import mlops_jupyter as mj
+
+    res = mj.llm_eval(rows, embedder=hash_embedder, max_tokens=40, batch_size=5, log=False)
+    t = res.table
+    assert t.height == len(rows) and t["row"].to_list() == list(range(len(rows)))
+    for r, out in zip(rows, t.iter_rows(named=True)):
+        ok = isinstance(r["answer"], str) and r["answer"].strip() and len(r["answer"].split()) <= 40
+        if ok:
+            assert out["n_words"] is not None
+        else:
+            assert out["error"] and "answer" in out["error"] and out["n_words"] is None
+    assert res.n_errors == t["error"].is_not_null().sum()
