@@ -144,3 +144,20 @@ def test_budget_rule_past_its_first_search_horizon():
             t.after_step()
     assert t.steps == exc.value.steps == 5000 == t.max_steps
     assert t.warn_steps == curve.max_steps(0.99 * target) + 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sigma=st.sampled_from([0.9, 1.3, 2.0, 4.0]),
+    q=st.sampled_from([0.001, 0.01, 0.05, 0.2]),
+    target=st.floats(0.05, 30.0),
+    limit=st.integers(1, 50_000),
+)
+def test_step_limit_search_is_exact(sigma, q, target, limit):
+    curve = EpsilonCurve(sigma, q, DELTA, "rdp")
+    n = curve.max_steps(target, limit=limit)
+    assert 0 <= n <= limit
+    if n:
+        assert curve(n) <= target
+    if n < limit:
+        assert curve(n + 1) > target

@@ -107,7 +107,8 @@ class BudgetTracker:
         self._horizon = horizon
         self.max_steps = self.curve.max_steps(target, limit=horizon)
         if not self._warned:
-            self.warn_steps = self.curve.max_steps(self.warn_at * target, limit=horizon) + 1
+            warn_limit = max(self.max_steps, 1)  # the warning comes at or before the stop
+            self.warn_steps = self.curve.max_steps(self.warn_at * target, limit=warn_limit) + 1
 
     # -- run binding --------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
