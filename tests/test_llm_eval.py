@@ -180,10 +180,16 @@ def test_bad_arguments_raise_naming_the_argument():
         mj.llm_eval(QA, metrics=["bleu", "bluert"])
     with pytest.raises(InvalidInputError, match="'groundedness' needs a 'context' column"):
         mj.llm_eval(QA.drop("context"), metrics=["groundedness"])
+    with pytest.raises(InvalidInputError, match="data has no rows"):
+        mj.llm_eval(QA.head(0))
+    with pytest.raises(InvalidInputError, match="data has no rows"):
+        mj.llm_eval([])
     with pytest.raises(InvalidInputError, match="data must be"):
         mj.llm_eval("question,answer")
     with pytest.raises(InvalidInputError, match="row 1 is str"):
         mj.llm_eval([{"question": "q", "answer": "a"}, "oops"])
+    with pytest.raises(InvalidInputError, match="row 1500 is int"):
+        mj.llm_eval([{"question": "q", "answer": "a"}] * 1500 + [7])
     with pytest.raises(InvalidInputError, match="judge must be a callable"):
         mj.llm_eval(QA, judge="gpt")
     with pytest.raises(InvalidInputError, match="max_tokens"):

@@ -19,7 +19,7 @@ ALIASES = {
 def _columns(data: Any) -> list[str]:
     if isinstance(data, list):
         cols: dict[str, None] = {}
-        for i, row in enumerate(data[:1000]):
+        for i, row in enumerate(data):
             if not isinstance(row, dict):
                 raise InvalidInputError(
                     f"data: a list must hold dicts, row {i} is {type(row).__name__}"
@@ -36,6 +36,8 @@ def _columns(data: Any) -> list[str]:
 def resolve_columns(data: Any, need_answer: bool) -> dict[str, str]:
     """Map question/answer/reference/context to the data's column names."""
     cols = _columns(data)
+    if len(data) == 0:
+        raise InvalidInputError("data has no rows to evaluate")
     found = {}
     for role, names in ALIASES.items():
         for n in names:

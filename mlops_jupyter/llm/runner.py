@@ -374,7 +374,7 @@ def _summary(values, n, n_err, bleu_tot, n_boot) -> pl.DataFrame:
         rows.append((c, mean, lo, hi, cnt))
     if bleu_tot is not None:
         b = R.bleu_from_stats(bleu_tot, effective_order=False)
-        rows.append(("bleu_corpus", b, math.nan, math.nan, n - 0))
+        rows.append(("bleu_corpus", b, math.nan, math.nan, n))
     rate = n_err / n if n else math.nan
     rows.append(("error_rate", rate, math.nan, math.nan, n))
     return pl.DataFrame(
