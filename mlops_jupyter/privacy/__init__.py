@@ -53,7 +53,8 @@ def _is_mlx(model: Any) -> bool:
 def make_private(model: Any, optimizer: Any, data: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
     """Make (model, optimizer, data) train with DP-SGD and track the privacy budget.
 
-    Give `noise_multiplier=` (sigma), or `target_epsilon=` and `epochs=` to calibrate it;
+    Give `noise_multiplier=` (sigma), or `target_epsilon=` and `epochs=` to calibrate it
+    (with both sigma and target_epsilon, the target only sets the budget rule);
     `max_grad_norm=` (per-example clipping bound, default 1.0); `delta=` (required, < 1/N);
     `accountant=` "prv" (default), "rdp", "dpa_rdp" or "dpa_pld"; `warn_at=0.8` (fraction of
     target_epsilon raising a warning alert); `stop_at_target=True` (checkpoint, end the run
