@@ -68,6 +68,16 @@ _LAZY = {
     "llm": ("mlops_jupyter.llm", None),
     "llm_eval": ("mlops_jupyter.llm", "llm_eval"),
     "llm_regressions": ("mlops_jupyter.llm", "llm_regressions"),
+    "log_image": ("mlops_jupyter.media", "log_image"),
+    "log_figure": ("mlops_jupyter.media", "log_figure"),
+    "log_table": ("mlops_jupyter.media", "log_table"),
+    "log_text": ("mlops_jupyter.media", "log_text"),
+    "log_audio": ("mlops_jupyter.media", "log_audio"),
+    "confusion_matrix": ("mlops_jupyter.media", "confusion_matrix"),
+    "media": ("mlops_jupyter.media", "media"),
+    "load_media": ("mlops_jupyter.media", "load_media"),
+    "flush_media": ("mlops_jupyter.media", "flush_media"),
+    "autolog": ("mlops_jupyter.integrations", "autolog"),
 }
 
 
