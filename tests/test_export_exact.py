@@ -53,6 +53,9 @@ def test_in_place_changes_in_their_own_stage_reach_later_stages(tmp_path, monkey
             ("merged.dropna(inplace=True)", ["stage=clean"]),
             ("xs.sort()", ["stage=sort"]),
             ("lst.append(len(merged))", ["stage=append"]),
+            # an alias changed in place in a later stage changes the original too
+            ("alias = lst", ["stage=alias"]),
+            ("alias.append(99)", ["stage=alias_change"]),
             ("d['n'] = len(xs)", ["stage=setitem"]),
             ("arr += 1", ["stage=augment"]),
             (
@@ -73,9 +76,9 @@ def test_in_place_changes_in_their_own_stage_reach_later_stages(tmp_path, monkey
     want = notebook_values(nb, tmp_path)
     assert want == [
         "R: 3 ['AK', 'AL', 'USA']",
-        "R: [1, 2, 3] [3] {'n': 3} [1.0, 1.0, 1.0] [2.0, 3.0]",
+        "R: [1, 2, 3] [3, 99] {'n': 3} [1.0, 1.0, 1.0] [2.0, 3.0]",
     ]
-    _same_everywhere(nb, tmp_path, want, ["clean", "fit"], "report")
+    _same_everywhere(nb, tmp_path, want, ["clean", "alias_change", "fit"], "report")
 
 
 def test_a_function_defined_twice_in_one_stage_keeps_each_version(tmp_path, monkeypatch):
@@ -126,6 +129,8 @@ def test_training_function_using_a_global_model_and_optimizer(tmp_path, monkeypa
                 "        losses.append(loss.item())\n    return losses",
                 ["stage=model"],
             ),
+            # changes the model only: the optimizer holding its parameters goes along
+            ("model.train()", ["stage=mode"]),
             ("losses = train(5)", ["stage=fit"]),
             ("more = train(2)", ["stage=fit_more"]),
             (
@@ -140,7 +145,7 @@ def test_training_function_using_a_global_model_and_optimizer(tmp_path, monkeypa
     )
     want = notebook_values(nb, tmp_path, "R:")
     assert len(want) == 1
-    _same_everywhere(nb, tmp_path, want, ["model", "fit_more"], "report")
+    _same_everywhere(nb, tmp_path, want, ["model", "fit", "fit_more"], "report")
 
 
 def test_imports_rng_and_shown_values_match_the_notebook(tmp_path, monkeypatch):

@@ -17,6 +17,9 @@ class Flow:
     # names the code may change in place (`xs.sort()`, `f(df)`, `df.dropna(inplace=True)`):
     # a later stage must read the changed value, so they count as outputs too
     mutates: list[str] = field(default_factory=list)
+    # (bound names, names whose objects they may hold or share: `b = a`, `w = model.weight`,
+    # `pair = [x, y]`): changing one in place may change the others
+    links: list[tuple[list[str], list[str]]] = field(default_factory=list)
 
     def read(self, name: str, bound: set[str]) -> None:
         if name not in bound and name not in self.reads:
@@ -43,6 +46,7 @@ PURE_FUNCS = {
     *"mean median std var array asarray concatenate stack vstack hstack where dot".split(),
     *"matmul allclose array_equal isclose sqrt exp log argmax argmin argsort sort".split(),
     *"zeros_like ones_like full_like unique deepcopy dumps DataFrame Series tensor".split(),
+    *"zeros ones empty full arange linspace eye".split(),
 }
 PURE_METHODS = {
     *"copy head tail describe info to_numpy tolist to_list astype mean sum std var".split(),
@@ -145,6 +149,12 @@ class _Walker(ast.NodeVisitor):
         self.visit(node.value)
         for t in node.targets:
             self._store_target(t)
+        held = shared_names(node.value)
+        if held:
+            bound = [n for t in node.targets for n in _target_names(t)]
+            self.flow.links.append((bound, held))
+            for name in held:  # the stage's version of both must travel together
+                self.flow.mutate(name)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if node.value is not None:
@@ -254,6 +264,43 @@ class _Walker(ast.NodeVisitor):
     def visit_MatchStar(self, node: ast.MatchStar) -> None:
         if node.name:
             self.flow.bind(node.name, self.bound)
+
+
+def shared_names(value: ast.AST) -> list[str]:
+    """Names whose objects the result of `value` may hold or share rather than copy: the
+    value itself (`b = a`), attributes and items (`w = model.weight`, `row = rows[0]`),
+    container displays (`pair = [x, y]`), the arguments and object of calls not known to
+    build something new (an optimizer holds `model.parameters()`). Arithmetic and
+    comparisons make new objects."""
+    out: list[str] = []
+    todo: list[tuple[ast.AST, bool]] = [(value, True)]
+    while todo:
+        n, deep = todo.pop()
+        if isinstance(n, ast.Name):
+            if n.id not in out:
+                out.append(n.id)
+        elif isinstance(n, (ast.Attribute, ast.Subscript)) and deep:
+            todo.append((n.value, True))
+        elif isinstance(n, ast.Starred):
+            todo.append((n.value, deep))
+        elif isinstance(n, (ast.Tuple, ast.List, ast.Set)):
+            todo += [(e, deep) for e in n.elts]
+        elif isinstance(n, ast.Dict):
+            todo += [(v, deep) for v in n.values if v is not None]
+        elif isinstance(n, ast.IfExp):
+            todo += [(n.body, deep), (n.orelse, deep)]
+        elif isinstance(n, ast.NamedExpr):
+            todo.append((n.value, deep))
+        elif isinstance(n, ast.Call):
+            f = n.func
+            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if fname in PURE_FUNCS or fname in PURE_METHODS:
+                continue
+            if isinstance(f, ast.Attribute):
+                todo.append((f.value, True))
+            # arguments passed as they are (`SGD(params)`), not values derived from them
+            todo += [(a, False) for a in [*n.args, *(k.value for k in n.keywords)]]
+    return out
 
 
 def flow_of(stmts: list[ast.stmt], bound: set[str] | None = None) -> Flow:

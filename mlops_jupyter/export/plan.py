@@ -161,6 +161,46 @@ def _free_data(defs: dict[str, list[_Def]], data: set[str]) -> dict[str, set[str
     return out
 
 
+def _drop_unused_related(stages: list[StagePlan], related_of: list[set[str]]) -> None:
+    """A name a stage took only because it may share state with what the stage changed is
+    needed only if a later stage reads that stage's version: otherwise it is no input."""
+    for sp, related in zip(stages, related_of):
+        for name in related:
+            if name not in sp.outputs:
+                sp.inputs.pop(name, None)
+    wanted = {(src, n) for sp in stages for n, src in sp.inputs.items()}
+    for sp in stages:
+        sp.outputs = [o for o in sp.outputs if (sp.name, o) in wanted]
+
+
+def _links(
+    per_stage: list[list[tuple[list[str], list[str]]]], data: set[str]
+) -> dict[str, set[str]]:
+    """Notebook variables whose objects may share state (`b = a`, `w = model.weight`),
+    both ways (modules, functions and params are not data that travels)."""
+    out: dict[str, set[str]] = {}
+    for links in per_stage:
+        for bound, held in links:
+            for b in bound:
+                for h in held:
+                    if b != h and b in data and h in data:
+                        out.setdefault(b, set()).add(h)
+                        out.setdefault(h, set()).add(b)
+    return out
+
+
+def _related(linked: dict[str, set[str]], names: set[str]) -> set[str]:
+    """Every name connected to `names` through shared objects."""
+    seen = set(names)
+    todo = list(names)
+    while todo:
+        for other in linked.get(todo.pop(), ()):
+            if other not in seen:
+                seen.add(other)
+                todo.append(other)
+    return seen
+
+
 def build_plan(split: SplitNotebook) -> Plan:
     """Derive the DAG and the code of every stage from the notebook's stage cells."""
     params = {**literal_params(split.params_cells), **split.captured}
@@ -213,12 +253,17 @@ def build_plan(split: SplitNotebook) -> Plan:
     free = _free_data(defs, (data_names | set(params)) - set(defs))
 
     spans = span_names(split.stages, mods, funcs)
+    linked = _links(
+        [an.flow_of(info["stmts"]).links for info in per_stage],
+        data_names - set(params) - set(defs),
+    )
 
     # 2. per stage: body text, flow, inputs
     stages: list[StagePlan] = []
     producer: dict[str, int] = {}  # data name -> last stage index binding it so far
     code_home: dict[str, int] = {}  # def name -> stage index defining it last
     handle_seen: set[str] = set()
+    related_of: list[set[str]] = []
     for si, (st, info) in enumerate(zip(split.stages, per_stage)):
         sp = StagePlan(st.name, [c.index for c in st.cells])
         if info["single"]:  # the stage's run is the notebook's run: keep its name
@@ -245,7 +290,12 @@ def build_plan(split: SplitNotebook) -> Plan:
             data_names | set(params)
         ) - set(defs)
         late -= {r for n in info["stmts"] if isinstance(n, _DEF) for r in _def_time_reads(n)}
-        for name in [*(r for r in flow.reads if r not in late), *sorted(wanted - set(flow.reads))]:
+        # objects that may share state with what the stage changes travel with it
+        touched = set(flow.mutates) | wanted
+        related = _related(linked, touched) - touched - set(flow.binds) - set(defs)
+        related &= (data_names - set(params) - handles_all) & set(producer)
+        extra = sorted((wanted | related) - set(flow.reads))
+        for name in [*(r for r in flow.reads if r not in late), *extra]:
             if name in handles_all and name not in flow.binds:
                 if name in handle_seen:
                     sp.handles.append(name)
@@ -294,6 +344,8 @@ def build_plan(split: SplitNotebook) -> Plan:
             sp.runtime_imports.insert(0, "stage_run")
         # what the stage binds, or may change in place, is its new version of that name
         changed = [*flow.binds, *flow.mutates, *(n for n in sp.globals if n not in params)]
+        changed += sorted(related)
+        related_of.append(related)
         for name in changed:
             if name in defs and name in mine:
                 code_home[name] = si
@@ -310,6 +362,7 @@ def build_plan(split: SplitNotebook) -> Plan:
         if "run" in mine or "run" in import_names:  # module-level names of the stage file
             sp.func = "run_stage"
         stages.append(sp)
+    _drop_unused_related(stages, related_of)
     if not any(s.is_stage for s in stages):
         raise ExportError(
             "the notebook has no code to run as a pipeline (every cell is empty, skipped, "
