@@ -48,3 +48,38 @@ def test_privacy_notebook(tmp_path, child_env, monkeypatch):
     assert "epsilon" in spec and "accuracy" in spec
     production = model_version("dp-classifier", stage="production")
     assert production["meta"]["metadata"]["privacy"]["epsilon"] > 0
+
+
+def test_budget_stop_inside_a_mlops_run_cell(tmp_path):
+    """In `%%mlops_run` the stop ends the cell with PrivacyBudgetExhausted and the run stays
+    `stopped` (the magic's own end after an error does not overwrite it)."""
+    pytest.importorskip("mlx.core")
+    pytest.importorskip("ipykernel")
+    from notebook_helpers import run_notebook
+
+    setup = """
+%load_ext mlops_jupyter
+import mlx.core as mx, mlx.nn as nn, mlx.optimizers as optim, numpy as np
+import mlops_jupyter as mj
+rng = np.random.default_rng(0)
+X = mx.array(rng.normal(size=(200, 4)).astype(np.float32))
+Y = mx.array((rng.random(200) > 0.5).astype(np.int32))
+def loss_fn(m, x, y):
+    return nn.losses.cross_entropy(m(x), y, reduction="mean")
+target = mj.privacy.compute_epsilon(1.0, 0.1, 6, 1e-4, "rdp") * (1 + 1e-9)
+"""
+    cell = """%%mlops_run dp-cell --no-live
+model, opt, batches = mj.privacy.make_private(
+    nn.Linear(4, 2), optim.SGD(learning_rate=0.1), (X, Y), loss_fn=loss_fn, batch_size=20,
+    noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-4, accountant="rdp",
+    target_epsilon=target)
+for epoch in range(5):
+    for xb, yb in batches:
+        opt.step(xb, yb)
+"""
+    nb = run_notebook([setup, cell], tmp_path, allow_errors=True)
+    errors = [o for o in nb.cells[1].outputs if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "PrivacyBudgetExhausted"
+    run = mj.runs().filter(mj.runs()["name"] == "dp-cell").row(0, named=True)
+    assert run["status"] == "stopped"
+    assert mj.metrics(run["id"], keys="privacy/epsilon")["step"].max() == 6
