@@ -186,7 +186,8 @@ class Series(BaseHandler):
             st = self.store()
             rid = self.rid(ref)
             mp = self.arg_int("max_points", 2000)
-            return {"run_id": aq.uid_of(st, rid), **aq.series(st, rid, key, mp)}
+            since = self.arg_int("since_step", None)
+            return {"run_id": aq.uid_of(st, rid), **aq.series(st, rid, key, mp, since)}
 
         await self.answer(run)
 
@@ -206,7 +207,8 @@ class Compare(BaseHandler):
                 raise InvalidInputError("query parameter 'ids' is required (comma-separated)")
             rids = [self.rid(i) for i in ids]
             mp = self.arg_int("max_points", 1000)
-            return aq.compare(self.store(), rids, self.arg_list("keys"), mp)
+            since = self.arg_int("since_step", None)
+            return aq.compare(self.store(), rids, self.arg_list("keys"), mp, since)
 
         await self.answer(run)
 
@@ -259,6 +261,20 @@ def _store_path(serverapp) -> str:
     return str(find_store_path(Path(serverapp.root_dir).expanduser()))
 
 
+def _extra_routes() -> list[tuple[str, Any]]:
+    """Routes kept in their own modules (dashboard; media when that module is there)."""
+    import importlib
+
+    from .dashboard import ROUTES
+
+    out = list(ROUTES)
+    try:
+        out += importlib.import_module(f"{__package__}.media").ROUTES
+    except (ImportError, AttributeError):
+        pass
+    return out
+
+
 def setup_handlers(serverapp) -> None:
     web_app = serverapp.web_app
     web_app.settings["mlops_store_path"] = _store_path(serverapp)
@@ -275,6 +291,7 @@ def setup_handlers(serverapp) -> None:
         (r"/telemetry", Telemetry),
         (r"/alerts", Alerts),
         (r"/drift", Drift),
+        *_extra_routes(),
         (r"/(.*)", NotFound),
     ]
     web_app.add_handlers(".*$", [(base + pat, h) for pat, h in routes])

@@ -180,6 +180,54 @@ def _condition_sql(kind: str, key: str, op: str, value: str) -> tuple[str, list[
     )
 
 
+def filter_sql(
+    args: dict[str, Any],
+    experiment: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
+    conditions: list[str] | None = None,
+    top_level: bool = False,
+) -> str:
+    """The WHERE clause (or "") over `runs r JOIN experiments e` for the runs list filters;
+    its values are added to `args` as named parameters. Raises InvalidInputError."""
+    if conditions and len(conditions) > MAX_CONDITIONS:
+        raise InvalidInputError(
+            f"at most {MAX_CONDITIONS} conditions (where=...) are allowed, got {len(conditions)}"
+        )
+    if status is not None and status not in rstore.STATUSES:
+        raise InvalidInputError(f"status must be one of {list(rstore.STATUSES)}, got {status!r}")
+    cond: list[str] = []
+
+    def bind(values: list[Any], sql: str) -> str:
+        # mixing named and positional sqlite parameters is not allowed: name them all
+        for v in values:
+            name = f"p{len(args)}"
+            args[name] = v
+            sql = sql.replace("?", f":{name}", 1)
+        return sql
+
+    if experiment:
+        cond.append(bind([experiment], "e.name = ?"))
+    if status:
+        cond.append(bind([status], "r.status = ?"))
+    if top_level:
+        cond.append("r.parent_id IS NULL")
+    if search:
+        esc = like_pattern(search)
+        like = f"%{esc}%"
+        cond.append(
+            bind(
+                [like, f"{esc}%", like],
+                "(r.name LIKE ? ESCAPE '\\' OR r.uid LIKE ? ESCAPE '\\'"
+                " OR e.name LIKE ? ESCAPE '\\')",
+            )
+        )
+    for text in conditions or []:
+        sql, vals = _condition_sql(*parse_condition(text))
+        cond.append(bind(vals, sql))
+    return ("WHERE " + " AND ".join(cond)) if cond else ""
+
+
 def list_runs(
     store: Store,
     *,
@@ -206,12 +254,6 @@ def list_runs(
         raise InvalidInputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     if not (0 <= offset <= MAX_OFFSET):
         raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
-    if conditions and len(conditions) > MAX_CONDITIONS:
-        raise InvalidInputError(
-            f"at most {MAX_CONDITIONS} conditions (where=...) are allowed, got {len(conditions)}"
-        )
-    if status is not None and status not in rstore.STATUSES:
-        raise InvalidInputError(f"status must be one of {list(rstore.STATUSES)}, got {status!r}")
     maybe_reconcile(store)
     if metric is None:
         keys = metric_keys(store, experiment)
@@ -220,39 +262,8 @@ def list_runs(
     kid_row = store.read("SELECT id FROM metric_keys WHERE key = ?", (metric,)) if metric else []
     kid = kid_row[0][0] if kid_row else -1
 
-    cond: list[str] = []
     args: dict[str, Any] = {"kid": kid, "now": time.time()}
-    pos: list[Any] = []
-
-    def bind(values: list[Any], sql: str) -> str:
-        # mixing named and positional sqlite parameters is not allowed: name them all
-        for v in values:
-            name = f"p{len(pos)}"
-            pos.append(v)
-            args[name] = v
-            sql = sql.replace("?", f":{name}", 1)
-        return sql
-
-    if experiment:
-        cond.append(bind([experiment], "e.name = ?"))
-    if status:
-        cond.append(bind([status], "r.status = ?"))
-    if top_level:
-        cond.append("r.parent_id IS NULL")
-    if search:
-        esc = like_pattern(search)
-        like = f"%{esc}%"
-        cond.append(
-            bind(
-                [like, f"{esc}%", like],
-                "(r.name LIKE ? ESCAPE '\\' OR r.uid LIKE ? ESCAPE '\\'"
-                " OR e.name LIKE ? ESCAPE '\\')",
-            )
-        )
-    for text in conditions or []:
-        sql, vals = _condition_sql(*parse_condition(text))
-        cond.append(bind(vals, sql))
-    where = ("WHERE " + " AND ".join(cond)) if cond else ""
+    where = filter_sql(args, experiment, status, search, conditions, top_level)
     base = f"FROM runs r JOIN experiments e ON e.id = r.experiment_id {_KM_JOIN}{where}"
     # the key-metric join matters only for sorting by it (conditions use their own EXISTS)
     lean = base.replace(_KM_JOIN, "")
@@ -356,10 +367,15 @@ def _jsonable(obj: Any) -> Any:
 
 
 def compare(
-    store: Store, rids: list[int], keys: list[str] | None = None, max_points: int = 1000
+    store: Store,
+    rids: list[int],
+    keys: list[str] | None = None,
+    max_points: int = 1000,
+    since_step: int | None = None,
 ) -> dict[str, Any]:
     """Side by side: runs with params/metric summaries, the params that differ, and the
-    decimated curves of `keys` (default: up to 4 metric keys the runs share)."""
+    decimated curves of `keys` (default: up to 4 metric keys the runs share), all in one
+    answer. `since_step`: only curve points after that step (incremental refresh)."""
     if not rids:
         raise InvalidInputError("compare needs at least one run id")
     if len(rids) > 20:
@@ -391,7 +407,7 @@ def compare(
     for key in keys:
         curves[key] = []
         for rid, r in zip(rids, runs):
-            s = series(store, rid, key, max_points)
+            s = series(store, rid, key, max_points, since_step)
             if s["n"]:
                 curves[key].append({"run_id": r["id"], "name": r["name"], **s})
     return clean(

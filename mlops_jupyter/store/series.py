@@ -22,18 +22,22 @@ MAX_POINTS = 10_000
 
 
 def decimate(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, bool]:
-    """Indices of at most `max_points` (>= 4) points keeping each bucket's min and max and
-    the first/last point, in order. Returns (indices, decimated?)."""
+    """Indices of at most `max_points` (>= 4) points, in order: the first and last point,
+    each bucket's min and max (so extrema and single spikes survive) and, when the series
+    has NaN/inf, a few of those points so a chart shows where it broke (up to a quarter of
+    the budget). Returns (indices, decimated?). The one algorithm used by the server's
+    series and the notebook widgets."""
     n = len(values)
     if n <= max_points:
         return np.arange(n), False
-    buckets = max(1, (max_points - 2) // 2)
+    max_points = max(4, int(max_points))
+    finite = np.isfinite(values)
+    bad = np.flatnonzero(~finite)
+    n_bad = min(len(bad), (max_points - 2) // 4)
+    buckets = max(1, (max_points - 2 - n_bad) // 2)
     size = -(-n // buckets)
-    if np.isnan(values).any():  # NaN never wins a bucket's min or max
-        lo, hi = (
-            np.where(np.isnan(values), np.inf, values),
-            np.where(np.isnan(values), -np.inf, values),
-        )
+    if len(bad):  # NaN/inf never win a bucket's min or max
+        lo, hi = np.where(finite, values, np.inf), np.where(finite, values, -np.inf)
     else:
         lo = hi = values
     full = n // size
@@ -49,6 +53,8 @@ def decimate(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np
                 [full * size + lo[full * size :].argmin(), full * size + hi[full * size :].argmax()]
             )
         )
+    if n_bad:
+        parts.append(bad[np.linspace(0, len(bad) - 1, n_bad).astype(np.int64)])
     idx = np.unique(np.concatenate([[0, n - 1], *parts]))
     return idx, True
 
@@ -133,8 +139,13 @@ def _decode_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def series(store: Store, rid: int, key: str, max_points: int = 2000) -> dict[str, Any]:
-    """One metric history decimated to at most `max_points` points (min/max per bucket)."""
+def series(
+    store: Store, rid: int, key: str, max_points: int = 2000, since_step: int | None = None
+) -> dict[str, Any]:
+    """One metric history decimated to at most `max_points` points (min/max per bucket).
+
+    `since_step`: only the points with a step after it (a live chart's incremental
+    refresh); `n` still counts the whole series and `last_step` is its last step."""
     if not (4 <= max_points <= MAX_POINTS):
         raise InvalidInputError(f"max_points must be between 4 and {MAX_POINTS}, got {max_points}")
     krow = store.read("SELECT id FROM metric_keys WHERE key = ?", (key,))
@@ -150,10 +161,18 @@ def series(store: Store, rid: int, key: str, max_points: int = 2000) -> dict[str
             )
         ]
     if not meta:
-        return {"key": key, "n": 0, "decimated": False, "step": [], "ts": [], "value": []}
+        return {
+            "key": key,
+            "n": 0,
+            "decimated": False,
+            "last_step": None,
+            "step": [],
+            "ts": [],
+            "value": [],
+        }
     # the run's random uid guards against a store re-created at the same path
     uid = uid_of(store, rid)
-    ckey, sig = (str(store.path), rid, uid, kid, max_points), tuple(meta)
+    ckey, sig = (str(store.path), rid, uid, kid, max_points, since_step), tuple(meta)
     hit = _cache.answer(ckey, sig)
     if hit is not None:
         return hit
@@ -161,12 +180,18 @@ def series(store: Store, rid: int, key: str, max_points: int = 2000) -> dict[str
     if len(steps) > 1 and not np.all(steps[1:] >= steps[:-1]):
         order = np.argsort(steps, kind="stable")
         steps, ts, vals = steps[order], ts[order], vals[order]
+    n, last = int(len(vals)), (int(steps[-1]) if len(steps) else None)
+    if since_step is not None:
+        # sorted by step: the new points are a suffix
+        start = int(np.searchsorted(steps, since_step, side="right"))
+        steps, ts, vals = steps[start:], ts[start:], vals[start:]
     idx, dec = decimate(steps, vals, max_points)
     v = vals[idx]
     out = {
         "key": key,
-        "n": int(len(vals)),
+        "n": n,
         "decimated": dec,
+        "last_step": last,
         "step": steps[idx].tolist(),
         "ts": (ts[idx] / 1000.0).tolist(),
         "value": [None if not math.isfinite(x) else x for x in v.tolist()],

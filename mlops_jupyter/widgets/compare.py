@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -161,28 +162,34 @@ class Comparison:
         )
 
     def _chart_bundle(self) -> dict[str, Any] | None:
+        """The chart as a Vega-Lite bundle labelled with the version altair writes (the
+        lab extension renders v6 offline). No text/html: front ends prefer it over the
+        chart, and would show a static picture instead of one interactive chart."""
         if self.chart is None:
             return None
+        spec = self.chart.to_dict()
+        return {
+            vegalite_mime(spec): spec,
+            "text/plain": f"<altair chart: {self.metric} by step for {len(self.runs)} runs>",
+        }
+
+    def _repr_html_(self) -> str:
+        # exported HTML, GitHub: the table, and a static sketch of each curve
+        return self.table_html() + self._sparklines_html()
+
+    def _sparklines_html(self) -> str:
         from .render import sparkline_svg
 
-        bundle: dict[str, Any] = {}
-        spec = self.chart.to_dict()
-        bundle["application/vnd.vegalite.v5+json"] = spec
-        # static fallback for front ends without a vega renderer (exported HTML, GitHub)
+        if self.chart is None:
+            return ""
         svgs = []
         for (run,), part in self.curves.group_by(["run"], maintain_order=True):
             y = [None if v is None else float(v) for v in part[self.metric].to_list()]
             svgs.append(f"<div>{html.escape(run)}<br>{sparkline_svg(y, 360, 80)}</div>")
-        bundle["text/html"] = (
+        return (
             f"<div><b>{html.escape(self.metric or '')}</b> by step"
             f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{''.join(svgs)}</div></div>"
         )
-        bundle["text/plain"] = f"<altair chart: {self.metric} by step for {len(self.runs)} runs>"
-        return bundle
-
-    def _repr_html_(self) -> str:
-        chart = self._chart_bundle()
-        return self.table_html() + (chart["text/html"] if chart else "")
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -196,6 +203,13 @@ class Comparison:
         return (
             f"Comparison({len(self.runs)} runs, metric={self.metric!r}, differing={self.differing})"
         )
+
+
+def vegalite_mime(spec: dict[str, Any]) -> str:
+    """The MIME type of a Vega-Lite spec from its $schema (".../vega-lite/v6.4.1.json" ->
+    application/vnd.vegalite.v6+json)."""
+    m = re.search(r"/vega-lite/v(\d+)", str(spec.get("$schema", "")))
+    return f"application/vnd.vegalite.v{m.group(1) if m else 6}+json"
 
 
 def compare(runs: Any, metric: str | None = None, max_points: int = 500) -> Comparison:

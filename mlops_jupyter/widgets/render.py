@@ -10,30 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from ..store.series import decimate as _decimate
+
 THERMAL_LEVEL = {"nominal": "ok", "fair": "ok", "serious": "warn", "critical": "bad"}
 
 
 def decimate(x: np.ndarray, y: np.ndarray, buckets: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """At most ~2*buckets points that keep each bucket's min and max (so spikes and NaN
-    gaps survive), in x order. Short series are returned unchanged."""
-    n = len(y)
-    if n <= 2 * buckets:
-        return x, y
-    size = -(-n // buckets)
-    m = (n // size) * size
-    finite = np.isfinite(y)
-    lo = np.where(finite, y, np.inf)[:m].reshape(-1, size)
-    hi = np.where(finite, y, -np.inf)[:m].reshape(-1, size)
-    base = np.arange(0, m, size)
-    i_min = base + lo.argmin(axis=1)
-    i_max = base + hi.argmax(axis=1)
-    parts = [i_min, i_max, np.arange(m, n)]
-    bad = np.flatnonzero(~finite)
-    if len(bad):
-        # keep a few non-finite points so the chart shows where the series broke
-        parts.append(bad[:: max(1, len(bad) // buckets)])
-    idx = np.unique(np.concatenate(parts + [np.array([0, n - 1])]))
-    return x[idx], y[idx]
+    """At most ~2*buckets points keeping each bucket's min and max (so spikes survive) and a
+    few NaN/inf points (gaps), in x order; short series are returned unchanged. The same
+    algorithm as the server's series (store.series.decimate)."""
+    idx, dec = _decimate(x, y, 2 * max(1, int(buckets)) + 2)
+    return (x[idx], y[idx]) if dec else (x, y)
 
 
 def jsonable(y: np.ndarray) -> list[float | None]:
