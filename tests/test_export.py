@@ -225,17 +225,23 @@ def test_in_place_changes_and_calls_that_change_nothing(tmp_path):
     nb = make_nb(
         [
             (
-                "import numpy as np\nxs = [3, 1]\ndf = {'a': 1}\nrng = np.random.default_rng(0)",
+                "import numpy as np\nxs = [3, 1]\ndf = {'a': 1}\nrng = np.random.default_rng(0)\n"
+                "sample0 = 'k'",
                 ["stage=one"],
             ),
-            ("print(len(xs), sorted(xs))\nnp.mean(xs)\nn = len(df)", ["stage=look"]),
+            (
+                "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
+                "print(len(xs), sorted(xs))\nnp.mean(xs)\nn = len(df)\nax.plot(xs, c=sample0)",
+                ["stage=look"],
+            ),
             ("xs.sort()\nsample = rng.normal()", ["stage=change"]),
             ("total = sum(xs) + sample + n\nprint(df)", ["stage=last"]),
         ],
         tmp_path / "nb.ipynb",
     )
     st = _stages(plan_notebook(nb))
-    assert st["look"].outputs == ["n"]  # print/len/sorted/np.mean change nothing
+    # print/len/sorted/np.mean and plotting change nothing (the axes they draw on do)
+    assert st["look"].outputs == ["n"]
     assert set(st["change"].outputs) == {"xs", "sample"} and st["change"].inputs == {
         "xs": "one",
         "rng": "one",

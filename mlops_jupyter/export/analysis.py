@@ -47,6 +47,10 @@ PURE_FUNCS = {
     *"matmul allclose array_equal isclose sqrt exp log argmax argmin argsort sort".split(),
     *"zeros_like ones_like full_like unique deepcopy dumps DataFrame Series tensor".split(),
     *"zeros ones empty full arange linspace eye".split(),
+    # plotting reads the data it is given (the axes or figure it draws on do change)
+    *"scatter plot hist bar barh imshow show figure subplots title xlabel ylabel legend".split(),
+    *"savefig heatmap pairplot histplot lineplot scatterplot boxplot violinplot".split(),
+    *"countplot regplot displot catplot relplot kdeplot set_title set_xlabel set_ylabel".split(),
 }
 PURE_METHODS = {
     *"copy head tail describe info to_numpy tolist to_list astype mean sum std var".split(),
