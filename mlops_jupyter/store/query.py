@@ -21,22 +21,43 @@ def _decode(v: str) -> Any:
         return v
 
 
-def _typed(values: list[Any]) -> pl.Series | list:
-    """A column from mixed JSON values: numeric/bool/str when uniform, else strings."""
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _safe_text(v: str) -> str:
+    """Text polars can hold: a lone surrogate (stored by older versions) is escaped."""
+    try:
+        v.encode("utf-8")
+        return v
+    except UnicodeEncodeError:
+        return v.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, str):
+        return _safe_text(v)
+    try:
+        return _safe_text(json.dumps(v))
+    except (TypeError, ValueError):  # an int beyond str()'s digit limit
+        return _safe_text(repr(type(v)))
+
+
+def _typed(values: list[Any]) -> pl.Series:
+    """A column from mixed JSON values: Int64/Float64/Boolean/String when uniform, else
+    strings. Never raises: ints wider than 64 bits make a Float64 column (String when
+    even a float cannot hold them); get_run() returns every value exactly."""
     present = [v for v in values if v is not None]
     kinds = {type(v) for v in present}
-    if kinds <= {int}:
-        return pl.Series(values, dtype=pl.Int64)
-    if kinds <= {int, float}:
-        return pl.Series([None if v is None else float(v) for v in values], dtype=pl.Float64)
-    if kinds <= {bool}:
-        return pl.Series(values, dtype=pl.Boolean)
-    if kinds <= {str}:
-        return pl.Series(values, dtype=pl.String)
-    return pl.Series(
-        [None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values],
-        dtype=pl.String,
-    )
+    try:
+        if kinds <= {int} and all(_I64[0] <= v <= _I64[1] for v in present):
+            return pl.Series(values, dtype=pl.Int64)
+        if kinds <= {int, float}:
+            return pl.Series([None if v is None else float(v) for v in values], dtype=pl.Float64)
+        if kinds <= {bool}:
+            return pl.Series(values, dtype=pl.Boolean)
+    except (OverflowError, ValueError, TypeError):
+        pass
+    return pl.Series([None if v is None else _as_text(v) for v in values], dtype=pl.String)
 
 
 def _epoch(col: list[float | None]) -> pl.Series:

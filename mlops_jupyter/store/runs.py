@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import socket
 import time
@@ -20,20 +19,83 @@ ENDED = ("finished", "failed", "killed", "crashed", "stopped")
 HOST = socket.gethostname()
 
 
-def encode_value(v: Any) -> str:
-    """Params and tags are stored as JSON; numpy/torch scalars become Python numbers and
-    anything JSON cannot hold becomes its str()."""
+_MAX_DEPTH = 64
+
+
+def _utf8(text: str, where: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{where}: {text!r} is not valid UTF-8 text (it contains a lone surrogate)"
+        ) from None
+    return text
+
+
+def check_text(text: str | None, what: str) -> None:
+    """Refuse a name that SQLite cannot store as text (a lone surrogate)."""
+    if isinstance(text, str):
+        _utf8(text, what)
+
+
+def _plain(v: Any, where: str, depth: int = 0) -> Any:
+    """`v` as JSON-ready Python data that reads back equal, or InvalidInputError."""
+    if depth > _MAX_DEPTH:
+        raise InvalidInputError(f"{where}: nested more than {_MAX_DEPTH} levels (a cycle?)")
+    if v is None or isinstance(v, (bool, int, float)):
+        # ints of any size and NaN/+-inf are kept exactly (NaN/Infinity JSON tokens)
+        return v if type(v) in (bool, int, float) else v.item() if hasattr(v, "item") else v
+    if isinstance(v, str):
+        return _utf8(v, where)
+    if hasattr(v, "tolist") and hasattr(v, "ndim"):  # numpy arrays/scalars, tensors
+        try:
+            v = v.item() if v.ndim == 0 else v.tolist()
+        except Exception as e:
+            raise InvalidInputError(f"{where}: cannot read {type(v).__name__}: {e}") from None
+        return _plain(v, where, depth + 1)
     if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
         try:
-            v = v.item()
+            return _plain(v.item(), where, depth + 1)
+        except InvalidInputError:
+            raise
         except Exception:
             pass
-    if isinstance(v, float) and not math.isfinite(v):
-        return json.dumps(str(v))
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(
+                    f"{where}: dict key {k!r} is a {type(k).__name__}; JSON keeps only string "
+                    f"keys, so it would come back as {str(k)!r}. Use string keys."
+                )
+            out[_utf8(k, where)] = _plain(x, f"{where}[{k!r}]", depth + 1)
+        return out
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+    # anything else (a class, a path, a set...) is recorded as its str(), as documented
+    text = str(v)
     try:
-        return json.dumps(v, default=str, allow_nan=False)
-    except (TypeError, ValueError):
-        return json.dumps(str(v))
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def encode_value(v: Any, where: str = "value") -> str:
+    """A param/tag value as stored JSON. Exact round trip for None, bools, ints of any
+    size, floats including NaN and +-inf, strings, lists, str-keyed dicts and numpy arrays
+    (read back as lists); tuples come back as lists; other objects are stored as their
+    str(). Refused (InvalidInputError): dict keys that are not strings, text that is not
+    valid UTF-8 (lone surrogates)."""
+    return json.dumps(_plain(v, where), allow_nan=True)
+
+
+def encode_items(items: dict[str, Any] | None, what: str) -> list[tuple[str, str]]:
+    """Check and encode params or tags: [(key, JSON value)]. Raises before any write."""
+    if items is None:
+        return []
+    _check_mapping(items, what)
+    return [(k, encode_value(v, f"{what}[{k!r}]")) for k, v in items.items()]
 
 
 def _experiment_id(c, name: str) -> int:
@@ -59,13 +121,20 @@ def create_run(
     store: Store,
     name: str | None,
     experiment: str,
-    params: dict[str, Any] | None = None,
-    tags: dict[str, Any] | None = None,
+    params: dict[str, Any] | list[tuple[str, str]] | None = None,
+    tags: dict[str, Any] | list[tuple[str, str]] | None = None,
     parent_id: int | None = None,
     prev_run_id: int | None = None,
 ) -> tuple[int, str, str]:
-    """Insert a running run with its params and tags; return (rowid, uid, name)."""
+    """Insert a running run with its params and tags (dicts, or lists already encoded by
+    `encode_items`); return (rowid, uid, name). Default names are run-1, run-2, ... per
+    experiment, one more than the highest `run-N` there."""
     import os
+
+    check_text(name, "run name")
+    check_text(experiment, "experiment")
+    p_rows = params if isinstance(params, list) else encode_items(params, "params")
+    t_rows = tags if isinstance(tags, list) else encode_items(tags, "tags")
 
     now = time.time()
     uid = secrets.token_hex(6)
@@ -77,8 +146,7 @@ def create_run(
             row = c.execute("SELECT attempt FROM runs WHERE id=?", (prev_run_id,)).fetchone()
             attempt = (row[0] if row else 0) + 1
         if name is None:
-            n = c.execute("SELECT count(*) FROM runs WHERE experiment_id=?", (exp,)).fetchone()[0]
-            name = f"run-{n + 1}"
+            name = _next_default_name(c, exp)
         rid = c.execute(
             "INSERT INTO runs(uid, experiment_id, name, status, start_time, heartbeat, host, pid,"
             " pid_start, parent_id, attempt, prev_run_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -97,17 +165,26 @@ def create_run(
                 prev_run_id,
             ),
         ).lastrowid
-        if params:
+        if p_rows:
             c.executemany(
-                "INSERT OR REPLACE INTO params VALUES(?,?,?)",
-                [(rid, k, encode_value(v)) for k, v in params.items()],
+                "INSERT OR REPLACE INTO params VALUES(?,?,?)", [(rid, k, v) for k, v in p_rows]
             )
-        if tags:
+        if t_rows:
             c.executemany(
-                "INSERT OR REPLACE INTO tags VALUES(?,?,?)",
-                [(rid, k, encode_value(v)) for k, v in tags.items()],
+                "INSERT OR REPLACE INTO tags VALUES(?,?,?)", [(rid, k, v) for k, v in t_rows]
             )
     return rid, uid, name
+
+
+def _next_default_name(c, exp: int) -> str:
+    top = 0
+    for (name,) in c.execute(
+        "SELECT name FROM runs WHERE experiment_id=? AND name GLOB 'run-[0-9]*'", (exp,)
+    ):
+        digits = name[4:]
+        if digits.isascii() and digits.isdigit() and len(digits) < 19:
+            top = max(top, int(digits))
+    return f"run-{top + 1}"
 
 
 def finish_run(store: Store, rid: int, status: str) -> None:
@@ -125,19 +202,19 @@ def _check_mapping(d: Any, what: str) -> dict:
     for k in d:
         if not isinstance(k, str) or not k:
             raise InvalidInputError(f"{what} keys must be non-empty strings, got {k!r}")
+        _utf8(k, f"{what} key")
     return d
 
 
 def set_kv(store: Store, table: str, rid: int, items: dict[str, Any]) -> None:
     """Upsert params or tags of a run."""
     assert table in ("params", "tags")
-    _check_mapping(items, table)
-    if not items:
+    rows = encode_items(items, table)
+    if not rows:
         return
     with store.write() as c:
         c.executemany(
-            f"INSERT OR REPLACE INTO {table} VALUES(?,?,?)",
-            [(rid, k, encode_value(v)) for k, v in items.items()],
+            f"INSERT OR REPLACE INTO {table} VALUES(?,?,?)", [(rid, k, v) for k, v in rows]
         )
 
 

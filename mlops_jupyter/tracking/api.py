@@ -13,7 +13,8 @@ from .. import config
 from ..errors import InvalidInputError, NoActiveRunError
 from ..store import Store, open_store
 from ..store import runs as rstore
-from .run import Run, as_step, as_value, bad_key
+from .run import Run
+from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
 from .writer import writer_for
 
 if TYPE_CHECKING:  # polars loads on the first query, keeping `import mlops_jupyter` light
@@ -89,12 +90,11 @@ def start_run(
         raise InvalidInputError(f"run name must be a string, got {type(name).__name__}")
     if not isinstance(experiment, str) or not experiment:
         raise InvalidInputError("experiment must be a non-empty string")
-    for what, d in (("params", params), ("tags", tags)):
-        if d is not None and not isinstance(d, dict):
-            raise InvalidInputError(f"{what} must be a dict, got {type(d).__name__}")
-        for k in d or ():
-            if not isinstance(k, str) or not k:
-                raise InvalidInputError(f"{what} keys must be non-empty strings, got {k!r}")
+    rstore.check_text(name, "run name")
+    rstore.check_text(experiment, "experiment")
+    # encoded here so that a refused value stops the run before anything is written
+    params_json = rstore.encode_items(params, "params")
+    tags_json = rstore.encode_items(tags, "tags")
     store = current_store()
     parent = _active if nested else None
     prev_id = None
@@ -106,8 +106,8 @@ def start_run(
         store,
         name,
         experiment,
-        params,
-        tags,
+        params_json,
+        tags_json,
         parent_id=parent._rid if parent and parent.store is store else None,
         prev_run_id=prev_id,
     )
@@ -161,14 +161,15 @@ def log_metric(key: str, value: float, step: int | None = None) -> None:
     r = _active
     if r is None:
         raise NoActiveRunError("log a metric")
-    if type(key) is not str or not key:
+    if type(key) is not str or key not in KNOWN_KEYS:
         bad_key(key)
-    tv = type(value)
-    if tv is not float and tv is not int:
+    if type(value) is not float:
         value = as_value(key, value)
-    if step is not None and (type(step) is not int or step < 0):
+    if step is not None and (type(step) is not int or step < 0 or step > MAX_STEP):
         step = as_step(step)
     r._append((r._rid, key, step, value, _now()))
+    if len(r._stage) >= r._q.limit:
+        r._q.full()
 
 
 def log(step: int | None = None, **metrics: float) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -12,47 +10,14 @@ from typing import Any
 from ..errors import ArtifactNotFoundError, InvalidInputError, MlopsJupyterError
 from ..store import Store
 from ..store import runs as rstore
+from .artifacts import artifact_files, store_blob
+from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
 from .writer import Writer
+
+__all__ = ["END_STATUSES", "Run", "as_step", "as_value", "bad_key"]
 
 _now = time.time
 END_STATUSES = ("finished", "failed", "killed", "crashed", "stopped")
-
-
-def bad_key(key: Any) -> None:
-    """Raise the error for an invalid metric key."""
-    if not isinstance(key, str):
-        raise InvalidInputError(f"metric key must be a string, got {type(key).__name__} {key!r}")
-    raise InvalidInputError("metric key must be a non-empty string")
-
-
-def as_value(key: str, value: Any) -> float:
-    """Coerce a metric value to float (numpy/torch scalars included) or raise clearly."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise InvalidInputError(
-            f"metric {key!r}: value must be a number, got {type(value).__name__} {value!r}"
-        )
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"metric {key!r}: value must be a number (or a 1-element array/tensor), "
-            f"got {type(value).__name__}"
-        ) from None
-
-
-def as_step(step: Any) -> int:
-    """Validate a step: a non-negative integer (numpy integers accepted)."""
-    if isinstance(step, bool) or isinstance(step, float):
-        raise InvalidInputError(f"step must be a non-negative integer, got {step!r}")
-    try:
-        s = int(step.__index__()) if hasattr(step, "__index__") else None
-    except TypeError:
-        s = None
-    if s is None:
-        raise InvalidInputError(f"step must be a non-negative integer, got {type(step).__name__}")
-    if s < 0:
-        raise InvalidInputError(f"step must be a non-negative integer, got {s}")
-    return s
 
 
 class Run:
@@ -78,7 +43,9 @@ class Run:
         self.parent = parent
         self._rid = rid
         self._writer = writer
-        self._append = writer.queue.append
+        self._q = writer.q
+        self._stage = writer.queue
+        self._append = writer.queue.append  # integrations may wrap this (hpo's pruning tap)
         self._on_end: list = []  # callbacks(run, status), run before the final flush
 
     def __repr__(self) -> str:
@@ -93,30 +60,38 @@ class Run:
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Buffer one point; it reaches the store within one flush interval."""
-        if type(key) is not str or not key:
+        if type(key) is not str or key not in KNOWN_KEYS:
             bad_key(key)
-        tv = type(value)
-        if tv is not float and tv is not int:
+        if type(value) is not float:
             value = as_value(key, value)
-        if step is not None and (type(step) is not int or step < 0):
+        if step is not None and (type(step) is not int or step < 0 or step > MAX_STEP):
             step = as_step(step)
         if self.status != "running":
             self._check_open()
         self._append((self._rid, key, step, value, _now()))
+        if len(self._stage) >= self._q.limit:
+            self._q.full()
 
     def log(self, step: int | None = None, **metrics: float) -> None:
-        """Log several metrics at one step: `run.log(step=3, loss=0.2, acc=0.9)`."""
-        if step is not None and (type(step) is not int or step < 0):
+        """Log several metrics at one step: `run.log(step=3, loss=0.2, acc=0.9)`.
+
+        Every key and value is checked before any point is buffered."""
+        if step is not None and (type(step) is not int or step < 0 or step > MAX_STEP):
             step = as_step(step)
         if self.status != "running":
             self._check_open()
+        for key, value in metrics.items():
+            if key not in KNOWN_KEYS:
+                bad_key(key)
+            if type(value) is not float:
+                metrics[key] = as_value(key, value)
         t = _now()
         rid = self._rid
+        append = self._append
         for key, value in metrics.items():
-            tv = type(value)
-            if tv is not float and tv is not int:
-                value = as_value(key, value)
-            self._append((rid, key, step, value, t))
+            append((rid, key, step, value, t))
+        if len(self._stage) >= self._q.limit:
+            self._q.full()
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Record parameters (JSON-able values; others are stored as their str())."""
@@ -128,55 +103,18 @@ class Run:
         rstore.set_kv(self.store, "tags", self._rid, tags)
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None) -> str:
-        """Copy a file (or every file of a directory) into the store, content-addressed.
+        """Copy a regular file (or every regular file under a directory) into the store,
+        content-addressed. Returns the artifact name. Identical content is stored once.
 
-        Returns the artifact name. Identical content is stored once."""
-        if not isinstance(path, (str, os.PathLike)):
-            raise InvalidInputError(
-                f"artifact path must be a str or PathLike, got {type(path).__name__}"
-            )
-        p = Path(path)
-        if not p.exists():
-            raise ArtifactNotFoundError(f"artifact path does not exist: {p}")
-        base = name or p.name
-        files = (
-            [(base, p)]
-            if p.is_file()
-            else [
-                (f"{base}/{f.relative_to(p).as_posix()}", f)
-                for f in sorted(p.rglob("*"))
-                if f.is_file()
-            ]
-        )
-        rows = [(self._rid, n, *self._store_blob(f), _now()) for n, f in files]
+        Refused: an empty path, special files (devices, FIFOs, sockets), a path inside the
+        store folder. In a directory, special files, symlinked folders and `.mlops/` store
+        folders are skipped."""
+        files, base = artifact_files(path, name, self.store.root)
+        root = self.store.artifacts_dir
+        rows = [(self._rid, n, *store_blob(root, f), _now()) for n, f in files]
         with self.store.write() as c:
             c.executemany("INSERT OR REPLACE INTO artifacts VALUES(?,?,?,?,?)", rows)
         return base
-
-    def _store_blob(self, src: Path) -> tuple[str, int]:
-        root = self.store.artifacts_dir
-        root.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            digest = h.hexdigest()
-            dest = root / digest[:2] / digest[2:]
-            if dest.exists():
-                os.unlink(tmp)
-            else:
-                dest.parent.mkdir(exist_ok=True)
-                os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return digest, size
 
     def artifact_path(self, name: str) -> Path:
         """Where the stored copy of artifact `name` lives."""

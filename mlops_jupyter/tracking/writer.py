@@ -1,12 +1,12 @@
-"""The background writer: log calls append to a deque; a daemon thread drains it into the
-store in batches every flush interval (and on demand), so the training loop never waits
-on SQLite."""
+"""The background writer: log calls append to a compact, bounded queue (see buffer.py); a
+daemon thread drains it into the store in batches every flush interval (and on demand), so
+the training loop never waits on SQLite."""
 
 from __future__ import annotations
 
 import atexit
-import collections
 import os
+import sqlite3
 import threading
 import time
 import warnings
@@ -14,14 +14,20 @@ import warnings
 import numpy as np
 
 from .. import config
+from ..errors import MlopsJupyterError
 from ..store import Store
 from ..store import metrics as mstore
+from .buffer import Block, Group, Queue
 
 # A chunk with at least this many points is "full"; smaller trailing chunks are merged
 # once MERGE_AFTER of them pile up, and when the run ends.
 CHUNK_TARGET = 4096
 MERGE_AFTER = 16
 IDLE_EXIT_S = 10.0
+WRITE_BATCH = 262_144  # points per transaction: keeps memory and lock time short
+# Errors of the store itself (locked, full, read-only, I/O): the points are kept and retried.
+# Anything else raised while writing points is a problem of those points: they are dropped.
+STORE_ERRORS = (sqlite3.Error, OSError, MlopsJupyterError)
 
 
 class _Series:
@@ -41,18 +47,33 @@ class _Series:
         return c
 
 
+def resolve_steps(steps: np.ndarray, next_step: int) -> np.ndarray:
+    """Replace -1 ("next automatic step") by the step after the previous point's, the
+    first one continuing from `next_step`. Vectorised over the whole series."""
+    n = len(steps)
+    if n == 0:
+        return steps.astype(np.int64)
+    idx = np.arange(n, dtype=np.int64)
+    last = np.maximum.accumulate(np.where(steps >= 0, idx, -1))
+    base = np.where(last >= 0, steps[np.maximum(last, 0)], np.int64(next_step - 1))
+    with np.errstate(over="ignore"):
+        return base + (idx - last)
+
+
 class Writer:
-    """One per (process, store). Thread-safe; `queue.append` is the only hot-path call."""
+    """One per (process, store). Thread-safe; appending to `queue` is the only hot-path call."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.queue: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self.q = Queue(config.max_queue(), config.spool_dir(), self._wake.set, self._warn)
+        self.queue = self.q.stage  # what log calls append to
         self._series: dict[tuple[int, int], _Series] = {}
         self._keys: dict[str, int] = {}
         self._runs: set[int] = set()  # active runs: heartbeat target
         self._closing: set[int] = set()  # ended runs whose tails should be merged
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._lock = threading.Lock()  # held while writing to the store
+        self._thread_lock = threading.Lock()  # starting/stopping the thread
         self._stop = False
         self._last_hb = 0.0
         self._warned = False
@@ -61,9 +82,22 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._ensure_thread()
 
+    @staticmethod
+    def _warn(msg: str) -> None:
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+    @property
+    def dropped(self) -> int:
+        """Points refused by the writer because they can never be stored."""
+        return self.q.dropped
+
+    def pending(self) -> int:
+        """Points logged but not yet written (in memory or spooled)."""
+        return len(self.q)
+
     # -- lifecycle ---------------------------------------------------------------------
     def _ensure_thread(self) -> None:
-        with self._lock:
+        with self._thread_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop = False
                 self._thread = threading.Thread(target=self._loop, name="mlops-writer", daemon=True)
@@ -76,8 +110,7 @@ class Writer:
     def remove_run(self, rid: int) -> None:
         """Stop heartbeats for `rid`; its points are flushed and its chunks compacted."""
         self._runs.discard(rid)
-        with self._lock:
-            self._closing.add(rid)
+        self._closing.add(rid)
 
     def _loop(self) -> None:
         idle = 0.0
@@ -86,11 +119,11 @@ class Writer:
             self._wake.clear()
             # an idle writer (no active run, nothing buffered) lets its thread go;
             # add_run() starts a new one
-            if not self._runs and not self.queue and not self._closing:
+            if not self._runs and not len(self.q) and not self._closing:
                 idle += self.interval
                 if idle >= IDLE_EXIT_S:
-                    with self._lock:
-                        if not self._runs and not self.queue:
+                    with self._thread_lock:
+                        if not self._runs and not len(self.q):
                             self._thread = None
                             return
                 continue
@@ -101,7 +134,8 @@ class Writer:
                 if not self._warned:
                     self._warned = True
                     warnings.warn(
-                        f"mlops-jupyter: could not write metrics yet ({e}); will keep retrying",
+                        f"mlops-jupyter: could not write metrics yet ({e}); they are kept "
+                        "and retried",
                         RuntimeWarning,
                         stacklevel=1,
                     )
@@ -114,65 +148,103 @@ class Writer:
 
     # -- draining ----------------------------------------------------------------------
     def flush(self) -> int:
-        """Write everything buffered so far (in the calling thread); return points written."""
-        with self._lock:
-            q = self.queue
-            pop = q.popleft
-            items = [pop() for _ in range(len(q))]
-            try:
-                n = self._write(items)
-            except BaseException:
-                # keep the points for the next attempt, in their original order
-                q.extendleft(reversed(items))
-                raise
-            return n
+        """Write everything queued so far (in the calling thread); return points written.
 
-    def _write(self, items: list[tuple]) -> int:
+        Raises the store's error when it cannot write (the points stay queued)."""
+        self.q.compact()
+        with self._lock:
+            todo = len(self.q.blocks)  # what was queued when called: don't chase the producer
+            written = 0
+            while True:
+                batch = self.q.take(WRITE_BATCH) if todo > 0 else []
+                last = todo - len(batch) <= 0
+                try:
+                    written += self._write_safely(batch, last)
+                except STORE_ERRORS as e:
+                    self.q.last_error = str(e)
+                    raise
+                self.q.done([b for b, _ in batch])
+                todo -= len(batch)
+                if todo <= 0:
+                    break
+            self.q.last_error = None
+            return written
+
+    def _write_safely(self, batch: list[tuple[Block, list[Group]]], last: bool) -> int:
+        """Write a batch; if a point (not the store) is the problem, write its blocks one
+        by one and drop the series that cannot be written, so later points keep flowing."""
+        try:
+            return self._write([g for _, gs in batch for g in gs], last)
+        except STORE_ERRORS:
+            raise
+        except Exception:
+            pass
+        n = 0
+        for _, groups in batch:
+            for g in groups:
+                try:
+                    n += self._write([g], last)
+                except STORE_ERRORS:
+                    raise
+                except Exception as e:
+                    if not self.q.dropped:
+                        self._warn(
+                            f"mlops-jupyter: dropped {len(g[4])} point(s) of metric {g[1]!r} "
+                            f"that cannot be written ({type(e).__name__}: {e}); later points "
+                            "are kept"
+                        )
+                    self.q.dropped += len(g[4])
+        return n
+
+    def _write(self, groups: list[Group], last: bool = True) -> int:
+        """Write series in one transaction; `last`: also compact the tails of ended runs."""
         now = time.time()
         beat = bool(self._runs) and now - self._last_hb >= self.hb_interval
-        if not items and not beat and not self._closing:
+        closing = set(self._closing) if last else set()
+        if not groups and not beat and not closing:
             return 0
-        groups: dict[tuple[int, str], list[tuple]] = {}
-        for it in items:
-            g = groups.get((it[0], it[1]))
-            if g is None:
-                groups[(it[0], it[1])] = [it]
-            else:
-                g.append(it)
+        # one chunk per series per transaction, in logging order
+        series_parts: dict[tuple[int, str], list[Group]] = {}
+        for g in groups:
+            series_parts.setdefault((g[0], g[1]), []).append(g)
         # Work on copies of the writer state and adopt them only after COMMIT: a failed
         # transaction is rolled back, and the retry must reuse the same seqs, auto-steps and
         # (possibly un-inserted) key ids.
         keys = dict(self._keys)
         series = dict(self._series)
+        total = 0
         with self.store.write() as c:
-            mstore.key_ids(c, list({k for _, k in groups}), keys)
-            for (rid, key), pts in groups.items():
+            mstore.key_ids(c, list({k for _, k in series_parts}), keys)
+            for (rid, key), parts in series_parts.items():
                 kid = keys[key]
                 old = series.get((rid, kid))
                 s = _Series(*mstore.next_position(c, rid, kid)) if old is None else old.copy()
                 series[(rid, kid)] = s
-                steps = np.empty(len(pts), np.int64)
-                nxt = s.next_step
-                for i, p in enumerate(pts):
-                    st = p[2]
-                    if st is None:
-                        st = nxt
-                    steps[i] = st
-                    nxt = st + 1
-                s.next_step = nxt
-                ts = (np.fromiter((p[4] for p in pts), np.float64, len(pts)) * 1000).astype(
-                    np.int64
-                )
-                vals = np.fromiter((p[3] for p in pts), np.float64, len(pts))
-                mstore.append_chunk(c, rid, kid, s.seq, steps, ts, vals)
-                if len(pts) >= CHUNK_TARGET and s.tail_count == 0:
+                if len(parts) == 1:
+                    _, _, raw, ts_s, vals = parts[0]
+                else:
+                    raw = np.concatenate([p[2] for p in parts])
+                    ts_s = np.concatenate([p[3] for p in parts])
+                    vals = np.concatenate([p[4] for p in parts])
+                steps = resolve_steps(raw, s.next_step)
+                if len(steps) and int(steps.min()) < 0:
+                    # automatic steps ran past 2**63 - 1: those points cannot be stored
+                    ok = steps >= 0
+                    self.q.dropped += int(len(steps) - np.count_nonzero(ok))
+                    steps, ts_s, vals = steps[ok], ts_s[ok], vals[ok]
+                    if not len(steps):
+                        continue
+                s.next_step = int(steps[-1]) + 1
+                ts = (np.asarray(ts_s, np.float64) * 1000).astype(np.int64)
+                mstore.append_chunk(c, rid, kid, s.seq, steps, ts, np.asarray(vals, np.float64))
+                total += len(vals)
+                if len(vals) >= CHUNK_TARGET and s.tail_count == 0:
                     s.tail_seq = s.seq + 1
                 else:
                     s.tail_count += 1
                 s.seq += 1
                 if s.tail_count >= MERGE_AFTER:
                     self._merge(c, rid, kid, s)
-            closing = set(self._closing)
             if closing:
                 for (rid, kid), s in list(series.items()):
                     if rid in closing:
@@ -189,7 +261,7 @@ class Writer:
         self._closing -= closing
         if beat:
             self._last_hb = now
-        return len(items)
+        return total
 
     @staticmethod
     def _merge(c, rid: int, kid: int, s: _Series) -> None:

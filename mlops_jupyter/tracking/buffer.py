@@ -1,0 +1,317 @@
+"""The writer's queue: compact, bounded, and spilled to a spool file past its bound.
+
+Log calls append a tuple `(run rowid, key, step or None, value, time)` to `stage`, a deque
+(the cheapest thing the hot path can do). Tuples cost ~120 bytes a point, so the stage is
+kept short: the writer thread, or the caller itself when the writer is stuck, packs it into
+a `Block` of typed numpy arrays per run/key (24 bytes a point). When the packed points
+exceed `max_points`, the newest blocks are written to an unnamed temporary spool file and
+read back, in order, when the store accepts writes again. Nothing is dropped except points
+that can never be stored (they are counted and reported once)."""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+import threading
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from .validate import KNOWN_KEYS, MAX_STEP, key_problem
+
+STAGE_MAX = 65_536  # tuples held before packing (about 8 MiB)
+_rid_of, _key_of, _step_of, _value_of, _ts_of = (itemgetter(i) for i in range(5))
+
+# One series of a block: run rowid, key, steps (int64, -1 = "next automatic step"),
+# timestamps (float64 seconds), values (float64).
+Group = tuple[int, str, np.ndarray, np.ndarray, np.ndarray]
+
+
+class Block:
+    """Points packed from the stage, grouped per run/key, in memory or in the spool."""
+
+    __slots__ = ("groups", "n", "spooled")
+
+    def __init__(self, groups: list[Group], n: int) -> None:
+        self.groups: list[Group] | None = groups
+        self.n = n
+        self.spooled: tuple[int, list[tuple[int, str, int]]] | None = None
+
+
+def _item_problem(it: Any) -> str | None:
+    """Why one queued tuple cannot be stored (None when it can)."""
+    try:
+        rid, key, step, value, ts = it
+    except (TypeError, ValueError):
+        return f"not a point: {it!r}"
+    msg = key_problem(key)
+    if msg is not None:
+        return msg
+    if type(rid) is not int:
+        return f"bad run id {rid!r}"
+    if step is not None:
+        if type(step) is not int or not 0 <= step <= MAX_STEP:
+            return f"metric {key!r}: step {step!r} is not an integer in [0, 2**63 - 1]"
+    try:
+        float(value)
+        float(ts)
+    except (TypeError, ValueError, OverflowError):
+        return f"metric {key!r}: value {type(value).__name__} cannot be stored as a float64"
+    return None
+
+
+def pack(items: list[tuple]) -> tuple[Block | None, int, str | None]:
+    """Pack queued tuples into a Block. Returns (block or None, points dropped, why the
+    first one was dropped). Vectorised: a few C-level passes over the items."""
+    try:
+        return _pack_fast(items), 0, None
+    except (TypeError, ValueError, OverflowError, _Unclean):
+        pass
+    good, dropped, why = [], 0, None
+    for it in items:
+        msg = _item_problem(it)
+        if msg is None:
+            good.append(it)
+        else:
+            dropped += 1
+            why = why or msg
+    try:
+        block = _pack_fast(good) if good else None
+    except (TypeError, ValueError, OverflowError, _Unclean) as e:  # pragma: no cover
+        block, dropped, why = None, dropped + len(good), why or str(e)
+    return block, dropped, why
+
+
+class _Unclean(Exception):
+    """The fast path met an item it must not guess about."""
+
+
+def _pack_fast(items: list[tuple]) -> Block:
+    n = len(items)
+    rids = list(map(_rid_of, items))
+    keys = list(map(_key_of, items))
+    pairs = dict.fromkeys(zip(rids, keys))  # unique series, first-seen order
+    for rid, key in pairs:
+        if type(rid) is not int or (key not in KNOWN_KEYS and key_problem(key) is not None):
+            raise _Unclean
+    vals = np.fromiter(map(_value_of, items), np.float64, n)
+    ts = np.fromiter(map(_ts_of, items), np.float64, n)
+    raw = list(map(_step_of, items))
+    auto = raw.count(None)
+    if auto == n:
+        steps = np.full(n, -1, np.int64)
+    else:
+        kinds = set(map(type, raw))
+        kinds.discard(type(None))
+        if kinds != {int}:
+            raise _Unclean  # floats, bools, numpy ints: let the slow path judge them
+        if auto:
+            raw = [-1 if s is None else s for s in raw]
+        steps = np.array(raw, dtype=np.int64)  # OverflowError beyond int64
+        # -1 marks an automatic step: an explicit negative step must not pass for one
+        if int(steps.min()) < -1 or int(np.count_nonzero(steps == -1)) != auto:
+            raise _Unclean
+    if len(pairs) == 1:
+        ((rid, key),) = pairs
+        return Block([(rid, key, steps, ts, vals)], n)
+    code = {p: i for i, p in enumerate(pairs)}
+    codes = np.fromiter(map(code.__getitem__, zip(rids, keys)), np.intp, n)
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(code)))
+    steps, ts, vals = steps[order], ts[order], vals[order]
+    groups, a = [], 0
+    for (rid, key), b in zip(pairs, ends.tolist()):
+        groups.append((rid, key, steps[a:b], ts[a:b], vals[a:b]))
+        a = b
+    return Block(groups, n)
+
+
+class Spool:
+    """An unnamed temporary file holding spilled blocks (gone when the process ends)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.f: Any = None
+
+    def put(self, block: Block) -> None:
+        """Move a block's arrays to the file (raises OSError when it cannot)."""
+        assert block.groups is not None
+        if self.f is None:
+            self.f = tempfile.TemporaryFile(prefix="mlops-jupyter-spool-", dir=self.directory)
+        f = self.f
+        off = f.seek(0, 2)
+        try:
+            meta = []
+            for rid, key, steps, ts, vals in block.groups:
+                f.write(steps.astype("<i8", copy=False).tobytes())
+                f.write(ts.astype("<f8", copy=False).tobytes())
+                f.write(vals.astype("<f8", copy=False).tobytes())
+                meta.append((rid, key, len(vals)))
+            f.flush()
+        except BaseException:
+            try:
+                f.truncate(off)
+            except OSError:
+                pass
+            raise
+        block.spooled, block.groups = (off, meta), None
+
+    def get(self, block: Block) -> list[Group]:
+        """Read a spilled block's series back."""
+        assert block.spooled is not None
+        off, meta = block.spooled
+        self.f.seek(off)
+        raw = self.f.read(24 * sum(m[2] for m in meta))
+        out, pos = [], 0
+        for rid, key, n in meta:
+            steps = np.frombuffer(raw, "<i8", n, pos)
+            ts = np.frombuffer(raw, "<f8", n, pos + 8 * n)
+            vals = np.frombuffer(raw, "<f8", n, pos + 16 * n)
+            out.append((rid, key, steps, ts, vals))
+            pos += 24 * n
+        return out
+
+    def reset(self) -> None:
+        """Every spilled block was written: give the space back."""
+        if self.f is not None:
+            self.f.seek(0)
+            self.f.truncate()
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class Queue:
+    """Stage (tuples) -> blocks (typed arrays, oldest first) -> spool past `max_points`.
+
+    The hot path appends to `stage` and calls `full()` once `len(stage) >= limit`.
+    `full()` first only wakes the writer (soft limit); at the hard limit the caller packs
+    the stage itself, so memory stays bounded even when the writer is stuck on the store."""
+
+    def __init__(
+        self,
+        max_points: int,
+        spool_dir: str | None,
+        wake: Callable[[], None],
+        warn: Callable[[str], None],
+    ) -> None:
+        self.stage: collections.deque = collections.deque()
+        self.blocks: collections.deque[Block] = collections.deque()
+        self.max_points = max(1, max_points)
+        self.stage_max = max(1, min(STAGE_MAX, self.max_points // 4))
+        self.soft = max(1, self.stage_max // 2)
+        self.limit = self.soft
+        self.mem_points = 0  # points in in-memory blocks
+        self.spooled_points = 0
+        self.spool = Spool(spool_dir)
+        self.lock = threading.Lock()
+        self.dropped = 0
+        self.spilled = False  # a spill happened (warned once)
+        self._spool_failed = False
+        self._wake = wake
+        self._warn = warn
+        self.last_error: str | None = None  # the store's last write error, for messages
+
+    def __len__(self) -> int:
+        return len(self.stage) + self.mem_points + self.spooled_points
+
+    def full(self) -> None:
+        """Called by log calls when the stage reached `limit`."""
+        if self.limit == self.soft and len(self.stage) < self.stage_max:
+            self.limit = self.stage_max
+            self._wake()
+            return
+        self.compact()
+
+    def compact(self) -> None:
+        """Pack the stage into a block; spill when past the bound. Never raises for bad
+        points (they are dropped and reported once)."""
+        with self.lock:
+            stage = self.stage
+            n = len(stage)
+            self.limit = self.soft
+            if not n:
+                return
+            pop = stage.popleft
+            items = [pop() for _ in range(n)]
+            block, dropped, why = pack(items)
+            del items
+            if dropped:
+                if not self.dropped:
+                    self._warn(
+                        f"mlops-jupyter: dropped {dropped} metric point(s) that cannot be "
+                        f"stored ({why}); later points are kept. Further drops are counted "
+                        "in silence."
+                    )
+                self.dropped += dropped
+            if block is None:
+                return
+            self.blocks.append(block)
+            self.mem_points += block.n
+            if self.mem_points > self.max_points:
+                self._spill()
+
+    def _spill(self) -> None:
+        # newest first: the oldest blocks are the next to be written
+        target = self.max_points // 2
+        for block in reversed(self.blocks):
+            if self.mem_points <= target:
+                break
+            if block.groups is None:
+                continue
+            try:
+                self.spool.put(block)
+            except OSError as e:
+                if not self._spool_failed:
+                    self._spool_failed = True
+                    self._warn(
+                        f"mlops-jupyter: cannot spill waiting metric points to a spool file "
+                        f"({e}); keeping them in memory"
+                    )
+                return
+            self.mem_points -= block.n
+            self.spooled_points += block.n
+            if not self.spilled:
+                self.spilled = True
+                why = f" (last store error: {self.last_error})" if self.last_error else ""
+                self._warn(
+                    f"mlops-jupyter: more than {self.max_points:,} metric points are waiting "
+                    f"for the store{why}; the rest go to a temporary spool file until it "
+                    "accepts writes (MLOPS_JUPYTER_MAX_QUEUE sets the bound)"
+                )
+
+    def take(self, max_points: int) -> list[tuple[Block, list[Group]]]:
+        """The oldest blocks (at least one, about `max_points` in all) with their series,
+        read back from the spool where needed. They stay queued until `done()`."""
+        out: list[tuple[Block, list[Group]]] = []
+        total = 0
+        with self.lock:
+            for block in self.blocks:
+                if out and total + block.n > max_points:
+                    break
+                groups = block.groups if block.groups is not None else self.spool.get(block)
+                out.append((block, groups))
+                total += block.n
+        return out
+
+    def done(self, blocks: list[Block]) -> None:
+        """Forget blocks that were written (or dropped); they are the oldest ones."""
+        with self.lock:
+            for b in blocks:
+                if self.blocks and self.blocks[0] is b:
+                    self.blocks.popleft()
+                else:  # pragma: no cover - only the writer removes blocks, oldest first
+                    self.blocks.remove(b)
+                if b.spooled is not None:
+                    self.spooled_points -= b.n
+                else:
+                    self.mem_points -= b.n
+            if self.spooled_points == 0 and self.spool.f is not None:
+                self.spool.reset()
+
+    def close(self) -> None:
+        self.spool.close()

@@ -1,0 +1,129 @@
+"""The writer's queue is compact and bounded: past MLOPS_JUPYTER_MAX_QUEUE points it spills
+to a spool file (one warning) instead of growing, blocking or dropping, and the spooled
+points are written, in order, once the store accepts writes again (locked, full)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import warnings
+
+import pytest
+
+import mlops_jupyter as mj
+from mlops_jupyter.tracking.writer import writer_for
+
+BOUND = 1000
+
+
+@pytest.fixture
+def small_queue(monkeypatch):
+    monkeypatch.setenv("MLOPS_JUPYTER_MAX_QUEUE", str(BOUND))
+    monkeypatch.setenv("MLOPS_JUPYTER_FLUSH_INTERVAL", "0.05")
+
+
+def _held_in_memory(w) -> int:
+    return len(w.q.stage) + w.q.mem_points
+
+
+def test_locked_store_spills_past_the_bound_and_writes_everything_later(
+    small_queue, store_path, monkeypatch
+):
+    n = 30_000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mj.start_run() as run:
+            w = writer_for(run.store)
+            mj.log_metric("x", -1.0, step=0)
+            mj.flush()
+            other = sqlite3.connect(store_path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # another process holds the store
+            peak = 0
+            t0 = time.perf_counter()
+            for i in range(1, n + 1):
+                mj.log(step=i, x=float(i), y=float(-i))
+                peak = max(peak, _held_in_memory(w))
+            elapsed = time.perf_counter() - t0
+            time.sleep(0.3)  # the writer is stuck on the lock meanwhile
+            assert w.pending() == 2 * n
+            assert w.q.spooled_points > 0
+            other.execute("COMMIT")
+            other.close()
+    # bounded: in-memory points never exceeded the bound plus one stage of tuples
+    assert peak <= BOUND + w.q.stage_max
+    assert elapsed < 5.0  # nothing blocked on the lock (busy timeout is 5 s, retries 120 s)
+    spills = [w for w in caught if "spool" in str(w.message)]
+    assert len(spills) == 1, [str(x.message) for x in caught]
+    m = mj.metrics(run.id, "x")
+    assert m["step"].to_list() == list(range(n + 1))
+    assert m["value"].to_list() == [-1.0] + [float(i) for i in range(1, n + 1)]
+    assert mj.metrics(run.id, "y")["value"].to_list() == [float(-i) for i in range(1, n + 1)]
+    assert w.pending() == 0 and w.q.spool.f is not None
+    assert w.q.spool.f.seek(0, 2) == 0  # spool space handed back once written
+
+
+def test_full_disk_keeps_points_in_the_spool_until_space_returns(small_queue, monkeypatch):
+    """SQLite's max_page_count makes the store 'full' (SQLITE_FULL) for the connections
+    that write to it; the writer must keep (spool) the points and write them later."""
+    monkeypatch.setenv("MLOPS_JUPYTER_HEARTBEAT", "0.05")  # the writer thread writes at once
+    with mj.start_run() as run:
+        w = writer_for(run.store)
+        mj.log_metric("auto", 0.0)
+        mj.flush()
+        deadline = time.monotonic() + 10
+        while len(run.store._all) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # wait for the writer thread's own connection
+        conns = list(run.store._all)
+        assert len(conns) >= 2
+        for c in conns:
+            c.execute("PRAGMA max_page_count=1")  # clamps to the current size: no growth
+        for i in range(1, 20_001):
+            mj.log_metric("auto", float(i))  # automatic steps across the spool boundary
+        with pytest.raises(Exception, match="full|rollback"):
+            mj.flush()
+        assert w.pending() == 20_000 and w.q.spooled_points > 0
+        assert _held_in_memory(w) <= BOUND + w.q.stage_max
+        for c in conns:
+            c.execute("PRAGMA max_page_count=1073741823")
+        mj.flush()
+        assert w.pending() == 0
+        mj.log_metric("auto", 20_001.0)
+    m = mj.metrics(run.id, "auto")
+    assert m["step"].to_list() == list(range(20_002))
+    assert m["value"].to_list() == [float(i) for i in range(20_002)]
+
+
+def test_logging_threads_and_a_small_bound_lose_nothing(small_queue):
+    with mj.start_run() as run:
+
+        def work(k):
+            for i in range(5000):
+                mj.log_metric(f"t{k}", float(i), step=i)
+
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    m = mj.metrics(run.id)
+    assert m.height == 15_000
+    for k in range(3):
+        assert mj.metrics(run.id, f"t{k}")["step"].to_list() == list(range(5000))
+
+
+def test_queue_holds_typed_arrays_not_tuples(small_queue):
+    """Past the soft limit the points are packed: 24 bytes a point in numpy arrays."""
+    with mj.start_run() as run:
+        w = writer_for(run.store)
+        with w._lock:  # keep the writer from draining while we look
+            for i in range(3 * BOUND):
+                mj.log_metric("k", float(i))
+            assert len(w.q.stage) <= w.q.stage_max
+            blocks = list(w.q.blocks)
+            assert blocks
+            for b in blocks:
+                for _rid, key, steps, ts, vals in b.groups or w.q.spool.get(b):
+                    assert key == "k"
+                    assert steps.dtype.itemsize + ts.dtype.itemsize + vals.dtype.itemsize == 24
+    assert mj.metrics(run.id, "k")["value"].to_list() == [float(i) for i in range(3 * BOUND)]
