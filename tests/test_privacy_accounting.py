@@ -161,3 +161,19 @@ def test_step_limit_search_is_exact(sigma, q, target, limit):
         assert curve(n) <= target
     if n < limit:
         assert curve(n + 1) > target
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"warn_at": True}, "warn_at must be a fraction"),
+        ({"warn_at": 1.5}, "warn_at must be a fraction"),
+        ({"target_epsilon": "3"}, "target_epsilon must be a positive finite number"),
+        ({"target_epsilon": math.inf}, "target_epsilon must be a positive finite number"),
+    ],
+)
+def test_budget_rule_settings_are_checked(kwargs, match):
+    from mlops_jupyter.privacy import BudgetTracker
+
+    with pytest.raises(InvalidInputError, match=match):
+        BudgetTracker(EpsilonCurve(2.0, 0.02, DELTA, "rdp"), **kwargs)

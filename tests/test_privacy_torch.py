@@ -135,6 +135,8 @@ def test_budget_warns_then_stops_before_exceeding_with_a_checkpoint():
     store = current_store()
     served = api_queries.alerts(store, rstore.resolve_run(store, run.id))
     assert sorted(a["level"] for a in served) == ["critical", "warning"]
+    warn = alerts.filter(alerts["level"] == "warning")["message"][0]
+    assert "the budget allows 7 steps" in warn
     stop = alerts.filter(alerts["level"] == "critical")
     assert "stopped after 7 steps" in stop["message"][0]
     assert exc.value.checkpoint is not None and exc.value.checkpoint.exists()

@@ -70,9 +70,17 @@ class BudgetTracker:
     ) -> None:
         from ..errors import InvalidInputError
 
-        if not isinstance(warn_at, (int, float)) or not 0 < warn_at <= 1:
+        if (
+            isinstance(warn_at, bool)
+            or not isinstance(warn_at, (int, float))
+            or not 0 < warn_at <= 1
+        ):
             raise InvalidInputError(f"warn_at must be a fraction in (0, 1], got {warn_at!r}")
-        if target_epsilon is not None and not 0 < float(target_epsilon) < math.inf:
+        if target_epsilon is not None and not (
+            isinstance(target_epsilon, (int, float))
+            and not isinstance(target_epsilon, bool)
+            and 0 < target_epsilon < math.inf
+        ):
             raise InvalidInputError(
                 f"target_epsilon must be a positive finite number, got {target_epsilon!r}"
             )
@@ -245,7 +253,13 @@ class BudgetTracker:
             run,
             "warning",
             f"privacy budget: epsilon={eps:.3g} is {eps / target:.0%} of the target "
-            f"{target:g} after {steps} steps; training stops after step {self.max_steps}",
+            f"{target:g} after {steps} steps; the budget allows "
+            + (
+                f"more than {self.max_steps}"
+                if self.max_steps == self._horizon
+                else f"{self.max_steps}"
+            )
+            + " steps",
             {"epsilon": eps, "target_epsilon": target, "steps": steps, "max_steps": self.max_steps},
             closed=False,
         )
