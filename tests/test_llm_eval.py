@@ -167,6 +167,11 @@ def test_bad_examples_get_their_own_errors_and_the_others_are_scored():
     assert t["judge"][6] is None and t["relevance"][6] is not None
     assert t["token_f1"][8] is None and t["relevance"][8] is not None
     assert res.worst(8)["error"].null_count() == 0  # errors come first
+    w = res.worst(10, by="relevance")
+    assert w["error"][:8].null_count() == 0 and set(w["row"][8:]) == {0, 9}
+    assert w["relevance"][8] <= w["relevance"][9]
+    with pytest.raises(InvalidInputError, match="by: no score 'rouge9'"):
+        res.worst(by="rouge9")
     s = dict(zip(res.summary["metric"], res.summary["n"]))
     assert s["judge"] == 4 and s["relevance"] == 5 and s["error_rate"] == len(rows)
 

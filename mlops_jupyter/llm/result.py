@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..errors import InvalidInputError
+
 # where a lower value is the better one (used for "worst first" and for regressions)
 LOWER_IS_BETTER = frozenset({"refusal", "error_rate", "latency_s", "completion_tokens"})
 # descriptive statistics: neither direction is a regression
@@ -81,6 +83,11 @@ class EvalResult:
     def worst(self, n: int = 20, by: str | None = None) -> pl.DataFrame:
         """Examples with errors first, then by `by` (default: the primary score) worst first."""
         by = by or self.primary
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidInputError(f"n must be a non-negative integer, got {n!r}")
+        cols = pl.read_parquet_schema(self.path)
+        if by is not None and by not in cols:
+            raise InvalidInputError(f"by: no score {by!r} in the table; columns: {list(cols)}")
         t = pl.scan_parquet(self.path).with_columns(pl.col("error").is_not_null().alias("_err"))
         keys, desc = ["_err"], [True]
         if by is not None:
