@@ -3,60 +3,11 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+export * from './types';
+
 export const PREFIX = 'mlops/api/v1';
 
-export interface MetricSummary {
-  last: number | null;
-  min: number | null;
-  max: number | null;
-}
-
-export interface RunRow {
-  id: string;
-  name: string;
-  experiment: string;
-  status: string;
-  start_time: number;
-  end_time: number | null;
-  duration_s: number;
-  attempt: number;
-  parent_id: string | null;
-  metric: MetricSummary | null;
-}
-
-export interface RunsPage {
-  total: number;
-  offset: number;
-  limit: number;
-  metric: string | null;
-  runs: RunRow[];
-}
-
-export interface Curve {
-  run_id: string;
-  name: string;
-  key: string;
-  n: number;
-  decimated: boolean;
-  step: number[];
-  value: (number | null)[];
-}
-
-export interface Compare {
-  runs: {
-    id: string;
-    name: string;
-    experiment: string;
-    status: string;
-    duration_s: number;
-    params: Record<string, unknown>;
-    metrics: Record<string, { count: number; last: number | null; min: number | null; max: number | null }>;
-  }[];
-  param_keys: string[];
-  params_differ: string[];
-  metric_keys: string[];
-  curves: Record<string, Curve[]>;
-}
+export type Query = Record<string, string | string[] | undefined>;
 
 export class ApiError extends Error {
   constructor(
@@ -67,7 +18,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function api<T>(path: string, query: Record<string, string | string[] | undefined> = {}): Promise<T> {
+/** The full URL of a route with its query string. */
+export function apiUrl(path: string, query: Query = {}): string {
   const settings = ServerConnection.makeSettings();
   const params = new URLSearchParams();
   for (const [k, v] of Object.entries(query)) {
@@ -79,16 +31,27 @@ export async function api<T>(path: string, query: Record<string, string | string
     }
   }
   const qs = params.toString();
-  const url = URLExt.join(settings.baseUrl, PREFIX, path) + (qs ? `?${qs}` : '');
-  const response = await ServerConnection.makeRequest(url, {}, settings);
-  let body: any = null;
-  try {
-    body = await response.json();
-  } catch {
-    body = null;
-  }
+  return URLExt.join(settings.baseUrl, PREFIX, path) + (qs ? `?${qs}` : '');
+}
+
+/** GET a route; the raw response (for text answers such as CSV). */
+export async function apiRaw(path: string, query: Query = {}): Promise<Response> {
+  const settings = ServerConnection.makeSettings();
+  const response = await ServerConnection.makeRequest(apiUrl(path, query), {}, settings);
   if (!response.ok) {
-    throw new ApiError(response.status, (body && body.error) || response.statusText);
+    let msg = response.statusText;
+    try {
+      const body = (await response.json()) as { error?: string };
+      msg = body.error ?? msg;
+    } catch {
+      // not JSON: keep the status text
+    }
+    throw new ApiError(response.status, msg);
   }
-  return body as T;
+  return response;
+}
+
+export async function api<T>(path: string, query: Query = {}): Promise<T> {
+  const response = await apiRaw(path, query);
+  return (await response.json()) as T;
 }

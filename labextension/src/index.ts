@@ -1,7 +1,8 @@
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
-import { MlopsPanel } from './panel';
+import { Dashboard } from './dashboard/dashboard';
+import { DASHBOARD_COMMAND, MlopsPanel } from './panel';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path class="jp-icon3" fill="#616161" ' +
@@ -11,15 +12,10 @@ const icon = new LabIcon({ name: 'mlops-jupyter:icon', svgstr: ICON_SVG });
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'mlops-jupyter-labextension:sidebar',
-  description: 'MLOps sidebar: runs, comparison, telemetry, alerts and drift.',
+  description: 'MLOps sidebar: runs, comparison, telemetry, alerts and drift; the dashboard tab.',
   autoStart: true,
   optional: [ILabShell, ILayoutRestorer, ICommandPalette],
-  activate: (
-    app: JupyterFrontEnd,
-    shell: ILabShell | null,
-    restorer: ILayoutRestorer | null,
-    palette: ICommandPalette | null
-  ) => {
+  activate: (app: JupyterFrontEnd, shell: ILabShell | null, restorer: ILayoutRestorer | null, palette: ICommandPalette | null) => {
     const panel = new MlopsPanel(app);
     panel.title.icon = icon;
     app.shell.add(panel, 'left', { rank: 600 });
@@ -30,8 +26,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'MLOps: Show Runs Sidebar',
       execute: () => app.shell.activateById(panel.id)
     });
+    let dashboard: MainAreaWidget<Dashboard> | null = null;
+    app.commands.addCommand(DASHBOARD_COMMAND, {
+      label: 'MLOps: Open as dashboard',
+      execute: () => {
+        if (!dashboard || dashboard.isDisposed) {
+          const content = new Dashboard(app);
+          dashboard = new MainAreaWidget({ content });
+          dashboard.id = 'mlops-jupyter-dashboard-tab';
+          dashboard.title.label = 'MLOps dashboard';
+          dashboard.title.icon = icon;
+          dashboard.title.closable = true;
+          app.shell.add(dashboard, 'main');
+        }
+        app.shell.activateById(dashboard.id);
+      }
+    });
     if (palette) {
       palette.addItem({ command: 'mlops:open-sidebar', category: 'MLOps' });
+      palette.addItem({ command: DASHBOARD_COMMAND, category: 'MLOps' });
     }
   }
 };
