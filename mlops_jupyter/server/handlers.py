@@ -294,4 +294,7 @@ def setup_handlers(serverapp) -> None:
         *_extra_routes(),
         (r"/(.*)", NotFound),
     ]
+    from .media import media_routes  # media routes live in their own module
+
+    routes[-1:-1] = media_routes()  # before the catch-all
     web_app.add_handlers(".*$", [(base + pat, h) for pat, h in routes])
