@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint bench browser clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser clean
 
 setup: $(VENV)/.installed
 
@@ -37,7 +37,12 @@ browser:
 lint: setup
 	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
 
-test: setup browser lint
+# eslint (typescript-eslint, no `any`) over the lab extension; node_modules come from the
+# committed yarn.lock (setup's build installs them; installed here only when missing)
+lint-ts: setup
+	cd labextension && { test -x node_modules/.bin/eslint || PATH="$(CURDIR)/$(VENV)/bin:$$PATH" jlpm install --immutable; } && node_modules/.bin/eslint src
+
+test: setup browser lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra
 
 # The suite on the oldest (3.10 + pandas 2.3 + numpy 2.2 + the lowest polars allowed) and the
