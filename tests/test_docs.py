@@ -35,8 +35,10 @@ def _scratch(tmp_path):
     return work, work / ".mlops"
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_doc_examples_run_as_copied(doc, tmp_path):
+def run_document(doc, tmp_path) -> tuple[list[str], str | None]:
+    """Run every block of `doc` in one session. Returns the failures (every broken block,
+    then runs the examples left failed or crashed) and what was not run for want of an
+    optional extra."""
     blocks = collect(doc)
     work, store = _scratch(tmp_path)
     failures, not_run = [], None
@@ -49,19 +51,42 @@ def test_doc_examples_run_as_copied(doc, tmp_path):
                 session.run(block)
             except AssertionError as e:  # keep going: report every broken block at once
                 failures.append(str(e))
-    assert not failures, "\n\n".join(failures)
     if (store / "store.db").exists():
-        # a %%mlops_run cell may show an error without the test seeing an exception:
-        # no run the examples made may have ended failed or crashed
+        # a run can end badly without an exception reaching the cell (a %%mlops_run body
+        # that failed, a kernel that lost a run): no run the examples made may do so
         mj.set_store(store)
         try:
             runs = mj.runs()
         finally:
             mj.set_store(None)
         bad = runs.filter(runs["status"].is_in(["failed", "crashed"]))
-        assert bad.is_empty(), f"{doc.name}: runs ended badly:\n{bad.select('name', 'status')}"
+        if not bad.is_empty():
+            failures.append(f"{doc.name}: runs ended badly:\n{bad.select('name', 'status')}")
+    return failures, not_run
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_doc_examples_run_as_copied(doc, tmp_path):
+    failures, not_run = run_document(doc, tmp_path)
+    assert not failures, "\n\n".join(failures)
     if not_run:
         pytest.skip(f"earlier blocks passed; {not_run} (not installed)")
+
+
+def test_a_run_left_failed_fails_the_document(tmp_path):
+    doc = _write(
+        tmp_path,
+        """\
+        ```python
+        import mlops_jupyter as mj
+        mj.start_run("left-failed")
+        mj.end_run(status="failed")
+        ```
+        """,
+    )
+    failures, not_run = run_document(doc, tmp_path)
+    assert not_run is None
+    assert len(failures) == 1 and "runs ended badly" in failures[0] and "left-failed" in failures[0]
 
 
 def test_every_doc_has_runnable_examples_and_skips_say_why():
