@@ -19,6 +19,7 @@ import traitlets as t
 from ..store import telemetry as tstore
 from ..telemetry import sampler
 from ..telemetry.sources import THERMAL_STATES
+from .media_view import media_items
 from .render import decimate, jsonable, static_html, telemetry_items
 
 STATIC = Path(__file__).parent / "static"
@@ -63,6 +64,7 @@ class _Base(anywidget.AnyWidget):
     telemetry = t.List().tag(sync=True)
     series = t.Dict().tag(sync=True)
     alerts = t.List().tag(sync=True)
+    media = t.List().tag(sync=True)  # latest images/figures per key (media_view.py)
     updates = t.Int(0).tag(sync=True)
 
     _shown_at: int | None = None
@@ -141,6 +143,7 @@ class LiveMonitor(_Base):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.cpu_s = 0.0  # CPU time spent following (for benchmarks)
+        self._media_seen, self._media_cache = 0, {}
         uid, name, status = tstore.run_rows(store, [rid])[rid]
         self.title = f"{name} ({uid})"
         self.status = status
@@ -191,7 +194,13 @@ class LiveMonitor(_Base):
             for r in tstore.list_events(self._store, [self._rid], ("alert", "throttle"))
         ]
         sig = tuple((a["message"], a["end"]) for a in alerts)
+        self._media_seen, media = media_items(
+            self._store, self._rid, self._media_seen, self._media_cache
+        )
         with self.hold_sync():
+            if media is not None:
+                self.media = media
+                changed = True
             if series is not None:
                 self.series = series
             self.telemetry = telemetry_items(sample)
@@ -242,6 +251,9 @@ class LiveMonitor(_Base):
             self._thread.join(2.0)
         try:
             run._writer.flush()
+            from ..media import flush_media
+
+            flush_media(timeout=2.0)  # images logged just before the end are shown too
             self.refresh()
         except Exception:
             pass

@@ -78,8 +78,10 @@ function render({ model, el: root }) {
   const strip = el("div", "mlw-strip");
   const grid = el("div", "mlw-grid");
   const alerts = el("div", "mlw-alerts");
-  root.append(head, strip, grid, alerts);
+  const mediaGrid = el("div", "mlw-media");
+  root.append(head, strip, grid, mediaGrid, alerts);
   const charts = new Map();
+  const mediaBoxes = new Map();
   let pending = false;
 
   function drawHead() {
@@ -155,6 +157,52 @@ function render({ model, el: root }) {
     }
   }
 
+  // latest image/figure per key; a slider picks an earlier step (it follows new steps
+  // while it sits at the newest one)
+  function showMedia(m) {
+    const it = m.item;
+    const i = Math.min(Number(m.slider.value), it.urls.length - 1);
+    if (m.img.getAttribute("src") !== it.urls[i]) m.img.src = it.urls[i];
+    m.box.dataset.step = String(it.steps[i]);
+    m.stepLabel.textContent = `step ${it.steps[i]} (${i + 1}/${it.steps.length})`;
+  }
+
+  function drawMedia() {
+    const items = model.get("media") || [];
+    for (const it of items) {
+      let m = mediaBoxes.get(it.key);
+      if (!m) {
+        const box = el("div", "mlw-media-item");
+        box.dataset.key = it.key;
+        const label = el("div", "mlw-chart-label", it.key);
+        const img = el("img", "mlw-media-img");
+        img.alt = it.key;
+        const row = el("div", "mlw-media-row");
+        const slider = el("input", "mlw-media-slider");
+        slider.type = "range";
+        slider.min = "0";
+        slider.step = "1";
+        const stepLabel = el("span", "mlw-media-step");
+        row.append(slider, stepLabel);
+        box.append(label, img, row);
+        mediaGrid.append(box);
+        m = { box, img, slider, stepLabel, item: it, follow: true };
+        const mm = m;
+        slider.addEventListener("input", () => {
+          mm.follow = Number(slider.value) === mm.item.urls.length - 1;
+          showMedia(mm);
+        });
+        mediaBoxes.set(it.key, m);
+      }
+      m.item = it;
+      m.slider.max = String(it.urls.length - 1);
+      m.slider.disabled = it.urls.length < 2;
+      if (m.follow) m.slider.value = String(it.urls.length - 1);
+      m.box.dataset.steps = String(it.steps.length);
+      showMedia(m);
+    }
+  }
+
   // coalesce bursts of trait changes into one paint per frame
   function schedule() {
     if (pending) return;
@@ -165,10 +213,11 @@ function render({ model, el: root }) {
       drawStrip();
       drawSeries();
       drawAlerts();
+      drawMedia();
     });
   }
-  drawHead(); drawStrip(); drawSeries(); drawAlerts();
-  for (const name of ["title", "status", "thermal", "updates", "telemetry", "series", "alerts"]) {
+  drawHead(); drawStrip(); drawSeries(); drawAlerts(); drawMedia();
+  for (const name of ["title", "status", "thermal", "updates", "telemetry", "series", "alerts", "media"]) {
     model.on("change:" + name, schedule);
   }
   const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(schedule) : null;
