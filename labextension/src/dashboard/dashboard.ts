@@ -352,11 +352,17 @@ export class Dashboard extends Widget {
       const i = d.fields.indexOf(a.startsWith('metrics.') && !/\.(last|min|max)$/.test(a) ? `${a}.last` : a);
       return d.rows.map(r => (typeof r[i] === 'number' ? (r[i] as number) : null));
     });
-    this.parcoords = new ParallelCoords(axes, data, b => {
-      this.brushes = new Map(b);
-      void this.table.reload();
-      void this.renderGroups();
-    });
+    const width = Math.max(360, this.chartBody.clientWidth - 10);
+    this.parcoords = new ParallelCoords(
+      axes,
+      data,
+      b => {
+        this.brushes = new Map(b);
+        void this.table.reload();
+        void this.renderGroups();
+      },
+      width
+    );
     for (const [k, v] of this.brushes) {
       this.parcoords.brushes.set(k, v);
     }

@@ -42,9 +42,10 @@ export class RunsTable {
   query: () => Query = () => ({});
 
   constructor(private cb: TableCallbacks) {
-    this.viewport.appendChild(this.spacer);
+    // the header scrolls sideways with the rows and stays on top (sticky)
+    this.viewport.append(this.header, this.spacer);
     this.viewport.onscroll = () => this.renderRows();
-    this.node.append(this.header, this.viewport);
+    this.node.append(this.viewport);
   }
 
   private params(offset: number): Query {
@@ -164,7 +165,7 @@ export class RunsTable {
     const id = String(r[0]);
     const name = String(r[1] ?? '');
     const row = el('div', 'mj-dash-row', null, { 'data-run-id': id });
-    row.style.top = `${i * ROW_H}px`;
+    row.style.top = `${ROW_H + i * ROW_H}px`;
     row.classList.toggle('mj-selected', this.selected.has(id));
     const check = el('input', 'mj-dash-cell mj-dash-check', null, { type: 'checkbox', title: 'Select for the charts' });
     check.checked = this.selected.has(id);
