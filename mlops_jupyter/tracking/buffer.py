@@ -21,7 +21,7 @@ import numpy as np
 
 from .validate import KNOWN_KEYS, MAX_STEP, key_problem
 
-STAGE_MAX = 65_536  # tuples held before packing (about 8 MiB)
+STAGE_MAX = 131_072  # tuples held before the caller packs them itself (about 15 MiB)
 _rid_of, _key_of, _step_of, _value_of, _ts_of = (itemgetter(i) for i in range(5))
 
 # One series of a block: run rowid, key, steps (int64, -1 = "next automatic step"),
@@ -92,7 +92,19 @@ def _pack_fast(items: list[tuple]) -> Block:
     n = len(items)
     rids = list(map(_rid_of, items))
     keys = list(map(_key_of, items))
-    pairs = dict.fromkeys(zip(rids, keys))  # unique series, first-seen order
+    r0, k0 = rids[0], keys[0]
+    one_run = rids.count(r0) == n  # the usual case; count() is a C loop
+    if one_run and keys.count(k0) == n:
+        pairs: dict = {(r0, k0): None}
+        codes = None
+    elif one_run:
+        kcode = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        pairs = {(r0, k): None for k in kcode}
+        codes = np.fromiter(map(kcode.__getitem__, keys), np.intp, n)
+    else:
+        pairs = dict.fromkeys(zip(rids, keys))  # unique series, first-seen order
+        code = {p: i for i, p in enumerate(pairs)}
+        codes = np.fromiter(map(code.__getitem__, zip(rids, keys)), np.intp, n)
     for rid, key in pairs:
         if type(rid) is not int or (key not in KNOWN_KEYS and key_problem(key) is not None):
             raise _Unclean
@@ -109,17 +121,14 @@ def _pack_fast(items: list[tuple]) -> Block:
             raise _Unclean  # floats, bools, numpy ints: let the slow path judge them
         if auto:
             raw = [-1 if s is None else s for s in raw]
-        steps = np.array(raw, dtype=np.int64)  # OverflowError beyond int64
+        steps = np.fromiter(raw, np.int64, n)  # OverflowError beyond int64
         # -1 marks an automatic step: an explicit negative step must not pass for one
         if int(steps.min()) < -1 or int(np.count_nonzero(steps == -1)) != auto:
             raise _Unclean
-    if len(pairs) == 1:
-        ((rid, key),) = pairs
-        return Block([(rid, key, steps, ts, vals)], n)
-    code = {p: i for i, p in enumerate(pairs)}
-    codes = np.fromiter(map(code.__getitem__, zip(rids, keys)), np.intp, n)
+    if codes is None:
+        return Block([(r0, k0, steps, ts, vals)], n)
     order = np.argsort(codes, kind="stable")
-    ends = np.cumsum(np.bincount(codes, minlength=len(code)))
+    ends = np.cumsum(np.bincount(codes, minlength=len(pairs)))
     steps, ts, vals = steps[order], ts[order], vals[order]
     groups, a = [], 0
     for (rid, key), b in zip(pairs, ends.tolist()):
@@ -173,12 +182,6 @@ class Spool:
             pos += 24 * n
         return out
 
-    def reset(self) -> None:
-        """Every spilled block was written: give the space back."""
-        if self.f is not None:
-            self.f.seek(0)
-            self.f.truncate()
-
     def close(self) -> None:
         if self.f is not None:
             self.f.close()
@@ -203,7 +206,7 @@ class Queue:
         self.blocks: collections.deque[Block] = collections.deque()
         self.max_points = max(1, max_points)
         self.stage_max = max(1, min(STAGE_MAX, self.max_points // 4))
-        self.soft = max(1, self.stage_max // 2)
+        self.soft = max(1, self.stage_max // 8)  # wake the writer early
         self.limit = self.soft
         self.mem_points = 0  # points in in-memory blocks
         self.spooled_points = 0
@@ -311,7 +314,7 @@ class Queue:
                 else:
                     self.mem_points -= b.n
             if self.spooled_points == 0 and self.spool.f is not None:
-                self.spool.reset()
+                self.spool.close()  # everything spilled was written: give the space back
 
     def close(self) -> None:
         self.spool.close()

@@ -46,6 +46,7 @@ class Run:
         self._q = writer.q
         self._stage = writer.queue
         self._append = writer.queue.append  # integrations may wrap this (hpo's pruning tap)
+        self._raw_append = self._append
         self._on_end: list = []  # callbacks(run, status), run before the final flush
 
     def __repr__(self) -> str:
@@ -76,20 +77,28 @@ class Run:
         """Log several metrics at one step: `run.log(step=3, loss=0.2, acc=0.9)`.
 
         Every key and value is checked before any point is buffered."""
+        self._log(step, metrics)
+
+    def _log(self, step: int | None, metrics: dict[str, Any]) -> None:
         if step is not None and (type(step) is not int or step < 0 or step > MAX_STEP):
             step = as_step(step)
         if self.status != "running":
             self._check_open()
+        t = _now()
+        rid = self._rid
+        points = []
+        add = points.append
         for key, value in metrics.items():
             if key not in KNOWN_KEYS:
                 bad_key(key)
             if type(value) is not float:
-                metrics[key] = as_value(key, value)
-        t = _now()
-        rid = self._rid
-        append = self._append
-        for key, value in metrics.items():
-            append((rid, key, step, value, t))
+                value = as_value(key, value)
+            add((rid, key, step, value, t))
+        if self._append is self._raw_append:
+            self._stage.extend(points)  # one call for every key
+        else:  # an integration wraps the append: it sees each point
+            for p in points:
+                self._append(p)
         if len(self._stage) >= self._q.limit:
             self._q.full()
 
