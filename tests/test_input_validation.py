@@ -338,3 +338,15 @@ def test_any_param_is_refused_or_round_trips(value):
     # NaN != NaN, so compare the JSON texts (NaN tokens, -0.0 and wide ints included)
     assert json.dumps(got) == json.dumps(_norm(value))
     assert mj.runs().height == before + 1  # the table reads whatever was stored
+
+
+def test_captured_literal_params_skip_dicts_with_non_string_keys():
+    """A `%%mlops_run` cell with `weights = {0: 1.0}` must not make the run refuse to
+    start: such a literal is not captured as a param (it could not round-trip)."""
+    from mlops_jupyter.capture import literal_params
+
+    got = literal_params("weights = {0: 1.0, 1: 3.0}\nlr = 0.1\nopt = {'name': 'adam'}")
+    assert got == {"lr": 0.1, "opt": {"name": "adam"}}
+    with mj.start_run(params=got) as run:
+        pass
+    assert mj.get_run(run.id)["params"] == got

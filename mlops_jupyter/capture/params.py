@@ -68,7 +68,8 @@ def _value(node: ast.AST) -> Any:
         for k, v in zip(node.keys, node.values):
             kv = _value(k) if k is not None else _NO_VALUE
             vv = _value(v)
-            if kv is _NO_VALUE or vv is _NO_VALUE or not isinstance(kv, (str, int, float, bool)):
+            # params keep only string dict keys (JSON): {0: 1.0} is not captured
+            if kv is _NO_VALUE or vv is _NO_VALUE or not isinstance(kv, str):
                 return _NO_VALUE
             out[kv] = vv
         return out
