@@ -8,6 +8,12 @@ Prints:
   - metric series endpoint for a 1M-point series decimated to <= 2,000 points;
   - the sidebar panel showing N runs in Chromium (click on the tab -> rows drawn).
 Targets from the issue: <= 100 ms, <= 100 ms, <= 1 s.
+
+Dashboard figures (skipped with --no-dashboard; see bench_dashboard below):
+  - first paint of the dashboard tab with 10k and 100k runs x 20 columns (<= 1 s, <= 2 s);
+  - a live run's refresh: bytes per poll with since_step vs a full refetch, and the
+    browser's cost per poll for 4 curves (<= 5 ms);
+  - parallel coordinates of 2,000 trials x 8 params: redraw when brushing (<= 100 ms).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from browser_helpers import launch_chromium, start_lab, stop_lab  # noqa: E402
 from sidebar_helpers import bulk_runs  # noqa: E402
@@ -100,7 +107,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--no-dashboard", action="store_true")
+    ap.add_argument("--dashboard-only", action="store_true")
     args = ap.parse_args()
+    if args.dashboard_only:
+        from bench_dashboard import run_all
+
+        run_all()
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="mj-bench-server-"))
     store = tmp / "store.db"
@@ -166,6 +180,10 @@ def main() -> None:
             )
     finally:
         stop_lab(server)
+    if not (args.no_browser or args.no_dashboard):
+        from bench_dashboard import run_all
+
+        run_all()
 
 
 if __name__ == "__main__":

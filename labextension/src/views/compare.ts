@@ -59,12 +59,20 @@ export class CompareView {
       max_points: '1000',
       since_step: isFinite(since) ? String(since) : undefined
     });
+    const t0 = performance.now();
     let points = 0;
     for (const [key, curves] of Object.entries(fresh.curves)) {
       this.charts.get(key)?.append(curves);
       points += curves.reduce((a, cv) => a + cv.step.length, 0);
     }
     this.last = { ...c, runs: fresh.runs };
+    // uPlot redraws in a microtask queued by setData: these resume after it
+    await Promise.resolve();
+    await Promise.resolve();
+    // the browser's cost of one poll (merge + in-place redraw), read by the benchmark
+    this.body.dataset.pollMs = (performance.now() - t0).toFixed(2);
+    this.body.dataset.pollPoints = String(points);
+    this.body.dataset.polls = String(Number(this.body.dataset.polls ?? '0') + 1);
     return points;
   }
 
