@@ -127,3 +127,39 @@ def test_queue_holds_typed_arrays_not_tuples(small_queue):
                     assert key == "k"
                     assert steps.dtype.itemsize + ts.dtype.itemsize + vals.dtype.itemsize == 24
     assert mj.metrics(run.id, "k")["value"].to_list() == [float(i) for i in range(3 * BOUND)]
+
+
+def test_a_series_that_fails_to_write_is_dropped_without_duplicating_the_others(monkeypatch):
+    """If writing one series raises something other than a store error, that series is
+    dropped (one warning) and the others of the same flush are written exactly once."""
+    from mlops_jupyter.store import metrics as mstore
+
+    real = mstore.append_chunk
+
+    def picky(c, run_id, key_id, seq, steps, ts, values):
+        if values[0] == 666.0:  # stands in for a point the encoder cannot handle
+            raise ValueError("cannot encode this point")
+        return real(c, run_id, key_id, seq, steps, ts, values)
+
+    monkeypatch.setattr(mstore, "append_chunk", picky)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mj.start_run() as run:
+            w = writer_for(run.store)
+            with w._lock:  # one flush holds all three series
+                mj.log(a=1.0, bad=666.0, c=3.0)
+                mj.log(a=2.0, bad=666.0, c=4.0)
+            mj.flush()
+            mj.log(a=5.0, bad=7.0, c=6.0)
+    assert sum("dropped" in str(x.message) for x in caught) == 1
+    assert w.dropped == 2
+    m = mj.metrics(run.id).sort("key", "step")
+    assert m.select("key", "step", "value").rows() == [
+        ("a", 0, 1.0),
+        ("a", 1, 2.0),
+        ("a", 2, 5.0),
+        ("bad", 0, 7.0),
+        ("c", 0, 3.0),
+        ("c", 1, 4.0),
+        ("c", 2, 6.0),
+    ]

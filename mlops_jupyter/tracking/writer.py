@@ -30,6 +30,10 @@ WRITE_BATCH = 262_144  # points per transaction: keeps memory and lock time shor
 STORE_ERRORS = (sqlite3.Error, OSError, MlopsJupyterError)
 
 
+class _DryRun(Exception):
+    """Rolls back a trial transaction that succeeded."""
+
+
 class _Series:
     """Writer-side position of one run/key: next chunk seq, next auto step, open tail."""
 
@@ -171,33 +175,37 @@ class Writer:
             return written
 
     def _write_safely(self, batch: list[tuple[Block, list[Group]]], last: bool) -> int:
-        """Write a batch; if a point (not the store) is the problem, write its blocks one
-        by one and drop the series that cannot be written, so later points keep flowing."""
+        """Write a batch; if a point (not the store) is the problem, find the series that
+        cannot be written (each tried in a transaction that is rolled back), drop them, and
+        write the others in one transaction, so later points keep flowing."""
+        groups = [g for _, gs in batch for g in gs]
         try:
-            return self._write([g for _, gs in batch for g in gs], last)
+            return self._write(groups, last)
         except STORE_ERRORS:
             raise
         except Exception:
             pass
-        n = 0
-        for _, groups in batch:
-            for g in groups:
-                try:
-                    n += self._write([g], last)
-                except STORE_ERRORS:
-                    raise
-                except Exception as e:
-                    if not self.q.dropped:
-                        self._warn(
-                            f"mlops-jupyter: dropped {len(g[4])} point(s) of metric {g[1]!r} "
-                            f"that cannot be written ({type(e).__name__}: {e}); later points "
-                            "are kept"
-                        )
-                    self.q.dropped += len(g[4])
-        return n
+        good = []
+        for g in groups:
+            try:
+                self._write([g], last, dry_run=True)
+            except _DryRun:
+                good.append(g)
+            except STORE_ERRORS:
+                raise
+            except Exception as e:
+                if not self.q.dropped:
+                    self._warn(
+                        f"mlops-jupyter: dropped {len(g[4])} point(s) of metric {g[1]!r} "
+                        f"that cannot be written ({type(e).__name__}: {e}); later points "
+                        "are kept"
+                    )
+                self.q.dropped += len(g[4])
+        return self._write(good, last)
 
-    def _write(self, groups: list[Group], last: bool = True) -> int:
-        """Write series in one transaction; `last`: also compact the tails of ended runs."""
+    def _write(self, groups: list[Group], last: bool = True, dry_run: bool = False) -> int:
+        """Write series in one transaction; `last`: also compact the tails of ended runs;
+        `dry_run`: roll the transaction back (raises _DryRun when it would have worked)."""
         now = time.time()
         beat = bool(self._runs) and now - self._last_hb >= self.hb_interval
         closing = set(self._closing) if last else set()
@@ -257,6 +265,8 @@ class Writer:
                     "UPDATE runs SET heartbeat=? WHERE id=? AND status='running'",
                     [(now, r) for r in list(self._runs)],
                 )
+            if dry_run:
+                raise _DryRun
         self._keys, self._series = keys, series
         self._closing -= closing
         if beat:
