@@ -163,3 +163,26 @@ def test_a_series_that_fails_to_write_is_dropped_without_duplicating_the_others(
         ("c", 1, 4.0),
         ("c", 2, 6.0),
     ]
+
+
+def test_unusable_spool_folder_keeps_points_in_memory(
+    small_queue, store_path, tmp_path, monkeypatch
+):
+    """Last resort: when the spool file cannot be created either, points stay in memory
+    (one warning) rather than being dropped."""
+    monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "missing" / "folder"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mj.start_run() as run:
+            w = writer_for(run.store)
+            mj.flush()
+            other = sqlite3.connect(store_path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            for i in range(5000):
+                mj.log_metric("x", float(i))
+            w.q.compact()
+            assert w.q.spooled_points == 0 and w.pending() == 5000
+            other.execute("COMMIT")
+            other.close()
+    assert sum("cannot spill" in str(x.message) for x in caught) == 1
+    assert mj.metrics(run.id, "x")["value"].to_list() == [float(i) for i in range(5000)]
