@@ -145,10 +145,13 @@ class Writer:
                     )
 
     def close(self) -> None:
-        """Final flush; stops the thread."""
+        """Final flush (at interpreter exit); stops the thread and removes the spool file."""
         self._stop = True
         self._wake.set()
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.q.close()
 
     # -- draining ----------------------------------------------------------------------
     def flush(self) -> int:
