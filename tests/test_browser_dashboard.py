@@ -11,6 +11,7 @@ import io
 import math
 
 import browser_helpers as bh
+import numpy as np
 import pytest
 from browser_helpers import screenshot, start_lab, stop_lab
 from sidebar_helpers import XSS_NAME, populate
@@ -21,12 +22,25 @@ pytestmark = pytest.mark.browser
 browser, page = bh.browser, bh.page
 
 DASH = "#mlops-jupyter-dashboard"
+HOSTILE_TEXT = "<script>window.__pwned = 1</script><b>bold?</b>"
 
 
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
     store = tmp_path / "store.db"
     populate(store)
+    mj.set_store(store)
+    try:  # media of one run: images at three steps and a text whose content is markup
+        with mj.start_run("pics", experiment="media") as run:
+            img = np.zeros((16, 24, 3), np.uint8)
+            for step in range(3):
+                img[:, : 8 * (step + 1)] = 200
+                mj.log_image("samples", img, step=step)
+            mj.log_text("notes", HOSTILE_TEXT, step=1)
+        mj.flush_media()
+    finally:
+        mj.set_store(None)
+    monkeypatch.setenv("MJ_TEST_MEDIA_RUN", run.id)
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
     server = start_lab(tmp_path / "root", store_path=store, env={"MLOPS_JUPYTER_TELEMETRY": "0"})
     server.extra["store"] = store
@@ -67,7 +81,7 @@ def test_dashboard_columns_filter_brush_export(lab, page, tmp_path):
     page.wait_for_selector(".jp-SideBar .lm-TabBar-tab", timeout=60_000)
     open_dashboard(page)
     dash = page.locator(DASH)
-    wait_count(page, "n === 35")
+    wait_count(page, "n === 36")
     # a hostile run name is text in the table: no element made of it, no script ran
     xss = dash.locator(".mj-dash-row [data-col='name']", has_text="onerror")
     assert xss.text_content() == XSS_NAME
@@ -169,4 +183,34 @@ def test_dashboard_columns_filter_brush_export(lab, page, tmp_path):
     dash.locator(".mj-dash-detail .mj-detail-name").wait_for()
     assert dash.locator(".mj-dash-detail .mj-detail-name").text_content().startswith("a-")
     screenshot(page, "dashboard-detail")
+    dash.locator(".mj-back").click()
+
+    # media of a run: images per step with a slider; text shown as text
+    dash.locator(".mj-dash-where").fill("")
+    dash.locator(".mj-dash-experiment").select_option("media")
+    wait_count(page, "n === 1")
+    dash.locator(".mj-dash-tab-media").click()
+    img = dash.locator(".mj-media-key[data-key='samples'] img.mj-media-img")
+    img.wait_for(timeout=20_000)
+    page.wait_for_function(
+        '() => { const i = document.querySelector("#mlops-jupyter-dashboard .mj-media-img");'
+        " return i && i.complete && i.naturalWidth === 24; }",
+        timeout=20_000,
+    )
+    slider = dash.locator(".mj-media-key[data-key='samples'] .mj-media-step")
+    last_src = img.get_attribute("src")
+    slider.fill("0")
+    page.wait_for_function(
+        f"() => document.querySelector('{DASH} .mj-media-img').getAttribute('src') !== {last_src!r}"
+    )
+    assert "step 0" in dash.locator(".mj-media-key[data-key='samples']").text_content()
+    notes = dash.locator(".mj-media-key[data-key='notes'] .mj-media-text")
+    page.wait_for_function(
+        f"() => (document.querySelector(\"{DASH} .mj-media-key[data-key='notes'] "
+        ".mj-media-text\") || {}).textContent !== '…'"
+    )
+    assert notes.text_content() == HOSTILE_TEXT
+    assert page.evaluate("() => window.__pwned === undefined")
+    assert dash.locator(".mj-media b").count() == 0
+    screenshot(page, "dashboard-media")
     assert dialogs == []

@@ -61,6 +61,10 @@ def test_health(srv):
         "drift",
         "metric-keys",
         "runs/long/data",
+        "columns",
+        "table",
+        "groups?by=params.opt",
+        "export.csv",
     ],
 )
 def test_every_route_needs_credentials(srv, path):
@@ -309,3 +313,49 @@ def test_names_and_keys_with_reserved_characters_round_trip(srv):
     assert status == 200 and s["key"] == "val/loss 50%" and s["value"] == [0.25]
     status, s = get(srv, f"runs/{d['id']}/metrics/val/loss%2050%25")  # a raw '/' in the key
     assert status == 200 and s["value"] == [0.25]
+
+
+def test_dashboard_table_groups_and_csv(srv):
+    status, t = get(
+        srv,
+        "table?experiment=exp-a&columns=params.lr,metrics.loss&sort=params.lr"
+        "&order=asc&limit=5&where=params.opt%3Dadam",
+    )
+    assert status == 200 and t["total"] == 15 and len(t["rows"]) == 5
+    lr = t["fields"].index("params.lr")
+    assert [r[lr] for r in t["rows"]] == [0.02, 0.04, 0.06, 0.08, 0.1]
+    assert t["fields"][-1] == "metrics.loss.last"
+    status, cols = get(srv, "columns?experiment=exp-a")
+    assert cols["params"] == ["depth", "lr", "opt"] and "loss" in cols["metrics"]
+    status, g = get(srv, "groups?experiment=exp-a&by=params.opt&metrics=metrics.acc")
+    assert {x["value"]: x["n"] for x in g} == {"adam": 15, "sgd": 15}
+    status, raw = srv.api(
+        API + "export.csv?experiment=exp-a&columns=params.opt&sort=name&order=asc"
+    )
+    assert status == 200
+    lines = raw.strip().splitlines()
+    assert lines[0].endswith(",params.opt") and len(lines) == 31
+    assert lines[1].split(",")[1] == "a-00" and lines[1].endswith(",sgd")
+    # the XSS-named run's name comes back as data
+    _, t = get(srv, "table?experiment=exp-b&limit=100")
+    assert XSS_NAME in [r[1] for r in t["rows"]]
+    for bad, word in [
+        ("table?columns=weights.x", "column"),
+        ("table?limit=0", "limit"),
+        ("table?sort=params.lr&order=up", "order"),
+        ("groups?by=metrics.loss", "param or tag"),
+        ("groups", "by"),
+        ("export.csv?where=params.lr>>1", "bad filter"),
+        ("runs/long/metrics/loss?since_step=x", "since_step"),
+    ]:
+        status, body = get(srv, bad)
+        assert status == 400 and word in body["error"], (bad, body)
+
+
+def test_since_step_over_http(srv):
+    status, s = get(srv, "runs/a-00/metrics/loss?since_step=45")
+    assert status == 200 and s["step"] == [46, 47, 48, 49]
+    assert s["n"] == 50 and s["last_step"] == 49
+    status, c = get(srv, "compare?ids=a-00,a-01&keys=loss,acc&since_step=48")
+    assert [cv["step"] for cv in c["curves"]["loss"]] == [[49], [49]]
+    assert [cv["step"] for cv in c["curves"]["acc"]] == [[49], [49]]

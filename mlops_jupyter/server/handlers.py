@@ -262,17 +262,10 @@ def _store_path(serverapp) -> str:
 
 
 def _extra_routes() -> list[tuple[str, Any]]:
-    """Routes kept in their own modules (dashboard; media when that module is there)."""
-    import importlib
-
+    """The dashboard's routes (their own module)."""
     from .dashboard import ROUTES
 
-    out = list(ROUTES)
-    try:
-        out += importlib.import_module(f"{__package__}.media").ROUTES
-    except (ImportError, AttributeError):
-        pass
-    return out
+    return list(ROUTES)
 
 
 def setup_handlers(serverapp) -> None:

@@ -207,6 +207,7 @@ export class Dashboard extends Widget {
       this.groupBy.appendChild(el('option', '', c, { value: c }));
     }
     this.brushes.clear();
+    this.table.selected.clear();
     await this.reload();
   }
 
