@@ -242,3 +242,17 @@ def test_log_image_caller_cost_is_small():
     enc.encode_png(img)
     t_encode = time.perf_counter() - t_encode
     assert float(np.median(times)) < max(t_encode / 2, 200e-6)
+
+
+def test_copy_false_reads_the_callers_array_and_never_reuses_it():
+    a = np.full((4, 4, 3), 7, np.uint8)
+    with mj.start_run("nocopy") as run:
+        mj.log_image("own", a, step=0, copy=False)
+        mj.flush_media()
+        for i in range(3):  # copies made afterwards must not land in the caller's array
+            mj.log_image("copied", np.full((4, 4, 3), 100 + i, np.uint8), step=i)
+        mj.flush_media()
+    assert (a == 7).all()
+    np.testing.assert_array_equal(mj.load_media(run, "own", 0), a)
+    for i in range(3):
+        assert (mj.load_media(run, "copied", i) == 100 + i).all()

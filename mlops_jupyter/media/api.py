@@ -68,18 +68,28 @@ def _step(run: Any, key: str, step: Any) -> int:
     return s
 
 
-def log_image(key: str, img: Any, step: int | None = None, *, run: Any = None) -> None:
+def log_image(
+    key: str, img: Any, step: int | None = None, *, run: Any = None, copy: bool = True
+) -> None:
     """Log an image at `step` (None: one past this key's last step), stored as PNG.
 
     `img`: numpy array, PIL image, torch or MLX tensor; HW, HWC or CHW (torch tensors are
-    read as CHW when the first axis has 1, 3 or 4 entries); uint8, bool or float in [0, 1]."""
+    read as CHW when the first axis has 1, 3 or 4 entries); uint8, bool or float in [0, 1].
+    The pixels are copied before the call returns (encoding happens later, on the media
+    worker); `copy=False` skips that copy of a numpy array, which is then read later and
+    must not be changed until `mj.flush_media()`."""
     key = _key(key)
     r = _run(run)
-    snap, layout = enc.snapshot_image(img)
+    snap, layout = enc.snapshot_image(img, copy)
     s = _step(r, key, step)
+    ours = copy and isinstance(img, np.ndarray)  # only our own copies go back to the pool
 
     def encode(x: Any) -> bytes:
-        return enc.encode_png(enc.image_array(x, layout))
+        try:
+            return enc.encode_png(enc.image_array(x, layout))
+        finally:
+            if ours:
+                enc.recycle(x)
 
     WORKER.submit(r, key, s, "image", "image/png", "png", snap, encode)
 
