@@ -206,7 +206,24 @@ def test_running_run_refreshes_by_itself(tmp_path, monkeypatch, page):
         page.wait_for_selector("#mlops-jupyter-sidebar .mj-card >> text=live-one")
         screenshot(page, "sidebar-live")
         panel.locator(".mj-tab-runs").click()
+        # the running run's detail: its chart is updated in place by the poll (only the
+        # new points are fetched), not rebuilt
+        row.locator(".mj-run-name").click()
+        chart = panel.locator(".mj-detail .mj-chart[data-key='loss']")
+        page.wait_for_function(
+            '() => { const c = document.querySelector("#mlops-jupyter-sidebar .mj-detail '
+            ".mj-chart[data-key='loss']\"); return c && c.dataset.points === '1'; }",
+            timeout=20_000,
+        )
+        chart.evaluate("c => { c.__original = true; }")
         run_cell(page, 1)
+        page.wait_for_function(
+            '() => { const c = document.querySelector("#mlops-jupyter-sidebar .mj-detail '
+            ".mj-chart[data-key='loss']\"); return c && c.dataset.points === '2'; }",
+            timeout=20_000,
+        )
+        assert chart.evaluate("c => c.__original === true && Number(c.dataset.updates) >= 1")
+        panel.locator(".mj-back").click()
         # no click: the poll picks up the new status and the new key metric value
         page.wait_for_function(
             "() => { const b = document.querySelector('#mlops-jupyter-sidebar .mj-run .mj-badge');"

@@ -154,3 +154,18 @@ def test_widget_and_server_decimate_alike(values, buckets):
         assert np.nanmin(wy[np.isfinite(wy)]) == finite.min()
     if (~np.isfinite(y)).any() and buckets >= 2:
         assert (~np.isfinite(wy)).any()
+
+
+def test_user_and_host_columns_on_a_shared_store(sweep):
+    """A store with runs from several hosts and a `user` column (a team store) makes the
+    dashboard show both; a local one-host store does not."""
+    s = current_store()
+    with s.write() as c:
+        c.execute("ALTER TABLE runs ADD COLUMN user TEXT")
+        c.execute("UPDATE runs SET user = 'ana', host = 'gpu-1' WHERE name = 't-00'")
+    cols = at.columns(s)
+    assert cols["has_user"] is True and cols["has_host"] is True
+    t = at.table(s, experiment="sweep", sort="host", order="asc", limit=50)
+    f = t["fields"]
+    row = next(r for r in t["rows"] if r[f.index("name")] == "t-00")
+    assert row[f.index("user")] == "ana" and row[f.index("host")] == "gpu-1"

@@ -85,6 +85,10 @@ export class CurveChart {
     return this.curves;
   }
 
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
   /** New data: drawn in place when the runs are the same, else the chart is rebuilt. */
   update(curves: Curve[], options?: CurveOptions): void {
     const rebuild = options !== undefined && JSON.stringify(options) !== JSON.stringify(this.options);

@@ -13,11 +13,22 @@ export interface DetailContext {
   back?: { label: string; onClick: () => void };
 }
 
-/** Render run `id` into `v` (replacing its content); returns the run or null on error. */
+// the charts of the run shown in a detail container, kept across refreshes of that run
+const shown = new WeakMap<HTMLElement, { id: string; charts: Map<string, CurveChart> }>();
+
+/** Render run `id` into `v` (replacing its content); returns the run. Rendering the same
+ * run again (a running run's refresh) keeps its charts and appends only the new points. */
 export async function renderDetail(v: HTMLElement, id: string, ctx: DetailContext, scrollTop = true): Promise<RunDetail> {
   const d = await api<RunDetail>(`runs/${encodeURIComponent(id)}`);
   const scroll = v.scrollTop;
-  destroyCharts(v);
+  const prev = shown.get(v);
+  const alive = prev !== undefined && Array.from(prev.charts.values()).every(c => !c.isDestroyed);
+  const keep = prev && alive && prev.id === d.id && v.isConnected ? prev.charts : null;
+  if (keep) {
+    keep.forEach(c => c.host.remove()); // detached, not destroyed
+  } else {
+    destroyCharts(v);
+  }
   v.replaceChildren();
   const top = el('div', 'mj-detail-top');
   if (ctx.back) {
@@ -65,15 +76,33 @@ export async function renderDetail(v: HTMLElement, id: string, ctx: DetailContex
     const keys = metrics.slice(0, 4).map(m => m.key);
     const charts = el('div', 'mj-charts');
     v.append(charts);
-    // one request for every curve of the run
-    void api<Compare>('compare', { ids: d.id, keys: keys.join(','), max_points: '500' }).then(c => {
-      for (const k of keys) {
-        const curves = c.curves[k] ?? [];
-        if (curves.length) {
-          charts.appendChild(new CurveChart(k, curves, ctx.width()).host);
+    const have = keep && keys.every(k => keep.has(k)) ? keep : null;
+    if (have) {
+      // the same charts, updated in place with the points after the last step they hold
+      keys.forEach(k => charts.appendChild(have.get(k)!.host));
+      const since = Math.min(...keys.map(k => have.get(k)!.data[0]?.step.slice(-1)[0] ?? -1));
+      void api<Compare>('compare', { ids: d.id, keys: keys.join(','), max_points: '500', since_step: String(since) }).then(c => {
+        keys.forEach(k => have.get(k)!.append(c.curves[k] ?? []));
+      });
+    } else {
+      keep?.forEach(c => c.destroy());
+      const made = new Map<string, CurveChart>();
+      shown.set(v, { id: d.id, charts: made });
+      // one request for every curve of the run
+      void api<Compare>('compare', { ids: d.id, keys: keys.join(','), max_points: '500' }).then(c => {
+        for (const k of keys) {
+          const curves = c.curves[k] ?? [];
+          if (curves.length) {
+            const chart = new CurveChart(k, curves, ctx.width());
+            made.set(k, chart);
+            charts.appendChild(chart.host);
+          }
         }
-      }
-    });
+      });
+    }
+  } else {
+    keep?.forEach(c => c.destroy());
+    shown.delete(v);
   }
   const sysm = d.metrics.filter(m => m.key.startsWith('sys/'));
   if (sysm.length) {
