@@ -80,7 +80,12 @@ def snapshot_image(img: Any, copy: bool = True) -> tuple[Any, str]:
         # clone is asynchronous on an accelerator; the copy to host happens on the worker
         return img.detach().clone(), "chw"
     if mod == "mlx":
-        return img, "hwc"  # MLX arrays are immutable
+        if img.ndim not in (2, 3):
+            raise InvalidInputError(
+                f"img must have 2 (HW) or 3 (HWC/CHW) dimensions, got shape {tuple(img.shape)}"
+            )
+        # MLX evaluates lazily on streams bound to the calling thread: evaluate here
+        return np.array(img), "hwc"
     if mod == "PIL":
         return img.copy(), "hwc"
     raise InvalidInputError(
