@@ -167,6 +167,18 @@ def test_dashboard_columns_filter_brush_export(lab, page, tmp_path):
     }
     assert {r["id"] for r in rows} == expected
 
+    # scatter of a param against a metric and a histogram, over the same (brushed) runs
+    dash.locator(".mj-dash-tab-scatter").click()
+    dash.locator(".mj-dash-x").select_option("params.lr")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('{DASH} svg.mj-scatter circle.mj-dot').length === {n}"
+    )
+    dash.locator(".mj-dash-tab-histogram").click()
+    hist = dash.locator("svg.mj-histogram")
+    hist.wait_for()
+    assert f"({n} runs)" in hist.text_content()
+    screenshot(page, "dashboard-histogram")
+
     # curves of two selected runs, then a run's detail inside the tab
     dash.locator(".mj-dash-row input[type=checkbox]").nth(0).check()
     dash.locator(".mj-dash-row input[type=checkbox]").nth(1).check()
