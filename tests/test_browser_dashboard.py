@@ -225,4 +225,13 @@ def test_dashboard_columns_filter_brush_export(lab, page, tmp_path):
     assert page.evaluate("() => window.__pwned === undefined")
     assert dash.locator(".mj-media b").count() == 0
     screenshot(page, "dashboard-media")
+
+    # a run that appears later is listed without a click (the tab polls the store)
+    mj.set_store(lab.extra["store"])
+    try:
+        with mj.start_run("late", experiment="media"):
+            mj.log(loss=0.5)
+    finally:
+        mj.set_store(None)
+    wait_count(page, "n === 2")
     assert dialogs == []

@@ -18,6 +18,10 @@ type Chart = 'curves' | 'scatter' | 'parallel' | 'histogram' | 'media';
 const CHART_RUNS = 5000; // runs fetched for scatter / parallel coordinates / histogram
 const POLL_MS = 3000;
 
+function signature(exps: Experiment[]): string {
+  return exps.map(e => `${e.name}:${e.runs}:${e.running}:${e.last_start}`).join('|');
+}
+
 function storageKey(experiment: string): string {
   return `mlops-jupyter:dashboard-columns:${experiment || '*'}`;
 }
@@ -150,6 +154,7 @@ export class Dashboard extends Widget {
   private async start(): Promise<void> {
     try {
       const exps = await api<Experiment[]>('experiments');
+      this.signature = signature(exps);
       for (const e of exps) {
         this.experiment.appendChild(el('option', '', `${e.name} (${e.runs})`, { value: e.name }));
       }
@@ -159,8 +164,24 @@ export class Dashboard extends Widget {
     await this.loadColumns();
   }
 
+  private signature = '';
+
   private async poll(): Promise<void> {
-    if (this.isVisible && this.chart === 'curves') {
+    if (!this.isVisible) {
+      return;
+    }
+    // runs that start, end or appear: the table is reloaded (its scroll position kept)
+    try {
+      const exps = await api<Experiment[]>('experiments');
+      const sig = signature(exps);
+      if (sig !== this.signature) {
+        void this.table.reload();
+      }
+      this.signature = sig;
+    } catch {
+      // the next poll tries again
+    }
+    if (this.chart === 'curves') {
       await this.compare.poll().catch(() => 0);
     }
   }
