@@ -218,6 +218,7 @@ def drift(
     and to both versions) unless store=False."""
     from .report import DriftReport
 
+    stats.require_scipy()  # fail before any work, with the extra to install
     if num_method != "auto" and num_method not in NUM_METHODS:
         raise InvalidInputError(f"num_method must be 'auto' or one of {NUM_METHODS}")
     if cat_method != "auto" and cat_method not in CAT_METHODS:

@@ -1,85 +1,70 @@
-"""Drift statistics in plain numpy: KS (exact D from raw values, or from quantile sketches),
-chi-squared two-sample test, PSI, Jensen-Shannon distance and normed Wasserstein.
+"""Drift statistics: KS (exact D from raw values, or from quantile sketches), chi-squared
+two-sample test, PSI, Jensen-Shannon distance and normed Wasserstein.
 
-p-values are computed here (asymptotic Kolmogorov distribution, regularized incomplete
-gamma) so the core needs no scipy."""
+p-values come from scipy (the `data` extra) so a verdict here is the one scipy or Evidently
+gives on the same data; scipy is imported on first use, so the core imports without it."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
+from ..errors import MlopsJupyterError
+
 EPS = 1e-4  # probability floor for empty bins in PSI/JS (the usual choice, as in Evidently)
+KS_EXACT_MAX_N = 10_000  # scipy's ks_2samp(method="auto") uses the exact distribution up to here
+
+
+class MissingExtraError(MlopsJupyterError, ImportError):
+    """An optional dependency needed for this feature is not installed."""
+
+
+def require_scipy():
+    """scipy.stats, or a MissingExtraError saying which extra to install."""
+    try:
+        import scipy.stats as sps
+    except ImportError as e:
+        raise MissingExtraError(
+            "drift p-values need scipy: pip install 'mlops-jupyter[data]'"
+        ) from e
+    return sps
 
 
 # -- p-values -----------------------------------------------------------------------------
-def kolmogorov_sf(lam: float) -> float:
-    """P(K > lam) for the Kolmogorov distribution (limit of sqrt(n) * D_n)."""
-    if lam <= 0:
-        return 1.0
-    if lam < 1.18:
-        # the alternating series converges slowly for small lam; use the dual (theta) form
-        y = math.exp(-(math.pi**2) / (8 * lam * lam))
-        s = sum(y ** ((2 * k - 1) ** 2) for k in range(1, 8))
-        return max(0.0, min(1.0, 1.0 - math.sqrt(2 * math.pi) / lam * s))
-    s = 0.0
-    for k in range(1, 101):
-        t = 2 * (-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam)
-        s += t
-        if abs(t) < 1e-17:
-            break
-    return max(0.0, min(1.0, s))
+def _samples_with_d(h: int, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two samples of sizes n and m whose KS statistic is h / (n*m), or the nearest value two
+    such samples can have (a D read off quantile sketches may lie between): i of n and j of
+    m values at 0, the rest at 1, with i*m - j*n as close to h as possible."""
+    i = np.arange(n + 1, dtype=np.int64)
+    j = np.clip(np.rint((i * m - h) / n), 0, m).astype(np.int64)
+    k = int(np.argmin(np.abs(i * m - j * n - h)))
+    i0, j0 = int(i[k]), int(j[k])
+    a = np.r_[np.zeros(i0), np.ones(n - i0)]
+    b = np.r_[np.zeros(j0), np.ones(m - j0)]
+    return a, b
 
 
 def ks_pvalue(d: float, n: int, m: int) -> float:
-    """Two-sided two-sample KS p-value (asymptotic, with Stephens' small-sample correction)."""
-    if n <= 0 or m <= 0:
+    """Two-sided two-sample KS p-value of statistic `d` for samples of sizes n and m, as
+    scipy's ks_2samp(method="auto") gives it: the exact distribution up to 10,000 rows per
+    side, the asymptotic (Smirnov) one above."""
+    if n <= 0 or m <= 0 or d is None or math.isnan(d):
         return float("nan")
-    en = math.sqrt(n * m / (n + m))
-    return kolmogorov_sf((en + 0.12 + 0.11 / en) * d)
-
-
-def _gammq(a: float, x: float) -> float:
-    """Regularized upper incomplete gamma Q(a, x) (series / continued fraction)."""
-    if x <= 0:
-        return 1.0
-    gln = math.lgamma(a)
-    if x < a + 1:
-        ap, s = a, 1.0 / a
-        d = s
-        for _ in range(10000):
-            ap += 1
-            d *= x / ap
-            s += d
-            if abs(d) < abs(s) * 1e-15:
-                break
-        return max(0.0, 1.0 - s * math.exp(-x + a * math.log(x) - gln))
-    tiny = 1e-300
-    b = x + 1 - a
-    c = 1 / tiny
-    d = 1 / b
-    h = d
-    for i in range(1, 10000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return min(1.0, math.exp(-x + a * math.log(x) - gln) * h)
-
-
-def chi2_sf(x: float, dof: int) -> float:
-    """Survival function of the chi-squared distribution."""
-    if dof <= 0:
-        return 1.0
-    return _gammq(dof / 2.0, x / 2.0)
+    sps = require_scipy()
+    d = min(max(float(d), 0.0), 1.0)
+    if max(n, m) <= KS_EXACT_MAX_N:
+        # scipy computes the exact p-value only inside ks_2samp, which takes samples: hand it
+        # two samples with exactly this D (D lies on the 1/lcm(n, m) grid, as scipy rounds it)
+        a, b = _samples_with_d(round(d * n * m), n, m)
+        with warnings.catch_warnings():
+            # where the exact sum fails scipy falls back to the asymptotic value and says so;
+            # the value is the one scipy gives, the warning is noise inside a drift report
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(sps.ks_2samp(a, b, method="auto").pvalue)
+    en = n * m / (n + m)
+    return float(np.clip(sps.kstwo.sf(d, np.round(en)), 0.0, 1.0))
 
 
 # -- categorical ----------------------------------------------------------------------------
@@ -95,11 +80,8 @@ def chi2_two_sample(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[flo
     nr, nc = r.sum(), c.sum()
     if k < 2 or nr == 0 or nc == 0:
         return 0.0, 1.0, 0
-    tot = r + c
-    er = tot * nr / (nr + nc)
-    ec = tot * nc / (nr + nc)
-    stat = float(((r - er) ** 2 / er).sum() + ((c - ec) ** 2 / ec).sum())
-    return stat, chi2_sf(stat, k - 1), k - 1
+    res = require_scipy().chi2_contingency(np.vstack([r, c]), correction=False)
+    return float(res.statistic), float(res.pvalue), int(res.dof)
 
 
 def _probs(counts: np.ndarray) -> np.ndarray:
