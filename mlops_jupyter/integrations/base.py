@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..tracking import active_run, start_run
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -29,8 +31,6 @@ class RunHandle:
             return self.given
         if self.owned is not None:
             return self.owned
-        from ..tracking import active_run, start_run
-
         r = active_run()
         if r is None:
             self.owned = r = start_run(self.name)
@@ -126,7 +126,10 @@ def plain_params(params: Any, prefix: str = "", depth: int = 0) -> dict[str, Any
 
 
 def log_importance(
-    scores: dict[str, float], key: str = "feature_importance", run: Any = None
+    scores: dict[str, float],
+    key: str = "feature_importance",
+    run: Any = None,
+    step: int | None = None,
 ) -> None:
     """Log {feature: importance} as a table (feature, importance), largest first."""
     import polars as pl
@@ -138,4 +141,4 @@ def log_importance(
         {"feature": [k for k, _ in items], "importance": [float(v) for _, v in items]},
         schema={"feature": pl.Utf8, "importance": pl.Float64},
     )
-    log_table(key, frame, run=run)
+    log_table(key, frame, step, run=run)

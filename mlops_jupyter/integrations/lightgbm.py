@@ -51,7 +51,9 @@ class MlopsCallback(Guarded):
             b = env.model
             names = b.feature_name()
             vals = b.feature_importance(importance_type=self.importance_type)
-            log_importance(dict(zip(names, (float(v) for v in vals))), run=run)
+            log_importance(
+                dict(zip(names, (float(v) for v in vals))), run=run, step=env.iteration + 1
+            )
 
 
 def mlops_callback(

@@ -73,7 +73,9 @@ class MlopsCallback(xgboost.callback.TrainingCallback, Guarded):
     @guarded
     def _end(self, model: Any) -> None:
         if self.log_importance and hasattr(model, "get_score"):
+            rounds = model.num_boosted_rounds() if hasattr(model, "num_boosted_rounds") else None
             log_importance(
                 model.get_score(importance_type=self.importance_type),
                 run=self.handle.get(),
+                step=rounds,  # at the round count: no store lookup for the next step
             )
