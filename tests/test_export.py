@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 from export_helpers import NOTEBOOKS, make_nb
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mlops_jupyter as mj
 from mlops_jupyter.errors import InvalidInputError
@@ -300,22 +302,116 @@ def test_source_run_is_found_by_notebook_path_tag(tmp_path):
     assert f"SOURCE_RUN = {r.id!r}" in text and "EXPERIMENT = 'exp1'" in text
 
 
-def test_params_yaml_subset_round_trips_and_overrides_are_typed(tmp_path):
+def test_params_yaml_round_trips_and_overrides_are_typed(tmp_path):
     values = {"a": 1, "b": 0.5, "c": "adam", "d": True, "e": None, "f": [64, 64], "g": math.inf}
+    values |= {"h": "yes", "i": "1e-3", "j": {"x": [1, 2]}, "k": "two\nlines", "l": "null"}
     f = tmp_path / "params.yaml"
     f.write_text(P.dump(values, "header line"))
+    assert f.read_text().startswith("# header line\n")
     assert P.load(f) == values
     f.write_text("lr: 0.1  # learning rate\nname: 'it''s'\nflag: yes\nlayers: [a, b]\n")
     assert P.load(f) == {"lr": 0.1, "name": "it's", "flag": True, "layers": ["a", "b"]}
     assert P.coerce("lr", "0.01", 0.1) == 0.01 and P.coerce("n", "3", 1) == 3
+    assert P.coerce("lr", "1e-3", 0.1) == 0.001 and P.coerce("n", "1e3", 1) == 1000
     assert P.coerce("opt", "sgd", "adam") == "sgd" and P.coerce("opt", "123", "adam") == "123"
+    assert P.coerce("opt", "a: [b", "adam") == "a: [b"  # a string parameter takes the text
+    assert P.coerce("layers", "[32, 16]", [64]) == [32, 16]
+    assert P.coerce("layers", "- 8\n- 4", [64]) == [8, 4]  # the same loader as the file
     with pytest.raises(InvalidInputError, match="integer"):
         P.coerce("n", "0.5", 1)
     with pytest.raises(InvalidInputError, match="true or false"):
         P.coerce("flag", "maybe", False)
-    f.write_text("  nested: 1\n")
-    with pytest.raises(InvalidInputError, match="line 1"):
+    with pytest.raises(InvalidInputError, match="list"):
+        P.coerce("layers", "64", [64])
+    with pytest.raises(InvalidInputError, match="cannot read the value"):
+        P.coerce("layers", "[1, 2", [64])
+    f.write_text("lr: 0.1\nlayers: [64, 64\n")
+    with pytest.raises(InvalidInputError, match=r"params.yaml, line \d+: not valid YAML"):
         P.load(f)
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(InvalidInputError, match="mapping of parameter names"):
+        P.load(f)
+
+
+HAND_EDITED = r"""
+# params.yaml as people write it by hand
+"lr": 3e-4            # quoted key, exponent without a dot
+'batch size': 32
+epochs: 10  # comment after a value
+layers:               # block list
+  - 128
+  - 64
+optimizer:
+  name: adamw         # nested block mapping
+  betas: [0.9, 0.999]
+prompt: |
+  Answer briefly.
+  Cite the source.
+note: >
+  folded onto
+  one line
+path: "C:\\data\\train.csv"
+empty:
+flag: off
+"""
+
+
+def test_hand_edited_params_yaml_in_ordinary_yaml_styles(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(HAND_EDITED)
+    assert P.load(f) == {
+        "lr": 3e-4,
+        "batch size": 32,
+        "epochs": 10,
+        "layers": [128, 64],
+        "optimizer": {"name": "adamw", "betas": [0.9, 0.999]},
+        "prompt": "Answer briefly.\nCite the source.\n",
+        "note": "folded onto one line\n",
+        "path": "C:\\data\\train.csv",
+        "empty": None,
+        "flag": False,
+    }
+
+
+def test_hand_edits_are_held_to_the_parameters_cell_types(tmp_path):
+    from mlops_jupyter.export.runtime import resolve_params
+
+    declared = {"lr": 0.1, "epochs": 3, "layers": [64], "opt": "adam", "extra": None}
+    (tmp_path / "params.yaml").write_text(
+        "lr: 1e-3\nepochs: 5.0\nlayers:\n  - 32\n  - 16\nopt: sgd  # faster\n"
+    )
+    got = resolve_params(tmp_path, declared, {"epochs": "7"})
+    assert got == {"lr": 0.001, "epochs": 7, "layers": [32, 16], "opt": "sgd", "extra": None}
+    assert type(got["lr"]) is float and type(got["epochs"]) is int
+    (tmp_path / "params.yaml").write_text("epochs: ten\n")
+    with pytest.raises(InvalidInputError, match="epochs: expected an integer"):
+        resolve_params(tmp_path, declared, None)
+    (tmp_path / "params.yaml").write_text("opt: 12\n")
+    with pytest.raises(InvalidInputError, match="opt: expected a string"):
+        resolve_params(tmp_path, declared, None)
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True),
+        _scalars | st.lists(_scalars, max_size=4) | st.dictionaries(st.text(max_size=5), _scalars),
+        max_size=8,
+    )
+)
+def test_params_yaml_round_trips_any_parameters_cell(tmp_path_factory, values):
+    f = tmp_path_factory.mktemp("p") / "params.yaml"
+    f.write_text(P.dump(values, "header"), encoding="utf-8")
+    assert P.load(f) == values
 
 
 def test_outputs_use_native_formats(tmp_path):

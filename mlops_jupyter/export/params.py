@@ -1,117 +1,139 @@
-"""params.yaml without a YAML dependency: a writer and a reader for the small, safe subset
-a parameters cell produces (`key: value` lines, values in JSON/YAML flow style)."""
+"""params.yaml: written and read with PyYAML's safe dumper and loader, so a file edited the
+way YAML is usually written (block lists, comments, quoted keys, multi-line strings) reads
+as YAML says; `--param NAME=VALUE` goes through the same loader and is checked against the
+type of the parameter's default."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import InvalidInputError
 
-_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*)$")
-_WORDS = {
-    "true": True,
-    "false": False,
-    "yes": True,
-    "no": False,
-    "null": None,
-    "~": None,
-    "none": None,
-    ".inf": math.inf,
-    "+.inf": math.inf,
-    "-.inf": -math.inf,
-    ".nan": math.nan,
-}
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` and `1E5` as floats (YAML 1.2 and JSON do; PyYAML's
+    YAML 1.1 rules need a dot, so `lr: 1e-3` would be the string "1e-3")."""
 
 
-def format_value(v: Any) -> str:
-    """One value in YAML flow style (JSON, except for inf/nan which YAML spells .inf/.nan)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return ".nan" if math.isnan(v) else (".inf" if v > 0 else "-.inf")
-    return json.dumps(v, ensure_ascii=False)
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes the strings _Loader would read as floats ("1e-3")."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _str(dumper: yaml.SafeDumper, v: str) -> yaml.Node:
+    # YAML 1.1 line breaks (NEL, LS, PS) do not survive plain or single-quoted style
+    style = '"' if any(c in v for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", v, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _plain(v: Any, where: str) -> Any:
+    """Tuples as lists (YAML has no tuple); anything YAML cannot hold is refused by name."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, where) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x, f"{where}.{k}") for k, x in v.items()}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise InvalidInputError(f"parameter {where}: {type(v).__name__} cannot be written to YAML")
 
 
 def dump(params: dict[str, Any], header: str = "") -> str:
     """params.yaml text; `header` becomes leading comment lines."""
     lines = [f"# {h}" if h else "#" for h in header.splitlines()]
-    lines += [f"{k}: {format_value(v)}" for k, v in params.items()]
-    return "\n".join(lines) + "\n"
+    body = {k: _plain(v, k) for k, v in params.items()}
+    text = yaml.dump(
+        body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=None
+    )
+    return "\n".join(lines) + ("\n" if lines else "") + (text if body else "")
 
 
 def parse_value(text: str) -> Any:
-    """A scalar or flow list/dict as written in params.yaml or given as `--param k=v`."""
-    t = text.strip()
-    if t == "":
-        return None
-    if t.lower() in _WORDS:
-        return _WORDS[t.lower()]
+    """One value as YAML reads it (`3`, `0.1`, `1e-3`, `adam`, `[64, 64]`, `{a: 1}`)."""
     try:
-        return json.loads(t)
-    except ValueError:
-        pass
-    if len(t) >= 2 and t[0] == t[-1] == "'":
-        return t[1:-1].replace("''", "'")
-    if t[0] in "[{":
-        inner = t[1:-1]
-        if t[0] == "[" and t[-1] == "]" and not re.search(r"[\[\]{}\"']", inner):
-            # a YAML flow list of plain words: [a, b]
-            return [parse_value(x) for x in inner.split(",")] if inner.strip() else []
-        raise InvalidInputError(f"cannot read the value {t!r}")
-    return t
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise InvalidInputError(f"cannot read the value {text.strip()!r}: {e}") from None
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a params.yaml written by `dump` (and hand edits in the same style)."""
-    out: dict[str, Any] = {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _KEY.match(line)
-        if not m or line[0].isspace():
-            raise InvalidInputError(
-                f"{path}, line {n}: expected `name: value` (one parameter per line, values "
-                f'in JSON/YAML flow style such as 3, 0.1, "adam", [64, 64]), got {line!r}'
-            )
-        raw = m.group(2)
-        try:
-            out[m.group(1)] = parse_value(raw)
-        except InvalidInputError:
-            # a trailing comment: `lr: 0.1  # learning rate`
-            out[m.group(1)] = parse_value(re.split(r"\s+#", raw, maxsplit=1)[0])
-        else:
-            if isinstance(out[m.group(1)], str) and re.search(r"\s+#", raw):
-                out[m.group(1)] = parse_value(re.split(r"\s+#", raw, maxsplit=1)[0])
-    return out
+    """Read params.yaml: a mapping of parameter names to values."""
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise InvalidInputError(
+            f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}); "
+            "expected one `name: value` per parameter"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}"
+        )
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise InvalidInputError(f"{path}: parameter names must be strings, got {bad!r}")
+    return data
 
 
-def coerce(name: str, raw: str, default: Any) -> Any:
-    """A `--param name=raw` override, checked against the type of the default value."""
-    if isinstance(default, str):
-        v = parse_value(raw)
-        return v if isinstance(v, str) else raw.strip()
-    v = parse_value(raw)
+def check(name: str, v: Any, default: Any, where: str = "params.yaml") -> Any:
+    """A value for parameter `name`, checked against (and converted to) its default's type."""
     if default is None:
         return v
     if isinstance(default, bool):
         if not isinstance(v, bool):
-            raise InvalidInputError(f"--param {name}: expected true or false, got {raw!r}")
+            raise InvalidInputError(f"{where} {name}: expected true or false, got {v!r}")
         return v
     if isinstance(default, int):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InvalidInputError(f"--param {name}: expected an integer, got {raw!r}")
+            raise InvalidInputError(f"{where} {name}: expected an integer, got {v!r}")
         if isinstance(v, float) and not v.is_integer():
-            raise InvalidInputError(f"--param {name}: expected an integer, got {raw!r}")
+            raise InvalidInputError(f"{where} {name}: expected an integer, got {v!r}")
         return int(v)
     if isinstance(default, float):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InvalidInputError(f"--param {name}: expected a number, got {raw!r}")
+            raise InvalidInputError(f"{where} {name}: expected a number, got {v!r}")
         return float(v)
-    if isinstance(default, (list, dict)) and not isinstance(v, type(default)):
-        raise InvalidInputError(
-            f"--param {name}: expected a {type(default).__name__} like "
-            f"{format_value(default)}, got {raw!r}"
-        )
+    if isinstance(default, str):
+        if not isinstance(v, str):
+            raise InvalidInputError(
+                f"{where} {name}: expected a string, got {v!r} (quote it: '{v}')"
+            )
+        return v
+    if isinstance(default, (list, tuple)) and not isinstance(v, list):
+        raise InvalidInputError(f"{where} {name}: expected a list like {list(default)!r}")
+    if isinstance(default, dict) and not isinstance(v, dict):
+        raise InvalidInputError(f"{where} {name}: expected a mapping like {default!r}")
     return v
+
+
+def coerce(name: str, raw: str, default: Any) -> Any:
+    """A `--param name=raw` override, read as YAML and checked against the default's type.
+    For a string parameter the text is taken as it is (`--param opt=123` is "123")."""
+    if isinstance(default, str):
+        try:
+            v = parse_value(raw)
+        except InvalidInputError:
+            return raw.strip()
+        return v if isinstance(v, str) else raw.strip()
+    return check(name, parse_value(raw), default, "--param")

@@ -79,7 +79,9 @@ def resolve_params(
     f = pkgdir / "params.yaml"
     values = dict(declared)
     if f.is_file():
-        values.update(P.load(f))
+        for k, v in P.load(f).items():
+            # a hand edit is held to the parameters cell's types, like a --param override
+            values[k] = P.check(k, v, declared[k], str(f)) if k in declared else v
     for k, raw in (overrides or {}).items():
         if k not in values:
             known = ", ".join(values) or "(none)"
