@@ -44,7 +44,7 @@ export class RunsView {
   constructor(private cb: RunsCallbacks) {
     const filters = el('div', 'mj-filters');
     this.status.appendChild(el('option', '', 'any status', { value: '' }));
-    for (const s of ['running', 'finished', 'failed', 'killed', 'crashed']) {
+    for (const s of ['running', 'finished', 'failed', 'killed', 'crashed', 'stopped']) {
       this.status.appendChild(el('option', '', s, { value: s }));
     }
     this.experiment.appendChild(el('option', '', 'all experiments', { value: '' }));
