@@ -208,3 +208,48 @@ def test_random_state_round_trips_from_any_point_of_the_streams(
     np.random.rand(5)
     rngstate.restore(rngstate.load(folder, entry))
     assert (random.random(), np.random.standard_normal(), np.random.rand()) == want
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_keeps_the_stage_lines(monkeypatch):
+    monkeypatch.delenv("MLOPS_JUPYTER_PROGRESS", raising=False)
+    term = _Terminal()
+    prog = Progress(3, 8, stream=term)
+    prog.header("pipeline p: 3 stages")
+    prog.cached(1, "load")
+    prog.start(2, "train")
+    prog.done(2, "train", 0.5, ["w"])
+    prog.start(3, "evaluate")
+    prog.failed(3, "evaluate", 0.1)
+    out = term.getvalue()
+    # the tqdm bar over the stages, drawn between the lines and cleared at the end
+    assert "1/3" in out and "2/3" in out and "stage" in out and "\r" in out
+    lines = [ln.split("\r")[-1] for ln in out.split("\n") if "[" in ln]
+    assert "[1/3] load     cached" in lines
+    assert "[2/3] train    done in 0.50s  -> w" in lines
+    assert "[3/3] evaluate FAILED after 0.10s" in lines
+    assert prog._bar is None and prog._thread is None
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(monkeypatch):
+    monkeypatch.delenv("MLOPS_JUPYTER_PROGRESS", raising=False)
+    buf = io.StringIO()
+    prog = Progress(2, 5, stream=buf)
+    prog.start(1, "a")
+    prog.done(1, "a", 0.25, [])
+    assert buf.getvalue() == "[1/2] a     running\n[1/2] a     done in 0.25s\n"
+    for quiet, env in ((True, None), (False, "0")):
+        if env:
+            monkeypatch.setenv("MLOPS_JUPYTER_PROGRESS", env)
+        term = _Terminal()
+        prog = Progress(2, 5, stream=term, quiet=quiet)
+        prog.start(1, "a")
+        prog.done(1, "a", 0.25, [])
+        assert ("|" in term.getvalue()) is False
+        assert term.getvalue() == (
+            "" if quiet else "[1/2] a     running\n[1/2] a     done in 0.25s\n"
+        )

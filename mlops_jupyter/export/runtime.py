@@ -211,6 +211,7 @@ def run_pipeline(
             rng = (folder, man["rng"])
             summary["stages"][st.name] = "ran"
     except StageFailed as e:
+        prog.close()
         summary["failed"] = getattr(e, "stage", None)
         gather(getattr(e, "run_id", None), parent, values)
         save_state(state_file, parent, "failed", summary["failed"])
@@ -219,10 +220,12 @@ def run_pipeline(
             parent.end("failed")
         raise
     except BaseException as e:
+        prog.close()
         save_state(state_file, parent, "failed", None)
         if parent is not None:
             parent.end("killed" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
+    prog.close()
     save_state(state_file, parent, "finished", None)
     if parent is not None:
         ran = sum(v == "ran" for v in summary["stages"].values())
