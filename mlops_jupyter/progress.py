@@ -8,8 +8,9 @@ tqdm, drawn as a widget in a notebook and as a text bar on a terminal.
             bar.update()
 
 A bar is drawn only where someone can see it: in a Jupyter kernel, or when the stream is a
-terminal; never with quiet=True or MLOPS_JUPYTER_PROGRESS=0 (=1 draws one anywhere), and
-only once the work has run `delay` seconds, so short calls print nothing. Not for the logging
+terminal; never with quiet=True or MLOPS_JUPYTER_PROGRESS=0, and only once the work has run
+`delay` seconds, so short calls print nothing (MLOPS_JUPYTER_PROGRESS=1 draws every bar at
+once, anywhere). Not for the logging
 hot path: call it around work that takes seconds, not per logged point.
 """
 
@@ -22,6 +23,12 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 ENV = "MLOPS_JUPYTER_PROGRESS"
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def _env() -> str:
+    return os.environ.get(ENV, "").strip().lower()
 
 
 def in_kernel() -> bool:
@@ -39,10 +46,10 @@ def in_kernel() -> bool:
 
 def visible(quiet: bool = False, file: TextIO | None = None) -> bool:
     """Whether a bar would be drawn: not quiet, not switched off, and a kernel or a terminal."""
-    env = os.environ.get(ENV, "").strip().lower()
-    if quiet or env in ("0", "false", "no", "off"):
+    env = _env()
+    if quiet or env in _OFF:
         return False
-    if env in ("1", "true", "yes", "on"):
+    if env in _ON:
         return True
     if in_kernel():
         return True
@@ -68,6 +75,9 @@ def progress(
     """A tqdm bar (use as an iterator wrapper or with `.update()`); disabled, at no cost
     beyond a counter, where `visible()` says nobody would see it."""
     show = visible(quiet, file)
+    if show and _env() in _ON:
+        delay = 0
+        kwargs.setdefault("mininterval", 0)  # every update drawn: a log to read afterwards
     if show and file is None and in_kernel():
         with warnings.catch_warnings():
             # without ipywidgets tqdm.auto falls back to a text bar and warns about it

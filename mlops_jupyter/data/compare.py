@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import InvalidInputError
+from ..progress import progress
 from ..store import data as dstore
 from . import stats
 from .catalog import (
@@ -161,8 +162,17 @@ def _raw_pair(reference: Any, current: Any, categorical: list[str] | None):
     # the heavy parts (binning, sorting cells, hashing) release the GIL: use both cores
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(2 if big else 1) as ex:
-        pairs = list(ex.map(lambda n: _numeric_pair(dfr[n], dfc[n]), names))
+    with (
+        ThreadPoolExecutor(2 if big else 1) as ex,
+        progress(total=len(names), desc="drift: profiling", unit="col") as bar,
+    ):
+
+        def pair(n: str):
+            out = _numeric_pair(dfr[n], dfc[n])
+            bar.update()
+            return out
+
+        pairs = list(ex.map(pair, names))
         done_r = {n: p[0] for n, p in zip(names, pairs) if p is not None}
         done_c = {n: p[1] for n, p in zip(names, pairs) if p is not None}
         fr = ex.submit(object_record, reference, None, categorical, done_r, dfr)
@@ -247,7 +257,8 @@ def drift(
         names = list(columns)
     results, skipped = [], []
     cats = set(categorical or ())
-    for n in names:
+    # p-values of large samples take scipy ~0.1 s per column: a bar once it runs a second
+    for n in progress(names, desc="drift: tests", unit="col"):
         pr, pc = pref[n], pcur[n]
         kr = "categorical" if n in cats or pr["kind"] == "boolean" else pr["kind"]
         kc = "categorical" if n in cats or pc["kind"] == "boolean" else pc["kind"]

@@ -94,23 +94,31 @@ def file_fingerprint(path: str | os.PathLike, use_cache: bool = True) -> str:
 def dir_fingerprint(path: str | os.PathLike) -> tuple[str, list[dict[str, Any]]]:
     """Fingerprint of a directory tree (relative paths and file contents; hidden files and
     folders skipped) and its file listing [{path, size, fingerprint}]."""
+    from ..progress import progress
+
     root = Path(path).resolve()
-    files = []
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             if fn.startswith("."):
                 continue
             fp = Path(dirpath) / fn
-            if not fp.is_file():
-                continue
+            if fp.is_file():
+                found.append((fp, fp.stat().st_size))
+    files = []
+    # a big folder takes a while to hash: a bar in bytes once it runs a second
+    total = sum(size for _, size in found)
+    with progress(total=total, desc="fingerprint", unit="B", unit_scale=True) as bar:
+        for fp, size in found:
             files.append(
                 {
                     "path": fp.relative_to(root).as_posix(),
-                    "size": fp.stat().st_size,
+                    "size": size,
                     "fingerprint": file_fingerprint(fp),
                 }
             )
+            bar.update(size)
     files.sort(key=lambda f: f["path"])
     h = hasher()
     h.update(b"dir\0")

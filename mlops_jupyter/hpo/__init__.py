@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, MlopsJupyterError
+from ..progress import progress
 from .tap import Tap
 from .view import SweepView, set_display_factory
 
@@ -304,6 +305,10 @@ def sweep(
 
     t_end = None if timeout is None else time.monotonic() + timeout
     status = "finished"
+    # without a live view (a script, or live=False): a tqdm bar over the trials where visible
+    bar = progress(
+        total=n_trials, desc=f"sweep {st.study_name}", unit="trial", quiet=handle is not None
+    )
     try:
         for _ in range(n_trials):
             if t_end is not None and time.monotonic() > t_end:
@@ -336,6 +341,9 @@ def sweep(
                 except Exception as e:
                     warnings.warn(f"sweep callback failed: {e}", RuntimeWarning, 2)
             redraw()
+            bar.update()
+            if view.best is not None:
+                bar.set_postfix(best=f"{view.best[1]:.4g}", refresh=False)
     except KeyboardInterrupt:
         status = "killed"
         raise
@@ -343,6 +351,7 @@ def sweep(
         status = "failed"
         raise
     finally:
+        bar.close()
         view.done = True
         redraw(force=True)
         if _has_best(st):
