@@ -208,3 +208,18 @@ def test_autolog_names_checked():
         mj.autolog("lightning")
     with pytest.raises(mj.InvalidInputError, match="unknown"):
         mj.autolog("nope")
+
+
+def test_sklearn_autolog_without_training_score():
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import Ridge
+
+    X, y, _, _ = _data()
+    mj.autolog("sklearn", training_score=False)
+    try:
+        with mj.start_run("no-score") as run:
+            Ridge().fit(X, y)
+    finally:
+        mj.autolog("sklearn", disable=True)
+    assert series(run, "training_score") == []
+    assert mj.get_run(run.id)["params"]["alpha"] == 1.0

@@ -71,9 +71,13 @@ def _lgb_callback(args: tuple, kwargs: dict) -> Any:
     return MlopsCallback()
 
 
-def autolog(*frameworks: str, log_models: bool = False, disable: bool = False) -> list[str]:
+def autolog(
+    *frameworks: str, log_models: bool = False, disable: bool = False, training_score: bool = True
+) -> list[str]:
     """Log trainings of `frameworks` (default: every installed one of sklearn, xgboost,
     lightgbm) without code changes. Returns the frameworks turned on (or off).
+    `log_models`: register each fitted scikit-learn model; `training_score=False`: skip
+    scikit-learn's training score (a predict over the training data after each fit).
 
     Lightning, Transformers and Keras take a logger/callback argument instead (see the
     module docstring): naming them here raises with the line to add."""
@@ -100,7 +104,7 @@ def autolog(*frameworks: str, log_models: bool = False, disable: bool = False) -
         if f == "sklearn":
             from . import sklearn as sk
 
-            sk.autolog(log_models=log_models)
+            sk.autolog(log_models=log_models, training_score=training_score)
         elif f == "xgboost":
             _wrap_train("xgboost", _xgb_callback)
         elif f == "lightgbm":
