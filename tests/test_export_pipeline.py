@@ -291,6 +291,31 @@ def test_mlops_export_magic_in_the_notebook_links_the_kernel_run(tmp_path, monke
     assert export_notebook(nb_path, tmp_path / "from_cli").source_run == nb_run["id"]
 
 
+def test_mlops_export_without_a_name_finds_the_notebook_a_headless_runner_executes(
+    tmp_path, monkeypatch
+):
+    # nbclient starts the kernel in the notebook's folder and says nothing about the file:
+    # the magic finds it as the capture package does (the cells run are its cells)
+    import nbformat
+
+    kernel_env(monkeypatch)
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.read(str(NOTEBOOKS / "pipeline_example.ipynb"), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell("%load_ext mlops_jupyter"))
+    out = tmp_path / "headless_pipe"
+    nb.cells.append(nbformat.v4.new_code_cell(f"%mlops_export -o {out}"))
+    nbformat.write(nb, str(folder / "pipe.ipynb"))
+    (folder / "other.ipynb").write_text(
+        (NOTEBOOKS / "pipeline_example.ipynb").read_text()
+    )  # a look-alike without the export cell: must not be taken
+    executed = execute_notebook(folder / "pipe.ipynb", folder)
+    assert "exported 4 stages" in _text(executed.cells[-1])
+    meta = json.loads((out / ".mlops-export.json").read_text())
+    assert meta["notebook"] == "pipe.ipynb"
+    assert meta["source_run"] == _notebook_run("pipeline-example")["id"]
+
+
 def _text(cell) -> str:
     out = []
     for o in cell.get("outputs", []):

@@ -33,8 +33,24 @@ def _kernel_run() -> str | None:
     return found[0] if found else None
 
 
+def _history(ip) -> list[tuple[str | None, str]]:
+    """The cells this kernel ran, oldest first, as (cell id, source) for the Locator."""
+    raw = list(getattr(ip.history_manager, "input_hist_raw", None) or [])[1:]
+    return [(None, src) for src in raw]
+
+
 @magics_class
 class ExportMagics(Magics):
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell, **kwargs)
+        self._locator = None
+        if shell is not None:
+            from ..capture.locate import Locator
+
+            # made at %load_ext: the runner's process and the kernel's starting folder are
+            # read now (the notebook may change the working directory later)
+            self._locator = Locator(lambda: _history(shell), lambda: shell.user_ns)
+
     @magic_arguments()
     @argument(
         "notebook",
@@ -74,6 +90,10 @@ class ExportMagics(Magics):
             os.environ.get("JPY_SESSION_NAME"),
             ns.get("__vsc_ipynb_file__"),
         )
+        if nb is None and not args.notebook and self._locator is not None:
+            # a headless kernel (nbclient, nbconvert, papermill): no front end says which
+            # notebook runs, the capture package's locator reads the runner's traces
+            nb = self._locator()
         if nb is None:
             if args.notebook:
                 raise InvalidInputError(f"notebook not found: {args.notebook}")
@@ -90,4 +110,4 @@ class ExportMagics(Magics):
 
 def register(ipython) -> None:
     """Called by `%load_ext mlops_jupyter`."""
-    ipython.register_magics(ExportMagics)
+    ipython.register_magics(ExportMagics(ipython))
