@@ -95,7 +95,7 @@ class MediaWorker:
                 self._thread = t
 
     def _warn(self, kind: str, message: str) -> None:
-        if kind not in self._warned:
+        if kind not in self._warned and len(self._warned) < 10_000:
             self._warned.add(kind)
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
@@ -129,7 +129,7 @@ class MediaWorker:
             except Exception as e:  # never let one bad item stop the worker
                 self.failed += 1
                 self._warn(
-                    f"fail:{type(e).__name__}",
+                    f"fail:{item.run.id}:{item.key}",  # once per run and key
                     f"mlops-jupyter: could not store media {item.key!r} (step {item.step}): "
                     f"{type(e).__name__}: {e}",
                 )
