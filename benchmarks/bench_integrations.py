@@ -118,7 +118,10 @@ def train_lightning(mode: str) -> tuple[float, int]:
     elif mode == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
-        logger = MLFlowLogger(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+        logger = MLFlowLogger(
+            tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
+            artifact_location=os.environ["MLFLOW_BENCH_ARTIFACTS"],
+        )
     trainer = L.Trainer(
         max_epochs=1,
         logger=logger,
@@ -328,9 +331,14 @@ def main() -> None:
         names = [n for n in names if n in ("xgboost", "lightgbm", "sklearn", "lightning")]
         with tempfile.TemporaryDirectory() as d:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{d}/mlflow.db"
+            os.environ["MLFLOW_BENCH_ARTIFACTS"] = f"{d}/art"
             import mlflow
 
             mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+            # artifacts (plots, importance files) into the temp folder, not ./mlruns
+            mlflow.set_experiment(
+                experiment_id=mlflow.create_experiment("bench", artifact_location=f"{d}/art")
+            )
             print(json.dumps(_measure(names, "mlflow", args.repeat)))
         return
 
