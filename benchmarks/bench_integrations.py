@@ -156,6 +156,46 @@ def train_keras(mode: str) -> tuple[float, int]:
     return time.perf_counter() - t, 2 * (len(X) // 64 + 1)
 
 
+def train_transformers(mode: str) -> tuple[float, int]:
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    cfg = transformers.BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg)
+    ids = torch.randint(5, 120, (640, 16), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": ids[i], "labels": int(ids[i, 0] > 60)} for i in range(len(ids))]
+    with tempfile.TemporaryDirectory() as d:
+        args = transformers.TrainingArguments(
+            output_dir=d,
+            per_device_train_batch_size=16,
+            num_train_epochs=1,
+            logging_steps=1,  # every step: the integration's worst case
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        cbs = []
+        if mode == "mlops":
+            from mlops_jupyter.integrations.transformers import MlopsCallback
+
+            cbs = [MlopsCallback()]
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=cbs)
+        t = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - t, trainer.state.global_step
+
+
 TRAININGS = {
     "xgboost": train_xgboost,
     "lightgbm": train_lightgbm,
@@ -163,6 +203,7 @@ TRAININGS = {
     "sklearn-noscore": train_sklearn,  # autolog(training_score=False)
     "lightning": train_lightning,
     "keras": train_keras,
+    "transformers": train_transformers,
 }
 # how the mlops side is switched on for frameworks logged by autolog rather than an argument
 AUTOLOG_ONLY = {"sklearn": {}, "sklearn-noscore": {"training_score": False}}
@@ -196,6 +237,11 @@ _TIMED = {
         ("on_train_begin", "on_train_batch_end", "on_epoch_end", "on_train_end"),
     ),
     "sklearn": ("mlops_jupyter.integrations.sklearn", None, ("log_fit",)),
+    "transformers": (
+        "mlops_jupyter.integrations.transformers",
+        "MlopsCallback",
+        ("on_train_begin", "on_log", "on_train_end"),
+    ),
 }
 _TIMED["sklearn-noscore"] = _TIMED["sklearn"]
 
