@@ -7,6 +7,7 @@
 3. File fingerprint throughput from the page cache: xxh3-128 (ours) vs md5 (DVC's hash).
 
 Run: python benchmarks/bench_data.py [--rows N] [--file-gb G] [--no-evidently]
+     [--parts drift size fingerprint]
 """
 
 from __future__ import annotations
@@ -194,13 +195,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--file-gb", type=float, default=1.0)
     ap.add_argument("--no-evidently", action="store_true")
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("drift", "size", "fingerprint"),
+        default=["drift", "size", "fingerprint"],
+        help="which parts to run (all by default)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         mj.set_store(os.path.join(d, "bench.db"))
         print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
-        bench_drift(args.rows, not args.no_evidently)
-        bench_size()
-        bench_fingerprint(args.file_gb)
+        if "drift" in args.parts:
+            bench_drift(args.rows, not args.no_evidently)
+        if "size" in args.parts:
+            bench_size()
+        if "fingerprint" in args.parts:
+            bench_fingerprint(args.file_gb)
 
 
 if __name__ == "__main__":
