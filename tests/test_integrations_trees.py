@@ -223,3 +223,23 @@ def test_sklearn_autolog_without_training_score():
         mj.autolog("sklearn", disable=True)
     assert series(run, "training_score") == []
     assert mj.get_run(run.id)["params"]["alpha"] == 1.0
+
+
+def test_lightgbm_failing_integration_warns_once_and_training_goes_on():
+    lgb = pytest.importorskip("lightgbm")
+    from mlops_jupyter.integrations.lightgbm import mlops_callback
+
+    X, y, Xv, yv = _data()
+    ended = mj.start_run("ended")
+    ended.end()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        booster = lgb.train(
+            {"objective": "regression", "verbose": -1},
+            lgb.Dataset(X, y),
+            num_boost_round=6,
+            valid_sets=[lgb.Dataset(Xv, yv)],
+            callbacks=[mlops_callback(run=ended)],
+        )
+    assert booster.current_iteration() == 6
+    assert len([x for x in w if "LightGBM integration failed" in str(x.message)]) == 1

@@ -256,3 +256,12 @@ def test_copy_false_reads_the_callers_array_and_never_reuses_it():
     np.testing.assert_array_equal(mj.load_media(run, "own", 0), a)
     for i in range(3):
         assert (mj.load_media(run, "copied", i) == 100 + i).all()
+
+
+def test_run_without_media_lists_an_empty_frame():
+    with mj.start_run("empty") as run:
+        mj.log(step=0, loss=1.0)
+    f = mj.media(run)
+    assert f.height == 0 and f.columns[:5] == ["key", "step", "kind", "mime", "digest"]
+    with pytest.raises(ArtifactNotFoundError):
+        mj.load_media(run, "nothing")
