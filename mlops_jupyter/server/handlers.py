@@ -287,7 +287,8 @@ def setup_handlers(serverapp) -> None:
         *_extra_routes(),
         (r"/(.*)", NotFound),
     ]
+    from .llm import llm_routes  # LLM evaluation routes live in their own module
     from .media import media_routes  # media routes live in their own module
 
-    routes[-1:-1] = media_routes()  # before the catch-all
+    routes[-1:-1] = [*media_routes(), *llm_routes()]  # before the catch-all
     web_app.add_handlers(".*$", [(base + pat, h) for pat, h in routes])
