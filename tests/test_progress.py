@@ -48,6 +48,15 @@ def test_bar_on_a_terminal_nothing_when_piped_or_quiet():
         assert kw["file"].getvalue() == ""
 
 
+def test_a_closed_stream_does_not_stop_the_work():
+    term = _Terminal()
+    bar = progress(total=3, desc="work", file=term, delay=0)
+    term.close()
+    for _ in range(3):
+        bar.update()
+    bar.close()
+
+
 def test_short_work_prints_nothing_even_on_a_terminal():
     term = _Terminal()
     with progress(total=2, desc="quick", file=term, delay=5.0) as bar:
