@@ -218,3 +218,40 @@ export interface MediaAnswer {
 }
 
 export const BASE_FIELDS = ['id', 'name', 'experiment', 'status', 'start_time', 'duration_s', 'user', 'host'] as const;
+
+/** One run's aggregate of an LLM evaluation score: mean and 95 % bootstrap interval. */
+export interface LlmScoreValue {
+  mean: number | null;
+  ci_low: number | null;
+  ci_high: number | null;
+}
+
+/** A score across the compared runs; `delta` and `regressed` are against the first run. */
+export interface LlmScoreRow {
+  metric: string;
+  lower_is_better: boolean;
+  descriptive: boolean;
+  values: (LlmScoreValue | null)[];
+  delta: (number | null)[];
+  regressed: boolean[];
+}
+
+/** One example (input row) across the runs; lists are in the order of `runs`. */
+export interface LlmExampleRow {
+  row: number;
+  question: string | null;
+  answers: (string | null)[];
+  scores: (number | null)[];
+  errors: (string | null)[];
+  delta: number | null;
+}
+
+/** GET /llm/compare?runs=A,B[,...]&metric=M&limit=N */
+export interface LlmCompare {
+  runs: { id: string; name: string }[];
+  metric: string;
+  lower_is_better: boolean;
+  metrics_available: string[];
+  scores: LlmScoreRow[];
+  examples: { total: number; limit: number; rows: LlmExampleRow[] };
+}

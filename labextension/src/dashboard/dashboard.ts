@@ -1,15 +1,17 @@
 // "Open as dashboard": a main-area tab with the runs table (column picker remembered per
 // experiment, sort, filter, group by, CSV export) and charts of the runs: overlaid curves of
 // the selected runs, scatter, parallel coordinates (brushing filters the table), histogram,
-// media. Clicking a run's name opens its detail in the tab.
+// media. Clicking a run's name opens its detail in the tab. Two or more selected runs with an
+// LLM evaluation are compared per score and per example below the charts.
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Widget } from '@lumino/widgets';
 import { api, ApiError, apiRaw, Query } from '../api';
 import { destroyCharts } from '../charts';
-import { Columns, Experiment, GroupRow, TableAnswer } from '../types';
+import { Columns, Experiment, GroupRow, RunDetail, TableAnswer } from '../types';
 import { el, fmtNum, section, table } from '../util';
 import { CompareView } from '../views/compare';
 import { renderDetail } from '../views/detail';
+import { hasLlmEval, LlmView } from '../views/llm';
 import { MediaView } from '../views/media';
 import { Brushes, histogram, ParallelCoords, scatter } from './plots';
 import { RunsTable } from './table';
@@ -38,6 +40,8 @@ export class Dashboard extends Widget {
   private chartBody = el('div', 'mj-dash-chart');
   private detail = el('div', 'mj-dash-detail mj-detail');
   private main = el('div', 'mj-dash-main');
+  private llm = el('div', 'mj-dash-llm'); // evaluation runs among the selected ones
+  private llmGeneration = 0;
   private table: RunsTable;
   private compare: CompareView;
   private cols: Columns = { params: [], metrics: [], tags: [], has_user: false, has_host: false };
@@ -56,7 +60,10 @@ export class Dashboard extends Widget {
     this.addClass('mj-dash');
     this.table = new RunsTable({
       open: id => void this.openDetail(id),
-      selectionChanged: () => void this.renderChart(),
+      selectionChanged: () => {
+        void this.renderChart();
+        void this.renderLlm();
+      },
       error: e => this.setError(e),
       painted: () => {
         if (this.firstPaint) {
@@ -113,7 +120,8 @@ export class Dashboard extends Widget {
     }
     chartHost.append(this.chartTabs, this.chartBody);
     this.detail.style.display = 'none';
-    this.main.append(this.picker, this.groups, this.table.node, chartHost);
+    this.llm.style.gridColumn = '1 / span 2'; // full width, below the table and charts
+    this.main.append(this.picker, this.groups, this.table.node, chartHost, this.llm);
     this.node.append(bar, this.error, this.main, this.detail);
   }
 
@@ -229,6 +237,7 @@ export class Dashboard extends Widget {
     }
     this.brushes.clear();
     this.table.selected.clear();
+    void this.renderLlm();
     await this.reload();
   }
 
@@ -333,6 +342,37 @@ export class Dashboard extends Widget {
       await draw();
     } catch (e) {
       this.setError(e);
+    }
+  }
+
+  /** With 2+ selected runs holding an LLM evaluation: them side by side, per score and per
+   * example, against the first one selected. */
+  private async renderLlm(): Promise<void> {
+    const gen = ++this.llmGeneration;
+    const picked = Array.from(this.table.selected.keys());
+    if (picked.length < 2) {
+      this.llm.replaceChildren();
+      return;
+    }
+    try {
+      const details = await Promise.all(picked.map(id => api<RunDetail>(`runs/${encodeURIComponent(id)}`)));
+      const evals = details.filter(d => hasLlmEval(d.metrics)).map(d => ({ id: d.id, name: d.name }));
+      if (gen !== this.llmGeneration) {
+        return;
+      }
+      if (evals.length < 2) {
+        this.llm.replaceChildren();
+        return;
+      }
+      const view = new LlmView(evals.slice(0, 8));
+      await view.load();
+      if (gen === this.llmGeneration) {
+        this.llm.replaceChildren(view.node);
+      }
+    } catch (e) {
+      if (gen === this.llmGeneration) {
+        this.setError(e);
+      }
     }
   }
 

@@ -6,6 +6,7 @@ import { CurveChart, destroyCharts } from '../charts';
 import { Compare, DataVersion, Json, RunDetail } from '../types';
 import { badge, el, fmtDuration, fmtNum, fmtTime, fmtValue, section, table } from '../util';
 import { MediaView } from './media';
+import { hasLlmEval, LlmView } from './llm';
 
 export interface DetailContext {
   app: JupyterFrontEnd;
@@ -151,6 +152,12 @@ export async function renderDetail(v: HTMLElement, id: string, ctx: DetailContex
   const media = new MediaView([{ id: d.id, name: d.name }]);
   v.append(media.node);
   void media.load();
+  // an LLM evaluation (llm/... scores): its scores with intervals and worst examples
+  if (hasLlmEval(d.metrics)) {
+    const llm = new LlmView([{ id: d.id, name: d.name }]);
+    v.append(llm.node);
+    void llm.load().catch(() => undefined); // the rest of the detail stays usable
+  }
   // tags last: the env.* tags make a long list
   v.append(section('Tags', kv(d.tags)));
   v.scrollTop = scrollTop ? 0 : scroll;
