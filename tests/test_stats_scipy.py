@@ -106,6 +106,24 @@ def test_raw_drift_report_p_values_equal_scipy():
     assert rep.column("c0")["statistic"] == pytest.approx(want, rel=1e-9)
 
 
+def test_ks_p_value_only_where_ks_gives_the_verdict():
+    # auto picks Wasserstein above 1,000 reference rows: no KS p-value is computed there (it
+    # costs scipy 0.1-0.2 s per column at 200k rows) and none is shown as if it were
+    ref, cur = frame(20_000, 5).drop("id"), frame(20_000, 6, shift=0.04).drop("id")
+    auto = mj.drift(ref, cur, store=False)
+    ks = mj.drift(ref, cur, num_method="ks", store=False)
+    for col in ("x0", "x1", "x2"):
+        a, k = auto.column(col), ks.column(col)
+        assert a["method"] == "wasserstein" and a["stats"]["ks"] is None
+        assert a["stats"]["ks_d"] == k["stats"]["ks_d"]  # D is always there
+        want = sps.ks_2samp(ref[col].to_numpy(), cur[col].to_numpy(), method="auto").pvalue
+        assert k["statistic"] == k["stats"]["ks"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+    html = auto._repr_html_()
+    assert "KS p <span" in html and "not computed" in html and "KS p –" not in html
+    assert "not computed" not in ks._repr_html_()
+    assert auto.to_dict()["columns"][0]["stats"]["ks"] is None
+
+
 def test_without_scipy_core_imports_and_drift_names_the_extra(tmp_path):
     code = f"""
 import sys

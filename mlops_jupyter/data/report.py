@@ -27,6 +27,9 @@ _LABELS = {
     "chisquare": "chi² p",
     "chi2": "chi²",
 }
+# statistics computed only when they give the column's verdict (slow on large samples)
+_ONLY_IF_METHOD = ("ks",)
+_NOT_COMPUTED = '<span title="not computed: KS is not this column\'s verdict method">—</span>'
 
 
 def _fmt(v: Any) -> str:
@@ -169,7 +172,7 @@ def drift_html(d: dict[str, Any]) -> str:
         rel = "p &lt;" if p_test else "≥"
         cls = "bad" if c["drifted"] else "ok"
         others = ", ".join(
-            f"{_LABELS.get(k, k)} {_fmt(v)}"
+            f"{_LABELS.get(k, k)} {_NOT_COMPUTED if k in _ONLY_IF_METHOD and v is None else _fmt(v)}"
             for k, v in c.get("stats", {}).items()
             if k != c["method"] and k not in ("dof",)
         )
@@ -179,6 +182,16 @@ def drift_html(d: dict[str, Any]) -> str:
             f'<td class="{cls}">{"drift" if c["drifted"] else "ok"}</td><td>{chart}</td>'
             f'<td class="sub">{others}</td></tr>'
         )
+    note = (
+        '<div class="sub">KS p —: not computed; the KS p-value is computed only for columns '
+        'whose verdict is KS (num_method="ks", or "auto" up to 1,000 reference rows)</div>'
+        if any(
+            k in _ONLY_IF_METHOD and v is None
+            for c in d["columns"]
+            for k, v in c.get("stats", {}).items()
+        )
+        else ""
+    )
     skipped = "".join(
         f'<div class="sub">skipped {html.escape(s["column"])}: {html.escape(s["reason"])}</div>'
         for s in d.get("skipped", [])
@@ -189,7 +202,7 @@ def drift_html(d: dict[str, Any]) -> str:
         + "".join(rows)
         + "</table>"
     )
-    return f'<div class="mjd">{_CSS}{head}{table}{skipped}</div>'
+    return f'<div class="mjd">{_CSS}{head}{table}{note}{skipped}</div>'
 
 
 def version_html(v) -> str:
