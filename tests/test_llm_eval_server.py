@@ -157,3 +157,20 @@ def test_report_checks_its_arguments(srv):
             compare_report([])
     finally:
         mj.set_store(None)
+
+
+def test_mj_compare_shows_scores_per_run(srv):
+    mj.set_store(srv.extra["store"])
+    try:
+        c = mj.compare([srv.extra["v1"], srv.extra["v2"]])
+        plain = mj.compare([srv.extra["plain"]])
+    finally:
+        mj.set_store(None)
+    f1 = c.llm.filter(metric="token_f1")
+    assert f1["run"].to_list() == c.labels
+    assert f1["regressed"].to_list() == [False, True]
+    assert f1["delta"][1] == pytest.approx(f1["mean"][1] - f1["mean"][0])
+    assert f1["ci_low"][0] <= f1["mean"][0] <= f1["ci_high"][0]
+    html = c._repr_html_()
+    assert "mlops-compare-llm" in html and html.count("mlops-regressed") >= 1
+    assert plain.llm.is_empty() and "mlops-compare-llm" not in plain._repr_html_()

@@ -114,7 +114,9 @@ def _worse(metric: str, value: float, lo: float, hi: float) -> bool:
     return value > hi if metric in LOWER_IS_BETTER else value < lo
 
 
-def _score_rows(details: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+def score_rows(details: list[dict[str, Any]], prefix: str = "llm") -> list[dict[str, Any]]:
+    """Per aggregate score of `details` (run_detail dicts): each run's mean and interval, the
+    change against the first run and whether it fell beyond the first run's interval."""
     p = prefix + "/"
     per_run = [
         {m["key"][len(p) :]: _num(m["last"]) for m in d["metrics"] if m["key"].startswith(p)}
@@ -235,6 +237,6 @@ def compare_report(
         "metric": metric,
         "lower_is_better": lower,
         "metrics_available": scores_cols,
-        "scores": _score_rows(details, prefix),
+        "scores": score_rows(details, prefix),
         "examples": {"total": j.height, "limit": limit, "rows": rows},
     }

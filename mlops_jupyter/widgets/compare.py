@@ -52,7 +52,9 @@ def _run_refs(runs: Any) -> list[str]:
 
 class Comparison:
     """What `mj.compare(...)` returns: `.table` (polars, one row per field, one column per
-    run), `.differing` (param names whose values differ), `.chart` (altair) and `.metric`."""
+    run), `.differing` (param names whose values differ), `.chart` (altair) and `.metric`.
+    For evaluation runs (`mj.llm_eval` scores), `.llm` holds each score per run with its
+    interval and change against the first run (`regressed`: beyond the first run's interval)."""
 
     def __init__(self, runs: Any, metric: str | None = None, max_points: int = 500) -> None:
         from .. import tracking
@@ -88,6 +90,7 @@ class Comparison:
         for i, lab in enumerate(self.labels):
             cols[lab] = [_fmt(r[2][i]) for r in rows]
         self.table = pl.DataFrame(cols)
+        self.llm = _llm_frame(self.runs, self.labels)
         if metric is None:
             metric = next((m for m in _PREFERRED if m in mkeys), mkeys[0] if mkeys else None)
         elif not isinstance(metric, str):
@@ -161,6 +164,34 @@ class Comparison:
             "</table>"
         )
 
+    def llm_html(self) -> str:
+        """The evaluation scores per run (mean ± half interval, change against the first run);
+        regressions highlighted. Empty when no run holds `mj.llm_eval` scores."""
+        if self.llm.is_empty():
+            return ""
+        head = "".join(f"<th>{html.escape(lab)}</th>" for lab in self.labels)
+        body = []
+        for (metric,), part in self.llm.group_by(["metric"], maintain_order=True):
+            cells = []
+            for i, r in enumerate(part.iter_rows(named=True)):
+                text = "" if r["mean"] is None else _fmt(r["mean"])
+                if r["ci_low"] is not None and r["ci_high"] is not None:
+                    text += f" ± {_fmt((r['ci_high'] - r['ci_low']) / 2)}"
+                if i and r["delta"] is not None:
+                    text += f" ({r['delta']:+.4g})"
+                bad = (
+                    ' class="mlops-regressed" style="background:#f8d7da"' if r["regressed"] else ""
+                )
+                cells.append(f"<td{bad}>{html.escape(text)}</td>")
+            body.append(
+                f"<tr><th style='text-align:left'>{html.escape(metric)}</th>{''.join(cells)}</tr>"
+            )
+        return (
+            "<div><b>LLM evaluation</b> (95% bootstrap intervals; change against the first run)"
+            '<table class="mlops-compare-llm" style="border-collapse:collapse;font-size:12px">'
+            f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        )
+
     def _chart_bundle(self) -> dict[str, Any] | None:
         """The chart as a Vega-Lite bundle labelled with the version altair writes (the
         lab extension renders v6 offline). No text/html: front ends prefer it over the
@@ -175,7 +206,7 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         # exported HTML, GitHub: the table, and a static sketch of each curve
-        return self.table_html() + self._sparklines_html()
+        return self.table_html() + self.llm_html() + self._sparklines_html()
 
     def _sparklines_html(self) -> str:
         from .render import sparkline_svg
@@ -194,7 +225,9 @@ class Comparison:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display({"text/html": self.table_html(), "text/plain": repr(self)}, raw=True)
+        display(
+            {"text/html": self.table_html() + self.llm_html(), "text/plain": repr(self)}, raw=True
+        )
         chart = self._chart_bundle()
         if chart is not None:
             display(chart, raw=True)
@@ -203,6 +236,33 @@ class Comparison:
         return (
             f"Comparison({len(self.runs)} runs, metric={self.metric!r}, differing={self.differing})"
         )
+
+
+def _llm_frame(details: list[dict[str, Any]], labels: list[str]) -> pl.DataFrame:
+    """Long frame (metric, run, mean, ci_low, ci_high, delta, regressed) of `llm/` scores."""
+    from ..llm.compare import score_rows
+
+    rows = []
+    if any(m["key"].startswith("llm/") for d in details for m in d["metrics"]):
+        for s in score_rows(details):
+            for lab, v, dl, bad in zip(labels, s["values"], s["delta"], s["regressed"]):
+                v = v or {}
+                rows.append(
+                    (s["metric"], lab, v.get("mean"), v.get("ci_low"), v.get("ci_high"), dl, bad)
+                )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "metric": pl.String,
+            "run": pl.String,
+            "mean": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+            "delta": pl.Float64,
+            "regressed": pl.Boolean,
+        },
+        orient="row",
+    )
 
 
 def vegalite_mime(spec: dict[str, Any]) -> str:
