@@ -3,11 +3,17 @@ evaluation runs (prompt v1 and v2) made by `mj.llm_eval` with a small embedding 
 
 from __future__ import annotations
 
+import math
+import tempfile
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import polars as pl
 import pytest
 from browser_helpers import start_lab, stop_lab
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llm_eval_data import hash_embedder
 
 import mlops_jupyter as mj
@@ -174,3 +180,67 @@ def test_mj_compare_shows_scores_per_run(srv):
     html = c._repr_html_()
     assert "mlops-compare-llm" in html and html.count("mlops-regressed") >= 1
     assert plain.llm.is_empty() and "mlops-compare-llm" not in plain._repr_html_()
+
+
+def test_flagged_scores_are_the_baselines_regressions(srv):
+    v1, v2 = srv.extra["v1"], srv.extra["v2"]
+    _, body = srv.api(f"{API}?runs={v1},{v2}")
+    flagged = {s["metric"] for s in body["scores"] if s["regressed"][1]}
+    mj.set_store(srv.extra["store"])
+    try:
+        reg = mj.llm_regressions(v2, v1, record=False)
+    finally:
+        mj.set_store(None)
+    assert flagged == set(reg["metric"].to_list()) and "token_f1" in flagged
+
+
+_score = st.one_of(st.none(), st.floats(0, 1), st.just(float("nan")))
+
+
+def _table_run(rows: dict[int, float | None], metric: str) -> str:
+    """A run holding a per-example table with the given scores (no scoring needed)."""
+    t = pl.DataFrame(
+        {
+            "row": list(rows),
+            "question": [f"q{r}" for r in rows],
+            "answer": [f"a{r}" for r in rows],
+            metric: list(rows.values()),
+            "error": [None] * len(rows),
+        },
+        schema_overrides={metric: pl.Float64, "error": pl.String},
+    )
+    with tempfile.TemporaryDirectory() as d, mj.start_run("synthetic") as run:
+        t.write_parquet(Path(d) / "llm_eval.parquet")
+        mj.log_artifact(Path(d) / "llm_eval.parquet")
+        mj.log(**{f"llm/{metric}": 0.5})
+    return run.id
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    a=st.dictionaries(st.integers(0, 30), _score, min_size=1, max_size=12),
+    b=st.dictionaries(st.integers(0, 30), _score, min_size=1, max_size=12),
+    metric=st.sampled_from(["token_f1", "refusal"]),
+)
+def test_examples_join_any_rows_and_sort_worst_first(a, b, metric):
+    with tempfile.TemporaryDirectory() as d:
+        mj.set_store(Path(d) / "s.db")
+        try:
+            ra, rb = _table_run(a, metric), _table_run(b, metric)
+            rep = compare_report([ra, rb], metric=metric, limit=100)
+        finally:
+            mj.set_store(None)
+
+    def num(v):
+        return None if v is None or math.isnan(v) else v
+
+    out = rep["examples"]["rows"]
+    assert rep["examples"]["total"] == len(set(a) | set(b)) == len(out)
+    for r in out:
+        sa, sb = num(a.get(r["row"])), num(b.get(r["row"]))
+        assert r["scores"] == [sa, sb] and r["question"] == f"q{r['row']}"
+        assert r["answers"] == [f"a{r['row']}" if r["row"] in x else None for x in (a, b)]
+        assert r["delta"] == (None if sa is None or sb is None else pytest.approx(sb - sa))
+    deltas = [r["delta"] for r in out if r["delta"] is not None]
+    assert [r["delta"] is None for r in out] == sorted(r["delta"] is None for r in out)
+    assert deltas == sorted(deltas, reverse=metric == "refusal")  # worst change first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -11,6 +12,7 @@ from ..errors import ArtifactNotFoundError, InvalidInputError
 from .regress import _ref
 from .result import DESCRIPTIVE, LOWER_IS_BETTER, PRIMARY
 
+_SHOWN = ("row", "question", "answer", "error")
 MAX_RUNS = 8  # runs side by side in one report (columns of the per-example table)
 
 
@@ -63,17 +65,20 @@ def eval_table(run: Any, prefix: str = "llm", store: Any = None) -> pl.DataFrame
     """The per-example table a run's `llm_eval` stored (artifact `<prefix>_eval.parquet`).
 
     The file is found through the run's artifact index (its digest), never from a path."""
-    d = _detail(run, "run", store)
+    return pl.read_parquet(_table_path(_detail(run, "run", store), prefix, store))
+
+
+def _table_path(detail: dict[str, Any], prefix: str, store: Any) -> Path:
     name = f"{prefix}_eval.parquet"
-    art = next((a for a in d["artifacts"] if a["name"] == name), None)
+    art = next((a for a in detail["artifacts"] if a["name"] == name), None)
     if art is None:
-        raise ArtifactNotFoundError(f"run {d['name']!r} has no {name} (no mj.llm_eval in it)")
+        raise ArtifactNotFoundError(f"run {detail['name']!r} has no {name} (no mj.llm_eval in it)")
     digest = art["digest"]
     if store is None:
         from ..tracking import api
 
         store = api.current_store()
-    return pl.read_parquet(store.artifacts_dir / digest[:2] / digest[2:])
+    return store.artifacts_dir / digest[:2] / digest[2:]
 
 
 def compare_examples(
@@ -185,9 +190,13 @@ def compare_report(
     if metric is not None and (not isinstance(metric, str) or not metric):
         raise InvalidInputError(f"metric must be a score name, got {metric!r}")
     details = [_detail(r, "runs", store) for r in runs]
-    tables = [eval_table(d["id"], prefix, store) for d in details]
-    common = [c for c in tables[0].columns if all(c in t.columns for t in tables[1:])]
-    scores_cols = [c for c in common if tables[0].schema[c].is_numeric() and c != "row"]
+    paths = [_table_path(d, prefix, store) for d in details]
+    schemas = [pl.read_parquet_schema(p) for p in paths]
+    scores_cols = [
+        c
+        for c, t in schemas[0].items()
+        if c != "row" and t.is_numeric() and all(c in s for s in schemas[1:])
+    ]
     if metric is None:
         metric = next(
             (m for m in PRIMARY if m in scores_cols), scores_cols[0] if scores_cols else None
@@ -196,17 +205,21 @@ def compare_report(
         raise InvalidInputError(
             f"metric must be a per-example score every run has; they share {scores_cols}"
         )
-    n = len(tables)
+    n = len(paths)
     j: pl.DataFrame | None = None
-    for i, t in enumerate(tables):
+    for i, (path, schema) in enumerate(zip(paths, schemas)):
+        # only the columns shown are read (a table can hold long contexts and references)
+        t = pl.read_parquet(path, columns=[c for c in _SHOWN + (metric,) if c in schema])
+
+        def col(name: str, t: pl.DataFrame = t) -> pl.Expr:
+            return pl.col(name).cast(pl.String) if name in t.columns else pl.lit(None, pl.String)
+
         part = t.select(
             "row",
-            (pl.col("question") if "question" in t.columns else pl.lit(None, pl.String)).alias(
-                f"question_{i}"
-            ),
-            pl.col("answer").cast(pl.String).alias(f"answer_{i}"),
+            col("question").alias(f"question_{i}"),
+            col("answer").alias(f"answer_{i}"),
             pl.col(metric).cast(pl.Float64).fill_nan(None).alias(f"score_{i}"),
-            pl.col("error").cast(pl.String).alias(f"error_{i}"),
+            col("error").alias(f"error_{i}"),
         )
         j = part if j is None else j.join(part, on="row", how="full", coalesce=True)
     assert j is not None
