@@ -58,6 +58,7 @@ export class LlmView {
 
   constructor(private runs: LlmRun[]) {
     this.node.style.display = 'none';
+    this.node.style.overflowX = 'auto'; // answers side by side are wider than the sidebar
   }
 
   /** Fetch and render; a 404 (no evaluation in a run, or no route) shows nothing. */
