@@ -228,6 +228,16 @@ def filter_sql(
     return ("WHERE " + " AND ".join(cond)) if cond else ""
 
 
+def check_page(order: str, limit: int, offset: int, max_limit: int) -> None:
+    """Validate the paging arguments shared by the runs list and the dashboard table."""
+    if order not in ("asc", "desc"):
+        raise InvalidInputError(f"order must be 'asc' or 'desc', got {order!r}")
+    if not (1 <= limit <= max_limit):
+        raise InvalidInputError(f"limit must be between 1 and {max_limit}, got {limit}")
+    if not (0 <= offset <= MAX_OFFSET):
+        raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+
+
 def list_runs(
     store: Store,
     *,
@@ -248,12 +258,7 @@ def list_runs(
     `metric` is the key shown as "key metric" (default: the most logged metric key)."""
     if sort not in SORTABLE:
         raise InvalidInputError(f"sort must be one of {sorted(SORTABLE)}, got {sort!r}")
-    if order not in ("asc", "desc"):
-        raise InvalidInputError(f"order must be 'asc' or 'desc', got {order!r}")
-    if not (1 <= limit <= MAX_LIMIT):
-        raise InvalidInputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    if not (0 <= offset <= MAX_OFFSET):
-        raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+    check_page(order, limit, offset, MAX_LIMIT)
     maybe_reconcile(store)
     if metric is None:
         keys = metric_keys(store, experiment)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InvalidInputError
-from .api_queries import MAX_OFFSET, _decode, clean, filter_sql, maybe_reconcile
+from .api_queries import _decode, check_page, clean, filter_sql, maybe_reconcile
 from .db import Store
 
 BASE_FIELDS = ["id", "name", "experiment", "status", "start_time", "duration_s", "user", "host"]
@@ -177,6 +177,21 @@ def _parse_columns(columns: list[str] | None) -> list[tuple[str, str, str]]:
     return cols
 
 
+def _filter_and_sort_keys(
+    store: Store,
+    args: dict[str, Any],
+    experiment: str | None,
+    status: str | None,
+    search: str | None,
+    conditions: list[str] | None,
+    sort: str,
+) -> tuple[str, dict[str, int]]:
+    """The WHERE clause (its values bound into `args`) and the metric key ids a sort needs."""
+    where = filter_sql(args, experiment, status, search, conditions)
+    sort_keys = [parse_column(sort)[1]] if sort not in _BASE_SORT else []
+    return where, _key_ids(store, sort_keys)
+
+
 def table(
     store: Store,
     *,
@@ -193,18 +208,11 @@ def table(
     """One page of runs with the chosen columns:
     {"total", "offset", "limit", "fields": [...], "rows": [[...], ...]}; a row holds the
     BASE_FIELDS then one value per column (null where a run lacks it)."""
-    if order not in ("asc", "desc"):
-        raise InvalidInputError(f"order must be 'asc' or 'desc', got {order!r}")
-    if not (1 <= limit <= MAX_TABLE_LIMIT):
-        raise InvalidInputError(f"limit must be between 1 and {MAX_TABLE_LIMIT}, got {limit}")
-    if not (0 <= offset <= MAX_OFFSET):
-        raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+    check_page(order, limit, offset, MAX_TABLE_LIMIT)
     cols = _parse_columns(columns)
     maybe_reconcile(store)
     args: dict[str, Any] = {"now": time.time(), "limit": limit, "offset": offset}
-    where = filter_sql(args, experiment, status, search, conditions)
-    sort_keys = [parse_column(sort)[1]] if sort not in _BASE_SORT else []
-    kids = _key_ids(store, sort_keys)
+    where, kids = _filter_and_sort_keys(store, args, experiment, status, search, conditions, sort)
     total = store.read(f"SELECT count(*) {_FROM} {where}", args)[0][0]
     ids = _page_ids(store, where, args, sort, order, kids)
     return clean(
@@ -233,9 +241,7 @@ def export_rows(
     """Every matching run (header first) in the order of the table, for CSV export."""
     cols = _parse_columns(columns)
     args: dict[str, Any] = {"now": time.time(), "limit": batch, "offset": 0}
-    where = filter_sql(args, experiment, status, search, conditions)
-    sort_keys = [parse_column(sort)[1]] if sort not in _BASE_SORT else []
-    kids = _key_ids(store, sort_keys)
+    where, kids = _filter_and_sort_keys(store, args, experiment, status, search, conditions, sort)
     yield BASE_FIELDS + [column_name(*c) for c in cols]
     while True:
         ids = _page_ids(store, where, args, sort, order, kids)
