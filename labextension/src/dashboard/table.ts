@@ -3,6 +3,7 @@
 import { api, Query } from '../api';
 import { Cell, TableAnswer } from '../types';
 import { badge, el, fmtDuration, fmtTime, fmtValue } from '../util';
+import { nextSort, renderVisible, selectCheckbox } from '../virtual';
 
 const ROW_H = 24;
 const PAGE = 200;
@@ -94,12 +95,7 @@ export class RunsTable {
       });
       if (f !== 'user') {
         th.onclick = () => {
-          if (this.sort === f) {
-            this.order = this.order === 'desc' ? 'asc' : 'desc';
-          } else {
-            this.sort = f;
-            this.order = f === 'name' || f.startsWith('metrics.') ? 'asc' : 'desc';
-          }
+          ({ sort: this.sort, order: this.order } = nextSort(this.sort, this.order, f, f === 'name' || f.startsWith('metrics.')));
           void this.reload();
         };
       }
@@ -108,29 +104,19 @@ export class RunsTable {
   }
 
   renderRows(): void {
-    this.spacer.style.height = `${this.total * ROW_H}px`;
-    const top = this.viewport.scrollTop;
-    const height = this.viewport.clientHeight || 600;
-    const start = Math.max(0, Math.floor(top / ROW_H) - 5);
-    const end = Math.min(this.total, Math.ceil((top + height) / ROW_H) + 5);
-    const frag = document.createDocumentFragment();
     const cols = this.visible().map(f => [f, this.fields.indexOf(f)] as const);
-    for (let i = start; i < end; i++) {
-      const p = Math.floor(i / PAGE);
-      const rows = this.pages.get(p);
-      if (!rows) {
-        this.fetchPage(p);
-        continue;
-      }
-      const r = rows[i - p * PAGE];
-      if (r) {
-        frag.appendChild(this.rowNode(r, i, cols));
-      }
-    }
-    for (const old of Array.from(this.viewport.querySelectorAll('.mj-dash-row'))) {
-      old.remove();
-    }
-    this.viewport.appendChild(frag);
+    renderVisible({
+      viewport: this.viewport,
+      spacer: this.spacer,
+      rowSelector: '.mj-dash-row',
+      total: this.total,
+      rowH: ROW_H,
+      pageSize: PAGE,
+      margin: 5,
+      pages: this.pages,
+      fetchPage: p => this.fetchPage(p),
+      rowNode: (r, i) => this.rowNode(r, i, cols)
+    });
   }
 
   private fetchPage(p: number): void {
@@ -166,20 +152,11 @@ export class RunsTable {
     const name = String(r[1] ?? '');
     const row = el('div', 'mj-dash-row', null, { 'data-run-id': id });
     row.style.top = `${ROW_H + i * ROW_H}px`;
-    row.classList.toggle('mj-selected', this.selected.has(id));
-    const check = el('input', 'mj-dash-cell mj-dash-check', null, { type: 'checkbox', title: 'Select for the charts' });
-    check.checked = this.selected.has(id);
-    check.onclick = e => {
-      e.stopPropagation();
-      if (check.checked) {
-        this.selected.set(id, name);
-      } else {
-        this.selected.delete(id);
-      }
-      row.classList.toggle('mj-selected', check.checked);
-      this.cb.selectionChanged();
-    };
-    row.appendChild(check);
+    row.appendChild(
+      selectCheckbox('mj-dash-cell mj-dash-check', 'Select for the charts', row, id, name, this.selected, () =>
+        this.cb.selectionChanged()
+      )
+    );
     for (const [f, idx] of cols) {
       const v = idx >= 0 ? r[idx] : null;
       const cell = el('span', `mj-dash-cell mj-dash-c-${f === 'name' ? 'name' : 'v'}`, null, { 'data-col': f });

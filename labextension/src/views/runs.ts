@@ -3,6 +3,7 @@
 import { api } from '../api';
 import { Experiment, RunRow, RunsPage } from '../types';
 import { badge, el, fmtDuration, fmtNum, fmtTime } from '../util';
+import { nextSort, renderVisible, selectCheckbox } from '../virtual';
 
 const ROW_H = 26;
 const PAGE = 200;
@@ -210,12 +211,7 @@ export class RunsView {
       if (key) {
         c.classList.add('mj-sortable');
         c.onclick = () => {
-          if (this.sort === key) {
-            this.order = this.order === 'desc' ? 'asc' : 'desc';
-          } else {
-            this.sort = key;
-            this.order = key === 'name' || key === 'metric' ? 'asc' : 'desc';
-          }
+          ({ sort: this.sort, order: this.order } = nextSort(this.sort, this.order, key, key === 'name' || key === 'metric'));
           void this.reload(false);
         };
       }
@@ -225,48 +221,28 @@ export class RunsView {
 
   /** Virtualised rendering: only the rows in (and near) the viewport exist in the DOM. */
   renderRows(): void {
-    this.spacer.style.height = `${this.total * ROW_H}px`;
-    const top = this.viewport.scrollTop;
-    const height = this.viewport.clientHeight || 600;
-    const start = Math.max(0, Math.floor(top / ROW_H) - 10);
-    const end = Math.min(this.total, Math.ceil((top + height) / ROW_H) + 10);
-    const frag = document.createDocumentFragment();
-    for (let i = start; i < end; i++) {
-      const p = Math.floor(i / PAGE);
-      const rows = this.pages.get(p);
-      if (!rows) {
-        this.fetchPage(p);
-        continue;
-      }
-      const r = rows[i - p * PAGE];
-      if (r) {
-        frag.appendChild(this.rowNode(r, i));
-      }
-    }
-    for (const old of Array.from(this.viewport.querySelectorAll('.mj-run'))) {
-      old.remove();
-    }
-    this.viewport.appendChild(frag);
+    renderVisible({
+      viewport: this.viewport,
+      spacer: this.spacer,
+      rowSelector: '.mj-run',
+      total: this.total,
+      rowH: ROW_H,
+      pageSize: PAGE,
+      margin: 10,
+      pages: this.pages,
+      fetchPage: p => this.fetchPage(p),
+      rowNode: (r, i) => this.rowNode(r, i)
+    });
   }
 
   private rowNode(r: RunRow, i: number): HTMLElement {
     const row = el('div', 'mj-row mj-run', null, { 'data-run-id': r.id });
     row.style.top = `${i * ROW_H}px`;
-    row.classList.toggle('mj-selected', this.selected.has(r.id));
-    const check = el('input', 'mj-cell mj-c-check', null, { type: 'checkbox', title: 'Select for comparison' });
-    check.checked = this.selected.has(r.id);
-    check.onclick = e => {
-      e.stopPropagation();
-      if (check.checked) {
-        this.selected.set(r.id, r.name);
-      } else {
-        this.selected.delete(r.id);
-      }
-      row.classList.toggle('mj-selected', check.checked);
+    const check = selectCheckbox('mj-cell mj-c-check', 'Select for comparison', row, r.id, r.name, this.selected, () => {
       this.compareButton.disabled = this.selected.size < 1;
       this.compareButton.textContent = this.selected.size ? `Compare ${this.selected.size}` : 'Compare';
       this.cb.selectionChanged();
-    };
+    });
     const status = el('span', 'mj-cell mj-c-status', null, { title: r.status });
     status.appendChild(badge(r.status));
     const name = el('span', 'mj-cell mj-c-name');
