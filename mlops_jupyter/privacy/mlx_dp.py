@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .accounting import EpsilonCurve, PrivacyError, check_delta, check_sample_rate
+from .accounting import PrivacyError, check_sample_rate
 from .budget import BudgetTracker
-from .torch_dp import resolve_noise
+from .torch_dp import budget_tracker, require_delta, resolve_noise
 
 __all__ = ["DPOptimizer", "PoissonBatches", "make_private"]
 
@@ -213,9 +213,7 @@ def make_private(
             )
         sample_rate = batch_size / n
     q = check_sample_rate(sample_rate)
-    if delta is None:
-        raise InvalidInputError("delta is required (choose one well below 1/N, e.g. 1e-5)")
-    delta = check_delta(delta, n)
+    delta = require_delta(delta, n)
     if max_grad_norm is not None:
         if (
             isinstance(max_grad_norm, bool)
@@ -234,9 +232,11 @@ def make_private(
         raise InvalidInputError(
             "noise without clipping gives no privacy: set a finite max_grad_norm (e.g. 1.0)"
         )
-    curve = EpsilonCurve(sigma, q, delta, accountant)
-    tracker = BudgetTracker(
-        curve,
+    tracker = budget_tracker(
+        sigma,
+        q,
+        delta,
+        accountant,
         target_epsilon=target_epsilon if stop_at_target else None,
         warn_at=warn_at,
         max_grad_norm=max_grad_norm,

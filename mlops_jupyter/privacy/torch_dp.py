@@ -5,6 +5,7 @@ MLX, and the budget tracking hook."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidInputError
@@ -66,9 +67,7 @@ def make_private(
             f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
         )
     n = _dataset_size(data_loader)
-    if delta is None:
-        raise InvalidInputError("delta is required (choose one well below 1/N, e.g. 1e-5)")
-    delta = check_delta(delta, n)
+    delta = require_delta(delta, n)
     max_grad_norm = _check_norm(max_grad_norm)
     check_model(model)
     batches = len(data_loader)
@@ -99,9 +98,11 @@ def make_private(
         poisson_sampling=poisson_sampling,
         **opacus_kwargs,
     )
-    curve = EpsilonCurve(noise_multiplier, sample_rate, delta, accountant)
-    tracker = BudgetTracker(
-        curve,
+    tracker = budget_tracker(
+        noise_multiplier,
+        sample_rate,
+        delta,
+        accountant,
         target_epsilon=target_epsilon if stop_at_target else None,
         warn_at=warn_at,
         max_grad_norm=max_grad_norm,
@@ -161,3 +162,35 @@ def resolve_noise(
             f"target_epsilon must be a positive finite number, got {target_epsilon!r}"
         )
     return calibrate_noise(target_epsilon, delta, sample_rate, epochs * steps_per_epoch, accountant)
+
+
+def require_delta(delta: Any, n: int) -> float:
+    """delta is required (no default: a sound one depends on the dataset size N)."""
+    if delta is None:
+        raise InvalidInputError("delta is required (choose one well below 1/N, e.g. 1e-5)")
+    return check_delta(delta, n)
+
+
+def budget_tracker(
+    sigma: float,
+    sample_rate: float,
+    delta: float,
+    accountant: str,
+    *,
+    target_epsilon: float | None,
+    warn_at: float,
+    max_grad_norm: float | None,
+    framework: str,
+    state: Callable[[], tuple[Any, Any]],
+    checkpoint: bool,
+) -> BudgetTracker:
+    """The budget tracker of a private optimizer (shared by torch and MLX)."""
+    return BudgetTracker(
+        EpsilonCurve(sigma, sample_rate, delta, accountant),
+        target_epsilon=target_epsilon,
+        warn_at=warn_at,
+        max_grad_norm=max_grad_norm,
+        framework=framework,
+        state=state,
+        checkpoint=checkpoint,
+    )
