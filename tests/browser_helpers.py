@@ -59,6 +59,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,22 @@ def start_lab(
     raise RuntimeError(f"jupyter lab did not answer within {timeout}s; see {log_path}")
 
 
+@contextmanager
+def running_lab(
+    root_dir: str | os.PathLike,
+    store_path: str | os.PathLike,
+    env: dict[str, str] | None = None,
+    **extra: Any,
+) -> Iterator[LabServer]:
+    """start_lab on `store_path` (kept in server.extra["store"], with `extra`); stopped on exit."""
+    server = start_lab(root_dir, store_path=store_path, env=env)
+    server.extra.update(store=store_path, **extra)
+    try:
+        yield server
+    finally:
+        stop_lab(server)
+
+
 def stop_lab(server: LabServer) -> None:
     """Stop the server (SIGTERM, then SIGKILL after 10 s) and remove its temp dirs."""
     p = server.proc
@@ -298,12 +316,8 @@ def lab_server(tmp_path, monkeypatch):
     """A real `jupyter lab` serving tmp_path/"root" with store tmp_path/"store.db"."""
     store = tmp_path / "store.db"
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
-    server = start_lab(tmp_path / "root", store_path=store)
-    server.extra["store"] = store
-    try:
+    with running_lab(tmp_path / "root", store) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 @pytest.fixture(scope="module")

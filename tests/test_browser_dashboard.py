@@ -13,7 +13,7 @@ import math
 import browser_helpers as bh
 import numpy as np
 import pytest
-from browser_helpers import screenshot, start_lab, stop_lab
+from browser_helpers import running_lab, screenshot
 from sidebar_helpers import XSS_NAME, populate
 
 import mlops_jupyter as mj
@@ -42,12 +42,8 @@ def lab(tmp_path, monkeypatch):
         mj.set_store(None)
     monkeypatch.setenv("MJ_TEST_MEDIA_RUN", run.id)
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
-    server = start_lab(tmp_path / "root", store_path=store, env={"MLOPS_JUPYTER_TELEMETRY": "0"})
-    server.extra["store"] = store
-    try:
+    with running_lab(tmp_path / "root", store, env={"MLOPS_JUPYTER_TELEMETRY": "0"}) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 def count(pg) -> int:

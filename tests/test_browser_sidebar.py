@@ -11,6 +11,7 @@ from browser_helpers import (
     open_notebook,
     run_all,
     run_cell,
+    running_lab,
     screenshot,
     start_lab,
     stop_lab,
@@ -45,12 +46,8 @@ def open_sidebar(page):
 def lab(tmp_path, monkeypatch):
     store = tmp_path / "store.db"
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
-    server = start_lab(tmp_path / "root", store_path=store, env={"MLOPS_JUPYTER_TELEMETRY": "0"})
-    server.extra["store"] = store
-    try:
+    with running_lab(tmp_path / "root", store, env={"MLOPS_JUPYTER_TELEMETRY": "0"}) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 def test_notebook_runs_show_in_sidebar_and_compare(lab, page):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from browser_helpers import start_lab, stop_lab
+from browser_helpers import running_lab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_eval_data import hash_embedder
@@ -61,12 +61,9 @@ def srv(tmp_path_factory):
         expected = compare_examples(v1, v2, "token_f1")
     finally:
         mj.set_store(None)
-    server = start_lab(tmp / "root", store_path=store)
-    server.extra.update(v1=v1, v2=v2, plain=plain.id, expected=expected, store=store)
-    try:
+    extra = {"v1": v1, "v2": v2, "plain": plain.id, "expected": expected}
+    with running_lab(tmp / "root", store, **extra) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 def test_scores_per_run_with_intervals_and_regressions(srv):

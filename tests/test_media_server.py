@@ -7,7 +7,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from browser_helpers import start_lab, stop_lab
+from browser_helpers import running_lab
 
 import mlops_jupyter as mj
 from mlops_jupyter.media.encode import decode_png
@@ -30,12 +30,8 @@ def srv(tmp_path_factory):
         mj.log_text("secret", "not yours", step=0)
     mj.flush_media()
     mj.set_store(None)
-    server = start_lab(tmp / "root", store_path=store)
-    server.extra.update(run=run.id, other=other.id, img=img)
-    try:
+    with running_lab(tmp / "root", store, run=run.id, other=other.id, img=img) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 def raw(srv, path: str) -> tuple[int, dict, bytes]:

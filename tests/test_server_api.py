@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_helpers import start_lab, stop_lab
+from browser_helpers import running_lab
 from sidebar_helpers import ODD_NAME, XSS_NAME, populate
 
 pytest.importorskip("jupyter_server")
@@ -27,12 +27,8 @@ def srv(tmp_path_factory):
     nb = root / "work" / "train.ipynb"
     store = tmp / "store.db"
     ids = populate(store, notebook=nb)
-    server = start_lab(root, store_path=store)
-    server.extra["ids"] = ids
-    try:
+    with running_lab(root, store, ids=ids) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 def get(srv, path: str):

@@ -4,7 +4,7 @@ the store and the cause, never tornado's HTML 500 page."""
 from __future__ import annotations
 
 import pytest
-from browser_helpers import start_lab, stop_lab
+from browser_helpers import running_lab
 from test_store_faults import _corrupt_table, _store_with_runs
 
 pytest.importorskip("jupyter_server")
@@ -18,12 +18,8 @@ def damaged(tmp_path_factory):
     store = tmp / "store" / "store.db"
     _store_with_runs(store, 40)
     _corrupt_table(store, "runs")
-    server = start_lab(tmp / "root", store_path=store)
-    server.extra["store"] = store
-    try:
+    with running_lab(tmp / "root", store) as server:
         yield server
-    finally:
-        stop_lab(server)
 
 
 @pytest.mark.parametrize("path", ["runs", "experiments", "runs/run%200", "compare?ids=run%201"])
