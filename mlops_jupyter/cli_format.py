@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 MISSING = "\u2014"  # an em dash: no value, or a NaN
@@ -74,11 +73,11 @@ def json_text(obj: Any) -> str:
 def require_store(args: Any) -> None:
     """Refuse, with the path, when the store a read command would read does not exist
     (a mistyped `--store` must not create a new empty store that has "no runs yet")."""
-    from .config import DB_FILENAME, find_store_path
+    from .config import DB_FILENAME, find_store_path, store_path_from
     from .errors import StoreError
 
     given = getattr(args, "store", None)
-    p = Path(given).expanduser() if given else find_store_path()
+    p = store_path_from(given) if given else find_store_path()
     if p.is_dir():
         p = p / DB_FILENAME
     if not p.is_file():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 STORE_DIRNAME = ".mlops"
 DB_FILENAME = "store.db"
@@ -67,6 +69,52 @@ def spool_dir() -> str | None:
     return os.environ.get("MLOPS_JUPYTER_SPOOL_DIR") or None
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def store_path_from(value: str | os.PathLike) -> Path:
+    """A store location as given by a user (env var, set_store, --store): a path, or a URL.
+
+    Any value with a scheme is parsed as a URL, never taken as a folder name (a typo'd or
+    unsupported URL must not silently create a SQLite store under `postgresql:/...`).
+    `file://` and `sqlite://` URLs name a SQLite file; every other scheme is refused."""
+    if not isinstance(value, str):
+        return Path(value).expanduser()
+    m = _SCHEME.match(value)
+    if m is None:
+        return Path(value).expanduser()
+    from .errors import StoreError
+
+    scheme = m.group(1).lower()
+    if scheme in ("file", "sqlite"):
+        path = unquote(urlsplit(value).path)
+        if not path:
+            raise StoreError(f"store URL {redact_url(value)!r} names no file")
+        return Path(path).expanduser()
+    if scheme in ("postgresql", "postgres", "http", "https"):
+        raise StoreError(
+            f"store URL {redact_url(value)!r}: {scheme}:// stores are not supported by this "
+            "version yet; use a SQLite file or folder (a path, or sqlite:///path/store.db)"
+        )
+    raise StoreError(
+        f"store URL {redact_url(value)!r}: unknown scheme {scheme!r}; use a path, "
+        "file:///path or sqlite:///path"
+    )
+
+
 def find_store_path(start: str | os.PathLike | None = None) -> Path:
     """Where the store lives: MLOPS_JUPYTER_STORE, else the nearest `.mlops/` walking up
     from `start` (default: the working directory), else `./.mlops/store.db`.
@@ -75,7 +123,7 @@ def find_store_path(start: str | os.PathLike | None = None) -> Path:
     (MLOPS_JUPYTER_STORE or mj.set_store)."""
     env = os.environ.get("MLOPS_JUPYTER_STORE")
     if env:
-        p = Path(env).expanduser()
+        p = store_path_from(env)
         if p.is_dir() or (not p.suffix and not p.exists()):
             return p / DB_FILENAME
         return p

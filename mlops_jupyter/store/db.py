@@ -349,9 +349,9 @@ def open_store(path: str | os.PathLike | None = None, *, create: bool = True) ->
     With create=False a missing store raises StoreError instead of being created.
 
     Stores are cached per resolved path, so repeated calls are cheap."""
-    from ..config import find_store_path
+    from ..config import find_store_path, store_path_from
 
-    p = Path(path).expanduser() if path is not None else find_store_path()
+    p = store_path_from(path) if path is not None else find_store_path()
     if p.is_dir():
         from ..config import DB_FILENAME
 

@@ -65,8 +65,12 @@ def _start_hooks() -> list:
 def set_store(path: str | os.PathLike | None) -> Store:
     """Use the store at `path` for this process (None: back to the default lookup)."""
     global _store_override
-    _store_override = None if path is None else os.fspath(path)
-    return current_store()
+    if path is None:
+        _store_override = None
+        return current_store()
+    store = open_store(path)  # a refused location (bad URL, foreign file) keeps the old store
+    _store_override = os.fspath(path)
+    return store
 
 
 def current_store() -> Store:
