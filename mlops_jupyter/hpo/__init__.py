@@ -433,9 +433,7 @@ def _wait_for_gate(check, run, poll_s, view, redraw, rstore, sreg) -> None:
             break
         if event_id is None:
             msg = f"sweep paused: {reason or 'machine not ready'}"
-            event_id = rstore.add_event(
-                run.store, run._rid, "thermal_wait", msg, "warning", {"reason": reason}
-            )
+            event_id = run.add_event("thermal_wait", msg, "warning", {"reason": reason})
             view.waiting = reason or "machine not ready"
             redraw(force=True)
             # scripts have no live view: say why nothing is happening

@@ -70,13 +70,13 @@ class _Reporter:
 
 
 class Tap:
-    """Sits in a trial run's log path: forwards every point, remembers the last values,
+    """Listens to a trial run's logged points (a log listener): remembers the last values,
     reports the watched metric to optuna and raises TrialPruned when the pruner says so,
     only in the thread running the objective (never in the telemetry sampler's). Within one
-    `mj.log(a=..., b=...)` call the raise waits until every value of the call is buffered."""
+    `mj.log(a=..., b=...)` call the raise waits until every value of the call is buffered
+    (the run defers a propagating listener's exception to the end of the call)."""
 
     def __init__(self, run, trial, metric: str | None, prune: bool, sync: bool) -> None:
-        self.append = run._append
         self.trial = trial
         self.metric = metric
         self.prune = prune
@@ -86,28 +86,15 @@ class Tap:
         self.counts: dict[str, int] = {}
         self.reported: set[int] = set()
         self.pending: str | None = None
-        self.in_log = False
         self.reporting = True
         self.reporter = None if sync else _Reporter(trial, prune)
-        run_log = run.log
-
-        def log(step: int | None = None, **metrics: float) -> None:
-            self.in_log = True
-            try:
-                run_log(step, **metrics)
-            finally:
-                self.in_log = False
-            self._raise_pending()
-
-        run._append = self
-        run.log = log
         self.run = run
+        run.add_log_listener(self, propagate=True)
 
     def close(self) -> None:
         """Detach from the run (later logs, e.g. the final `objective`, bypass optuna) and
         let the reporter write what it still holds."""
-        self.run._append = self.append
-        self.run.__dict__.pop("log", None)
+        self.run.remove_log_listener(self)
         if self.reporter is not None:
             self.reporter.close()
 
@@ -116,9 +103,7 @@ class Tap:
             msg, self.pending = self.pending, None
             raise _pruned(msg)
 
-    def __call__(self, point: tuple) -> None:
-        self.append(point)
-        _rid, key, step, value, _ts = point
+    def __call__(self, key: str, value: float, step: int | None) -> None:
         if key.startswith("sys/") or threading.get_ident() != self.thread:
             return
         n = self.counts.get(key, 0)
@@ -138,8 +123,7 @@ class Tap:
                     self._report_now(float(value), step, key)
         if r is not None and r.decision is not None and self.pending is None:
             self.pending, r.decision = r.decision, None
-        if self.pending is not None and not self.in_log:
-            self._raise_pending()
+        self._raise_pending()
 
     def _report_now(self, value: float, step: int, key: str) -> None:
         try:

@@ -116,7 +116,7 @@ def start_run(
         prev_run_id=prev_id,
     )
     w = writer_for(store)
-    run = Run(store, w, rid, uid, name, experiment, parent)
+    run = Run(store, w, rid, uid, name, experiment, parent, forget=_forget)
     w.add_run(rid)
     _push(run)
     for hook in _start_hooks():
@@ -181,10 +181,7 @@ def log(step: int | None = None, **metrics: float) -> None:
     r = _active
     if r is None:
         raise NoActiveRunError("log metrics")
-    if "log" in r.__dict__:  # an integration (hpo's pruning tap) wraps this run's log
-        r.log(step, **metrics)
-    else:
-        r._log(step, metrics)
+    r._log(step, metrics)
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -246,10 +243,22 @@ def _run_ids(store: Store, run_ids: Any) -> list[int]:
         run_ids = [run_ids]
     elif type(run_ids).__module__.startswith("polars") and hasattr(run_ids, "columns"):
         run_ids = run_ids["id"].to_list()
-    out = []
-    for r in run_ids:
-        out.append(r._rid if isinstance(r, Run) else rstore.resolve_run(store, r))
-    return out
+    return [resolve_run(r, store) for r in run_ids]
+
+
+def resolve_run(ref: Run | str | None = None, store: Store | None = None) -> int:
+    """The store id (`Run.store_id`) of a run given as a Run, its id, a unique id prefix
+    (>= 4 characters) or its name (the latest run of that name); None means the active
+    run. `store` defaults to the current store. Raises RunNotFoundError if there is none."""
+    if ref is None:
+        ref = _active
+        if ref is None:
+            raise NoActiveRunError("resolve the active run")
+    if store is None:
+        store = ref.store if isinstance(ref, Run) else current_store()
+    if isinstance(ref, Run):
+        return ref.store_id if ref.store is store else rstore.resolve_run(store, ref.id)
+    return rstore.resolve_run(store, ref)
 
 
 def metrics(run_ids: Any = None, keys: str | list[str] | None = None) -> pl.DataFrame:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,11 @@ END_STATUSES = ("finished", "failed", "killed", "crashed", "stopped")
 class Run:
     """A tracked run. Use as a context manager, or call `end()` yourself.
 
-    Attributes: `id` (short hex id), `name`, `experiment`, `status`."""
+    Attributes: `id` (short hex id), `name`, `experiment`, `status`, `store`, `store_id`.
+
+    Integrations (telemetry, hpo, data autolog, widgets...) use only the public methods:
+    `on_end`, `add_log_listener`/`remove_log_listener`, `flush`, `add_event`, `store_id`;
+    never the private attributes, which may change."""
 
     def __init__(
         self,
@@ -34,6 +41,7 @@ class Run:
         name: str,
         experiment: str,
         parent: Run | None = None,
+        forget: Callable[[Run], None] | None = None,
     ) -> None:
         self.store = store
         self.id = uid
@@ -45,9 +53,15 @@ class Run:
         self._writer = writer
         self._q = writer.q
         self._stage = writer.queue
-        self._append = writer.queue.append  # integrations may wrap this (hpo's pruning tap)
+        # log calls go through `_append`; it is the plain list append unless a log listener
+        # is registered, so the hot path costs nothing extra without listeners
+        self._append = writer.queue.append
         self._raw_append = self._append
         self._on_end: list = []  # callbacks(run, status), run before the final flush
+        self._listeners: tuple = ()  # (fn, propagate); replaced whole, never mutated
+        self._warned: set[int] = set()  # ids of listeners whose failure was already warned
+        self._lock = threading.Lock()
+        self._forget = forget  # the tracking API's "no longer active" hook
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, experiment={self.experiment!r}, status={self.status!r})"
@@ -94,13 +108,11 @@ class Run:
             if type(value) is not float:
                 value = as_value(key, value)
             add((rid, key, step, value, t))
-        if self._append is self._raw_append:
-            self._stage.extend(points)  # one call for every key
-        else:  # an integration wraps the append: it sees each point
-            for p in points:
-                self._append(p)
+        self._stage.extend(points)  # one call for every key
         if len(self._stage) >= self._q.limit:
             self._q.full()
+        if self._listeners:
+            self._notify(points)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Record parameters (JSON-able values; others are stored as their str())."""
@@ -135,6 +147,95 @@ class Run:
         d = rows[0][0]
         return self.store.artifacts_dir / d[:2] / d[2:]
 
+    # -- integration API ---------------------------------------------------------------
+    @property
+    def store_id(self) -> int:
+        """The run's row id inside its store: what store-level functions take. It is
+        store-internal (not the public `id`) and means nothing in another store."""
+        return self._rid
+
+    def flush(self) -> None:
+        """Write the points buffered so far to the store now; returns once they are written."""
+        self._writer.flush()
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        level: str = "info",
+        data: dict | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        """Record an event (alert, warning, lifecycle note) on this run and return its id;
+        `start` defaults to now, `end` to none (an instant). Written synchronously; safe
+        from any thread, and usable after the run has ended."""
+        return rstore.add_event(self.store, self._rid, kind, message, level, data, start, end)
+
+    def on_end(self, callback: Callable[[Run, str], Any]) -> Callable[[], None]:
+        """Call `callback(run, status)` once when the run ends, in the thread that ends it,
+        before the last buffered points are flushed. A callback that raises only warns.
+        Returns a function that unregisters the callback (safe to call twice)."""
+        with self._lock:
+            self._on_end.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                try:
+                    self._on_end.remove(callback)
+                except ValueError:
+                    pass
+
+        return unsubscribe
+
+    def add_log_listener(
+        self, fn: Callable[[str, float, int | None], Any], *, propagate: bool = False
+    ) -> None:
+        """Call `fn(key, value, step)` for every point logged to this run from now on,
+        synchronously in the thread that logs it (the sampler thread's `sys/` points too),
+        after the point is buffered. Keep it fast: it runs inside the training loop.
+
+        An exception from `fn` warns once and is otherwise ignored, so logging never
+        breaks; with `propagate=True` it reaches the log call instead, once every point of
+        that call is buffered and seen by every listener. Thread-safe to add and remove."""
+        if not callable(fn):
+            raise InvalidInputError(f"fn must be callable, got {type(fn).__name__}")
+        with self._lock:
+            self._listeners = (*self._listeners, (fn, bool(propagate)))
+            self._append = self._append_notify
+
+    def remove_log_listener(self, fn: Callable[..., Any]) -> None:
+        """Stop calling `fn`; a listener that is not registered is ignored."""
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x[0] is not fn)
+            if not self._listeners:
+                self._append = self._raw_append
+
+    def _append_notify(self, point: tuple) -> None:
+        self._raw_append(point)
+        self._notify((point,))
+
+    def _notify(self, points) -> None:
+        listeners = self._listeners
+        err: BaseException | None = None
+        for _rid, key, step, value, _ts in points:
+            for fn, propagate in listeners:
+                try:
+                    fn(key, value, step)
+                except Exception as e:
+                    if propagate:
+                        err = err or e
+                    elif id(fn) not in self._warned:
+                        self._warned.add(id(fn))
+                        warnings.warn(
+                            f"mlops-jupyter: log listener {fn!r} failed: {e!r} "
+                            "(further failures of it are not reported)",
+                            RuntimeWarning,
+                            stacklevel=4,
+                        )
+        if err is not None:
+            raise err
+
     # -- ending ------------------------------------------------------------------------
     def end(self, status: str = "finished") -> None:
         """End the run; buffered points are flushed first. Ending twice is a no-op."""
@@ -142,12 +243,12 @@ class Run:
             raise InvalidInputError(f"status must be one of {END_STATUSES}, got {status!r}")
         if self.status != "running":
             return
-        for cb in list(self._on_end):
+        with self._lock:
+            callbacks, self._on_end = self._on_end, []
+        for cb in callbacks:
             try:
                 cb(self, status)
             except Exception as e:  # an integration must not lose the run's end
-                import warnings
-
                 warnings.warn(
                     f"mlops-jupyter: end-of-run hook failed: {e}", RuntimeWarning, stacklevel=2
                 )
@@ -155,9 +256,8 @@ class Run:
         self._writer.remove_run(self._rid)
         self._writer.flush()
         rstore.finish_run(self.store, self._rid, status)
-        from . import api
-
-        api._forget(self)
+        if self._forget is not None:
+            self._forget(self)
 
     def __enter__(self) -> Run:
         return self
