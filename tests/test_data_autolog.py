@@ -121,8 +121,9 @@ def test_attach_imports_no_dataframe_library_and_patches_polars_imported_later(t
         import mlops_jupyter.data.autolog as autolog
         assert "polars" not in sys.modules and "pandas" not in sys.modules
 
-        class FakeRun:  # attach() only needs the end-callback list
-            _on_end = []
+        class FakeRun:  # attach() only needs to register an end callback
+            def on_end(self, callback):
+                return lambda: None
 
         run = FakeRun()
         autolog.attach(run)

@@ -9,7 +9,7 @@ import os
 from .env import environment, git_info, package_versions
 from .notebook import NOTEBOOK_ENV, read_notebook, resolve_notebook
 from .params import is_parameters_comment, literal_params
-from .recorder import PROVENANCE, Session, cell_key, source_hash
+from .recorder import ENV_TAGGED, PROVENANCE, Session, cell_key, source_hash
 
 __all__ = [
     "NOTEBOOK_ENV",
@@ -36,4 +36,4 @@ def attach(run) -> None:
         return
     nb = resolve_notebook(os.environ.get(NOTEBOOK_ENV), os.environ.get("JPY_SESSION_NAME"))
     run.set_tags(environment(nb))
-    run._mj_env = nb
+    ENV_TAGGED[run] = nb

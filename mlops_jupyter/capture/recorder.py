@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,10 @@ from ..tracking.run import Run
 from .env import environment
 from .notebook import NotebookFile, read_notebook
 from .params import is_parameters_comment, literal_params
+
+# runs already tagged with their environment by the start hook -> the notebook it saw
+# (kept here rather than as an attribute on the Run, which is not ours to extend)
+ENV_TAGGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 PROVENANCE = "provenance"  # run_events.kind of every warning written here
 _MAX_HISTORY = 20_000
@@ -154,19 +159,20 @@ class Session:
     def remember_cell_run(self, key: str, run: Run) -> None:
         nb = self.notebook() or ""
         self._cell_runs[(nb, key)] = run
-        cstore.link_run_cell(run.store, run._rid, nb, key)
+        cstore.link_run_cell(run.store, run.store_id, nb, key)
 
     # -- tracking runs -------------------------------------------------------------------------
     def is_tracked(self, run: Run) -> bool:
-        return run._rid in self._tracked
+        return run.store_id in self._tracked
 
     def track(self, run: Run, auto_params: bool = False, env: bool = True) -> None:
         """Start recording cells into `run`; tag it with its environment and flag a kernel
         state that was built out of notebook order."""
-        if run._rid in self._tracked:
+        if run.store_id in self._tracked:
             return
-        self._tracked[run._rid] = _Tracked(run, cstore.next_seq(run.store, run._rid), auto_params)
-        if env and getattr(run, "_mj_env", False) != self.notebook():
+        rid = run.store_id
+        self._tracked[rid] = _Tracked(run, cstore.next_seq(run.store, rid), auto_params)
+        if env and ENV_TAGGED.get(run, False) != self.notebook():
             try:
                 run.set_tags(environment(self.notebook()))
             except Exception as e:
@@ -198,7 +204,7 @@ class Session:
         )
         rstore.add_event(
             run.store,
-            run._rid,
+            run.store_id,
             PROVENANCE,
             f"before this run, the kernel state was built out of notebook order: {what} "
             f"({len(found)} such step(s))",
@@ -229,10 +235,10 @@ class Session:
         nb = read_notebook(self.notebook())
         idx_cache: dict[int | None, tuple[int | None, bool]] = {}
         for run in runs:
-            tr = self._tracked.get(run._rid)
+            tr = self._tracked.get(run.store_id)
             if tr is None:
                 self.track(run)
-                tr = self._tracked[run._rid]
+                tr = self._tracked[run.store_id]
             rows, sources, events = by_store.setdefault(run.store, ([], {}, []))
             known = self._stored_hashes.setdefault(str(run.store.path), set())
             if digest not in known:
@@ -273,7 +279,7 @@ class Session:
                 tr.last_index, tr.last_label = idx, label
             rows.append(
                 (
-                    run._rid,
+                    run.store_id,
                     tr.seq,
                     cell_id,
                     execution_count,
@@ -294,13 +300,13 @@ class Session:
             cstore.record_cells(store, rows, sources)
             self._stored_hashes[str(store.path)].update(sources)
             for run, msg, data in events:
-                rstore.add_event(store, run._rid, PROVENANCE, msg, level="warning", data=data)
+                rstore.add_event(store, run.store_id, PROVENANCE, msg, level="warning", data=data)
         for run in runs:
             if run.status != "running":
-                self._tracked.pop(run._rid, None)
+                self._tracked.pop(run.store_id, None)
 
     def untrack(self, run: Run) -> None:
-        self._tracked.pop(run._rid, None)
+        self._tracked.pop(run.store_id, None)
 
     def tracked_runs(self) -> list[Run]:
         return [t.run for t in self._tracked.values()]

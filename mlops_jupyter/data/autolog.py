@@ -49,7 +49,7 @@ def attach(run) -> None:
     with _lock:
         _attached.add(id(run))
         _patch_all()
-    run._on_end.append(_detach)
+    run.on_end(_detach)
 
 
 def _detach(run, status: str) -> None:
@@ -234,4 +234,4 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
                 _profiled[key] = True
         store = run.store
         vrid, _ = dstore.save_version(store, rec)
-        dstore.link_version(store, run._rid, vrid, "input", rec.get("name"), rec.get("source"))
+        dstore.link_version(store, run.store_id, vrid, "input", rec.get("name"), rec.get("source"))

@@ -223,7 +223,7 @@ def _store():
 
 
 def _run_rid(run: Any) -> int | None:
-    from ..tracking.api import active_run
+    from ..tracking.api import active_run, resolve_run
     from ..tracking.run import Run
 
     if run is None:
@@ -231,10 +231,8 @@ def _run_rid(run: Any) -> int | None:
     if run is None or run is False:
         return None
     if isinstance(run, Run):
-        return run._rid
-    from ..store import runs as rstore
-
-    return rstore.resolve_run(_store(), run)
+        return run.store_id
+    return resolve_run(run, _store())
 
 
 def save(

@@ -49,9 +49,7 @@ def end_nested(srun: tracking.Run) -> None:
 
 def event(run: tracking.Run, msg: str, tb: str) -> None:
     try:
-        from ..store import runs as rstore
-
-        rstore.add_event(run.store, run._rid, "pipeline.error", msg, "error", {"traceback": tb})
+        run.add_event("pipeline.error", msg, "error", {"traceback": tb})
     except Exception:
         pass
 

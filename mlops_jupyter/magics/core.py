@@ -303,7 +303,7 @@ class CaptureMagics(Magics):
             from ..store import runs as rstore
 
             rstore.add_event(
-                old.store, old._rid, "lifecycle", "superseded: its start cell was re-executed"
+                old.store, old.store_id, "lifecycle", "superseded: its start cell was re-executed"
             )
             old.end("killed")
         params = {} if args.no_params else self.session.parameters()
@@ -378,8 +378,8 @@ def status_report(session: Session) -> dict[str, str]:
         lines = [text, f"notebook: {nb or 'unknown'}"]
     else:
         _api.flush()
-        d = q.run_detail(run.store, run._rid)
-        cells = cstore.cells_for_run(run.store, run._rid)
+        d = q.run_detail(run.store, run.store_id)
+        cells = cstore.cells_for_run(run.store, run.store_id)
         warns = [e for e in d["events"] if e["kind"] == capture.PROVENANCE]
         lines = [
             f"run {d['name']!r} ({d['id']}) - {d['status']}, attempt {d['attempt']}",

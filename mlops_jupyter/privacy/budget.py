@@ -145,7 +145,7 @@ class BudgetTracker:
                     run.log_params(self.params())
                     # the newest epsilon (slow accountants) is logged before the run ends;
                     # end-of-run callbacks are how telemetry and autolog attach too
-                    run._on_end.append(lambda _run, _status: self.flush())
+                    run.on_end(lambda _run, _status: self.flush())
                 except Exception as e:  # tracking must not break training
                     _warn(f"could not log the privacy params: {e}")
         return run

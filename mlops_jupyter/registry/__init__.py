@@ -127,8 +127,8 @@ def _run_rid(store: Store, run: Any) -> tuple[int | None, dict]:
         if run is None:
             return None, {}
     if isinstance(run, Run):
-        run._writer.flush()
-        rid = run._rid
+        run.flush()
+        rid = run.store_id
     elif isinstance(run, str):
         rid = rstore.resolve_run(store, run)
     else:

@@ -126,9 +126,7 @@ def _event(kind: str, message: str, data: dict) -> None:
     if run is None:
         return
     try:
-        from ..store import runs as rstore
-
-        rstore.add_event(run.store, run._rid, kind, message, data=data)
+        run.add_event(kind, message, data=data)
     except Exception as e:
         warnings.warn(f"mlops-jupyter: could not record the {kind}: {e}", RuntimeWarning, 3)
 

@@ -39,7 +39,7 @@ def next_seq(store: Store, rid: int) -> int:
 
 def _run_rowid(store: Store, run: Any) -> int:
     """The row id of `run`: a row id (int), a public run id or name (str), or a Run."""
-    rid = getattr(run, "_rid", run)
+    rid = getattr(run, "store_id", run)  # a Run (duck-typed: the store layer never imports it)
     if isinstance(rid, int) and not isinstance(rid, bool):
         return rid
     if isinstance(rid, str):

@@ -275,16 +275,15 @@ def alerts(run: Any = None, include_throttle: bool = True) -> pl.DataFrame:
 
     `run`: a Run, a run id or name, a list of those, or None for every run. Columns:
     run_id, run_name, kind, rule, level, message, start_time, end_time, active, data."""
-    from ..store import runs as rstore
     from ..store import telemetry as tstore
     from ..tracking import api
-    from ..tracking.run import Run
+    from ..tracking.api import resolve_run
 
     store = api._read_store()
     rids: list[int] | None = None
     if run is not None:
         refs = run if isinstance(run, (list, tuple)) else [run]
-        rids = [r._rid if isinstance(r, Run) else rstore.resolve_run(store, r) for r in refs]
+        rids = [resolve_run(r, store) for r in refs]
     kinds = ("alert", "throttle") if include_throttle else ("alert",)
     rows = tstore.list_events(store, rids, kinds)
     datas = [json.loads(r[8]) if r[8] else {} for r in rows]

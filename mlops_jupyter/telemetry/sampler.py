@@ -97,7 +97,7 @@ class Hub:
                     target=self._loop, name="mlops-telemetry", daemon=True
                 )
                 self.thread.start()
-        run._on_end.append(self._on_end)
+        run.on_end(self._on_end)
         return st
 
     def _on_end(self, run: Any, status: str) -> None:
@@ -110,7 +110,7 @@ class Hub:
         with st.lock:
             try:
                 # last look at the metrics logged since the previous tick
-                run._writer.flush()
+                run.flush()
                 self._check_metrics(st, time.time())
             except Exception as e:
                 self._warn("alerts", e)
@@ -202,7 +202,7 @@ class Hub:
             # at run end keep telemetry alerts that are still open
             conds.update({k: (ep.message, ep.data) for k, ep in st.alerts.open.items()})
         if any(isinstance(r, (NonFiniteRule, RisingRule)) for r in rule_set):
-            new = tstore.new_points(st.run.store, st.run._rid, st.have)
+            new = tstore.new_points(st.run.store, st.run.store_id, st.have)
             for k, (n, _s, _v) in new.items():
                 st.have[k] = n
             conds.update(st.engine.metric_conditions(new, rule_set))
@@ -218,7 +218,7 @@ class Hub:
     def _open(self, st: _RunState, ep: Episode, kind: str) -> None:
         try:
             ep.event_id = add_event(
-                st.run.store, st.run._rid, kind, ep.message, ep.level, ep.data, ep.start
+                st.run.store, st.run.store_id, kind, ep.message, ep.level, ep.data, ep.start
             )
         except Exception as e:
             self._warn("events", e)

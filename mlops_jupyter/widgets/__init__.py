@@ -47,7 +47,7 @@ def live(
     if run is None:
         run = api.active_run()
     if isinstance(run, Run):
-        store, rid, obj = run.store, run._rid, run
+        store, rid, obj = run.store, run.store_id, run
     else:
         store = api._read_store()
         if run is None:

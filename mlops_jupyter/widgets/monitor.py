@@ -237,7 +237,7 @@ class LiveMonitor(_Base):
         """Follow the run until it ends (a background thread)."""
         if self._thread is None:
             if self._run is not None and self._run.status == "running":
-                self._run._on_end.append(self._on_run_end)
+                self._run.on_end(self._on_run_end)
             self._thread = threading.Thread(target=self._loop, name="mlops-live", daemon=True)
             self._thread.start()
         return self
@@ -250,7 +250,7 @@ class LiveMonitor(_Base):
         if self._thread is not None:
             self._thread.join(2.0)
         try:
-            run._writer.flush()
+            run.flush()
             from ..media import flush_media
 
             flush_media(timeout=2.0)  # images logged just before the end are shown too
