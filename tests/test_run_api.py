@@ -239,3 +239,50 @@ def test_no_module_outside_tracking_touches_a_private_run_attribute():
             f"{f.relative_to(PKG)}:{h}" for h in private_run_accesses(f.read_text(), names, shared)
         ]
     assert not bad, "use the public Run API instead:\n" + "\n".join(bad)
+
+
+# -- import cycles the integration API removed ---------------------------------------------
+def _imports(mod: str) -> set[str]:
+    """Modules of the package that `mod` imports anywhere (function-level imports too)."""
+    f = PKG.joinpath(*mod.split(".")[1:]).with_suffix(".py")
+    pkg = mod.rsplit(".", 1)[0]
+    out = set()
+    for n in ast.walk(ast.parse(f.read_text())):
+        if isinstance(n, ast.ImportFrom) and n.level:
+            base = pkg.split(".")[: len(pkg.split(".")) - (n.level - 1)]
+            m = ".".join(base + ([n.module] if n.module else []))
+            out |= {m} | {f"{m}.{a.name}" for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            out |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+    return out
+
+
+def _reaches(a: str, b: str, within: set[str]) -> bool:
+    seen, todo = set(), [a]
+    while todo:
+        for m in _imports(todo.pop()) & within:
+            if m == b:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return False
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ("data.catalog", "data.compare"),
+        ("data.catalog", "data.report"),
+        ("data.compare", "data.report"),
+        ("data.profile", "data.stats"),
+        ("tracking.api", "tracking.run"),
+    ],
+)
+def test_no_import_cycle(a, b):
+    sub = a.split(".")[0]
+    within = {
+        f"mlops_jupyter.{sub}.{f.stem}" for f in (PKG / sub).glob("*.py") if f.stem != "__init__"
+    }
+    a, b = f"mlops_jupyter.{a}", f"mlops_jupyter.{b}"
+    assert not (_reaches(a, b, within) and _reaches(b, a, within)), f"{a} and {b} import each other"

@@ -22,7 +22,8 @@ from .catalog import (
     object_record,
     save,
 )
-from .profile import Binned, _kind, column_profile, grid_size, numeric_values, to_polars
+from .profile import _kind, column_profile, numeric_values, to_polars
+from .stats import Binned, grid_size
 
 NUM_METHODS = ("ks", "wasserstein", "psi", "jensenshannon")
 CAT_METHODS = ("chisquare", "psi", "jensenshannon")
@@ -150,7 +151,7 @@ def _numeric_pair(sr: pl.Series, sc: pl.Series) -> tuple[tuple, tuple] | None:
 
 def _raw_pair(reference: Any, current: Any, categorical: list[str] | None):
     """Records of two in-memory datasets, with exact KS statistics for shared numeric
-    columns (see profile.Binned)."""
+    columns (see stats.Binned)."""
     dfr, dfc = to_polars(reference), to_polars(current)
     cats = set(categorical or ())
     names = [
@@ -383,25 +384,3 @@ def drift_reports(run: Any = None, limit: int = 50) -> list:
         r["current"]["n_rows"] = None
         out.append(DriftReport(r))
     return out
-
-
-def to_frame(columns: list[dict]) -> pl.DataFrame:
-    """Per-column verdicts as a polars DataFrame."""
-    return pl.DataFrame(
-        {
-            "column": [c["column"] for c in columns],
-            "kind": [c["kind"] for c in columns],
-            "method": [c["method"] for c in columns],
-            "statistic": [c["statistic"] for c in columns],
-            "threshold": [c["threshold"] for c in columns],
-            "drifted": [c["drifted"] for c in columns],
-        },
-        schema={
-            "column": pl.String,
-            "kind": pl.String,
-            "method": pl.String,
-            "statistic": pl.Float64,
-            "threshold": pl.Float64,
-            "drifted": pl.Boolean,
-        },
-    )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from ..errors import InvalidInputError
+from .stats import Binned, grid_size, sketch_cdf
 
 SKETCH_POINTS = 201  # quantiles at p = 0, 0.005, ..., 1
 HIST_BINS = 20
@@ -79,44 +79,6 @@ def numeric_values(s: pl.Series) -> tuple[np.ndarray, int]:
     if x.size and not np.isfinite(x.sum()):
         x = x[np.isfinite(x)]
     return x, len(s) - len(x)
-
-
-@dataclass
-class Binned:
-    """Values counted into `k` equal cells over [lo, hi]: the basis of linear-time exact
-    order statistics and KS. Two sides binned on the same grid can be compared cell by cell."""
-
-    x: np.ndarray
-    lo: float
-    hi: float
-    k: int
-    cells: np.ndarray  # cell index of each value
-    cum: np.ndarray  # number of values in cells <= j
-
-    @classmethod
-    def build(cls, x: np.ndarray, lo: float, hi: float, k: int) -> Binned:
-        if not hi > lo:
-            k = 1
-        scale = k / (hi - lo) if hi > lo else 0.0
-        t = np.subtract(x, lo)
-        t *= scale
-        b = t.astype(np.int64)  # values are >= lo, so truncation is floor
-        del t
-        np.minimum(b, k - 1, out=b)
-        np.maximum(b, 0, out=b)
-        return cls(x, lo, hi, k, b, np.cumsum(np.bincount(b, minlength=k)))
-
-    def cell_of(self, v: np.ndarray) -> np.ndarray:
-        """Cells of (sorted) values, computed exactly as in build()."""
-        if self.k == 1:
-            return np.zeros(len(v), dtype=np.int64)
-        b = (np.subtract(v, self.lo) * (self.k / (self.hi - self.lo))).astype(np.int64)
-        return np.clip(b, 0, self.k - 1)
-
-
-def grid_size(n: int) -> int:
-    """Cells for n values: ~4 per cell keeps the cells to sort small, bounded for memory."""
-    return min(65536, max(1024, n // 4))
 
 
 def binned(x: np.ndarray, lo: float | None = None, hi: float | None = None) -> Binned:
@@ -204,8 +166,6 @@ def numeric_profile(s: pl.Series, prepared: tuple | None = None) -> tuple[dict[s
 
 def hist_from_sketch(sk: np.ndarray, count: int, bins: int = HIST_BINS) -> dict[str, list]:
     """Equal-width histogram between min and max, derived from the sketch (display only)."""
-    from .stats import sketch_cdf
-
     lo, hi = float(sk[0]), float(sk[-1])
     if not hi > lo:
         return {"edges": [lo, hi], "counts": [count]}

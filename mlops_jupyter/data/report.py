@@ -92,8 +92,6 @@ class DriftReport:
 
     def to_frame(self) -> pl.DataFrame:
         """column, kind, method, statistic, threshold, drifted."""
-        from .compare import to_frame
-
         return to_frame(self.columns)
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,4 +266,26 @@ def lineage_html(lin) -> str:
         "<th>kind</th><th>rows</th><th>source</th><th>used by</th></tr>"
         + vrows(lin.outputs, "used_by")
         + "</table></div>"
+    )
+
+
+def to_frame(columns: list[dict]) -> pl.DataFrame:
+    """Per-column verdicts as a polars DataFrame."""
+    return pl.DataFrame(
+        {
+            "column": [c["column"] for c in columns],
+            "kind": [c["kind"] for c in columns],
+            "method": [c["method"] for c in columns],
+            "statistic": [c["statistic"] for c in columns],
+            "threshold": [c["threshold"] for c in columns],
+            "drifted": [c["drifted"] for c in columns],
+        },
+        schema={
+            "column": pl.String,
+            "kind": pl.String,
+            "method": pl.String,
+            "statistic": pl.Float64,
+            "threshold": pl.Float64,
+            "drifted": pl.Boolean,
+        },
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def reference_bins(ref_sketch: list[float], n_bins: int = 10) -> np.ndarray:
 # -- exact KS from raw values in linear time ---------------------------------------------------
 def ks_binned(A, B) -> float:
     """Exact two-sample KS statistic D = sup |Fa - Fb| from two samples binned on the same
-    grid (see profile.Binned), without sorting everything.
+    grid (see Binned), without sorting everything.
 
     The CDF difference is known exactly at every cell edge, and inside a cell it can move by
     at most that cell's mass; only cells whose bound could beat the best edge value are
@@ -198,10 +199,46 @@ def ks_binned(A, B) -> float:
 
 def ks_exact(a: np.ndarray, b: np.ndarray) -> float:
     """Exact two-sample KS statistic of two arrays of finite values."""
-    from .profile import Binned, grid_size
-
     if len(a) == 0 or len(b) == 0:
         return float("nan")
     lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
     k = grid_size(len(a) + len(b))
     return ks_binned(Binned.build(a, lo, hi, k), Binned.build(b, lo, hi, k))
+
+
+@dataclass
+class Binned:
+    """Values counted into `k` equal cells over [lo, hi]: the basis of linear-time exact
+    order statistics and KS. Two sides binned on the same grid can be compared cell by cell."""
+
+    x: np.ndarray
+    lo: float
+    hi: float
+    k: int
+    cells: np.ndarray  # cell index of each value
+    cum: np.ndarray  # number of values in cells <= j
+
+    @classmethod
+    def build(cls, x: np.ndarray, lo: float, hi: float, k: int) -> Binned:
+        if not hi > lo:
+            k = 1
+        scale = k / (hi - lo) if hi > lo else 0.0
+        t = np.subtract(x, lo)
+        t *= scale
+        b = t.astype(np.int64)  # values are >= lo, so truncation is floor
+        del t
+        np.minimum(b, k - 1, out=b)
+        np.maximum(b, 0, out=b)
+        return cls(x, lo, hi, k, b, np.cumsum(np.bincount(b, minlength=k)))
+
+    def cell_of(self, v: np.ndarray) -> np.ndarray:
+        """Cells of (sorted) values, computed exactly as in build()."""
+        if self.k == 1:
+            return np.zeros(len(v), dtype=np.int64)
+        b = (np.subtract(v, self.lo) * (self.k / (self.hi - self.lo))).astype(np.int64)
+        return np.clip(b, 0, self.k - 1)
+
+
+def grid_size(n: int) -> int:
+    """Cells for n values: ~4 per cell keeps the cells to sort small, bounded for memory."""
+    return min(65536, max(1024, n // 4))
