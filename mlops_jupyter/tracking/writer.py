@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sqlite3
 import threading
 import time
 import warnings
@@ -25,9 +24,10 @@ CHUNK_TARGET = 4096
 MERGE_AFTER = 16
 IDLE_EXIT_S = 10.0
 WRITE_BATCH = 262_144  # points per transaction: keeps memory and lock time short
-# Errors of the store itself (locked, full, read-only, I/O): the points are kept and retried.
-# Anything else raised while writing points is a problem of those points: they are dropped.
-STORE_ERRORS = (sqlite3.Error, OSError, MlopsJupyterError)
+# Errors of the store itself (locked, full, read-only, I/O; the store raises every database
+# error as a StoreError): the points are kept and retried. Anything else raised while writing
+# points is a problem of those points: they are dropped.
+STORE_ERRORS = (OSError, MlopsJupyterError)
 
 
 class _DryRun(Exception):
