@@ -234,7 +234,6 @@ def sweep(
     the training loop does not wait."""
     optuna = _optuna()
     from ..store import registry as sreg
-    from ..store import runs as rstore
     from ..tracking import api
 
     if not callable(objective):
@@ -314,7 +313,7 @@ def sweep(
             if t_end is not None and time.monotonic() > t_end:
                 break
             if check_gate is not None:
-                _wait_for_gate(check_gate, run, gate_poll_s, view, redraw, rstore, sreg)
+                _wait_for_gate(check_gate, run, gate_poll_s, view, redraw, sreg)
             trial = st.ask()
             try:
                 value, state, err = _run_trial(
@@ -420,7 +419,7 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna):
     return value, state, err
 
 
-def _wait_for_gate(check, run, poll_s, view, redraw, rstore, sreg) -> None:
+def _wait_for_gate(check, run, poll_s, view, redraw, sreg) -> None:
     """Block while check() says no; one run event (with start and end) per pause."""
     event_id = None
     while True:

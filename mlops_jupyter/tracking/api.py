@@ -161,7 +161,7 @@ def end_run(status: str = "finished") -> None:
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:
-    """Log one metric point to the active run (buffered; costs well under a microsecond)."""
+    """Log one metric point to the active run (buffered; under a microsecond per call)."""
     r = _active
     if r is None:
         raise NoActiveRunError("log a metric")
