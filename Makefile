@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint lint-ts bench browser clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "chromium not found: browser tests will be skipped (install the chromium package)"; fi; }
 
+# PostgreSQL server binaries for the team-store tests (Debian/Ubuntu package; needs root).
+# The tests start their own server in a temporary folder; they never skip without one.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else echo "PostgreSQL not found: install the postgresql package (the team-store tests need it)"; exit 1; fi; }
+
 lint: setup
 	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
 
@@ -42,8 +50,13 @@ lint: setup
 lint-ts: setup
 	cd labextension && { test -x node_modules/.bin/eslint || PATH="$(CURDIR)/$(VENV)/bin:$$PATH" jlpm install --immutable; } && node_modules/.bin/eslint src
 
-test: setup browser lint lint-ts
+# The feature suites that touch the store run a second time on PostgreSQL (a real server
+# the tests start), besides the contract suite that runs on both backends every time.
+PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
+
+test: setup browser postgres lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra
+	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser" $(PG_SUITES)
 
 # The suite on the oldest (3.10 + pandas 2.3 + numpy 2.2 + the lowest polars allowed) and the
 # newest supported Python, each in its own venv without the heavy extras (torch, mlx, optuna,
@@ -60,7 +73,7 @@ COMPAT_VENVS := .venv-py310 .venv-py313
 	.venv-py$*/bin/python -m pip install -q -c .ci/constraints-py$*.txt -e ".[dev]"
 	touch $@
 
-test-compat: $(addsuffix /.installed,$(COMPAT_VENVS))
+test-compat: postgres $(addsuffix /.installed,$(COMPAT_VENVS))
 	@failed=""; for v in $(COMPAT_VENVS); do \
 	  echo "== $$v: $$($$v/bin/python -c 'import sys, numpy, pandas, polars; print(sys.version.split()[0], "numpy", numpy.__version__, "pandas", pandas.__version__, "polars", polars.__version__)')"; \
 	  $$v/bin/python -m pytest -p no:cacheprovider -q -ra -m "not browser" || failed="$$failed $$v"; \

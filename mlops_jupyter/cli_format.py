@@ -71,19 +71,19 @@ def json_text(obj: Any) -> str:
 
 
 def require_store(args: Any) -> None:
-    """Refuse, with the path, when the store a read command would read does not exist
+    """Refuse, with the location, when the store a read command would read does not exist
     (a mistyped `--store` must not create a new empty store that has "no runs yet")."""
-    from .config import DB_FILENAME, find_store_path, store_path_from
+    from .config import find_store_location, redact_url
     from .errors import StoreError
+    from .store.db import open_existing
 
     given = getattr(args, "store", None)
-    p = store_path_from(given) if given else find_store_path()
-    if p.is_dir():
-        p = p / DB_FILENAME
-    if not p.is_file():
+    loc = given or find_store_location()
+    if open_existing(loc) is None:
         where = "--store" if given else "MLOPS_JUPYTER_STORE or the nearest .mlops/ folder"
+        shown = redact_url(loc) if isinstance(loc, str) else str(loc)
         raise StoreError(
-            f"no store at {safe(p)}: it does not exist (check {where}); "
+            f"no store at {safe(shown)}: it does not exist (check {where}); "
             "read commands never create one"
         )
 

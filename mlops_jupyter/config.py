@@ -64,6 +64,12 @@ def max_queue() -> int:
     return max(1, int(_float_env("MLOPS_JUPYTER_MAX_QUEUE", 1_000_000)))
 
 
+def exit_wait() -> float:
+    """Seconds a process at exit waits for an unreachable store server to write what it
+    still holds (MLOPS_JUPYTER_EXIT_WAIT, default 30)."""
+    return max(0.0, _float_env("MLOPS_JUPYTER_EXIT_WAIT", 30.0))
+
+
 def spool_dir() -> str | None:
     """Folder of the spool file (MLOPS_JUPYTER_SPOOL_DIR; default: the system temp folder)."""
     return os.environ.get("MLOPS_JUPYTER_SPOOL_DIR") or None
@@ -85,12 +91,19 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
 
 
-def store_path_from(value: str | os.PathLike) -> Path:
+def is_db_url(value: object) -> bool:
+    """Whether a store location names a database server (postgresql://...)."""
+    m = _SCHEME.match(value) if isinstance(value, str) else None
+    return m is not None and m.group(1).lower() in ("postgresql", "postgres")
+
+
+def store_location_from(value: str | os.PathLike) -> Path | str:
     """A store location as given by a user (env var, set_store, --store): a path, or a URL.
 
     Any value with a scheme is parsed as a URL, never taken as a folder name (a typo'd or
     unsupported URL must not silently create a SQLite store under `postgresql:/...`).
-    `file://` and `sqlite://` URLs name a SQLite file; every other scheme is refused."""
+    `file://` and `sqlite://` URLs name a SQLite file (a Path is returned);
+    `postgresql://` URLs are returned as they are; every other scheme is refused."""
     if not isinstance(value, str):
         return Path(value).expanduser()
     m = _SCHEME.match(value)
@@ -104,15 +117,37 @@ def store_path_from(value: str | os.PathLike) -> Path:
         if not path:
             raise StoreError(f"store URL {redact_url(value)!r} names no file")
         return Path(path).expanduser()
-    if scheme in ("postgresql", "postgres", "http", "https"):
+    if scheme in ("postgresql", "postgres"):
+        return value
+    if scheme in ("http", "https"):
         raise StoreError(
-            f"store URL {redact_url(value)!r}: {scheme}:// stores are not supported by this "
-            "version yet; use a SQLite file or folder (a path, or sqlite:///path/store.db)"
+            f"store URL {redact_url(value)!r}: {scheme}:// stores (a tracking server) are not "
+            "supported by this version yet; use a SQLite path or a postgresql:// URL"
         )
     raise StoreError(
         f"store URL {redact_url(value)!r}: unknown scheme {scheme!r}; use a path, "
-        "file:///path or sqlite:///path"
+        "file:///path, sqlite:///path or postgresql://user@host:5432/db"
     )
+
+
+def store_path_from(value: str | os.PathLike) -> Path:
+    """Like `store_location_from`, for callers that need a SQLite file: a database URL
+    is refused with a StoreError."""
+    loc = store_location_from(value)
+    if isinstance(loc, str):
+        from .errors import StoreError
+
+        raise StoreError(f"{redact_url(loc)} is a PostgreSQL store, not a SQLite file")
+    return loc
+
+
+def find_store_location(start: str | os.PathLike | None = None) -> Path | str:
+    """`find_store_path`, except that a postgresql:// MLOPS_JUPYTER_STORE is returned as
+    its URL (a string)."""
+    env = os.environ.get("MLOPS_JUPYTER_STORE")
+    if env and is_db_url(env):
+        return env
+    return find_store_path(start)
 
 
 def find_store_path(start: str | os.PathLike | None = None) -> Path:

@@ -1,4 +1,6 @@
-"""Shared fixtures: every test gets its own store file (a real SQLite file in tmp_path)."""
+"""Shared fixtures: every test gets its own store: a real SQLite file in tmp_path, or, with
+MLOPS_TEST_BACKEND=postgresql, a fresh database on a real PostgreSQL server the session
+starts (the feature suites that touch the store run both ways in CI)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+BACKEND = os.environ.get("MLOPS_TEST_BACKEND", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for this test session (stopped at the end)."""
+    from pgserver import PgServer
+
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(request) -> str:
+    """URL of a fresh, empty database on the session's PostgreSQL server."""
+    return request.getfixturevalue("pg_server").new_database()
 
 
 @pytest.fixture(autouse=True)
-def _isolated_store(tmp_path, monkeypatch):
-    """Point the default store at a fresh file and leave no run active afterwards."""
+def _isolated_store(tmp_path, monkeypatch, request):
+    """Point the default store at a fresh file (or database) and leave no run active."""
     import mlops_jupyter as mj
     from mlops_jupyter.tracking import api
 
-    store = tmp_path / "mlops-store" / "store.db"
+    if BACKEND == "postgresql":
+        store = request.getfixturevalue("pg_url")
+        monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(tmp_path / "mlops-artifacts"))
+    else:
+        store = tmp_path / "mlops-store" / "store.db"
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
     # Telemetry samples would add sys/* metrics to every run; tests of telemetry opt in
     # with monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "1").
@@ -28,11 +51,15 @@ def _isolated_store(tmp_path, monkeypatch):
     while api.active_run() is not None:
         api.active_run().end("killed")
     mj.set_store(None)
+    if BACKEND == "postgresql":
+        from mlops_jupyter.store.db import close_all
+
+        close_all()  # each test has its own database: give the server its connections back
 
 
 @pytest.fixture
-def store_path(_isolated_store) -> Path:
-    """Path of this test's store file."""
+def store_path(_isolated_store) -> Path | str:
+    """Path of this test's store file (its URL on PostgreSQL)."""
     return _isolated_store
 
 

@@ -160,9 +160,9 @@ def test_user_and_host_columns_on_a_shared_store(sweep):
     """A store with runs from several hosts and a `user` column (a team store) makes the
     dashboard show both; a local one-host store does not."""
     s = current_store()
+    assert at.columns(s)["has_user"] is False  # one user on one host
     with s.write() as c:
-        c.execute("ALTER TABLE runs ADD COLUMN user TEXT")
-        c.execute("UPDATE runs SET user = 'ana', host = 'gpu-1' WHERE name = 't-00'")
+        c.execute("UPDATE runs SET username = 'ana', host = 'gpu-1' WHERE name = 't-00'")
     cols = at.columns(s)
     assert cols["has_user"] is True and cols["has_host"] is True
     t = at.table(s, experiment="sweep", sort="host", order="asc", limit=50)

@@ -94,7 +94,7 @@ _LIKE_NAMES = ["p%q", "p_q", "pq", "p\\q", "%", "_", "x%%y", "q_p%", "plain"]
 
 @pytest.fixture(scope="module")
 def like_store(tmp_path_factory):
-    from mlops_jupyter.store.db import Store
+    from mlops_jupyter.store.sqlite import SqliteStore as Store
 
     store = Store(tmp_path_factory.mktemp("like") / "store.db")
     for name in _LIKE_NAMES:

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 import mlops_jupyter as mj
 from mlops_jupyter.config import find_store_path
 from mlops_jupyter.errors import NotAStoreError, StoreVersionError
-from mlops_jupyter.store import Store, codec, schema
+from mlops_jupyter.store import codec, schema
+from mlops_jupyter.store.sqlite import SqliteStore as Store
+from mlops_jupyter.store.sqlite import migrate as sqlite_migrate
 
 
 def test_discovery_walks_up_and_creates_in_cwd(tmp_path, monkeypatch):
@@ -56,7 +58,7 @@ def test_wal_mode_and_migrations_recorded(store_path):
 def test_old_schema_is_migrated_and_keeps_data(tmp_path):
     path = tmp_path / "old.db"
     c = sqlite3.connect(path, isolation_level=None)
-    assert schema.migrate(c, upto=1) == [1]
+    assert sqlite_migrate.migrate(c, upto=1) == [1]
     c.execute("INSERT INTO experiments(name, created) VALUES('legacy', 1.0)")
     c.execute(
         "INSERT INTO runs(uid, experiment_id, name, status, start_time, end_time) "

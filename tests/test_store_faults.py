@@ -17,7 +17,7 @@ import pytest
 import mlops_jupyter as mj
 from mlops_jupyter.errors import MalformedStoreError, ReadOnlyStoreError, StoreError
 from mlops_jupyter.store import runs as rstore
-from mlops_jupyter.store.db import Store
+from mlops_jupyter.store.sqlite import SqliteStore as Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

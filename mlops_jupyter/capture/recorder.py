@@ -240,7 +240,7 @@ class Session:
                 self.track(run)
                 tr = self._tracked[run.store_id]
             rows, sources, events = by_store.setdefault(run.store, ([], {}, []))
-            known = self._stored_hashes.setdefault(str(run.store.path), set())
+            known = self._stored_hashes.setdefault(run.store.key, set())
             if digest not in known:
                 sources[digest] = source
             after = tr.last_index
@@ -298,7 +298,7 @@ class Session:
                     run.log_params(new)
         for store, (rows, sources, events) in by_store.items():
             cstore.record_cells(store, rows, sources)
-            self._stored_hashes[str(store.path)].update(sources)
+            self._stored_hashes[store.key].update(sources)
             for run, msg, data in events:
                 rstore.add_event(store, run.store_id, PROVENANCE, msg, level="warning", data=data)
         for run in runs:

@@ -216,7 +216,7 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
             rec, _ = dir_record(p, None), None
         else:
             st = p.stat()
-            key = (str(run.store.path), *fpr._file_key(p, st))
+            key = (run.store.key, *fpr._file_key(p, st))
             df = None
             if frame is not None and not _profiled.get(key):
                 if dstore.has_profile(run.store, fpr.file_fingerprint(p)):

@@ -104,7 +104,7 @@ def lineage(run: Any = None) -> Lineage:
     if rid is None:
         rid = dstore.latest_run(store)
         if rid is None:
-            raise RunNotFoundError(f"no runs in {store.path} yet")
+            raise RunNotFoundError(f"no runs in {store.location} yet")
     info = dstore.run_info(store, rid)
     inputs, outputs = [], []
     for v in dstore.run_versions(store, rid):

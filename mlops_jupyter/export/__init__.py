@@ -59,20 +59,21 @@ def plan_notebook(notebook: str | os.PathLike) -> Plan:
 def _find_source_run(nb_path: Path, source_run: str | None) -> tuple[str | None, str | None]:
     """(run id, experiment) of the notebook run to link to, if the store knows one."""
     from .. import config
-    from ..store import open_store
     from ..store import pipeline as pstore
     from ..store import runs as rstore
+    from ..store.db import open_existing
     from ..tracking import api
 
-    path = Path(api._store_override or config.find_store_path(nb_path.parent))
     if source_run is not None:
         store = api.current_store()
         rid = rstore.resolve_run(store, source_run)
-        uid = store.read("SELECT uid FROM runs WHERE id=?", (rid,))[0][0]
+        uid = rstore.run_uid(store, rid)
         return uid, pstore.run_experiment(store, uid)
-    if not path.exists():  # exporting must not create a store
+    # exporting must not create a store
+    store = open_existing(api._store_override or config.find_store_location(nb_path.parent))
+    if store is None:
         return None, None
-    found = pstore.notebook_run(open_store(path), str(nb_path))
+    found = pstore.notebook_run(store, str(nb_path))
     return found if found else (None, None)
 
 

@@ -57,15 +57,11 @@ def event(run: tracking.Run, msg: str, tb: str) -> None:
 def _descendants(store, run_uid: str) -> list[str]:
     """Ids of the runs started under a run (nested runs of a stage), oldest first."""
     try:
-        rows = store.read(
-            "WITH RECURSIVE d(id) AS (SELECT id FROM runs WHERE uid=? UNION ALL "
-            "SELECT r.id FROM runs r JOIN d ON r.parent_id=d.id) "
-            "SELECT uid FROM runs WHERE id IN d AND uid<>? ORDER BY id",
-            (run_uid, run_uid),
-        )
+        from ..store import runs as rstore
+
+        return rstore.descendant_uids(store, run_uid)
     except Exception:  # tracking must never fail the pipeline
         return []
-    return [r[0] for r in rows]
 
 
 def gather(

@@ -13,11 +13,10 @@ from ..errors import InvalidInputError
 def _kernel_run() -> str | None:
     """The newest notebook run of this kernel process (active or ended), if the store has one."""
     import socket
-    from pathlib import Path
 
     from .. import config, tracking
-    from ..store import open_store
     from ..store import pipeline as pstore
+    from ..store.db import open_existing
     from ..tracking import api
 
     active = tracking.active_run()
@@ -25,11 +24,11 @@ def _kernel_run() -> str | None:
         while active.parent is not None:
             active = active.parent
         return active.id
-    path = Path(api._store_override or config.find_store_path())
-    if not path.exists():
+    store = open_existing(api._store_override or config.find_store_location())
+    if store is None:
         return None
     tracking.flush()
-    found = pstore.process_run(open_store(path), socket.gethostname(), os.getpid())
+    found = pstore.process_run(store, socket.gethostname(), os.getpid())
     return found[0] if found else None
 
 

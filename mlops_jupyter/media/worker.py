@@ -100,7 +100,7 @@ class MediaWorker:
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def _rid(self, run: Any) -> int:
-        k = (str(run.store.path), run.id)
+        k = (run.store.key, run.id)
         rid = self._rids.get(k)
         if rid is None:
             rid = self._rids[k] = rstore.resolve_run(run.store, run.id)

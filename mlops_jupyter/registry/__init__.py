@@ -118,6 +118,7 @@ def _digest(folder: Path) -> tuple[str, int]:
 
 def _run_rid(store: Store, run: Any) -> tuple[int | None, dict]:
     """The run row id to link and its last metric values (for default metrics)."""
+    from ..store import metrics as mstore
     from ..store import runs as rstore
     from ..tracking import Run
     from ..tracking.api import active_run
@@ -133,12 +134,7 @@ def _run_rid(store: Store, run: Any) -> tuple[int | None, dict]:
         rid = rstore.resolve_run(store, run)
     else:
         raise InvalidInputError(f"run must be a Run or a run id/name, got {type(run).__name__}")
-    rows = store.read(
-        "SELECT k.key, s.last_value FROM metric_summary s JOIN metric_keys k ON k.id=s.key_id"
-        " WHERE s.run_id=? AND k.key NOT LIKE 'sys/%'",
-        (rid,),
-    )
-    return rid, {k: v for k, v in rows if v is not None}
+    return rid, mstore.last_values(store, rid)
 
 
 def register_model(

@@ -254,11 +254,11 @@ class NotFound(BaseHandler):
 
 def _store_path(serverapp) -> str:
     """MLOPS_JUPYTER_STORE, else the nearest .mlops/ above the server's root directory."""
-    from ..config import find_store_path
+    from ..config import find_store_location
 
     if os.environ.get("MLOPS_JUPYTER_STORE"):
-        return str(find_store_path())
-    return str(find_store_path(Path(serverapp.root_dir).expanduser()))
+        return str(find_store_location())
+    return str(find_store_location(Path(serverapp.root_dir).expanduser()))
 
 
 def _extra_routes() -> list[tuple[str, Any]]:

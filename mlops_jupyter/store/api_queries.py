@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 SORTABLE = {
     "start_time": "r.start_time",
     "end_time": "r.end_time",
-    "name": "r.name COLLATE NOCASE",
+    "name": "lower(r.name)",
     "status": "r.status",
-    "experiment": "e.name COLLATE NOCASE",
+    "experiment": "lower(e.name)",
     "duration": "(coalesce(r.end_time, :now) - r.start_time)",
     "metric": "km.last_value",
 }
@@ -62,7 +62,7 @@ def _decode(v: str | None) -> Any:
 def maybe_reconcile(store: Store) -> None:
     """Mark runs of dead processes crashed, at most every few seconds per store, so the
     sidebar never shows a dead kernel's run as running."""
-    key = str(store.path)
+    key = store.key
     now = time.monotonic()
     if now - _last_reconcile.get(key, 0.0) < _RECONCILE_EVERY:
         return
@@ -145,7 +145,7 @@ def parse_condition(text: str) -> tuple[str, str, str, str]:
     return kind, key, op, value
 
 
-def _condition_sql(kind: str, key: str, op: str, value: str) -> tuple[str, list[Any]]:
+def _condition_sql(store: Store, kind: str, key: str, op: str, value: str) -> tuple[str, list[Any]]:
     if kind == "metrics":
         col = "last_value"
         for suffix in ("last", "min", "max"):
@@ -162,7 +162,7 @@ def _condition_sql(kind: str, key: str, op: str, value: str) -> tuple[str, list[
         expr, arg = "kv.value LIKE ? ESCAPE '\\'", f"%{like_pattern(value)}%"
     elif num is not None:
         # numbers are stored as JSON numbers; compare numerically when the value is one
-        expr = f"json_valid(kv.value) AND json_type(kv.value) IN ('integer', 'real') AND CAST(kv.value AS REAL) {op} ?"
+        expr = f"{store.json_number('kv.value')} {op} ?"
         arg = num
         if op in ("=", "!="):
             expr = f"(({expr}) OR kv.value {op} ?)"
@@ -181,6 +181,7 @@ def _condition_sql(kind: str, key: str, op: str, value: str) -> tuple[str, list[
 
 
 def filter_sql(
+    store: Store,
     args: dict[str, Any],
     experiment: str | None = None,
     status: str | None = None,
@@ -217,13 +218,14 @@ def filter_sql(
         like = f"%{esc}%"
         cond.append(
             bind(
-                [like, f"{esc}%", like],
+                [like, f"{esc}%", like, like, like],
                 "(r.name LIKE ? ESCAPE '\\' OR r.uid LIKE ? ESCAPE '\\'"
-                " OR e.name LIKE ? ESCAPE '\\')",
+                " OR e.name LIKE ? ESCAPE '\\' OR r.username LIKE ? ESCAPE '\\'"
+                " OR r.host LIKE ? ESCAPE '\\')",
             )
         )
     for text in conditions or []:
-        sql, vals = _condition_sql(*parse_condition(text))
+        sql, vals = _condition_sql(store, *parse_condition(text))
         cond.append(bind(vals, sql))
     return ("WHERE " + " AND ".join(cond)) if cond else ""
 
@@ -268,7 +270,7 @@ def list_runs(
     kid = kid_row[0][0] if kid_row else -1
 
     args: dict[str, Any] = {"kid": kid, "now": time.time()}
-    where = filter_sql(args, experiment, status, search, conditions, top_level)
+    where = filter_sql(store, args, experiment, status, search, conditions, top_level)
     base = f"FROM runs r JOIN experiments e ON e.id = r.experiment_id {_KM_JOIN}{where}"
     # the key-metric join matters only for sorting by it (conditions use their own EXISTS)
     lean = base.replace(_KM_JOIN, "")
@@ -534,7 +536,7 @@ def health(store: Store) -> dict[str, Any]:
     n = store.read("SELECT count(*) FROM runs")[0][0]
     return {
         "ok": True,
-        "store": str(store.path),
+        "store": store.location,
         "schema_version": store.schema_version(),
         "runs": n,
     }

@@ -16,12 +16,13 @@ from .db import Store
 
 BASE_FIELDS = ["id", "name", "experiment", "status", "start_time", "duration_s", "user", "host"]
 _BASE_SORT = {
-    "name": "r.name COLLATE NOCASE",
-    "experiment": "e.name COLLATE NOCASE",
+    "name": "lower(r.name)",
+    "experiment": "lower(e.name)",
     "status": "r.status",
     "start_time": "r.start_time",
     "duration_s": "(coalesce(r.end_time, :now) - r.start_time)",
     "host": "r.host",
+    "user": "r.username",
 }
 MAX_TABLE_LIMIT = 20_000  # one answer for charts (scatter, parallel coordinates, histogram)
 MAX_COLUMNS = 100
@@ -53,16 +54,11 @@ def column_name(kind: str, key: str, stat: str) -> str:
     return f"{kind}.{key}.{stat}" if kind == "metrics" else f"{kind}.{key}"
 
 
-def _user_col(store: Store) -> str:
-    cols = {r[1] for r in store.read("PRAGMA table_info(runs)")}
-    return "r.user" if "user" in cols else "NULL"
-
-
 def columns(store: Store, experiment: str | None = None) -> dict[str, Any]:
     """Param, metric and tag keys of the runs (of one experiment), and whether the store
     records several hosts or users (the dashboard then shows those columns)."""
     args: dict[str, Any] = {}
-    where = filter_sql(args, experiment)
+    where = filter_sql(store, args, experiment)
     ids = f"SELECT r.id {_FROM} {where}"
 
     def keys(sql: str) -> list[str]:
@@ -75,37 +71,36 @@ def columns(store: Store, experiment: str | None = None) -> dict[str, Any]:
         " WHERE s.run_id IN ({ids}) AND k.key NOT LIKE 'sys/%' GROUP BY k.key"
         " ORDER BY count(*) DESC, k.key"
     )
-    user = _user_col(store)
     n_hosts, n_users = store.read(
-        f"SELECT count(DISTINCT r.host), count(DISTINCT {user}) {_FROM} {where}", args
+        f"SELECT count(DISTINCT r.host), count(DISTINCT r.username) {_FROM} {where}", args
     )[0]
     return {
         "params": params,
         "metrics": metrics,
         "tags": [t for t in tags if not t.startswith("env.")]
         + [t for t in tags if t.startswith("env.")],
-        "has_user": n_users > 0,
-        "has_host": n_hosts > 1 or n_users > 0,
+        # one person on one machine: the columns would say nothing
+        "has_user": n_users > 1 or (n_hosts > 1 and n_users > 0),
+        "has_host": n_hosts > 1 or n_users > 1,
     }
 
 
-def _sort_sql(sort: str, args: dict[str, Any], kids: dict[str, int]) -> str:
+def _sort_sql(store: Store, sort: str, args: dict[str, Any], kids: dict[str, int]) -> list[str]:
+    """ORDER BY terms (before the direction) for the column `sort`."""
     if sort in _BASE_SORT:
-        return _BASE_SORT[sort]
+        return [_BASE_SORT[sort]]
     kind, key, stat = parse_column(sort)
     args["sort_key"] = key
     if kind == "metrics":
         args["sort_kid"] = kids.get(key, -1)
-        return (
+        return [
             f"(SELECT ms.{stat}_value FROM metric_summary ms"
             " WHERE ms.run_id = r.id AND ms.key_id = :sort_kid)"
-        )
-    # numbers sort as numbers (before text), other JSON values by their text
-    return (
-        "(SELECT CASE WHEN json_valid(kv.value) AND json_type(kv.value) IN ('integer', 'real')"
-        f" THEN CAST(kv.value AS REAL) ELSE kv.value END FROM {kind} kv"
-        " WHERE kv.run_id = r.id AND kv.key = :sort_key)"
-    )
+        ]
+    # numbers sort as numbers (before text when ascending), other JSON values by their text
+    sub = f"(SELECT {{}} FROM {kind} kv WHERE kv.run_id = r.id AND kv.key = :sort_key)"
+    num = sub.format(store.json_number("kv.value"))
+    return [f"({num} IS NULL)", num, sub.format("kv.value")]
 
 
 def _key_ids(store: Store, keys: list[str]) -> dict[str, int]:
@@ -120,12 +115,13 @@ def _key_ids(store: Store, keys: list[str]) -> dict[str, int]:
 def _page_ids(
     store: Store, where: str, args: dict[str, Any], sort: str, order: str, kids: dict[str, int]
 ) -> list[int]:
-    col = _sort_sql(sort, args, kids)
+    cols = _sort_sql(store, sort, args, kids)
     direction = "DESC" if order == "desc" else "ASC"
+    terms = ", ".join(f"{c} {direction}" for c in cols)
     return [
         r[0]
         for r in store.read(
-            f"SELECT r.id {_FROM} {where} ORDER BY {col} IS NULL, {col} {direction},"
+            f"SELECT r.id {_FROM} {where} ORDER BY {cols[-1]} IS NULL, {terms},"
             f" r.id {direction} LIMIT :limit OFFSET :offset",
             args,
         )
@@ -142,7 +138,7 @@ def _rows(store: Store, ids: list[int], cols: list[tuple[str, str, str]]) -> lis
         r[0]: [r[1], r[2], r[3], r[4], r[5], (r[6] if r[6] is not None else now) - r[5], r[7], r[8]]
         for r in store.read(
             "SELECT r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time,"
-            f" {_user_col(store)}, r.host {_FROM} WHERE r.id IN ({marks})",
+            f" r.username, r.host {_FROM} WHERE r.id IN ({marks})",
             ids,
         )
     }
@@ -187,7 +183,7 @@ def _filter_and_sort_keys(
     sort: str,
 ) -> tuple[str, dict[str, int]]:
     """The WHERE clause (its values bound into `args`) and the metric key ids a sort needs."""
-    where = filter_sql(args, experiment, status, search, conditions)
+    where = filter_sql(store, args, experiment, status, search, conditions)
     sort_keys = [parse_column(sort)[1]] if sort not in _BASE_SORT else []
     return where, _key_ids(store, sort_keys)
 
@@ -270,7 +266,7 @@ def groups(
     if any(k != "metrics" for k, _, _ in mcols):
         raise InvalidInputError(f"group statistics are computed for metrics, got {metrics!r}")
     args: dict[str, Any] = {"gkey": key}
-    where = filter_sql(args, experiment, status, search, conditions)
+    where = filter_sql(store, args, experiment, status, search, conditions)
     kids = _key_ids(store, [k for _, k, _ in mcols])
     out: dict[Any, dict[str, Any]] = {}
     base = f"{_FROM} LEFT JOIN {kind} g ON g.run_id = r.id AND g.key = :gkey"

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from .db import Store
 from .runs import resolve_run
+from .sql import upsert
 
 # (run_id, seq, cell_id, execution_count, source_hash, start_time, duration_s, status, error)
 CellRow = tuple[int, int, "str | None", "int | None", str, float, "float | None", str, "str | None"]
@@ -20,7 +21,7 @@ def record_cells(store: Store, rows: list[CellRow], sources: dict[str, str]) -> 
     with store.write() as c:
         if sources:
             c.executemany(
-                "INSERT OR IGNORE INTO cell_sources(hash, source) VALUES(?,?)",
+                "INSERT INTO cell_sources(hash, source) VALUES(?,?) ON CONFLICT DO NOTHING",
                 list(sources.items()),
             )
         if rows:
@@ -84,7 +85,10 @@ def cell_source(store: Store, digest: str) -> str | None:
 def link_run_cell(store: Store, rid: int, notebook: str, cell_key: str) -> None:
     """Remember that run `rid` was started by cell `cell_key` of `notebook` ('' if unknown)."""
     with store.write() as c:
-        c.execute("INSERT OR REPLACE INTO run_cells VALUES(?,?,?)", (rid, notebook, cell_key))
+        c.execute(
+            upsert("run_cells", ("run_id", "notebook", "cell_key"), ("run_id",)),
+            (rid, notebook, cell_key),
+        )
 
 
 def last_run_for_cell(store: Store, notebook: str, cell_key: str) -> int | None:

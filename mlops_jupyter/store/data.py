@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, MlopsJupyterError
 from .db import Store
+from .sql import upsert
 
 ROLES = ("input", "output")
 
@@ -46,7 +47,29 @@ def save_version(store: Store, rec: dict[str, Any]) -> tuple[int, bool]:
     """Insert a data version unless one with the same fingerprint exists.
 
     Returns (row id, whether it was new)."""
+    # insert first: of two writers saving the same data at once, one inserts and the
+    # other finds its row (a select first would let both try to insert)
     with store.write() as c:
+        new = c.execute(
+            "INSERT INTO data_versions(vid, fingerprint, name, kind, source, n_rows, n_cols,"
+            " size_bytes, schema, profile, created) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(fingerprint) DO NOTHING RETURNING id",
+            (
+                rec["id"],
+                rec["fingerprint"],
+                rec.get("name"),
+                rec["kind"],
+                rec.get("source"),
+                rec.get("n_rows"),
+                rec.get("n_cols"),
+                rec.get("size_bytes"),
+                json.dumps(rec.get("schema")) if rec.get("schema") is not None else None,
+                json.dumps(rec["profile"]) if rec.get("profile") is not None else None,
+                time.time(),
+            ),
+        ).fetchone()
+        if new is not None:
+            return new[0], True
         row = c.execute(
             "SELECT id FROM data_versions WHERE fingerprint=?", (rec["fingerprint"],)
         ).fetchone()
@@ -71,24 +94,6 @@ def save_version(store: Store, rec: dict[str, Any]) -> tuple[int, bool]:
                     ),
                 )
             return row[0], False
-        vid = c.execute(
-            "INSERT INTO data_versions(vid, fingerprint, name, kind, source, n_rows, n_cols,"
-            " size_bytes, schema, profile, created) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                rec["id"],
-                rec["fingerprint"],
-                rec.get("name"),
-                rec["kind"],
-                rec.get("source"),
-                rec.get("n_rows"),
-                rec.get("n_cols"),
-                rec.get("size_bytes"),
-                json.dumps(rec.get("schema")) if rec.get("schema") is not None else None,
-                json.dumps(rec["profile"]) if rec.get("profile") is not None else None,
-                time.time(),
-            ),
-        ).lastrowid
-        return vid, True
 
 
 def has_profile(store: Store, fingerprint: str) -> bool:
@@ -112,7 +117,11 @@ def link_version(
         raise InvalidInputError(f"role must be one of {ROLES}, got {role!r}")
     with store.write() as c:
         c.execute(
-            "INSERT OR REPLACE INTO run_data VALUES(?,?,?,?,?,?)",
+            upsert(
+                "run_data",
+                ("run_id", "version_id", "role", "name", "source", "created"),
+                ("run_id", "version_id", "role"),
+            ),
             (rid, version_id, role, name, source, time.time()),
         )
 
@@ -142,7 +151,7 @@ def resolve_version(store: Store, ref: str) -> int:
     )
     if rows:
         return rows[0][0]
-    raise DataVersionNotFoundError(f"no data version with id or name {ref!r} in {store.path}")
+    raise DataVersionNotFoundError(f"no data version with id or name {ref!r} in {store.location}")
 
 
 def get_version(store: Store, version_id: int) -> dict[str, Any]:

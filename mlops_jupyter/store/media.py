@@ -18,9 +18,11 @@ def add_media(store: Store, rows: list[MediaRow]) -> int:
     with store.write("record media") as c:
         for rid, key, step, kind, mime, name, created in rows:
             cur = c.execute(
-                "INSERT OR REPLACE INTO media(run_id, key, step, kind, mime, name, digest, size,"
+                "INSERT INTO media(run_id, key, step, kind, mime, name, digest, size,"
                 " created) SELECT ?,?,?,?,?,?, digest, size, ? FROM artifacts"
-                " WHERE run_id=? AND name=?",
+                " WHERE run_id=? AND name=? ON CONFLICT(run_id, key, step) DO UPDATE SET"
+                " kind=excluded.kind, mime=excluded.mime, name=excluded.name,"
+                " digest=excluded.digest, size=excluded.size, created=excluded.created",
                 (rid, key, step, kind, mime, name, created, rid, name),
             )
             n += cur.rowcount

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 
 from . import codec
+from .base import Conn
 from .db import Store
+from .sql import upsert
+
+_CHUNK_UPSERT = upsert(
+    "metric_chunks",
+    ("run_id", "key_id", "seq", "n", "min_step", "max_step", "data"),
+    ("run_id", "key_id", "seq"),
+)
 
 
-def key_ids(c: sqlite3.Connection, keys: list[str], cache: dict[str, int]) -> None:
+def key_ids(c: Conn, keys: list[str], cache: dict[str, int]) -> None:
     """Intern metric keys into `cache` (key -> id), inserting unknown ones."""
     missing = [k for k in keys if k not in cache]
     if not missing:
         return
-    c.executemany("INSERT OR IGNORE INTO metric_keys(key) VALUES(?)", [(k,) for k in missing])
+    c.executemany(
+        "INSERT INTO metric_keys(key) VALUES(?) ON CONFLICT DO NOTHING", [(k,) for k in missing]
+    )
     for i in range(0, len(missing), 500):
         part = missing[i : i + 500]
         q = f"SELECT key, id FROM metric_keys WHERE key IN ({','.join('?' * len(part))})"
         cache.update(c.execute(q, part).fetchall())
 
 
-def next_position(c: sqlite3.Connection, run_id: int, key_id: int) -> tuple[int, int]:
+def next_position(c: Conn, run_id: int, key_id: int) -> tuple[int, int]:
     """(next chunk seq, next automatic step) for a run/key already in the store."""
     row = c.execute(
         "SELECT coalesce(max(seq), -1) + 1 FROM metric_chunks WHERE run_id=? AND key_id=?",
@@ -35,7 +43,7 @@ def next_position(c: sqlite3.Connection, run_id: int, key_id: int) -> tuple[int,
 
 
 def append_chunk(
-    c: sqlite3.Connection,
+    c: Conn,
     run_id: int,
     key_id: int,
     seq: int,
@@ -46,7 +54,7 @@ def append_chunk(
     """Write one chunk and fold it into the run/key summary (inside a transaction)."""
     n = len(values)
     c.execute(
-        "INSERT OR REPLACE INTO metric_chunks VALUES(?,?,?,?,?,?,?)",
+        _CHUNK_UPSERT,
         (
             run_id,
             key_id,
@@ -62,13 +70,14 @@ def append_chunk(
     vmax = float(finite.max()) if len(finite) else None
     last = float(values[-1])
     c.execute(
-        "INSERT INTO metric_summary VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(run_id, key_id) DO UPDATE"
-        " SET n = n + excluded.n, last_step = excluded.last_step,"
+        "INSERT INTO metric_summary AS s VALUES(?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(run_id, key_id) DO UPDATE"
+        " SET n = s.n + excluded.n, last_step = excluded.last_step,"
         " last_value = excluded.last_value, last_ts = excluded.last_ts,"
-        " min_value = min(coalesce(min_value, excluded.min_value),"
-        "                 coalesce(excluded.min_value, min_value)),"
-        " max_value = max(coalesce(max_value, excluded.max_value),"
-        "                 coalesce(excluded.max_value, max_value))",
+        " min_value = CASE WHEN excluded.min_value IS NULL OR s.min_value <= excluded.min_value"
+        " THEN coalesce(s.min_value, excluded.min_value) ELSE excluded.min_value END,"
+        " max_value = CASE WHEN excluded.max_value IS NULL OR s.max_value >= excluded.max_value"
+        " THEN coalesce(s.max_value, excluded.max_value) ELSE excluded.max_value END",
         (
             run_id,
             key_id,
@@ -82,7 +91,7 @@ def append_chunk(
     )
 
 
-def merge_chunks(c: sqlite3.Connection, run_id: int, key_id: int, from_seq: int) -> int:
+def merge_chunks(c: Conn, run_id: int, key_id: int, from_seq: int) -> int:
     """Merge chunks seq >= from_seq of one run/key into a single chunk at from_seq.
 
     Returns the merged point count. Summaries are unchanged (same points)."""
@@ -121,3 +130,13 @@ def read_series(
         (run_id, key_id),
     )
     return codec.decode_many([r[0] for r in rows])
+
+
+def last_values(store: Store, rid: int) -> dict[str, float]:
+    """The last logged value of each (non-system) metric of run `rid`."""
+    rows = store.read(
+        "SELECT k.key, s.last_value FROM metric_summary s JOIN metric_keys k ON k.id=s.key_id"
+        " WHERE s.run_id=? AND k.key NOT LIKE 'sys/%'",
+        (rid,),
+    )
+    return {k: v for k, v in rows if v is not None}

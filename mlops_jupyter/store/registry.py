@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, MlopsJupyterError
 from .db import Store
+from .sql import upsert
 
 _VERSION_COLS = (
     "v.id, m.name, v.version, v.stage, v.flavor, v.path, v.digest, v.size, r.uid, "
@@ -55,7 +56,7 @@ def _model_id(c, name: str) -> int | None:
 def _audit(c, model_id, version_id, action, frm=None, to=None, alias=None, reason=None, user=None):
     c.execute(
         "INSERT INTO model_audit(model_id, version_id, ts, action, from_stage, to_stage, alias,"
-        " reason, user) VALUES(?,?,?,?,?,?,?,?,?)",
+        ' reason, "user") VALUES(?,?,?,?,?,?,?,?,?)',
         (model_id, version_id, time.time(), action, frm, to, alias, reason, user),
     )
 
@@ -78,12 +79,18 @@ def create_version(
     with store.write() as c:
         mid = _model_id(c, name)
         if mid is None:
-            mid = c.execute(
-                "INSERT INTO models(name, created, description) VALUES(?,?,?)",
+            c.execute(
+                "INSERT INTO models(name, created, description) VALUES(?,?,?)"
+                " ON CONFLICT(name) DO NOTHING",
                 (name, now, description),
-            ).lastrowid
-        elif description is not None:
-            c.execute("UPDATE models SET description=? WHERE id=?", (description, mid))
+            )
+            mid = _model_id(c, name)
+        # taking the model row's lock (PostgreSQL) numbers concurrent registrations
+        # 1, 2, 3... without a duplicate; SQLite's write lock already serialises them
+        c.execute(
+            "UPDATE models SET description = coalesce(?, description) WHERE id=?",
+            (description, mid),
+        )
         version = (
             c.execute(
                 "SELECT coalesce(max(version), 0) FROM model_versions WHERE model_id=?", (mid,)
@@ -92,7 +99,8 @@ def create_version(
         )
         vid = c.execute(
             "INSERT INTO model_versions(model_id, version, stage, flavor, path, digest, size,"
-            " run_id, metrics, meta, created, created_by) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            " run_id, metrics, meta, created, created_by) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"
+            " RETURNING id",
             (
                 mid,
                 version,
@@ -107,7 +115,7 @@ def create_version(
                 now,
                 user,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         _audit(c, mid, vid, "register", None, "none", reason=None, user=user)
     return version
 
@@ -207,6 +215,10 @@ def transition(
         mid = _model_id(c, name)
         if mid is None:
             raise ModelNotFoundError(f"no registered model named {name!r}")
+        # Serialise stage changes of one model: on PostgreSQL this takes the model row's
+        # lock (two concurrent promotions cannot both leave their version in production);
+        # SQLite's write transaction is already exclusive.
+        c.execute("UPDATE models SET description = description WHERE id=?", (mid,))
         row = c.execute(
             "SELECT id, stage FROM model_versions WHERE model_id=? AND version=?", (mid, version)
         ).fetchone()
@@ -262,7 +274,11 @@ def set_alias(store: Store, name: str, alias: str, version: int | None, user: st
         if row is None:
             raise ModelNotFoundError(f"model {name!r} has no version {version}")
         c.execute(
-            "INSERT OR REPLACE INTO model_aliases VALUES(?,?,?,?)",
+            upsert(
+                "model_aliases",
+                ("model_id", "alias", "version_id", "updated"),
+                ("model_id", "alias"),
+            ),
             (mid, alias, row[0], time.time()),
         )
         why = f"moved from v{prev[0]}" if prev else None
@@ -274,7 +290,7 @@ def audit_log(store: Store, name: str | None = None) -> list[tuple]:
     """(ts, model, version, action, from, to, alias, reason, user) rows, oldest first."""
     sql = (
         "SELECT a.ts, m.name, v.version, a.action, a.from_stage, a.to_stage, a.alias, a.reason,"
-        " a.user FROM model_audit a JOIN models m ON m.id=a.model_id"
+        ' a."user" FROM model_audit a JOIN models m ON m.id=a.model_id'
         " LEFT JOIN model_versions v ON v.id=a.version_id"
     )
     args: tuple = ()

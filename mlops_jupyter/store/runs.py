@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import secrets
 import socket
@@ -11,7 +12,9 @@ from typing import Any
 import psutil
 
 from ..errors import InvalidInputError, ReadOnlyStoreError, RunNotFoundError
+from .base import Conn
 from .db import Store
+from .sql import upsert
 
 # "stopped": ended on purpose by a guard rule (e.g. the privacy budget), see its run events.
 STATUSES = ("running", "finished", "failed", "killed", "crashed", "stopped")
@@ -19,7 +22,22 @@ ENDED = ("finished", "failed", "killed", "crashed", "stopped")
 HOST = socket.gethostname()
 
 
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers): the column stays empty
+        return None
+
+
+USER = _user()
+
+
 _MAX_DEPTH = 64
+
+
+_KV_UPSERT = {
+    t: upsert(t, ("run_id", "key", "value"), ("run_id", "key")) for t in ("params", "tags")
+}
 
 
 def _utf8(text: str, where: str) -> str:
@@ -102,9 +120,12 @@ def _experiment_id(c, name: str) -> int:
     row = c.execute("SELECT id FROM experiments WHERE name=?", (name,)).fetchone()
     if row:
         return row[0]
-    return c.execute(
-        "INSERT INTO experiments(name, created) VALUES(?,?)", (name, time.time())
-    ).lastrowid
+    # another writer may create it at the same moment: keep theirs, then read it
+    c.execute(
+        "INSERT INTO experiments(name, created) VALUES(?,?) ON CONFLICT(name) DO NOTHING",
+        (name, time.time()),
+    )
+    return c.execute("SELECT id FROM experiments WHERE name=?", (name,)).fetchone()[0]
 
 
 _proc_start: float | None = None
@@ -146,10 +167,15 @@ def create_run(
             row = c.execute("SELECT attempt FROM runs WHERE id=?", (prev_run_id,)).fetchone()
             attempt = (row[0] if row else 0) + 1
         if name is None:
+            # lock the experiment's row (PostgreSQL) so two runs starting at once in one
+            # experiment do not both take the same run-N; SQLite's write lock does this
+            c.execute("UPDATE experiments SET created = created WHERE id=?", (exp,))
             name = _next_default_name(c, exp)
         rid = c.execute(
             "INSERT INTO runs(uid, experiment_id, name, status, start_time, heartbeat, host, pid,"
-            " pid_start, parent_id, attempt, prev_run_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            " pid_start, parent_id, attempt, prev_run_id, username)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " RETURNING id",
             (
                 uid,
                 exp,
@@ -163,23 +189,20 @@ def create_run(
                 parent_id,
                 attempt,
                 prev_run_id,
+                USER,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         if p_rows:
-            c.executemany(
-                "INSERT OR REPLACE INTO params VALUES(?,?,?)", [(rid, k, v) for k, v in p_rows]
-            )
+            c.executemany(_KV_UPSERT["params"], [(rid, k, v) for k, v in p_rows])
         if t_rows:
-            c.executemany(
-                "INSERT OR REPLACE INTO tags VALUES(?,?,?)", [(rid, k, v) for k, v in t_rows]
-            )
+            c.executemany(_KV_UPSERT["tags"], [(rid, k, v) for k, v in t_rows])
     return rid, uid, name
 
 
 def _next_default_name(c, exp: int) -> str:
     top = 0
     for (name,) in c.execute(
-        "SELECT name FROM runs WHERE experiment_id=? AND name GLOB 'run-[0-9]*'", (exp,)
+        "SELECT name FROM runs WHERE experiment_id=? AND name LIKE 'run-%'", (exp,)
     ):
         digits = name[4:]
         if digits.isascii() and digits.isdigit() and len(digits) < 19:
@@ -187,12 +210,14 @@ def _next_default_name(c, exp: int) -> str:
     return f"run-{top + 1}"
 
 
-def finish_run(store: Store, rid: int, status: str) -> None:
-    """Mark a run ended with `status`."""
+def finish_run(store: Store, rid: int, status: str, end: float | None = None) -> None:
+    """Mark a run ended with `status` (at `end`, default now). A run another process
+    marked crashed while this one could not reach the store is corrected too."""
+    end = time.time() if end is None else end
     with store.write() as c:
         c.execute(
             "UPDATE runs SET status=?, end_time=?, heartbeat=? WHERE id=?",
-            (status, time.time(), time.time(), rid),
+            (status, end, end, rid),
         )
 
 
@@ -213,9 +238,7 @@ def set_kv(store: Store, table: str, rid: int, items: dict[str, Any]) -> None:
     if not rows:
         return
     with store.write() as c:
-        c.executemany(
-            f"INSERT OR REPLACE INTO {table} VALUES(?,?,?)", [(rid, k, v) for k, v in rows]
-        )
+        c.executemany(_KV_UPSERT[table], [(rid, k, v) for k, v in rows])
 
 
 def add_event(
@@ -232,7 +255,7 @@ def add_event(
     with store.write() as c:
         return c.execute(
             "INSERT INTO run_events(run_id, kind, level, message, start_time, end_time, data)"
-            " VALUES(?,?,?,?,?,?,?)",
+            " VALUES(?,?,?,?,?,?,?) RETURNING id",
             (
                 rid,
                 kind,
@@ -242,7 +265,7 @@ def add_event(
                 end,
                 json.dumps(data, default=str) if data is not None else None,
             ),
-        ).lastrowid
+        ).fetchone()[0]
 
 
 def _alive(pid: int | None, pid_start: float | None) -> bool:
@@ -283,6 +306,14 @@ def reconcile(store: Store, stale_after: float) -> int:
     return len(dead)
 
 
+def run_uid(store: Store, rid: int) -> str:
+    """The uid of the run with rowid `rid`."""
+    rows = store.read("SELECT uid FROM runs WHERE id=?", (rid,))
+    if not rows:
+        raise RunNotFoundError(f"no run with rowid {rid} in {store.location}")
+    return rows[0][0]
+
+
 def resolve_run(store: Store, ref: str | int) -> int:
     """Find a run's rowid from its id, a unique id prefix (>= 4 chars) or its name (latest)."""
     if not isinstance(ref, (str, int)) or isinstance(ref, bool):
@@ -304,4 +335,45 @@ def resolve_run(store: Store, ref: str | int) -> int:
     rows = store.read("SELECT id FROM runs WHERE name=? ORDER BY start_time DESC LIMIT 1", (ref,))
     if rows:
         return rows[0][0]
-    raise RunNotFoundError(f"no run with id or name {ref!r} in {store.path}")
+    raise RunNotFoundError(f"no run with id or name {ref!r} in {store.location}")
+
+
+def add_artifacts(store: Store, rows: list[tuple[int, str, str, int, float]]) -> None:
+    """Record artifacts: (run rowid, name, digest, size, created); a name logged again
+    points at the new content."""
+    with store.write("record artifacts") as c:
+        c.executemany(
+            upsert(
+                "artifacts", ("run_id", "name", "digest", "size", "created"), ("run_id", "name")
+            ),
+            rows,
+        )
+
+
+def artifact_digest(store: Store, rid: int, name: str) -> str | None:
+    """Content digest of artifact `name` of run `rid`, or None."""
+    rows = store.read("SELECT digest FROM artifacts WHERE run_id=? AND name=?", (rid, name))
+    return rows[0][0] if rows else None
+
+
+def all_run_ids(store: Store) -> list[int]:
+    """Rowids of every run, oldest first."""
+    return [r[0] for r in store.read("SELECT id FROM runs ORDER BY id")]
+
+
+def descendant_uids(store: Store, uid: str) -> list[str]:
+    """Uids of the runs started under run `uid` (at any depth), oldest first."""
+    rows = store.read(
+        "WITH RECURSIVE d(id) AS (SELECT id FROM runs WHERE uid=? UNION ALL "
+        "SELECT r.id FROM runs r JOIN d ON r.parent_id=d.id) "
+        "SELECT uid FROM runs WHERE id IN (SELECT id FROM d) AND uid<>? ORDER BY id",
+        (uid, uid),
+    )
+    return [r[0] for r in rows]
+
+
+def beat(c: Conn, now: float, rids: list[int]) -> None:
+    """Heartbeat of running runs (inside the writer's transaction)."""
+    c.executemany(
+        "UPDATE runs SET heartbeat=? WHERE id=? AND status='running'", [(now, r) for r in rids]
+    )

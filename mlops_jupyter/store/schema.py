@@ -1,16 +1,18 @@
 """Numbered schema migrations. Each is applied once, in order, and recorded in
-`schema_migrations`. Append new ones at the end; never edit an applied one."""
+`schema_migrations`. Append new ones at the end; never edit an applied one.
+
+The DDL is written in SQLite's spelling; the PostgreSQL backend translates it
+(store/postgres/ddl.py), so both backends share one list of numbered migrations."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Callable
+from typing import Any
 
 APP_ID = "mlops-jupyter"
 
 # (version, name, sql or callable(conn))
-Migration = tuple[int, str, "str | Callable[[sqlite3.Connection], None]"]
+Migration = tuple[int, str, "str | Callable[[Any], None]"]
 
 MIGRATIONS: list[Migration] = [
     (
@@ -84,6 +86,11 @@ MIGRATIONS: list[Migration] = [
         "index runs by start time (newest-first listings)",
         "CREATE INDEX IF NOT EXISTS runs_by_start ON runs(start_time)",
     ),
+    (
+        51,
+        "who started a run (team stores show user and host)",
+        "ALTER TABLE runs ADD COLUMN username TEXT",
+    ),
 ]
 
 # Feature areas keep their tables in their own module (store/schema_<area>.py, each with a
@@ -119,66 +126,3 @@ def _collect() -> list[Migration]:
 
 ALL = _collect()
 LATEST = ALL[-1][0]
-
-
-def applied_versions(conn: sqlite3.Connection) -> set[int]:
-    """Versions recorded in schema_migrations (empty for a new database)."""
-    has = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
-    ).fetchone()
-    if not has:
-        return set()
-    return {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-
-
-def current_version(conn: sqlite3.Connection) -> int:
-    """Highest applied migration, 0 for an empty database."""
-    return max(applied_versions(conn), default=0)
-
-
-def pending(conn: sqlite3.Connection) -> list[int]:
-    """Known migrations not yet applied to this database."""
-    have = applied_versions(conn)
-    return [m[0] for m in ALL if m[0] not in have]
-
-
-def migrate(conn: sqlite3.Connection, upto: int | None = None) -> list[int]:
-    """Apply pending migrations (up to `upto`) in one transaction; return those applied.
-
-    `conn` must be in autocommit mode (isolation_level=None)."""
-    target = LATEST if upto is None else upto
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS store_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-        )
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
-        )
-        conn.execute("INSERT OR IGNORE INTO store_meta VALUES('app', ?)", (APP_ID,))
-        have = applied_versions(conn)
-        applied = []
-        for version, name, step in ALL:
-            if version in have or version > target:
-                continue
-            if callable(step):
-                step(conn)
-            else:
-                for stmt in step.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES(?,?,?)", (version, name, time.time())
-            )
-            applied.append(version)
-        conn.execute("COMMIT")
-        return applied
-    except BaseException:
-        # SQLite may have rolled back already (disk full): don't hide the real error
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        raise

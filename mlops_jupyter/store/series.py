@@ -77,7 +77,7 @@ class _SeriesCache:
         return sum(len(c[2]) for d in self.chunks.values() for c in d.values())
 
     def load(self, store: Store, rid: int, uid: str, kid: int, meta: list[tuple]):
-        skey = (str(store.path), rid, uid, kid)
+        skey = (store.key, rid, uid, kid)
         with self.lock:
             have = dict(self.chunks.get(skey, {}))
         missing = [m for m in meta if m not in have]
@@ -172,7 +172,7 @@ def series(
         }
     # the run's random uid guards against a store re-created at the same path
     uid = uid_of(store, rid)
-    ckey, sig = (str(store.path), rid, uid, kid, max_points, since_step), tuple(meta)
+    ckey, sig = (store.key, rid, uid, kid, max_points, since_step), tuple(meta)
     hit = _cache.answer(ckey, sig)
     if hit is not None:
         return hit

@@ -76,7 +76,7 @@ def set_store(path: str | os.PathLike | None) -> Store:
 def current_store() -> Store:
     """The store used by the module-level API: set_store(), MLOPS_JUPYTER_STORE, or the
     nearest `.mlops/` folder (created in the working directory on first use)."""
-    return open_store(_store_override or config.find_store_path())
+    return open_store(_store_override or config.find_store_location())
 
 
 def start_run(
@@ -216,7 +216,7 @@ def _read_store() -> Store:
     store = current_store()
     from .writer import _writers
 
-    w = _writers.get(str(store.path))
+    w = _writers.get(store.key)
     if w is not None:
         w.flush()
     rstore.reconcile(store, config.stale_after())
@@ -238,7 +238,7 @@ def runs(
 
 def _run_ids(store: Store, run_ids: Any) -> list[int]:
     if run_ids is None:
-        return [r[0] for r in store.read("SELECT id FROM runs ORDER BY id")]
+        return rstore.all_run_ids(store)
     if isinstance(run_ids, (str, Run)):
         run_ids = [run_ids]
     elif type(run_ids).__module__.startswith("polars") and hasattr(run_ids, "columns"):

@@ -133,18 +133,14 @@ class Run:
         files, base = artifact_files(path, name, self.store.root)
         root = self.store.artifacts_dir
         rows = [(self._rid, n, *store_blob(root, f), _now()) for n, f in files]
-        with self.store.write() as c:
-            c.executemany("INSERT OR REPLACE INTO artifacts VALUES(?,?,?,?,?)", rows)
+        rstore.add_artifacts(self.store, rows)
         return base
 
     def artifact_path(self, name: str) -> Path:
         """Where the stored copy of artifact `name` lives."""
-        rows = self.store.read(
-            "SELECT digest FROM artifacts WHERE run_id=? AND name=?", (self._rid, name)
-        )
-        if not rows:
+        d = rstore.artifact_digest(self.store, self._rid, name)
+        if d is None:
             raise ArtifactNotFoundError(f"run {self.id} has no artifact {name!r}")
-        d = rows[0][0]
         return self.store.artifacts_dir / d[:2] / d[2:]
 
     # -- integration API ---------------------------------------------------------------
@@ -254,8 +250,9 @@ class Run:
                 )
         self.status = status
         self._writer.remove_run(self._rid)
-        self._writer.flush()
-        rstore.finish_run(self.store, self._rid, status)
+        # on a database server that is unreachable, the end is kept with the points and
+        # written when it is back (the writer warns once); other errors raise here
+        self._writer.end_run(self._rid, status)
         if self._forget is not None:
             self._forget(self)
 

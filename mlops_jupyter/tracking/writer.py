@@ -13,9 +13,10 @@ import warnings
 import numpy as np
 
 from .. import config
-from ..errors import MlopsJupyterError
+from ..errors import MlopsJupyterError, StoreError
 from ..store import Store
 from ..store import metrics as mstore
+from ..store import runs as rstore
 from .buffer import Block, Group, Queue
 
 # A chunk with at least this many points is "full"; smaller trailing chunks are merged
@@ -76,6 +77,10 @@ class Writer:
         self._keys: dict[str, int] = {}
         self._runs: set[int] = set()  # active runs: heartbeat target
         self._closing: set[int] = set()  # ended runs whose tails should be merged
+        # ends of runs not written yet because the database server was unreachable:
+        # {rid: (status, end time)}, written after their points
+        self._ends: dict[int, tuple[str, float]] = {}
+        self._offline_warned = False
         self._lock = threading.Lock()  # held while writing to the store
         self._thread_lock = threading.Lock()  # starting/stopping the thread
         self._stop = False
@@ -123,7 +128,7 @@ class Writer:
             self._wake.clear()
             # an idle writer (no active run, nothing buffered) lets its thread go;
             # add_run() starts a new one
-            if not self._runs and not len(self.q) and not self._closing:
+            if not self._runs and not len(self.q) and not self._closing and not self._ends:
                 idle += self.interval
                 if idle >= IDLE_EXIT_S:
                     with self._thread_lock:
@@ -135,7 +140,9 @@ class Writer:
             try:
                 self.flush()
             except Exception as e:  # never let the thread die: warn once, keep buffering
-                if not self._warned:
+                if isinstance(e, STORE_ERRORS) and self.store.unavailable(e):
+                    self._offline(e)
+                elif not self._warned:
                     self._warned = True
                     warnings.warn(
                         f"mlops-jupyter: could not write metrics yet ({e}); they are kept "
@@ -144,12 +151,49 @@ class Writer:
                         stacklevel=1,
                     )
 
-    def close(self) -> None:
-        """Final flush (at interpreter exit); stops the thread and removes the spool file."""
-        self._stop = True
-        self._wake.set()
+    def end_run(self, rid: int, status: str) -> None:
+        """Flush a run's points and record its end. When the store's server cannot be
+        reached, both are kept and written when it is back (one warning); other store
+        errors raise."""
+        self._ends[rid] = (status, time.time())
         try:
             self.flush()
+        except STORE_ERRORS as e:
+            if not self.store.unavailable(e):
+                self._ends.pop(rid, None)
+                raise
+            self._offline(e)
+
+    def _offline(self, e: BaseException) -> None:
+        if not self._offline_warned:
+            self._offline_warned = True
+            self._warn(
+                f"mlops-jupyter: the store cannot be reached ({e}); metrics and run ends are "
+                f"kept (in memory, then in a spool file) and written when it is back"
+            )
+        self._ensure_thread()
+
+    def close(self) -> None:
+        """Final flush (at interpreter exit); stops the thread and removes the spool file.
+        A database server that cannot be reached is waited for up to
+        MLOPS_JUPYTER_EXIT_WAIT seconds (default 30); what is still unwritten then is
+        reported in a warning."""
+        self._stop = True
+        self._wake.set()
+        deadline = time.monotonic() + config.exit_wait()
+        try:
+            while True:
+                try:
+                    self.flush()
+                    return
+                except STORE_ERRORS as e:
+                    if not self.store.unavailable(e) or time.monotonic() > deadline:
+                        n = len(self.q)
+                        raise StoreError(
+                            f"{e} ({n} metric point(s) and {len(self._ends)} run end(s) "
+                            "were not written)"
+                        ) from e
+                    time.sleep(0.5)
         finally:
             self.q.close()
 
@@ -174,7 +218,13 @@ class Writer:
                 todo -= len(batch)
                 if todo <= 0:
                     break
+            for rid, (status, end) in list(self._ends.items()):
+                rstore.finish_run(self.store, rid, status, end)
+                del self._ends[rid]
             self.q.last_error = None
+            if self._offline_warned:
+                self._offline_warned = False
+                self._warn("mlops-jupyter: the store is reachable again; kept points written")
             return written
 
     def _write_safely(self, batch: list[tuple[Block, list[Group]]], last: bool) -> int:
@@ -264,10 +314,7 @@ class Writer:
                             self._merge(c, rid, kid, s)
                         del series[(rid, kid)]
             if beat:
-                c.executemany(
-                    "UPDATE runs SET heartbeat=? WHERE id=? AND status='running'",
-                    [(now, r) for r in list(self._runs)],
-                )
+                rstore.beat(c, now, list(self._runs))
             if dry_run:
                 raise _DryRun
         self._keys, self._series = keys, series
@@ -292,7 +339,7 @@ _writers_lock = threading.Lock()
 
 def writer_for(store: Store) -> Writer:
     """The process-wide writer of `store` (started on first use)."""
-    key = str(store.path)
+    key = store.key
     w = _writers.get(key)
     if w is None:
         with _writers_lock:

@@ -1,0 +1,125 @@
+"""The storage contract every backend implements (SQLite, PostgreSQL).
+
+Layering: the domain operations of the store (`store/runs.py`, `metrics.py`, `capture.py`,
+`data.py`, `registry.py`, `media.py`, `telemetry.py`, `pipeline.py`, the query modules)
+are written once, in the SQL that SQLite and PostgreSQL share (`?` placeholders,
+`INSERT ... ON CONFLICT`, `RETURNING`), against this small interface. A backend supplies
+connections, transactions, errors, migrations and the few expressions the two dialects
+spell differently (`json_number`, `columns`). No module outside `store/` writes SQL or
+imports a database driver; features call the domain operations.
+
+Semantics every backend keeps (checked by tests/test_store_contract.py on each backend):
+- `write()` is one transaction: all of its statements commit together or none does. It
+  nests: an inner `write()` is a savepoint, rolled back alone when its body raises.
+  A database error leaves as `StoreError` (the original error chained); a failed COMMIT
+  never leaves the transaction open. Lock waits and lost connections are retried
+  before the body runs, never after part of it ran.
+- `read()` runs one statement and returns all rows as tuples.
+- Connections are per thread; a Store object may be shared by threads. Every method is
+  thread-safe. After `os.fork()` the child opens its own connections.
+- Identity: `key` names the store (a resolved path or a URL without password);
+  `location` is what messages show (never a password).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Cursor(Protocol):
+    """What `Conn.execute` returns (a DB-API cursor)."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list: ...
+
+
+class Conn(Protocol):
+    """What `write()` yields: statements in `?` placeholder style, run in the transaction."""
+
+    def execute(self, sql: str, args: Sequence | dict = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> Any: ...
+
+
+class BaseStore(abc.ABC):
+    """A store: runs, metrics, cells, data versions, models... in one database, and the
+    artifacts (files, models, checkpoints) in a folder."""
+
+    backend: str = ""
+    key: str = ""
+    location: str = ""
+    read_only: bool = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    def __str__(self) -> str:
+        return self.location
+
+    # -- artifacts -----------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def root(self) -> Path:
+        """Folder holding the store's files (artifacts, models, checkpoints)."""
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Content-addressed artifact blobs (`artifacts/ab/cdef...`)."""
+        return self.root / "artifacts"
+
+    # -- SQL -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def write(self, what: str = "write to the store") -> contextlib.AbstractContextManager[Conn]:
+        """A write transaction (nested calls are savepoints); see the module docstring."""
+
+    @abc.abstractmethod
+    def read(self, sql: str, args: Sequence | dict = (), what: str = "read the store") -> list:
+        """Run one read statement and return all rows."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """Highest applied migration."""
+
+    @abc.abstractmethod
+    def columns(self, table: str) -> list[str]:
+        """Column names of `table`, in order."""
+
+    @abc.abstractmethod
+    def json_number(self, expr: str) -> str:
+        """SQL for: `expr` (a TEXT column of JSON values) as a float when it holds a JSON
+        number, else NULL."""
+
+    @abc.abstractmethod
+    def size_bytes(self) -> int:
+        """Bytes the database takes on disk (or on the server)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close every connection this object opened (it may be used again: connections
+        reopen on demand)."""
+
+    def assume_crashed(self, dead: list[tuple[float | None, int]]) -> None:  # noqa: B027
+        """Show runs as crashed to this process without writing (read-only stores); a
+        writable backend marks them in the database instead and needs nothing here."""
+
+    def unavailable(self, e: BaseException) -> bool:
+        """Whether `e` (a StoreError) means the database cannot be reached for now, so a
+        writer should keep its data and retry later rather than drop it."""
+        return False
+
+    def info(self) -> dict[str, Any]:
+        """Backend, location, schema version and size, for `store info`."""
+        return {
+            "backend": self.backend,
+            "location": self.location,
+            "schema_version": self.schema_version(),
+            "size_bytes": self.size_bytes(),
+            "read_only": self.read_only,
+        }

@@ -1,0 +1,5 @@
+"""The SQLite backend (the default, embedded store)."""
+
+from .store import SqliteStore
+
+__all__ = ["SqliteStore"]
