@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.export.cli",
     "mlops_jupyter.registry.cli",
     "mlops_jupyter.data.cli",
+    "mlops_jupyter.store.cli",
 )
 
 
@@ -29,6 +30,7 @@ READ_COMMANDS = {
     "mlops_jupyter.data.cli.cmd_lineage",
     "mlops_jupyter.registry.cli.cmd_ls",
     "mlops_jupyter.registry.cli.cmd_history",
+    "mlops_jupyter.store.cli.cmd_info",
 }
 
 
