@@ -175,6 +175,12 @@ def test_experiment_filter_brings_the_parents_along(tmp_path):
     assert n["runs"] == 1
     mj.set_store(dst)
     assert mj.runs()["experiment"].to_list() == ["exp-b"]
+    # the child run is in "default", its parent in "exp-a": the parent comes along first
+    n = copy_runs(open_store(a), open_store(dst), experiment="default", progress=False)
+    assert n["runs"] == 2
+    mj.set_store(dst)
+    child = mj.runs(experiment="default").row(0, named=True)
+    assert child["parent_id"] == mj.runs(experiment="exp-a")["id"][0]
     with pytest.raises(mj.InvalidInputError, match="no experiment 'nope'"):
         copy_runs(open_store(a), open_store(dst), experiment="nope", progress=False)
     with pytest.raises(mj.InvalidInputError, match="same store"):
@@ -278,3 +284,13 @@ def test_cli_refuses_a_missing_source_and_creates_nothing(tmp_path, pg_url, caps
     # `store info` is a read command: it never creates the store it is pointed at
     assert main(["--store", str(src), "store", "info"]) == 2
     assert not src.parent.exists()
+
+
+def test_postgres_without_an_artifacts_folder_copies_nothing(tmp_path, pg_url, monkeypatch):
+    a = tmp_path / "a" / "store.db"
+    _populate(a, tmp_path, "a")
+    monkeypatch.delenv("MLOPS_JUPYTER_ARTIFACTS")
+    with pytest.raises(StoreError, match="set MLOPS_JUPYTER_ARTIFACTS"):
+        copy_runs(open_store(a), open_store(pg_url), progress=False)
+    mj.set_store(pg_url)
+    assert mj.runs().is_empty()

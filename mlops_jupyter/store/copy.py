@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import time
 import warnings
@@ -156,8 +157,7 @@ class _Copier:
             )
             return
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.parent / f".incoming-{dst.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = dst.parent / f".incoming-{secrets.token_hex(6)}"
         try:
             shutil.copytree(src, tmp)
             os.replace(tmp, dst)
@@ -328,7 +328,7 @@ def _inside(root: Path, rel: str) -> Path:
 def _copy_file(src: Path, dst: Path, size: int) -> int:
     """Copy `src` to `dst` through a temporary file, checking its size; return the bytes."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".incoming-{dst.name}"
+    tmp = dst.parent / f".incoming-{secrets.token_hex(6)}"  # two copies at once do not collide
     try:
         shutil.copyfile(src, tmp)
         got = tmp.stat().st_size
@@ -391,6 +391,10 @@ def copy_runs(
         "SELECT 1 FROM experiments WHERE name=?", (experiment,)
     ):
         raise InvalidInputError(f"{src.location} has no experiment {experiment!r}")
+    if src.read("SELECT 1 FROM artifacts UNION ALL SELECT 1 FROM model_versions LIMIT 1"):
+        # files to copy: a PostgreSQL store without its artifacts folder (unset
+        # MLOPS_JUPYTER_ARTIFACTS) fails here, before any run is copied
+        _ = (src.root, dst.root)
     t0 = time.perf_counter()
     job = _Copier(src, dst)
     have = {r[0] for r in dst.read("SELECT uid FROM runs")}
