@@ -294,3 +294,49 @@ def test_postgres_without_an_artifacts_folder_copies_nothing(tmp_path, pg_url, m
         copy_runs(open_store(a), open_store(pg_url), progress=False)
     mj.set_store(pg_url)
     assert mj.runs().is_empty()
+
+
+def test_a_killed_copy_leaves_whole_runs_and_finishes_when_run_again(
+    tmp_path, pg_url, child_env, python
+):
+    import signal
+    import subprocess
+    import time
+
+    from mlops_jupyter.store.stats import store_info
+
+    a = tmp_path / "a" / "store.db"
+    mj.set_store(a)
+    for i in range(120):
+        with mj.start_run(f"r{i}", params={"i": i}):
+            for s in range(500):
+                mj.log_metric("loss", i + 1.0 / (s + 1), step=s)
+    mj.set_store(None)
+    code = (
+        "from mlops_jupyter.store.copy import copy_runs\n"
+        "from mlops_jupyter.store.db import open_store\n"
+        f"copy_runs(open_store({str(a)!r}), open_store({pg_url!r}), progress=False)\n"
+    )
+    proc = subprocess.Popen([python, "-c", code], env=child_env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store_info(open_store(pg_url))["runs"] >= 10:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)  # mid-copy: no cleanup of any kind
+    finally:
+        proc.wait()
+    mj.set_store(pg_url)
+    copied = mj.runs()
+    assert 10 <= len(copied) < 120  # it was stopped part way
+    mj.set_store(a)
+    src_metrics = mj.metrics(copied["id"].to_list()).sort("run_id", "step")
+    src_runs = mj.runs().filter(pl.col("id").is_in(copied["id"].to_list())).sort("id")
+    mj.set_store(pg_url)
+    # every run there is whole: all of its points and params, nothing half-written
+    assert_frame_equal(mj.metrics(copied["id"].to_list()).sort("run_id", "step"), src_metrics)
+    assert_frame_equal(mj.runs().sort("id").drop("duration_s"), src_runs.drop("duration_s"))
+    n = copy_runs(open_store(a), open_store(pg_url), progress=False)
+    assert n["runs"] + len(copied) == 120 and n["skipped"] == len(copied)
+    _same(_snapshot(a), _snapshot(pg_url))
