@@ -28,8 +28,9 @@ def cmd_copy(args) -> int:
     dst = open_store(args.dst)
     n = copy_runs(src, dst, experiment=args.experiment, progress=not args.no_progress)
     rate = n["points"] / n["seconds"] if n["seconds"] > 0 else 0.0
+    runs = f"{n['runs']} run" + ("" if n["runs"] == 1 else "s")
     print(
-        f"copied {n['runs']} runs ({n['skipped']} already there) from {safe(src.location)} "
+        f"copied {runs} ({n['skipped']} already there) from {safe(src.location)} "
         f"to {safe(dst.location)}: {n['points']} metric points, {n['artifacts']} artifacts, "
         f"{_size(n['bytes'])} of files in {n['seconds']:.2f}s ({rate:,.0f} points/s)"
     )
