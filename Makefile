@@ -56,7 +56,7 @@ PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
 test: setup browser postgres lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra
-	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser" $(PG_SUITES)
+	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 
 # The suite on the oldest (3.10 + pandas 2.3 + numpy 2.2 + the lowest polars allowed) and the
 # newest supported Python, each in its own venv without the heavy extras (torch, mlx, optuna,

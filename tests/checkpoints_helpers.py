@@ -26,20 +26,34 @@ def context():
 
 def run_training(store: str, run_name: str, epochs: int, kill_epoch: int, mode: str, out: str):
     """Start train_torch in a new process; return the Process (already started)."""
+    # the forkserver's environment is the first caller's: pass the artifacts folder along
+    artifacts = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
     p = context().Process(
-        target=train_torch, args=(store, run_name, epochs, kill_epoch, mode, out), daemon=False
+        target=train_torch,
+        args=(store, run_name, epochs, kill_epoch, mode, out, artifacts),
+        daemon=False,
     )
     p.start()
     return p
 
 
-def train_torch(store: str, run_name: str, epochs: int, kill_epoch: int, mode: str, out: str):
+def train_torch(
+    store: str,
+    run_name: str,
+    epochs: int,
+    kill_epoch: int,
+    mode: str,
+    out: str,
+    artifacts: str | None = None,
+):
     """A small regression model with dropout, Adam and a step LR schedule; checkpoints every
     epoch. mode: "self" kills itself mid-epoch `kill_epoch`, "save" kills itself after the
     temp file of that epoch's checkpoint is written but before its rename, "outside" prints
     progress to a pipe file and sleeps so a parent can kill it at any moment."""
     os.environ["MLOPS_JUPYTER_STORE"] = store
     os.environ["MLOPS_JUPYTER_TELEMETRY"] = "0"
+    if artifacts:
+        os.environ["MLOPS_JUPYTER_ARTIFACTS"] = artifacts
     import numpy as np
     import torch
 

@@ -64,6 +64,14 @@ def store_path(_isolated_store) -> Path | str:
 
 
 @pytest.fixture
+def store_root(_isolated_store) -> Path:
+    """Folder of this test's store files (artifacts, models, checkpoints)."""
+    if BACKEND == "postgresql":
+        return Path(os.environ["MLOPS_JUPYTER_ARTIFACTS"])
+    return _isolated_store.parent
+
+
+@pytest.fixture
 def child_env(store_path) -> dict[str, str]:
     """Environment for a subprocess that should write to this test's store."""
     env = dict(os.environ)

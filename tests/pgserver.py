@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -50,14 +49,18 @@ class PgServer:
         self.port = free_port()
         self.as_root = os.geteuid() == 0
         self._n = 0
+        pwfile = self.dir / "pw"
+        pwfile.write_text(PASSWORD + "\n")
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
         self._run(
             "initdb",
             "-D",
             str(self.data),
-            "-A",
-            "trust",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
             "--no-sync",
             "-U",
             "postgres",
@@ -76,7 +79,7 @@ class PgServer:
     def start(self) -> None:
         opts = (
             f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            " -c full_page_writes=off -c max_connections=200"
         )
         r = self._run(
             "pg_ctl",
@@ -98,20 +101,17 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def kill(self) -> None:
-        """SIGKILL the postmaster (and with it every backend): a crashed server."""
+        """SIGKILL the postmaster and every backend at once, as when the machine or the
+        OOM killer takes the whole server down."""
+        import psutil
+
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        # backends exit when they notice the postmaster is gone; wait for the port to free
-        time.sleep(0.5)
-        with contextlib.suppress(FileNotFoundError):
-            (self.data / "postmaster.pid").unlink()
+        master = psutil.Process(pid)
+        procs = [master, *master.children(recursive=True)]
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=10)
 
     def url(self, db: str = "postgres", user: str = "postgres", password: str = PASSWORD) -> str:
         return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{db}"

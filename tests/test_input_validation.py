@@ -98,6 +98,7 @@ def test_a_poisoned_item_in_the_queue_does_not_stop_later_points():
     assert mj.runs()["status"].to_list() == ["finished"]
 
 
+@pytest.mark.sqlite_only
 def test_wide_int_and_surrogate_params_do_not_break_the_runs_table(store_path):
     with mj.start_run("wide", params={"seed": 2**64, "huge": 10**400, "small": 3}) as r1:
         pass

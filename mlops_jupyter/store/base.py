@@ -14,7 +14,8 @@ Semantics every backend keeps (checked by tests/test_store_contract.py on each b
   A database error leaves as `StoreError` (the original error chained); a failed COMMIT
   never leaves the transaction open. Lock waits and lost connections are retried
   before the body runs, never after part of it ran.
-- `read()` runs one statement and returns all rows as tuples.
+- `read()` runs one statement and returns all rows as tuples; `snapshot()` runs several
+  against one consistent state.
 - Connections are per thread; a Store object may be shared by threads. Every method is
   thread-safe. After `os.fork()` the child opens its own connections.
 - Identity: `key` names the store (a resolved path or a URL without password);
@@ -78,6 +79,11 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def write(self, what: str = "write to the store") -> contextlib.AbstractContextManager[Conn]:
         """A write transaction (nested calls are savepoints); see the module docstring."""
+
+    @abc.abstractmethod
+    def snapshot(self, what: str = "read the store") -> contextlib.AbstractContextManager[Conn]:
+        """A read-only transaction: every statement in it sees the same committed state
+        (e.g. counts and the chunks they count)."""
 
     @abc.abstractmethod
     def read(self, sql: str, args: Sequence | dict = (), what: str = "read the store") -> list:

@@ -24,16 +24,15 @@ def open_store(location: str | os.PathLike | None = None, *, create: bool = True
 
     loc = store_location_from(location) if location is not None else find_store_location()
     if isinstance(loc, str):
-        from ..config import redact_url
-
-        key = redact_url(loc)
+        # cached by the whole URL: the same database named with another password must
+        # connect (and be refused) on its own; store.key (no password) names it elsewhere
         with _stores_lock:
-            st = _stores.get(key)
+            st = _stores.get(loc)
             if st is None:
                 from .postgres import PostgresStore
 
                 st = PostgresStore(loc, create=create)
-                _stores[key] = st
+                _stores[loc] = st
             return st
     p = loc / DB_FILENAME if loc.is_dir() else loc
     key = str(p.expanduser().resolve())
@@ -66,7 +65,8 @@ def open_existing(location: str | os.PathLike | None = None) -> BaseStore | None
 def forget(store: BaseStore) -> None:
     """Drop `store` from the cache (after closing it), so the next open starts afresh."""
     with _stores_lock:
-        _stores.pop(store.key, None)
+        for k in [k for k, v in _stores.items() if v is store]:
+            del _stores[k]
 
 
 def close_all() -> None:

@@ -18,7 +18,7 @@ _CHUNK_UPSERT = upsert(
 
 def key_ids(c: Conn, keys: list[str], cache: dict[str, int]) -> None:
     """Intern metric keys into `cache` (key -> id), inserting unknown ones."""
-    missing = [k for k in keys if k not in cache]
+    missing = sorted({k for k in keys if k not in cache})  # one order: no deadlock
     if not missing:
         return
     c.executemany(

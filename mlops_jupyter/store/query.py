@@ -114,7 +114,10 @@ def runs_frame(
         for rid, key, val in store.read(
             f"SELECT run_id, key, value FROM params WHERE run_id IN ({sub}) ORDER BY key", args
         ):
-            params.setdefault(key, [None] * n)[index[rid]] = _decode(val)
+            col = params.get(key)
+            if col is None:  # not setdefault: its default list would be built for every row
+                col = params[key] = [None] * n
+            col[index[rid]] = _decode(val)
         for key, vals in params.items():
             cols[f"params.{key}"] = _typed(vals)
         sys_filter = "" if include_system else "AND k.key NOT LIKE 'sys/%'"

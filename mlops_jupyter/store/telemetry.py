@@ -61,44 +61,36 @@ def new_points(
     """Points logged since the caller last looked: {key: (total stored, steps, values)} for
     keys whose count grew past `have[key]`. Only the trailing chunks are decoded, and
     counts and chunks are read in one snapshot so a concurrent merge cannot skew them."""
-    c = store.conn()
     flt = "" if system else "AND k.key NOT LIKE 'sys/%'"
     out: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
 
-    def body() -> None:
-        c.execute("BEGIN")
-        try:
-            rows = c.execute(
-                "SELECT k.key, s.key_id, s.n FROM metric_summary s"
-                f" JOIN metric_keys k ON k.id = s.key_id WHERE s.run_id=? {flt}",
-                (rid,),
+    with store.snapshot("read new points") as c:
+        rows = c.execute(
+            "SELECT k.key, s.key_id, s.n FROM metric_summary s"
+            f" JOIN metric_keys k ON k.id = s.key_id WHERE s.run_id=? {flt}",
+            (rid,),
+        ).fetchall()
+        for key, kid, n in rows:
+            want = n - have.get(key, 0)
+            if want <= 0:
+                continue
+            sizes = c.execute(
+                "SELECT seq, n FROM metric_chunks WHERE run_id=? AND key_id=? ORDER BY seq DESC",
+                (rid, kid),
             ).fetchall()
-            for key, kid, n in rows:
-                want = n - have.get(key, 0)
-                if want <= 0:
-                    continue
-                sizes = c.execute(
-                    "SELECT seq, n FROM metric_chunks WHERE run_id=? AND key_id=?"
-                    " ORDER BY seq DESC",
-                    (rid, kid),
-                ).fetchall()
-                got, from_seq = 0, 0
-                for seq, cnt in sizes:
-                    got += cnt
-                    from_seq = seq
-                    if got >= want:
-                        break
-                blobs = c.execute(
-                    "SELECT data FROM metric_chunks WHERE run_id=? AND key_id=? AND seq>=?"
-                    " ORDER BY seq",
-                    (rid, kid, from_seq),
-                ).fetchall()
-                steps, _ts, vals = codec.decode_many([b[0] for b in blobs])
-                out[key] = (n, steps[-want:], vals[-want:])
-        finally:
-            c.execute("COMMIT")
-
-    store._retry(body)
+            got, from_seq = 0, 0
+            for seq, cnt in sizes:
+                got += cnt
+                from_seq = seq
+                if got >= want:
+                    break
+            blobs = c.execute(
+                "SELECT data FROM metric_chunks WHERE run_id=? AND key_id=? AND seq>=?"
+                " ORDER BY seq",
+                (rid, kid, from_seq),
+            ).fetchall()
+            steps, _ts, vals = codec.decode_many([b[0] for b in blobs])
+            out[key] = (n, steps[-want:], vals[-want:])
     return out
 
 

@@ -275,7 +275,8 @@ class Writer:
         series = dict(self._series)
         total = 0
         with self.store.write() as c:
-            mstore.key_ids(c, list({k for _, k in series_parts}), keys)
+            # sorted: writers inserting the same new keys in one order cannot deadlock
+            mstore.key_ids(c, sorted({k for _, k in series_parts}), keys)
             for (rid, key), parts in series_parts.items():
                 kid = keys[key]
                 old = series.get((rid, kid))

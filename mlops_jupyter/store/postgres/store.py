@@ -34,6 +34,11 @@ class StoreUnavailableError(StoreError):
     """The database server cannot be reached (down, restarting, network): worth retrying."""
 
 
+class StoreConflictError(StoreError):
+    """A transaction lost a deadlock or serialization conflict and was rolled back:
+    worth retrying (the tracking writer does, with its points kept)."""
+
+
 def _psycopg():
     try:
         import psycopg
@@ -235,6 +240,8 @@ class PostgresStore(BaseStore):
         if pw:
             msg = msg.replace(pw, "***")
         head = f"store {self.location}: cannot {what}: {msg}"
+        if isinstance(e, psycopg.errors.TransactionRollback):
+            return StoreConflictError(head)
         if isinstance(e, psycopg.OperationalError) and _lost(e):
             return StoreUnavailableError(head)
         if isinstance(e, psycopg.errors.DiskFull):
@@ -242,7 +249,7 @@ class PostgresStore(BaseStore):
         return StoreError(head)
 
     def unavailable(self, e: BaseException) -> bool:
-        return isinstance(e, StoreUnavailableError)
+        return isinstance(e, (StoreUnavailableError, StoreConflictError))
 
     # -- transactions ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -256,6 +263,22 @@ class PostgresStore(BaseStore):
                 yield _Conn(raw)
         except psycopg.DataError as e:
             raise InvalidInputError(f"cannot {what}: a value is invalid here: {e}") from e
+        except psycopg.Error as e:
+            raise self._error(e, what) from e
+        finally:
+            self._local.depth = depth
+
+    @contextlib.contextmanager
+    def snapshot(self, what: str = "read the store") -> Iterator[_Conn]:
+        psycopg = _psycopg()
+        depth = getattr(self._local, "depth", 0)
+        raw = self._raw() if depth else self._with_retry(_ping, what)
+        self._local.depth = depth + 1
+        try:
+            with raw.transaction():
+                if not depth:
+                    raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield _Conn(raw)
         except psycopg.Error as e:
             raise self._error(e, what) from e
         finally:
@@ -305,18 +328,19 @@ def _password(url: str) -> str | None:
 def _lost(e: BaseException) -> bool:
     """Whether an OperationalError means the server is unreachable or went away (as
     opposed to a refusal such as a wrong password or a missing database)."""
-    text = str(e).lower()
+    state = getattr(e, "sqlstate", None)
+    if state is not None:
+        # 08: connection exceptions; 57P01-03: shut down, crashed, starting up
+        return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    text = str(e).lower()  # failed before the server answered (refused, timeout, DNS...)
     refused_for_good = (
         "password authentication failed",
         "does not exist",
         "no password supplied",
         "permission denied",
         "no pg_hba.conf entry",
-        "role ",
     )
-    if any(t in text for t in refused_for_good):
-        return False
-    return True
+    return not any(t in text for t in refused_for_good)
 
 
 def _numeric_as_number(raw: Any) -> None:

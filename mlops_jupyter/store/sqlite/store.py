@@ -343,6 +343,21 @@ class SqliteStore(BaseStore):
             self._rollback(c)
             raise
 
+    @contextlib.contextmanager
+    def snapshot(self, what: str = "read the store") -> Iterator[sqlite3.Connection]:
+        """A deferred read transaction (WAL: one consistent state, writers not blocked)."""
+        c = self.conn()
+        if c.in_transaction:
+            yield c
+            return
+        self._retry(lambda: c.execute("BEGIN"), what)
+        try:
+            yield c
+        except sqlite3.Error as e:
+            raise self._error(e, what) from e
+        finally:
+            self._rollback(c)
+
     def _savepoint(self, c: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
         # a write() inside a write(): a savepoint, undone alone when its body raises
         depth = getattr(self._local, "depth", 0) + 1
