@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,10 +107,21 @@ class BaseStore(abc.ABC):
     def size_bytes(self) -> int:
         """Bytes the database takes on disk (or on the server)."""
 
-    @abc.abstractmethod
+    # Backends keep every connection they open in `_all` (guarded by `_lock`) and the
+    # calling thread's in the thread-local `_local`, so closing is shared.
+    _lock: threading.Lock
+    _all: list[Any]
+    _local: threading.local
+
     def close(self) -> None:
         """Close every connection this object opened (it may be used again: connections
         reopen on demand)."""
+        with self._lock:
+            for c in self._all:
+                with contextlib.suppress(Exception):
+                    c.close()
+            self._all.clear()
+        self._local = threading.local()
 
     def assume_crashed(self, dead: list[tuple[float | None, int]]) -> None:  # noqa: B027
         """Show runs as crashed to this process without writing (read-only stores); a

@@ -176,14 +176,6 @@ class PostgresStore(BaseStore):
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
 
-    def close(self) -> None:
-        with self._lock:
-            for c in self._all:
-                with contextlib.suppress(Exception):
-                    c.close()
-            self._all.clear()
-        self._local = threading.local()
-
     # -- schema ----------------------------------------------------------------------------
     def _prepare(self, raw: Any, create: bool) -> None:
         psycopg = _psycopg()

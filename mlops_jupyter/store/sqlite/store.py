@@ -255,15 +255,6 @@ class SqliteStore(BaseStore):
             return self._open()
         return c
 
-    def close(self) -> None:
-        """Close every connection this Store opened."""
-        with self._lock:
-            for c in self._all:
-                with contextlib.suppress(Exception):
-                    c.close()
-            self._all.clear()
-        self._local = threading.local()
-
     # -- errors ------------------------------------------------------------------------
     def _error(self, e: BaseException, what: str) -> StoreError:
         """The StoreError for SQLite error `e` raised while doing `what`; remembers a
