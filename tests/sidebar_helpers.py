@@ -77,7 +77,7 @@ def populate(store_path: Path, notebook: Path | None = None, n_runs: int = 30) -
                 )
         rstore.add_event(st, rid, "alert", "loss is NaN", level="error", data={"rule": "nan"})
         rstore.add_event(st, rid, "throttle", "GPU0 thermal throttling", level="warning")
-        ids["store"] = open_store(store_path).path
+        ids["store"] = open_store(store_path).location
         return ids
     finally:
         mj.set_store(None)

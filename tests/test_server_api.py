@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -19,16 +20,27 @@ API = "mlops/api/v1/"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
+def srv(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("srv")
     root = tmp / "root"
     root.mkdir()
     (root / "work").mkdir()
     nb = root / "work" / "train.ipynb"
     store = tmp / "store.db"
-    ids = populate(store, notebook=nb)
-    with running_lab(root, store, ids=ids) as server:
-        yield server
+    saved = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
+    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
+        # the same API over a team store: the lab server reads the PostgreSQL database
+        store = request.getfixturevalue("pg_server").new_database("srv")
+        os.environ["MLOPS_JUPYTER_ARTIFACTS"] = str(tmp / "artifacts")
+    try:
+        ids = populate(store, notebook=nb)
+        with running_lab(root, store, ids=ids) as server:
+            yield server
+    finally:
+        if saved is None:
+            os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
+        else:
+            os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved
 
 
 def get(srv, path: str):
@@ -40,7 +52,12 @@ def test_health(srv):
     status, body = get(srv, "health")
     assert status == 200
     assert body["ok"] is True and body["runs"] == 30 + 5
-    assert body["store"].endswith("store.db")
+    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
+        from pgserver import PASSWORD
+
+        assert body["store"].startswith("postgresql://") and PASSWORD not in json.dumps(body)
+    else:
+        assert body["store"].endswith("store.db")
 
 
 @pytest.mark.parametrize(

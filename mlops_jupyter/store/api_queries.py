@@ -81,9 +81,10 @@ def maybe_reconcile(store: Store) -> None:
 def experiments(store: Store) -> list[dict[str, Any]]:
     """Experiments with run counts, running counts and the latest start time."""
     rows = store.read(
-        "SELECT e.name, count(r.id), coalesce(sum(r.status = 'running'), 0), max(r.start_time)"
+        "SELECT e.name, count(r.id),"
+        " coalesce(sum(CASE WHEN r.status = 'running' THEN 1 ELSE 0 END), 0), max(r.start_time)"
         " FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id"
-        " GROUP BY e.id ORDER BY max(r.start_time) DESC"
+        " GROUP BY e.id, e.name ORDER BY max(r.start_time) DESC NULLS LAST"
     )
     return [{"name": n, "runs": c, "running": rn, "last_start": ls} for n, c, rn, ls in rows]
 
