@@ -125,3 +125,23 @@ def test_condition_limits_are_clear_errors():
     with pytest.raises(InvalidInputError, match="contains"):
         aq.list_runs(st_, conditions=["metrics.loss~0.5"])
     assert aq.list_runs(st_, conditions=["params.lr>0"] * 50)["total"] == 0
+
+
+def test_server_config_names_the_store(tmp_path, monkeypatch):
+    """`c.MlopsJupyter.store` (and `.artifacts`) in jupyter_server_config choose the store
+    the sidebar reads, before MLOPS_JUPYTER_STORE."""
+    import os
+
+    from jupyter_server.serverapp import ServerApp
+    from traitlets.config import Config
+
+    from mlops_jupyter.server.handlers import _store_path
+
+    monkeypatch.delenv("MLOPS_JUPYTER_ARTIFACTS", raising=False)
+    cfg = Config()
+    cfg.MlopsJupyter.store = "postgresql://team@db.example:5432/mlops"
+    cfg.MlopsJupyter.artifacts = str(tmp_path / "shared")
+    app = ServerApp(config=cfg, root_dir=str(tmp_path))
+    assert _store_path(app) == "postgresql://team@db.example:5432/mlops"
+    assert os.environ["MLOPS_JUPYTER_ARTIFACTS"] == str(tmp_path / "shared")
+    assert _store_path(ServerApp(root_dir=str(tmp_path))) == os.environ["MLOPS_JUPYTER_STORE"]

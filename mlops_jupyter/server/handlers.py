@@ -253,9 +253,18 @@ class NotFound(BaseHandler):
 
 
 def _store_path(serverapp) -> str:
-    """MLOPS_JUPYTER_STORE, else the nearest .mlops/ above the server's root directory."""
+    """The store the sidebar reads: `c.MlopsJupyter.store` in the server's config (a path or
+    a postgresql:// URL; `c.MlopsJupyter.artifacts` names a PostgreSQL store's artifacts
+    folder), else MLOPS_JUPYTER_STORE, else the nearest .mlops/ above the root directory."""
     from ..config import find_store_location
 
+    section = serverapp.config.get("MlopsJupyter", {})
+    artifacts = section.get("artifacts")
+    if isinstance(artifacts, str) and artifacts:
+        os.environ.setdefault("MLOPS_JUPYTER_ARTIFACTS", artifacts)
+    given = section.get("store")
+    if isinstance(given, str) and given:
+        return given
     if os.environ.get("MLOPS_JUPYTER_STORE"):
         return str(find_store_location())
     return str(find_store_location(Path(serverapp.root_dir).expanduser()))
