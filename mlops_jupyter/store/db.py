@@ -79,8 +79,15 @@ def close_all() -> None:
         st.close()
 
 
+# Stores inherited over fork: kept referenced, never closed, in the child. Closing (or
+# garbage-collecting) a PostgreSQL connection sends the server a goodbye on the socket the
+# parent still uses, which would end the parent's session.
+_inherited: list[BaseStore] = []
+
+
 def _after_fork() -> None:
     # connections must not be shared across fork; children reopen lazily
+    _inherited.extend(_stores.values())
     _stores.clear()
 
 
