@@ -117,12 +117,12 @@ def _progress(out: Path) -> str:
 
 @pytest.mark.parametrize("mode", ["self", "save"])
 def test_torch_killed_and_resumed_matches_uninterrupted(
-    torch_reference, tmp_path, store_path, mode
+    torch_reference, tmp_path, store_path, store_root, mode
 ):
     out = tmp_path / "resumed.pt"
     assert _run(store_path, "job", 3, mode, out) == -signal.SIGKILL
     assert not out.exists()
-    ckdir = store_path.parent / "checkpoints" / "ckpt" / "job"
+    ckdir = store_root / "checkpoints" / "ckpt" / "job"
     manifest = json.loads((ckdir / "manifest.json").read_text())
     # killed during epoch 3 (or while saving it): the latest complete checkpoint is epoch 2
     assert manifest["entries"][-1]["epoch"] == 2
