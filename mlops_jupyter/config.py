@@ -185,3 +185,20 @@ def find_store_path(start: str | os.PathLike | None = None) -> Path:
                     2,
                 )
     return here / STORE_DIRNAME / DB_FILENAME
+
+
+def cache_dir() -> Path:
+    """Local cache folder: artifacts downloaded from object storage, remembered file
+    digests (MLOPS_JUPYTER_CACHE; default $XDG_CACHE_HOME/mlops-jupyter or
+    ~/.cache/mlops-jupyter)."""
+    env = os.environ.get("MLOPS_JUPYTER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mlops-jupyter"
+
+
+def cache_limit_bytes() -> int:
+    """Size limit of the read-through artifact cache (MLOPS_JUPYTER_CACHE_MB, default
+    10240); least recently used files are removed past it."""
+    return int(max(0.0, _float_env("MLOPS_JUPYTER_CACHE_MB", 10240.0)) * (1 << 20))

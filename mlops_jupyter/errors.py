@@ -64,3 +64,13 @@ class ReadOnlyStoreError(StoreError):
 
 class MalformedStoreError(StoreError):
     """SQLite found the store file damaged; later writes to it are refused."""
+
+
+class ArtifactStoreError(StoreError):
+    """The artifact store (a folder or a bucket) cannot be read or written: unreachable
+    endpoint, wrong credentials, missing bucket... The message names the location, never
+    a secret; the client library's error is the __cause__."""
+
+
+class ArtifactIntegrityError(ArtifactStoreError):
+    """Downloaded or stored bytes do not hash to the digest they are stored under."""

@@ -39,7 +39,7 @@ def test_image_round_trip_numpy_uint8_hwc_and_grey():
     import hashlib
 
     for d in frame["digest"]:
-        p = run.store.artifacts_dir / d[:2] / d[2:]
+        p = run.store.artifacts.blob_file(d)
         assert hashlib.sha256(p.read_bytes()).hexdigest() == d
 
 
@@ -64,7 +64,7 @@ def test_image_float_chw_torch_and_pil():
     import io
 
     d = mj.media(run, "t")["digest"][0]
-    img = PIL.open(io.BytesIO((run.store.artifacts_dir / d[:2] / d[2:]).read_bytes()))
+    img = PIL.open(io.BytesIO((run.store.artifacts.blob_file(d)).read_bytes()))
     np.testing.assert_array_equal(np.asarray(img), want)
 
 

@@ -78,7 +78,7 @@ def _table_path(detail: dict[str, Any], prefix: str, store: Any) -> Path:
         from ..tracking import api
 
         store = api.current_store()
-    return store.artifacts_dir / digest[:2] / digest[2:]
+    return store.artifacts.blob_file(digest)
 
 
 def compare_examples(

@@ -29,8 +29,8 @@ def _resolve(run: Any) -> tuple[Store, int]:
 
 
 def blob_path(store: Store, digest: str) -> Path:
-    """Where the content-addressed blob `digest` lives in `store`."""
-    return store.artifacts_dir / digest[:2] / digest[2:]
+    """A local file holding the content-addressed blob `digest` of `store`."""
+    return store.artifacts.blob_file(digest)
 
 
 def media(run: Any, key: str | None = None) -> Any:

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..artifacts import ArtifactStore
 
 
 class Cursor(Protocol):
@@ -72,9 +76,14 @@ class BaseStore(abc.ABC):
         """Folder holding the store's files (artifacts, models, checkpoints)."""
 
     @property
-    def artifacts_dir(self) -> Path:
-        """Content-addressed artifact blobs (`artifacts/ab/cdef...`)."""
-        return self.root / "artifacts"
+    def artifacts(self) -> ArtifactStore:
+        """Where this store's files live (the artifact-store contract, artifacts/base.py):
+        MLOPS_JUPYTER_ARTIFACTS (a folder, or an s3://, gs://, az:// URL) when set, else
+        the store's own folder."""
+        from ..artifacts import open_artifacts
+
+        where = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
+        return open_artifacts(where or self.root)
 
     # -- SQL -----------------------------------------------------------------------------
     @abc.abstractmethod

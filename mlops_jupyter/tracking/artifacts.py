@@ -1,14 +1,12 @@
-"""Which files `log_artifact` copies, and the content-addressed copy itself.
+"""Which files `log_artifact` copies (the artifact store stores them).
 
 Only regular files are read: opening a FIFO would block forever, a device could stream
 without end, and the live store files must never be copied into the store."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -125,35 +123,3 @@ def _kind(mode: int) -> str:
         if test(mode):
             return what
     return "a special file"
-
-
-def store_blob(root: Path, src: Path) -> tuple[str, int]:
-    """Copy `src` into `root` under its sha256; return (digest, size)."""
-    root.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    size = 0
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".incoming-")
-    try:
-        # O_NONBLOCK: if the file was swapped for a FIFO since it was checked, fail
-        # instead of waiting forever for a writer
-        with os.fdopen(fd, "wb") as out:
-            src_fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            with os.fdopen(src_fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise InvalidInputError(f"artifact {src} is no longer a regular file")
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-        digest = h.hexdigest()
-        dest = root / digest[:2] / digest[2:]
-        if dest.exists():
-            os.unlink(tmp)
-        else:
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return digest, size

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ArtifactNotFoundError, InvalidInputError, MlopsJupyterError
 from ..store import Store
 from ..store import runs as rstore
-from .artifacts import artifact_files, store_blob
+from .artifacts import artifact_files
 from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
 from .writer import Writer
 
@@ -131,17 +131,18 @@ class Run:
         store folder. In a directory, special files, symlinked folders and `.mlops/` store
         folders are skipped."""
         files, base = artifact_files(path, name, self.store.root)
-        root = self.store.artifacts_dir
-        rows = [(self._rid, n, *store_blob(root, f), _now()) for n, f in files]
+        blobs = self.store.artifacts
+        rows = [(self._rid, n, *blobs.put_blob(f), _now()) for n, f in files]
         rstore.add_artifacts(self.store, rows)
         return base
 
     def artifact_path(self, name: str) -> Path:
-        """Where the stored copy of artifact `name` lives."""
+        """A local file holding artifact `name` (the stored file itself in a local store;
+        a verified copy in the read-through cache with object storage)."""
         d = rstore.artifact_digest(self.store, self._rid, name)
         if d is None:
             raise ArtifactNotFoundError(f"run {self.id} has no artifact {name!r}")
-        return self.store.artifacts_dir / d[:2] / d[2:]
+        return self.store.artifacts.blob_file(d)
 
     # -- integration API ---------------------------------------------------------------
     @property

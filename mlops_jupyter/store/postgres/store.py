@@ -8,6 +8,7 @@ hidden. Artifacts live under MLOPS_JUPYTER_ARTIFACTS (a folder every client can 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import threading
@@ -115,18 +116,33 @@ class PostgresStore(BaseStore):
     # -- artifacts -----------------------------------------------------------------------
     @property
     def root(self) -> Path:
+        """The local folder of this store's files: MLOPS_JUPYTER_ARTIFACTS when it is a
+        folder; with object storage, a per-store working folder in the local cache."""
+        from ...artifacts import is_remote
+        from ...config import cache_dir
+
         where = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
         if not where:
             raise StoreError(
                 f"store {self.location} keeps its artifacts (files, models, checkpoints) in "
-                "a folder every client can reach: set MLOPS_JUPYTER_ARTIFACTS to it"
+                "a place every client can reach: set MLOPS_JUPYTER_ARTIFACTS to a shared "
+                "folder or an s3://, gs:// or az:// URL"
             )
-        p = Path(where).expanduser().resolve()
+        if is_remote(where):
+            ident = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+            p = cache_dir() / "stores" / ident
+        else:
+            p = Path(where).expanduser().resolve()
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the artifacts folder {p}: {e}") from None
         return p
+
+    @property
+    def artifacts(self) -> Any:
+        self.root  # noqa: B018 - the clear error when MLOPS_JUPYTER_ARTIFACTS is unset
+        return super().artifacts
 
     # -- connections -----------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -244,60 +260,56 @@ class PostgresStore(BaseStore):
         return isinstance(e, (StoreUnavailableError, StoreConflictError))
 
     # -- transactions ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def write(self, what: str = "write to the store") -> Iterator[_Conn]:
-        psycopg = _psycopg()
-        depth = getattr(self._local, "depth", 0)
-        raw = self._raw() if depth else self._with_retry(_ping, what, _WRITE_WAIT_S)
-        self._local.depth = depth + 1
-        try:
-            with raw.transaction():
-                yield _Conn(raw)
-        except psycopg.DataError as e:
-            raise InvalidInputError(f"cannot {what}: a value is invalid here: {e}") from e
-        except psycopg.Error as e:
-            raise self._error(e, what) from e
-        finally:
-            self._local.depth = depth
+    def _fail(self, e: BaseException, what: str) -> Exception:
+        """The error to raise for psycopg error `e`: a value PostgreSQL cannot take is the
+        caller's bad input; everything else is the store's (see `_error`)."""
+        if isinstance(e, _psycopg().DataError):
+            return InvalidInputError(f"cannot {what}: a value is invalid here: {e}")
+        return self._error(e, what)
 
     @contextlib.contextmanager
-    def snapshot(self, what: str = "read the store") -> Iterator[_Conn]:
+    def _transaction(self, what: str, wait: float, read_only: bool) -> Iterator[_Conn]:
+        # the outermost transaction of this thread (re)connects first; nested ones are
+        # savepoints on the same connection
         psycopg = _psycopg()
         depth = getattr(self._local, "depth", 0)
-        raw = self._raw() if depth else self._with_retry(_ping, what)
+        raw = self._raw() if depth else self._with_retry(_ping, what, wait)
         self._local.depth = depth + 1
         try:
             with raw.transaction():
-                if not depth:
+                if read_only and not depth:
                     raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield _Conn(raw)
         except psycopg.Error as e:
-            raise self._error(e, what) from e
+            raise self._fail(e, what) from e
         finally:
             self._local.depth = depth
+
+    def write(self, what: str = "write to the store") -> contextlib.AbstractContextManager[_Conn]:
+        return self._transaction(what, _WRITE_WAIT_S, read_only=False)
+
+    def snapshot(self, what: str = "read the store") -> contextlib.AbstractContextManager[_Conn]:
+        return self._transaction(what, _READ_WAIT_S, read_only=True)
 
     def read(self, sql: str, args: Sequence | dict = (), what: str = "read the store") -> list:
         psycopg = _psycopg()
         try:
-            conn_sql = (
+            query = (
                 (dialect.translate(sql), _adapt(args)) if args else (dialect.translate_plain(sql),)
             )
         except OverflowError as e:
             raise InvalidInputError(f"cannot {what}: a query argument is invalid: {e}") from e
-        if getattr(self._local, "depth", 0):
-            # inside a write(): same connection and transaction, no retry
-            try:
-                return self._raw().execute(*conn_sql).fetchall()
-            except psycopg.DataError as e:
-                raise InvalidInputError(f"cannot {what}: a query argument is invalid: {e}") from e
-            except psycopg.Error as e:
-                raise self._error(e, what) from e
+
+        def run(raw: Any) -> list:
+            return raw.execute(*query).fetchall()
+
         try:
-            return self._with_retry(lambda c: c.execute(*conn_sql).fetchall(), what)
-        except psycopg.DataError as e:
-            raise InvalidInputError(f"cannot {what}: a query argument is invalid: {e}") from e
+            if getattr(self._local, "depth", 0):
+                # inside a write(): same connection and transaction, no retry
+                return run(self._raw())
+            return self._with_retry(run, what)
         except psycopg.Error as e:
-            raise self._error(e, what) from e
+            raise self._fail(e, what) from e
 
 
 def _ping(raw: Any) -> Any:
