@@ -3,7 +3,8 @@
 
 Caching (cache.py): a stage's key covers its code, params, input versions and the random
 state it starts from; an unchanged key is not executed again, so a failed run resumes at
-the failed stage."""
+the failed stage. The cache is a folder or object storage (`--cache-dir s3://bucket/prefix`
+or MLOPS_JUPYTER_PIPELINE_CACHE), which workers on different machines share."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ..data.autolog import suspended as autolog_suspended
 from ..errors import InvalidInputError, MlopsJupyterError
 from . import params as P
 from . import rngstate, serialize
-from .cache import code_hash, manifest, prune, stage_key
+from .cache import StageCache, code_hash, stage_key
 from .progress import Progress
 from .runtrack import copy_metrics, end_nested, event, gather, save_state
 from .stagerun import (
@@ -104,12 +105,15 @@ def run_pipeline(
 
     `only`: run just these stages, reading other stages' outputs from the cache (how an
     Airflow task runs one stage). `force`: True to ignore the cache, or the names of the
-    stages to re-run. Returns a summary dict; raises StageFailed."""
+    stages to re-run. `cache_dir`: a folder or an s3://, gs://, az:// URL (default:
+    MLOPS_JUPYTER_PIPELINE_CACHE, else PIPELINE/.cache). Returns a summary dict; raises
+    StageFailed."""
     pipe = importlib.import_module(f"{package}.pipeline")
     pkgdir = Path(pipe.__file__).resolve().parent
     stages: list[Stage] = list(pipe.STAGES)
     values = resolve_params(pkgdir, dict(pipe.PARAMS), overrides)
-    cache = Path(cache_dir) if cache_dir else pkgdir / ".cache"
+    sc = StageCache(cache_dir, pkgdir)
+    cache = sc.root  # local: the cache itself, or the mirror of an object-storage cache
     name = getattr(pipe, "NAME", package)
     for what, names in (("--stage", only), ("--force", force if isinstance(force, list) else [])):
         unknown = set(names or []) - {s.name for s in stages}
@@ -167,9 +171,9 @@ def run_pipeline(
             used = {p: values[p] for p in st.params}
             rng_v = rng[1]["version"] if rng else None
             key = stage_key(code_hash(pkgdir, st), used, inputs_v, rng_v)
-            folder = cache / st.name / key
+            folder = sc.folder(st.name, key)
             forced = force is True or (isinstance(force, list) and st.name in force)
-            man = None if forced else manifest(folder)
+            man = None if forced else sc.lookup(st.name, key)
             runs_it = not only or st.name in only
             if not runs_it:
                 if man is None:
@@ -204,7 +208,7 @@ def run_pipeline(
                 summary["stages"][st.name] = "cached"
                 continue
             exp = getattr(pipe, "EXPERIMENT", "default")
-            man = _execute(package, st, i, prog, used, key, folder, located, rng, exp, stage_tags)
+            man = _execute(package, st, i, prog, used, key, sc, located, rng, exp, stage_tags)
             gather(man["run"], parent, values)
             for out, entry in man["outputs"].items():
                 located[(st.name, out)] = (folder, entry)
@@ -255,13 +259,14 @@ def _execute(
     prog: Progress,
     used: dict[str, Any],
     key: str,
-    folder: Path,
+    sc: StageCache,
     located: dict[tuple[str, str], tuple[Path, dict]],
     rng: tuple[Path, dict] | None,
     experiment: str,
     stage_tags: dict[str, Any],
 ) -> dict:
     """Run one stage in this process, inside its own child run, and cache its outputs."""
+    folder = sc.folder(st.name, key)
     prog.start(i, st.name)
     t0 = time.perf_counter()
     with tracking.start_run(st.run_name or st.name, experiment, used, stage_tags) as srun:
@@ -325,6 +330,7 @@ def _execute(
                 "rng": rngstate.save(end_state, tmp),
             }
             (tmp / "manifest.json").write_text(json.dumps(man, indent=1, default=str))
+            sc.publish(st.name, key, tmp)  # object storage: before it counts as cached here
         except MlopsJupyterError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             prog.failed(i, st.name, dt)
@@ -340,7 +346,7 @@ def _execute(
             srun.end("failed")
             raise
         serialize.commit_dir(tmp, folder)
-        prune(folder.parent, key)
+        sc.prune(st.name, key)
         srun.set_tags({"mlops.duration_s": round(dt, 6)})
     prog.done(i, st.name, dt, list(outputs))
     return man
@@ -437,7 +443,11 @@ def main(package: str, argv: list[str] | None = None) -> int:
     p.add_argument(
         "--store", help="tracking store (default: nearest .mlops/ or $MLOPS_JUPYTER_STORE)"
     )
-    p.add_argument("--cache-dir", help="where stage outputs are cached (default: PIPELINE/.cache)")
+    p.add_argument(
+        "--cache-dir",
+        help="where stage outputs are cached: a folder, or s3://, gs://, az:// URL shared by "
+        "workers (default: $MLOPS_JUPYTER_PIPELINE_CACHE, else PIPELINE/.cache)",
+    )
     p.add_argument("--list", action="store_true", help="show stages, inputs and outputs, then exit")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     args = p.parse_args(argv)
