@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.registry.cli",
     "mlops_jupyter.data.cli",
     "mlops_jupyter.store.cli",
+    "mlops_jupyter.artifacts.cli",
 )
 
 
@@ -31,6 +32,10 @@ READ_COMMANDS = {
     "mlops_jupyter.registry.cli.cmd_ls",
     "mlops_jupyter.registry.cli.cmd_history",
     "mlops_jupyter.store.cli.cmd_info",
+    "mlops_jupyter.artifacts.cli.cmd_ls",
+    "mlops_jupyter.artifacts.cli.cmd_get",
+    "mlops_jupyter.artifacts.cli.cmd_where",
+    "mlops_jupyter.artifacts.cli.cmd_gc",
 }
 
 
