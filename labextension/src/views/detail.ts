@@ -1,9 +1,9 @@
 // One run in full: params, metrics (+ curves, one request for all keys), system samples,
 // alerts, thermal episodes, executed cells, data versions, artifacts, media, tags.
 import { JupyterFrontEnd } from '@jupyterlab/application';
-import { api } from '../api';
+import { api, apiUrl } from '../api';
 import { CurveChart, destroyCharts } from '../charts';
-import { Compare, DataVersion, Json, RunDetail } from '../types';
+import { ArtifactInfo, Compare, DataVersion, Json, RunDetail } from '../types';
 import { badge, el, fmtDuration, fmtNum, fmtTime, fmtValue, section, table } from '../util';
 import { MediaView } from './media';
 import { hasLlmEval, LlmView } from './llm';
@@ -145,7 +145,12 @@ export async function renderDetail(v: HTMLElement, id: string, ctx: DetailContex
   v.append(
     section(
       'Artifacts',
-      d.artifacts.length ? table(['name', 'size', 'digest'], d.artifacts.map(a => [a.name, `${a.size} B`, String(a.digest).slice(0, 12)])) : null
+      d.artifacts.length
+        ? table(
+            ['name', 'size', 'digest'],
+            d.artifacts.map(a => [artifactLink(d.id, a), `${a.size} B`, String(a.digest).slice(0, 12)])
+          )
+        : null
     )
   );
   // media (images, figures, text) per key with a step slider, when the route exists
@@ -174,4 +179,13 @@ function versionsTable(rows: DataVersion[]): HTMLElement {
       String(r.id ?? r.fingerprint ?? '').slice(0, 16)
     ])
   );
+}
+
+/** A download link to the server's artifact route (streamed, hash-checked; the browser's
+ * Jupyter login cookie authenticates it). Each path segment of the name is encoded. */
+export function artifactLink(runId: string, a: ArtifactInfo): HTMLAnchorElement {
+  const name = a.name.split('/').map(encodeURIComponent).join('/');
+  const href = apiUrl(`runs/${encodeURIComponent(runId)}/artifacts/${name}`);
+  const base = a.name.split('/').pop() ?? a.name;
+  return el('a', 'mj-artifact-link', a.name, { href, download: base, title: `download ${a.name}` });
 }
