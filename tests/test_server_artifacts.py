@@ -185,3 +185,17 @@ def test_changed_bytes_are_never_delivered_whole(srv, tmp_path, monkeypatch):
     # the server still answers after a cut connection
     code, _, body = fetch(srv, _url(srv, srv.extra["run"], "table.csv"))
     assert code == 200 and body == srv.extra["files"]["table.csv"]
+
+
+def test_a_browser_session_cookie_is_enough(srv):
+    """The sidebar's plain download link carries no token header: the login cookie that
+    opening JupyterLab set authenticates it, as for any other page of the server."""
+    import http.cookiejar
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{srv.url}lab?token={srv.token}", timeout=60) as r:
+        assert r.status == 200
+    assert len(jar) > 0
+    with opener.open(_url(srv, srv.extra["run"], "table.csv"), timeout=60) as r:
+        assert r.read() == srv.extra["files"]["table.csv"]
