@@ -1,5 +1,6 @@
-"""Model registry: versioned models with stages, aliases and an audit log, stored beside
-the tracking store (`.mlops/models/`).
+"""Model registry: versioned models with stages, aliases and an audit log. The files of a
+version live in the store's artifact store (`store.artifacts`: the store's folder, a shared
+folder, or object storage) under `models/<name>/<digest16>-<random>`.
 
     v = mj.register_model("mnist-cnn", model, init_kwargs={"hidden": 64})
     mj.promote_model("mnist-cnn", v, "staging")
@@ -18,16 +19,20 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ..errors import InvalidInputError
+from ..errors import ArtifactNotFoundError, InvalidInputError
 from ..store import Store
 from ..store import registry as rs
 from ..store.registry import ModelNotFoundError, StageTransitionError
 from .flavors import ModelLoadError, UntrustedModelError
+
+if TYPE_CHECKING:
+    from ..artifacts import ArtifactStore
 
 __all__ = [
     "STAGES",
@@ -105,9 +110,13 @@ def _check_stage(stage: Any) -> str:
 
 
 def _digest(folder: Path) -> tuple[str, int]:
+    """sha256 over the relative names and bytes of a version's files, and their size.
+    Top-level dot files are left out: a version never has any (flavors.save writes none),
+    and a cached copy of a remote tree keeps its bookkeeping there."""
     h = hashlib.sha256()
     size = 0
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file())
+    for f in sorted(p for p in files if not p.relative_to(folder).parts[0].startswith(".")):
         h.update(f.relative_to(folder).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 20):
@@ -176,21 +185,11 @@ def register_model(
         metrics = {str(k): float(v) for k, v in metrics.items()}
     except (TypeError, ValueError):
         raise InvalidInputError("metrics values must be numbers") from None
-    root = store.root / "models" / name
-    root.mkdir(parents=True, exist_ok=True)
-    # Files first, in a folder of their own, then the row: a crash leaves an orphan folder,
-    # never a version whose files are missing.
-    tmp = root / f".incoming-{secrets.token_hex(6)}"
-    tmp.mkdir()
-    try:
-        meta = flavors.save(model_or_path, tmp, flavor, init_kwargs, format)
-        digest, size = _digest(tmp)
-        final = root / f"{digest[:16]}-{secrets.token_hex(3)}"
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    rel = final.relative_to(store.root).as_posix()
+    # Files first, then the row: a crash leaves unreferenced files (`artifacts gc` finds
+    # them), never a version whose files are missing.
+    meta, rel, digest, size = _store_files(
+        store.artifacts, name, lambda d: flavors.save(model_or_path, d, flavor, init_kwargs, format)
+    )
     metadata = dict(metadata or {})
     if rid is not None and "privacy" not in metadata:
         from ..privacy.guarantee import flush_run, from_run_detail
@@ -210,6 +209,60 @@ def register_model(
     return version
 
 
+def _store_files(artifacts: ArtifactStore, name: str, save) -> tuple[dict, str, str, int]:
+    """save(folder) into a fresh folder, then store it under `models/<name>/<digest16>-<rnd>`;
+    returns (save's metadata, the key prefix, digest, size)."""
+    # A local artifact store gets the folder written beside its final place and renamed
+    # (no second copy of a large model); object storage gets it uploaded from a temp folder.
+    home = artifacts.local_path(f"models/{name}")
+    if home is not None:
+        tmp = home / f".incoming-{secrets.token_hex(6)}"
+        tmp.mkdir(parents=True)  # the umask's mode (mkdtemp's 0700 would shut a team out)
+    else:  # in the cache folder: on disk, where /tmp may be memory
+        from ..config import cache_dir
+
+        (cache_dir() / "incoming").mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="model-", dir=cache_dir() / "incoming"))
+    try:
+        meta = save(tmp)
+        digest, size = _digest(tmp)
+        prefix = f"models/{name}/{digest[:16]}-{secrets.token_hex(3)}"
+        if home is not None:
+            os.replace(tmp, artifacts.local_path(prefix))
+        else:
+            artifacts.put_tree(prefix, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta, prefix, digest, size
+
+
+def _files(info: dict[str, Any], verify: bool) -> Path:
+    """A local folder holding the files of version `info`, checked against its digest
+    when `verify`. With object storage it is a cached copy; a damaged cached copy is
+    downloaded again once before the version is refused."""
+    artifacts = _store().artifacts
+    what = f"{info['name']} v{info['version']}"
+    try:
+        remote = artifacts.local_path(info["path"]) is None
+    except InvalidInputError:  # a row edited by hand must not name a place outside
+        raise ModelLoadError(f"{what}: its stored path {info['path']!r} is not valid") from None
+    for attempt in (1, 2):
+        try:
+            folder = artifacts.tree_local(info["path"])
+        except ArtifactNotFoundError:
+            folder = None
+        if folder is None or not folder.is_dir():
+            where = f"{artifacts.location}: {info['path']}"
+            raise ModelLoadError(f"{what}: stored files are missing ({where})")
+        if not verify or _digest(folder)[0] == info["digest"]:
+            return folder
+        if not remote or attempt == 2:
+            break
+        shutil.rmtree(folder, ignore_errors=True)  # our cached copy: fetch it again
+    shown = folder if not remote else f"{artifacts.location}: {info['path']}"
+    raise ModelLoadError(f"{what}: stored files changed since registration ({shown})")
+
+
 def model_version(
     name: str, version: int | None = None, stage: str | None = None, alias: str | None = None
 ) -> dict[str, Any]:
@@ -225,9 +278,11 @@ def model_version(
 
 
 def model_path(name: str, version: int | None = None, stage=None, alias=None) -> Path:
-    """Folder holding the stored files of a version."""
+    """Local folder holding the stored files of a version: the stored folder itself in a
+    local artifact store; with object storage a cached copy (downloaded, and refreshed when
+    the stored objects change), so writing into it changes nothing stored."""
     info = model_version(name, version, stage, alias)
-    return _store().root / info["path"]
+    return _files(info, verify=False)
 
 
 def load_model(
@@ -245,7 +300,8 @@ def load_model(
     `alias=`; with none, the production version, else the newest one.
 
     torch/MLX modules come back rebuilt with their weights (in the train/eval mode they
-    were saved in); paths come back as the stored Path; other objects unpickled.
+    were saved in); paths come back as a local Path (with object storage, a cached copy);
+    other objects unpickled.
     `verify` re-hashes the stored files and refuses ones that changed.
     `trusted=True` allows a full unpickle (objects of your own classes; module structures
     naming them): only for models you registered yourself, as unpickling can run code.
@@ -256,13 +312,7 @@ def load_model(
         raise InvalidInputError(f"trusted must be True or False, got {trusted!r}")
 
     info = model_version(name, version, stage, alias)
-    folder = _store().root / info["path"]
-    if not folder.is_dir():
-        raise ModelLoadError(f"{name} v{info['version']}: stored files are missing ({folder})")
-    if verify and _digest(folder)[0] != info["digest"]:
-        raise ModelLoadError(
-            f"{name} v{info['version']}: stored files changed since registration ({folder})"
-        )
+    folder = _files(info, verify)
     return flavors.load(folder, info["flavor"], info["meta"], into, map_location, trusted)
 
 

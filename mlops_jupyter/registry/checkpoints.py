@@ -12,12 +12,17 @@ continues exactly where the saved one was. Files are written to a temporary name
 and renamed, and the manifest naming the latest/best checkpoint is replaced the same way
 afterwards: a process killed mid-save leaves the previous latest checkpoint intact.
 
-Checkpoints live in `.mlops/checkpoints/<experiment>/<run name>/` (or `dir=`), so a new
-process starting a run with the same name resumes from the previous one's checkpoints.
+Checkpoints live in the store's artifact store under `checkpoints/<experiment>/<run name>/`
+(`.mlops/checkpoints/...` for a store's own folder), or in `dir=`, so a new process starting
+a run with the same name resumes from the previous one's checkpoints. With object storage
+(MLOPS_JUPYTER_ARTIFACTS=s3://...) each file is written to a local working folder in the
+cache first and uploaded before checkpoint() returns; the stored manifest is the one resume
+reads, so a run resumes on another machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,16 +37,15 @@ from ..errors import InvalidInputError
 from .ckpt_io import (
     MANIFEST,
     CheckpointError,
+    Series,
     UntrustedCheckpointError,
     atomic_write,
     framework_of,
     load_mlx,
     load_torch,
-    read_manifest,
     rng_state,
     save_mlx,
     save_torch,
-    scan_files,
     set_rng_state,
     valid_name,
 )
@@ -90,11 +94,12 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("._") or "default"
 
 
-def checkpoint_dir(name: str | None = None, dir: str | os.PathLike | None = None) -> Path:
-    """The folder of a checkpoint series: `dir`, else `.mlops/checkpoints/<experiment>/<name>`
-    with `name` defaulting to the active run's name."""
+def _series(name: str | None = None, dir: str | os.PathLike | None = None) -> Series:
+    """The series `dir` (a plain local folder), else `checkpoints/<experiment>/<name>` in
+    the store's artifact store, with `name` defaulting to the active run's name."""
     if dir is not None:
-        return Path(dir).expanduser()
+        return Series(Path(dir).expanduser())
+    from ..config import cache_dir
     from ..tracking.api import active_run, current_store
 
     run = active_run()
@@ -103,7 +108,21 @@ def checkpoint_dir(name: str | None = None, dir: str | os.PathLike | None = None
         name = run.name if run is not None else "default"
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("checkpoint name must be a non-empty string")
-    return current_store().root / "checkpoints" / _slug(experiment) / _slug(name)
+    artifacts = current_store().artifacts
+    prefix = f"checkpoints/{_slug(experiment)}/{_slug(name)}"
+    local = artifacts.local_path(prefix)
+    if local is not None:
+        return Series(local)
+    # object storage: a working folder in the local cache, one per store location
+    ident = hashlib.sha256(artifacts.location.encode()).hexdigest()[:16]
+    return Series(cache_dir() / "checkpoints" / ident / prefix, artifacts, prefix)
+
+
+def checkpoint_dir(name: str | None = None, dir: str | os.PathLike | None = None) -> Path:
+    """The local folder of a checkpoint series: `dir`, else the store's
+    `checkpoints/<experiment>/<name>` (with object storage, its local working copy in the
+    cache), `name` defaulting to the active run's name."""
+    return _series(name, dir).folder
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -165,9 +184,10 @@ def checkpoint(
             "MLX schedules live in the optimizer's state, which is saved with optimizer=; "
             "leave scheduler= out"
         )
-    d = checkpoint_dir(name, dir)
+    series = _series(name, dir)
+    d = series.folder
     d.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(d) or {"entries": scan_files(d), "best": None}
+    manifest = series.manifest() or {"entries": series.scan(), "best": None}
     seq = max((e.get("seq", 0) for e in manifest["entries"]), default=0) + 1
     ext = "pt" if fw == "torch" else "safetensors"
     fname = f"ckpt-{seq:06d}-e{'x' if epoch is None else epoch}.{ext}"
@@ -188,6 +208,7 @@ def checkpoint(
         save_torch(d / fname, model, optimizer, scheduler, meta, rng)
     else:
         save_mlx(d / fname, model, optimizer, meta, rng)
+    series.stored(fname)  # uploaded before the manifest names it
     entry = {k: meta[k] for k in ("epoch", "step", "metrics", "time", "run_id")}
     entry.update(file=fname, seq=seq)
     entries = [*manifest["entries"], entry]
@@ -202,15 +223,15 @@ def checkpoint(
     new = {"entries": [e for e in entries if e["file"] in keep], "best": best_file}
     new.update(best_key=best, mode=mode, latest=fname)
     atomic_write(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(new, indent=1)))
+    series.stored(MANIFEST)
     for e in entries:  # only after the manifest stops naming them
-        # read_manifest/scan_files only return names the writer produces: nothing outside d
+        # read_manifest/scan only return names the writer produces: nothing outside d
         if e["file"] not in keep and valid_name(e["file"]):
-            (d / e["file"]).unlink(missing_ok=True)
-    _event(
-        "checkpoint",
-        f"checkpoint {fname}" + (" (best)" if is_best else ""),
-        {"path": str(d / fname), "epoch": epoch, "metrics": mets, "best": is_best},
-    )
+            series.remove(e["file"])
+    data = {"path": str(d / fname), "epoch": epoch, "metrics": mets, "best": is_best}
+    if series.remote is not None:
+        data["stored"] = f"{series}/{fname}"
+    _event("checkpoint", f"checkpoint {fname}" + (" (best)" if is_best else ""), data)
     return d / fname
 
 
@@ -219,8 +240,8 @@ def checkpoints(name: str | None = None, dir: str | os.PathLike | None = None):
     is_latest, is_best and `metrics.<k>` columns."""
     import polars as pl
 
-    d = checkpoint_dir(name, dir)
-    m = read_manifest(d) or {"entries": scan_files(d), "best": None}
+    series = _series(name, dir)
+    m = series.manifest() or {"entries": series.scan(), "best": None}
     rows = []
     for i, e in enumerate(m["entries"]):
         row = {
@@ -259,39 +280,40 @@ def resume(
     if not isinstance(trusted, bool):
         raise InvalidInputError(f"trusted must be True or False, got {trusted!r}")
     if isinstance(which, (str, os.PathLike)) and which not in ("latest", "best"):
-        candidates = [Path(which)]
-        d = Path(which).parent
+        series = Series(Path(which).parent)
+        candidates = [Path(which).name]
         manifest = None
     else:
-        d = checkpoint_dir(name, dir)
-        manifest = read_manifest(d)
-        entries = manifest["entries"] if manifest else scan_files(d)
+        series = _series(name, dir)
+        manifest = series.manifest()
+        entries = manifest["entries"] if manifest else series.scan()
         if which == "best":
             if not manifest or not manifest.get("best"):
-                raise CheckpointError(f"no best checkpoint recorded in {d}")
+                raise CheckpointError(f"no best checkpoint recorded in {series}")
             entries = [e for e in entries if e["file"] == manifest["best"]]
         elif isinstance(which, int) and not isinstance(which, bool):
             entries = [e for e in entries if e.get("epoch") == which]
             if not entries:
-                raise CheckpointError(f"no kept checkpoint of epoch {which} in {d}")
+                raise CheckpointError(f"no kept checkpoint of epoch {which} in {series}")
         elif which != "latest":
             raise InvalidInputError("which must be 'latest', 'best', an epoch or a path")
         # newest first: with a damaged manifest an unreadable file falls back to the previous
-        candidates = [d / e["file"] for e in reversed(entries)]
+        candidates = [e["file"] for e in reversed(entries)]
     if not candidates:
         return Resumed()
     payload, path, errors = None, None, []
-    for p in candidates:
+    for fname in candidates:
         try:
+            p = series.fetch(fname)  # downloaded first when the series is remote
             payload = load_torch(p, map_location, trusted) if p.suffix == ".pt" else load_mlx(p)
             path = p
             break
         except UntrustedCheckpointError:
             raise  # never fall back silently to an older checkpoint over this
-        except Exception as e:  # deleted or damaged on disk: the newest readable one wins
-            errors.append(f"{p.name}: {e}")
+        except Exception as e:  # deleted or damaged: the newest readable one wins
+            errors.append(f"{fname}: {e}")
     if payload is None:
-        raise CheckpointError(f"cannot read checkpoint in {d}: {'; '.join(errors)}")
+        raise CheckpointError(f"cannot read checkpoint in {series}: {'; '.join(errors)}")
     if errors:
         warnings.warn(
             f"mlops-jupyter: skipped unreadable checkpoints, resuming from {path.name}: "

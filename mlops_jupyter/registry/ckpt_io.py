@@ -1,5 +1,6 @@
-"""File formats of training checkpoints: durable writes, the manifest, random-generator
-state, and the torch (`.pt`) and MLX (`.safetensors`) payloads."""
+"""File formats of training checkpoints: durable writes, the manifest, where a series lives
+(`Series`: a local folder, mirrored to object storage when the store's artifacts are
+remote), random-generator state, and the torch (`.pt`) and MLX (`.safetensors`) payloads."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import secrets
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, MlopsJupyterError
+from ..errors import ArtifactNotFoundError, InvalidInputError, MlopsJupyterError
+
+if TYPE_CHECKING:
+    from ..artifacts import ArtifactStore
 
 MANIFEST = "manifest.json"
 # The only file names the writer produces. Manifest entries are checked against it on read,
@@ -103,13 +107,85 @@ def _int(v: Any) -> bool:
 
 def scan_files(d: Path) -> list[dict[str, Any]]:
     """Entries rebuilt from file names when the manifest is missing or unreadable."""
+    return _entries(p.name for p in d.glob("ckpt-*"))
+
+
+def _entries(names) -> list[dict[str, Any]]:
     out = []
-    for p in d.glob("ckpt-*"):
-        m = _FILE.match(p.name)
+    for name in names:
+        m = _FILE.match(name)
         if m:
             ep = None if m.group(2) == "x" else int(m.group(2))
-            out.append({"file": p.name, "seq": int(m.group(1)), "epoch": ep, "metrics": {}})
+            out.append({"file": name, "seq": int(m.group(1)), "epoch": ep, "metrics": {}})
     return sorted(out, key=lambda e: e["seq"])
+
+
+# -- where a series lives -----------------------------------------------------------------
+class Series:
+    """A checkpoint series: files are written to and read from the local `folder`. With a
+    `remote` artifact store (object storage) the folder is a working copy: every saved file
+    is uploaded under `prefix/`, the stored manifest is the one that counts, and a file to
+    resume from is downloaded when the local copy is missing or differs."""
+
+    def __init__(self, folder: Path, remote: ArtifactStore | None = None, prefix: str = "") -> None:
+        self.folder, self.remote, self.prefix = folder, remote, prefix
+
+    def __str__(self) -> str:
+        return f"{self.remote.location}/{self.prefix}" if self.remote else str(self.folder)
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The series' manifest (the stored one, brought into the folder, when remote)."""
+        if self.remote is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                self.remote.get_file(self._key(MANIFEST), self.folder / MANIFEST)
+            except ArtifactNotFoundError:  # a new series, or one whose manifest was lost
+                (self.folder / MANIFEST).unlink(missing_ok=True)
+        return read_manifest(self.folder)
+
+    def scan(self) -> list[dict[str, Any]]:
+        """Entries rebuilt from the stored file names (no usable manifest)."""
+        if self.remote is None:
+            return scan_files(self.folder)
+        return _entries(i.key.rsplit("/", 1)[-1] for i in self.remote.list(self.prefix))
+
+    def stored(self, name: str) -> None:
+        """`name` was written in the folder: upload it (remote series)."""
+        if self.remote is None:
+            return
+        local = self.folder / name
+        self.remote.put_file(self._key(name), local)
+        if name != MANIFEST and (info := self.remote.head(self._key(name))) is not None:
+            # the local copy carries the stored object's time: `fetch` knows it is that one
+            os.utime(local, (info.modified, info.modified))
+
+    def remove(self, name: str) -> None:
+        """Delete a rotated-out checkpoint (the local copy and the stored one)."""
+        (self.folder / name).unlink(missing_ok=True)
+        if self.remote is not None:
+            self.remote.delete(self._key(name))
+
+    def fetch(self, name: str) -> Path:
+        """A local file holding checkpoint `name`, downloaded if needed (remote series)."""
+        local = self.folder / name
+        if self.remote is None:
+            return local
+        info = self.remote.head(self._key(name))
+        if info is None:
+            raise CheckpointError(f"{name} is not stored in {self}")
+        try:
+            st = local.stat()
+            if st.st_size == info.size and st.st_mtime == info.modified:
+                return local
+        except OSError:
+            pass
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.remote.get_file(self._key(name), local)
+        os.utime(local, (info.modified, info.modified))
+        return local
 
 
 # -- random generators -------------------------------------------------------------------

@@ -26,7 +26,14 @@ def cmd_copy(args) -> int:
         shown = redact_url(args.src) if "://" in args.src else args.src
         raise StoreError(f"no store at {safe(shown)}: the source of a copy must exist")
     dst = open_store(args.dst)
-    n = copy_runs(src, dst, experiment=args.experiment, progress=not args.no_progress)
+    n = copy_runs(
+        src,
+        dst,
+        experiment=args.experiment,
+        progress=not args.no_progress,
+        src_artifacts=args.src_artifacts,
+        dst_artifacts=args.dst_artifacts,
+    )
     rate = n["points"] / n["seconds"] if n["seconds"] > 0 else 0.0
     runs = f"{n['runs']} run" + ("" if n["runs"] == 1 else "s")
     print(
@@ -68,6 +75,13 @@ def add_parser(sub) -> None:
     c.add_argument("dst", metavar="DST", help="store to copy into (created if missing)")
     c.add_argument("--experiment", "-e", help="only the runs of this experiment")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for side, store in (("src", "SRC"), ("dst", "DST")):
+        c.add_argument(
+            f"--{side}-artifacts",
+            metavar="WHERE",
+            help=f"where {store}'s files are (a folder or an s3://, gs://, az:// URL); "
+            "default: MLOPS_JUPYTER_ARTIFACTS when set, else the store's own folder",
+        )
     c.set_defaults(func=cmd_copy)
     i = ss.add_parser("info", help="backend, location, schema version, counts and size")
     i.add_argument("--json", action="store_true", help="JSON instead of text")

@@ -5,43 +5,53 @@ Runs are matched by uid, so a copy is idempotent and copying A->B then B->A make
 duplicates. Each run, with its params, tags, metrics, artifacts, events, cells, data links,
 drift reports and registered model versions, is written in one transaction of the
 destination. Files (artifact blobs, model folders) are copied before that transaction, so a
-crash leaves whole runs only, and at worst files no row refers to yet."""
+crash leaves whole runs only, and at worst files no row refers to yet.
+
+Files go from one artifact store to the other through the artifact-store contract (each a
+folder or object storage; by default each store's own, see BaseStore.artifacts): a blob the
+destination holds already costs one existence check, and copied bytes are checked against
+the digest they are stored under."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import secrets
-import shutil
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import ArtifactStore, blob_key, check_key, open_artifacts
+from ..artifacts.base import tree_files
 from ..errors import InvalidInputError, StoreError
 from .base import BaseStore, Conn
 from .metrics import key_ids
+from .sql import insert as _insert
 from .sql import insert_ignore
+from .sql import quote as _q
 
-_DIGEST = re.compile(r"^[0-9a-f]{16,128}$")
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'  # "user" is reserved in PostgreSQL; quoting is valid in both
-
-
-def _insert(table: str, cols: list[str], tail: str = "") -> str:
-    return (
-        f"INSERT INTO {table}({', '.join(_q(c) for c in cols)})"
-        f" VALUES({', '.join('?' for _ in cols)}){tail}"
-    )
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")  # sha256, as put_blob names blobs
 
 
 class _Copier:
     """State of one copy: the id maps from SRC rows to DST rows, and the counts."""
 
-    def __init__(self, src: BaseStore, dst: BaseStore) -> None:
+    def __init__(
+        self,
+        src: BaseStore,
+        dst: BaseStore,
+        src_files: ArtifactStore | None = None,
+        dst_files: ArtifactStore | None = None,
+    ) -> None:
         self.src, self.dst = src, dst
+        self.src_files, self.dst_files = src_files, dst_files
+        # one place for both (the same folder or bucket): there is nothing to copy
+        self.same_files = src_files is None or (
+            dst_files is not None and src_files.location == dst_files.location
+        )
         self._cols: dict[str, list[str]] = {}
         self.src_keys: dict[int, str] = dict(src.read("SELECT id, key FROM metric_keys"))
         self.dst_keys: dict[str, int] = {}
@@ -129,42 +139,72 @@ class _Copier:
         """Copy one content-addressed artifact blob unless DST has it (same size) already."""
         if not _DIGEST.match(digest):
             raise StoreError(f"{self.src.location}: malformed artifact digest {digest!r}")
-        rel = Path(digest[:2]) / digest[2:]
-        src, dst = self.src.artifacts_dir / rel, self.dst.artifacts_dir / rel
-        if src == dst or (dst.is_file() and dst.stat().st_size == size):
+        if self.same_files:
             return
-        if not src.is_file():
+        src, dst = self.src_files, self.dst_files
+        key = blob_key(digest)
+        have = dst.head(key)
+        if have is not None and have.size == size:
+            return
+        info = src.head(key)
+        if info is None:
             warnings.warn(
                 f"mlops-jupyter: artifact blob {digest[:12]} is missing from "
-                f"{self.src.location}; its rows are copied without it",
+                f"{src.location}; its rows are copied without it",
                 RuntimeWarning,
                 3,
             )
             return
-        self.counts["bytes"] += _copy_file(src, dst, size)
+        if info.size != size:
+            raise StoreError(
+                f"artifact blob {digest[:12]} has {info.size} bytes where its rows say "
+                f"{size}; not copied"
+            )
+        # a wrong-sized object in DST is a damaged copy: replace it, else put-if-absent
+        dst.put_stream(key, _checked(src, key, digest, size), if_absent=have is None)
+        self.counts["bytes"] += size
 
     def copy_model_files(self, path: str) -> None:
-        """Copy a model version's folder (`path`, relative to the store root)."""
-        src, dst = _inside(self.src.root, path), _inside(self.dst.root, path)
-        if src == dst or dst.exists():
-            return  # folders are named by digest and a random suffix: never reused
-        if not src.is_dir():
+        """Copy a model version's files (the tree `path`, e.g. `models/clf/3f2a...-9c1d`)."""
+        try:
+            check_key(path)
+        except InvalidInputError:
+            raise StoreError(
+                f"model path {path!r} is not a valid stored path; not copied"
+            ) from None
+        if self.same_files:
+            return
+        src, dst = self.src_files, self.dst_files
+        local = src.local_path(path)
+        if local is not None:
+            names = (
+                {rel: f.stat().st_size for rel, f in tree_files(local)} if local.is_dir() else {}
+            )
+        else:
+            names = {i.key[len(path) + 1 :]: i.size for i in src.list(path)}
+        if not names:
             warnings.warn(
-                f"mlops-jupyter: model files {path} are missing from {self.src.location}; "
+                f"mlops-jupyter: model files {path} are missing from {src.location}; "
                 "the version is copied without them",
                 RuntimeWarning,
                 3,
             )
             return
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.parent / f".incoming-{secrets.token_hex(6)}"
-        try:
-            shutil.copytree(src, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self.counts["bytes"] += sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+        there = {i.key[len(path) + 1 :]: i.size for i in dst.list(path)}
+        todo = sorted(n for n, sz in names.items() if there.get(n) != sz)
+        if not todo:
+            return  # a folder is named by digest and a random suffix: the same version
+        if local is not None and not there:
+            dst.put_tree(path, local)  # whole (a local DST renames a complete folder in)
+        else:
+            # what a copy stopped mid-way left out, file by file
+            with tempfile.TemporaryDirectory(prefix="mlops-copy-") as tmp:
+                for rel in todo:
+                    f = local / rel if local is not None else Path(tmp) / "f"
+                    if local is None:
+                        src.get_file(f"{path}/{rel}", f)
+                    dst.put_file(f"{path}/{rel}", f)
+        self.counts["bytes"] += sum(names[n] for n in todo)
 
     # -- one run -------------------------------------------------------------------------------
     def copy_run(self, sid: int) -> bool:
@@ -317,30 +357,31 @@ class _Copier:
         )
 
 
-def _inside(root: Path, rel: str) -> Path:
-    """`root/rel`, refusing a `rel` that leaves `root` (a store is data, not a command)."""
-    p = (root / rel).resolve()
-    if Path(rel).is_absolute() or not p.is_relative_to(root.resolve()):
-        raise StoreError(f"model path {rel!r} lies outside the store's folder; not copied")
-    return p
+def _checked(src: ArtifactStore, key: str, digest: str, size: int) -> Iterator[bytes]:
+    """The bytes of `key` in `src`, refused (the upload they feed aborted) at the end when
+    they do not hash to `digest` or do not add up to `size`."""
+    h = hashlib.sha256()
+    got = 0
+    for chunk in src.iter_bytes(key):
+        h.update(chunk)
+        got += len(chunk)
+        yield chunk
+    if got != size:
+        raise StoreError(
+            f"artifact blob {digest[:12]} has {got} bytes where its rows say {size}; not copied"
+        )
+    if h.hexdigest() != digest:
+        raise StoreError(
+            f"artifact blob {digest[:12]} in {src.location} does not match its digest; not copied"
+        )
 
 
-def _copy_file(src: Path, dst: Path, size: int) -> int:
-    """Copy `src` to `dst` through a temporary file, checking its size; return the bytes."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".incoming-{secrets.token_hex(6)}"  # two copies at once do not collide
-    try:
-        shutil.copyfile(src, tmp)
-        got = tmp.stat().st_size
-        if got != size:
-            raise StoreError(
-                f"artifact blob {src.parent.name}{src.name[:10]} has {got} bytes where its "
-                f"rows say {size}; not copied"
-            )
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return size
+def _files(store: BaseStore, where: ArtifactStore | str | os.PathLike | None) -> ArtifactStore:
+    if where is None:
+        return store.artifacts
+    if isinstance(where, ArtifactStore):
+        return where
+    return open_artifacts(where)
 
 
 def _order(src: BaseStore, experiment: str | None) -> list[tuple[int, str]]:
@@ -378,11 +419,21 @@ def _order(src: BaseStore, experiment: str | None) -> list[tuple[int, str]]:
 
 
 def copy_runs(
-    src: BaseStore, dst: BaseStore, *, experiment: str | None = None, progress: bool = True
+    src: BaseStore,
+    dst: BaseStore,
+    *,
+    experiment: str | None = None,
+    progress: bool = True,
+    src_artifacts: ArtifactStore | str | os.PathLike | None = None,
+    dst_artifacts: ArtifactStore | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Copy every run of `src` (of `experiment` only, if given) whose uid `dst` does not
     have, with everything recorded about it. Returns counts: runs copied, skipped (already
-    there), metric points, artifact rows, bytes of files copied, seconds taken."""
+    there), metric points, artifact rows, bytes of files copied, seconds taken.
+
+    `src_artifacts`/`dst_artifacts`: where each store's files are (a folder or an s3://,
+    gs://, az:// URL), when not the store's default (MLOPS_JUPYTER_ARTIFACTS if set, else
+    the store's own folder): e.g. a SQLite store's own folder into a team store on S3."""
     from ..progress import progress as bar
 
     if src.key == dst.key:
@@ -391,12 +442,13 @@ def copy_runs(
         "SELECT 1 FROM experiments WHERE name=?", (experiment,)
     ):
         raise InvalidInputError(f"{src.location} has no experiment {experiment!r}")
+    src_files = dst_files = None
     if src.read("SELECT 1 FROM artifacts UNION ALL SELECT 1 FROM model_versions LIMIT 1"):
-        # files to copy: a PostgreSQL store without its artifacts folder (unset
+        # files to copy: a PostgreSQL store without its artifacts place (unset
         # MLOPS_JUPYTER_ARTIFACTS) fails here, before any run is copied
-        _ = (src.root, dst.root)
+        src_files, dst_files = _files(src, src_artifacts), _files(dst, dst_artifacts)
     t0 = time.perf_counter()
-    job = _Copier(src, dst)
+    job = _Copier(src, dst, src_files, dst_files)
     have = {r[0] for r in dst.read("SELECT uid FROM runs")}
     todo = _order(src, experiment)
     with bar(total=len(todo), desc="copy runs", unit="run", quiet=not progress) as b:
