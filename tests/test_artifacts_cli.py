@@ -199,3 +199,48 @@ def test_gc_help_names_what_it_leaves_alone(capsys):
         main(["artifacts", "gc", "--help"])
     out = capsys.readouterr().out
     assert "checkpoints/" in out and "dry run" in out and "--older-than" in out
+
+
+KILLED_UPLOAD = """
+import os, sys, time
+from pathlib import Path
+from mlops_jupyter.artifacts import open_artifacts
+
+def chunks():
+    for _ in range(3):  # past one part: a multipart upload
+        yield os.urandom(4 << 20)
+    Path(sys.argv[2]).write_text("uploading")
+    time.sleep(600)
+    yield b""
+
+open_artifacts(sys.argv[1]).put_stream("artifacts/00/" + "0" * 62, chunks())
+"""
+
+
+def test_gc_finds_and_aborts_an_upload_killed_midway(s3_url, tmp_path, capsys, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flag = tmp_path / "started"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_UPLOAD, s3_url, str(flag)], env=env, cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "upload never started"
+            time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", s3_url)
+    code, out, _ = cli(capsys, "artifacts", "gc", "--older-than", "0", "--json")
+    found = json.loads(out)["orphans"]
+    assert [(o["kind"], o["key"]) for o in found] == [("upload", "artifacts/00/" + "0" * 62)]
+    code, out, _ = cli(capsys, "artifacts", "gc", "--older-than", "0", "--delete")
+    assert code == 0 and "removed 1 unreferenced item(s)" in out
+    assert current_store().artifacts.incomplete_uploads() == []
+    assert not current_store().artifacts.exists("artifacts/00/" + "0" * 62)
