@@ -305,3 +305,29 @@ def test_model_files_missing_from_the_source_are_reported(where, tmp_path):
         )
     assert n["runs"] == 1
     assert any("model files" in str(w.message) and "missing" in str(w.message) for w in got)
+
+
+def test_store_copy_completes_a_model_folder_a_stopped_copy_left_partial(
+    where, tmp_path, monkeypatch
+):
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "a.bin").write_bytes(b"a" * 5000)
+    (d / "b.bin").write_bytes(b"b" * 7000)
+    src = tmp_path / "src" / "store.db"
+    mj.set_store(src)
+    with mj.start_run("fit"):
+        mj.register_model("bundle", d)
+    path = reg.model_version("bundle")["path"]
+    # a copy stopped after the first of the folder's files (its run row never written)
+    dst = tmp_path / "dst" / "store.db"
+    dst_files = open_artifacts(dst.parent)
+    dst_files.put_file(f"{path}/files/bundle/a.bin", d / "a.bin")
+    n = copy_runs(open_store(src), open_store(dst), progress=False, dst_artifacts=dst.parent)
+    assert n["runs"] == 1 and n["bytes"] == 7000  # only what was missing
+    files = {i.key[len(path) + 1 :]: i.size for i in dst_files.list(path)}
+    assert files == {"files/bundle/a.bin": 5000, "files/bundle/b.bin": 7000}
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(dst.parent))
+    mj.set_store(dst)
+    back = mj.load_model("bundle")  # verified against the recorded digest
+    assert (back / "b.bin").read_bytes() == b"b" * 7000
