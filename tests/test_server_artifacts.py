@@ -59,6 +59,7 @@ def srv(request, tmp_path_factory):
         "plots/\u00fcber chart.txt": "gr\u00fc\u00dfe\n".encode(),
         "victim.bin": os.urandom(9 * 1024 * 1024),
         "resized.bin": os.urandom(1000),
+        "small.bin": os.urandom(1000),
     }
     for rel, data in files.items():
         (src / rel).write_bytes(data)
@@ -173,6 +174,7 @@ def test_changed_bytes_are_never_delivered_whole(srv, tmp_path, monkeypatch):
         victim[-1] ^= 0xFF  # same size, last byte changed: found only at the very end
         _overwrite(srv, "victim.bin", bytes(victim), tmp_path)
         _overwrite(srv, "resized.bin", b"short", tmp_path)
+        _overwrite(srv, "small.bin", bytes(1000), tmp_path)
         mj.set_store(None)
     url = _url(srv, srv.extra["run"], "victim.bin")
     req = urllib.request.Request(url, headers={"Authorization": f"token {srv.token}"})
@@ -182,6 +184,8 @@ def test_changed_bytes_are_never_delivered_whole(srv, tmp_path, monkeypatch):
             r.read()
     code, _, body = fetch(srv, _url(srv, srv.extra["run"], "resized.bin"))
     assert code == 500 and b"refusing it" in body
+    code, _, body = fetch(srv, _url(srv, srv.extra["run"], "small.bin"))  # one chunk: nothing sent
+    assert code == 500 and b"does not match its digest" in body
     # the server still answers after a cut connection
     code, _, body = fetch(srv, _url(srv, srv.extra["run"], "table.csv"))
     assert code == 200 and body == srv.extra["files"]["table.csv"]

@@ -7,8 +7,8 @@ that a browser never runs) from the artifact store, a folder or object storage; 
 `?redirect=1` on object storage it answers 302 to a presigned URL valid for a few minutes.
 Only names in that run's artifact rows are served, so a URL never reaches another run's
 files or any path. The hash is checked while streaming: when the stored bytes no longer
-match the digest the connection is cut before the last chunk, so a client never gets a
-complete-looking wrong file."""
+match the digest the connection is cut before the last chunk (a file of one chunk gets a
+500 JSON answer instead), so a client never gets a complete-looking wrong file."""
 
 from __future__ import annotations
 
@@ -136,31 +136,39 @@ class ArtifactDownload(BaseHandler):
                     sent += len(pending)
                     await self.flush()
                 pending = chunk
-        except Exception as e:  # the store failed mid-way: cut the response short
+        except Exception as e:  # the store or the client failed mid-way
             log.warning(
                 "mlops: artifact %r: download failed after %d bytes: %s", row["name"], sent, e
             )
-            self._cut()
+            self._cut(f"reading artifact {row['name']!r} failed: {e}")
             return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # a local file handle, or an object-store response
         if h.hexdigest() != row["digest"]:
-            log.error(
-                "mlops: artifact %r does not match its digest %s: the stored bytes were "
-                "changed; the download was cut short",
-                row["name"],
-                row["digest"][:12],
+            msg = (
+                f"artifact {row['name']!r} does not match its digest {row['digest'][:12]}: "
+                "the stored bytes were changed; refusing it"
             )
-            self._cut()
+            log.error("mlops: %s", msg)
+            self._cut(msg)
             return
         if pending is not None:
             self.write(pending)
         self.finish(set_content_type=ctype)  # APIHandler would say JSON otherwise
 
-    def _cut(self) -> None:
-        """End a response whose headers are sent without completing its body: the client
-        sees fewer bytes than Content-Length, an error, never a whole-looking file."""
+    def _cut(self, message: str) -> None:
+        """Fail a download. Before any byte went out: a 500 JSON answer. After: end the
+        response without completing its body, so the client sees fewer bytes than
+        Content-Length (an error), never a whole-looking file."""
+        if not self._headers_written:
+            self.clear()
+            self.fail(500, message)
+            return
         if self.request.connection is not None:
             self.request.connection.close()
-        self._finished = True  # nothing more can be written on this request
+        self._finished = True  # tornado must not try to finish the closed response
 
 
 def artifact_routes() -> list[tuple[str, type]]:
