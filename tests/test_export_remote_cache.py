@@ -149,3 +149,15 @@ def test_a_damaged_remote_entry_is_recomputed_never_used(s3_url, tmp_path, monke
     _worker(monkeypatch, tmp_path, "e")
     last = run_pipeline(pipe, "--cache-dir", s3_url)
     assert "0 run, 4 cached" in last.stderr and "unusable" not in last.stderr
+
+
+def test_a_missing_bucket_is_a_clear_error_without_the_secret(s3_url, tmp_path, monkeypatch):
+    import os
+
+    kernel_env(monkeypatch)
+    _worker(monkeypatch, tmp_path, "a")
+    pipe = export_notebook(make_nb(CELLS, tmp_path / "nb.ipynb"), tmp_path / "pipe").path
+    proc = run_pipeline(pipe, "--cache-dir", "s3://no-such-bucket-h3/cache", check=False)
+    assert proc.returncode != 0
+    assert "no-such-bucket-h3" in proc.stderr
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in proc.stderr + proc.stdout
