@@ -66,7 +66,8 @@ def fetch_tree(store: ArtifactStore, prefix: str) -> Path:
     ident = hashlib.sha256(f"{store.location}\0{prefix}".encode()).hexdigest()[:32]
     folder = _trees() / ident
     stamp = json.dumps(listing)
-    mark = folder / ".listing.json"
+    # the listing is kept beside the folder, so the folder holds exactly the stored files
+    mark = folder.with_name(f".{ident}.listing")
     try:
         if mark.read_text() == stamp:
             os.utime(folder)
@@ -77,13 +78,14 @@ def fetch_tree(store: ArtifactStore, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".incoming-"))
     try:
         store.get_tree(prefix, tmp)
-        (tmp / ".listing.json").write_text(stamp)
         with _lock:
+            mark.unlink(missing_ok=True)
             if folder.exists():
                 old = folder.with_name(f".old-{ident}-{os.getpid()}-{time.monotonic_ns()}")
                 os.replace(folder, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, folder)
+            mark.write_text(stamp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     trim(keep=folder)

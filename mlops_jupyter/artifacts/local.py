@@ -163,10 +163,10 @@ class LocalArtifactStore(ArtifactStore):
         if not base.is_dir():
             return
         for d, dirs, names in os.walk(base, followlinks=False):
-            dirs.sort()
+            dirs[:] = sorted(x for x in dirs if not x.startswith(_TMP))
             for n in sorted(names):
-                if n.startswith(_TMP) or n.startswith("."):
-                    continue  # writes in progress
+                if n.startswith(_TMP):
+                    continue  # a write in progress
                 f = Path(d) / n
                 try:
                     st = f.lstat()

@@ -110,13 +110,10 @@ def _check_stage(stage: Any) -> str:
 
 
 def _digest(folder: Path) -> tuple[str, int]:
-    """sha256 over the relative names and bytes of a version's files, and their size.
-    Top-level dot files are left out: a version never has any (flavors.save writes none),
-    and a cached copy of a remote tree keeps its bookkeeping there."""
+    """sha256 over the relative names and bytes of a version's files, and their size."""
     h = hashlib.sha256()
     size = 0
-    files = (p for p in folder.rglob("*") if p.is_file())
-    for f in sorted(p for p in files if not p.relative_to(folder).parts[0].startswith(".")):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(f.relative_to(folder).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 20):
