@@ -1,0 +1,623 @@
+"""Object storage as an artifact store: S3 and S3-compatible servers (MinIO, SeaweedFS...),
+Google Cloud Storage and Azure Blob, all through obstore (the Rust `object_store` crate).
+
+`ObjectArtifactStore("s3://bucket/prefix")` (also `gs://bucket/prefix`,
+`az://container/prefix`, `azure://`, `abfs://`) keeps contract key `k` at `prefix/k`.
+Credentials, region and endpoint come from each cloud's standard configuration (for S3 the
+AWS_* variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION or
+AWS_DEFAULT_REGION, AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, instance and container roles;
+AWS_PROFILE through boto3 when it is installed). A custom endpoint is addressed path-style,
+and plain http is allowed when the endpoint says http://. Nothing secret is kept in
+`location` or put in a message.
+
+Writes:
+- an object up to the part size (MLOPS_JUPYTER_ARTIFACTS_PART_MB, default 8) is one PUT; with
+  `if_absent` it is sent with `If-None-Match: *` and a 412 means "was there";
+- a larger one is a multipart upload with parallel parts (MLOPS_JUPYTER_ARTIFACTS_CONCURRENCY,
+  default 8), streamed from the file or iterator: at most about part size x concurrency bytes
+  are in memory. obstore sends a conditional put only as a single request (it would hold the
+  whole file in memory), so put-if-absent of a large object is an existence check followed
+  by the multipart upload. Two writers racing on the same content-addressed key both upload
+  and the second completion replaces the first with the same bytes: harmless, and the only
+  cost is one extra upload. obstore aborts the multipart upload on any error (nothing
+  becomes visible under the key).
+- obstore exposes neither the upload id of a multipart upload nor a listing of incomplete
+  uploads, so before each multipart upload a small marker object
+  `.mlops-uploads/<id>.json` (key, started, host, pid) is written and it is deleted once the
+  upload completed or was aborted. A process killed mid-upload leaves its marker:
+  `incomplete_uploads()` lists the markers whose process is gone (same host, pid not alive;
+  another host: older than a day) and `abort_upload()` removes the marker. The parts the
+  killed upload left on the server are invisible and cannot be named through obstore: a
+  bucket lifecycle rule (AbortIncompleteMultipartUpload after a day) removes them; see
+  docs/artifacts.md.
+
+Reads: `get_file` streams small objects and fetches large ones in parallel ranged reads
+into a temp file beside the destination, renamed when whole. Errors are ArtifactStoreError
+naming the store and key: "bucket X does not exist", "access denied to s3://X (check ...)",
+"cannot reach endpoint http://...", after retries with exponential backoff bounded in total
+by MLOPS_JUPYTER_ARTIFACTS_RETRY_S (default 60 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import (
+    ArtifactNotFoundError,
+    ArtifactStoreError,
+    InvalidInputError,
+    MlopsJupyterError,
+)
+from .base import CHUNK, ArtifactStore, ObjectInfo, check_key
+
+MARKERS = ".mlops-uploads"
+_STALE_OTHER_HOST_S = 24 * 3600
+_KINDS = {"s3": "s3", "gs": "gs", "az": "az", "azure": "az", "abfs": "az", "abfss": "az"}
+_HINTS = {
+    "s3": "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy",
+    "gs": "check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT) and the bucket's IAM",
+    "az": "check AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)",
+}
+_SECRET_VARS = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+)
+_URL = re.compile(r"https?://[^/\s?]+")
+
+
+def _env_float(name: str, default: float, low: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return max(low, float(raw))
+    except ValueError:
+        raise InvalidInputError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _scrub(text: str) -> str:
+    """`text` without any secret the environment holds (belt and braces: obstore's
+    messages name URLs and paths, not credentials)."""
+    for var in _SECRET_VARS:
+        val = os.environ.get(var)
+        if val and len(val) >= 4:
+            text = text.replace(val, "***")
+    return re.sub(r"(X-Amz-Signature|X-Amz-Credential|sig|se)=[^&\s]+", r"\1=***", text)
+
+
+class ObjectArtifactStore(ArtifactStore):
+    """Artifacts in a bucket (S3, GCS) or container (Azure) under a prefix."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        part_size: int | None = None,
+        concurrency: int | None = None,
+        retry_s: float | None = None,
+    ) -> None:
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidInputError(f"not an object-storage URL: {url!r}")
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _KINDS:
+            raise InvalidInputError(
+                f"unsupported artifact location {url!r}: use s3://, gs:// or az://"
+            )
+        if parts.username or parts.password or parts.query:
+            # credentials belong in the environment, never in a URL that is shown and stored
+            raise InvalidInputError(
+                "an object-storage URL must not carry credentials or options; set them in "
+                "the environment (AWS_*, GOOGLE_*, AZURE_*)"
+            )
+        self.kind = _KINDS[scheme]
+        self.bucket = parts.hostname or ""
+        if not self.bucket:
+            raise InvalidInputError(f"artifact location {url!r} names no bucket")
+        self.prefix = parts.path.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self.location = f"{scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        mb = _env_float("MLOPS_JUPYTER_ARTIFACTS_PART_MB", 8.0, 5.0)
+        self.part_size = int(part_size or mb * (1 << 20))
+        self.concurrency = int(
+            concurrency or _env_float("MLOPS_JUPYTER_ARTIFACTS_CONCURRENCY", 8, 1)
+        )
+        self.retry_s = float(retry_s or _env_float("MLOPS_JUPYTER_ARTIFACTS_RETRY_S", 60.0, 0.1))
+        self.endpoint = ""
+        self._store: Any = None
+        self._lock = threading.Lock()
+        self._bucket_checked = False
+
+    # -- the obstore client ----------------------------------------------------------------
+    def _client(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                self._store = self._open()
+            return self._store
+
+    def _open(self) -> Any:
+        try:
+            from obstore.store import AzureStore, GCSStore, S3Store
+        except ImportError:
+            raise ArtifactStoreError(
+                f"{self.location} needs obstore: pip install 'mlops-jupyter[s3]'"
+            ) from None
+        retry = {
+            "max_retries": 10,
+            "retry_timeout": timedelta(seconds=self.retry_s),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=min(5.0, max(0.5, self.retry_s / 4))),
+                "base": 2,
+            },
+        }
+        client: dict[str, Any] = {
+            "connect_timeout": f"{max(1, min(10, int(self.retry_s)))}s",
+            # per request: parts and ranges are a few MB, so this only cuts off a stalled peer
+            "timeout": "300s",
+        }
+        url = self.location
+        try:
+            if self.kind == "s3":
+                return self._open_s3(S3Store, url, client, retry)
+            if self.kind == "gs":
+                return GCSStore.from_url(url, client_options=client, retry_config=retry)
+            emulator = os.environ.get("AZURITE_BLOB_STORAGE_URL", "")
+            if emulator.startswith("http://"):
+                client["allow_http"] = True
+            self.endpoint = emulator
+            return AzureStore.from_url(url, client_options=client, retry_config=retry)
+        except Exception as e:  # bad configuration: name it, not its values
+            raise ArtifactStoreError(
+                f"cannot configure {self.location}: {_scrub(str(e).splitlines()[0])}"
+            ) from None
+
+    def _open_s3(self, S3Store: Any, url: str, client: dict, retry: dict) -> Any:
+        config: dict[str, Any] = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            self.endpoint = endpoint.rstrip("/")
+            config["endpoint"] = self.endpoint
+            # S3-compatible servers (MinIO, SeaweedFS, Ceph) address buckets path-style
+            config["virtual_hosted_style_request"] = False
+            if self.endpoint.startswith("http://"):
+                client["allow_http"] = True
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            config["region"] = region
+        elif endpoint:
+            config["region"] = "us-east-1"  # S3-compatible servers accept any region
+        kwargs: dict[str, Any] = {}
+        if os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            try:
+                from obstore.auth.boto3 import Boto3CredentialProvider
+            except ImportError:
+                raise ArtifactStoreError(
+                    f"{self.location}: AWS_PROFILE is set; profiles are read through boto3 "
+                    "(pip install boto3), or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                ) from None
+            kwargs["credential_provider"] = Boto3CredentialProvider()
+        return S3Store.from_url(
+            url, config=config, client_options=client, retry_config=retry, **kwargs
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._store = None  # obstore closes its connection pool when dropped
+
+    # -- errors -------------------------------------------------------------------------------
+    def _error(self, e: BaseException, what: str, key: str | None) -> ArtifactStoreError:
+        """The ArtifactStoreError (or ArtifactNotFoundError) for obstore error `e`."""
+        from obstore.exceptions import (
+            NotFoundError,
+            PermissionDeniedError,
+            UnauthenticatedError,
+        )
+
+        msg = str(e)
+        where = f"{key!r} in {self.location}" if key else self.location
+        container = "container" if self.kind == "az" else "bucket"
+        if "NoSuchBucket" in msg or "ContainerNotFound" in msg:
+            return ArtifactStoreError(
+                f"{container} {self.bucket!r} does not exist ({self.location}); create it first"
+            )
+        if isinstance(e, (NotFoundError, FileNotFoundError)):  # obstore raises the builtin
+            return ArtifactNotFoundError(f"no object {where}")
+        denied = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden")
+        if isinstance(e, (PermissionDeniedError, UnauthenticatedError)) or any(
+            d in msg for d in denied
+        ):
+            return ArtifactStoreError(
+                f"access denied to {self.location} (cannot {what} {key!r}): {_HINTS[self.kind]}"
+                if key
+                else f"access denied to {self.location}: {_HINTS[self.kind]}"
+            )
+        if "error sending request" in msg or "Connect" in msg or "dns error" in msg:
+            m = _URL.search(msg)
+            endpoint = m.group(0) if m else (self.endpoint or f"the {self.kind} endpoint")
+            return ArtifactStoreError(
+                f"cannot reach endpoint {endpoint} to {what} {where} "
+                f"(gave up after {self.retry_s:g} s of retries)"
+            )
+        first = _scrub(msg.splitlines()[0] if msg else type(e).__name__)
+        return ArtifactStoreError(f"cannot {what} {where}: {first[:500]}")
+
+    def _call(self, what: str, key: str | None, fn, *args, **kwargs):
+        from obstore.exceptions import BaseError
+
+        try:
+            return fn(*args, **kwargs)
+        except (BaseError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError) as e:
+            raise self._error(e, what, key) from e
+        except ValueError as e:
+            if "parse path" in str(e):  # a key the client refuses (check_key is stricter)
+                raise InvalidInputError(f"artifact key {key!r} is not valid here: {e}") from None
+            raise
+
+    def _check_bucket(self) -> None:
+        # HEAD of a key in a missing bucket is a bodiless 404, the same as a missing key:
+        # one listing (once per store) tells them apart
+        if self._bucket_checked:
+            return
+        import obstore
+
+        stream = self._call("list", None, obstore.list, self._client(), None, chunk_size=1)
+        with contextlib.suppress(StopIteration):
+            self._call("list", None, next, iter(stream))
+        self._bucket_checked = True
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _put_small(self, key: str, data: bytes, if_absent: bool) -> bool:
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        try:
+            obstore.put(
+                self._client(),
+                key,
+                data,
+                mode="create" if if_absent else "overwrite",
+                use_multipart=False,
+            )
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except Exception as e:
+            raise self._wrap(e, "write", key) from e
+        self._bucket_checked = True
+        return True
+
+    def _wrap(self, e: BaseException, what: str, key: str) -> BaseException:
+        from obstore.exceptions import BaseError
+
+        if isinstance(e, MlopsJupyterError):
+            return e
+        if isinstance(e, (BaseError, FileNotFoundError, PermissionError, ConnectionError)):
+            return self._error(e, what, key)
+        return e
+
+    def _put_multipart(self, key: str, source: Any) -> None:
+        """Upload `source` (a Path or an iterator of bytes) as a multipart upload, with a
+        marker object for as long as it is in progress."""
+        import obstore
+
+        marker = self._write_marker(key)
+        try:
+            obstore.put(
+                self._client(),
+                key,
+                source,
+                use_multipart=True,
+                chunk_size=self.part_size,
+                max_concurrency=self.concurrency,
+            )
+        except BaseException as e:
+            # obstore aborted the upload (or tried: with the server gone the marker stays
+            # and incomplete_uploads() reports it)
+            self._drop_marker(marker)
+            raise self._wrap(e, "write", key) from e
+        self._drop_marker(marker)
+        self._bucket_checked = True
+
+    def put_file(self, key: str, src: Path, *, if_absent: bool = False) -> bool:
+        check_key(key)
+        src = Path(src)
+        try:
+            size = src.stat().st_size
+        except OSError as e:
+            raise ArtifactStoreError(f"cannot read {src}: {e.strerror or e}") from e
+        if size <= self.part_size:
+            return self._put_small(key, src.read_bytes(), if_absent)
+        if if_absent and self.head(key) is not None:
+            return False
+        self._put_multipart(key, src)
+        return True
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, if_absent: bool = False) -> bool:
+        check_key(key)
+        it = iter(chunks)
+        head: list[bytes] = []
+        held = 0
+        for chunk in it:
+            head.append(bytes(chunk))
+            held += len(chunk)
+            if held > self.part_size:
+                break
+        else:
+            return self._put_small(key, b"".join(head), if_absent)
+        if if_absent and self.head(key) is not None:
+            return False
+        pump = _Pump(head, it)
+        try:
+            self._put_multipart(key, pump.chunks())
+        except BaseException:
+            # an error raised by the caller's iterator (a file changed while being hashed)
+            # aborted the upload and is re-raised as itself, not as a client error
+            if pump.failure is not None:
+                raise pump.failure from None
+            raise
+        finally:
+            pump.stop()
+        return True
+
+    # -- upload markers -------------------------------------------------------------------------
+    def _write_marker(self, key: str) -> str:
+        import obstore
+
+        uid = uuid.uuid4().hex
+        body = {
+            "key": key,
+            "id": uid,
+            "started": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        mkey = f"{MARKERS}/{uid}.json"
+        self._call("write", key, obstore.put, self._client(), mkey, json.dumps(body).encode())
+        return mkey
+
+    def _drop_marker(self, mkey: str) -> None:
+        import obstore
+
+        with contextlib.suppress(Exception):
+            obstore.delete(self._client(), mkey)
+
+    def incomplete_uploads(self) -> list[dict]:
+        import obstore
+
+        out = []
+        host = socket.gethostname()
+        for batch in self._call("list", MARKERS, obstore.list, self._client(), MARKERS):
+            for meta in batch:
+                try:
+                    raw = self._call(
+                        "read", meta["path"], obstore.get, self._client(), meta["path"]
+                    )
+                    info = json.loads(bytes(raw.bytes()))
+                    started = float(info["started"])
+                    pid = int(info["pid"])
+                    same_host = info.get("host") == host
+                    info["id"], info["key"]  # noqa: B018 - malformed markers are skipped
+                except (ArtifactNotFoundError, ValueError, KeyError, TypeError):
+                    continue  # finished meanwhile, or not one of ours
+                if same_host and _alive(pid):
+                    continue
+                if not same_host and time.time() - started < _STALE_OTHER_HOST_S:
+                    continue
+                out.append(info)
+        return sorted(out, key=lambda i: i["started"])
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        import obstore
+
+        if not re.fullmatch(r"[0-9a-f]{32}", str(upload_id)):
+            raise InvalidInputError(f"not an upload id: {upload_id!r}")
+        self._call("delete", key, obstore.delete, self._client(), f"{MARKERS}/{upload_id}.json")
+
+    # -- reads ----------------------------------------------------------------------------------
+    def head(self, key: str) -> ObjectInfo | None:
+        import obstore
+
+        check_key(key)
+        try:
+            meta = self._call("read", key, obstore.head, self._client(), key)
+        except ArtifactNotFoundError:
+            self._check_bucket()
+            return None
+        self._bucket_checked = True
+        return ObjectInfo(key, int(meta["size"]), meta["last_modified"].timestamp())
+
+    def get_file(self, key: str, dest: Path) -> int:
+        check_key(key)
+        dest = Path(dest)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                res = self._get(key)
+                size = int(res.meta["size"])
+                if size <= self.part_size:
+                    for chunk in res.stream(min_chunk_size=CHUNK):
+                        out.write(chunk)
+                else:
+                    del res  # the ranged reads below replace the open stream
+                    out.truncate(size)
+                    self._ranged(key, size, out.fileno())
+            got = os.path.getsize(tmp)
+            if got != size:
+                raise ArtifactStoreError(
+                    f"download of {key!r} from {self.location} ended early ({got} of {size} bytes)"
+                )
+            os.replace(tmp, dest)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise self._wrap(e, "read", key) from e
+        return size
+
+    def _get(self, key: str) -> Any:
+        import obstore
+
+        try:
+            return self._call("read", key, obstore.get, self._client(), key)
+        except ArtifactNotFoundError:
+            self._check_bucket()
+            raise
+
+    def _ranged(self, key: str, size: int, fd: int) -> None:
+        import obstore
+
+        store = self._client()
+        starts = list(range(0, size, self.part_size))
+
+        def one(start: int) -> None:
+            end = min(size, start + self.part_size)
+            data = self._call("read", key, obstore.get_range, store, key, start=start, end=end)
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], start + written)
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(starts))) as pool:
+            for f in [pool.submit(one, s) for s in starts]:
+                f.result()
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        check_key(key)
+        res = self._get(key)
+        stream = res.stream(min_chunk_size=CHUNK)
+
+        def gen() -> Iterator[bytes]:
+            it = iter(stream)
+            while True:
+                try:
+                    chunk = self._call("read", key, next, it)
+                except StopIteration:
+                    return
+                yield bytes(chunk)
+
+        return gen()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        import obstore
+
+        if prefix:
+            check_key(prefix)
+        stream = self._call("list", prefix or None, obstore.list, self._client(), prefix or None)
+        it = iter(stream)
+        while True:
+            try:
+                batch = self._call("list", prefix or None, next, it)
+            except StopIteration:
+                return
+            self._bucket_checked = True
+            for meta in batch:
+                key = meta["path"]
+                if key.startswith(f"{MARKERS}/"):
+                    continue  # the store's own upload markers
+                yield ObjectInfo(key, int(meta["size"]), meta["last_modified"].timestamp())
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        check_key(key)
+        try:
+            self._call("delete", key, obstore.delete, self._client(), key)
+        except ArtifactNotFoundError:
+            return
+
+    def presign(self, key: str, expires_s: int = 300) -> str | None:
+        import obstore
+        from obstore.exceptions import NotSupportedError
+
+        check_key(key)
+        if not isinstance(expires_s, int) or not 1 <= expires_s <= 7 * 24 * 3600:
+            raise InvalidInputError(f"expires_s must be 1..604800 seconds, got {expires_s!r}")
+        try:
+            return self._call(
+                "sign", key, obstore.sign, self._client(), "GET", key, timedelta(seconds=expires_s)
+            )
+        except ArtifactStoreError as e:
+            if isinstance(e.__cause__, NotSupportedError):
+                return None  # credentials that cannot sign (e.g. Azure without an account key)
+            raise
+
+
+class _Pump:
+    """The caller's chunks, read in a thread of their own and handed over through a short
+    queue. obstore iterates a sync iterator inside its async runtime, where a call into
+    obstore (chunks read from another bucket: `put_stream(k, other.iter_bytes(k))`) would
+    panic; in this thread it is an ordinary call. Two chunks in flight bound the memory."""
+
+    _END = object()
+
+    def __init__(self, first: list[bytes], rest: Iterator[bytes]) -> None:
+        self.failure: BaseException | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._stopped = threading.Event()
+        self._first, self._rest = first, rest
+        self._t = threading.Thread(target=self._run, name="artifact-upload-source", daemon=True)
+        self._t.start()
+
+    def _hand(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while self._first:
+                if not self._hand(self._first.pop(0)):
+                    return
+            for c in self._rest:
+                if not self._hand(bytes(c)):
+                    return
+        except BaseException as e:
+            self.failure = e
+        self._hand(self._END)
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                if self.failure is not None:
+                    raise RuntimeError("the source of the upload failed")  # aborts it
+                return
+            yield item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._t.join(timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
