@@ -140,7 +140,7 @@ class ArtifactDownload(BaseHandler):
             log.warning(
                 "mlops: artifact %r: download failed after %d bytes: %s", row["name"], sent, e
             )
-            self._cut(f"reading artifact {row['name']!r} failed: {e}")
+            self._cut(f"reading artifact {row['name']!r} failed: {e}", sent)
             return
         finally:
             close = getattr(chunks, "close", None)
@@ -152,23 +152,25 @@ class ArtifactDownload(BaseHandler):
                 "the stored bytes were changed; refusing it"
             )
             log.error("mlops: %s", msg)
-            self._cut(msg)
+            self._cut(msg, sent)
             return
         if pending is not None:
             self.write(pending)
         self.finish(set_content_type=ctype)  # APIHandler would say JSON otherwise
 
-    def _cut(self, message: str) -> None:
+    def _cut(self, message: str, sent: int) -> None:
         """Fail a download. Before any byte went out: a 500 JSON answer. After: end the
         response without completing its body, so the client sees fewer bytes than
         Content-Length (an error), never a whole-looking file."""
-        if not self._headers_written:
+        if not sent:  # headers go out with the first flush, after the first chunk
             self.clear()
             self.fail(500, message)
             return
         if self.request.connection is not None:
             self.request.connection.close()
-        self._finished = True  # tornado must not try to finish the closed response
+        # tornado has no public way to end a response without completing it: mark it
+        # finished so tornado does not write the rest of a response the client cannot get
+        self._finished = True
 
 
 def artifact_routes() -> list[tuple[str, type]]:
