@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,14 @@ postgres:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	  else echo "PostgreSQL not found: install the postgresql package (the team-store tests need it)"; exit 1; fi; }
 
+# Azurite (Microsoft's local Azure Storage server, npm package) for the Azure artifact tests,
+# installed into .tools/azurite; the tests start their own server on 127.0.0.1.
+AZURITE_VERSION ?= 3.37.0
+azurite:
+	@test -x .tools/azurite/node_modules/.bin/azurite-blob || { \
+	  command -v npm >/dev/null 2>&1 || { echo "npm not found: install nodejs and npm (the Azure artifact tests need Azurite)"; exit 1; }; \
+	  npm install --prefix .tools/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION); }
+
 lint: setup
 	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
 
@@ -54,7 +62,7 @@ lint-ts: setup
 # the tests start), besides the contract suite that runs on both backends every time.
 PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
-test: setup browser postgres lint lint-ts
+test: setup browser postgres azurite lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra
 	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 

@@ -78,6 +78,33 @@ def s3_url(request, monkeypatch, tmp_path):
     forget()  # the next test's store reads its own environment
 
 
+@pytest.fixture(scope="session")
+def az_server():
+    """Azurite (Microsoft's local Azure Storage server) on 127.0.0.1 for this session."""
+    from s3server import AzuriteServer
+
+    server = AzuriteServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def az_url(request, monkeypatch, tmp_path):
+    """A fresh `az://container/<unique prefix>` on the session's Azurite, with the AZURE_*
+    variables pointing at it for this test (as s3_url does for S3)."""
+    import uuid
+
+    server = request.getfixturevalue("az_server")
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS_RETRY_S", "3")
+    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "mlops-cache"))
+    yield server.url(f"t-{uuid.uuid4().hex[:12]}")
+    from mlops_jupyter.artifacts import forget
+
+    forget()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch, request):
     """Point the default store at a fresh file (or database) and leave no run active."""

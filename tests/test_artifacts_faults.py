@@ -239,3 +239,37 @@ def test_corrupted_object_is_refused(s3_url, tmp_path):
     # put right again, the blob is served
     store.put_file(blob_key(digest), src)
     assert store.blob_file(digest).read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [1000, 12 * MB], ids=["single-put", "multipart"])
+def test_file_changed_while_stored(s3_url, tmp_path, monkeypatch, size):
+    """The upload hashes what it sends: a file that changed after it was hashed is refused
+    before the upload completes, and nothing is stored under either digest."""
+    from mlops_jupyter.artifacts import objectstore
+
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS_PART_MB", "5")
+    store = open_artifacts(s3_url)
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(size))
+    stale = hashlib.sha256(b"what the file held when it was hashed").hexdigest()
+    # the file is hashed, then changes before its bytes go out
+    monkeypatch.setattr(objectstore, "sha256_file", lambda p: (stale, size))
+    with pytest.raises(ArtifactIntegrityError, match="changed while it was being stored"):
+        store.put_blob(src)
+    assert list(store.list()) == []
+
+
+def test_azure_missing_container_and_wrong_key(az_url, monkeypatch):
+    store = open_artifacts("az://no-such-container/p")
+    with pytest.raises(ArtifactStoreError, match="container 'no-such-container' does not exist"):
+        store.head("a")
+    with pytest.raises(ArtifactStoreError, match="container 'no-such-container' does not exist"):
+        store.put_stream("a", [b"x"])
+    forget()
+    wrong = "d3JvbmctU2VjcmV0LWF6dXJlLWtleS0xMjM0NTY3ODkwMTIzNDU2Nzg5MA=="  # "wrong-Secret-..."
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", wrong)
+    with pytest.raises(ArtifactStoreError) as ei:
+        open_artifacts(az_url).put_stream("a", [b"x"])
+    msg = _secret_free(ei.value)
+    assert wrong not in msg and "access denied to az://mlops-test/" in msg
+    assert "AZURE_STORAGE_ACCOUNT_KEY" in msg

@@ -41,6 +41,8 @@ by MLOPS_JUPYTER_ARTIFACTS_RETRY_S (default 60 s).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import queue
@@ -58,12 +60,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import (
+    ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactStoreError,
     InvalidInputError,
     MlopsJupyterError,
 )
-from .base import CHUNK, ArtifactStore, ObjectInfo, check_key
+from .base import CHUNK, ArtifactStore, ObjectInfo, blob_key, check_key, sha256_file
 
 MARKERS = ".mlops-uploads"
 _STALE_OTHER_HOST_S = 24 * 3600
@@ -379,6 +382,31 @@ class ObjectArtifactStore(ArtifactStore):
             pump.stop()
         return True
 
+    def _put_blob_new(self, src: Path) -> tuple[str, int]:
+        # Hash first (the key must be known before the upload), then send the file through
+        # a reader that hashes what it sends: a file changed in between fails at its last
+        # read, before the upload completes, so nothing is stored under a wrong digest.
+        # Reading the file straight into obstore's parts keeps memory at parts in flight.
+        digest, size = sha256_file(src)
+        key = blob_key(digest)
+        if self.head(key) is not None:
+            return digest, size
+        with open(src, "rb") as f:
+            reader = _HashingReader(f, digest, src)
+            if size <= self.part_size:
+                data = reader.read(size + 1)
+                if reader.read(1):  # end of file checks the digest; more bytes: it grew
+                    raise ArtifactIntegrityError(f"{src} changed while it was being stored")
+                self._put_small(key, data, if_absent=True)
+            else:
+                try:
+                    self._put_multipart(key, reader)
+                except BaseException:
+                    if reader.failure is not None:
+                        raise reader.failure from None
+                    raise
+        return digest, reader.size
+
     # -- upload markers -------------------------------------------------------------------------
     def _write_marker(self, key: str) -> str:
         import obstore
@@ -561,6 +589,36 @@ class ObjectArtifactStore(ArtifactStore):
             raise
 
 
+class _HashingReader:
+    """A file read by obstore part by part, hashed on the way: at its end, bytes that do not
+    hash to `digest` raise (and the upload is aborted)."""
+
+    def __init__(self, f: Any, digest: str, src: Path) -> None:
+        self.f, self.digest, self.src = f, digest, src
+        self.h = hashlib.sha256()
+        self.size = 0
+        self.failure: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        self.size += len(data)
+        if not data and self.h.hexdigest() != self.digest:
+            self.failure = ArtifactIntegrityError(
+                f"{self.src} changed while it was being stored; log it again"
+            )
+            raise self.failure
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # obstore asks for it, never calls it
+        if (offset, whence) != (0, 1):
+            raise io.UnsupportedOperation("an upload is read once, front to back")
+        return self.f.tell()
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
 class _Pump:
     """The caller's chunks, read in a thread of their own and handed over through a short
     queue. obstore iterates a sync iterator inside its async runtime, where a call into
@@ -571,7 +629,7 @@ class _Pump:
 
     def __init__(self, first: list[bytes], rest: Iterator[bytes]) -> None:
         self.failure: BaseException | None = None
-        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._q: queue.Queue = queue.Queue(maxsize=1)
         self._stopped = threading.Event()
         self._first, self._rest = first, rest
         self._t = threading.Thread(target=self._run, name="artifact-upload-source", daemon=True)
