@@ -131,60 +131,113 @@ def bucket_objects(prefix: str | None = None) -> tuple[int, int]:
 
 
 # -- 1. throughput -------------------------------------------------------------------------
-def throughput(src: Path, work: Path, peers: list[str]) -> dict:
-    """{client: {"up": s, "down": s}} for one upload and one download of `src` each; every
-    download is compared with the source."""
+# A client is (name, upload(), download(dest) -> the file written (None: dest), clean()).
+Client = tuple[str, Callable[[], object], Callable[[Path], object], Callable[[], object]]
+
+
+def throughput(src: Path, work: Path, peers: list[str], rounds: int) -> dict:
+    """{client: {"up": [s...], "down": [s...]}}: `rounds` rounds, each uploading and
+    downloading `src` once with every client in turn (interleaved, so a burst of load on a
+    shared machine hits all clients alike); every download is compared with the source."""
     size = src.stat().st_size
-    out: dict = {}
-
-    def run(name: str, up: Callable[[], object], down: Callable[[Path], object], clean=None):
-        dest = work / ("down-" + "".join(c if c.isalnum() else "-" for c in name))
-        log(f"  {name}: upload ...")
-        t_up = timed(up)
-        log(f"  {name}: download ...")
-        t = time.perf_counter()
-        got = down(dest)
-        t_down = time.perf_counter() - t
-        got = got if isinstance(got, Path) else dest  # a client may hand back its own file
-        if not got.is_file():
-            raise RuntimeError(f"{name}: nothing downloaded to {dest}")
-        if got.stat().st_size != size or not same_bytes(src, got):
-            raise RuntimeError(f"{name}: downloaded bytes differ from the source")
-        got.unlink()
-        out[name] = {"up": t_up, "down": t_down}
-        log(f"  {name}: {size / MIB / t_up:,.0f} MiB/s up, {size / MIB / t_down:,.0f} MiB/s down")
-        if clean is not None:
-            clean()
-
-    out.update(ours_throughput(src, work, run))
+    clients = ours_clients(src, work)
     if "boto3" in peers:
-        from boto3.s3.transfer import TransferConfig  # noqa: F401 (defaults are measured)
-
-        c = boto_client()
-        run(
-            "boto3",
-            lambda: c.upload_file(str(src), BUCKET, "boto3/blob"),
-            lambda d: c.download_file(BUCKET, "boto3/blob", str(d)),
-            lambda: c.delete_object(Bucket=BUCKET, Key="boto3/blob"),
-        )
+        clients.append(boto3_client(src))
     if "s3fs" in peers:
-        import s3fs
-
-        fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-        run(
-            "s3fs",
-            lambda: fs.put(str(src), f"{BUCKET}/s3fs/blob"),
-            lambda d: fs.get(f"{BUCKET}/s3fs/blob", str(d)),
-            lambda: fs.rm(f"{BUCKET}/s3fs/blob"),
-        )
+        clients.append(s3fs_client(src))
     if "obstore" in peers:
-        run(*obstore_calls(src))
+        clients.append(obstore_client(src))
     if "mlflow" in peers:
-        out.update(mlflow_throughput(src, work, run))
+        clients.append(mlflow_client(src, work))
+    out: dict = {name: {"up": [], "down": []} for name, *_ in clients}
+    for i in range(rounds):
+        for name, up, down, clean in clients:
+            dest = work / ("down-" + "".join(c if c.isalnum() else "-" for c in name))
+            log(f"  round {i + 1}/{rounds}, {name}: upload ...")
+            t_up = timed(up)
+            t = time.perf_counter()
+            got = down(dest)
+            t_down = time.perf_counter() - t
+            got = got if isinstance(got, Path) else dest
+            if not got.is_file():
+                raise RuntimeError(f"{name}: nothing downloaded to {dest}")
+            if got.stat().st_size != size or not same_bytes(src, got):
+                raise RuntimeError(f"{name}: downloaded bytes differ from the source")
+            got.unlink()
+            clean()  # the next round uploads again
+            out[name]["up"].append(t_up)
+            out[name]["down"].append(t_down)
+            log(f"    {size / MIB / t_up:,.0f} MiB/s up, {size / MIB / t_down:,.0f} MiB/s down")
     return out
 
 
-def obstore_calls(src: Path):
+def ours_clients(src: Path, work: Path) -> list[Client]:
+    import mlops_jupyter as mj
+    from mlops_jupyter.artifacts import blob_key
+    from mlops_jupyter.tracking.api import current_store
+
+    arts = current_store().artifacts
+    state: dict = {}
+
+    def up() -> None:
+        # a run logs the file (hash, existence check, multipart upload, row)
+        with mj.start_run("throughput", experiment="bench") as r:
+            mj.log_artifact(src)
+        state["run"] = r
+
+    def down(dest: Path) -> Path:
+        # an empty cache: the download and its hash check are measured, not a cache hit;
+        # the file handed back is the cached copy itself
+        old = os.environ["MLOPS_JUPYTER_CACHE"]
+        os.environ["MLOPS_JUPYTER_CACHE"] = tempfile.mkdtemp(dir=work, prefix="cache-")
+        try:
+            return state["run"].artifact_path(src.name)
+        finally:
+            os.environ["MLOPS_JUPYTER_CACHE"] = old
+
+    def clean() -> None:
+        # the blob goes, so the next round uploads it again (its digest stays remembered:
+        # the existence check finds nothing, the file is hashed and sent as in round 1)
+        from mlops_jupyter.artifacts.base import sha256_file
+
+        if "digest" not in state:
+            state["digest"] = sha256_file(src)[0]
+        arts.delete(blob_key(state["digest"]))
+
+    return [
+        ("ours (log_artifact)", up, down, clean),
+        (
+            "ours (put_file/get_file)",
+            lambda: arts.put_file("bench/raw", src),
+            lambda d: arts.get_file("bench/raw", d),
+            lambda: arts.delete("bench/raw"),
+        ),
+    ]
+
+
+def boto3_client(src: Path) -> Client:
+    c = boto_client()  # default TransferConfig: 8 MiB parts, 10 threads
+    return (
+        "boto3",
+        lambda: c.upload_file(str(src), BUCKET, "boto3/blob"),
+        lambda d: c.download_file(BUCKET, "boto3/blob", str(d)),
+        lambda: c.delete_object(Bucket=BUCKET, Key="boto3/blob"),
+    )
+
+
+def s3fs_client(src: Path) -> Client:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    return (
+        "s3fs",
+        lambda: fs.put(str(src), f"{BUCKET}/s3fs/blob"),
+        lambda d: fs.get(f"{BUCKET}/s3fs/blob", str(d)),
+        lambda: fs.rm(f"{BUCKET}/s3fs/blob"),
+    )
+
+
+def obstore_client(src: Path) -> Client:
     import obstore as obs
 
     st = raw_store()
@@ -196,45 +249,10 @@ def obstore_calls(src: Path):
 
     return (
         "obstore",
-        lambda: obs.put(st, "obstore/blob", src),
+        lambda: obs.put(st, "obstore/blob", src),  # multipart, defaults: 5 MiB parts, 12 at once
         down,
         lambda: obs.delete(st, "obstore/blob"),
     )
-
-
-def ours_throughput(src: Path, work: Path, run) -> dict:
-    import mlops_jupyter as mj
-    from mlops_jupyter.tracking.api import current_store
-
-    arts = current_store().artifacts
-    name = src.name
-
-    # through the public API: a run logs the file, a later reader gets it back
-    with mj.start_run("throughput", experiment="bench") as r:
-
-        def up() -> None:
-            mj.log_artifact(src)
-
-        def down(dest: Path) -> Path:
-            # an empty cache: the download (and its hash check) is measured, not a cache
-            # hit; the file handed back is the cached copy itself (removed after the check)
-            old = os.environ["MLOPS_JUPYTER_CACHE"]
-            os.environ["MLOPS_JUPYTER_CACHE"] = tempfile.mkdtemp(dir=work, prefix="cache-")
-            try:
-                return r.artifact_path(name)
-            finally:
-                os.environ["MLOPS_JUPYTER_CACHE"] = old
-
-        run("ours (log_artifact)", up, down)
-
-    # the contract's own primitives, under a key of the benchmark's own
-    run(
-        "ours (put_file/get_file)",
-        lambda: arts.put_file("bench/raw", src),
-        lambda d: arts.get_file("bench/raw", d),
-        lambda: arts.delete("bench/raw"),
-    )
-    return {}
 
 
 @contextlib.contextmanager
@@ -274,23 +292,33 @@ def mlflow_setup(work: Path) -> str:
     return mlflow.__version__
 
 
-def mlflow_throughput(src: Path, work: Path, run) -> dict:
+def mlflow_client(src: Path, work: Path) -> Client:
     import mlflow
 
     mlflow_setup(work)
-    with mlflow.start_run() as r:
-        rid = r.info.run_id
+    state: dict = {}
 
-        def down(dest: Path) -> None:
-            tmp = Path(tempfile.mkdtemp(dir=work))
-            got = mlflow.artifacts.download_artifacts(
-                run_id=rid, artifact_path=src.name, dst_path=str(tmp)
-            )
-            os.replace(got, dest)
-            shutil.rmtree(tmp)
+    def up() -> None:
+        with mlflow.start_run() as r:
+            mlflow.log_artifact(str(src))  # boto3 upload_file under the artifact root
+        state["rid"] = r.info.run_id
 
-        run("mlflow", lambda: mlflow.log_artifact(str(src)), down)
-    return {}
+    def down(dest: Path) -> Path:
+        tmp = Path(tempfile.mkdtemp(dir=work))
+        got = mlflow.artifacts.download_artifacts(
+            run_id=state["rid"], artifact_path=src.name, dst_path=str(tmp)
+        )
+        return Path(got)
+
+    def clean() -> None:
+        # each round is a new run, so a new key: nothing to remove for the next round, but
+        # the previous object would hold server disk
+        c = boto_client()
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="mlflow/"):
+            for o in page.get("Contents", []):
+                c.delete_object(Bucket=BUCKET, Key=o["Key"])
+
+    return ("mlflow", up, down, clean)
 
 
 # -- 2. peak RSS (child processes) ---------------------------------------------------------
@@ -334,7 +362,7 @@ def rss_child(mode: str, path: str) -> None:
     elif mode == "obstore":
         import obstore as obs
 
-        _, up, _, _ = obstore_calls(src)
+        _, up, _, _ = obstore_client(src)
         st_up = up
 
         def upload() -> None:
@@ -387,6 +415,8 @@ def relog(src: Path, repeats: int) -> dict:
     is hashed again, still no upload); objects in the bucket before and after."""
     import mlops_jupyter as mj
 
+    with mj.start_run("relog-first", experiment="bench"):
+        mj.log_artifact(src)  # stored (again: the throughput rounds removed it), not timed
     before = bucket_objects()
     times = []
     for i in range(repeats):
@@ -489,14 +519,23 @@ def ratio(x: float | None, y: float | None) -> str:
 
 def report(a, size_mb: int, tp: dict, rss: dict, rl: dict, md: dict, skipped: list[str]) -> None:
     size = size_mb * MIB
-    print(f"\n1. throughput, one file of {size_mb:,} MiB (same server; ratio = vs boto3)")
-    print(f"{'client':28} {'upload MiB/s':>13} {'ratio':>7} {'download MiB/s':>15} {'ratio':>7}")
+    n = len(next(iter(tp.values()))["up"])
+    print(
+        f"\n1. throughput, one file of {size_mb:,} MiB, median of {n} interleaved round(s)"
+        " [slowest-fastest] (same server; ratio = vs boto3)"
+    )
+    print(f"{'client':26} {'upload MiB/s':>20} {'ratio':>6} {'download MiB/s':>20} {'ratio':>6}")
+
+    def rate(ts: list[float]) -> tuple[float, str]:
+        r = sorted(size / MIB / t for t in ts)
+        return statistics.median(r), f"{statistics.median(r):,.0f} [{r[0]:,.0f}-{r[-1]:,.0f}]"
+
     b = tp.get("boto3")
     for name, v in tp.items():
-        up, down = size / MIB / v["up"], size / MIB / v["down"]
-        bu = size / MIB / b["up"] if b else None
-        bd = size / MIB / b["down"] if b else None
-        print(f"{name:28} {up:13,.0f} {ratio(up, bu):>7} {down:15,.0f} {ratio(down, bd):>7}")
+        (up, ups), (down, downs) = rate(v["up"]), rate(v["down"])
+        bu = rate(b["up"])[0] if b else None
+        bd = rate(b["down"])[0] if b else None
+        print(f"{name:26} {ups:>20} {ratio(up, bu):>6} {downs:>20} {ratio(down, bd):>6}")
     print("  target: ours >= boto3's throughput")
 
     print(
@@ -513,7 +552,8 @@ def report(a, size_mb: int, tp: dict, rss: dict, rl: dict, md: dict, skipped: li
     grown = (rl["after"][0] - rl["before"][0], rl["after"][1] - rl["before"][1])
     print(f"  objects added to the bucket: {grown[0]} ({grown[1]:,} bytes)")
     if "mlflow" in tp:
-        print(f"  MLflow re-log = a full upload again: {tp['mlflow']['up'] * 1e3:,.0f} ms")
+        again = statistics.median(tp["mlflow"]["up"])
+        print(f"  MLflow re-log = a full upload again: {again * 1e3:,.0f} ms")
 
     if not md:
         for sk in skipped:
@@ -545,6 +585,7 @@ def main() -> int:
     ap.add_argument("--rss-mb", type=int, help="peak-RSS upload size (MiB; 2048)")
     ap.add_argument("--params", type=int, help="model parameters (10,000,000)")
     ap.add_argument("--repeats", type=int, default=5, help="re-log repeats")
+    ap.add_argument("--rounds", type=int, help="throughput rounds per client (3; quick: 1)")
     ap.add_argument("--no-peers", action="store_true", help="measure mlops-jupyter only")
     ap.add_argument("--rss-child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -554,6 +595,7 @@ def main() -> int:
     a.size_mb = a.size_mb or (64 if a.quick else 1024)
     a.rss_mb = a.rss_mb or (128 if a.quick else 2048)
     a.params = a.params or (1_000_000 if a.quick else 10_000_000)
+    a.rounds = a.rounds or (1 if a.quick else 3)
     sys.path.insert(0, str(ROOT))
 
     skipped = []
@@ -564,8 +606,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as tmp:
         work = Path(tmp)
         free = shutil.disk_usage(work).free / MIB
-        # source files, one download at a time, the server's copies of each client's upload
-        need = 4 * a.size_mb + 2 * a.rss_mb
+        # source file, a download, the cache, and the server's copies of every upload (its
+        # volumes keep deleted bytes until compacted)
+        need = a.size_mb * (3 + 7 * a.rounds) + a.rss_mb * 7
         if free < need:
             raise SystemExit(f"{free:,.0f} MiB free in {work}, this run needs about {need:,}")
         # the caller's own store and cloud settings stay out of it
@@ -583,7 +626,7 @@ def main() -> int:
             t0 = time.perf_counter()
             src = make_file(data / f"model-{a.size_mb}m.bin", a.size_mb)
             log(f"1. throughput, {a.size_mb} MiB ...")
-            tp = throughput(src, work, peers)
+            tp = throughput(src, work, peers, a.rounds)
             log("3. re-logging the unchanged file ...")
             rl = relog(src, a.repeats)
             src.unlink()
