@@ -41,11 +41,8 @@ by MLOPS_JUPYTER_ARTIFACTS_RETRY_S (default 60 s).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import os
-import queue
 import re
 import socket
 import tempfile
@@ -67,47 +64,14 @@ from ..errors import (
     MlopsJupyterError,
 )
 from .base import CHUNK, ArtifactStore, ObjectInfo, blob_key, check_key, sha256_file
+from .objectclient import ClientMixin, HashingReader, Pump, alive, env_float
 
 MARKERS = ".mlops-uploads"
 _STALE_OTHER_HOST_S = 24 * 3600
 _KINDS = {"s3": "s3", "gs": "gs", "az": "az", "azure": "az", "abfs": "az", "abfss": "az"}
-_HINTS = {
-    "s3": "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy",
-    "gs": "check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT) and the bucket's IAM",
-    "az": "check AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)",
-}
-_SECRET_VARS = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_ACCESS_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_CLIENT_SECRET",
-)
-_URL = re.compile(r"https?://[^/\s?]+")
 
 
-def _env_float(name: str, default: float, low: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return max(low, float(raw))
-    except ValueError:
-        raise InvalidInputError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _scrub(text: str) -> str:
-    """`text` without any secret the environment holds (belt and braces: obstore's
-    messages name URLs and paths, not credentials)."""
-    for var in _SECRET_VARS:
-        val = os.environ.get(var)
-        if val and len(val) >= 4:
-            text = text.replace(val, "***")
-    return re.sub(r"(X-Amz-Signature|X-Amz-Credential|sig|se)=[^&\s]+", r"\1=***", text)
-
-
-class ObjectArtifactStore(ArtifactStore):
+class ObjectArtifactStore(ClientMixin, ArtifactStore):
     """Artifacts in a bucket (S3, GCS) or container (Azure) under a prefix."""
 
     def __init__(
@@ -140,12 +104,12 @@ class ObjectArtifactStore(ArtifactStore):
         if self.prefix:
             check_key(self.prefix)
         self.location = f"{scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        mb = _env_float("MLOPS_JUPYTER_ARTIFACTS_PART_MB", 8.0, 5.0)
+        mb = env_float("MLOPS_JUPYTER_ARTIFACTS_PART_MB", 8.0, 5.0)
         self.part_size = int(part_size or mb * (1 << 20))
         self.concurrency = int(
-            concurrency or _env_float("MLOPS_JUPYTER_ARTIFACTS_CONCURRENCY", 8, 1)
+            concurrency or env_float("MLOPS_JUPYTER_ARTIFACTS_CONCURRENCY", 8, 1)
         )
-        self.retry_s = float(retry_s or _env_float("MLOPS_JUPYTER_ARTIFACTS_RETRY_S", 60.0, 0.1))
+        self.retry_s = float(retry_s or env_float("MLOPS_JUPYTER_ARTIFACTS_RETRY_S", 60.0, 0.1))
         self.endpoint = ""
         self._store: Any = None
         self._lock = threading.Lock()
@@ -158,113 +122,11 @@ class ObjectArtifactStore(ArtifactStore):
                 self._store = self._open()
             return self._store
 
-    def _open(self) -> Any:
-        try:
-            from obstore.store import AzureStore, GCSStore, S3Store
-        except ImportError:
-            raise ArtifactStoreError(
-                f"{self.location} needs obstore: pip install 'mlops-jupyter[s3]'"
-            ) from None
-        retry = {
-            "max_retries": 10,
-            "retry_timeout": timedelta(seconds=self.retry_s),
-            "backoff": {
-                "init_backoff": timedelta(milliseconds=100),
-                "max_backoff": timedelta(seconds=min(5.0, max(0.5, self.retry_s / 4))),
-                "base": 2,
-            },
-        }
-        client: dict[str, Any] = {
-            "connect_timeout": f"{max(1, min(10, int(self.retry_s)))}s",
-            # per request: parts and ranges are a few MB, so this only cuts off a stalled peer
-            "timeout": "300s",
-        }
-        url = self.location
-        try:
-            if self.kind == "s3":
-                return self._open_s3(S3Store, url, client, retry)
-            if self.kind == "gs":
-                return GCSStore.from_url(url, client_options=client, retry_config=retry)
-            emulator = os.environ.get("AZURITE_BLOB_STORAGE_URL", "")
-            if emulator.startswith("http://"):
-                client["allow_http"] = True
-            self.endpoint = emulator
-            return AzureStore.from_url(url, client_options=client, retry_config=retry)
-        except Exception as e:  # bad configuration: name it, not its values
-            raise ArtifactStoreError(
-                f"cannot configure {self.location}: {_scrub(str(e).splitlines()[0])}"
-            ) from None
-
-    def _open_s3(self, S3Store: Any, url: str, client: dict, retry: dict) -> Any:
-        config: dict[str, Any] = {}
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            self.endpoint = endpoint.rstrip("/")
-            config["endpoint"] = self.endpoint
-            # S3-compatible servers (MinIO, SeaweedFS, Ceph) address buckets path-style
-            config["virtual_hosted_style_request"] = False
-            if self.endpoint.startswith("http://"):
-                client["allow_http"] = True
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            config["region"] = region
-        elif endpoint:
-            config["region"] = "us-east-1"  # S3-compatible servers accept any region
-        kwargs: dict[str, Any] = {}
-        if os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_ACCESS_KEY_ID"):
-            try:
-                from obstore.auth.boto3 import Boto3CredentialProvider
-            except ImportError:
-                raise ArtifactStoreError(
-                    f"{self.location}: AWS_PROFILE is set; profiles are read through boto3 "
-                    "(pip install boto3), or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-                ) from None
-            kwargs["credential_provider"] = Boto3CredentialProvider()
-        return S3Store.from_url(
-            url, config=config, client_options=client, retry_config=retry, **kwargs
-        )
-
     def close(self) -> None:
         with self._lock:
             self._store = None  # obstore closes its connection pool when dropped
 
     # -- errors -------------------------------------------------------------------------------
-    def _error(self, e: BaseException, what: str, key: str | None) -> ArtifactStoreError:
-        """The ArtifactStoreError (or ArtifactNotFoundError) for obstore error `e`."""
-        from obstore.exceptions import (
-            NotFoundError,
-            PermissionDeniedError,
-            UnauthenticatedError,
-        )
-
-        msg = str(e)
-        where = f"{key!r} in {self.location}" if key else self.location
-        container = "container" if self.kind == "az" else "bucket"
-        if "NoSuchBucket" in msg or "ContainerNotFound" in msg:
-            return ArtifactStoreError(
-                f"{container} {self.bucket!r} does not exist ({self.location}); create it first"
-            )
-        if isinstance(e, (NotFoundError, FileNotFoundError)):  # obstore raises the builtin
-            return ArtifactNotFoundError(f"no object {where}")
-        denied = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden")
-        if isinstance(e, (PermissionDeniedError, UnauthenticatedError)) or any(
-            d in msg for d in denied
-        ):
-            return ArtifactStoreError(
-                f"access denied to {self.location} (cannot {what} {key!r}): {_HINTS[self.kind]}"
-                if key
-                else f"access denied to {self.location}: {_HINTS[self.kind]}"
-            )
-        if "error sending request" in msg or "Connect" in msg or "dns error" in msg:
-            m = _URL.search(msg)
-            endpoint = m.group(0) if m else (self.endpoint or f"the {self.kind} endpoint")
-            return ArtifactStoreError(
-                f"cannot reach endpoint {endpoint} to {what} {where} "
-                f"(gave up after {self.retry_s:g} s of retries)"
-            )
-        first = _scrub(msg.splitlines()[0] if msg else type(e).__name__)
-        return ArtifactStoreError(f"cannot {what} {where}: {first[:500]}")
-
     def _call(self, what: str, key: str | None, fn, *args, **kwargs):
         from obstore.exceptions import BaseError
 
@@ -369,7 +231,7 @@ class ObjectArtifactStore(ArtifactStore):
             return self._put_small(key, b"".join(head), if_absent)
         if if_absent and self.head(key) is not None:
             return False
-        pump = _Pump(head, it)
+        pump = Pump(head, it)
         try:
             self._put_multipart(key, pump.chunks())
         except BaseException:
@@ -392,7 +254,7 @@ class ObjectArtifactStore(ArtifactStore):
         if self.head(key) is not None:
             return digest, size
         with open(src, "rb") as f:
-            reader = _HashingReader(f, digest, src)
+            reader = HashingReader(f, digest, src)
             if size <= self.part_size:
                 data = reader.read(size + 1)
                 if reader.read(1):  # end of file checks the digest; more bytes: it grew
@@ -447,7 +309,7 @@ class ObjectArtifactStore(ArtifactStore):
                     info["id"], info["key"]  # noqa: B018 - malformed markers are skipped
                 except (ArtifactNotFoundError, ValueError, KeyError, TypeError):
                     continue  # finished meanwhile, or not one of ours
-                if same_host and _alive(pid):
+                if same_host and alive(pid):
                     continue
                 if not same_host and time.time() - started < _STALE_OTHER_HOST_S:
                     continue
@@ -587,95 +449,3 @@ class ObjectArtifactStore(ArtifactStore):
             if isinstance(e.__cause__, NotSupportedError):
                 return None  # credentials that cannot sign (e.g. Azure without an account key)
             raise
-
-
-class _HashingReader:
-    """A file read by obstore part by part, hashed on the way: at its end, bytes that do not
-    hash to `digest` raise (and the upload is aborted)."""
-
-    def __init__(self, f: Any, digest: str, src: Path) -> None:
-        self.f, self.digest, self.src = f, digest, src
-        self.h = hashlib.sha256()
-        self.size = 0
-        self.failure: BaseException | None = None
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.h.update(data)
-        self.size += len(data)
-        if not data and self.h.hexdigest() != self.digest:
-            self.failure = ArtifactIntegrityError(
-                f"{self.src} changed while it was being stored; log it again"
-            )
-            raise self.failure
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:  # obstore asks for it, never calls it
-        if (offset, whence) != (0, 1):
-            raise io.UnsupportedOperation("an upload is read once, front to back")
-        return self.f.tell()
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-
-class _Pump:
-    """The caller's chunks, read in a thread of their own and handed over through a short
-    queue. obstore iterates a sync iterator inside its async runtime, where a call into
-    obstore (chunks read from another bucket: `put_stream(k, other.iter_bytes(k))`) would
-    panic; in this thread it is an ordinary call. Two chunks in flight bound the memory."""
-
-    _END = object()
-
-    def __init__(self, first: list[bytes], rest: Iterator[bytes]) -> None:
-        self.failure: BaseException | None = None
-        self._q: queue.Queue = queue.Queue(maxsize=1)
-        self._stopped = threading.Event()
-        self._first, self._rest = first, rest
-        self._t = threading.Thread(target=self._run, name="artifact-upload-source", daemon=True)
-        self._t.start()
-
-    def _hand(self, item: object) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            while self._first:
-                if not self._hand(self._first.pop(0)):
-                    return
-            for c in self._rest:
-                if not self._hand(bytes(c)):
-                    return
-        except BaseException as e:
-            self.failure = e
-        self._hand(self._END)
-
-    def chunks(self) -> Iterator[bytes]:
-        while True:
-            item = self._q.get()
-            if item is self._END:
-                if self.failure is not None:
-                    raise RuntimeError("the source of the upload failed")  # aborts it
-                return
-            yield item
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._t.join(timeout=5)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
