@@ -273,3 +273,32 @@ def test_azure_missing_container_and_wrong_key(az_url, monkeypatch):
     msg = _secret_free(ei.value)
     assert wrong not in msg and "access denied to az://mlops-test/" in msg
     assert "AZURE_STORAGE_ACCOUNT_KEY" in msg
+
+
+def _child_head(url: str, q) -> None:
+    from mlops_jupyter.artifacts import open_artifacts as reopen
+
+    try:
+        q.put(("ok", reopen(url).exists("a")))
+    except ArtifactStoreError as e:
+        q.put(("error", str(e)))
+
+
+def test_forked_child_gets_a_clear_error(s3_url):
+    """obstore is not fork-safe: a child forked after the parent used object storage gets a
+    clear error instead of hanging; a spawned child works."""
+    import multiprocessing as mp
+
+    open_artifacts(s3_url).put_stream("a", [b"x"])
+    for method, expect in (("fork", "error"), ("spawn", "ok")):
+        ctx = mp.get_context(method)
+        q = ctx.Queue()
+        p = ctx.Process(target=_child_head, args=(s3_url, q))
+        p.start()
+        got = q.get(timeout=60)
+        p.join(30)
+        assert got[0] == expect, got
+        if expect == "error":
+            assert "fork" in got[1] and "spawn" in got[1]
+        else:
+            assert got[1] is True

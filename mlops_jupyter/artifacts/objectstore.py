@@ -68,6 +68,7 @@ from .objectclient import ClientMixin, HashingReader, Pump, alive, env_float
 
 MARKERS = ".mlops-uploads"
 _STALE_OTHER_HOST_S = 24 * 3600
+_runtime_pid: int | None = None  # the process whose obstore runtime is running
 _KINDS = {"s3": "s3", "gs": "gs", "az": "az", "azure": "az", "abfs": "az", "abfss": "az"}
 
 
@@ -117,9 +118,19 @@ class ObjectArtifactStore(ClientMixin, ArtifactStore):
 
     # -- the obstore client ----------------------------------------------------------------
     def _client(self) -> Any:
+        global _runtime_pid
+        pid = os.getpid()
+        if _runtime_pid is not None and _runtime_pid != pid:
+            # obstore's runtime threads do not survive fork(): a call would hang for ever
+            raise ArtifactStoreError(
+                f"{self.location}: object storage cannot be used in a process forked after "
+                "the parent used it (obstore is not fork-safe); start worker processes with "
+                "multiprocessing's 'spawn' or 'forkserver' method"
+            )
         with self._lock:
             if self._store is None:
                 self._store = self._open()
+            _runtime_pid = pid
             return self._store
 
     def close(self) -> None:
