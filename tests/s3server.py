@@ -52,6 +52,22 @@ def weed_bin() -> Path:
     return Path(found)
 
 
+try:  # resolved here, not in the forked child (no loader lock taken between fork and exec)
+    import ctypes
+
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the server's process before exec: SIGKILL it when the test process dies, so a
+    killed test run leaves no server behind (Linux; elsewhere nothing)."""
+    os.setsid()  # its own session too: a test's Ctrl-C does not reach it first
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
 def free_ports(n: int) -> list[int]:
     """`n` distinct free TCP ports on 127.0.0.1 (held together while picked, so distinct)."""
     socks = []
@@ -122,7 +138,7 @@ class S3Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a test's Ctrl-C does not reach it first
+                preexec_fn=_die_with_parent,
             )
         self._wait_ready()
 
@@ -228,7 +244,7 @@ class AzuriteServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + start_timeout
         last: Exception | None = None
