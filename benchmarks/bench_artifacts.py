@@ -1,17 +1,17 @@
 """Artifacts on object storage: mlops-jupyter's artifact store against boto3, MLflow, s3fs
 (fsspec) and obstore, all on one SeaweedFS server started here (127.0.0.1), in one run.
 
-    .venv-bench/bin/python benchmarks/bench_artifacts.py            # 1 GiB / 2 GiB, ~5 minutes
+    .venv-bench/bin/python benchmarks/bench_artifacts.py            # 1 GiB / 2 GiB, ~10-13 min
     .venv-bench/bin/python benchmarks/bench_artifacts.py --quick    # 64 MiB / 128 MiB smoke run
-    .venv-bench/bin/python benchmarks/bench_artifacts.py --size-mb 256 --rss-mb 512
+    .venv-bench/bin/python benchmarks/bench_artifacts.py --size-mb 256 --rss-mb 512 --rounds 5
 
 Figures (issue 13):
-1. upload and download throughput of one file of --size-mb MiB: ours through
-   `mj.log_artifact` / `run.artifact_path` (content-addressed: hash, existence check,
-   put-if-absent upload; download into the read-through cache, verified) and through the
-   raw contract (`put_file` / `get_file`), against boto3 `upload_file`/`download_file`,
-   `mlflow.log_artifact` / `download_artifacts` (S3 artifact root), s3fs `put`/`get` and
-   obstore `put`/`get` directly;
+1. upload and download throughput of one file of --size-mb MiB, --rounds interleaved
+   rounds (median and range): ours through `mj.log_artifact` / `run.artifact_path`
+   (content-addressed: hash, existence check, put-if-absent upload; download into the
+   read-through cache, verified) and through the raw contract (`put_file` / `get_file`),
+   against boto3 `upload_file`/`download_file`, `mlflow.log_artifact` /
+   `download_artifacts` (S3 artifact root), s3fs `put`/`get` and obstore `put`/`get`;
 2. peak RSS above the process baseline while uploading a --rss-mb MiB file, each client in
    a fresh subprocess (VmHWM after resetting it through /proc/self/clear_refs);
 3. re-logging the unchanged file (one existence check, no upload);
@@ -360,15 +360,7 @@ def rss_child(mode: str, path: str) -> None:
         def upload() -> None:
             c.upload_file(str(src), BUCKET, "boto3/rss")
     elif mode == "obstore":
-        import obstore as obs
-
-        _, up, _, _ = obstore_client(src)
-        st_up = up
-
-        def upload() -> None:
-            st_up()
-
-        del obs
+        _, upload, _, _ = obstore_client(src)
     elif mode == "s3fs":
         import s3fs
 
