@@ -42,6 +42,8 @@ CHUNK = 8 << 20  # read/stream granularity: large enough for throughput, small f
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL and friends: refused by object stores too
 BLOB_PREFIX = "artifacts"
+MODELS_PREFIX = "models"
+CHECKPOINTS_PREFIX = "checkpoints"
 
 
 class ObjectInfo(NamedTuple):
@@ -82,6 +84,16 @@ def blob_key(digest: str) -> str:
     """The key of content-addressed blob `digest` (the one place that spells it)."""
     d = check_digest(digest)
     return f"{BLOB_PREFIX}/{d[:2]}/{d[2:]}"
+
+
+def model_key(name: str, folder: str | None = None) -> str:
+    """The key prefix of model `name`'s versions, or of one version's `folder`."""
+    return check_key(f"{MODELS_PREFIX}/{name}" + (f"/{folder}" if folder else ""))
+
+
+def checkpoint_key(experiment: str, series: str) -> str:
+    """The key prefix of a checkpoint series (both parts already made file-name safe)."""
+    return check_key(f"{CHECKPOINTS_PREFIX}/{experiment}/{series}")
 
 
 def digest_of_key(key: str) -> str | None:

@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .base import BLOB_PREFIX, digest_of_key
+from .base import BLOB_PREFIX, MODELS_PREFIX, digest_of_key
 
 if TYPE_CHECKING:
     from ..store.db import Store
     from .base import ArtifactStore
 
-MODEL_PREFIX = "models"
+MODEL_PREFIX = MODELS_PREFIX
 DEFAULT_GRACE_S = 24 * 3600.0
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ..artifacts.base import model_key
 from ..errors import ArtifactNotFoundError, InvalidInputError
 from ..store import Store
 from ..store import registry as rs
@@ -211,7 +212,7 @@ def _store_files(artifacts: ArtifactStore, name: str, save) -> tuple[dict, str, 
     returns (save's metadata, the key prefix, digest, size)."""
     # A local artifact store gets the folder written beside its final place and renamed
     # (no second copy of a large model); object storage gets it uploaded from a temp folder.
-    home = artifacts.local_path(f"models/{name}")
+    home = artifacts.local_path(model_key(name))
     if home is not None:
         tmp = home / f".incoming-{secrets.token_hex(6)}"
         tmp.mkdir(parents=True)  # the umask's mode (mkdtemp's 0700 would shut a team out)
@@ -223,7 +224,7 @@ def _store_files(artifacts: ArtifactStore, name: str, save) -> tuple[dict, str, 
     try:
         meta = save(tmp)
         digest, size = _digest(tmp)
-        prefix = f"models/{name}/{digest[:16]}-{secrets.token_hex(3)}"
+        prefix = model_key(name, f"{digest[:16]}-{secrets.token_hex(3)}")
         if home is not None:
             os.replace(tmp, artifacts.local_path(prefix))
         else:

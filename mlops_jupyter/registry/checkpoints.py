@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..artifacts.base import checkpoint_key
 from ..errors import InvalidInputError
 from .ckpt_io import (
     MANIFEST,
@@ -109,7 +110,7 @@ def _series(name: str | None = None, dir: str | os.PathLike | None = None) -> Se
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("checkpoint name must be a non-empty string")
     artifacts = current_store().artifacts
-    prefix = f"checkpoints/{_slug(experiment)}/{_slug(name)}"
+    prefix = checkpoint_key(_slug(experiment), _slug(name))
     local = artifacts.local_path(prefix)
     if local is not None:
         return Series(local)
