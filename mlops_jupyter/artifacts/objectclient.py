@@ -39,26 +39,6 @@ _SECRET_VARS = (
 _URL = re.compile(r"https?://[^/\s?]+")
 
 
-def _env_float(name: str, default: float, low: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return max(low, float(raw))
-    except ValueError:
-        raise InvalidInputError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _scrub(text: str) -> str:
-    """`text` without any secret the environment holds (belt and braces: obstore's
-    messages name URLs and paths, not credentials)."""
-    for var in _SECRET_VARS:
-        val = os.environ.get(var)
-        if val and len(val) >= 4:
-            text = text.replace(val, "***")
-    return re.sub(r"(X-Amz-Signature|X-Amz-Credential|sig|se)=[^&\s]+", r"\1=***", text)
-
-
 def env_float(name: str, default: float, low: float) -> float:
     """A number from the environment (at least `low`), or `default` when unset."""
     raw = os.environ.get(name, "").strip()
