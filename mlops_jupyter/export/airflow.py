@@ -1,10 +1,13 @@
 """`--target airflow`: an Airflow DAG file with one task per stage.
 
-Each task runs its stage through the pipeline runtime (`run_task`), which reads upstream
-outputs from the pipeline's cache folder, so the tasks of one DAG run share that folder
-(one machine, or a shared volume). Airflow itself is not needed to write the file."""
+Each task runs its stage in a process of its own (schedtask.run_stage), reading upstream
+outputs from the pipeline's stage cache, so the tasks of one DAG run share that cache (one
+machine, a shared volume, or object storage via MLOPS_JUPYTER_PIPELINE_CACHE). Airflow
+itself is not needed to write the file."""
 
 from __future__ import annotations
+
+import textwrap
 
 from .plan import Plan
 
@@ -29,9 +32,16 @@ try:  # Airflow 3
 except ImportError:  # Airflow 2
     from airflow.operators.python import PythonOperator  # noqa: E402
 
-from mlops_jupyter.export.runtime import run_task  # noqa: E402
+from mlops_jupyter.export.schedtask import pkg_parent_of, run_stage  # noqa: E402
 
 PIPELINE = {name!r}
+
+
+def run_stage_task(stage, params, run_id, **_):
+    """One stage in a process of its own; the DAG run's params override params.yaml."""
+    tags = {{"airflow.run_id": str(run_id)}}
+    return run_stage(PIPELINE, stage, pkg_parent_of(__file__), dict(params), tags)
+
 
 with DAG(
     dag_id={name!r},
@@ -56,8 +66,8 @@ def dag_file(plan: Plan, name: str, notebook: str) -> str:
         tasks.append(
             f"    {s.name}_task = PythonOperator(\n"
             f"        task_id={s.name!r},\n"
-            f"        python_callable=run_task,\n"
-            f'        op_kwargs={{"package": PIPELINE, "stage": {s.name!r}}},\n'
+            f"        python_callable=run_stage_task,\n"
+            f'        op_kwargs={{"stage": {s.name!r}}},\n'
             f"    )"
         )
     edges = []
@@ -71,14 +81,13 @@ def dag_file(plan: Plan, name: str, notebook: str) -> str:
             edges.append(f"{src}_task >> {s.name}_task")
     params = "{" + "".join(f"\n        {k!r}: {v!r}," for k, v in plan.params.items())
     params += "\n    }" if plan.params else "}"
-    import textwrap
-
     about = textwrap.fill(
         f"One task per stage ({' -> '.join(s.name for s in stages)}). Place the `{name}` "
-        "folder in (or next to) Airflow's dags folder. Each task runs one stage with the "
-        f"mlops-jupyter runtime, reading upstream outputs from `{name}/.cache/` (use a shared "
-        "volume when workers run on several machines) and tracking it as a run in the "
-        "mlops-jupyter store. DAG params override params.yaml.",
+        "folder in (or next to) Airflow's dags folder. Each task runs one stage in a process of "
+        f"its own with the mlops-jupyter runtime, reading upstream outputs from the stage cache "
+        f"(`{name}/.cache/`, or MLOPS_JUPYTER_PIPELINE_CACHE=s3://... set for every worker when "
+        "workers run on several machines) and tracking it as a run in the mlops-jupyter store. "
+        "DAG params override params.yaml.",
         96,
         break_on_hyphens=False,
     )
