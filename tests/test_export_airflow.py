@@ -1,149 +1,225 @@
-"""`--target airflow`: the DAG file compiles and, imported against a minimal stand-in
-`airflow` package (Airflow itself is too heavy to install for CI), declares one task per
-stage with the derived dependencies; running the task callables in order runs the stages."""
+"""`--target airflow` on a real Airflow 3 (apache-airflow 3.3.2 + the standard provider in
+`.venv-airflow`, built by `make airflow` from .ci/airflow-requirements.txt): the exported DAG
+loads in a real DagBag, `airflow dags test` runs it end to end with each task in a process
+of its own reading its inputs from the stage cache (object storage here), and the outputs
+equal `python -m PIPE`'s. DAG params map to pipeline params; a failing stage shows its error
+and the resume hint in the task log, and the next run resumes from the cache."""
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import sys
-import textwrap
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
-from export_helpers import NOTEBOOKS, pipeline_runs, points
+from export_helpers import NOTEBOOKS, ROOT, make_nb, points, run_pipeline
 
 import mlops_jupyter as mj
 from mlops_jupyter.export import export_notebook
 
-FAKE_AIRFLOW = {
-    "airflow/__init__.py": """
-        class DAG:
-            current = None
-            def __init__(self, dag_id, **kwargs):
-                self.dag_id = dag_id
-                self.kwargs = kwargs
-                self.params = kwargs.get("params", {})
-                self.tasks = {}
-            def __enter__(self):
-                DAG.current = self
-                return self
-            def __exit__(self, *exc):
-                DAG.current = None
-                return False
-    """,
-    "airflow/operators/__init__.py": "",
-    "airflow/operators/python.py": """
-        from airflow import DAG
-
-        class PythonOperator:
-            def __init__(self, task_id, python_callable, op_kwargs=None, **kwargs):
-                self.task_id = task_id
-                self.python_callable = python_callable
-                self.op_kwargs = op_kwargs or {}
-                self.upstream = set()
-                self.dag = DAG.current
-                self.dag.tasks[task_id] = self
-            def __rshift__(self, other):
-                other.upstream.add(self.task_id)
-                return other
-    """,
+AIRFLOW_PY = ROOT / ".venv-airflow" / "bin" / "python"
+STAGES = ["load", "prep", "train", "evaluate"]
+# run by the Airflow venv's python: what a real DagBag makes of the dags folder (argv[1])
+DAGBAG_SCRIPT = """
+import json, sys
+from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dags = {
+    d.dag_id: {
+        "tasks": [t.task_id for t in d.tasks],
+        "ups": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
+        "params": {k: d.params[k] for k in d.params},
+    }
+    for d in bag.dags.values()
 }
+errors = {k: str(v) for k, v in bag.import_errors.items()}
+print("@@" + json.dumps({"errors": errors, "dags": dags}))
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow_db(tmp_path_factory) -> Path:
+    """A migrated Airflow metadata database (SQLite), made once and copied per test."""
+    if not AIRFLOW_PY.exists():
+        pytest.fail(f"no Airflow venv at {AIRFLOW_PY.parent.parent}: run `make airflow`")
+    home = tmp_path_factory.mktemp("airflow-template")
+    env = _airflow_env(home, home / "dags")
+    proc = subprocess.run(
+        [str(AIRFLOW_PY.parent / "airflow"), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return home / "airflow.db"
+
+
+def _airflow_env(home: Path, dags: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the Airflow venv finds this checkout through its .pth
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+    )
+    return env
+
+
+class Airflow:
+    """A throw-away AIRFLOW_HOME with its dags folder, driven through the Airflow venv."""
+
+    def __init__(self, db: Path, home: Path):
+        home.mkdir(parents=True)
+        shutil.copy(db, home / "airflow.db")
+        self.dags = home / "dags"
+        self.dags.mkdir()
+        self.env = _airflow_env(home, self.dags)
+
+    def run(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        """`airflow ARGS`; stdout and stderr together in .stdout."""
+        return subprocess.run(
+            [str(AIRFLOW_PY.parent / "airflow"), *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+
+    def dagbag(self) -> dict:
+        """What a real DagBag makes of the dags folder: import errors, tasks, params."""
+        proc = subprocess.run(
+            [str(AIRFLOW_PY), "-c", DAGBAG_SCRIPT, str(self.dags)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("@@"))
+        return json.loads(line[2:])
 
 
 @pytest.fixture
-def fake_airflow(tmp_path, monkeypatch):
-    """A stand-in `airflow` package on sys.path for this test only."""
-    root = tmp_path / "fake_airflow"
-    for rel, text in FAKE_AIRFLOW.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text))
-    monkeypatch.syspath_prepend(str(root))
-    before = set(sys.modules)
-    yield root
-    for name in set(sys.modules) - before:
-        if name.split(".")[0] in ("airflow", "example_dag_pipe", "dag_under_test"):
-            del sys.modules[name]
+def airflow(airflow_db, tmp_path) -> Airflow:
+    """Airflow for this test; its tasks write to this test's store (MLOPS_JUPYTER_STORE)."""
+    return Airflow(airflow_db, tmp_path / "airflow-home")
 
 
-def test_airflow_dag_has_one_task_per_stage_and_runs(tmp_path, fake_airflow, monkeypatch):
-    res = export_notebook(
-        NOTEBOOKS / "pipeline_example.ipynb", tmp_path / "example_dag_pipe", target="airflow"
-    )
-    dag_path = res.path / "airflow_dag.py"
-    src = dag_path.read_text()
-    compile(src, str(dag_path), "exec")
-    imported = {
-        a.name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) for a in n.names
-    }
-    assert {"DAG", "PythonOperator", "run_task"} <= imported
-
-    monkeypatch.syspath_prepend(str(res.path.parent))  # as Airflow does for its dags folder
-    spec = importlib.util.spec_from_file_location("dag_under_test", dag_path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["dag_under_test"] = mod
-    spec.loader.exec_module(mod)
-    dag = mod.dag
-    assert dag.dag_id == "example_dag_pipe"
-    assert dag.params == res.params
-    assert list(dag.tasks) == ["load", "prep", "train", "evaluate"]
-    ups = {t: task.upstream for t, task in dag.tasks.items()}
-    assert ups == {
-        "load": set(),
-        "prep": {"load"},
-        "train": {"prep"},
-        "evaluate": {"load", "prep", "train"},
-    }
-
-    # what a worker does: call each task with the DAG run's context, upstream first
-    for t in ["load", "prep", "train", "evaluate"]:
-        task = dag.tasks[t]
-        task.python_callable(**task.op_kwargs, params=dict(dag.params), run_id="manual__1")
-    runs = [mj.get_run(r) for r in mj.runs()["id"].to_list()]
-    assert {r["tags"]["mlops.stage"] for r in runs} == {"load", "prep", "train", "evaluate"}
-    assert all(r["tags"]["airflow.run_id"] == "manual__1" for r in runs)
-    assert all(r["status"] == "finished" for r in runs)
-    assert len(points([r["id"] for r in runs])["train_mse"]) == 30
-    assert pipeline_runs()[0] == []  # a task tracks its stage only, no parent run
+def _manifests(root: Path, stages: list[str]) -> dict[str, tuple[str, dict]]:
+    """stage -> (cache key, {output: version}) of the one cache entry of each stage."""
+    out = {}
+    for stage in stages:
+        entries = [p for p in (root / stage).iterdir() if not p.name.startswith(".")]
+        assert len(entries) == 1, entries
+        m = json.loads((entries[0] / "manifest.json").read_text())
+        out[stage] = (m["key"], {k: e["version"] for k, e in m["outputs"].items()})
+    return out
 
 
-def test_airflow_task_without_upstream_outputs_fails_clearly(tmp_path, fake_airflow, monkeypatch):
-    from mlops_jupyter.export.runtime import StageFailed, run_task
+def _stage_runs() -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for rid in reversed(mj.runs()["id"].to_list()):
+        r = mj.get_run(rid)
+        if "mlops.stage" in r["tags"]:
+            runs.setdefault(r["tags"]["mlops.stage"], []).append(r)
+    return runs
+
+
+def test_real_airflow_runs_the_dag_like_python_m(airflow, s3_url, tmp_path):
+    # the reference: python -m PIPE with its own local cache
+    ref = export_notebook(NOTEBOOKS / "pipeline_example.ipynb", tmp_path / "ref" / "example_pipe")
+    run_pipeline(ref.path, "-q")
+    want = _manifests(ref.path / ".cache", STAGES)
+    ref_runs = _stage_runs()
+    ref_points = points([r["id"] for rs in ref_runs.values() for r in rs])
 
     res = export_notebook(
-        NOTEBOOKS / "pipeline_example.ipynb", tmp_path / "example_dag_pipe", target="airflow"
+        NOTEBOOKS / "pipeline_example.ipynb", airflow.dags / "example_dag_pipe", target="airflow"
     )
-    monkeypatch.syspath_prepend(str(res.path.parent))
-    with pytest.raises(StageFailed, match="no cached result"):
-        run_task("example_dag_pipe", "train", params={})
-
-
-def test_real_airflow_dagbag_imports_the_dag(tmp_path, monkeypatch):
-    """Runs where Airflow is installed (not in the default dev environment)."""
-    pytest.importorskip("airflow.models.dagbag")
-    from airflow.models.dagbag import DagBag
-
-    dags = tmp_path / "dags"
-    res = export_notebook(
-        NOTEBOOKS / "pipeline_example.ipynb", dags / "example_dagbag_pipe", target="airflow"
-    )
-    bag = DagBag(dag_folder=str(dags))
-    assert not bag.import_errors, bag.import_errors
-    dag = bag.dags["example_dagbag_pipe"]
-    ups = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
-    assert ups == {
-        "load": set(),
-        "prep": {"load"},
-        "train": {"prep"},
-        "evaluate": {"load", "prep", "train"},
+    bag = airflow.dagbag()
+    assert bag["errors"] == {}
+    dag = bag["dags"]["example_dag_pipe"]
+    assert dag["tasks"] == STAGES  # one task per stage
+    assert dag["ups"] == {
+        "load": [],
+        "prep": ["load"],
+        "train": ["prep"],
+        "evaluate": ["load", "prep", "train"],
     }
-    assert dict(dag.params) == res.params
+    assert dag["params"] == res.params
+
+    # the stage cache on object storage, as for workers on several machines
+    mirror = tmp_path / "worker-cache"
+    airflow.env.update(
+        MLOPS_JUPYTER_PIPELINE_CACHE=s3_url,
+        MLOPS_JUPYTER_CACHE=str(mirror),
+        **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")},
+    )
+    proc = airflow.run("dags", "test", "example_dag_pipe")
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert "state=success" in proc.stdout, proc.stdout[-6000:]
+    assert not (res.path / ".cache").exists()  # nothing cached beside the DAG
+    (remote,) = [p for p in (mirror / "pipelines").iterdir() if p.is_dir()]
+    assert _manifests(remote, STAGES) == want  # same keys, same output versions
+
+    af = {s: [r for r in rs if "airflow.run_id" in r["tags"]] for s, rs in _stage_runs().items()}
+    assert {s: len(rs) for s, rs in af.items()} == {s: 1 for s in STAGES}
+    af_runs = [rs[0] for rs in af.values()]
+    assert all(r["status"] == "finished" and r["parent_id"] is None for r in af_runs)
+    assert len({r["tags"]["airflow.run_id"] for r in af_runs}) == 1
+    # each task ran its stage in a process of its own
+    assert len({r["tags"]["mlops.task_pid"] for r in af_runs}) == len(STAGES)
+    assert points([r["id"] for r in af_runs]) == ref_points
+    assert len(ref_points["train_mse"]) == 30
 
 
-def test_airflow_tasks_give_the_notebooks_values(tmp_path, fake_airflow, monkeypatch, capsys):
-    import shutil
+def test_dag_params_failure_in_the_task_log_and_resume(airflow, tmp_path):
+    nb = make_nb(
+        [
+            ("fail = True\nscale = 2.0", ["parameters"]),
+            ("import numpy as np\nbase = np.arange(5) * scale", ["stage=make"]),
+            (
+                "if fail:\n    raise ValueError('boom in fit')\nprint('R: total', base.sum())",
+                ["stage=fit"],
+            ),
+        ],
+        tmp_path / "p_nb.ipynb",
+    )
+    res = export_notebook(nb, airflow.dags / "param_dag_pipe", target="airflow")
+    assert airflow.dagbag()["dags"]["param_dag_pipe"]["params"] == {"fail": True, "scale": 2.0}
 
-    from export_helpers import kernel_env, make_nb, marked, notebook_values
+    failed = airflow.run("dags", "test", "param_dag_pipe")
+    log = failed.stdout
+    assert "state=failed" in log, log[-6000:]
+    assert "ValueError: boom in fit" in log
+    assert "stage 'fit' failed" in log and "run the pipeline again to resume at 'fit'" in log
+    runs = _stage_runs()
+    assert [r["status"] for r in runs["make"]] == ["finished"]
+    assert [r["status"] for r in runs["fit"]] == ["failed"]
+
+    # DAG run conf -> pipeline params; `make` does not use `fail`: it comes from the cache
+    ok = airflow.run("dags", "test", "param_dag_pipe", "--conf", json.dumps({"fail": False}))
+    assert ok.returncode == 0 and "state=success" in ok.stdout, ok.stdout[-6000:]
+    runs = _stage_runs()
+    assert runs["make"][-1]["tags"]["mlops.cache"] == "hit"
+    assert runs["fit"][-1]["tags"]["mlops.cache"] == "miss"
+    assert runs["fit"][-1]["status"] == "finished"
+    assert "R: total 20.0" in ok.stdout
+
+    scaled = airflow.run("dags", "test", "param_dag_pipe", "-c", '{"fail": false, "scale": 3.0}')
+    assert scaled.returncode == 0, scaled.stdout[-6000:]
+    assert "R: total 30.0" in scaled.stdout
+    assert (res.path / ".cache" / "make").is_dir()
+
+
+def test_airflow_tasks_give_the_notebooks_values(airflow, tmp_path, monkeypatch):
+    from export_helpers import kernel_env, marked, notebook_values
 
     kernel_env(monkeypatch)
     nb = make_nb(
@@ -165,22 +241,10 @@ def test_airflow_tasks_give_the_notebooks_values(tmp_path, fake_airflow, monkeyp
         tmp_path / "rng_nb.ipynb",
     )
     want = notebook_values(nb, tmp_path)
-    capsys.readouterr()
-    res = export_notebook(nb, tmp_path / "example_dag_pipe", target="airflow")
-    monkeypatch.syspath_prepend(str(res.path.parent))
-    spec = importlib.util.spec_from_file_location("dag_under_test", res.path / "airflow_dag.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["dag_under_test"] = mod
-    spec.loader.exec_module(mod)
-    tasks = mod.dag.tasks
-    assert list(tasks) == ["setup", "first", "mutate", "report"]
-    # tasks run in notebook order: each starts from the random state the one before left
-    assert tasks["first"].upstream == {"setup"} and "mutate" in tasks["report"].upstream
-    for t in tasks.values():
-        t.python_callable(**t.op_kwargs, params={}, run_id="manual__1")
-    assert marked(capsys.readouterr().out) == want
-    # the last task alone, its upstream from the cache (a retry on another worker)
-    shutil.rmtree(res.path / ".cache" / "report")
-    t = tasks["report"]
-    t.python_callable(**t.op_kwargs, params={}, run_id="manual__2")
-    assert marked(capsys.readouterr().out) == want
+    assert len(want) == 1
+    export_notebook(nb, airflow.dags / "rng_dag_pipe", target="airflow")
+    # tasks run in notebook order, each in its own process, each starting from the random
+    # state the one before it left (restored from the cache)
+    proc = airflow.run("dags", "test", "rng_dag_pipe")
+    assert "state=success" in proc.stdout, proc.stdout[-6000:]
+    assert marked(proc.stdout) == want
