@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.data.cli",
     "mlops_jupyter.store.cli",
     "mlops_jupyter.artifacts.cli",
+    "mlops_jupyter.hpo.cli",
 )
 
 

@@ -11,8 +11,11 @@
     result.best_params, result.runs()
 
 The sweep is a run; each trial is a child run with its params and metrics. The optuna
-study lives beside the store (`.mlops/optuna.journal`, a journal file several processes can
-share), so another worker joins with `mj.sweep(objective, n_trials, study=<same name>)`.
+study lives with the store: in its own database on a PostgreSQL store (optuna's RDBStorage,
+with heartbeats), else beside it (`.mlops/optuna.journal`, a journal file several processes
+can share). Another worker joins with `mj.sweep(objective, n_trials, study=<same name>)` or
+`mlops-jupyter sweep join STUDY --objective module:function`; `workers=4` runs trials in
+four processes and `cluster=client` on a Dask cluster's workers (distributed.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -50,13 +54,14 @@ def _optuna():
 
 
 def study_storage(path: str | os.PathLike | None = None):
-    """The optuna storage beside the store: a journal file that concurrent processes (on
-    one machine or a shared file system) can use at once."""
+    """The optuna storage of the current store (see `distributed.storage_for`: RDBStorage
+    in a PostgreSQL store's database), or the journal file at `path`: one that concurrent
+    processes (on one machine or a shared file system) can use at once."""
     optuna = _optuna()
     if path is None:
-        from ..tracking.api import current_store
+        from .distributed import storage_for
 
-        path = current_store().root / "optuna.journal"
+        return storage_for()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages import JournalStorage
@@ -165,16 +170,21 @@ class Sweep:
         return self.study.best_trial
 
     def trials(self):
-        """All trials of the study (every worker): number, state, value, run_id, params."""
+        """All trials of the study (every worker): number, state, value, run_id, host,
+        params. Trials asked beyond the budget in a race between workers (never run) are
+        left out."""
         import polars as pl
 
         rows = []
         for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get("mlops.surplus"):
+                continue
             row = {
                 "number": t.number,
                 "state": t.state.name.lower(),
                 "value": t.value,
                 "run_id": t.user_attrs.get("mlops.run_id"),
+                "host": t.user_attrs.get("mlops.host"),
             }
             row.update({f"params.{k}": v for k, v in t.params.items()})
             rows.append(row)
@@ -216,6 +226,10 @@ def sweep(
     gate_poll_s: float = 10.0,
     live: bool | None = None,
     sync_pruning: bool = False,
+    workers: int = 1,
+    cluster: Any = None,
+    heartbeat_interval: int = 10,
+    max_retry: int | None = 3,
 ) -> Sweep:
     """Run `n_trials` optuna trials of `objective(trial)`, each as a child run of a sweep run.
 
@@ -231,7 +245,12 @@ def sweep(
     `live`: show an updating view where a notebook front end is registered (default).
     `sync_pruning`: report to optuna inside the mj.log call (about 2 ms each on the journal
     file) so pruning never depends on timing; by default a background thread reports and
-    the training loop does not wait."""
+    the training loop does not wait.
+    `workers`: run the trials in that many processes on this machine; `cluster`: a
+    `distributed.Client`, one worker loop per Dask worker. Either way `n_trials` is the
+    total, trials are child runs of this sweep run with the worker's host, and on a
+    PostgreSQL store a dead worker's trial is failed after `heartbeat_interval` seconds
+    without a heartbeat and retried up to `max_retry` times."""
     optuna = _optuna()
     from ..store import registry as sreg
     from ..tracking import api
@@ -244,6 +263,13 @@ def sweep(
         raise InvalidInputError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
     if metric is not None and (not isinstance(metric, str) or not metric):
         raise InvalidInputError("metric must be a metric key (string)")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidInputError(f"workers must be a positive integer, got {workers!r}")
+    spread = workers > 1 or cluster is not None
+    if spread and (isinstance(study, optuna.Study) or storage is not None):
+        raise InvalidInputError(
+            "workers/cluster sweeps keep their study in the store: pass a study name"
+        )
     pr, prune = _pruner(pruner)
     if isinstance(study, optuna.Study):
         st = study  # its own sampler and pruner apply
@@ -253,7 +279,12 @@ def sweep(
         if study is not None and not isinstance(study, str):
             raise InvalidInputError("study must be a study name or an optuna Study")
         study_name = study or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        stor = storage if storage is not None else study_storage()
+        if storage is not None:
+            stor = storage
+        else:
+            from .distributed import storage_for
+
+            stor = storage_for(heartbeat_interval=heartbeat_interval, max_retry=max_retry)
         st = optuna.create_study(
             study_name=study_name,
             storage=stor,
@@ -308,17 +339,40 @@ def sweep(
     bar = progress(
         total=n_trials, desc=f"sweep {st.study_name}", unit="trial", quiet=handle is not None
     )
+    from .distributed import ask, fail_stale, heartbeat
+
     try:
-        for _ in range(n_trials):
+        if spread:
+            from .distributed import run_spread
+
+            spec = {
+                "objective": objective,
+                "experiment": exp,
+                "metric": metric,
+                "prune": prune,
+                "sync": sync_pruning,
+                "catch": catch,
+                "heartbeat_interval": heartbeat_interval,
+                "max_retry": max_retry,
+                "sampler": sampler,
+                "seed": seed,
+                "pruner": pr,
+                "gate": gate is True,
+                "deadline": None if timeout is None else time.time() + timeout,
+            }
+            run_spread(st, run, spec, n_trials, workers, cluster, view, redraw, bar)
+        for _ in range(0 if spread else n_trials):
             if t_end is not None and time.monotonic() > t_end:
                 break
             if check_gate is not None:
                 _wait_for_gate(check_gate, run, gate_poll_s, view, redraw, sreg)
-            trial = st.ask()
+            fail_stale(st)
+            trial = ask(st)
             try:
-                value, state, err = _run_trial(
-                    objective, trial, exp, metric, prune, sync_pruning, optuna
-                )
+                with heartbeat(trial):
+                    value, state, err = _run_trial(
+                        objective, trial, exp, metric, prune, sync_pruning, optuna
+                    )
             except BaseException:
                 st.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
@@ -380,9 +434,14 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna):
     child = api.start_run(
         f"trial-{trial.number}",
         experiment=experiment,
-        tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number},
+        tags={
+            "optuna.study": trial.study.study_name,
+            "optuna.trial": trial.number,
+            "host": socket.gethostname(),
+        },
     )
     trial.set_user_attr("mlops.run_id", child.id)
+    trial.set_user_attr("mlops.host", socket.gethostname())
     tap = Tap(child, trial, metric, prune, sync)
     value, state, err = None, "complete", None
     try:

@@ -141,6 +141,12 @@ class BaseStore(abc.ABC):
         writer should keep its data and retry later rather than drop it."""
         return False
 
+    def optuna_storage_url(self) -> str | None:
+        """A SQLAlchemy URL for optuna's RDBStorage in this store's own database (its own
+        tables beside the store's), or None where sweeps keep a journal file beside the
+        store instead (SQLite). The URL may hold a password: never log or show it."""
+        return None
+
     def info(self) -> dict[str, Any]:
         """Backend, location, schema version and size, for `store info`."""
         return {

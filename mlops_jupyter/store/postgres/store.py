@@ -216,6 +216,14 @@ class PostgresStore(BaseStore):
         except psycopg.Error as e:
             raise self._error(e, "open the store") from e
 
+    def optuna_storage_url(self) -> str | None:
+        """The store's URL for SQLAlchemy's psycopg 3 dialect. Credentials stay as libpq
+        takes them: a password in the URL is kept, else PGPASSWORD / ~/.pgpass apply."""
+        scheme, sep, rest = self._url.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres"):
+            raise StoreError(f"store {self.location}: not a postgresql:// URL")
+        return f"postgresql+psycopg://{rest}"
+
     def schema_version(self) -> int:
         return self._with_retry(lambda c: max(_applied(c), default=0), "read the schema version")
 
