@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect clean
 
 setup: $(VENV)/.installed
 
@@ -50,23 +50,30 @@ azurite:
 	  command -v npm >/dev/null 2>&1 || { echo "npm not found: install nodejs and npm (the Azure artifact tests need Azurite)"; exit 1; }; \
 	  npm install --prefix .tools/azurite --no-audit --no-fund --silent azurite@$(AZURITE_VERSION); }
 
-# Real Airflow 3 for the exported-DAG tests, in its own venv (Airflow pins SQLAlchemy and
-# many others): installed from the pinned .ci/airflow-requirements.txt without resolving, and
-# rebuilt only when that file changes. mlops_jupyter is this checkout (a .pth file).
-AIRFLOW_VENV := .venv-airflow
-AIRFLOW_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
+# Real Airflow 3 and Prefect 3 for the exported-DAG/flow tests, each in its own venv (both pin
+# SQLAlchemy, pydantic and more): installed from the pinned .ci/*-requirements.txt without
+# resolving, and rebuilt only when that file changes. mlops_jupyter is this checkout (a .pth).
+SCHED_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
 
-airflow: $(AIRFLOW_VENV)/.installed
-
-$(AIRFLOW_VENV)/.installed: .ci/airflow-requirements.txt
-	@$(AIRFLOW_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
-	  echo "make airflow: .ci/airflow-requirements.txt pins wheels for Python 3.11; set AIRFLOW_PYTHON=python3.11"; exit 1; }
-	rm -rf $(AIRFLOW_VENV)
-	$(AIRFLOW_PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_VENV)/bin/python -m pip install -q --no-deps -r .ci/airflow-requirements.txt
-	echo "$(CURDIR)" > "$$($(AIRFLOW_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlops_jupyter_checkout.pth"
-	$(AIRFLOW_VENV)/bin/python -m pip check
+define sched_venv
+	@$(SCHED_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	  echo "$<: pins wheels for Python 3.11; set SCHED_PYTHON=python3.11"; exit 1; }
+	rm -rf $(@D)
+	$(SCHED_PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install -q --no-deps -r $<
+	echo "$(CURDIR)" > "$$($(@D)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlops_jupyter_checkout.pth"
+	$(@D)/bin/python -m pip check
 	touch $@
+endef
+
+airflow: .venv-airflow/.installed
+prefect: .venv-prefect/.installed
+
+.venv-airflow/.installed: .ci/airflow-requirements.txt
+	$(sched_venv)
+
+.venv-prefect/.installed: .ci/prefect-requirements.txt
+	$(sched_venv)
 
 lint: setup
 	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
@@ -80,7 +87,7 @@ lint-ts: setup
 # the tests start), besides the contract suite that runs on both backends every time.
 PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
-test: setup browser postgres azurite airflow lint lint-ts
+test: setup browser postgres azurite airflow prefect lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra
 	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 
@@ -110,4 +117,4 @@ bench: setup
 	$(PY) benchmarks/bench_logging.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENVS) $(AIRFLOW_VENV) build dist test-artifacts .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENVS) .venv-airflow .venv-prefect build dist test-artifacts .pytest_cache

@@ -16,7 +16,7 @@ from .plan import Plan, build_plan
 
 __all__ = ["ExportError", "ExportResult", "export_notebook", "plan_notebook"]
 
-TARGETS = ("python", "airflow")
+TARGETS = ("python", "airflow", "prefect")
 
 
 @dataclass
@@ -43,6 +43,8 @@ class ExportResult:
             lines.append(f"  linked to notebook run {self.source_run}")
         if self.target == "airflow":
             lines.append(f"  Airflow DAG: {self.path / 'airflow_dag.py'}")
+        if self.target == "prefect":
+            lines.append(f"  Prefect flow: {self.path / 'prefect_flow.py'}")
         lines += [f"  warning: {w}" for w in self.warnings]
         lines.append(f"run it: cd {self.path.parent} && python -m {self.path.name}")
         return "\n".join(lines)
@@ -87,7 +89,8 @@ def export_notebook(
     overwrite: bool = False,
 ) -> ExportResult:
     """Turn `notebook` into a pipeline package in `out_dir` (default: `<name>_pipeline`
-    beside the notebook). `target="airflow"` also writes `airflow_dag.py`.
+    beside the notebook). `target="airflow"` also writes `airflow_dag.py`, `target="prefect"`
+    `prefect_flow.py`.
 
     `source_run`: the notebook run to link the pipeline runs to (default: the newest run
     recorded for this notebook file, if any). Re-exporting into the same folder keeps its

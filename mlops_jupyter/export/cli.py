@@ -1,4 +1,4 @@
-"""`mlops-jupyter export NOTEBOOK.ipynb -o DIR [--target python|airflow]`."""
+"""`mlops-jupyter export NOTEBOOK.ipynb -o DIR [--target python|airflow|prefect]`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the `export` subcommand."""
     p = subparsers.add_parser(
         "export",
-        help="turn a notebook into a pipeline (python -m DIR, or an Airflow DAG)",
+        help="turn a notebook into a pipeline (python -m DIR, an Airflow DAG or a Prefect flow)",
         description=(
             "Cells become stages (cell tags stage=NAME / skip / parameters, else markdown "
             "headings); stage inputs and outputs come from the code. The result runs with "
@@ -44,9 +44,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--target",
-        choices=["python", "airflow"],
+        choices=["python", "airflow", "prefect"],
         default="python",
-        help="python: a package run with python -m DIR (default); airflow: also an Airflow DAG",
+        help="python: a package run with python -m DIR (default); airflow: also an Airflow DAG; "
+        "prefect: also a Prefect 3 flow",
     )
     p.add_argument(
         "--source-run", help="notebook run to link to (default: newest run of this notebook)"

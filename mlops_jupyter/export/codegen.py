@@ -20,6 +20,7 @@ _GENERATED = [
     "params.yaml",
     "stages",
     "airflow_dag.py",
+    "prefect_flow.py",
     ".gitignore",
     "README.md",
     MARKER,
@@ -262,6 +263,10 @@ def write_package(
         from .airflow import dag_file
 
         files["airflow_dag.py"] = dag_file(plan, name, notebook)
+    if target == "prefect":
+        from .prefect import flow_file
+
+        files["prefect_flow.py"] = flow_file(plan, name, notebook)
     written = []
     for rel, text in files.items():
         p = out / rel

@@ -60,9 +60,10 @@ class ExportMagics(Magics):
     @argument("-o", "--output", default=None, help="package folder (default: <notebook>_pipeline)")
     @argument(
         "--target",
-        choices=["python", "airflow"],
+        choices=["python", "airflow", "prefect"],
         default="python",
-        help="python: a package run with python -m DIR (default); airflow: also an Airflow DAG",
+        help="python: a package run with python -m DIR (default); airflow: also an Airflow DAG; "
+        "prefect: also a Prefect 3 flow",
     )
     @argument(
         "--source-run",
