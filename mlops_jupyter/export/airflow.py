@@ -18,8 +18,9 @@ TEMPLATE = '''"""Airflow DAG `{name}`: pipeline exported from {notebook} by mlop
 
 from __future__ import annotations
 
+import os
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 # the pipeline package must be importable by the scheduler and by every worker
@@ -35,6 +36,9 @@ except ImportError:  # Airflow 2
 from mlops_jupyter.export.schedtask import pkg_parent_of, run_stage  # noqa: E402
 
 PIPELINE = {name!r}
+# a retry (a lost worker, a killed task) re-runs its stage only, the others come from the cache
+RETRIES = int(os.environ.get("MLOPS_JUPYTER_TASK_RETRIES", "1"))
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("MLOPS_JUPYTER_TASK_RETRY_DELAY_S", "30")))
 
 
 def run_stage_task(stage, params, run_id, **_):
@@ -51,6 +55,7 @@ with DAG(
     catchup=False,
     params={params},
     tags=["mlops-jupyter"],
+    default_args={{"retries": RETRIES, "retry_delay": RETRY_DELAY}},
 ) as dag:
 {tasks}
 
