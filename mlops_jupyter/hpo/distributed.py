@@ -189,7 +189,9 @@ def fail_stale(st) -> None:
     if heartbeat_of(st._storage) is not None:
         import optuna
 
-        optuna.storages.fail_stale_trials(st)
+        with warnings.catch_warnings():  # "experimental" in optuna's words since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(st)
 
 
 def ask(st):

@@ -1,0 +1,145 @@
+"""Sweeps across processes: mj.sweep on a PostgreSQL store (optuna's RDBStorage in the
+store's database, started here as in the tests: fsync off) against optuna alone.
+
+    python benchmarks/bench_distributed.py            # full sizes (a few minutes)
+    python benchmarks/bench_distributed.py --quick    # smaller sizes, for a smoke run
+
+Figures:
+- per-trial overhead of mj.sweep (child run, params, objective metric, heartbeat) over a
+  bare `study.optimize` on the same RDBStorage, trivial objective (target <= 5 ms); the
+  same pair on the SQLite store's journal file for reference;
+- trials/s with workers=1, 2, 4 (fresh worker processes, start-up included) and on a Dask
+  LocalCluster (2 worker processes, cluster start excluded), for a trivial objective and
+  one that sleeps 50 ms (a stand-in for real work that leaves the CPU free).
+Nothing here is a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def trivial(trial):
+    x = trial.suggest_float("x", -5, 5)
+    return (x - 1) ** 2
+
+
+def sleepy(trial):
+    x = trial.suggest_float("x", -5, 5)
+    time.sleep(0.05)
+    return (x - 1) ** 2
+
+
+def _use_store(location: str, artifacts: str | None) -> None:
+    import mlops_jupyter as mj
+
+    os.environ["MLOPS_JUPYTER_STORE"] = location
+    if artifacts:
+        os.environ["MLOPS_JUPYTER_ARTIFACTS"] = artifacts
+    mj.set_store(None)
+
+
+def overhead(label: str, n: int) -> tuple[float, float]:
+    """(ms/trial of mj.sweep, ms/trial of study.optimize) on the current store's storage."""
+    import optuna
+
+    import mlops_jupyter as mj
+    from mlops_jupyter.hpo.distributed import storage_for
+
+    storage = storage_for()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = optuna.create_study(
+            study_name=f"bare-{label}", storage=storage, sampler=optuna.samplers.RandomSampler(0)
+        )
+        st.optimize(trivial, n_trials=3)  # warm: connections, tables
+        t0 = time.perf_counter()
+        st.optimize(trivial, n_trials=n)
+        bare = (time.perf_counter() - t0) / n
+        mj.sweep(trivial, n_trials=3, sampler="random", study=f"warm-{label}", gate=False)
+        t0 = time.perf_counter()
+        mj.sweep(
+            trivial, n_trials=n, sampler="random", study=f"ours-{label}", gate=False, live=False
+        )
+        ours = (time.perf_counter() - t0) / n
+    print(
+        f"{label}: mj.sweep {ours * 1e3:.2f} ms/trial vs study.optimize {bare * 1e3:.2f} "
+        f"ms/trial: overhead {(ours - bare) * 1e3:.2f} ms/trial (target <= 5 ms on PostgreSQL)",
+        flush=True,
+    )
+    return ours * 1e3, bare * 1e3
+
+
+def throughput(objective, n: int, workers: list[int], client=None) -> dict[str, float]:
+    import mlops_jupyter as mj
+
+    out = {}
+    name = objective.__name__
+    for w in workers:
+        t0 = time.perf_counter()
+        mj.sweep(objective, n_trials=n, workers=w, study=f"tp-{name}-{w}", gate=False, live=False)
+        out[f"workers={w}"] = n / (time.perf_counter() - t0)
+    if client is not None:
+        t0 = time.perf_counter()
+        mj.sweep(objective, n_trials=n, cluster=client, study=f"tp-{name}-dask", gate=False)
+        out["dask LocalCluster(2)"] = n / (time.perf_counter() - t0)
+    print(
+        f"{name} ({n} trials): " + ", ".join(f"{k} {v:.1f} trials/s" for k, v in out.items()),
+        flush=True,
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("MLOPS_JUPYTER_TELEMETRY", "0")
+    n_over = 50 if args.quick else 300
+    n_tp = 20 if args.quick else 80
+    tmp = Path(tempfile.mkdtemp(prefix="mj-bench-dist-"))
+    from pgserver import PgServer
+
+    server = PgServer()
+    try:
+        _use_store(str(tmp / "sqlite" / "store.db"), None)
+        overhead("sqlite journal", max(20, n_over // 5))
+        _use_store(server.new_database(), str(tmp / "artifacts"))
+        overhead("postgresql", n_over)
+        client = cluster = None
+        try:
+            import distributed
+
+            cluster = distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = distributed.Client(cluster)
+        except ImportError:
+            print("distributed not installed: no Dask figures")
+        throughput(trivial, n_tp, [1, 2, 4], client)
+        throughput(sleepy, n_tp, [1, 2, 4], client)
+        if client is not None:
+            client.close()
+            cluster.close()
+    finally:
+        from mlops_jupyter.store.db import close_all
+
+        close_all()
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
