@@ -65,6 +65,25 @@ def test_plain_calls_and_nesting():
     assert by_name["trial-0"]["status"] == "finished"
 
 
+def test_an_explicit_parent_wins_over_the_active_run():
+    with mj.start_run("sweep") as sweep:
+        pass
+    with mj.start_run("other"):
+        with mj.start_run("trial-0", parent=sweep.id) as by_id:
+            assert mj.active_run() is by_id
+        with mj.start_run("trial-1", parent=sweep):
+            pass
+        with pytest.raises(mj.InvalidInputError, match="parent"):
+            mj.start_run("bad", parent=3)
+        with pytest.raises(mj.RunNotFoundError):
+            mj.start_run("lost", parent="no-such-run")
+    by_name = {r["name"]: r for r in mj.runs().iter_rows(named=True)}
+    assert by_name["trial-0"]["parent_id"] == sweep.id
+    assert by_name["trial-1"]["parent_id"] == sweep.id
+    assert by_name["other"]["parent_id"] is None
+    assert "bad" not in by_name and "lost" not in by_name
+
+
 def test_exception_marks_failed_and_interrupt_killed():
     with pytest.raises(ZeroDivisionError), mj.start_run("boom") as r1:
         mj.log_metric("loss", 1.0)

@@ -427,13 +427,15 @@ def _view_factory():
     return display_factory()
 
 
-def _run_trial(objective, trial, experiment, metric, prune, sync, optuna):
-    """One trial as a child run. Returns (value, state, exception)."""
+def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent=None):
+    """One trial as a child run (of the active run, or of run id `parent`). Returns
+    (value, state, exception)."""
     from ..tracking import api
 
     child = api.start_run(
         f"trial-{trial.number}",
         experiment=experiment,
+        parent=parent,
         tags={
             "optuna.study": trial.study.study_name,
             "optuna.trial": trial.number,

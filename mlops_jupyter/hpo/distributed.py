@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import pickle
 import subprocess
 import sys
@@ -154,36 +153,6 @@ def _ahead(trials, number: int) -> int:
     return n
 
 
-class _ParentRef:
-    """The sweep run as seen from a worker process: enough for `start_run` to make trial
-    runs its children; ending it is a no-op (the coordinator owns the sweep run)."""
-
-    def __init__(self, store, uid: str) -> None:
-        from ..store import runs as rstore
-
-        self.store = store
-        self._rid = rstore.resolve_run(store, uid)
-        self.id = uid
-
-    def end(self, status: str = "finished") -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _as_parent(uid: str | None):
-    from ..tracking import api
-
-    if uid is None:
-        yield
-        return
-    ref = _ParentRef(api.current_store(), uid)
-    api._push(ref)  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        api._forget(ref)  # type: ignore[arg-type]
-
-
 def fail_stale(st) -> None:
     """Fail the running trials whose worker stopped beating (and enqueue their retries);
     a no-op without heartbeats."""
@@ -249,47 +218,47 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
     deadline = spec.get("deadline")
     gate = _default_gate() if spec.get("gate") else None
     ran = 0
-    with _as_parent(parent):
-        while limit is None or ran < limit:
-            if deadline is not None and time.time() > deadline:
-                break
-            if gate is not None:
-                _wait_locally(gate, poll)
-            fail_stale(st)
-            trials = st.get_trials(deepcopy=False)
-            counted, running, waiting = tally(trials)
-            if counted >= target or st.user_attrs.get(STOP_ATTR):
-                break
-            if counted + running >= target and not waiting:
-                if hb is None:
-                    break  # without heartbeats a dead worker's trial would be waited on forever
-                time.sleep(poll)  # the others may finish it; if one dies its trial comes back
-                continue
-            trial = ask(st)
-            if _ahead(st.get_trials(deepcopy=False), trial.number) >= target:
-                trial.set_user_attr("mlops.surplus", True)
-                st.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            with heartbeat(trial):
-                value, state, err = _run_trial(
-                    objective=spec["objective"],
-                    trial=trial,
-                    experiment=experiment,
-                    metric=spec.get("metric"),
-                    prune=spec.get("prune", False),
-                    sync=spec.get("sync", False),
-                    optuna=optuna,
-                )
-            ran += 1
-            if state == "complete" and value is not None and not math.isfinite(value):
-                state = "fail"  # optuna refuses NaN/inf: the trial is failed (and counted)
-            counts = state != "fail" or err is None or isinstance(err, catch)
-            if counts and state == "fail":
-                trial.set_user_attr("mlops.counted", True)
-            _tell(st, trial, state, value, optuna)
-            if not counts:
-                st.set_user_attr(STOP_ATTR, True)  # the other workers stop too
-                raise err  # type: ignore[misc]
+    while limit is None or ran < limit:
+        if deadline is not None and time.time() > deadline:
+            break
+        if gate is not None:
+            _wait_locally(gate, poll)
+        fail_stale(st)
+        trials = st.get_trials(deepcopy=False)
+        counted, running, waiting = tally(trials)
+        if counted >= target or st.user_attrs.get(STOP_ATTR):
+            break
+        if counted + running >= target and not waiting:
+            if hb is None:
+                break  # without heartbeats a dead worker's trial would be waited on forever
+            time.sleep(poll)  # the others may finish it; if one dies its trial comes back
+            continue
+        trial = ask(st)
+        if _ahead(st.get_trials(deepcopy=False), trial.number) >= target:
+            trial.set_user_attr("mlops.surplus", True)
+            st.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        with heartbeat(trial):
+            value, state, err = _run_trial(
+                objective=spec["objective"],
+                trial=trial,
+                experiment=experiment,
+                metric=spec.get("metric"),
+                prune=spec.get("prune", False),
+                sync=spec.get("sync", False),
+                optuna=optuna,
+                parent=parent,
+            )
+        ran += 1
+        if state == "complete" and value is not None and not math.isfinite(value):
+            state = "fail"  # optuna refuses NaN/inf: the trial is failed (and counted)
+        counts = state != "fail" or err is None or isinstance(err, catch)
+        if counts and state == "fail":
+            trial.set_user_attr("mlops.counted", True)
+        _tell(st, trial, state, value, optuna)
+        if not counts:
+            st.set_user_attr(STOP_ATTR, True)  # the other workers stop too
+            raise err  # type: ignore[misc]
     return ran
 
 
@@ -344,10 +313,9 @@ def _dumps(obj: Any) -> bytes:
 def store_location() -> str:
     """What a worker passes to set_store to open the coordinator's store (may hold a
     password: pass it on stdin or in memory, never on a command line)."""
-    from .. import config
     from ..tracking import api
 
-    return os.fspath(api._store_override or config.find_store_location())
+    return api.store_location()
 
 
 def spawn_workers(spec: dict[str, Any], n: int) -> list[subprocess.Popen]:

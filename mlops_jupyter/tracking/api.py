@@ -73,6 +73,12 @@ def set_store(path: str | os.PathLike | None) -> Store:
     return store
 
 
+def store_location() -> str:
+    """Where `current_store()` is: the set_store() value, MLOPS_JUPYTER_STORE, or the found
+    `.mlops/` folder (a URL may hold a password: never put it on a command line)."""
+    return os.fspath(_store_override or config.find_store_location())
+
+
 def current_store() -> Store:
     """The store used by the module-level API: set_store(), MLOPS_JUPYTER_STORE, or the
     nearest `.mlops/` folder (created in the working directory on first use)."""
@@ -86,10 +92,13 @@ def start_run(
     tags: dict[str, Any] | None = None,
     *,
     nested: bool = True,
+    parent: Run | str | None = None,
     _prev_run: Run | str | None = None,
 ) -> Run:
     """Start a run and make it active. Use as `with mj.start_run(...) as run:` or call
-    `mj.end_run()` later. Starting while a run is active makes a child run of it."""
+    `mj.end_run()` later. Starting while a run is active makes a child run of it;
+    `parent` (a Run, or a run id or name in the same store) names the parent instead, e.g.
+    from a worker process that has no active run of its own."""
     if name is not None and not isinstance(name, str):
         raise InvalidInputError(f"run name must be a string, got {type(name).__name__}")
     if not isinstance(experiment, str) or not experiment:
@@ -100,7 +109,14 @@ def start_run(
     params_json = rstore.encode_items(params, "params")
     tags_json = rstore.encode_items(tags, "tags")
     store = current_store()
-    parent = _active if nested else None
+    if parent is not None and not isinstance(parent, (Run, str)):
+        raise InvalidInputError(f"parent must be a Run or a run id, got {type(parent).__name__}")
+    if isinstance(parent, str):
+        parent_id = rstore.resolve_run(store, parent)
+        parent = None  # not a Run of this process
+    else:
+        parent = parent if parent is not None else (_active if nested else None)
+        parent_id = parent._rid if parent and parent.store is store else None
     prev_id = None
     if _prev_run is not None:
         prev_id = (
@@ -112,7 +128,7 @@ def start_run(
         experiment,
         params_json,
         tags_json,
-        parent_id=parent._rid if parent and parent.store is store else None,
+        parent_id=parent_id,
         prev_run_id=prev_id,
     )
     w = writer_for(store)
