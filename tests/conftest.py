@@ -116,6 +116,12 @@ def _isolated_store(tmp_path, monkeypatch, request):
         monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(tmp_path / "mlops-artifacts"))
     else:
         store = tmp_path / "mlops-store" / "store.db"
+        # set, then removed: teardown restores the variable's absence even where a test
+        # (or the server extension's setdefault) set it without monkeypatch
+        monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", "")
+        monkeypatch.delenv("MLOPS_JUPYTER_ARTIFACTS")
+    # downloads and remembered digests go to this test's folder, not the user's cache
+    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "mlops-cache"))
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(store))
     # Telemetry samples would add sys/* metrics to every run; tests of telemetry opt in
     # with monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "1").
