@@ -84,7 +84,9 @@ def test_server_stopped_mid_upload(own_server):
         store.put_stream("artifacts/big.bin", chunks())
     elapsed = time.monotonic() - t0
     msg = _secret_free(ei.value)
-    assert f"cannot reach endpoint {own_server.endpoint}" in msg
+    # a server on its way down may still answer (a 500) before it stops listening; either
+    # way the retries end in an error that names the location and the key
+    assert f"cannot reach endpoint {own_server.endpoint}" in msg or "Internal Server Error" in msg
     assert "artifacts/big.bin" in msg and store.location in msg
     assert elapsed < 30, elapsed  # bounded retries, then a clear error
 
