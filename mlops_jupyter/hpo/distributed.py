@@ -75,7 +75,15 @@ def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | No
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                st = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kw)
+                try:
+                    st = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kw)
+                except Exception as first:
+                    # two processes creating optuna's tables in a fresh database at once:
+                    # the loser's CREATE collides (IntegrityError); the tables exist now
+                    if type(first).__name__ != "IntegrityError":
+                        raise
+                    time.sleep(0.5)
+                    st = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kw)
         except Exception as e:  # the driver's message may hold the URL: keep it out
             from ..config import redact_url
 
