@@ -121,3 +121,28 @@ def notebook_values(path: Path, cwd: Path, mark: str = "R:") -> list[str]:
     """Execute the notebook in a real kernel; the marked lines its cells printed."""
     nb = execute_notebook(path, cwd)
     return marked("".join(cell_text(c) for c in nb.cells), mark)
+
+
+def cache_manifests(root: Path, stages: list[str]) -> dict[str, tuple[str, dict]]:
+    """stage -> (cache key, {output: version}) of the one cache entry of each stage."""
+    import json
+
+    out = {}
+    for stage in stages:
+        entries = [p for p in (root / stage).iterdir() if not p.name.startswith(".")]
+        assert len(entries) == 1, entries
+        m = json.loads((entries[0] / "manifest.json").read_text())
+        out[stage] = (m["key"], {k: e["version"] for k, e in m["outputs"].items()})
+    return out
+
+
+def stage_runs() -> dict[str, list[dict]]:
+    """stage -> the runs that executed it (oldest first), from the current store."""
+    import mlops_jupyter as mj
+
+    runs: dict[str, list[dict]] = {}
+    for rid in reversed(mj.runs()["id"].to_list()):
+        r = mj.get_run(rid)
+        if "mlops.stage" in r["tags"]:
+            runs.setdefault(r["tags"]["mlops.stage"], []).append(r)
+    return runs

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from export_helpers import NOTEBOOKS, ROOT, make_nb, points, run_pipeline
+from export_helpers import cache_manifests as _manifests
+from export_helpers import stage_runs as _stage_runs
 
-import mlops_jupyter as mj
 from mlops_jupyter.export import export_notebook
 
 AIRFLOW_PY = ROOT / ".venv-airflow" / "bin" / "python"
@@ -110,26 +111,6 @@ class Airflow:
 def airflow(airflow_db, tmp_path) -> Airflow:
     """Airflow for this test; its tasks write to this test's store (MLOPS_JUPYTER_STORE)."""
     return Airflow(airflow_db, tmp_path / "airflow-home")
-
-
-def _manifests(root: Path, stages: list[str]) -> dict[str, tuple[str, dict]]:
-    """stage -> (cache key, {output: version}) of the one cache entry of each stage."""
-    out = {}
-    for stage in stages:
-        entries = [p for p in (root / stage).iterdir() if not p.name.startswith(".")]
-        assert len(entries) == 1, entries
-        m = json.loads((entries[0] / "manifest.json").read_text())
-        out[stage] = (m["key"], {k: e["version"] for k, e in m["outputs"].items()})
-    return out
-
-
-def _stage_runs() -> dict[str, list[dict]]:
-    runs: dict[str, list[dict]] = {}
-    for rid in reversed(mj.runs()["id"].to_list()):
-        r = mj.get_run(rid)
-        if "mlops.stage" in r["tags"]:
-            runs.setdefault(r["tags"]["mlops.stage"], []).append(r)
-    return runs
 
 
 def test_real_airflow_runs_the_dag_like_python_m(airflow, s3_url, tmp_path):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from export_helpers import NOTEBOOKS, ROOT, make_nb, points, run_pipeline
+from export_helpers import cache_manifests as _manifests
+from export_helpers import stage_runs as _stage_runs
 
-import mlops_jupyter as mj
 from mlops_jupyter.export import export_notebook
 
 PREFECT_PY = ROOT / ".venv-prefect" / "bin" / "python"
@@ -75,26 +76,6 @@ def _run_flow(prefect_py: Path, flow_file: Path, name: str, calls: list[dict], t
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
     assert proc.returncode == 0 and lines, proc.stdout[-6000:]
     return json.loads(lines[-1][2:]), proc.stdout
-
-
-def _manifests(root: Path, stages: list[str]) -> dict[str, tuple[str, dict]]:
-    """stage -> (cache key, {output: version}) of the one cache entry of each stage."""
-    out = {}
-    for stage in stages:
-        entries = [p for p in (root / stage).iterdir() if not p.name.startswith(".")]
-        assert len(entries) == 1, entries
-        m = json.loads((entries[0] / "manifest.json").read_text())
-        out[stage] = (m["key"], {k: e["version"] for k, e in m["outputs"].items()})
-    return out
-
-
-def _stage_runs() -> dict[str, list[dict]]:
-    runs: dict[str, list[dict]] = {}
-    for rid in reversed(mj.runs()["id"].to_list()):
-        r = mj.get_run(rid)
-        if "mlops.stage" in r["tags"]:
-            runs.setdefault(r["tags"]["mlops.stage"], []).append(r)
-    return runs
 
 
 def test_prefect_flow_runs_like_python_m(prefect_py, tmp_path):
