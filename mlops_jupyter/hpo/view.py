@@ -39,9 +39,23 @@ class SweepView:
         self.waiting: str | None = None  # reason while paused for thermal state
         self.done = False
         self.started = time.time()
+        self.workers: dict[str, dict[str, int]] = {}  # worker -> state -> count
 
-    def add(self, number: int, state: str, value: float | None, params: dict[str, Any]) -> None:
+    def add(
+        self,
+        number: int,
+        state: str,
+        value: float | None,
+        params: dict[str, Any],
+        *,
+        worker: str | None = None,
+    ) -> None:
+        """Record a finished trial; `worker` names where it ran ("host:pid"; None: this
+        process)."""
         self.states[state] = self.states.get(state, 0) + 1
+        w = worker or "this process"
+        per = self.workers.setdefault(w, {})
+        per[state] = per.get(state, 0) + 1
         if state != "complete" or value is None or not math.isfinite(value):
             return
         self.points.append((number, value))
