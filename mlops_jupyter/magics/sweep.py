@@ -6,8 +6,11 @@
         mj.log(step=epoch, val_loss=train_one_epoch(lr))
 
 The cell sees `trial` in its namespace; the trial's value is the variable named by
-`--objective`, else the last value the cell logged (of `--metric`, if given). The logic
-lives in `mlops_jupyter.hpo`; this module only parses arguments and displays."""
+`--objective`, else the last value the cell logged (of `--metric`, if given).
+`--workers N` runs the trials in N processes and `--cluster VAR` on the Dask cluster of the
+`distributed.Client` in VAR: the cell's source and the notebook values it reads travel to
+them (sweep_cell.py); the cell's assignments then stay in the workers. The logic lives in
+`mlops_jupyter.hpo`; this module only parses arguments and displays."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from .. import hpo
+from ..errors import InvalidInputError
 
 
 class _Handle:
@@ -64,6 +68,8 @@ class SweepMagics(Magics):
     @argument("-e", "--experiment", help="experiment of the sweep and trial runs")
     @argument("--seed", type=int, help="sampler seed, for a reproducible sweep")
     @argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this")
+    @argument("--workers", type=int, default=1, metavar="N", help="run trials in N processes")
+    @argument("--cluster", metavar="VAR", help="run trials on the Dask cluster of Client VAR")
     @argument("--no-gate", action="store_true", help="don't wait while the machine is too hot")
     @argument("--no-live", action="store_true", help="don't show the live optimisation view")
     @argument(
@@ -78,9 +84,13 @@ class SweepMagics(Magics):
         args = parse_argstring(self.mlops_sweep, line)
         if args.n_trials < 1:
             raise UsageError("--n-trials must be at least 1")
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
         shell = self.shell
-        code = compile(shell.transform_cell(cell), "<mlops_sweep cell>", "exec")
+        source = shell.transform_cell(cell)
+        code = compile(source, "<mlops_sweep cell>", "exec")
         ns = shell.user_ns
+        client = _client(ns, args.cluster) if args.cluster else None
 
         def objective(trial):
             ns["trial"] = trial
@@ -90,6 +100,14 @@ class SweepMagics(Magics):
                     raise UsageError(f"--objective {args.objective}: the cell set no such variable")
                 return ns[args.objective]
             return None  # the sweep takes the last logged value
+
+        if args.workers > 1 or client is not None:
+            from .sweep_cell import ship_cell
+
+            try:
+                objective = ship_cell(source, ns, set(shell.user_ns_hidden), args.objective)
+            except InvalidInputError as e:
+                raise UsageError(str(e)) from None
 
         result = hpo.sweep(
             objective,
@@ -105,10 +123,28 @@ class SweepMagics(Magics):
             timeout=args.timeout,
             gate=not args.no_gate,
             live=not args.no_live,
+            workers=args.workers,
+            cluster=client,
         )
         ns[args.result] = result
         if args.no_live:
             display(result.view)
+
+
+def _client(ns: dict, var: str):
+    """The distributed.Client held by notebook variable `var` (a clear error otherwise)."""
+    if var not in ns:
+        raise UsageError(f"--cluster {var}: no such variable in the notebook")
+    client = ns[var]
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--cluster needs dask: pip install 'mlops-jupyter[dask]'") from None
+    if not isinstance(client, Client):
+        raise UsageError(
+            f"--cluster {var}: expected a distributed.Client, got {type(client).__name__}"
+        )
+    return client
 
 
 def register(ip) -> None:
