@@ -7,6 +7,7 @@ import { ArtifactInfo, Compare, DataVersion, Json, RunDetail } from '../types';
 import { badge, el, fmtDuration, fmtNum, fmtTime, fmtValue, section, table } from '../util';
 import { MediaView } from './media';
 import { hasLlmEval, LlmView } from './llm';
+import { isSweep, SweepView } from './sweep';
 
 export interface DetailContext {
   app: JupyterFrontEnd;
@@ -104,6 +105,12 @@ export async function renderDetail(v: HTMLElement, id: string, ctx: DetailContex
   } else {
     keep?.forEach(c => c.destroy());
     shown.delete(v);
+  }
+  // a sweep run: its trials across workers (counts, trials/s, best, parallel coordinates)
+  if (isSweep(d)) {
+    const sweep = new SweepView(d.id, ctx.width());
+    v.append(sweep.node);
+    void sweep.load().catch(() => undefined); // the rest of the detail stays usable
   }
   const sysm = d.metrics.filter(m => m.key.startsWith('sys/'));
   if (sysm.length) {
