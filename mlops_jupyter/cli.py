@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.store.cli",
     "mlops_jupyter.artifacts.cli",
     "mlops_jupyter.hpo.cli",
+    "mlops_jupyter.trackserver.cli",
     "mlops_jupyter.mlflowio.cli",
 )
 

@@ -102,6 +102,7 @@ _AREAS = (
     "schema_pipeline",
     "schema_models",
     "schema_media",
+    "schema_server",
 )
 
 

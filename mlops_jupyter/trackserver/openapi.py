@@ -1,0 +1,167 @@
+"""OpenAPI 3.0 description of our routes (`GET /api/v1/openapi.json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERR = {"$ref": "#/components/schemas/Error"}
+_JSON_ERR = {"content": {"application/json": {"schema": _ERR}}}
+_ERRORS = {
+    "400": {"description": "bad input", **_JSON_ERR},
+    "401": {"description": "missing, invalid or expired token", **_JSON_ERR},
+    "403": {"description": "the token's scope does not allow this", **_JSON_ERR},
+    "404": {"description": "no such run", **_JSON_ERR},
+    "413": {"description": "body over the size limit", **_JSON_ERR},
+}
+_NUMS = {"type": "array", "items": {"type": "number", "nullable": True}}
+_CHUNK = {
+    "type": "object",
+    "required": ["key", "seq", "values"],
+    "properties": {
+        "key": {"type": "string", "minLength": 1},
+        "seq": {"type": "integer", "minimum": 0, "description": "idempotency: per run and key"},
+        "values": _NUMS,
+        "steps": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "timestamps": {"type": "array", "items": {"type": "number", "minimum": 0}},
+    },
+}
+_KV = {"type": "object", "additionalProperties": True}
+_RUN_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(summary: str, body: dict | None = None, params: list | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": "ok", "content": {"application/json": {}}}, **_ERRORS},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        d["required"] = required
+    return d
+
+
+def spec() -> dict[str, Any]:
+    """The OpenAPI document."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "mlops-jupyter tracking server", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": _obj(
+                    {"error_code": {"type": "string"}, "message": {"type": "string"}},
+                    ["error_code", "message"],
+                )
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/health": {"get": {**_op("liveness (no token, no data)"), "security": []}},
+            "/api/v1/experiments": {
+                "get": _op("list experiments"),
+                "post": _op("create an experiment", _obj({"name": {"type": "string"}}, ["name"])),
+            },
+            "/api/v1/runs": {
+                "get": _op(
+                    "list runs",
+                    params=[
+                        {"name": "experiment", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                ),
+                "post": _op(
+                    "start a run",
+                    _obj(
+                        {
+                            "experiment": {"type": "string"},
+                            "name": {"type": "string"},
+                            "params": _KV,
+                            "tags": _KV,
+                            "parent": {"type": "string"},
+                            "host": {"type": "string"},
+                        }
+                    ),
+                ),
+            },
+            "/api/v1/runs/{id}": {"get": _op("one run", params=[_RUN_ID])},
+            "/api/v1/runs/{id}/metrics": {
+                "post": _op(
+                    "append points: {points: [{key, value, step?, timestamp?}]} or"
+                    " {chunks: [...]} (idempotent)",
+                    _obj(
+                        {
+                            "points": {
+                                "type": "array",
+                                "items": _obj(
+                                    {
+                                        "key": {"type": "string"},
+                                        "value": {"type": "number"},
+                                        "step": {"type": "integer", "minimum": 0},
+                                        "timestamp": {"type": "number", "minimum": 0},
+                                    },
+                                    ["key", "value"],
+                                ),
+                            },
+                            "chunks": {"type": "array", "items": _CHUNK},
+                        }
+                    ),
+                    [_RUN_ID],
+                )
+            },
+            "/api/v1/runs/{id}/params": {
+                "post": _op("set params", _obj({"params": _KV}, ["params"]), [_RUN_ID])
+            },
+            "/api/v1/runs/{id}/tags": {
+                "post": _op("set tags", _obj({"tags": _KV}, ["tags"]), [_RUN_ID])
+            },
+            "/api/v1/runs/{id}/end": {
+                "post": _op(
+                    "end a run",
+                    _obj(
+                        {
+                            "status": {
+                                "type": "string",
+                                "enum": ["finished", "failed", "killed", "crashed", "stopped"],
+                            },
+                            "end_time": {"type": "number"},
+                        }
+                    ),
+                    [_RUN_ID],
+                )
+            },
+            "/api/v1/ingest": {
+                "post": _op(
+                    "batched ingest of many runs and keys (gzip accepted); idempotent per"
+                    " (run, key, seq)",
+                    _obj(
+                        {
+                            "runs": {
+                                "type": "array",
+                                "items": _obj(
+                                    {
+                                        "id": {"type": "string"},
+                                        "params": _KV,
+                                        "tags": _KV,
+                                        "chunks": {"type": "array", "items": _CHUNK},
+                                        "status": {"type": "string"},
+                                    },
+                                    ["id"],
+                                ),
+                            }
+                        },
+                        ["runs"],
+                    ),
+                )
+            },
+        },
+    }
