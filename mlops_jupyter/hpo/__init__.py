@@ -176,19 +176,40 @@ class Sweep:
         import polars as pl
 
         rows = []
+        hosts = self._hosts()
         for t in self.study.get_trials(deepcopy=False):
             if t.user_attrs.get("mlops.surplus"):
                 continue
+            run_id = t.user_attrs.get("mlops.run_id")
+            worker = t.user_attrs.get("mlops.worker")  # "host:pid", set by worker processes
+            host = worker.rsplit(":", 1)[0] if worker else t.user_attrs.get("mlops.host")
+            if host is None and run_id is not None:
+                host = hosts.get(run_id)
             row = {
                 "number": t.number,
                 "state": t.state.name.lower(),
                 "value": t.value,
-                "run_id": t.user_attrs.get("mlops.run_id"),
-                "host": t.user_attrs.get("mlops.host"),
+                "run_id": run_id,
+                "host": host,
             }
             row.update({f"params.{k}": v for k, v in t.params.items()})
             rows.append(row)
         return pl.DataFrame(rows, infer_schema_length=None)
+
+    def _hosts(self) -> dict[str, str]:
+        """Host of each trial run of this sweep (trials run in the sweep's own process carry
+        only their run id: one user attribute less per trial)."""
+        from ..tracking import api
+
+        out = {}
+        for t in self.study.get_trials(deepcopy=False):
+            rid = t.user_attrs.get("mlops.run_id")
+            if rid and not t.user_attrs.get("mlops.worker") and "mlops.host" not in t.user_attrs:
+                try:
+                    out[rid] = api.get_run(rid).get("host")
+                except Exception:  # a run removed from the store: no host to show
+                    out[rid] = None
+        return out
 
     def runs(self):
         """The trial runs of this sweep run (a `mj.runs()` frame, usable with mj.compare)."""
@@ -427,23 +448,25 @@ def _view_factory():
     return display_factory()
 
 
-def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent=None):
+def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent=None, worker=None):
     """One trial as a child run (of the active run, or of run id `parent`). Returns
-    (value, state, exception)."""
+    (value, state, exception). `worker` ("host:pid") names the worker process running it
+    (None: the sweep's own process)."""
     from ..tracking import api
 
-    child = api.start_run(
-        f"trial-{trial.number}",
-        experiment=experiment,
-        parent=parent,
-        tags={
-            "optuna.study": trial.study.study_name,
-            "optuna.trial": trial.number,
-            "host": socket.gethostname(),
-        },
-    )
+    tags = {
+        "optuna.study": trial.study.study_name,
+        "optuna.trial": trial.number,
+        "host": socket.gethostname(),
+    }
+    if worker is not None:
+        tags["worker"] = worker
+    child = api.start_run(f"trial-{trial.number}", experiment=experiment, parent=parent, tags=tags)
+    # each user attribute is a few database round trips on RDBStorage: the run id links
+    # the trial to its run (host, params, metrics); only worker processes add their name
     trial.set_user_attr("mlops.run_id", child.id)
-    trial.set_user_attr("mlops.host", socket.gethostname())
+    if worker is not None:
+        trial.set_user_attr("mlops.worker", worker)
     tap = Tap(child, trial, metric, prune, sync)
     value, state, err = None, "complete", None
     try:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import pickle
+import socket
 import subprocess
 import sys
 import tempfile
@@ -225,6 +227,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
     hb = heartbeat_of(storage)
     deadline = spec.get("deadline")
     gate = _default_gate() if spec.get("gate") else None
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     ran = 0
     while limit is None or ran < limit:
         if deadline is not None and time.time() > deadline:
@@ -256,6 +259,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
                 sync=spec.get("sync", False),
                 optuna=optuna,
                 parent=parent,
+                worker=worker,
             )
         ran += 1
         if state == "complete" and value is not None and not math.isfinite(value):
@@ -435,7 +439,9 @@ def run_spread(
                 continue
             seen.add(tr.number)
             state = tr.state.name.lower()
-            view.add(tr.number, state, tr.value, tr.params)
+            view.add(
+                tr.number, state, tr.value, tr.params, worker=tr.user_attrs.get("mlops.worker")
+            )
             if view.best is not None:
                 run.log(step=tr.number, best_value=view.best[1])
             bar.update()
