@@ -140,3 +140,30 @@ def last_values(store: Store, rid: int) -> dict[str, float]:
         (rid,),
     )
     return {k: v for k, v in rows if v is not None}
+
+
+def append_series(
+    store: Store,
+    rid: int,
+    series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    chunk: int = 4096,
+) -> int:
+    """Append points with their own steps and millisecond timestamps to run `rid`, in one
+    transaction: {key: (steps int64, ts_ms int64, values float64)}, each in logging order.
+    For points recorded elsewhere (imports); live logging goes through the writer.
+    Returns the number of points written."""
+    total = 0
+    with store.write("write imported metric points") as c:
+        ids: dict[str, int] = {}
+        key_ids(c, sorted(series), ids)
+        for key in sorted(series):
+            steps, ts_ms, values = (
+                np.asarray(a, t) for a, t in zip(series[key], (np.int64, np.int64, np.float64))
+            )
+            seq, _ = next_position(c, rid, ids[key])
+            for i in range(0, len(values), chunk):
+                sl = slice(i, i + chunk)
+                append_chunk(c, rid, ids[key], seq, steps[sl], ts_ms[sl], values[sl])
+                seq += 1
+            total += len(values)
+    return total

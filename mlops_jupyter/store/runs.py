@@ -221,6 +221,39 @@ def finish_run(store: Store, rid: int, status: str, end: float | None = None) ->
         )
 
 
+def set_recorded_times(
+    store: Store, rid: int, status: str, start: float, end: float | None
+) -> None:
+    """Give run `rid` the status, start and end time another tracker recorded (imports);
+    its heartbeat becomes its end (or start). Raises InvalidInputError for a bad status."""
+    if status not in STATUSES:
+        raise InvalidInputError(f"status must be one of {STATUSES}, got {status!r}")
+    with store.write("set recorded run times") as c:
+        c.execute(
+            "UPDATE runs SET status=?, start_time=?, end_time=?, heartbeat=? WHERE id=?",
+            (status, start, end, end if end is not None else start, rid),
+        )
+
+
+def runs_by_tag(store: Store, key: str) -> dict[Any, tuple[int, str, float | None]]:
+    """Runs carrying tag `key`: {decoded tag value: (rowid, status, end_time)} (the newest
+    run for a value that several carry)."""
+    rows = store.read(
+        "SELECT t.value, r.id, r.status, r.end_time FROM tags t JOIN runs r ON r.id = t.run_id"
+        " WHERE t.key=? ORDER BY r.id",
+        (key,),
+    )
+    out: dict[Any, tuple[int, str, float | None]] = {}
+    for v, rid, status, end in rows:
+        try:
+            v = json.loads(v)
+        except ValueError:
+            pass
+        if isinstance(v, (str, int, float)):
+            out[v] = (rid, status, end)
+    return out
+
+
 def _check_mapping(d: Any, what: str) -> dict:
     if not isinstance(d, dict):
         raise InvalidInputError(f"{what} must be a dict, got {type(d).__name__}")

@@ -1,0 +1,192 @@
+"""MLflow → our store: experiments, runs, params, tags, metric histories (steps and
+timestamps), artifacts, status and times. Idempotent: a run imported before (tag
+`mlflow.run_id`) is skipped when unchanged, and completed when it changed since (a run that
+was still running, an import that was interrupted)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..progress import progress
+from ..store import Store
+from ..store import metrics as mstore
+from ..store import query as q
+from ..store import runs as rstore
+from ..tracking.artifacts import artifact_files
+from .common import (
+    STATUS_IN,
+    TAG_MLFLOW_RUN,
+    TAG_MLFLOW_URI,
+    MlflowError,
+    mlflow_client,
+    mlflow_errors,
+    paged,
+    parents_first,
+    redact,
+)
+
+MAX_STEP = (1 << 63) - 1
+
+
+def _experiments(client: Any, names: list[str] | None) -> list[Any]:
+    exps = paged(client.search_experiments, max_results=1000)
+    if names is None:
+        return exps
+    by_name = {e.name: e for e in exps}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise MlflowError(f"no MLflow experiment named {missing!r} (there are: {known})")
+    return [by_name[n] for n in names]
+
+
+def _history(client: Any, run: Any, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    hist = client.get_metric_history(run.info.run_id, key)
+    # MLflow keeps no logging order: time order (then step) is the closest to it
+    hist = sorted(hist, key=lambda m: (m.timestamp, m.step))
+    steps = np.fromiter((m.step for m in hist), np.int64, len(hist))
+    ts = np.fromiter((m.timestamp for m in hist), np.int64, len(hist))
+    vals = np.fromiter((m.value for m in hist), np.float64, len(hist))
+    return steps, ts, vals
+
+
+def _artifacts(client: Any, store: Store, rid: int, mid: str) -> int:
+    """Download the run's artifacts and store them under their MLflow paths."""
+    if not client.list_artifacts(mid):
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mlflow-import-") as tmp:
+        root = Path(client.download_artifacts(mid, "", tmp))
+        rows = []
+        blobs = store.artifacts
+        for entry in sorted(root.iterdir()):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow never stores special files
+                files, _ = artifact_files(entry, entry.name, store.root)
+            rows += [(rid, n, *blobs.put_blob(f), time.time()) for n, f in files]
+        if rows:
+            rstore.add_artifacts(store, rows)
+        return len(rows)
+
+
+def _import_one(
+    client: Any, store: Store, run: Any, exp_name: str, uri: str, done: dict
+) -> tuple[str, int, int]:
+    """Import or complete one MLflow run; returns (what happened, points, artifacts)."""
+    info = run.info
+    mid = info.run_id
+    status = STATUS_IN.get(str(info.status).upper())
+    if status is None:
+        raise MlflowError(f"MLflow run {mid} has an unknown status {info.status!r}")
+    start = info.start_time / 1000.0 if info.start_time is not None else 0.0
+    end = info.end_time / 1000.0 if info.end_time is not None else None
+    if status == "running":
+        end = None
+    old = done.get(mid)
+    if old is not None and old[1] == status and old[2] == end and status != "running":
+        return "skipped", 0, 0
+    series = {k: _history(client, run, k) for k in sorted(run.data.metrics)}
+    for k, (steps, _, _) in series.items():
+        if len(steps) and (int(steps.min()) < 0):
+            # our store keeps steps >= 0; shifting them would change the data: refuse
+            raise InvalidInputError(
+                f"MLflow run {mid} ({info.run_name}): metric {k!r} has negative steps "
+                f"(min {int(steps.min())}); steps must be >= 0 here, so nothing of this "
+                "run was imported"
+            )
+    params = dict(run.data.params)
+    tags = dict(run.data.tags)
+    tags[TAG_MLFLOW_RUN] = mid
+    tags[TAG_MLFLOW_URI] = redact(uri)
+    if old is None:
+        parent = done.get(tags.get("mlflow.parentRunId"))
+        rid, _, _ = rstore.create_run(
+            store,
+            info.run_name or None,
+            exp_name,
+            params,
+            tags,
+            parent_id=parent[0] if parent else None,
+        )
+        done[mid] = (rid, "running", None)
+        what = "imported"
+    else:
+        rid = old[0]
+        rstore.set_kv(store, "params", rid, params)
+        rstore.set_kv(store, "tags", rid, tags)
+        # points already here (an earlier, partial import) are not written again
+        have = {m["key"]: m["count"] for m in q.run_detail(store, rid)["metrics"]}
+        series = {k: tuple(a[have.get(k, 0) :] for a in s) for k, s in series.items()}
+        what = "completed"
+    series = {k: s for k, s in series.items() if len(s[0])}
+    points = mstore.append_series(store, rid, series) if series else 0
+    n_art = _artifacts(client, store, rid, mid)
+    # last: an import interrupted before this line is completed by the next one
+    rstore.set_recorded_times(store, rid, status, start, end)
+    done[mid] = (rid, status, end)
+    return what, points, n_art
+
+
+def import_runs(
+    from_uri: str,
+    experiments: list[str] | str | None = None,
+    *,
+    store: Store | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Import the runs of every (or the named) active experiment at the MLflow tracking URI
+    `from_uri` (a SQL store such as sqlite:///mlflow.db, a file store folder, or a running
+    `mlflow server` at http://...) into the current store. Returns counts (imported,
+    completed, skipped, points, artifacts) and `refused`: why runs our store cannot hold
+    (negative steps) were left out, each also warned; the other runs are imported."""
+    from ..tracking import api
+
+    if isinstance(experiments, str):
+        experiments = [experiments]
+    client = mlflow_client(from_uri, must_exist=True)
+    store = store if store is not None else api.current_store()
+    api.flush()
+    with mlflow_errors(f"list the runs at {redact(from_uri)}"):
+        exps = _experiments(client, experiments)
+        names = {e.experiment_id: e.name for e in exps}
+        runs: list[Any] = []
+        for i in range(0, len(names), 100):  # search_runs takes a bounded id list
+            ids = list(names)[i : i + 100]
+            runs += paged(client.search_runs, experiment_ids=ids, max_results=1000)
+    runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    runs = parents_first(
+        runs, lambda r: r.info.run_id, lambda r: r.data.tags.get("mlflow.parentRunId")
+    )
+    done = rstore.runs_by_tag(store, TAG_MLFLOW_RUN)
+    counts: dict[str, Any] = {
+        "imported": 0,
+        "completed": 0,
+        "skipped": 0,
+        "points": 0,
+        "artifacts": 0,
+    }
+    refused: list[str] = []
+    bar = progress(total=len(runs), desc="mlflow import", unit="run", quiet=quiet)
+    with bar, mlflow_errors(f"import from {redact(from_uri)}"):
+        for r in runs:
+            try:
+                what, points, n_art = _import_one(
+                    client, store, r, names[r.info.experiment_id], from_uri, done
+                )
+            except InvalidInputError as e:  # this run only: the others are imported
+                warnings.warn(f"mlops-jupyter: {e}", RuntimeWarning, stacklevel=2)
+                refused.append(str(e))
+                bar.update()
+                continue
+            counts[what] += 1
+            counts["points"] += points
+            counts["artifacts"] += n_art
+            bar.update()
+    counts["refused"] = refused
+    return counts
