@@ -169,7 +169,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # -- answers -----------------------------------------------------------------------
     def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
-        return {"error_code": code, "message": message, "error": message}
+        # one shape for every route, MLflow's: its clients parse exactly this
+        return {"error_code": code, "message": message}
 
     def send_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -235,7 +236,7 @@ class OpenAPIHandler(BaseHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Any other path: MLflow's error shape, after the token check (no route probing)."""
+    """Any other path: 404 in MLflow's error shape (ENDPOINT_NOT_FOUND)."""
 
     async def _nf(self, *a: Any) -> None:
         async def go() -> None:

@@ -203,9 +203,6 @@ def run_json(d: dict[str, Any]) -> dict[str, Any]:
 
 
 class MlflowHandler(BaseHandler):
-    def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
-        return {"error_code": code, "message": message}
-
     def args(self) -> dict[str, Any]:
         """The request's fields: the JSON body of a POST, the query of a GET."""
         if self.request.method == "GET":
