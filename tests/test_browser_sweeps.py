@@ -65,6 +65,7 @@ def test_sweep_detail_shows_workers_and_parallel_coordinates(tmp_path, monkeypat
         )
         assert painted > 500
         assert chart.get_attribute("data-redraw-ms") is not None
+        chart.scroll_into_view_if_needed()
         screenshot(page, "sidebar-sweep")
         # a trial run (a child) shows no sweep section
         panel.locator(".mj-back").click()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 from browser_helpers import running_lab
@@ -122,3 +123,75 @@ def test_route_answers_the_sweep_across_workers(swept):
         except urllib.error.HTTPError as e:
             code = e.code
         assert code == 403
+
+
+def test_running_sweep_counts_states_per_worker_and_recent_rate():
+    """A sweep in progress, by hand: trials on two hosts, one still running, one pruned,
+    one failed; the recent rate covers only the trials that ended in the last 30 s."""
+    from mlops_jupyter.store import runs as rstore
+    from mlops_jupyter.tracking import api
+
+    sweep = api.start_run(
+        "hand",
+        experiment="sweeps",
+        params={"sweep.direction": "maximize", "sweep.n_trials": 10},
+        tags={"sweep": True, "optuna.study": "hand"},
+    )
+    plan = [  # (trial, end status, optuna.state tag, value, host, pid, ended seconds ago)
+        (0, "finished", "complete", 0.5, "a", 1, 100.0),
+        (1, "finished", "complete", 0.9, "b", 2, 10.0),
+        (2, "finished", "pruned", None, "b", 2, 5.0),
+        (3, "failed", "fail", None, "a", 1, 1.0),
+        (4, None, None, None, "a", 1, None),
+    ]
+    for n, status, state, value, _host, _pid, _ in plan:
+        t = api.start_run(
+            f"trial-{n}",
+            experiment="sweeps",
+            parent=sweep.id,
+            tags={"optuna.trial": n},
+            nested=True,
+        )
+        t.log_params({"x": n})
+        if value is not None:
+            t.log_metric("objective", value)
+        if status is not None:
+            t.set_tags({"optuna.state": state})
+            t.end(status)
+    mj.flush()
+    store = api.current_store()
+    rid = rstore.resolve_run(store, sweep.id)
+    now = time.time()
+    with store.write() as c:  # place the trials on two hosts, ended at known times
+        for n, _status, _, _, host, pid, ago in plan:
+            c.execute(
+                "UPDATE runs SET host = ?, pid = ?, start_time = ?, end_time = ?"
+                " WHERE parent_id = ? AND name = ?",
+                (host, pid, now - 200, None if ago is None else now - ago, rid, f"trial-{n}"),
+            )
+        c.execute("UPDATE runs SET start_time = ? WHERE id = ?", (now - 200, rid))
+    s = sweep_summary(store, rid, now=now)
+    assert s["status"] == "running" and s["direction"] == "maximize" and s["n_trials"] == 10
+    assert s["counts"] == {"running": 1, "complete": 2, "pruned": 1, "fail": 1}
+    by = {w["worker"]: w for w in s["workers"]}
+    assert by["a:1"] == {
+        "worker": "a:1",
+        "running": 1,
+        "complete": 1,
+        "pruned": 0,
+        "fail": 1,
+        "total": 3,
+    }
+    assert by["b:2"]["complete"] == 1 and by["b:2"]["pruned"] == 1
+    assert s["best"]["trial"] == 1 and s["best"]["value"] == 0.9 and s["best"]["worker"] == "b:2"
+    assert s["trials_per_s"] == pytest.approx(4 / 200)
+    assert s["recent_trials_per_s"] == pytest.approx(3 / 30)
+    assert [t["state"] for t in s["trials"]] == [
+        "complete",
+        "complete",
+        "pruned",
+        "fail",
+        "running",
+    ]
+    assert s["axes"] == [{"name": "x", "kind": "numeric", "log": False, "min": 0.0, "max": 1.0}]
+    sweep.end()

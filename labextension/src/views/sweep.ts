@@ -96,6 +96,10 @@ function axisLabel(axis: SweepAxis): string {
   return axis.log ? `log10 ${axis.name}` : axis.name;
 }
 
+// the last answer per sweep run: a running sweep's detail refreshes every few seconds and
+// shows the previous state until the new one arrives, instead of a "loading" flash
+const lastSeen = new Map<string, SweepSummary>();
+
 export class SweepView {
   readonly node: HTMLElement = el('div', 'mj-sweep');
   chart: ParallelCoords | null = null;
@@ -104,11 +108,17 @@ export class SweepView {
     private runId: string,
     private width: number
   ) {
-    this.node.appendChild(section('Sweep', el('div', 'mj-muted', 'loading…')));
+    const prev = lastSeen.get(runId);
+    if (prev) {
+      this.render(prev);
+    } else {
+      this.node.appendChild(section('Sweep', el('div', 'mj-muted', 'loading…')));
+    }
   }
 
   async load(): Promise<SweepSummary> {
     const s = await api<SweepSummary>(`sweeps/${encodeURIComponent(this.runId)}`);
+    lastSeen.set(this.runId, s);
     this.render(s);
     return s;
   }
@@ -150,7 +160,8 @@ export class SweepView {
     if (done.length && s.axes.length) {
       const axes = [...s.axes.map(axisLabel), s.objective];
       const data = [...s.axes.map(a => done.map(t => axisValue(a, t.params[a.name]))), done.map(t => t.value)];
-      const w = Math.max(320, Math.min(this.width - 24, 160 * axes.length));
+      // as wide as the panel allows (the sidebar is narrow, the dashboard wide)
+      const w = Math.max(240, Math.min(this.width - 24, 180 * axes.length));
       this.chart = new ParallelCoords(axes, data, b => this.brushed(b.size > 0, done), w, 260);
       this.chart.node.classList.add('mj-sweep-parcoords');
       body.appendChild(this.chart.node);
