@@ -327,3 +327,31 @@ def test_gzip_body_from_a_file_of_many_runs(server, wtok):
     )
     assert st == 200 and out["points"] == 20 * 5 * 200
     assert mj.metrics(ids).height == 20_000
+
+
+def test_tls_with_certfile_and_keyfile(child_env, tmp_path, wtok):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    ctx = ssl.create_default_context(cafile=str(cert))
+    with Server(
+        child_env, tmp_path, "--certfile", str(cert), "--keyfile", str(key), ctx=ctx
+    ) as srv:
+        assert srv.url.startswith("https://")
+        st, out = request(srv.url, "GET", "/api/v1/runs", wtok, ctx=ctx)
+        assert st == 200 and "runs" in out
+        # plain HTTP on the TLS port gets no answer
+        with pytest.raises(OSError):
+            request(srv.url.replace("https://", "http://"), "GET", "/health")

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,10 +51,17 @@ def token(env: dict[str, str], name: str, scope: str, expires: str | None = None
 class Server:
     """One `mlops-jupyter server` process over the store in `env`."""
 
-    def __init__(self, env: dict[str, str], tmp: Path, *extra: str, port: int | None = None):
-        self.env, self.extra = env, extra
+    def __init__(
+        self,
+        env: dict[str, str],
+        tmp: Path,
+        *extra: str,
+        port: int | None = None,
+        ctx: ssl.SSLContext | None = None,
+    ):
+        self.env, self.extra, self.ctx = env, extra, ctx
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ctx else 'http'}://127.0.0.1:{self.port}"
         self.log = tmp / f"server-{self.port}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -72,7 +80,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.log.read_text()}")
             try:
-                if request(self.url, "GET", "/health")[0] == 200:
+                if request(self.url, "GET", "/health", ctx=self.ctx)[0] == 200:
                     return self
             except OSError:
                 pass
@@ -115,6 +123,7 @@ def request(
     raw: bytes | None = None,
     gz: bool = False,
     headers: dict[str, str] | None = None,
+    ctx: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     """(status, decoded JSON answer) of one request; errors are answers too."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -128,7 +137,7 @@ def request(
         hdrs["Authorization"] = f"Bearer {tok}"
     req = urllib.request.Request(base + path, data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=60, context=ctx) as r:
             status, text = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, text = e.code, e.read()
