@@ -57,12 +57,16 @@ def _history(client: Any, run: Any, key: str) -> tuple[np.ndarray, np.ndarray, n
     return steps, ts, vals
 
 
-def _artifacts(client: Any, store: Store, rid: int, mid: str) -> int:
+def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
     """Download the run's artifacts and store them under their MLflow paths."""
-    if not client.list_artifacts(mid):
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    # the run's repository directly: the client's calls would read the run again each time
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    if not repo.list_artifacts():
         return 0
     with tempfile.TemporaryDirectory(prefix="mlflow-import-") as tmp:
-        root = Path(client.download_artifacts(mid, "", tmp))
+        root = Path(repo.download_artifacts("", dst_path=tmp))
         rows = []
         blobs = store.artifacts
         for entry in sorted(root.iterdir()):
@@ -126,7 +130,7 @@ def _import_one(
         what = "completed"
     series = {k: s for k, s in series.items() if len(s[0])}
     points = mstore.append_series(store, rid, series) if series else 0
-    n_art = _artifacts(client, store, rid, mid)
+    n_art = _artifacts(client, store, rid, run)
     # last: an import interrupted before this line is completed by the next one
     rstore.set_recorded_times(store, rid, status, start, end)
     done[mid] = (rid, status, end)
