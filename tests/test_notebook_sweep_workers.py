@@ -89,9 +89,9 @@ def test_sweep_cell_runs_on_worker_processes_and_dask(tmp_path):
     html = text[1]
     assert "trials/s" in html and 'class="mlops-parcoords"' in html
     assert html.count("<polyline") >= 8 and "lr (log)" in html
-    # per-worker rows: host:pid once run_spread passes each trial's worker to the view
-    assert "mlops-sweep-workers" in html
-    assert all(w in html for w in workers) or "this process" in html
+    # one row per worker process, named host:pid as in the store
+    assert "mlops-sweep-workers" in html and "this process" not in html
+    assert all(w in html for w in workers)
     # Dask: one worker loop per Dask worker process
     d = _sweep("nbd")
     assert "DASK 6" in text[5]
