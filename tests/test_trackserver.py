@@ -158,6 +158,47 @@ def test_ingest_is_idempotent_and_takes_gzip(server, wtok):
     nxt = {"runs": [{"id": a, "chunks": [_chunk("loss", 1, 100, 100)], "status": "finished"}]}
     assert request(url, "POST", "/api/v1/ingest", wtok, nxt)[1]["points"] == 100
     assert request(url, "POST", "/api/v1/ingest", wtok, nxt)[1]["points"] == 0
+    # numpy arrays packed as base64 (a client with arrays): same points, same idempotency
+    import base64
+
+    import numpy as np
+
+    def b64(a, dt):
+        return base64.b64encode(np.asarray(a, dt).tobytes()).decode()
+
+    packed = {
+        "key": "packed",
+        "seq": 0,
+        "values_b64": b64([0.5, float("nan"), float("inf")], "<f8"),
+        "steps_b64": b64([5, 6, 7], "<i8"),
+        "timestamps_b64": b64([1_700_000_000.0, 1_700_000_000.5, 1_700_000_001.0], "<f8"),
+    }
+    for expect in (3, 0):
+        st, out = request(
+            url, "POST", "/api/v1/ingest", wtok, {"runs": [{"id": b, "chunks": [packed]}]}
+        )
+        assert st == 200 and out["points"] == expect
+    df = mj.metrics(b, "packed")
+    assert (
+        df["step"].to_list() == [5, 6, 7]
+        and df["value"][0] == 0.5
+        and df["value"][2] == float("inf")
+    )
+    for bad in ({"values_b64": "!!"}, {"values_b64": b64([1.0], "<f8")[:-4]}, {"values_b64": 5}):
+        chunk = {"key": "packed", "seq": 1, **bad}
+        st, out = request(
+            url, "POST", "/api/v1/ingest", wtok, {"runs": [{"id": b, "chunks": [chunk]}]}
+        )
+        assert st == 400, bad
+    chunk = {**packed, "seq": 1, "steps_b64": b64([1, 2], "<i8")}
+    st, out = request(url, "POST", "/api/v1/ingest", wtok, {"runs": [{"id": b, "chunks": [chunk]}]})
+    assert st == 400 and "3 steps" in out["message"]
+    chunk = {**packed, "seq": 1, "steps_b64": b64([-1, 2, 3], "<i8")}
+    assert (
+        request(url, "POST", "/api/v1/ingest", wtok, {"runs": [{"id": b, "chunks": [chunk]}]})[0]
+        == 400
+    )
+
     pts = _points(a, "loss")
     assert [s for s, _ in pts] == list(range(200))
     assert len(_points(a, "acc")) == 50 and len(_points(b, "loss")) == 10

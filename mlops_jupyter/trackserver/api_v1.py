@@ -4,6 +4,8 @@ key and sequence number so a retried request never duplicates a point)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from typing import Any
 
@@ -79,7 +81,7 @@ def timestamps_ms(raw: Any, what: str, n: int) -> np.ndarray:
     """Seconds since the epoch (list of n, or None = now) as int64 milliseconds."""
     if raw is None:
         return np.full(n, int(time.time() * 1000), np.int64)
-    ts = numbers(raw, what)
+    ts = raw if isinstance(raw, np.ndarray) else numbers(raw, what)
     check_value(len(ts) == n, f"{what} must have {n} entries")
     check_value(
         bool(np.all(np.isfinite(ts))) and (n == 0 or (ts.min() >= 0 and ts.max() < 1e11)),
@@ -96,11 +98,37 @@ def parse_chunk(rid: int, obj: Any, where: str, need_seq: bool) -> ing.Chunk:
     rstore.check_text(key, "metric key")
     seq = _field(obj, "seq", int, need_seq, where + ".")
     check_value(seq is None or 0 <= seq <= _I64, f"{where}.seq must be 0 to 2**63-1")
-    values = numbers(obj.get("values"), f"{where}.values")
-    steps = obj.get("steps")
-    steps_a = None if steps is None else integers(steps, f"{where}.steps", len(values))
-    ts = timestamps_ms(obj.get("timestamps"), f"{where}.timestamps", len(values))
+    if "values_b64" in obj:
+        values = packed(obj["values_b64"], "<f8", f"{where}.values_b64")
+    else:
+        values = numbers(obj.get("values"), f"{where}.values")
+    n = len(values)
+    if "steps_b64" in obj:
+        steps_a = packed(obj["steps_b64"], "<i8", f"{where}.steps_b64")
+        check_value(len(steps_a) == n, f"{where}.steps_b64 must hold {n} steps")
+        check_value(n == 0 or int(steps_a.min()) >= 0, f"{where}.steps_b64: steps must be >= 0")
+    else:
+        steps = obj.get("steps")
+        steps_a = None if steps is None else integers(steps, f"{where}.steps", n)
+    if "timestamps_b64" in obj:
+        raw_ts = packed(obj["timestamps_b64"], "<f8", f"{where}.timestamps_b64")
+        check_value(len(raw_ts) == n, f"{where}.timestamps_b64 must hold {n} timestamps")
+        ts = timestamps_ms(raw_ts, f"{where}.timestamps_b64", n)
+    else:
+        ts = timestamps_ms(obj.get("timestamps"), f"{where}.timestamps", n)
     return ing.Chunk(rid, key, seq, steps_a, ts, values)
+
+
+def packed(raw: Any, dtype: str, what: str) -> np.ndarray:
+    """Base64 of a little-endian array (float64 '<f8' or int64 '<i8'): what a client with
+    numpy arrays sends instead of JSON number lists (no float formatting either side)."""
+    check_value(isinstance(raw, str), f"{what} must be a base64 string")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"{what} is not valid base64") from None
+    check_value(len(data) % 8 == 0, f"{what} must hold 8-byte {dtype} numbers")
+    return np.frombuffer(data, dtype).astype(dtype[1:], copy=True)
 
 
 def parse_points(rid: int, raw: Any) -> list[ing.Chunk]:

@@ -16,13 +16,16 @@ _ERRORS = {
 _NUMS = {"type": "array", "items": {"type": "number", "nullable": True}}
 _CHUNK = {
     "type": "object",
-    "required": ["key", "seq", "values"],
+    "required": ["key", "seq"],
     "properties": {
         "key": {"type": "string", "minLength": 1},
         "seq": {"type": "integer", "minimum": 0, "description": "idempotency: per run and key"},
         "values": _NUMS,
         "steps": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "timestamps": {"type": "array", "items": {"type": "number", "minimum": 0}},
+        "values_b64": {"type": "string", "description": "base64 of float64 little-endian"},
+        "steps_b64": {"type": "string", "description": "base64 of int64 little-endian"},
+        "timestamps_b64": {"type": "string", "description": "base64 of float64 seconds"},
     },
 }
 _KV = {"type": "object", "additionalProperties": True}
