@@ -100,7 +100,7 @@ def _check_imported(uri: str) -> None:
     exps = {e.experiment_id: e.name for e in c.search_experiments()}
     src = c.search_runs(list(exps))
     ours = _ours_by_mlflow_id()
-    assert len(mj.runs()) == len(src) == len(ours) == 4
+    assert len(mj.runs()) == len(src) == len(ours)
     status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
     for r in src:
         d = ours[r.info.run_id]
@@ -123,6 +123,7 @@ def _check_imported(uri: str) -> None:
             assert _same_floats(got["value"].to_list(), [m.value for m in hist])
         parent = r.data.tags.get("mlflow.parentRunId")
         assert d["parent_id"] == (ours[parent]["id"] if parent else None)
+    assert {d["name"] for d in ours.values()} >= {"good", "child", "bad", "stopped-early"}
     good = next(d for d in ours.values() if d["name"] == "good")
     arts = {a["name"]: a for a in good["artifacts"]}
     assert set(arts) == {"model.txt", "plots/curve.csv"}
@@ -147,6 +148,12 @@ def test_import_reads_back_exactly_and_twice_adds_nothing(source):
     assert again["skipped"] == 4 and again["imported"] == again["points"] == 0
     assert (_points(), len(mj.runs())) == before
     _check_imported(source)
+    # exporting them back to where they came from adds nothing there
+    c = _client(source)
+    n = len(c.search_runs([e.experiment_id for e in c.search_experiments()]))
+    back = export_runs(source, quiet=True)
+    assert back["skipped"] == 4 and back["exported"] == 0
+    assert len(c.search_runs([e.experiment_id for e in c.search_experiments()])) == n
 
 
 def test_cli_import_one_experiment(source, capsys):
@@ -291,6 +298,9 @@ def _free_port() -> int:
 
 
 def test_import_from_a_running_mlflow_server(source, tmp_path):
+    # a copy: a run is logged through the server, with an artifact it proxies
+    shutil.copyfile(source[len("sqlite:///") :], tmp_path / "copy.db")
+    db = f"sqlite:///{tmp_path / 'copy.db'}"
     port = _free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     log = open(tmp_path / "server.log", "wb")
@@ -299,7 +309,9 @@ def test_import_from_a_running_mlflow_server(source, tmp_path):
             str(mlflow_bin),
             "server",
             "--backend-store-uri",
-            source,
+            db,
+            "--artifacts-destination",
+            str(tmp_path / "served-artifacts"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -325,12 +337,24 @@ def test_import_from_a_running_mlflow_server(source, tmp_path):
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             assert time.time() < deadline, "mlflow server did not start"
             time.sleep(0.5)
+        c = _client(url)
+        exp = c.create_experiment("served")  # artifacts proxied: mlflow-artifacts:/...
+        run = c.create_run(exp, start_time=T0, run_name="via-server").info.run_id
+        (tmp_path / "proxied.txt").write_text("through the server")
+        c.log_artifact(run, str(tmp_path / "proxied.txt"))
+        c.log_metric(run, "loss", 0.25, timestamp=T0 + 1, step=4)
+        c.set_terminated(run, "FINISHED", end_time=T0 + 2)
+        assert c.get_run(run).info.artifact_uri.startswith("mlflow-artifacts:")
         counts = import_runs(url, quiet=True)
-        assert counts["imported"] == 4 and counts["artifacts"] == 2
-        _check_imported(source)
+        assert counts["imported"] == 5 and counts["artifacts"] == 3
+        _check_imported(db)
+        (art,) = mj.get_run("via-server")["artifacts"]
+        assert art["name"] == "proxied.txt"
+        path = current_store().artifacts.blob_file(art["digest"])
+        assert path.read_text() == "through the server"
         # the same runs through their SQLite store: recognised by their MLflow run ids
-        assert import_runs(source, quiet=True)["skipped"] == 4
-        assert len(mj.runs()) == 4
+        assert import_runs(db, quiet=True)["skipped"] == 5
+        assert len(mj.runs()) == 5
     finally:
         proc.terminate()
         try:

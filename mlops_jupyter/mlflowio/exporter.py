@@ -1,7 +1,8 @@
 """Our store → MLflow: experiments, runs, params, tags, metric histories, artifacts, status
 and times, written with `log_batch` within MLflow's limits. Idempotent: each MLflow run is
 tagged with our run id; a run exported completely before is skipped, one whose export was
-interrupted is deleted in MLflow and exported again."""
+interrupted is deleted in MLflow and exported again. A run imported from the target MLflow
+(tag `mlflow.run_id` naming a run it holds) is skipped too: it is there already."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..store import runs as rstore
 from .common import (
     STATUS_OUT,
     TAG_EXPORTED,
+    TAG_MLFLOW_RUN,
     TAG_OUR_RUN,
     TAG_OUR_STATUS,
     MlflowError,
@@ -125,6 +127,16 @@ def _exported(client: Any, exp_id: str) -> dict[str, Any]:
         max_results=1000,
     )
     return {r.data.tags[TAG_OUR_RUN]: r for r in runs if TAG_OUR_RUN in r.data.tags}
+
+
+def _active_run(client: Any, run_id: str) -> bool:
+    """Whether the MLflow store holds an active run with this id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
 
 
 def _artifacts(client: Any, store: Store, mid: str, arts: list[dict]) -> None:
@@ -235,6 +247,12 @@ def export_runs(
             exp_id = _experiment_id(client, d["experiment"], exp_ids)
             if exp_id not in seen:
                 seen[exp_id] = _exported(client, exp_id)
+            came_from = d["tags"].get(TAG_MLFLOW_RUN)
+            if isinstance(came_from, str) and _active_run(client, came_from):
+                ids[d["id"]] = came_from  # imported from this MLflow: it is there already
+                counts["skipped"] += 1
+                bar.update()
+                continue
             old = seen[exp_id].get(d["id"])
             if old is not None and old.data.tags.get(TAG_EXPORTED) == "complete":
                 ids[d["id"]] = old.info.run_id
