@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -63,9 +64,19 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter
 
     import mlops_jupyter as mj
-    from mlops_jupyter.mlflowio import import_runs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mlflow-import-"))
+    try:
+        run_bench(tmp, runs, points)
+    finally:
+        mj.set_store(None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_bench(tmp: Path, runs: int, points: int) -> None:
+    import mlops_jupyter as mj
+    from mlops_jupyter.mlflowio import import_runs
+
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     t_build = build(uri, tmp / "mlartifacts", runs, points)
     total = runs * points
@@ -87,6 +98,7 @@ def main() -> None:
     n = len(mj.metrics())
     assert n == total, n
     print(f"read back: {n:,} points")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
