@@ -185,6 +185,25 @@ def test_running_run_is_completed_by_the_next_import(source, tmp_path):
     assert len(mj.runs()) == 2
 
 
+def test_import_from_a_file_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to write
+    folder = tmp_path / "mlruns"
+    c = _client(str(folder))
+    run = c.create_run(c.create_experiment("old"), start_time=T0, run_name="legacy").info.run_id
+    c.log_metric(run, "loss", 0.5, timestamp=T0 + 1, step=3)
+    (tmp_path / "a.txt").write_text("old file")
+    c.log_artifact(run, str(tmp_path / "a.txt"))
+    c.set_terminated(run, "FINISHED", end_time=T0 + 2)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # reading needs no setting of the user's
+    assert import_runs(str(folder), quiet=True)["imported"] == 1
+    assert import_runs(f"file://{folder}", quiet=True)["skipped"] == 1
+    d = mj.get_run("legacy")
+    assert d["status"] == "finished" and round(d["end_time"] * 1000) == T0 + 2
+    assert [a["name"] for a in d["artifacts"]] == ["a.txt"]
+    m = mj.metrics("legacy", "loss")
+    assert m["step"].to_list() == [3] and m["ts"].dt.epoch("ms").to_list() == [T0 + 1]
+
+
 def test_negative_steps_are_refused_clearly_and_the_rest_imported(tmp_path):
     uri = f"sqlite:///{tmp_path / 'neg.db'}"
     c = _client(uri)

@@ -4,6 +4,7 @@ status mapping and the tags that make both directions idempotent."""
 from __future__ import annotations
 
 import contextlib
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -73,6 +74,10 @@ def mlflow_client(uri: str, *, must_exist: bool) -> Any:
         p = Path(urlsplit(uri).path if scheme == "file" else uri)
         if must_exist and not p.is_dir():
             raise MlflowError(f"no MLflow file store (folder) at {p}")
+        if must_exist:
+            # MLflow 3 refuses its (deprecated) file store unless asked; reading old
+            # history out of one is what migrating means
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # fails here, clearly, for a bad URI

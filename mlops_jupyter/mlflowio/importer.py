@@ -5,9 +5,12 @@ was still running, an import that was interrupted)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,21 @@ def _history(client: Any, run: Any, key: str) -> tuple[np.ndarray, np.ndarray, n
     return steps, ts, vals
 
 
+@contextlib.contextmanager
+def _no_mlflow_bars() -> Iterator[None]:
+    """MLflow's own per-download bar off: the import's bar counts runs."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
     """Download the run's artifacts and store them under their MLflow paths."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -65,7 +83,7 @@ def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
     if not repo.list_artifacts():
         return 0
-    with tempfile.TemporaryDirectory(prefix="mlflow-import-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mlflow-import-") as tmp, _no_mlflow_bars():
         root = Path(repo.download_artifacts("", dst_path=tmp))
         rows = []
         blobs = store.artifacts
