@@ -209,3 +209,70 @@ def test_postgres_storage_url_keeps_the_password_out_of_sight(pg_url):
     from mlops_jupyter.hpo.distributed import storage_for
 
     assert "pw-Secret" not in repr(storage_for(store))
+
+
+TICKER = textwrap.dedent(
+    """
+    import os, time
+    import mlops_jupyter as mj
+
+    def objective(trial):
+        x = trial.suggest_float("x", -5, 5)
+        time.sleep(0.15)
+        mj.log(loss=(x - 1) ** 2)
+        open(os.path.join(os.environ["TICK_DIR"], f"t{trial.number}"), "w").close()
+        return (x - 1) ** 2
+    """
+)
+
+
+def test_postgres_restart_mid_sweep_workers_reconnect(monkeypatch, tmp_path):
+    """The database restarts while two workers run trials: they wait, reconnect and finish
+    the sweep with exactly the requested trials (a server of its own: the session's
+    server serves other tests' connections)."""
+    import threading
+
+    from pgserver import PgServer
+
+    server = PgServer()
+    own_store = os.environ["MLOPS_JUPYTER_STORE"]
+    try:
+        monkeypatch.setenv("MLOPS_JUPYTER_STORE", server.new_database())
+        monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(tmp_path / "art"))
+        mj.set_store(None)
+        ticks = tmp_path / "ticks"
+        ticks.mkdir()
+        (tmp_path / "tickmod.py").write_text(TICKER)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setenv("TICK_DIR", str(ticks))
+        import tickmod
+
+        seen: dict[str, int] = {}
+
+        def restart() -> None:
+            deadline = time.monotonic() + 90
+            while len(list(ticks.iterdir())) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen["before"] = len(list(ticks.iterdir()))
+            server.stop("fast")  # ends every connection, as a restart does
+            time.sleep(1.5)
+            seen["down"] = len(list(ticks.iterdir()))
+            server.start()
+
+        t = threading.Thread(target=restart, daemon=True)
+        t.start()
+        r = mj.sweep(tickmod.objective, n_trials=16, workers=2, study="restart", seed=3, gate=False)
+        t.join(30)
+        assert 4 <= seen["before"] < 16, seen  # the restart really came mid-sweep
+        tr = r.trials()
+        assert (tr["state"] == "complete").sum() == 16, tr
+        assert tr["number"].n_unique() == tr.height
+        assert r.runs().filter(pl.col("status") == "finished").height >= 16
+        assert mj.get_run(r.run.id)["status"] == "finished"
+    finally:
+        from mlops_jupyter.store.db import close_all
+
+        close_all()
+        monkeypatch.setenv("MLOPS_JUPYTER_STORE", own_store)  # the teardown's store
+        mj.set_store(None)
+        server.close()

@@ -406,7 +406,7 @@ def sweep(
                 frozen = st.tell(trial, value)
             else:
                 frozen = st.tell(trial, state=getattr(optuna.trial.TrialState, state.upper()))
-            view.add(trial.number, state, value, trial.params)
+            view.add(trial.number, state, value, trial.params, distributions=trial.distributions)
             if view.best is not None:
                 run.log(step=trial.number, best_value=view.best[1])
             for cb in callbacks or ():

@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | No
     if st is None:
         import inspect
 
-        from optuna.storages import RDBStorage
+        from .rdb import RetryingRDBStorage as RDBStorage
 
         try:  # optuna >= 4.9 renamed the callback and its argument
             from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
@@ -378,8 +379,10 @@ def wait_workers(procs: list[subprocess.Popen]) -> tuple[int, list[str]]:
                 2,
             )
         else:
+            # the exception's first line (its message may run over several lines)
             lines = err.strip().splitlines()
-            errors.append(lines[-1] if lines else f"exit status {p.returncode}")
+            heads = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln)]
+            errors.append((heads or lines or [f"exit status {p.returncode}"])[-1])
     return total, errors
 
 
@@ -440,7 +443,12 @@ def run_spread(
             seen.add(tr.number)
             state = tr.state.name.lower()
             view.add(
-                tr.number, state, tr.value, tr.params, worker=tr.user_attrs.get("mlops.worker")
+                tr.number,
+                state,
+                tr.value,
+                tr.params,
+                worker=tr.user_attrs.get("mlops.worker"),
+                distributions=tr.distributions,
             )
             if view.best is not None:
                 run.log(step=tr.number, best_value=view.best[1])

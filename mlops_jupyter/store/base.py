@@ -27,8 +27,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import random
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -89,6 +91,31 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def write(self, what: str = "write to the store") -> contextlib.AbstractContextManager[Conn]:
         """A write transaction (nested calls are savepoints); see the module docstring."""
+
+    def write_again(
+        self, fn: Callable[[Conn], Any], what: str = "write to the store", wait: float = 30.0
+    ) -> Any:
+        """`fn(conn)` in a write transaction, run again while the store cannot be reached
+        (up to `wait` s; a database restart). Only for writes that give the same result
+        when repeated (upserts, setting a status): an attempt whose commit was lost with
+        the connection may have been applied already."""
+        deadline = time.monotonic() + wait
+        delay = 0.1
+        while True:
+            try:
+                with self.write(what) as c:
+                    return fn(c)
+            except Exception as e:
+                # inside an outer transaction the whole transaction is lost: its owner
+                # decides
+                if not self.unavailable(e) or self.in_write() or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    def in_write(self) -> bool:
+        """Whether this thread is inside a write transaction of this store."""
+        return False
 
     @abc.abstractmethod
     def snapshot(self, what: str = "read the store") -> contextlib.AbstractContextManager[Conn]:

@@ -160,7 +160,8 @@ def create_run(
     now = time.time()
     uid = secrets.token_hex(6)
     pid_start = _pid_start()
-    with store.write() as c:
+
+    def insert(c, name: str | None) -> tuple[int, str]:
         exp = _experiment_id(c, experiment)
         attempt = 1
         if prev_run_id is not None:
@@ -196,7 +197,28 @@ def create_run(
             c.executemany(_KV_UPSERT["params"], [(rid, k, v) for k, v in p_rows])
         if t_rows:
             c.executemany(_KV_UPSERT["tags"], [(rid, k, v) for k, v in t_rows])
-    return rid, uid, name
+        return rid, name
+
+    # a lost connection (a server restart) is waited out; the run's uid tells whether
+    # the lost attempt committed, so a retry never inserts the run twice
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            with store.write() as c:
+                rid, got = insert(c, name)
+            return rid, uid, got
+        except Exception as e:
+            if not store.unavailable(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+        try:
+            row = store.read("SELECT id, name FROM runs WHERE uid=?", (uid,))
+        except Exception as e:
+            if not store.unavailable(e):
+                raise
+            continue
+        if row:
+            return row[0][0], uid, row[0][1]
 
 
 def _next_default_name(c, exp: int) -> str:
@@ -214,11 +236,12 @@ def finish_run(store: Store, rid: int, status: str, end: float | None = None) ->
     """Mark a run ended with `status` (at `end`, default now). A run another process
     marked crashed while this one could not reach the store is corrected too."""
     end = time.time() if end is None else end
-    with store.write() as c:
-        c.execute(
+    store.write_again(  # the same update twice is the same state
+        lambda c: c.execute(
             "UPDATE runs SET status=?, end_time=?, heartbeat=? WHERE id=?",
             (status, end, end, rid),
         )
+    )
 
 
 def set_recorded_times(
@@ -270,8 +293,8 @@ def set_kv(store: Store, table: str, rid: int, items: dict[str, Any]) -> None:
     rows = encode_items(items, table)
     if not rows:
         return
-    with store.write() as c:
-        c.executemany(_KV_UPSERT[table], [(rid, k, v) for k, v in rows])
+    # an upsert: repeating it after a lost connection is safe
+    store.write_again(lambda c: c.executemany(_KV_UPSERT[table], [(rid, k, v) for k, v in rows]))
 
 
 def add_event(

@@ -301,6 +301,9 @@ class PostgresStore(BaseStore):
         finally:
             self._local.depth = depth
 
+    def in_write(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
     def write(self, what: str = "write to the store") -> contextlib.AbstractContextManager[_Conn]:
         return self._transaction(what, _WRITE_WAIT_S, read_only=False)
 
