@@ -10,7 +10,10 @@ Figures:
   same pair on the SQLite store's journal file for reference;
 - trials/s with workers=1, 2, 4 (fresh worker processes, start-up included) and on a Dask
   LocalCluster (2 worker processes, cluster start excluded), for a trivial objective and
-  one that sleeps 50 ms (a stand-in for real work that leaves the CPU free).
+  one that sleeps 50 ms (a stand-in for real work that leaves the CPU free);
+- the example pipeline (notebooks/pipeline_example.ipynb) run by `airflow dags test` on a
+  real Airflow 3 (.venv-airflow, `make airflow`; its database migration not counted)
+  against `python -m PIPE`, each from an empty stage cache.
 Nothing here is a test: numbers depend on the machine.
 """
 
@@ -100,6 +103,49 @@ def throughput(objective, n: int, workers: list[int], client=None) -> dict[str, 
     return out
 
 
+def airflow_vs_python_m(tmp: Path) -> None:
+    """Wall time of the example pipeline under `airflow dags test` and `python -m`."""
+    import shutil
+    import subprocess
+
+    from mlops_jupyter.export import export_notebook
+
+    af_py = ROOT / ".venv-airflow" / "bin" / "python"
+    if not af_py.exists():
+        print("no .venv-airflow (make airflow): no Airflow figure")
+        return
+    nb = ROOT / "notebooks" / "pipeline_example.ipynb"
+    pipe = export_notebook(nb, tmp / "py" / "example_pipe")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "example_pipe", "-q"], cwd=pipe.path.parent, check=True)
+    py_s = time.perf_counter() - t0
+    home = tmp / "airflow-home"
+    dags = home / "dags"
+    dags.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+    )
+    airflow = str(af_py.parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    export_notebook(nb, dags / "example_dag_pipe", target="airflow")
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [airflow, "dags", "test", "example_dag_pipe"], env=env, capture_output=True, text=True
+    )
+    af_s = time.perf_counter() - t0
+    ok = proc.returncode == 0 and "state=success" in proc.stdout + proc.stderr
+    print(
+        f"example pipeline: airflow dags test {af_s:.1f} s"
+        f"{'' if ok else ' (FAILED)'} vs python -m {py_s:.1f} s: {af_s / py_s:.1f}x",
+        flush=True,
+    )
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -134,6 +180,9 @@ def main() -> None:
         if client is not None:
             client.close()
             cluster.close()
+        _use_store(str(tmp / "pipe" / "store.db"), None)
+        os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
+        airflow_vs_python_m(tmp)
     finally:
         from mlops_jupyter.store.db import close_all
 

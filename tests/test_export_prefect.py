@@ -3,7 +3,8 @@
 server and database): one task per stage, each in a process of its own reading its inputs
 from the stage cache; outputs equal `python -m PIPE`'s; flow parameters are the pipeline
 params; a failing stage shows its error and the resume hint in the flow's logs, and the next
-flow run resumes from the cache."""
+flow run resumes from the cache. The first test keeps the stage cache on a real S3-compatible
+server."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def _run_flow(prefect_py: Path, flow_file: Path, name: str, calls: list[dict], t
     return json.loads(lines[-1][2:]), proc.stdout
 
 
-def test_prefect_flow_runs_like_python_m(prefect_py, tmp_path):
+def test_prefect_flow_runs_like_python_m(prefect_py, s3_url, tmp_path, monkeypatch):
     ref = export_notebook(NOTEBOOKS / "pipeline_example.ipynb", tmp_path / "ref" / "example_pipe")
     run_pipeline(ref.path, "-q")
     want = _manifests(ref.path / ".cache", STAGES)
@@ -87,10 +88,17 @@ def test_prefect_flow_runs_like_python_m(prefect_py, tmp_path):
     res = export_notebook(
         NOTEBOOKS / "pipeline_example.ipynb", tmp_path / "flows" / "example_flow", target="prefect"
     )
+    # the stage cache on object storage, as for task runners on several machines (the
+    # local cache is covered by the failure-and-resume test below)
+    mirror = tmp_path / "worker-cache"
+    monkeypatch.setenv("MLOPS_JUPYTER_PIPELINE_CACHE", s3_url)
+    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(mirror))
     (out,), _ = _run_flow(prefect_py, res.path / "prefect_flow.py", "example_flow", [{}], tmp_path)
     assert out["state"] == "COMPLETED", out["logs"]
     assert out["tasks"] == sorted(STAGES)  # one task run per stage
-    assert _manifests(res.path / ".cache", STAGES) == want  # same keys, same output versions
+    assert not (res.path / ".cache").exists()  # nothing cached beside the flow
+    (remote,) = [p for p in (mirror / "pipelines").iterdir() if p.is_dir()]
+    assert _manifests(remote, STAGES) == want  # same keys, same output versions
     assert "test mse" in out["logs"]  # the stage's prints, in Prefect's logs
 
     pf = {
