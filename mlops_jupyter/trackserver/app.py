@@ -239,15 +239,11 @@ class NotFoundHandler(BaseHandler):
     """Any other path: 404 in MLflow's error shape (ENDPOINT_NOT_FOUND)."""
 
     async def _nf(self, *a: Any) -> None:
-        async def go() -> None:
-            raise HTTPError(404, "ENDPOINT_NOT_FOUND", f"no endpoint {self.request.path}")
-
-        try:
-            if self._over:
-                raise TooLarge(self.limit)
-            await go()
-        except HTTPError as e:
-            self.send_error_json(e.status, e.code, e.message)
+        if self._over:
+            e: HTTPError = TooLarge(self.limit)
+        else:
+            e = HTTPError(404, "ENDPOINT_NOT_FOUND", f"no endpoint {self.request.path}")
+        self.send_error_json(e.status, e.code, e.message)
 
     get = post = put = delete = patch = _nf
 

@@ -6,7 +6,6 @@ experiment), MLflow run ids are our run ids. Errors use MLflow's shape
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
@@ -17,187 +16,23 @@ from ..store import ingest as ing
 from ..store import runs as rstore
 from . import mlflow_search
 from .app import BaseHandler, HTTPError, check_value
-
-DEFAULT_EXPERIMENT = "default"  # our default experiment is MLflow's experiment "0"
-DELETED_TAG = "mlflow.lifecycle_stage"  # MLflow's soft delete, kept as a tag of ours
-LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
-MAX_BATCH_BYTES = 1 << 20
-MAX_PARAM_VALUE = 6000
-TO_MLFLOW = {
-    "running": "RUNNING",
-    "finished": "FINISHED",
-    "failed": "FAILED",
-    "crashed": "FAILED",
-    "killed": "KILLED",
-    "stopped": "KILLED",
-}
-FROM_MLFLOW = {
-    "RUNNING": "running",
-    "SCHEDULED": "running",
-    "FINISHED": "finished",
-    "FAILED": "failed",
-    "KILLED": "killed",
-}
-
-
-# ---------------------------------------------------------------------- conversions
-
-
-def _ms(t: float | None) -> int | None:
-    return None if t is None else int(round(t * 1000))
-
-
-def _num(v: Any, what: str) -> float:
-    """A double as MLflow's JSON sends it: a number or "NaN"/"Infinity"/"-Infinity"."""
-    if isinstance(v, str) and v in ("NaN", "Infinity", "-Infinity", "nan", "inf", "-inf"):
-        return float(v.replace("Infinity", "inf"))
-    check_value(isinstance(v, (int, float)) and not isinstance(v, bool), f"{what} must be a number")
-    return float(v)
-
-
-def _int(v: Any, what: str, default: int | None = None) -> int | None:
-    """An int64 as MLflow's JSON sends it (a number or a numeric string)."""
-    if v is None:
-        return default
-    if isinstance(v, str) and v.lstrip("-").isdigit():
-        v = int(v)
-    check_value(isinstance(v, int) and not isinstance(v, bool), f"{what} must be an integer")
-    check_value(-(2**63) <= v < 2**63, f"{what} is out of range")
-    return v
-
-
-def _str(body: dict, name: str, required: bool = True) -> str | None:
-    v = body.get(name)
-    if v is None or v == "":
-        check_value(not required, f"Missing value for required parameter '{name}'.")
-        return None
-    check_value(isinstance(v, str), f"'{name}' must be a string")
-    return v
-
-
-def _out_num(v: float | None) -> Any:
-    if v is None or math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def _text(json_value: str) -> str:
-    """A stored param/tag value as MLflow's string."""
-    try:
-        v = json.loads(json_value)
-    except ValueError:
-        return json_value
-    return v if isinstance(v, str) else json.dumps(v)
-
-
-def exp_id(eid: int, name: str) -> str:
-    return "0" if name == DEFAULT_EXPERIMENT else str(eid)
-
-
-def experiment_json(eid: int, name: str, created: float) -> dict[str, Any]:
-    mid = exp_id(eid, name)
-    return {
-        "experiment_id": mid,
-        "name": name,
-        "artifact_location": f"mlflow-artifacts:/{mid}",
-        "lifecycle_stage": "active",
-        "creation_time": _ms(created),
-        "last_update_time": _ms(created),
-        "tags": [],
-    }
-
-
-def find_experiment(store, mid: Any) -> tuple[int, str, float]:
-    """Our experiment for MLflow experiment id `mid` ("0" is created on first use)."""
-    mid = str(mid) if isinstance(mid, int) and not isinstance(mid, bool) else mid
-    check_value(isinstance(mid, str) and mid != "", "experiment_id must be a string")
-    if mid == "0":
-        ing.ensure_experiment(store, DEFAULT_EXPERIMENT)
-        return ing.experiments(store, name=DEFAULT_EXPERIMENT)[0]
-    rows = ing.experiments(store, ids=[int(mid)]) if mid.isdigit() and len(mid) < 19 else []
-    if not rows:
-        raise HTTPError(404, "RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={mid} exists")
-    return rows[0]
-
-
-def load_runs(store, rows: list[ing.RunRow]) -> list[dict[str, Any]]:
-    """Runs with their params, tags and latest metrics, in one shape for filter and JSON."""
-    rids = [r.rid for r in rows]
-    params = ing.kv(store, "params", rids)
-    tags = ing.kv(store, "tags", rids)
-    mets = ing.latest_metrics(store, rids)
-    out = []
-    for r in rows:
-        t = {k: _text(v) for k, v in tags[r.rid].items()}
-        stage = "deleted" if t.pop(DELETED_TAG, None) == "deleted" else "active"
-        if r.name:
-            t["mlflow.runName"] = r.name  # a rename through our API shows too
-        if r.username:
-            t.setdefault("mlflow.user", r.username)
-        out.append(
-            {
-                "run_id": r.uid,
-                "row": r,
-                "stage": stage,
-                "params": {k: _text(v) for k, v in params[r.rid].items()},
-                "tags": t,
-                "metrics": {k: v for k, v, _ts, _s in mets[r.rid] if v is not None},
-                "metric_rows": mets[r.rid],
-                "attributes": {
-                    "run_id": r.uid,
-                    "run_name": r.name,
-                    "status": TO_MLFLOW.get(r.status, "FAILED"),
-                    "start_time": _ms(r.start_time),
-                    "end_time": _ms(r.end_time),
-                    "user_id": r.username or "",
-                    "artifact_uri": _artifact_uri(r),
-                    "lifecycle_stage": stage,
-                },
-            }
-        )
-    return out
-
-
-def _artifact_uri(r: ing.RunRow) -> str:
-    return f"mlflow-artifacts:/{exp_id(r.experiment_id, r.experiment)}/{r.uid}/artifacts"
-
-
-def run_info(d: dict[str, Any]) -> dict[str, Any]:
-    r: ing.RunRow = d["row"]
-    a = d["attributes"]
-    info = {
-        "run_id": r.uid,
-        "run_uuid": r.uid,
-        "run_name": r.name or "",
-        "experiment_id": exp_id(r.experiment_id, r.experiment),
-        "user_id": a["user_id"],
-        "status": a["status"],
-        "start_time": a["start_time"],
-        "artifact_uri": a["artifact_uri"],
-        "lifecycle_stage": d["stage"],
-    }
-    if a["end_time"] is not None:
-        info["end_time"] = a["end_time"]
-    return info
-
-
-def run_json(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "info": run_info(d),
-        "data": {
-            "metrics": [
-                {"key": k, "value": _out_num(v), "timestamp": _ms(ts) or 0, "step": s or 0}
-                for k, v, ts, s in d["metric_rows"]
-            ],
-            "params": [{"key": k, "value": v} for k, v in sorted(d["params"].items())],
-            "tags": [{"key": k, "value": v} for k, v in sorted(d["tags"].items())],
-        },
-        "inputs": {},
-        "outputs": {},
-    }
-
+from .mlflow_convert import (
+    DELETED_TAG,
+    FROM_MLFLOW,
+    LIMITS,
+    MAX_BATCH_BYTES,
+    MAX_PARAM_VALUE,
+    as_int,
+    as_num,
+    exp_id,
+    experiment_json,
+    find_experiment,
+    load_runs,
+    out_num,
+    req_str,
+    run_info,
+    run_json,
+)
 
 # ---------------------------------------------------------------------- handlers
 
@@ -233,7 +68,7 @@ class MlflowHandler(BaseHandler):
 
 class CreateExperiment(MlflowHandler):
     def do(self, body):
-        name = _str(body, "name")
+        name = req_str(body, "name")
         assert name is not None
         check_value(bool(name.strip()), "experiment name must not be empty")
         if ing.experiments(self.store, name=name):
@@ -246,13 +81,13 @@ class CreateExperiment(MlflowHandler):
 
 class GetExperiment(MlflowHandler):
     def do(self, body):
-        row = find_experiment(self.store, _str(body, "experiment_id"))
+        row = find_experiment(self.store, req_str(body, "experiment_id"))
         return {"experiment": experiment_json(*row)}
 
 
 class GetExperimentByName(MlflowHandler):
     def do(self, body):
-        name = _str(body, "experiment_name")
+        name = req_str(body, "experiment_name")
         rows = ing.experiments(self.store, name=name)
         if not rows:
             raise HTTPError(
@@ -281,7 +116,7 @@ class SearchExperiments(MlflowHandler):
 
 
 def _page(items: list, body: dict, default: int, most: int) -> tuple[list, str | None]:
-    n = _int(body.get("max_results"), "max_results", default)
+    n = as_int(body.get("max_results"), "max_results", default)
     assert n is not None
     check_value(0 < n <= most, f"max_results must be 1 to {most}")
     tok = body.get("page_token") or "0"
@@ -295,9 +130,9 @@ class CreateRun(MlflowHandler):
     def do(self, body):
         eid, ename, _ = find_experiment(self.store, body.get("experiment_id") or "0")
         tags = _kv_list(body.get("tags"), "tags")
-        name = _str(body, "run_name", False) or tags.get("mlflow.runName") or None
-        start = _int(body.get("start_time"), "start_time")
-        user = _str(body, "user_id", False) or tags.get("mlflow.user")
+        name = req_str(body, "run_name", False) or tags.get("mlflow.runName") or None
+        start = as_int(body.get("start_time"), "start_time")
+        user = req_str(body, "user_id", False) or tags.get("mlflow.user")
         row = ing.create_run(
             self.store,
             ename,
@@ -341,11 +176,11 @@ class UpdateRun(MlflowHandler):
         status = body.get("status")
         if status is not None:
             check_value(status in FROM_MLFLOW, f"status must be one of {sorted(FROM_MLFLOW)}")
-            end = _int(body.get("end_time"), "end_time")
+            end = as_int(body.get("end_time"), "end_time")
             ing.set_status(
                 self.store, row.rid, FROM_MLFLOW[status], end / 1000 if end is not None else None
             )
-        name = _str(body, "run_name", False)
+        name = req_str(body, "run_name", False)
         if name:
             ing.rename_run(self.store, row.rid, name)
         (d,) = load_runs(self.store, [ing.run_by_id(self.store, row.rid)])
@@ -402,10 +237,10 @@ class SearchRuns(MlflowHandler):
 class LogMetric(MlflowHandler):
     def do(self, body):
         row = self.run_of(body)
-        key = _str(body, "key")
-        value = _num(body.get("value"), "value")
-        ts = _int(body.get("timestamp"), "timestamp", int(time.time() * 1000))
-        step = _int(body.get("step"), "step", 0)
+        key = req_str(body, "key")
+        value = as_num(body.get("value"), "value")
+        ts = as_int(body.get("timestamp"), "timestamp", int(time.time() * 1000))
+        step = as_int(body.get("step"), "step", 0)
         _append(self.store, row.rid, [(key, value, ts, step)])
         return {}
 
@@ -433,7 +268,7 @@ def _append(store, rid: int, points: list[tuple[str, float, int, int]]) -> None:
 class LogParam(MlflowHandler):
     def do(self, body):
         row = self.run_of(body)
-        key, value = _str(body, "key"), body.get("value", "")
+        key, value = req_str(body, "key"), body.get("value", "")
         params = _kv_list([{"key": key, "value": value}], "param")
         check_value(len(value) <= MAX_PARAM_VALUE, f"param value over {MAX_PARAM_VALUE} chars")
         rstore.set_kv(self.store, "params", row.rid, params)
@@ -443,7 +278,7 @@ class LogParam(MlflowHandler):
 class SetTag(MlflowHandler):
     def do(self, body):
         row = self.run_of(body)
-        tags = _kv_list([{"key": _str(body, "key"), "value": body.get("value", "")}], "tag")
+        tags = _kv_list([{"key": req_str(body, "key"), "value": body.get("value", "")}], "tag")
         _set_tags(self.store, row, tags)
         return {}
 
@@ -458,7 +293,7 @@ def _set_tags(store, row: ing.RunRow, tags: dict[str, str]) -> None:
 class DeleteTag(MlflowHandler):
     def do(self, body):
         row = self.run_of(body)
-        key = _str(body, "key")
+        key = req_str(body, "key")
         if not ing.delete_tag(self.store, row.rid, key):
             raise HTTPError(404, "RESOURCE_DOES_NOT_EXIST", f"No tag with name: {key}")
         return {}
@@ -491,9 +326,9 @@ class LogBatch(MlflowHandler):
             points.append(
                 (
                     key,
-                    _num(m.get("value"), f"metrics[{i}].value"),
-                    _int(m.get("timestamp"), f"metrics[{i}].timestamp", int(time.time() * 1000)),
-                    _int(m.get("step"), f"metrics[{i}].step", 0),
+                    as_num(m.get("value"), f"metrics[{i}].value"),
+                    as_int(m.get("timestamp"), f"metrics[{i}].timestamp", int(time.time() * 1000)),
+                    as_int(m.get("step"), f"metrics[{i}].step", 0),
                 )
             )
         if params:
@@ -507,10 +342,10 @@ class LogBatch(MlflowHandler):
 class GetMetricHistory(MlflowHandler):
     def do(self, body):
         row = self.run_of(body)
-        key = _str(body, "metric_key")
+        key = req_str(body, "metric_key")
         steps, ts, vals = ing.metric_history(self.store, row.rid, key)
         pts = [
-            {"key": key, "value": _out_num(v), "timestamp": int(t), "step": int(s)}
+            {"key": key, "value": out_num(v), "timestamp": int(t), "step": int(s)}
             for s, t, v in zip(steps.tolist(), ts.tolist(), vals.tolist())
         ]
         page, token = _page(pts, body, max(1, len(pts)), 10**9)
