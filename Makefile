@@ -88,7 +88,7 @@ lint-ts: setup
 PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
 test: setup browser postgres azurite airflow prefect lint lint-ts
-	$(PY) -m pytest -p no:cacheprovider -ra
+	$(PY) -m pytest -p no:cacheprovider -ra --durations=25
 	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 
 # The suite on the oldest (3.10 + pandas 2.3 + numpy 2.2 + the lowest polars allowed) and the
@@ -109,10 +109,16 @@ COMPAT_SKIP := --ignore=tests/test_export_airflow.py --ignore=tests/test_export_
 	.venv-py$*/bin/python -m pip install -q -c .ci/constraints-py$*.txt -e ".[dev]"
 	touch $@
 
+# The two venvs run at the same time (their tests mostly wait on servers and kernels; each
+# session starts its own servers on free ports); their outputs are printed one after the other.
 test-compat: postgres $(addsuffix /.installed,$(COMPAT_VENVS))
-	@failed=""; for v in $(COMPAT_VENVS); do \
+	@for v in $(COMPAT_VENVS); do \
+	  ( $$v/bin/python -m pytest -p no:cacheprovider -q -ra -m "not browser" $(COMPAT_SKIP) \
+	      > $$v/pytest.log 2>&1; echo $$? > $$v/pytest.rc ) & \
+	done; wait; \
+	failed=""; for v in $(COMPAT_VENVS); do \
 	  echo "== $$v: $$($$v/bin/python -c 'import sys, numpy, pandas, polars; print(sys.version.split()[0], "numpy", numpy.__version__, "pandas", pandas.__version__, "polars", polars.__version__)')"; \
-	  $$v/bin/python -m pytest -p no:cacheprovider -q -ra -m "not browser" $(COMPAT_SKIP) || failed="$$failed $$v"; \
+	  cat $$v/pytest.log; [ "$$(cat $$v/pytest.rc)" = 0 ] || failed="$$failed $$v"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "test-compat failed in:$$failed"; exit 1; fi
 
