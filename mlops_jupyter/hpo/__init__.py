@@ -498,7 +498,8 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent
     child.log_params(dict(trial.params))
     if value is not None:
         child.log_metric("objective", value)
-    child.set_tags({"optuna.state": state})
+    if state == "pruned":  # complete and failed trials say so by their run's status
+        child.set_tags({"optuna.state": state})
     child.end("failed" if state == "fail" else "finished")
     return value, state, err
 
