@@ -396,3 +396,22 @@ def test_tls_with_certfile_and_keyfile(child_env, tmp_path, wtok):
         # plain HTTP on the TLS port gets no answer
         with pytest.raises(OSError):
             request(srv.url.replace("https://", "http://"), "GET", "/health")
+
+
+def test_a_quiet_remote_run_shows_crashed_until_it_logs_again(server, wtok, monkeypatch):
+    url = server.url
+    rid = _run(url, wtok)
+    body = {"runs": [{"id": rid, "chunks": [_chunk("loss", 0, 0, 5)]}]}
+    assert request(url, "POST", "/api/v1/ingest", wtok, body)[0] == 200
+    # the server's process is not the run's owner: only its heartbeat tells it is alive
+    assert mj.get_run(rid)["status"] == "running"
+    monkeypatch.setenv("MLOPS_JUPYTER_STALE_AFTER", "2")
+    time.sleep(2.5)
+    assert mj.runs()["status"].to_list() == ["crashed"]
+    body = {"runs": [{"id": rid, "chunks": [_chunk("loss", 1, 5, 5)]}]}
+    assert request(url, "POST", "/api/v1/ingest", wtok, body)[0] == 200
+    d = mj.get_run(rid)
+    assert d["status"] == "running" and d["end_time"] is None
+    assert request(url, "POST", f"/api/v1/runs/{rid}/end", wtok, {})[0] == 200
+    monkeypatch.delenv("MLOPS_JUPYTER_STALE_AFTER")
+    assert mj.get_run(rid)["status"] == "finished" and len(_points(rid, "loss")) == 10

@@ -238,11 +238,7 @@ def append(store: Store, chunks: Sequence[Chunk]) -> tuple[int, int]:
     with store.write("append metric points") as c:
         # take the runs' rows first, in one order: two server processes appending to the same
         # run/key serialize here instead of both taking the same chunk seq (PostgreSQL)
-        c.executemany(
-            "UPDATE runs SET heartbeat = CASE WHEN status='running' THEN ? ELSE heartbeat END"
-            " WHERE id=?",
-            [(now, r) for r in rids],
-        )
+        _revive(c, now, rids)
         mstore.key_ids(c, sorted({ch.key for ch in chunks}), keys)
         pos: dict[tuple[int, int], list[int]] = {}
         for ch in chunks:
@@ -267,7 +263,22 @@ def append(store: Store, chunks: Sequence[Chunk]) -> tuple[int, int]:
     return written, skipped
 
 
+_REVIVE = (
+    "UPDATE runs SET heartbeat = CASE WHEN status IN ('running', 'crashed') THEN ?"
+    " ELSE heartbeat END, end_time = CASE WHEN status = 'crashed' THEN NULL ELSE end_time END,"
+    " status = CASE WHEN status = 'crashed' THEN 'running' ELSE status END WHERE id=?"
+)
+
+
+def _revive(c, now: float, rids: list[int]) -> None:
+    # A remote run has no local process to check: it is marked crashed when its heartbeat
+    # (each write) is older than MLOPS_JUPYTER_STALE_AFTER. Data arriving proves it is
+    # alive (a long epoch between two logs), so it shows as running again.
+    c.executemany(_REVIVE, [(now, r) for r in rids])
+
+
 def beat(store: Store, rid: int) -> None:
-    """Heartbeat of a running run written through the server (params, tags...)."""
+    """Heartbeat of a run written through the server (params, tags...); a run marked
+    crashed for want of heartbeats is running again."""
     with store.write("heartbeat") as c:
-        rstore.beat(c, time.time(), [rid])
+        _revive(c, time.time(), [rid])

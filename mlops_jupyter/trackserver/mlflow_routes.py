@@ -272,6 +272,7 @@ class LogParam(MlflowHandler):
         params = _kv_list([{"key": key, "value": value}], "param")
         check_value(len(value) <= MAX_PARAM_VALUE, f"param value over {MAX_PARAM_VALUE} chars")
         rstore.set_kv(self.store, "params", row.rid, params)
+        ing.beat(self.store, row.rid)
         return {}
 
 
@@ -288,6 +289,7 @@ def _set_tags(store, row: ing.RunRow, tags: dict[str, str]) -> None:
         ing.rename_run(store, row.rid, tags["mlflow.runName"])
     if tags:
         rstore.set_kv(store, "tags", row.rid, tags)
+        ing.beat(store, row.rid)
 
 
 class DeleteTag(MlflowHandler):
