@@ -52,6 +52,12 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="20 runs x 200 points")
     ap.add_argument("--runs", type=int)
     ap.add_argument("--points", type=int)
+    ap.add_argument(
+        "--mlflow-db",
+        type=Path,
+        help="import this MLflow SQLite file (one this script built: runs x points must match) "
+        "instead of building one",
+    )
     a = ap.parse_args()
     runs = a.runs or (20 if a.small else 1000)
     points = a.points or (200 if a.small else 1000)
@@ -67,20 +73,25 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mlflow-import-"))
     try:
-        run_bench(tmp, runs, points)
+        run_bench(tmp, runs, points, a.mlflow_db)
     finally:
         mj.set_store(None)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_bench(tmp: Path, runs: int, points: int) -> None:
+def run_bench(tmp: Path, runs: int, points: int, db: Path | None = None) -> None:
     import mlops_jupyter as mj
     from mlops_jupyter.mlflowio import import_runs
 
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    t_build = build(uri, tmp / "mlartifacts", runs, points)
     total = runs * points
-    print(f"built MLflow store: {runs:,} runs x {points:,} points in {t_build:.1f}s (log_batch)")
+    if db is None:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        t_build = build(uri, tmp / "mlartifacts", runs, points)
+        print(
+            f"built MLflow store: {runs:,} runs x {points:,} points in {t_build:.1f}s (log_batch)"
+        )
+    else:
+        uri = f"sqlite:///{db.resolve()}"
     mj.set_store(tmp / "ours" / "store.db")
     t = time.perf_counter()
     counts = import_runs(uri, quiet=True)

@@ -35,7 +35,7 @@ from .common import (
     redact,
 )
 
-MAX_STEP = (1 << 63) - 1
+PREFETCH = 100  # runs whose histories are read together from an MLflow SQL store
 
 
 def _experiments(client: Any, names: list[str] | None) -> list[Any]:
@@ -50,8 +50,7 @@ def _experiments(client: Any, names: list[str] | None) -> list[Any]:
     return [by_name[n] for n in names]
 
 
-def _history(client: Any, run: Any, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    hist = client.get_metric_history(run.info.run_id, key)
+def _arrays(hist: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # MLflow keeps no logging order: time order (then step) is the closest to it
     hist = sorted(hist, key=lambda m: (m.timestamp, m.step))
     steps = np.fromiter((m.step for m in hist), np.int64, len(hist))
@@ -73,6 +72,31 @@ def _no_mlflow_bars() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+def _prefetch(client: Any, runs: list[Any]) -> dict[tuple[str, str], tuple]:
+    """Metric histories of several runs at once, per key, where the source is an MLflow SQL
+    store: one query per key instead of one per run and key, each of which scans every
+    point of that key in MLflow's SQLite schema. {} elsewhere (servers, file stores): the
+    caller then reads each history with get_metric_history."""
+    # the client's store object is not public API: any surprise means per-run reads
+    bulk = getattr(
+        getattr(getattr(client, "_tracking_client", None), "store", None),
+        "get_metric_history_bulk",
+        None,
+    )
+    if bulk is None or not runs:
+        return {}
+    keys = sorted({k for r in runs for k in r.data.metrics})
+    ids = [r.info.run_id for r in runs]
+    grouped: dict[tuple[str, str], list] = {}
+    try:
+        for key in keys:
+            for m in bulk(ids, key, 1 << 62):
+                grouped.setdefault((m.run_id, key), []).append(m)
+    except Exception:
+        return {}
+    return {k: _arrays(v) for k, v in grouped.items()}
 
 
 def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
@@ -97,23 +121,38 @@ def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
         return len(rows)
 
 
+def _times(run: Any) -> tuple[str | None, float, float | None]:
+    """(our status, start s, end s) of an MLflow run."""
+    info = run.info
+    status = STATUS_IN.get(str(info.status).upper())
+    start = info.start_time / 1000.0 if info.start_time is not None else 0.0
+    end = info.end_time / 1000.0 if info.end_time is not None else None
+    return status, start, None if status == "running" else end
+
+
+def _unchanged(run: Any, done: dict) -> bool:
+    """Imported before, ended, and with the same status and end since."""
+    status, _, end = _times(run)
+    old = done.get(run.info.run_id)
+    return old is not None and status != "running" and old[1] == status and old[2] == end
+
+
 def _import_one(
-    client: Any, store: Store, run: Any, exp_name: str, uri: str, done: dict
+    client: Any, store: Store, run: Any, exp_name: str, uri: str, done: dict, pre: dict
 ) -> tuple[str, int, int]:
     """Import or complete one MLflow run; returns (what happened, points, artifacts)."""
     info = run.info
     mid = info.run_id
-    status = STATUS_IN.get(str(info.status).upper())
+    status, start, end = _times(run)
     if status is None:
         raise MlflowError(f"MLflow run {mid} has an unknown status {info.status!r}")
-    start = info.start_time / 1000.0 if info.start_time is not None else 0.0
-    end = info.end_time / 1000.0 if info.end_time is not None else None
-    if status == "running":
-        end = None
-    old = done.get(mid)
-    if old is not None and old[1] == status and old[2] == end and status != "running":
+    if _unchanged(run, done):
         return "skipped", 0, 0
-    series = {k: _history(client, run, k) for k in sorted(run.data.metrics)}
+    old = done.get(mid)
+    series = {
+        k: pre.pop((mid, k), None) or _arrays(client.get_metric_history(mid, k))
+        for k in sorted(run.data.metrics)
+    }
     for k, (steps, _, _) in series.items():
         if len(steps) and (int(steps.min()) < 0):
             # our store keeps steps >= 0; shifting them would change the data: refuse
@@ -196,10 +235,13 @@ def import_runs(
     refused: list[str] = []
     bar = progress(total=len(runs), desc="mlflow import", unit="run", quiet=quiet)
     with bar, mlflow_errors(f"import from {redact(from_uri)}"):
-        for r in runs:
+        for i, r in enumerate(runs):
+            if i % PREFETCH == 0:  # the next histories, bounded in memory
+                window = runs[i : i + PREFETCH]
+                pre = _prefetch(client, [x for x in window if not _unchanged(x, done)])
             try:
                 what, points, n_art = _import_one(
-                    client, store, r, names[r.info.experiment_id], from_uri, done
+                    client, store, r, names[r.info.experiment_id], from_uri, done, pre
                 )
             except InvalidInputError as e:  # this run only: the others are imported
                 warnings.warn(f"mlops-jupyter: {e}", RuntimeWarning, stacklevel=2)
