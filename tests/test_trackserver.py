@@ -415,3 +415,17 @@ def test_a_quiet_remote_run_shows_crashed_until_it_logs_again(server, wtok, monk
     assert request(url, "POST", f"/api/v1/runs/{rid}/end", wtok, {})[0] == 200
     monkeypatch.delenv("MLOPS_JUPYTER_STALE_AFTER")
     assert mj.get_run(rid)["status"] == "finished" and len(_points(rid, "loss")) == 10
+
+
+def test_cli_errors_are_clear(server, child_env, tmp_path):
+    busy = cli(child_env, "server", "--port", str(server.port), check=False)
+    assert busy.returncode == 2 and "cannot listen" in busy.stderr
+    for args in (["--certfile", str(tmp_path / "no.pem")], ["--keyfile", "k"]):
+        p = cli(child_env, "server", "--port", "0", *args, check=False)
+        assert p.returncode == 2 and "certfile" in p.stderr and "Traceback" not in p.stderr
+    p = cli(child_env, "server", "--port", "0", "--certfile", "a", "--keyfile", "b", check=False)
+    assert p.returncode == 2 and "cannot load" in p.stderr
+    p = cli(
+        child_env, "server", "token", "add", "x", "--scope", "read", "--expires", "3q", check=False
+    )
+    assert p.returncode == 2 and "duration" in p.stderr

@@ -100,12 +100,18 @@ def cmd_serve(args) -> int:
     ctx = None
     if args.certfile:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(args.certfile, args.keyfile)
+        try:
+            ctx.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidInputError(f"cannot load --certfile/--keyfile: {e}") from None
     if args.artifacts:
         # store.artifacts reads it: every worker serves files from the same place
         os.environ["MLOPS_JUPYTER_ARTIFACTS"] = args.artifacts
     location = _store_location(args)
-    sockets = tornado.netutil.bind_sockets(args.port, args.host)
+    try:
+        sockets = tornado.netutil.bind_sockets(args.port, args.host)
+    except OSError as e:
+        raise InvalidInputError(f"cannot listen on {args.host}:{args.port}: {e}") from None
     port = sockets[0].getsockname()[1]
     scheme = "https" if ctx else "http"
     print(
