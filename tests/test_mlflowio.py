@@ -374,6 +374,21 @@ def test_import_from_a_running_mlflow_server(source, tmp_path):
         # the same runs through their SQLite store: recognised by their MLflow run ids
         assert import_runs(db, quiet=True)["skipped"] == 5
         assert len(mj.runs()) == 5
+        # and export through the server: the imported runs are there already
+        (tmp_path / "out.txt").write_text("ours")
+        with mj.start_run("ours", "served", params={"lr": 0.5}) as ours:
+            ours.log(step=1, loss=0.125)
+            ours.log_artifact(tmp_path / "out.txt")
+        back = export_runs(url, quiet=True)
+        assert back["exported"] == 1 and back["skipped"] == 5 and back["artifacts"] == 1
+        query = f"tags.`mlops_jupyter.run_id` = '{ours.id}'"
+        (mr,) = c.search_runs([exp], filter_string=query)
+        assert mr.data.params == {"lr": "0.5"} and mr.info.status == "FINISHED"
+        assert [(h.step, h.value) for h in c.get_metric_history(mr.info.run_id, "loss")] == [
+            (1, 0.125)
+        ]
+        got = Path(c.download_artifacts(mr.info.run_id, "out.txt", str(tmp_path / "dl")))
+        assert got.read_text() == "ours"
     finally:
         proc.terminate()
         try:
