@@ -192,6 +192,8 @@ def test_mlflow_artifacts_land_in_object_storage(s3_url, child_env, tmp_path, mo
         try:
             f = tmp_path / "weights.bin"
             f.write_bytes(bytes(range(256)) * 4096)
+            # the fluent API remembers the last test's experiment id: name one in this store
+            mlflow.set_experiment("s3-artifacts")
             with mlflow.start_run() as run:
                 mlflow.log_artifact(str(f), artifact_path="model")
             rid = run.info.run_id
