@@ -39,6 +39,7 @@ READ_COMMANDS = {
     "mlops_jupyter.artifacts.cli.cmd_get",
     "mlops_jupyter.artifacts.cli.cmd_where",
     "mlops_jupyter.artifacts.cli.cmd_gc",
+    "mlops_jupyter.mlflowio.cli.cmd_export",
 }
 
 
