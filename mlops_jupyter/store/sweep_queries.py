@@ -13,21 +13,13 @@ import time
 from typing import Any
 
 from ..errors import RunNotFoundError
+from .api_queries import _decode
 from .db import Store
 
 OBJECTIVE = "objective"
 RECENT_S = 30.0  # window of the "recent" trials/s
 STATES = ("running", "complete", "pruned", "fail")
 _RUN_STATE = {"running": "running", "finished": "complete"}  # anything else ended badly
-
-
-def _decode(v: str | None) -> Any:
-    if v is None:
-        return None
-    try:
-        return json.loads(v)
-    except (ValueError, TypeError):
-        return v
 
 
 def _finite(v: Any) -> float | None:
