@@ -594,6 +594,9 @@ def main() -> int:
     peers = [] if a.no_peers else [p for p in PEERS if have(p)]
     if not a.no_peers:
         skipped += [f"{p} (not installed in {sys.prefix})" for p in PEERS if p not in peers]
+        if "mlflow" in peers and not have("boto3"):  # MLflow's S3 artifact store is boto3
+            peers.remove("mlflow")
+            skipped.append(f"mlflow (not installed with boto3, its S3 client, in {sys.prefix})")
     with_torch = have("torch")
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as tmp:
         work = Path(tmp)
