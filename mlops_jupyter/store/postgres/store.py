@@ -281,21 +281,13 @@ class PostgresStore(BaseStore):
         # savepoints on the same connection
         psycopg = _psycopg()
         depth = getattr(self._local, "depth", 0)
-        if depth:
-            raw = self._raw()
-            tx = raw.transaction()  # a savepoint
-            tx.__enter__()
-        else:
-            raw, tx = self._with_retry(lambda r: _begin(r, read_only), what, wait)
+        raw = self._raw() if depth else self._with_retry(_ping, what, wait)
         self._local.depth = depth + 1
         try:
-            try:
+            with raw.transaction():
+                if read_only and not depth:
+                    raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield _Conn(raw)
-            except BaseException as e:
-                if not tx.__exit__(type(e), e, e.__traceback__):
-                    raise
-            else:
-                tx.__exit__(None, None, None)
         except psycopg.Error as e:
             raise self._fail(e, what) from e
         finally:
@@ -331,17 +323,11 @@ class PostgresStore(BaseStore):
             raise self._fail(e, what) from e
 
 
-def _begin(raw: Any, read_only: bool) -> tuple[Any, Any]:
-    """Start the outermost transaction: BEGIN is its first round trip, so a connection the
-    server dropped (a restart) fails here, before any statement of the caller ran, and
-    retrying on a new connection is safe. No separate ping: one round trip less per
-    transaction. Reads are REPEATABLE READ, READ ONLY snapshots (set in the BEGIN itself)."""
-    psycopg = _psycopg()
-    raw.read_only = True if read_only else None
-    raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ if read_only else None
-    tx = raw.transaction()
-    tx.__enter__()
-    return raw, tx
+def _ping(raw: Any) -> Any:
+    # a connection the server dropped (restart) fails here, before any statement of the
+    # transaction ran, so retrying on a new connection is safe
+    raw.execute("SELECT 1")
+    return raw
 
 
 def _password(url: str) -> str | None:
