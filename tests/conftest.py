@@ -128,7 +128,9 @@ def _isolated_store(tmp_path, monkeypatch, request):
     monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "0")
     mj.set_store(None)
     yield store
-    while api.active_run() is not None:
+    for _ in range(100):  # bounded: a run whose end failed half-way must not hang the suite
+        if api.active_run() is None:
+            break
         api.active_run().end("killed")
     mj.set_store(None)
     if BACKEND == "postgresql":
