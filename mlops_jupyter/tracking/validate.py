@@ -28,6 +28,8 @@ def key_problem(key: Any, what: str = "metric key") -> str | None:
         key.encode("utf-8")
     except UnicodeEncodeError:
         return f"{what} {key!r} is not valid UTF-8 text (it contains a lone surrogate)"
+    if "\x00" in key:  # PostgreSQL text cannot hold NUL: refused on every backend alike
+        return f"{what} {key!r} contains a NUL character"
     return None
 
 
