@@ -10,8 +10,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from ..config import redact_url as redact  # noqa: F401 - the URI shown and tagged, password hidden
 from ..errors import InvalidInputError, MlopsJupyterError
 
 # On our imported runs: the MLflow run id and where it came from.
@@ -136,20 +137,6 @@ def _check_server(uri: str, shown: str) -> None:
 def _reason(e: BaseException) -> str:
     text = getattr(e, "message", None) or str(e) or type(e).__name__
     return text.strip().splitlines()[0][:500]
-
-
-def redact(uri: str) -> str:
-    """`uri` without its password (for messages and the source tag)."""
-    try:
-        u = urlsplit(uri)
-    except ValueError:
-        return "<unparsable URI>"
-    if u.password is None:
-        return uri
-    host = u.hostname or ""
-    if u.port:
-        host += f":{u.port}"
-    return urlunsplit((u.scheme, f"{u.username}:***@{host}", u.path, u.query, u.fragment))
 
 
 def paged(fetch, **kw) -> list:
