@@ -19,14 +19,21 @@ pytest.importorskip("optuna")
 pytest.importorskip("cloudpickle")
 
 SETUP = """%load_ext mlops_jupyter
-import math, os
+import math, os, time
 import mlops_jupyter as mj
 offset = 2.5
 def shape(x):
     return (x - offset) ** 2
 print("KERNEL", os.getpid())"""
 
+# each worker's first trial waits for the other worker (a file per process in the notebook's
+# folder): with a trivial objective the first worker up could run all 8 trials alone
 WORKERS = """%%mlops_sweep --workers 2 --n-trials 8 --study nbw --seed 0 --no-gate --objective loss
+if not os.path.exists(f"meet-{os.getpid()}"):
+    open(f"meet-{os.getpid()}", "w").close()
+    t0 = time.monotonic()
+    while len([f for f in os.listdir() if f.startswith("meet-")]) < 2 and time.monotonic() < t0 + 120:
+        time.sleep(0.02)
 x = trial.suggest_float("x", 0, 5)
 lr = trial.suggest_float("lr", 1e-6, 1.0, log=True)
 loss = shape(x) + math.sqrt(lr)"""

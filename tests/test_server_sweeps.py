@@ -28,6 +28,20 @@ def mixed(trial):
     return (lr * 1000 - 1) ** 2 + depth * 0.1 + (opt == "sgd")
 
 
+def mixed_on_both(trial):
+    """`mixed`, but each worker's first trial waits until both workers have started: with a
+    trivial objective the first worker up could otherwise run all 16 trials alone on a slow
+    machine, which is a correct sweep but not the two-worker case under test."""
+    meet = os.environ["SWEEP_TEST_MEET"]
+    mine = os.path.join(meet, str(os.getpid()))
+    if not os.path.exists(mine):
+        open(mine, "w").close()
+        deadline = time.monotonic() + 120
+        while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return mixed(trial)
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, request):
     """One 16-trial sweep on two worker processes and one in-process sweep."""
@@ -40,10 +54,12 @@ def swept(tmp_path_factory, request):
         store = tmp / "store.db"
     mp.setenv("MLOPS_JUPYTER_STORE", str(store))
     mp.setenv("MLOPS_JUPYTER_TELEMETRY", "0")
+    (tmp / "meet").mkdir()
+    mp.setenv("SWEEP_TEST_MEET", str(tmp / "meet"))
     mj.set_store(None)
     try:
         spread = mj.sweep(
-            mixed, 16, workers=2, study="spread", seed=1, gate=False, catch=(ValueError,)
+            mixed_on_both, 16, workers=2, study="spread", seed=1, gate=False, catch=(ValueError,)
         )
         local = mj.sweep(mixed, 3, study="local", seed=2, gate=False, direction="maximize")
         plain = mj.start_run("plain", experiment="sweeps")
