@@ -1,0 +1,537 @@
+"""A/B test statistics for serving rollouts: per-variant summaries, fixed-horizon tests,
+the always-valid sequential test, the sample size still needed and a recommended action.
+
+- Binary metrics (a conversion, a correct prediction): two proportions, the pooled z-test
+  (two-sided), with the interval of the difference from the unpooled standard error.
+- Continuous metrics (revenue, latency, a score): Welch's t-test, with the interval of the
+  difference of means on the Welch-Satterthwaite degrees of freedom.
+- The sequential test (sequential.py, mSPRT) gives a p-value and an interval that stay valid
+  when the report is looked at after every batch; the recommended action rests on it.
+
+Differences are always variant - control. Everything here is pure numpy, plus scipy.special
+for the t distribution (imported on first use; the `data` extra).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Literal
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from . import power as _power
+from .sequential import DEFAULT_MIN_N, DEFAULT_TAU, SequentialState
+
+Metric = Literal["binary", "continuous"]
+_N = NormalDist()
+
+
+# -- per-variant summaries ----------------------------------------------------------------
+def _count(value, what: str) -> int:
+    if type(value) is int and value >= 0:  # the common case, checked fast (per batch)
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float)):
+        raise InvalidInputError(f"{what} must be a whole number, got {value!r}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise InvalidInputError(f"{what} must be a whole number, got {value!r}")
+    if value < 0:
+        raise InvalidInputError(f"{what} must not be negative, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class BinarySummary:
+    """Successes out of n trials."""
+
+    successes: int
+    n: int
+
+    def __post_init__(self) -> None:
+        s, n = _count(self.successes, "successes"), _count(self.n, "n")
+        if s > n:
+            raise InvalidInputError(f"successes ({s}) exceed the number of trials n ({n})")
+        object.__setattr__(self, "successes", s)
+        object.__setattr__(self, "n", n)
+
+    metric = "binary"
+
+    @property
+    def mean(self) -> float:
+        return self.successes / self.n if self.n else math.nan
+
+    @property
+    def variance(self) -> float:
+        """Per-observation variance p(1 - p)."""
+        return self.mean * (1 - self.mean)
+
+    def merge(self, other: BinarySummary) -> BinarySummary:
+        return BinarySummary(self.successes + other.successes, self.n + other.n)
+
+
+@dataclass(frozen=True)
+class ContinuousSummary:
+    """n, mean and m2 (the sum of squared deviations from the mean), mergeable per batch."""
+
+    n: int
+    mean: float
+    m2: float
+
+    metric = "continuous"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _count(self.n, "n"))
+        for name in ("mean", "m2"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.number)) or not math.isfinite(v):
+                raise InvalidInputError(f"{name} must be a finite number, got {v!r}")
+        if self.m2 < 0:
+            raise InvalidInputError(f"the variance must not be negative (m2={self.m2!r})")
+
+    @classmethod
+    def from_values(cls, values) -> ContinuousSummary:
+        x = np.asarray(values, dtype=float).ravel()
+        if not np.isfinite(x).all():
+            raise InvalidInputError("observations contain NaN or infinite values")
+        if x.size == 0:
+            return cls(0, 0.0, 0.0)
+        mean = float(x.mean())
+        return cls(int(x.size), mean, float(((x - mean) ** 2).sum()))
+
+    @classmethod
+    def from_moments(cls, n: int, mean: float, variance: float) -> ContinuousSummary:
+        """From n, the mean and the sample variance (ddof=1)."""
+        n = _count(n, "n")
+        if not isinstance(variance, (int, float, np.number)) or not math.isfinite(variance):
+            raise InvalidInputError(f"variance must be a finite number, got {variance!r}")
+        if variance < 0:
+            raise InvalidInputError(f"variance must not be negative, got {variance!r}")
+        if n < 2 and variance != 0:
+            raise InvalidInputError(f"a variance needs n >= 2 observations, got n={n}")
+        return cls(n, float(mean), float(variance) * max(n - 1, 0))
+
+    @property
+    def variance(self) -> float:
+        """Sample variance (ddof=1); NaN below two observations."""
+        return self.m2 / (self.n - 1) if self.n >= 2 else math.nan
+
+    def merge(self, other: ContinuousSummary) -> ContinuousSummary:
+        # Chan et al.'s pairwise update: stable where sums of squares would cancel
+        n = self.n + other.n
+        if n == 0:
+            return self
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.n / n
+        return ContinuousSummary(n, mean, self.m2 + other.m2 + delta**2 * self.n * other.n / n)
+
+
+Summary = BinarySummary | ContinuousSummary
+
+
+def summarize(data, metric: Metric | None = None) -> Summary:
+    """A summary from raw observations or counts.
+
+    - a BinarySummary / ContinuousSummary: as is;
+    - (successes, n): binary; (n, mean, variance): continuous; a mapping with those keys;
+    - an array of observations: binary when `metric="binary"` or, when metric is None, when
+      it is boolean or holds only 0 and 1; continuous otherwise.
+    """
+    if metric not in (None, "binary", "continuous"):
+        raise InvalidInputError(f"metric must be 'binary' or 'continuous', got {metric!r}")
+    if isinstance(data, (BinarySummary, ContinuousSummary)):
+        out = data
+    elif isinstance(data, Mapping):
+        if {"successes", "n"} <= data.keys():
+            out = BinarySummary(data["successes"], data["n"])
+        elif {"n", "mean", "variance"} <= data.keys():
+            out = ContinuousSummary.from_moments(data["n"], data["mean"], data["variance"])
+        else:
+            raise InvalidInputError(
+                "a summary mapping needs keys (successes, n) or (n, mean, variance), got "
+                f"{sorted(data)}"
+            )
+    elif isinstance(data, tuple) and len(data) in (2, 3):
+        out = BinarySummary(*data) if len(data) == 2 else ContinuousSummary.from_moments(*data)
+    else:
+        x = np.asarray(data)
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise InvalidInputError(f"observations must be numbers, got dtype {x.dtype}")
+        xf = x.astype(float).ravel()
+        if not np.isfinite(xf).all():
+            raise InvalidInputError("observations contain NaN or infinite values")
+        is01 = bool(np.isin(xf, (0.0, 1.0)).all())
+        if metric == "binary" or (metric is None and xf.size and is01):
+            if not is01:
+                raise InvalidInputError("binary observations must all be 0/1 or booleans")
+            out = BinarySummary(int(xf.sum()), int(xf.size))
+        else:
+            out = ContinuousSummary.from_values(xf)
+    if metric is not None and out.metric != metric:
+        raise InvalidInputError(f"expected a {metric} summary, got a {out.metric} one")
+    return out
+
+
+# -- fixed-horizon tests ------------------------------------------------------------------
+@dataclass(frozen=True)
+class TestResult:
+    """A two-sided test of variant - control = 0 and the interval of that difference."""
+
+    __test__ = False  # not a pytest class
+
+    method: str
+    statistic: float
+    pvalue: float
+    diff: float
+    se: float  # unpooled standard error of diff (the interval's)
+    ci_low: float
+    ci_high: float
+    df: float | None = None  # degrees of freedom (Welch); None for z
+
+
+def _alpha(alpha: float) -> float:
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InvalidInputError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+    return float(alpha)
+
+
+def two_proportions_ztest(
+    successes_control: int,
+    n_control: int,
+    successes_variant: int,
+    n_variant: int,
+    *,
+    alpha: float = 0.05,
+) -> TestResult:
+    """Pooled two-proportion z-test (two-sided), as statsmodels' proportions_ztest; the
+    (1 - alpha) interval of the difference uses the unpooled standard error. With no
+    variation at all (every trial a success, or none) z = 0 and p = 1."""
+    a = BinarySummary(successes_control, n_control)
+    b = BinarySummary(successes_variant, n_variant)
+    if a.n < 1 or b.n < 1:
+        raise InvalidInputError("each variant needs at least one observation")
+    alpha = _alpha(alpha)
+    p1, p2 = a.mean, b.mean
+    pool = (a.successes + b.successes) / (a.n + b.n)
+    se0 = math.sqrt(pool * (1 - pool) * (1 / a.n + 1 / b.n))
+    diff = p2 - p1
+    z = diff / se0 if se0 > 0 else 0.0
+    pvalue = math.erfc(abs(z) / math.sqrt(2))  # = 2 * (1 - Phi(|z|))
+    se = math.sqrt(p1 * (1 - p1) / a.n + p2 * (1 - p2) / b.n)
+    half = _N.inv_cdf(1 - alpha / 2) * se
+    return TestResult("two-proportion z-test", z, pvalue, diff, se, diff - half, diff + half)
+
+
+def welch_ttest(
+    n_control: int,
+    mean_control: float,
+    var_control: float,
+    n_variant: int,
+    mean_variant: float,
+    var_variant: float,
+    *,
+    alpha: float = 0.05,
+) -> TestResult:
+    """Welch's t-test (two-sided) from n, mean and sample variance (ddof=1) per variant, as
+    scipy.stats.ttest_ind(variant, control, equal_var=False), with the (1 - alpha) interval
+    of the difference of means on the Welch-Satterthwaite degrees of freedom. Both variances
+    zero: p = 1 when the means are equal, 0 otherwise."""
+    a = ContinuousSummary.from_moments(n_control, mean_control, var_control)
+    b = ContinuousSummary.from_moments(n_variant, mean_variant, var_variant)
+    return _welch(a, b, _alpha(alpha))
+
+
+def _welch(a: ContinuousSummary, b: ContinuousSummary, alpha: float) -> TestResult:
+    if a.n < 2 or b.n < 2:
+        raise InvalidInputError(
+            f"Welch's t-test needs n >= 2 per variant for a variance, got {a.n} and {b.n}"
+        )
+    from scipy import special
+
+    va, vb = a.variance / a.n, b.variance / b.n
+    se = math.sqrt(va + vb)
+    diff = b.mean - a.mean
+    if se == 0:
+        p = 1.0 if diff == 0 else 0.0
+        t = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+        return TestResult("Welch's t-test", t, p, diff, 0.0, diff, diff, float(a.n + b.n - 2))
+    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    t = diff / se
+    pvalue = float(2 * special.stdtr(df, -abs(t)))
+    half = float(special.stdtrit(df, 1 - alpha / 2)) * se
+    return TestResult("Welch's t-test", t, pvalue, diff, se, diff - half, diff + half, df)
+
+
+def compare(control, variant, *, alpha: float = 0.05, metric: Metric | None = None) -> TestResult:
+    """The fixed-horizon test suited to the metric: two proportions or Welch's t."""
+    a, b = summarize(control, metric), summarize(variant, metric)
+    if a.metric != b.metric:
+        raise InvalidInputError(f"control is {a.metric} but the variant is {b.metric}")
+    if a.metric == "binary":
+        return two_proportions_ztest(a.successes, a.n, b.successes, b.n, alpha=alpha)
+    return _welch(a, b, _alpha(alpha))
+
+
+def _z_for_sequential(a: Summary, b: Summary) -> tuple[float, float, float]:
+    """(z under H0, diff, unpooled se) for the sequential test; NaN z where undefined."""
+    if a.n < 2 or b.n < 2:
+        return math.nan, math.nan, math.nan
+    if a.metric == "binary":  # two_proportions_ztest's formulas, without its checks (per look)
+        p1, p2 = a.successes / a.n, b.successes / b.n
+        pool = (a.successes + b.successes) / (a.n + b.n)
+        se0 = math.sqrt(pool * (1 - pool) * (1 / a.n + 1 / b.n))
+        se = math.sqrt(p1 * (1 - p1) / a.n + p2 * (1 - p2) / b.n)
+        return ((p2 - p1) / se0 if se0 > 0 else 0.0), p2 - p1, se
+    va, vb = a.variance / a.n, b.variance / b.n
+    se, diff = math.sqrt(va + vb), b.mean - a.mean
+    if se == 0:
+        return (0.0 if diff == 0 else math.nan), diff, 0.0
+    return diff / se, diff, se
+
+
+# -- the report ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VariantReport:
+    """One variant against the control. p-values are Bonferroni-adjusted (times the number
+    of variants, capped at 1) and intervals are at level 1 - alpha / (number of variants)."""
+
+    variant: str
+    control: str
+    metric: str
+    n: int
+    estimate: float  # the variant's rate or mean
+    n_control: int
+    control_estimate: float
+    diff: float  # variant - control
+    ci_low: float  # fixed-horizon interval of diff
+    ci_high: float
+    pvalue: float  # fixed-horizon test: valid only if looked at once, at a planned n
+    always_valid_p: float  # sequential (mSPRT): valid however often it is looked at
+    cs_low: float  # always-valid interval of diff
+    cs_high: float
+    effect_for_n: float | None  # the effect the sample sizes below are for
+    n_needed_control: int | None  # observations still needed for the fixed test
+    n_needed_variant: int | None
+    action: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ABReport:
+    """Every variant against the control, and the recommended actions."""
+
+    control: str
+    metric: str
+    alpha: float
+    correction: str
+    looks: int
+    variants: tuple[VariantReport, ...]
+
+    def __getitem__(self, variant: str) -> VariantReport:
+        for v in self.variants:
+            if v.variant == variant:
+                return v
+        raise KeyError(variant)
+
+    @property
+    def actions(self) -> dict[str, str]:
+        return {v.variant: v.action for v in self.variants}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["variants"] = [v.to_dict() for v in self.variants]
+        return d
+
+    def __str__(self) -> str:
+        lines = [f"A/B report ({self.metric}, control {self.control}, alpha {self.alpha:g})"]
+        for v in self.variants:
+            lines.append(
+                f"  {v.variant}: n={v.n} est={v.estimate:.4g} vs {v.control_estimate:.4g} "
+                f"diff={v.diff:+.4g} [{v.cs_low:.4g}, {v.cs_high:.4g}] "
+                f"p(always valid)={v.always_valid_p:.3g} p(fixed)={v.pvalue:.3g} -> {v.action}"
+            )
+        return "\n".join(lines)
+
+
+class ABTest:
+    """Running A/B test state: per-variant summaries and per-variant sequential state.
+
+    Feed it batches with `update` (after each, every variant's always-valid p-value and
+    interval take one look), read `report()` whenever you like.
+
+    Recommended action per variant (`m` variants besides the control, Bonferroni: the
+    sequential p-value is compared with alpha / m, intervals are at 1 - alpha / m, which
+    keeps the chance of any false verdict <= alpha at any time):
+
+    1. always-valid p <= alpha / m and the difference goes the good way
+       (`higher_is_better`): "promote <variant>"; the bad way: "roll back <variant>";
+    2. else, when `mde` is given and the always-valid interval lies inside (-mde, mde):
+       "no difference: keep control" (any effect left is smaller than what matters);
+    3. else "keep collecting".
+
+    The fixed-horizon p-value and interval are reported beside, for a test read once at its
+    planned size; the sample size still needed is for that test (for `mde`, or the observed
+    difference when no mde is given).
+    """
+
+    def __init__(
+        self,
+        control: str,
+        variants: Sequence[str],
+        *,
+        metric: Metric | None = None,
+        alpha: float = 0.05,
+        power: float = 0.8,
+        mde: float | None = None,
+        higher_is_better: bool = True,
+        tau: float = DEFAULT_TAU,
+        min_n: int = DEFAULT_MIN_N,
+    ) -> None:
+        names = [control, *variants]
+        if not variants:
+            raise InvalidInputError("an A/B test needs at least one variant besides the control")
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise InvalidInputError(f"variant names must be distinct non-empty strings: {names}")
+        if metric not in (None, "binary", "continuous"):
+            raise InvalidInputError(f"metric must be 'binary' or 'continuous', got {metric!r}")
+        self.alpha = _alpha(alpha)
+        if not (0 < power < 1):
+            raise InvalidInputError(f"power must lie strictly between 0 and 1, got {power!r}")
+        if mde is not None and not (math.isfinite(mde) and mde != 0):
+            raise InvalidInputError(f"mde must be a non-zero finite number, got {mde!r}")
+        if not (math.isfinite(tau) and tau > 0):
+            raise InvalidInputError(f"tau must be a positive finite number, got {tau!r}")
+        self.control, self.variants = control, tuple(variants)
+        self.metric: Metric | None = metric
+        self.power, self.mde, self.tau = power, mde, tau
+        self.min_n = _count(min_n, "min_n")
+        self.higher_is_better = higher_is_better
+        self.summaries: dict[str, Summary | None] = dict.fromkeys(names)
+        self.states = {v: SequentialState() for v in self.variants}
+        self.looks = 0
+
+    @property
+    def level(self) -> float:
+        """alpha / m: the per-comparison level after the Bonferroni correction."""
+        return self.alpha / len(self.variants)
+
+    def update(self, batch: Mapping[str, object]) -> None:
+        """Add a batch of observations (or counts) per variant and take one look.
+
+        The whole batch is checked before anything is added: a bad entry changes nothing."""
+        unknown = set(batch) - set(self.summaries)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown variant(s) {sorted(unknown)}; this test has {list(self.summaries)}"
+            )
+        parsed = {k: summarize(v, self.metric) for k, v in batch.items()}
+        kinds = {s.metric for s in parsed.values()} | ({self.metric} if self.metric else set())
+        if len(kinds) > 1:
+            raise InvalidInputError(f"a batch mixes binary and continuous data: {parsed}")
+        if kinds:
+            self.metric = kinds.pop()
+        for k, s in parsed.items():
+            old = self.summaries[k]
+            self.summaries[k] = s if old is None else old.merge(s)
+        self.looks += 1
+        a = self.summaries[self.control]
+        for v, state in self.states.items():
+            b = self.summaries[v]
+            if a is None or b is None:
+                state.looks += 1
+                continue
+            z, diff, se = _z_for_sequential(a, b)
+            state.look(
+                z=z, diff=diff, se=se, n_a=a.n, n_b=b.n, tau=self.tau, alpha=self.level,
+                min_n=self.min_n,
+            )  # fmt: skip
+
+    def _needed(self, a: Summary, b: Summary, diff: float) -> tuple[float | None, int, int]:
+        effect = self.mde if self.mde is not None else diff
+        if not (math.isfinite(effect) and effect != 0) or a.n == 0 or b.n == 0:
+            raise InvalidInputError("no effect to size for")
+        ratio = b.n / a.n
+        kw = {"alpha": self.level, "power": self.power, "ratio": ratio}
+        if isinstance(a, BinarySummary):
+            try:
+                need = _power.sample_size_proportions(a.mean, effect, **kw)
+            except InvalidInputError:  # p + effect leaves (0, 1): size the other direction
+                need = _power.sample_size_proportions(a.mean, -effect, **kw)
+        else:
+            sd_b = math.sqrt(b.variance) if b.variance > 0 else None
+            need = _power.sample_size_means(math.sqrt(a.variance), effect, sd_variant=sd_b, **kw)
+        return abs(effect), max(0, need[0] - a.n), max(0, need[1] - b.n)
+
+    def _action(self, variant: str, p_adj: float, diff: float, lo: float, hi: float) -> str:
+        if p_adj <= self.alpha and diff != 0:
+            return (
+                f"promote {variant}"
+                if (diff > 0) == self.higher_is_better
+                else (f"roll back {variant}")
+            )
+        if self.mde is not None and -abs(self.mde) < lo and hi < abs(self.mde):
+            return "no difference: keep control"
+        return "keep collecting"
+
+    def report(self) -> ABReport:
+        """The report at the current totals (see the class docstring for the action rule)."""
+        m, nan = len(self.variants), math.nan
+        a = self.summaries[self.control]
+        rows = []
+        for v in self.variants:
+            b, st = self.summaries[v], self.states[v]
+            fixed = None
+            if a is not None and b is not None:
+                try:
+                    fixed = compare(a, b, alpha=self.level)
+                except InvalidInputError:  # too few observations so far
+                    fixed = None
+            effect = need_a = need_b = None
+            if fixed is not None:
+                try:
+                    effect, need_a, need_b = self._needed(a, b, fixed.diff)
+                except InvalidInputError:  # no variation yet, or no effect to size for
+                    pass
+            diff = fixed.diff if fixed else nan
+            p_av = min(1.0, m * st.pvalue)
+            rows.append(
+                VariantReport(
+                    variant=v,
+                    control=self.control,
+                    metric=self.metric or "unknown",
+                    n=b.n if b else 0,
+                    estimate=b.mean if b else nan,
+                    n_control=a.n if a else 0,
+                    control_estimate=a.mean if a else nan,
+                    diff=diff,
+                    ci_low=fixed.ci_low if fixed else nan,
+                    ci_high=fixed.ci_high if fixed else nan,
+                    pvalue=min(1.0, m * fixed.pvalue) if fixed else nan,
+                    always_valid_p=p_av,
+                    cs_low=st.ci_low,
+                    cs_high=st.ci_high,
+                    effect_for_n=effect,
+                    n_needed_control=need_a,
+                    n_needed_variant=need_b,
+                    action=self._action(v, p_av, diff, st.ci_low, st.ci_high),
+                )
+            )
+        return ABReport(
+            self.control, self.metric or "unknown", self.alpha, "bonferroni", self.looks,
+            tuple(rows),
+        )  # fmt: skip
+
+
+def report(data: Mapping[str, object], control: str, **options) -> ABReport:
+    """One-shot A/B report from the totals per variant (raw observations, (successes, n),
+    (n, mean, variance) or summaries); `options` are ABTest's. The always-valid p-value
+    is then that of a single look, which stays valid whenever the look is taken."""
+    if control not in data:
+        raise InvalidInputError(f"control {control!r} is not among the variants {list(data)}")
+    test = ABTest(control, [k for k in data if k != control], **options)
+    test.update(data)
+    return test.report()
