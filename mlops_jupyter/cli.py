@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.hpo.cli",
     "mlops_jupyter.trackserver.cli",
     "mlops_jupyter.mlflowio.cli",
+    "mlops_jupyter.serving.server",
 )
 
 

@@ -155,6 +155,7 @@ def register_model(
     description: str | None = None,
     format: str = "",
     metadata: dict[str, Any] | None = None,
+    signature: dict[str, Any] | None = None,
 ) -> int:
     """Store a new version of model `name` and return its version number (1, 2, ...).
 
@@ -164,6 +165,9 @@ def register_model(
     that run's last metric values. `alias`: also point this alias (e.g. "candidate") at it.
     `metadata`: JSON-able facts kept with the version (model card); a run trained with
     mj.privacy adds its guarantee under "privacy" (epsilon, delta, accountant, steps).
+    `signature`: the input the model takes, checked by `mlops-jupyter serve` (e.g.
+    `{"x": {"shape": [4], "dtype": "float32"}}`, `{"columns": {"age": "int64"}}`, or
+    `mj.serving.infer_signature(batch)`; see docs/serving.md).
     """
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
@@ -174,6 +178,10 @@ def register_model(
         _check_name(alias, "alias")
     if metrics is not None and not isinstance(metrics, dict):
         raise InvalidInputError(f"metrics must be a dict, got {type(metrics).__name__}")
+    if signature is not None:
+        from ..serving.signature import normalize
+
+        signature = normalize(signature)
     flavor = flavors.flavor_of(model_or_path)
     store = _store()
     rid, run_metrics = _run_rid(store, run)
@@ -199,6 +207,8 @@ def register_model(
             metadata["privacy"] = g
     if metadata:
         meta = {**meta, "metadata": metadata}
+    if signature is not None:
+        meta = {**meta, "signature": signature}
     version = rs.create_version(
         store, name, flavor, rel, digest, size, rid, metrics, meta, _user(), description
     )

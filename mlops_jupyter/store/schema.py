@@ -103,6 +103,7 @@ _AREAS = (
     "schema_models",
     "schema_media",
     "schema_server",
+    "schema_serving",
 )
 
 

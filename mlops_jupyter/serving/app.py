@@ -1,0 +1,319 @@
+"""The ASGI application of one serving worker (Starlette): /predict, /feedback, /health,
+/ready, /openapi.json, and the background logger writing every answer to the store.
+
+Why Starlette + uvicorn rather than tornado (which the tracking server uses): the server is
+mostly one hot route whose requests must be gathered into batches on one event loop, which
+asyncio expresses directly; uvicorn is the ASGI server MLflow's and BentoML's scoring
+servers run on, so a team deploying behind their usual proxy finds the same behaviour;
+and both are small pure-Python packages (the `serve` extra), no C build needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .batching import Batcher
+from .signature import ARROW_TYPE, BadInput, describe, parse_arrow, parse_json
+
+log = logging.getLogger("mlops_jupyter.serving")
+MAX_BODY = 64 << 20
+OUTPUT_CHARS = 256  # outputs kept in the log per request (compact)
+
+
+class PredictionLog:
+    """Prediction rows queued in memory and written to the store by a background thread in
+    batches (every `interval` s, or sooner when many queue up), never on a request's path."""
+
+    def __init__(self, store: Any, interval: float = 0.1) -> None:
+        self.store = store
+        self.interval = interval
+        self.rows: deque = deque()
+        self.written = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mj-serve-log", daemon=True)
+        self._thread.start()
+
+    def add(self, row: tuple) -> None:
+        self.rows.append(row)  # deque.append is atomic: no lock on the request path
+
+    def flush(self) -> None:
+        from ..store import serving as sstore
+
+        while self.rows:
+            batch = []
+            while self.rows and len(batch) < 2000:
+                batch.append(self.rows.popleft())
+            try:
+                sstore.log_predictions(self.store, batch)
+                self.written += len(batch)
+            except Exception as e:  # keep serving; put the rows back for the next try
+                self.failed += 1
+                self.rows.extendleft(reversed(batch))
+                log.warning("prediction log not written (will retry): %s", e)
+                return
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+        self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class State:
+    """What one worker serves: the model (loaded in a thread at start), its batcher, log."""
+
+    def __init__(self, spec: str, version: int, opts: dict[str, Any]) -> None:
+        self.spec, self.version, self.opts = spec, version, opts
+        self.name = spec.split("@")[0].split(":")[0]
+        self.variant = opts.get("variant") or f"v{version}"
+        self.predictor: Any = None
+        self.error: str | None = None
+        self.loaded = asyncio.Event()
+        self.batcher: Batcher | None = None
+        self.log: PredictionLog | None = None
+        self.worker = f"{os.uname().nodename}:{os.getpid()}"
+
+    def load(self) -> None:
+        from . import model
+
+        try:
+            self.predictor = model.load(
+                self.spec, trusted=self.opts.get("trusted", False), version=self.version
+            )
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("model %s v%s not loaded: %s", self.name, self.version, self.error)
+
+
+def _error(status: int, message: str, rid: str | None = None) -> JSONResponse:
+    headers = {"X-Request-Id": rid} if rid else None
+    body: dict[str, Any] = {"error": message}
+    if rid:
+        body["request_id"] = rid
+    return JSONResponse(body, status, headers=headers)
+
+
+def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
+    """The app serving `version` of the model `spec` names, logging to `store`."""
+    st = State(spec, version, opts)
+
+    async def startup() -> None:
+        loop = asyncio.get_running_loop()
+        st.log = PredictionLog(store) if opts.get("log", True) else None
+
+        async def load() -> None:
+            await loop.run_in_executor(None, st.load)
+            if st.predictor is not None:
+                st.batcher = Batcher(
+                    st.predictor, opts.get("max_batch", 64), opts.get("max_wait_ms", 5) / 1000
+                )
+            st.loaded.set()
+
+        st._load_task = loop.create_task(load())
+
+    async def shutdown() -> None:
+        if st.batcher is not None:
+            st.batcher.close()
+        if st.log is not None:
+            st.log.close()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        if st.error is not None:
+            return JSONResponse({"ready": False, "error": st.error}, 503)
+        if not st.loaded.is_set():
+            return JSONResponse({"ready": False, "error": "model loading"}, 503)
+        return JSONResponse(_model_info(st))
+
+    async def predict(request: Request) -> Response:
+        t0 = time.perf_counter()
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if len(rid) > 200:
+            return _error(400, "X-Request-Id is longer than 200 characters")
+        batcher = st.batcher
+        if batcher is not None:
+            batcher.incoming += 1
+        counted = batcher is not None
+        status, err, out_text, n, bsize = 200, None, None, None, None
+        try:
+            if not st.loaded.is_set():
+                await asyncio.wait_for(st.loaded.wait(), opts.get("load_timeout", 300))
+            if st.error is not None:
+                raise BadInput(f"model not loaded: {st.error}", 503)
+            body = await request.body()
+            if len(body) > MAX_BODY:
+                raise BadInput(f"body over {MAX_BODY} bytes", 413)
+            ctype = request.headers.get("content-type", "application/json").split(";")[0]
+            sig, default = st.predictor.signature, st.predictor.default_dtype
+            if ctype == ARROW_TYPE:
+                fields = parse_arrow(body, sig, default)
+            else:
+                try:
+                    fields = parse_json(body, sig, default)
+                except BadInput as e:
+                    if e.status == 400 and "json" not in ctype:  # e.g. curl's form default
+                        raise BadInput(
+                            f"Content-Type must be application/json or {ARROW_TYPE}", 415
+                        ) from None
+                    raise
+            n = len(next(iter(fields.values())))
+            if counted:
+                batcher.incoming -= 1
+                counted = False
+            out, bsize = await st.batcher.submit(fields)
+            out_text, dtype = _encode(out)
+            body_out = (
+                f'{{"predictions":{out_text},"dtype":{dtype},"model":{json.dumps(st.name)},'
+                f'"version":{st.version},"variant":{json.dumps(st.variant)},'
+                f'"request_id":{json.dumps(rid)}}}'
+            )
+            return Response(
+                body_out, 200, media_type="application/json", headers={"X-Request-Id": rid}
+            )
+        except BadInput as e:
+            status, err = e.status, str(e)
+            body: dict[str, Any] = {"error": err, "request_id": rid}
+            if e.status == 422:
+                body["signature"] = st.predictor.signature if st.predictor else None
+            return JSONResponse(body, e.status, headers={"X-Request-Id": rid})
+        except TimeoutError:
+            status, err = 503, "model still loading"
+            return _error(503, err, rid)
+        except Exception as e:
+            status, err = 500, f"{type(e).__name__}: {e}"
+            log.exception("prediction failed")
+            return _error(500, f"the model failed: {err}", rid)
+        finally:
+            if counted:
+                batcher.incoming -= 1
+            if st.log is not None:
+                st.log.add(
+                    (
+                        rid,
+                        st.name,
+                        st.version,
+                        st.variant,
+                        time.time(),
+                        (time.perf_counter() - t0) * 1000,
+                        status,
+                        err,
+                        n,
+                        bsize,
+                        out_text[:OUTPUT_CHARS] if out_text else None,
+                        st.worker,
+                    )
+                )
+
+    async def feedback(request: Request) -> Response:
+        try:
+            obj = json.loads(await request.body())
+        except ValueError as e:
+            return _error(400, f"body is not valid JSON: {e}")
+        if not isinstance(obj, dict) or not isinstance(obj.get("request_id"), str):
+            return _error(422, 'body must be {"request_id": str, "value": ...}')
+        if "value" not in obj:
+            return _error(422, "feedback needs a 'value'")
+        from ..store import serving as sstore
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, sstore.add_feedback, store, obj["request_id"], obj["value"]
+            )
+        except Exception as e:
+            return _error(503, f"feedback not stored: {e}")
+        return JSONResponse({"stored": True, "request_id": obj["request_id"]})
+
+    async def stats(request: Request) -> Response:
+        b = st.batcher
+        return JSONResponse(
+            {
+                "worker": st.worker,
+                "model_calls": b.calls if b else 0,
+                "rows": b.rows if b else 0,
+                "max_batch_seen": b.max_seen if b else 0,
+                "log_written": st.log.written if st.log else 0,
+                "log_queued": len(st.log.rows) if st.log else 0,
+            }
+        )
+
+    async def openapi(request: Request) -> Response:
+        from .openapi import spec as make_spec
+
+        return JSONResponse(make_spec(st.name, st.version, st.predictor))
+
+    routes = [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/invocations", predict, methods=["POST"]),  # MLflow's path
+        Route("/feedback", feedback, methods=["POST"]),
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/stats", stats),
+        Route("/openapi.json", openapi),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await startup()
+        try:
+            yield
+        finally:
+            await shutdown()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.serving = st
+    return app
+
+
+def _model_info(st: State) -> dict[str, Any]:
+    p = st.predictor
+    return {
+        "ready": True,
+        "model": st.name,
+        "version": st.version,
+        "variant": st.variant,
+        "kind": p.kind,
+        "signature": p.signature,
+        "signature_text": describe(p.signature),
+    }
+
+
+def _encode(out: Any) -> tuple[str, str]:
+    """Predictions as JSON text and their dtype(s) as JSON text."""
+    if isinstance(out, dict):
+        parts = {k: _encode(v) for k, v in out.items()}
+        text = "{" + ",".join(f"{json.dumps(k)}:{t}" for k, (t, _) in parts.items()) + "}"
+        dt = "{" + ",".join(f"{json.dumps(k)}:{d}" for k, (_, d) in parts.items()) + "}"
+        return text, dt
+    if isinstance(out, tuple):
+        parts2 = [_encode(v) for v in out]
+        return "[" + ",".join(t for t, _ in parts2) + "]", "[" + ",".join(
+            d for _, d in parts2
+        ) + "]"
+    a = np.asarray(out)
+    if a.dtype.kind in "fc" and not np.isfinite(a).all():
+        # JSON has no NaN/Infinity: send null, as MLflow does
+        text = json.dumps(np.where(np.isfinite(a), a, None).tolist())
+    else:
+        text = json.dumps(a.tolist())
+    return text, json.dumps("string" if a.dtype.kind in "USO" else str(a.dtype))

@@ -1,0 +1,135 @@
+"""`mlops-jupyter serve NAME[@stage|@alias|:version]`: serve a registry model over HTTP.
+
+The version is resolved once, before anything starts (an unknown model, version, stage or
+alias is a one-line error, exit 2), so every worker serves the same version even if the
+stage moves meanwhile. The listening socket is bound once, then N worker processes are
+forked that share it (the kernel spreads the connections); each loads the model and opens
+the store itself, after the fork. The parent only supervises: it forwards SIGTERM/SIGINT
+and restarts a worker that died (the tracking server's supervisor). Workers keep no state
+of their own, so more machines can serve behind any load balancer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from ..errors import InvalidInputError
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
+    return v
+
+
+def _wait_ms(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not 0 <= v <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 ms, got {v}")
+    return v
+
+
+def resolve(spec: str) -> dict:
+    """The registry entry `spec` names (raises ModelNotFoundError / InvalidInputError)."""
+    from .. import registry
+    from .model import parse_spec
+
+    return registry.model_version(**parse_spec(spec))
+
+
+def cmd_serve(args) -> int:
+    from ..tracking.api import current_store
+
+    info = resolve(args.model)
+    location_note = current_store().location
+    try:
+        sock = socket.create_server((args.host, args.port), backlog=2048)
+    except OSError as e:
+        raise InvalidInputError(f"cannot listen on {args.host}:{args.port}: {e}") from None
+    port = sock.getsockname()[1]
+    n = args.workers
+    print(
+        f"mlops-jupyter serve: listening on http://{args.host}:{port} "
+        f"({info['name']} v{info['version']}, {n} worker{'s' if n != 1 else ''}, "
+        f"store {location_note})",
+        file=sys.stderr,
+        flush=True,
+    )
+    if n > 1:
+        from ..trackserver.cli import _fork
+
+        _fork(n)  # returns in each worker; the parent supervises and exits there
+    run_worker(sock, args.model, info["version"], vars(args))
+    return 0
+
+
+def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None:
+    """Serve on `sock` in this process until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from ..tracking.api import current_store
+    from .app import make_app
+
+    threads = opts.get("threads") or max(1, (os.cpu_count() or 1) // opts.get("workers", 1))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    store = current_store()  # after the fork: this worker's own connections
+    app = make_app(
+        spec,
+        version,
+        store,
+        max_batch=opts.get("max_batch", 64),
+        max_wait_ms=opts.get("max_wait_ms", 5.0),
+        trusted=opts.get("trusted", False),
+        log=not opts.get("no_log", False),
+        variant=opts.get("variant"),
+    )
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=30,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def add_parser(sub) -> None:
+    """Register `serve`."""
+    p = sub.add_parser(
+        "serve",
+        help="serve a registry model over HTTP (JSON and Arrow; micro-batching)",
+        description="Serve one version of a registered model: POST /predict, /feedback; "
+        "GET /health, /ready, /openapi.json. Every prediction is logged to the store.",
+    )
+    p.add_argument("model", help="NAME, NAME@stage, NAME@alias or NAME:version")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 = any free port")
+    p.add_argument("--workers", type=_positive, default=1, help="processes sharing the port")
+    p.add_argument("--max-batch", type=_positive, default=64, help="rows per model call")
+    p.add_argument(
+        "--max-wait-ms",
+        type=_wait_ms,
+        default=5.0,
+        help="longest time a request waits for others to join its batch",
+    )
+    p.add_argument("--threads", type=_positive, help="torch threads per worker")
+    p.add_argument("--variant", help="variant name in the prediction log (default vN)")
+    p.add_argument(
+        "--trusted",
+        action="store_true",
+        help="allow full unpickling (estimators and callables you registered yourself)",
+    )
+    p.add_argument("--no-log", action="store_true", help="do not log predictions to the store")
+    p.set_defaults(func=cmd_serve)
