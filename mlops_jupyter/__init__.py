@@ -78,6 +78,7 @@ _LAZY = {
     "load_media": ("mlops_jupyter.media", "load_media"),
     "flush_media": ("mlops_jupyter.media", "flush_media"),
     "autolog": ("mlops_jupyter.integrations", "autolog"),
+    "serve": ("mlops_jupyter.serving.client", "serve"),
 }
 
 
