@@ -251,6 +251,11 @@ def test_report_states_the_sample_still_needed():
     # no mde: sized for the observed difference
     row = report(data, "v3")["v4"]
     assert row.effect_for_n == pytest.approx(0.02)
+    assert row.n_needed_control > 0 and row.action == "keep collecting"
+    # once the sequential verdict is in, nothing more is needed
+    row = report({"v3": (1000, 10_000), "v4": (1300, 10_000)}, "v3", mde=0.005)["v4"]
+    assert row.action == "promote v4"
+    assert (row.n_needed_control, row.n_needed_variant) == (0, 0)
 
 
 # -- actions, several variants -------------------------------------------------------------

@@ -351,7 +351,7 @@ class ABReport:
         for v in self.variants:
             lines.append(
                 f"  {v.variant}: n={v.n} est={v.estimate:.4g} vs {v.control_estimate:.4g} "
-                f"diff={v.diff:+.4g} [{v.cs_low:.4g}, {v.cs_high:.4g}] "
+                f"diff={v.diff:+.4g} (always valid [{v.cs_low:.4g}, {v.cs_high:.4g}]) "
                 f"p(always valid)={v.always_valid_p:.3g} p(fixed)={v.pvalue:.3g} -> {v.action}"
             )
         return "\n".join(lines)
@@ -375,7 +375,7 @@ class ABTest:
 
     The fixed-horizon p-value and interval are reported beside, for a test read once at its
     planned size; the sample size still needed is for that test (for `mde`, or the observed
-    difference when no mde is given).
+    difference when no mde is given), and 0 once the sequential verdict is in.
     """
 
     def __init__(
@@ -498,6 +498,9 @@ class ABTest:
                     pass
             diff = fixed.diff if fixed else nan
             p_av = min(1.0, m * st.pvalue)
+            action = self._action(v, p_av, diff, st.ci_low, st.ci_high)
+            if action != "keep collecting" and need_a is not None:
+                need_a = need_b = 0  # the sequential verdict is in: nothing more is needed
             rows.append(
                 VariantReport(
                     variant=v,
@@ -517,7 +520,7 @@ class ABTest:
                     effect_for_n=effect,
                     n_needed_control=need_a,
                     n_needed_variant=need_b,
-                    action=self._action(v, p_av, diff, st.ci_low, st.ci_high),
+                    action=action,
                 )
             )
         return ABReport(
