@@ -190,7 +190,10 @@ def check_fields(values: dict[str, Any], sig: dict[str, Any] | None, default: An
         missing = [n for n in names if n not in values]
         extra = [n for n in values if n not in names]
         if missing or extra:
-            what = f"missing field {missing[0]!r}" if missing else f"unknown field {extra[0]!r}"
+            what = "; ".join(
+                ([f"unknown field {extra[0]!r}"] if extra else [])
+                + ([f"missing field {missing[0]!r}"] if missing else [])
+            )
             raise BadInput(f"{what}; expected signature: {describe(sig)}")
         out = {
             s["name"]: _cast(s["name"], values[s["name"]], s["dtype"], s.get("shape", []), sig)
