@@ -42,7 +42,7 @@ def _hand_ztest(x1, n1, x2, n2, alpha=ALPHA):
     return z, 2 * sps.norm.sf(abs(z)), (p2 - p1 - q * se, p2 - p1 + q * se)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     n1=st.integers(1, 10**6),
     n2=st.integers(1, 10**6),
@@ -75,7 +75,7 @@ def test_two_proportions_equals_statsmodels_when_installed():
 
 def test_welch_equals_scipy_ttest_ind():
     r = np.random.default_rng(2)
-    for i in range(100):
+    for i in range(60):
         n1, n2 = r.integers(2, 400, size=2)
         a = r.normal(0, r.uniform(0.1, 5), n1)
         b = r.normal(r.normal(0, 0.5), r.uniform(0.1, 5), n2)
@@ -178,6 +178,23 @@ def test_continuous_aa_false_positive_rate_with_a_look_after_every_batch():
         equal_var=False,
     ).pvalue  # fmt: skip
     assert (p <= ALPHA).any(axis=1).mean() > 2 * ALPHA
+
+
+@pytest.mark.parametrize("tau", [0.02, 0.1, 0.5])
+def test_canary_split_aa_false_positive_rate_for_any_tau(tau):
+    """A 90/10 canary split at a 5 % rate, 2000 A/A experiments of 50 looks each, with the
+    vectorised formulas (equal to the per-batch state, see below): still <= alpha."""
+    r = np.random.default_rng(14)
+    e, na, nb = 2000, 180, 20
+    xa = np.cumsum(r.binomial(na, 0.05, (e, BATCHES)), axis=1)
+    xb = np.cumsum(r.binomial(nb, 0.05, (e, BATCHES)), axis=1)
+    ca, cb = na * np.arange(1, BATCHES + 1), nb * np.arange(1, BATCHES + 1)
+    pool = (xa + xb) / (ca + cb)
+    se0 = np.sqrt(pool * (1 - pool) * (1 / ca + 1 / cb))
+    z = np.divide(xb / cb - xa / ca, se0, out=np.zeros_like(se0), where=se0 > 0)
+    p = sequential.always_valid_pvalue(z, ca, cb, tau)
+    p[:, cb < sequential.DEFAULT_MIN_N] = 1.0
+    assert (p.min(axis=1) <= ALPHA).mean() <= ALPHA
 
 
 def test_sequential_detects_a_real_effect_and_its_interval_covers_it():
