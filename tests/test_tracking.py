@@ -259,3 +259,27 @@ def test_failed_write_is_retried_without_losing_or_shifting_points(monkeypatch):
         ("second", 1, 4.0),
         ("warm", 0, 1.0),
     ]
+
+
+def test_params_tags_and_end_left_to_the_writer_are_written_and_checked_at_the_call():
+    from mlops_jupyter.errors import InvalidInputError
+
+    run = mj.start_run("later", experiment="exp-later")
+    mj.log(loss=0.5)
+    # bad values are refused in the caller, as with wait=True
+    with pytest.raises(InvalidInputError):
+        run.log_params({"": 1}, wait=False)
+    run.log_params({"lr": 0.1, "layers": [8, 8]}, wait=False)
+    run.set_tags({"state": "pruned"}, wait=False)
+    run.end("failed", wait=False)
+    assert run.status == "failed" and mj.active_run() is None
+    # any read (or mj.flush()) writes what was queued: params, tags, the end and the points
+    row = mj.runs(experiment="exp-later").row(0, named=True)
+    assert row["status"] == "failed" and row["end_time"] is not None
+    assert row["params.lr"] == 0.1 and row["params.layers"] == "[8, 8]"
+    assert row["metrics.loss.last"] == 0.5
+    assert mj.get_run(run.id)["tags"] == {"state": "pruned"}
+    # the next run's parent is not the one ended without waiting
+    with mj.start_run("next", experiment="exp-later") as nxt:
+        pass
+    assert mj.get_run(nxt.id).get("parent_id") is None

@@ -495,12 +495,15 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent
         raise
     except Exception as e:
         state, err = "fail", e
-    child.log_params(dict(trial.params))
+    # params, tag and end are left to the background writer (one transaction per flush
+    # for many trials, off the trial loop); mj.flush(), a read or the sweep run's end
+    # writes them
+    child.log_params(dict(trial.params), wait=False)
     if value is not None:
         child.log_metric("objective", value)
     if state == "pruned":  # complete and failed trials say so by their run's status
-        child.set_tags({"optuna.state": state})
-    child.end("failed" if state == "fail" else "finished")
+        child.set_tags({"optuna.state": state}, wait=False)
+    child.end("failed" if state == "fail" else "finished", wait=False)
     return value, state, err
 
 

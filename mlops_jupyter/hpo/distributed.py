@@ -272,6 +272,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
         if not counts:
             st.set_user_attr(STOP_ATTR, True)  # the other workers stop too
             raise err  # type: ignore[misc]
+    api.flush()  # the trial runs' ends were left to the writer: a Dask worker lives on
     return ran
 
 

@@ -114,14 +114,24 @@ class Run:
         if self._listeners:
             self._notify(points)
 
-    def log_params(self, params: dict[str, Any]) -> None:
-        """Record parameters (JSON-able values; others are stored as their str())."""
+    def log_params(self, params: dict[str, Any], wait: bool = True) -> None:
+        """Record parameters (JSON-able values; others are stored as their str()).
+        `wait=False`: checked now, written by the background writer with the run's next
+        points (a write error is then a warning, not an exception)."""
         self._check_open()
-        rstore.set_kv(self.store, "params", self._rid, params)
+        self._set_kv("params", params, wait)
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        """Set tags (free-form labels); an existing tag is overwritten."""
-        rstore.set_kv(self.store, "tags", self._rid, tags)
+    def set_tags(self, tags: dict[str, Any], wait: bool = True) -> None:
+        """Set tags (free-form labels); an existing tag is overwritten. `wait=False` as
+        for `log_params`."""
+        self._set_kv("tags", tags, wait)
+
+    def _set_kv(self, table: str, items: dict[str, Any], wait: bool) -> None:
+        if wait:
+            rstore.set_kv(self.store, table, self._rid, items)
+        else:
+            rstore.encode_items(items, table)  # bad values raise here, in the caller
+            self._writer.set_kv_later(self._rid, table, dict(items))
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None) -> str:
         """Copy a regular file (or every regular file under a directory) into the store,
@@ -234,8 +244,10 @@ class Run:
             raise err
 
     # -- ending ------------------------------------------------------------------------
-    def end(self, status: str = "finished") -> None:
-        """End the run; buffered points are flushed first. Ending twice is a no-op."""
+    def end(self, status: str = "finished", wait: bool = True) -> None:
+        """End the run; buffered points are flushed first. Ending twice is a no-op.
+        `wait=False` returns at once and leaves the flush and the end to the background
+        writer (sweeps end each trial run so; the next flush or any `end()` writes it)."""
         if status not in END_STATUSES:
             raise InvalidInputError(f"status must be one of {END_STATUSES}, got {status!r}")
         if self.status != "running":
@@ -253,7 +265,7 @@ class Run:
         self._writer.remove_run(self._rid)
         # on a database server that is unreachable, the end is kept with the points and
         # written when it is back (the writer warns once); other errors raise here
-        self._writer.end_run(self._rid, status)
+        self._writer.end_run(self._rid, status, wait)
         if self._forget is not None:
             self._forget(self)
 

@@ -80,6 +80,9 @@ class Writer:
         # ends of runs not written yet because the database server was unreachable:
         # {rid: (status, end time)}, written after their points
         self._ends: dict[int, tuple[str, float]] = {}
+        # params/tags set with wait=False: [(rid, "params"|"tags", items)], written in
+        # order before the ends
+        self._kv: list[tuple[int, str, dict]] = []
         self._offline_warned = False
         self._lock = threading.Lock()  # held while writing to the store
         self._thread_lock = threading.Lock()  # starting/stopping the thread
@@ -128,7 +131,13 @@ class Writer:
             self._wake.clear()
             # an idle writer (no active run, nothing buffered) lets its thread go;
             # add_run() starts a new one
-            if not self._runs and not len(self.q) and not self._closing and not self._ends:
+            if (
+                not self._runs
+                and not len(self.q)
+                and not self._closing
+                and not self._ends
+                and not self._kv
+            ):
                 idle += self.interval
                 if idle >= IDLE_EXIT_S:
                     with self._thread_lock:
@@ -151,11 +160,20 @@ class Writer:
                         stacklevel=1,
                     )
 
-    def end_run(self, rid: int, status: str) -> None:
+    def set_kv_later(self, rid: int, table: str, items: dict) -> None:
+        """Queue params or tags (already checked) for the next flush."""
+        self._kv.append((rid, table, items))
+        self._ensure_thread()
+
+    def end_run(self, rid: int, status: str, wait: bool = True) -> None:
         """Flush a run's points and record its end. When the store's server cannot be
         reached, both are kept and written when it is back (one warning); other store
-        errors raise."""
+        errors raise. `wait=False`: leave both to the background thread."""
         self._ends[rid] = (status, time.time())
+        if not wait:
+            self._ensure_thread()
+            self._wake.set()
+            return
         try:
             self.flush()
         except STORE_ERRORS as e:
@@ -218,14 +236,37 @@ class Writer:
                 todo -= len(batch)
                 if todo <= 0:
                     break
-            for rid, (status, end) in list(self._ends.items()):
-                rstore.finish_run(self.store, rid, status, end)
-                del self._ends[rid]
+            self._write_ends()
             self.q.last_error = None
             if self._offline_warned:
                 self._offline_warned = False
                 self._warn("mlops-jupyter: the store is reachable again; kept points written")
             return written
+
+    def _write_ends(self) -> None:
+        """Queued params/tags, then queued run ends, in one transaction; each entry leaves
+        the queue only once written. Params or tags the store refuses (checked when
+        queued, so this is rare) are dropped with a warning so later ends still land."""
+        kv, ends = list(self._kv), list(self._ends.items())
+        if not kv and not ends:
+            return
+
+        def write(_c) -> None:
+            for rid, table, items in kv:
+                try:
+                    with self.store.write():  # a savepoint: a refused row alone rolls back
+                        rstore.set_kv(self.store, table, rid, items)
+                except STORE_ERRORS as e:
+                    if self.store.unavailable(e):
+                        raise
+                    self._warn(f"mlops-jupyter: could not record {table} {items!r}: {e}")
+            for rid, (status, end) in ends:
+                rstore.finish_run(self.store, rid, status, end)
+
+        self.store.write_again(write, "record run ends")
+        del self._kv[: len(kv)]
+        for rid, _ in ends:
+            self._ends.pop(rid, None)
 
     def _write_safely(self, batch: list[tuple[Block, list[Group]]], last: bool) -> int:
         """Write a batch; if a point (not the store) is the problem, find the series that
