@@ -212,3 +212,38 @@ def test_mlflow_artifacts_land_in_object_storage(s3_url, child_env, tmp_path, mo
     store = mj.set_store(None)
     assert store.artifacts.location.startswith("s3://")
     assert store.artifacts.blob_file(art["digest"]).read_bytes() == f.read_bytes()
+
+
+def test_runs_deleted_through_mlflow_leave_our_lists(mlflow_server, child_env, store_path):
+    """MLflow's soft delete hides a run from mj.runs(), the sidebar's list and `runs` in the
+    CLI too (as from MLflow's own search); asked for, it is there; restore brings it back."""
+    from mlflow import MlflowClient
+    from trackserver_helpers import cli
+
+    from mlops_jupyter.store import api_queries as aq
+    from mlops_jupyter.store import open_store
+    from mlops_jupyter.store import query as q
+
+    client = MlflowClient()
+    eid = client.create_experiment("gone")
+    keep = client.create_run(eid, run_name="keep").info.run_id
+    drop = client.create_run(eid, run_name="drop").info.run_id
+    client.delete_run(drop)
+    store = open_store(str(store_path))
+
+    def listed(**kw) -> list[str]:
+        return [r["id"] for r in aq.list_runs(store, experiment="gone", **kw)["runs"]]
+
+    assert mj.runs(experiment="gone")["id"].to_list() == [keep]
+    assert listed() == [keep]
+    assert aq.list_runs(store, experiment="gone")["total"] == 1
+    assert drop not in cli(child_env, "runs", "--experiment", "gone").stdout
+    assert listed(deleted=True) == [drop]
+    assert sorted(listed(deleted=None)) == sorted([keep, drop])
+    assert q.runs_frame(store, "gone", deleted=True)["id"].to_list() == [drop]
+    with pytest.raises(mj.InvalidInputError):
+        q.runs_frame(store, "gone", deleted="yes")  # type: ignore[arg-type]
+
+    client.restore_run(drop)
+    assert sorted(mj.runs(experiment="gone")["id"].to_list()) == sorted([keep, drop])
+    assert drop in cli(child_env, "runs", "--experiment", "gone").stdout

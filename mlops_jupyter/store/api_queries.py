@@ -189,9 +189,11 @@ def filter_sql(
     search: str | None = None,
     conditions: list[str] | None = None,
     top_level: bool = False,
+    deleted: bool | None = False,
 ) -> str:
     """The WHERE clause (or "") over `runs r JOIN experiments e` for the runs list filters;
-    its values are added to `args` as named parameters. Raises InvalidInputError."""
+    its values are added to `args` as named parameters. Runs deleted through the MLflow API
+    are left out unless `deleted` says otherwise (q.deleted_cond). Raises InvalidInputError."""
     if conditions and len(conditions) > MAX_CONDITIONS:
         raise InvalidInputError(
             f"at most {MAX_CONDITIONS} conditions (where=...) are allowed, got {len(conditions)}"
@@ -199,6 +201,9 @@ def filter_sql(
     if status is not None and status not in rstore.STATUSES:
         raise InvalidInputError(f"status must be one of {list(rstore.STATUSES)}, got {status!r}")
     cond: list[str] = []
+    dcond = q.deleted_cond(deleted)
+    if dcond:
+        cond.append(dcond)
 
     def bind(values: list[Any], sql: str) -> str:
         # mixing named and positional sqlite parameters is not allowed: name them all
@@ -254,11 +259,13 @@ def list_runs(
     offset: int = 0,
     metric: str | None = None,
     top_level: bool = False,
+    deleted: bool | None = False,
 ) -> dict[str, Any]:
     """One page of runs: {"total", "offset", "limit", "metric", "runs": [...]}.
 
     `conditions` are strings like "params.lr>=0.01", "metrics.loss.min<0.3", "tags.x=y";
-    `metric` is the key shown as "key metric" (default: the most logged metric key)."""
+    `metric` is the key shown as "key metric" (default: the most logged metric key);
+    `deleted` as in filter_sql."""
     if sort not in SORTABLE:
         raise InvalidInputError(f"sort must be one of {sorted(SORTABLE)}, got {sort!r}")
     check_page(order, limit, offset, MAX_LIMIT)
@@ -271,7 +278,7 @@ def list_runs(
     kid = kid_row[0][0] if kid_row else -1
 
     args: dict[str, Any] = {"kid": kid, "now": time.time()}
-    where = filter_sql(store, args, experiment, status, search, conditions, top_level)
+    where = filter_sql(store, args, experiment, status, search, conditions, top_level, deleted)
     base = f"FROM runs r JOIN experiments e ON e.id = r.experiment_id {_KM_JOIN}{where}"
     # the key-metric join matters only for sorting by it (conditions use their own EXISTS)
     lean = base.replace(_KM_JOIN, "")

@@ -11,6 +11,27 @@ import polars as pl
 from . import metrics as mstore
 from .db import Store
 
+# MLflow's soft delete (its runs/delete route) is kept as this tag with the value "deleted";
+# runs/restore removes it. Listings leave such runs out unless asked, as MLflow's search does.
+DELETED_TAG = "mlflow.lifecycle_stage"
+DELETED_SQL = (  # literal constants (no bound values): fits qmark and named-parameter queries
+    f"EXISTS (SELECT 1 FROM tags dt WHERE dt.run_id = r.id AND dt.key = '{DELETED_TAG}'"
+    f" AND dt.value = '{json.dumps('deleted')}')"
+)
+
+
+def deleted_cond(deleted: bool | None) -> str | None:
+    """SQL condition over `runs r` for the `deleted` option: False (default) leaves out runs
+    deleted through the MLflow API, True keeps only those, None keeps every run."""
+    if deleted is None:
+        return None
+    if not isinstance(deleted, bool):
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"deleted must be True, False or None, got {deleted!r}")
+    return DELETED_SQL if deleted else f"NOT {DELETED_SQL}"
+
+
 _RUN_COLS = "r.id, r.uid, r.name, e.name, r.status, r.start_time, r.end_time, p.uid, r.attempt"
 
 
@@ -71,12 +92,17 @@ def runs_frame(
     status: str | None = None,
     include_system: bool = False,
     where_ids: list[int] | None = None,
+    deleted: bool | None = False,
 ) -> pl.DataFrame:
     """One row per run (newest first): id, name, experiment, status, start/end, duration,
-    `params.<k>` columns and `metrics.<k>.last/.min/.max` columns."""
+    `params.<k>` columns and `metrics.<k>.last/.min/.max` columns. Runs deleted through the
+    MLflow API are left out (`deleted=True`: only those, None: all; see deleted_cond)."""
     import time
 
     cond, args = [], []
+    dcond = deleted_cond(deleted)
+    if dcond:
+        cond.append(dcond)
     if experiment is not None:
         cond.append("e.name = ?")
         args.append(experiment)
