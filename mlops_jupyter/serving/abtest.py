@@ -143,6 +143,8 @@ def summarize(data, metric: Metric | None = None) -> Summary:
         raise InvalidInputError(f"metric must be 'binary' or 'continuous', got {metric!r}")
     if isinstance(data, (BinarySummary, ContinuousSummary)):
         out = data
+    elif isinstance(data, tuple) and len(data) in (2, 3):  # before Mapping: abc checks are slow
+        out = BinarySummary(*data) if len(data) == 2 else ContinuousSummary.from_moments(*data)
     elif isinstance(data, Mapping):
         if {"successes", "n"} <= data.keys():
             out = BinarySummary(data["successes"], data["n"])
@@ -153,8 +155,6 @@ def summarize(data, metric: Metric | None = None) -> Summary:
                 "a summary mapping needs keys (successes, n) or (n, mean, variance), got "
                 f"{sorted(data)}"
             )
-    elif isinstance(data, tuple) and len(data) in (2, 3):
-        out = BinarySummary(*data) if len(data) == 2 else ContinuousSummary.from_moments(*data)
     else:
         x = np.asarray(data)
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
