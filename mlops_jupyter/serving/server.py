@@ -64,6 +64,12 @@ def cmd_serve(args) -> int:
         file=sys.stderr,
         flush=True,
     )
+    # imported once here, before the fork: workers (and restarted ones) start without
+    # importing them again each (no threads run yet, so forking after is safe)
+    from . import app as _app  # noqa: F401
+
+    if info["flavor"] == "torch":
+        import torch  # noqa: F401
     if n > 1:
         from ..trackserver.cli import _fork
 
