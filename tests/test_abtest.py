@@ -351,3 +351,37 @@ def test_a_bad_batch_changes_nothing():
         test.update({"v3": [0.5, 2.0]})  # the test is binary since the first batch
     assert (dict(test.summaries), test.looks, test.report()) == before
     assert abtest.summarize(test.summaries["v3"]).n == 40
+
+
+def test_state_survives_json_and_continues_identically():
+    """A server keeps the running state between processes: through JSON and back, the test
+    goes on exactly as the one kept in memory."""
+    import json
+
+    r = np.random.default_rng(40)
+    for metric, draw in [
+        ("binary", lambda mu: r.random(300) < 0.1 + mu),
+        ("continuous", lambda mu: r.exponential(1.0 + mu, 300)),
+    ]:
+        kept = ABTest("v3", ["v4", "v5"], metric=metric, mde=0.02)
+        batches = [{"v3": draw(0), "v4": draw(0.02), "v5": draw(0)} for _ in range(30)]
+        for b in batches[:15]:
+            kept.update(b)
+        restored = ABTest.from_state(json.loads(json.dumps(kept.to_state(), allow_nan=False)))
+        assert restored.report() == kept.report()
+        for b in batches[15:]:
+            kept.update(b)
+            restored.update(b)
+        assert restored.report() == kept.report()
+        assert restored.states["v4"].looks == restored.looks == 30
+        assert math.isfinite(restored.states["v4"].ci_low)  # the interval went through JSON
+    state = kept.to_state()
+    for broken in [
+        {**state, "summaries": {"v9": ["binary", 1, 2]}},
+        {**state, "summaries": {"v3": ["counts", 1, 2]}},
+        {**state, "sequential": {"v4": [1.0]}},
+        {k: v for k, v in state.items() if k != "alpha"},
+        {**state, "summaries": {"v3": ["binary", 5, 2]}},
+    ]:
+        with pytest.raises(InvalidInputError):
+            ABTest.from_state(broken)

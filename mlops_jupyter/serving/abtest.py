@@ -477,6 +477,43 @@ class ABTest:
             return "no difference: keep control"
         return "keep collecting"
 
+    def to_state(self) -> dict:
+        """The whole running state as a JSON-able dict (a few numbers per variant), for
+        keeping it between processes; `ABTest.from_state` restores it."""
+        sums = {
+            k: None if s is None else [s.metric, *_fields(s)] for k, s in self.summaries.items()
+        }
+        seq = {v: [_num(s.pvalue), _num(s.ci_low), _num(s.ci_high), s.looks]
+               for v, s in self.states.items()}  # fmt: skip
+        return {
+            "control": self.control, "variants": list(self.variants), "metric": self.metric,
+            "alpha": self.alpha, "power": self.power, "mde": self.mde, "tau": self.tau,
+            "min_n": self.min_n, "higher_is_better": self.higher_is_better,
+            "looks": self.looks, "summaries": sums, "sequential": seq,
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> ABTest:
+        """An ABTest from `to_state()`'s dict; a malformed dict raises InvalidInputError."""
+        try:
+            opts = {k: state[k] for k in ("metric", "alpha", "power", "mde", "tau", "min_n")}
+            test = cls(state["control"], state["variants"], **opts,
+                       higher_is_better=bool(state["higher_is_better"]))  # fmt: skip
+            for k, v in state["summaries"].items():
+                if k not in test.summaries:
+                    raise KeyError(k)
+                if v is not None:
+                    kind = {"binary": BinarySummary, "continuous": ContinuousSummary}[v[0]]
+                    test.summaries[k] = kind(*v[1:])
+            for v, (p, lo, hi, looks) in state["sequential"].items():
+                test.states[v] = SequentialState(
+                    float(p), _inf(lo, -1), _inf(hi, 1), _count(looks, "looks")
+                )
+            test.looks = _count(state["looks"], "looks")
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise InvalidInputError(f"not an A/B test state: {e!r}") from e
+        return test
+
     def report(self) -> ABReport:
         """The report at the current totals (see the class docstring for the action rule)."""
         m, nan = len(self.variants), math.nan
@@ -527,6 +564,18 @@ class ABTest:
             self.control, self.metric or "unknown", self.alpha, "bonferroni", self.looks,
             tuple(rows),
         )  # fmt: skip
+
+
+def _fields(s: Summary) -> list:
+    return [s.successes, s.n] if isinstance(s, BinarySummary) else [s.n, s.mean, s.m2]
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no infinity: None is unbounded
+
+
+def _inf(x: float | None, sign: int) -> float:
+    return sign * math.inf if x is None else float(x)
 
 
 def report(data: Mapping[str, object], control: str, **options) -> ABReport:
