@@ -120,10 +120,10 @@ def store_location_from(value: str | os.PathLike) -> Path | str:
     if scheme in ("postgresql", "postgres"):
         return value
     if scheme in ("http", "https"):
-        raise StoreError(
-            f"store URL {redact_url(value)!r}: {scheme}:// stores (a tracking server) are not "
-            "supported by this version yet; use a SQLite path or a postgresql:// URL"
-        )
+        # a tracking server serves the tracking API (mlops_jupyter.remote), not the store
+        from .remote import unsupported
+
+        raise unsupported("this feature", value)
     raise StoreError(
         f"store URL {redact_url(value)!r}: unknown scheme {scheme!r}; use a path, "
         "file:///path, sqlite:///path or postgresql://user@host:5432/db"

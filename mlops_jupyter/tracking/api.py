@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import InvalidInputError, NoActiveRunError
+from ..remote import is_remote, unsupported
 from ..store import Store, open_store
 from ..store import runs as rstore
 from .run import Run
@@ -63,11 +64,20 @@ def _start_hooks() -> list:
 
 
 def set_store(path: str | os.PathLike | None) -> Store:
-    """Use the store at `path` for this process (None: back to the default lookup)."""
+    """Use the store at `path` for this process (None: back to the default lookup). An
+    http(s):// URL names a tracking server (see docs/server.md, "Remote clients")."""
     global _store_override
     if path is None:
         _store_override = None
-        return current_store()
+        if remote_url() is None:
+            return current_store()
+        path = remote_url()
+    if is_remote(path):
+        from ..remote.api import remote_store
+
+        store = remote_store(str(path))
+        _store_override = str(path)
+        return store  # type: ignore[return-value]
     store = open_store(path)  # a refused location (bad URL, foreign file) keeps the old store
     _store_override = os.fspath(path)
     return store
@@ -81,8 +91,52 @@ def store_location() -> str:
 
 def current_store() -> Store:
     """The store used by the module-level API: set_store(), MLOPS_JUPYTER_STORE, or the
-    nearest `.mlops/` folder (created in the working directory on first use)."""
+    nearest `.mlops/` folder (created in the working directory on first use). Over a
+    tracking server there is none: the caller's feature is refused by name."""
+    url = remote_url()
+    if url is not None:
+        raise unsupported(_caller_feature(), url)
     return open_store(_store_override or config.find_store_location())
+
+
+def remote_url() -> str | None:
+    """The tracking server's URL when the store location is http(s)://, else None."""
+    loc = _store_override or os.environ.get("MLOPS_JUPYTER_STORE")
+    return loc if is_remote(loc) else None
+
+
+_FEATURES = {
+    "capture": "cell capture (%%mlops_run)",
+    "magics": "the notebook magics (%%mlops_run)",
+    "data": "data versions",
+    "registry": "the model registry",
+    "hpo": "sweeps",
+    "widgets": "the sidebar and widgets",
+    "server": "the sidebar (Jupyter server extension)",
+    "telemetry": "system telemetry",
+    "export": "export",
+    "mlflowio": "MLflow import/export",
+    "media": "media logging",
+    "llm": "LLM evaluation",
+    "integrations": "framework integrations",
+    "artifacts": "artifacts",
+}
+
+
+def _caller_feature() -> str:
+    """The feature that asked for the store: the first package outside tracking/store."""
+    f = sys._getframe(2)
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        parts = mod.split(".")
+        if parts[0] != "mlops_jupyter":
+            break
+        if len(parts) > 1 and parts[1] not in ("tracking", "store", "remote", "config"):
+            return _FEATURES.get(parts[1], f"{mod}.{f.f_code.co_name}")
+        if parts[1:2] == ["tracking"] and f.f_code.co_name in ("resolve_run", "log_artifact"):
+            return f"mj.{f.f_code.co_name}"
+        f = f.f_back
+    return "this feature"
 
 
 def start_run(
@@ -108,9 +162,19 @@ def start_run(
     # encoded here so that a refused value stops the run before anything is written
     params_json = rstore.encode_items(params, "params")
     tags_json = rstore.encode_items(tags, "tags")
-    store = current_store()
     if parent is not None and not isinstance(parent, (Run, str)):
         raise InvalidInputError(f"parent must be a Run or a run id, got {type(parent).__name__}")
+    url = remote_url()
+    if url is not None:
+        from ..remote import api as remote
+
+        if _prev_run is not None:
+            raise unsupported("resuming a run", url)
+        parent = parent if parent is not None else (_active if nested else None)
+        run = remote.start_run(url, name, experiment, params, tags, parent, _forget)
+        _push(run)  # start hooks (telemetry, data autolog) need the store: not attached
+        return run
+    store = current_store()
     if isinstance(parent, str):
         parent_id = rstore.resolve_run(store, parent)
         parent = None  # not a Run of this process
@@ -247,6 +311,11 @@ def runs(
     left out unless include_system=True."""
     if status is not None and status not in rstore.STATUSES:
         raise InvalidInputError(f"status must be one of {rstore.STATUSES}, got {status!r}")
+    url = remote_url()
+    if url is not None:
+        from ..remote import api as remote
+
+        return remote.runs(url, experiment, status, include_system)
     from ..store import query as q
 
     return q.runs_frame(_read_store(), experiment, status, include_system)
@@ -281,11 +350,16 @@ def metrics(run_ids: Any = None, keys: str | list[str] | None = None) -> pl.Data
     """Long DataFrame (run_id, key, step, ts, value) of logged points.
 
     `run_ids`: None (all), a run id/name, a Run, a list of those, or a runs() frame."""
-    store = _read_store()
     if isinstance(keys, str):
         keys = [keys]
     if keys is not None and not all(isinstance(k, str) for k in keys):
         raise InvalidInputError("keys must be a string or a list of strings")
+    url = remote_url()
+    if url is not None:
+        from ..remote import api as remote
+
+        return remote.metrics(url, run_ids, keys)
+    store = _read_store()
     from ..store import query as q
 
     return q.metrics_frame(store, _run_ids(store, run_ids), keys)
@@ -293,6 +367,11 @@ def metrics(run_ids: Any = None, keys: str | list[str] | None = None) -> pl.Data
 
 def get_run(ref: str) -> dict[str, Any]:
     """Details of one run (params, tags, metric summaries, artifacts, events) as a dict."""
+    url = remote_url()
+    if url is not None:
+        from ..remote import api as remote
+
+        return remote.get_run(url, ref)
     store = _read_store()
     from ..store import query as q
 

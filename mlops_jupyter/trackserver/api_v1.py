@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import config
 from ..store import api_queries as aq
 from ..store import ingest as ing
 from ..store import runs as rstore
@@ -208,8 +209,57 @@ class RunsHandler(BaseHandler):
 
 
 class RunHandler(_RunHandler):
-    async def get(self, uid: str) -> None:
-        await self.handle(lambda: aq.run_detail(self.store, self.rid(uid)))
+    async def get(self, ref: str) -> None:
+        # reads take what mj.get_run takes: an id, a unique id prefix or a run name
+        await self.handle(lambda: aq.run_detail(self.store, rstore.resolve_run(self.store, ref)))
+
+
+def _ipc(df: Any) -> dict:
+    import io
+
+    buf = io.BytesIO()
+    df.write_ipc_stream(buf)
+    return {"format": "arrow-ipc-stream", "data": base64.b64encode(buf.getvalue()).decode()}
+
+
+class RunsFrameHandler(BaseHandler):
+    """mj.runs() of the store, as an Arrow IPC stream (the exact columns and types)."""
+
+    async def get(self) -> None:
+        def go() -> dict:
+            from ..store import query as q
+
+            status = self.get_query_argument("status", None) or None
+            check_value(status is None or status in rstore.STATUSES, f"status: {rstore.STATUSES}")
+            system = self.get_query_argument("include_system", "false")
+            check_value(system in ("true", "false"), "include_system: true or false")
+            rstore.reconcile(self.store, config.stale_after())
+            exp = self.get_query_argument("experiment", None)
+            return _ipc(q.runs_frame(self.store, exp, status, system == "true"))
+
+        await self.handle(go)
+
+
+class MetricsFrameHandler(BaseHandler):
+    """mj.metrics(): ?run=ID (repeated; none: every run), ?key=K (repeated; none: all)."""
+
+    async def get(self) -> None:
+        def go() -> dict:
+            from ..store import query as q
+
+            refs = self.get_query_arguments("run")
+            if self.get_query_argument("none", None) == "true":
+                rids: list[int] = []
+            elif refs:
+                rids = [rstore.resolve_run(self.store, r) for r in refs]
+            else:
+                rids = rstore.all_run_ids(self.store)
+            keys: list[str] | None = self.get_query_arguments("key") or None
+            if self.get_query_argument("nokeys", None) == "true":
+                keys = []
+            return _ipc(q.metrics_frame(self.store, rids, keys))
+
+        await self.handle(go)
 
 
 class MetricsHandler(_RunHandler):
@@ -293,7 +343,11 @@ class IngestHandler(BaseHandler):
                     status is None or status in rstore.ENDED,
                     f"{where}.status must be one of {rstore.ENDED}",
                 )
-                todo.append((rid, params, tags, chunks, status))
+                end = _field(r, "end_time", (int, float), where=where + ".")
+                check_value(
+                    end is None or 0 <= end < 1e11, f"{where}.end_time: seconds since the epoch"
+                )
+                todo.append((rid, params, tags, chunks, (status, end)))
             # everything is parsed and checked before the first write
             for rid, params, tags, _, _ in todo:
                 if params:
@@ -301,9 +355,9 @@ class IngestHandler(BaseHandler):
                 if tags:
                     rstore.set_kv(self.store, "tags", rid, tags)
             n, dup = ing.append(self.store, [c for t in todo for c in t[3]])
-            for rid, _, _, _, status in todo:
+            for rid, _, _, _, (status, end) in todo:
                 if status:
-                    ing.set_status(self.store, rid, status)
+                    ing.set_status(self.store, rid, status, end)
             return {"points": n, "duplicate_chunks": dup, "runs": len(todo)}
 
         await self.handle(go)
@@ -318,4 +372,6 @@ ROUTES = [
     (r"/api/v1/runs/([^/]+)/tags", TagsHandler),
     (r"/api/v1/runs/([^/]+)/end", EndHandler),
     (r"/api/v1/ingest", IngestHandler),
+    (r"/api/v1/frames/runs", RunsFrameHandler),
+    (r"/api/v1/frames/metrics", MetricsFrameHandler),
 ]

@@ -96,7 +96,42 @@ def spec() -> dict[str, Any]:
                     ),
                 ),
             },
-            "/api/v1/runs/{id}": {"get": _op("one run", params=[_RUN_ID])},
+            "/api/v1/runs/{id}": {"get": _op("one run (id, id prefix or name)", params=[_RUN_ID])},
+            "/api/v1/frames/runs": {
+                "get": _op(
+                    "the runs table (mj.runs()) as a base64 Arrow IPC stream",
+                    params=[
+                        {"name": "experiment", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "include_system",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        },
+                    ],
+                )
+            },
+            "/api/v1/frames/metrics": {
+                "get": _op(
+                    "metric points (mj.metrics()) as a base64 Arrow IPC stream",
+                    params=[
+                        {
+                            "name": "run",
+                            "in": "query",
+                            "schema": {"type": "array", "items": {"type": "string"}},
+                            "style": "form",
+                            "explode": True,
+                        },
+                        {
+                            "name": "key",
+                            "in": "query",
+                            "schema": {"type": "array", "items": {"type": "string"}},
+                            "style": "form",
+                            "explode": True,
+                        },
+                    ],
+                )
+            },
             "/api/v1/runs/{id}/metrics": {
                 "post": _op(
                     "append points: {points: [{key, value, step?, timestamp?}]} or"
@@ -157,6 +192,7 @@ def spec() -> dict[str, Any]:
                                         "tags": _KV,
                                         "chunks": {"type": "array", "items": _CHUNK},
                                         "status": {"type": "string"},
+                                        "end_time": {"type": "number", "minimum": 0},
                                     },
                                     ["id"],
                                 ),

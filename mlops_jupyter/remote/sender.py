@@ -1,0 +1,357 @@
+"""The background sender of a remote client: the tracking writer's queue (log calls append
+to it exactly as with a local store) drained into gzip-compressed POST /api/v1/ingest
+requests, spooled to a local file while the server cannot be reached.
+
+Chunk sequence numbers: the server applies each (run, key, seq) once. A second process
+logging to the same run, or a resumed run, must not reuse seqs another process already
+sent (its points would be skipped as duplicates), so each process numbers the chunks of a
+series from a random 42-bit base shifted into the high bits (base << 20, counter in the low
+20 bits; a new random base after 2**20 chunks). Two processes collide with a probability
+of about 2**-42 per series. The seq is only an idempotency name: points are ordered by
+their steps, not by seq."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import config
+from ..tracking.buffer import Group
+from ..tracking.writer import IDLE_EXIT_S, WRITE_BATCH, Writer, _writers, _writers_lock
+from .client import Client, ServerRefused, ServerUnavailable
+from .spool import SpoolFile, leftovers, spool_root
+
+MAX_CHUNKS = 5_000  # per request (the server takes 10,000)
+SEQ_BITS = 20
+BACKOFF_MAX_S = 5.0
+
+
+def _new_base() -> int:
+    import secrets
+
+    return secrets.randbits(42) << SEQ_BITS
+
+
+def _b64(a: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype).tobytes()).decode()
+
+
+def _segments(steps: np.ndarray) -> list[tuple[int, int, bool]]:
+    """(start, end, automatic) runs of a series' steps (-1 = next automatic step)."""
+    auto = steps < 0
+    if auto.all() or not auto.any():
+        return [(0, len(steps), bool(auto[0]) if len(steps) else True)]
+    cuts = np.flatnonzero(np.diff(auto.astype(np.int8))) + 1
+    bounds = [0, *cuts.tolist(), len(steps)]
+    return [(a, b, bool(auto[a])) for a, b in zip(bounds, bounds[1:])]
+
+
+class RemoteWriter(Writer):
+    """Writer of one tracking server: same queue, HTTP instead of SQL."""
+
+    def __init__(self, store: Any) -> None:
+        self.client = Client(store.url)
+        self._uids: dict[int, str] = {}
+        self._next_rid = 1
+        self._pkv: dict[int, dict[str, dict[str, Any]]] = {}
+        self._seq: dict[tuple[int, str], list[int]] = {}
+        self._root = spool_root(store.url)
+        self._spool: SpoolFile | None = None
+        self._orphans = True  # leftover spools of dead processes not replayed yet
+        self._retry_at = 0.0
+        self._backoff = 0.2
+        self._refused_warned = False
+        self._auth_warned = False
+        self._pkv_lock = threading.Lock()
+        super().__init__(store)
+
+    # -- runs and their params/tags ------------------------------------------------------
+    def register(self, uid: str) -> int:
+        """A local id for run `uid` (what log calls put in the queue)."""
+        with self._pkv_lock:
+            rid = self._next_rid
+            self._next_rid += 1
+            self._uids[rid] = uid
+        return rid
+
+    def add_kv(self, rid: int, table: str, items: dict[str, Any]) -> None:
+        """Params or tags, sent with the next request (before its points)."""
+        with self._pkv_lock:
+            self._pkv.setdefault(rid, {}).setdefault(table, {}).update(items)
+        self._wake.set()
+
+    def spool_path(self) -> str | None:
+        return str(self._spool.path) if self._spool is not None else None
+
+    # -- the loop ----------------------------------------------------------------------
+    def _busy(self) -> bool:
+        return bool(
+            self._runs
+            or len(self.q)
+            or self._closing
+            or self._ends
+            or self._pkv
+            or self._orphans
+            or (self._spool is not None and self._spool.pending())
+        )
+
+    def _loop(self) -> None:
+        idle = 0.0
+        while not self._stop:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if not self._busy():
+                idle += self.interval
+                if idle >= IDLE_EXIT_S:
+                    with self._thread_lock:
+                        if not self._busy():
+                            self._thread = None
+                            return
+                continue
+            idle = 0.0
+            try:
+                self.flush()
+            except Exception as e:  # never let the thread die: warn once, keep the points
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"mlops-jupyter: could not send metrics yet ({e}); they are kept "
+                        "and retried",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+
+    def set_kv_later(self, rid: int, table: str, items: dict) -> None:
+        """Params or tags (already checked), sent with the next request."""
+        self.add_kv(rid, table, items)
+
+    def end_run(self, rid: int, status: str, wait: bool = True) -> None:
+        """Send a run's last points and its end (spooled when the server is away);
+        `wait=False` leaves that to the background thread."""
+        self._ends[rid] = (status, time.time())
+        if not wait:
+            self._ensure_thread()
+            self._wake.set()
+            return
+        self.flush()
+
+    # -- building and delivering requests ----------------------------------------------
+    def _chunks(self, groups: list[Group]) -> dict[int, list[dict]]:
+        out: dict[int, list[dict]] = {}
+        for rid, key, steps, ts, vals in groups:
+            for a, b, auto in _segments(np.asarray(steps)):
+                s = self._seq.get((rid, key))
+                if s is None or s[1] >= 1 << SEQ_BITS:
+                    s = self._seq[(rid, key)] = [_new_base(), 0]
+                c = {
+                    "key": key,
+                    "seq": s[0] + s[1],
+                    "values_b64": _b64(vals[a:b], "<f8"),
+                    "timestamps_b64": _b64(ts[a:b], "<f8"),
+                }
+                s[1] += 1
+                if not auto:
+                    c["steps_b64"] = _b64(steps[a:b], "<i8")
+                out.setdefault(rid, []).append(c)
+        return out
+
+    def _bodies(self, groups: list[Group], last: bool) -> list[bytes]:
+        chunks = self._chunks(groups)
+        with self._pkv_lock:
+            kv, self._pkv = self._pkv, {}
+        ends = {}
+        if last:
+            ends, self._ends = dict(self._ends), {}
+        rids = list(dict.fromkeys([*kv, *chunks, *ends]))
+        bodies: list[bytes] = []
+        runs: list[dict] = []
+        count = 0
+        for rid in rids:
+            uid = self._uids.get(rid)
+            if uid is None:
+                continue
+            cs = chunks.get(rid, [])
+            # split a run's chunks so no request holds more than MAX_CHUNKS
+            while True:
+                room = MAX_CHUNKS - count
+                r: dict[str, Any] = {"id": uid, "chunks": cs[:room]}
+                cs = cs[room:]
+                count += len(r["chunks"])
+                if kv.get(rid):
+                    r.update(kv.pop(rid))
+                if not cs and rid in ends:
+                    r["status"], r["end_time"] = ends[rid]
+                runs.append(r)
+                if count >= MAX_CHUNKS:
+                    bodies.append(self._encode(runs))
+                    runs, count = [], 0
+                if not cs:
+                    break
+        if runs:
+            bodies.append(self._encode(runs))
+        return bodies
+
+    @staticmethod
+    def _encode(runs: list[dict]) -> bytes:
+        return gzip.compress(json.dumps({"runs": runs}).encode(), 1)
+
+    def flush(self) -> int:
+        """Send everything queued so far (in the calling thread); return points handed over.
+        Points the server cannot take now are spooled to a local file, not raised."""
+        self.q.compact()
+        with self._lock:
+            todo = len(self.q.blocks)
+            n = 0
+            while True:
+                batch = self.q.take(WRITE_BATCH) if todo > 0 else []
+                last = todo - len(batch) <= 0
+                for body in self._bodies([g for _, gs in batch for g in gs], last):
+                    self._deliver(body)
+                self.q.done([b for b, _ in batch])
+                n += sum(b.n for b, _ in batch)
+                todo -= len(batch)
+                if todo <= 0:
+                    break
+            self._closing.clear()
+            self._replay()
+            return n
+
+    def _send(self, body: bytes) -> None:
+        self.client.request("POST", "/api/v1/ingest", raw_gzip=body)
+
+    def _kept(self, e: Exception) -> bool:
+        """Whether a failed request is kept for later (server away, token refused)."""
+        if isinstance(e, ServerUnavailable):
+            self._offline(e)
+            return True
+        if isinstance(e, ServerRefused) and e.status in (401, 403):
+            if not self._auth_warned:
+                self._auth_warned = True
+                self._warn(
+                    f"mlops-jupyter: {e} (MLOPS_JUPYTER_TOKEN refused); metrics are kept in "
+                    "a spool file and sent once a valid token is used"
+                )
+            return True
+        return False
+
+    def _refused(self, e: Exception) -> None:
+        # bad input the local checks let through: retrying cannot help
+        if not self._refused_warned:
+            self._refused_warned = True
+            self._warn(f"mlops-jupyter: dropped a batch of metrics the server refused: {e}")
+
+    def _deliver(self, body: bytes) -> None:
+        if self._spool is not None and self._spool.pending():
+            self._spool.append(body)  # keep the order: behind what is waiting
+            return
+        try:
+            self._send(body)
+        except ServerRefused as e:
+            if not self._kept(e):
+                self._refused(e)
+                return
+            self._to_spool(body)
+        except ServerUnavailable as e:
+            self._kept(e)
+            self._to_spool(body)
+
+    def _to_spool(self, body: bytes) -> None:
+        if self._spool is None:
+            self._spool = SpoolFile.create(self._root)
+        self._spool.append(body)
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _replay_file(self, f: SpoolFile) -> bool:
+        """Send a spool file's records in order; False when the server is still away."""
+        for pos, body in f.records():
+            try:
+                self._send(body)
+            except (ServerRefused, ServerUnavailable) as e:
+                if self._kept(e):
+                    return False
+                self._refused(e)
+            f.read_pos = pos
+        return True
+
+    def _replay(self) -> None:
+        now = time.monotonic()
+        pending = self._spool is not None and self._spool.pending()
+        if not (pending or self._orphans) or now < self._retry_at:
+            return
+        ok = True
+        if self._orphans:
+            for path in leftovers(self._root, self._spool.path if self._spool else None):
+                f = SpoolFile.adopt(path)
+                if f is None:
+                    continue
+                if self._replay_file(f):
+                    f.remove()
+                else:
+                    f.close()
+                    ok = False
+                    break
+            self._orphans = not ok
+        if ok and pending:
+            assert self._spool is not None
+            ok = self._replay_file(self._spool)
+            if ok:
+                self._spool.reset()
+        if ok:
+            self._backoff = 0.2
+            if self._offline_warned:
+                self._offline_warned = False
+                self._warn(
+                    "mlops-jupyter: the tracking server is reachable again; kept points sent"
+                )
+        else:
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+            self._retry_at = now + self._backoff
+
+    def backlog(self) -> bool:
+        """Whether requests wait in this process's spool file."""
+        return self._spool is not None and self._spool.pending()
+
+    def close(self) -> None:
+        """At exit: send what is left, retrying an absent server for up to
+        MLOPS_JUPYTER_EXIT_WAIT seconds; then leave the spool file for the next process."""
+        self._stop = True
+        self._wake.set()
+        deadline = time.monotonic() + config.exit_wait()
+        try:
+            self.flush()
+            while (self.backlog() or self._orphans) and time.monotonic() < deadline:
+                time.sleep(min(0.5, max(0.0, self._retry_at - time.monotonic())) or 0.05)
+                with self._lock:
+                    self._replay()
+        finally:
+            self.q.close()
+            self.client.close()
+            if self._spool is not None:
+                if self._spool.pending():
+                    self._warn(
+                        f"mlops-jupyter: the tracking server {self.client.shown} could not be "
+                        f"reached; unsent metrics are kept in {self._spool.path} and sent by "
+                        "the next process that logs to it"
+                    )
+                    self._spool.close()
+                else:
+                    self._spool.remove()
+
+
+def remote_writer(store: Any) -> RemoteWriter:
+    """The process-wide writer of a tracking server (started on first use)."""
+    w = _writers.get(store.key)
+    if w is None:
+        with _writers_lock:
+            w = _writers.get(store.key)
+            if w is None:
+                w = _writers[store.key] = RemoteWriter(store)
+    assert isinstance(w, RemoteWriter)
+    return w

@@ -1,0 +1,340 @@
+"""`import mlops_jupyter as mj` against a running `mlops-jupyter server`
+(MLOPS_JUPYTER_STORE=http://..., MLOPS_JUPYTER_TOKEN): a real server process on 127.0.0.1
+over the test's store (SQLite, or PostgreSQL in the CI's postgres suites), real client
+processes, the store then read directly."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from trackserver_helpers import Server
+
+import mlops_jupyter as mj
+from mlops_jupyter.errors import StoreError
+from mlops_jupyter.remote import RemoteUnsupportedError
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def server(child_env, tmp_path):
+    with Server(child_env, tmp_path) as s:
+        yield s
+
+
+def _token(store_path, name: str, scope: str) -> str:
+    # made in-process (the CLI's `server token add` is tested in test_trackserver.py):
+    # a second interpreter per test would double the setup time
+    from mlops_jupyter.store import open_store, tokens
+
+    return tokens.add(open_store(store_path), name, scope)
+
+
+@pytest.fixture
+def wtok(store_path):
+    return _token(store_path, "writer", "write")
+
+
+@pytest.fixture
+def remote_env(child_env, server, wtok, tmp_path) -> dict[str, str]:
+    """Environment of a client process logging through the server."""
+    env = dict(child_env)
+    env.update(
+        MLOPS_JUPYTER_STORE=server.url,
+        MLOPS_JUPYTER_TOKEN=wtok,
+        MLOPS_JUPYTER_SPOOL_DIR=str(tmp_path / "spool"),
+        MLOPS_JUPYTER_EXIT_WAIT="1",
+        MLOPS_JUPYTER_FLUSH_INTERVAL="0.05",
+    )
+    return env
+
+
+@pytest.fixture
+def remote(monkeypatch, remote_env):
+    """This test process logs through the server until the test ends."""
+    for k in ("MLOPS_JUPYTER_STORE", "MLOPS_JUPYTER_TOKEN", "MLOPS_JUPYTER_SPOOL_DIR"):
+        monkeypatch.setenv(k, remote_env[k])
+    yield remote_env["MLOPS_JUPYTER_STORE"]
+
+
+def _client(env: dict[str, str], code: str, *args: str, timeout: float = 60) -> str:
+    p = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+
+
+def _series(run_id: str, key: str) -> list[tuple[int, float]]:
+    df = mj.metrics(run_id, key)
+    return list(zip(df["step"].to_list(), df["value"].to_list()))
+
+
+SCRIPT = """
+import sys, mlops_jupyter as mj
+with mj.start_run("job", experiment="remote", params={"lr": 0.01, "layers": [2, 3]},
+                  tags={"team": "a"}) as run:
+    for i in range(10_000):
+        mj.log_metric("loss", 1.0 / (i + 1), step=i)
+    mj.log(acc=0.5)
+    mj.log(acc=float("nan"))
+    mj.log_params({"bs": 32})
+    mj.set_tags({"stage": "dev"})
+print(run.id)
+"""
+
+
+def test_a_script_logs_through_the_server_exactly(remote_env):
+    rid = _client(remote_env, SCRIPT)
+    # the store, opened directly by this test process
+    d = mj.get_run(rid)
+    assert d["status"] == "finished" and d["experiment"] == "remote" and d["name"] == "job"
+    assert d["params"] == {"lr": 0.01, "layers": [2, 3], "bs": 32}
+    assert d["tags"] == {"team": "a", "stage": "dev"}
+    assert _series(rid, "loss") == [(i, 1.0 / (i + 1)) for i in range(10_000)]
+    acc = _series(rid, "acc")
+    assert acc[0] == (0, 0.5) and acc[1][0] == 1 and math.isnan(acc[1][1])
+
+
+TRAIN = """
+import os, sys, time, mlops_jupyter as mj
+stop = sys.argv[1]
+worst = 0.0
+n = 0
+with mj.start_run("train", experiment="remote") as run:
+    print(run.id, flush=True)
+    while not os.path.exists(stop):
+        for _ in range(1000):
+            t = time.perf_counter()
+            mj.log_metric("loss", float(n), step=n)
+            worst = max(worst, time.perf_counter() - t)
+            n += 1
+print(n, worst, flush=True)
+"""
+
+
+def test_server_killed_and_restarted_mid_training(server, remote_env, tmp_path):
+    stop = tmp_path / "stop"
+    env = dict(remote_env, MLOPS_JUPYTER_EXIT_WAIT="30")
+    p = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, str(stop)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rid = p.stdout.readline().strip()
+        assert rid, p.stderr.read()
+        time.sleep(0.7)
+        server.kill()  # SIGKILL mid-training: the client keeps logging at full speed
+        time.sleep(1.5)
+        server.start()
+        time.sleep(0.7)
+        stop.touch()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    n, worst = out.split()
+    n, worst = int(n), float(worst)
+    assert p.returncode == 0, err
+    # never blocked on the network: the worst call is a local pack of the buffer
+    assert worst < 0.25, worst
+    pts = _series(rid, "loss")
+    assert len(pts) == n and pts == [(i, float(i)) for i in range(n)]
+    assert mj.get_run(rid)["status"] == "finished"
+    print(f"points: {n}, worst log call: {worst * 1e3:.2f} ms")
+
+
+SPOOLER = """
+import os, sys, time, mlops_jupyter as mj
+go = sys.argv[1]
+run = mj.start_run("offline", experiment="remote", params={"a": 1})
+print(run.id, flush=True)
+while not os.path.exists(go):
+    time.sleep(0.02)
+for i in range(5000):
+    run.log_metric("loss", float(i))
+mj.log_params({"b": 2})
+run.end("finished")
+"""
+
+
+def test_a_process_exiting_while_the_server_is_down_is_replayed_by_the_next(
+    server, remote_env, tmp_path
+):
+    go = tmp_path / "go"
+    p = subprocess.Popen(
+        [sys.executable, "-c", SPOOLER, str(go)],
+        env=remote_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rid = p.stdout.readline().strip()
+    assert rid, p.stderr.read()
+    server.stop()
+    go.touch()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "sent by the next process" in err  # the exit warning names the spool
+    spools = list((tmp_path / "spool").rglob("*.spool"))
+    assert len(spools) == 1 and spools[0].stat().st_size > 0
+    assert mj.get_run(rid)["status"] != "finished"  # the end did not reach the store yet
+
+    server.start()
+    # any later client of the same server replays what it finds (here: a read)
+    _client(remote_env, "import mlops_jupyter as mj; print(mj.runs().height)")
+    assert not list((tmp_path / "spool").rglob("*.spool"))
+    d = mj.get_run(rid)
+    assert d["status"] == "finished" and d["params"] == {"a": 1, "b": 2}
+    assert _series(rid, "loss") == [(i, float(i)) for i in range(5000)]
+    # a second replay (the file is gone) and a second client change nothing
+    _client(remote_env, "import mlops_jupyter as mj; print(mj.runs().height)")
+    assert len(_series(rid, "loss")) == 5000
+
+
+def test_a_second_process_logging_to_the_same_run_is_not_skipped(remote_env):
+    rid = _client(
+        remote_env,
+        """
+        import mlops_jupyter as mj
+        run = mj.start_run("shared", experiment="remote")
+        for i in range(100):
+            run.log_metric("loss", float(i), step=i)
+        mj.flush()
+        print(run.id)
+        import os; os._exit(0)  # leaves the run open
+        """,
+    )
+    # another process appends to it through the raw API: its seqs start elsewhere
+    _client(
+        remote_env,
+        f"""
+        import mlops_jupyter as mj
+        from mlops_jupyter.remote.api import RemoteRun, remote_store
+        from mlops_jupyter.remote.sender import remote_writer
+        import os
+        store = remote_store(os.environ["MLOPS_JUPYTER_STORE"])
+        w = remote_writer(store)
+        run = RemoteRun(store, w, w.register({rid!r}), {rid!r}, "shared", "remote")
+        for i in range(100, 200):
+            run.log_metric("loss", float(i), step=i)
+        run.end("finished")
+        """,
+    )
+    assert _series(rid, "loss") == [(i, float(i)) for i in range(200)]
+
+
+def test_wrong_and_read_tokens_are_clear_errors(remote, store_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", "mjt_wrong-secret")
+    with pytest.raises(StoreError, match="refused the token") as e:
+        mj.start_run("x")
+    assert remote in str(e.value) and "wrong-secret" not in str(e.value)
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", _token(store_path, "reader", "read"))
+    with pytest.raises(StoreError, match="may not log.*scope write"):
+        mj.start_run("x")
+    monkeypatch.delenv("MLOPS_JUPYTER_TOKEN")
+    with pytest.raises(StoreError, match="MLOPS_JUPYTER_TOKEN is not set"):
+        mj.start_run("x")
+    assert mj.active_run() is None
+
+
+def test_a_refused_batch_warns_once_and_is_dropped(remote):
+    from mlops_jupyter.remote.api import remote_store
+    from mlops_jupyter.remote.sender import remote_writer
+
+    w = remote_writer(remote_store(remote))
+    ghost = w.register("no-such-run")  # the server answers 404 for it
+    w.q.stage.append((ghost, "loss", None, 1.0, time.time()))
+    t = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="refused.*no-such-run"):
+        w.flush()
+    assert time.monotonic() - t < 5 and not w.backlog()
+    w.flush()  # nothing is left to send again
+    assert not w.backlog() and w.pending() == 0
+
+
+def test_reads_through_the_server_equal_the_store(remote_env, monkeypatch):
+    rid = _client(remote_env, SCRIPT)
+    _client(
+        remote_env,
+        """
+        import mlops_jupyter as mj
+        with mj.start_run("other", experiment="b") as r:
+            mj.log(loss=1.0, step=3)
+        print(r.id)
+        """,
+    )
+    local_runs, local_pts = mj.runs(), mj.metrics(rid)
+    local_b = mj.runs(experiment="b")
+    local_detail = mj.get_run("job")
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", remote_env["MLOPS_JUPYTER_STORE"])
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote_env["MLOPS_JUPYTER_TOKEN"])
+    assert mj.runs().equals(local_runs)
+    assert mj.runs(experiment="b").equals(local_b)
+    assert mj.metrics(rid).equals(local_pts)
+    assert mj.metrics(rid, "acc").height == 2
+    remote_detail = mj.get_run("job")  # a name, as locally
+    for k in ("id", "name", "experiment", "status", "params", "tags"):
+        assert remote_detail[k] == local_detail[k]
+
+
+def test_features_that_need_the_store_refuse_clearly(remote):
+    from mlops_jupyter import registry
+
+    with mj.start_run("r", experiment="remote") as run:
+        with pytest.raises(RemoteUnsupportedError, match="log_artifact needs a direct store"):
+            mj.log_artifact(__file__)
+        with pytest.raises(RemoteUnsupportedError, match="events needs a direct store"):
+            run.add_event("note", "x")
+        mj.log(loss=1.0)
+    with pytest.raises(RemoteUnsupportedError, match="model registry needs a direct store"):
+        registry.models()
+    with pytest.raises(RemoteUnsupportedError, match="mj.resolve_run"):
+        mj.tracking.resolve_run("r")
+    with pytest.raises(RemoteUnsupportedError, match="postgresql://"):
+        run.store.artifacts  # noqa: B018
+    assert mj.runs()["status"].to_list() == ["finished"]
+
+
+def test_https_with_a_private_ca(child_env, tmp_path, wtok, monkeypatch):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    ctx = ssl.create_default_context(cafile=str(cert))
+    with Server(child_env, tmp_path, "--certfile", str(cert), "--keyfile", str(key), ctx=ctx) as s:
+        monkeypatch.setenv("MLOPS_JUPYTER_STORE", s.url)
+        monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", wtok)
+        monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "spool"))
+        with pytest.raises(StoreError, match="TLS"):
+            mj.start_run("untrusted")  # the self-signed cert is not a system CA
+        monkeypatch.setenv("MLOPS_JUPYTER_CA", str(cert))
+        with mj.start_run("tls", experiment="remote") as run:
+            mj.log(loss=0.5)
+        assert mj.runs()["name"].to_list() == ["tls"]
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(child_env["MLOPS_JUPYTER_STORE"]))
+    assert _series(run.id, "loss") == [(0, 0.5)]
+    assert mj.get_run(run.id)["status"] == "finished"
