@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 MISSING = "\u2014"  # an em dash: no value, or a NaN
@@ -75,9 +76,12 @@ def require_store(args: Any) -> None:
     (a mistyped `--store` must not create a new empty store that has "no runs yet")."""
     from .config import find_store_location, redact_url
     from .errors import StoreError
+    from .remote import is_remote
     from .store.db import open_existing
 
     given = getattr(args, "store", None)
+    if is_remote(given or os.environ.get("MLOPS_JUPYTER_STORE")):
+        return  # a tracking server: it answers for its store (reads only; see docs/server.md)
     loc = given or find_store_location()
     if open_existing(loc) is None:
         where = "--store" if given else "MLOPS_JUPYTER_STORE or the nearest .mlops/ folder"

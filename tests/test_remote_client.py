@@ -5,6 +5,7 @@ processes, the store then read directly."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -288,6 +289,16 @@ def test_reads_through_the_server_equal_the_store(remote_env, monkeypatch):
     remote_detail = mj.get_run("job")  # a name, as locally
     for k in ("id", "name", "experiment", "status", "params", "tags"):
         assert remote_detail[k] == local_detail[k]
+    # the CLI's read commands too
+    p = subprocess.run(
+        [sys.executable, "-m", "mlops_jupyter", "runs", "--json"],
+        env=remote_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert [r["id"] for r in json.loads(p.stdout)] == local_runs["id"].to_list()
 
 
 def test_features_that_need_the_store_refuse_clearly(remote):

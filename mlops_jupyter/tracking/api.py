@@ -107,7 +107,7 @@ def remote_url() -> str | None:
 
 _FEATURES = {
     "capture": "cell capture (%%mlops_run)",
-    "magics": "the notebook magics (%%mlops_run)",
+    "magics": "%%mlops_run (cell capture)",
     "data": "data versions",
     "registry": "the model registry",
     "hpo": "sweeps",
