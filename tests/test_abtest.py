@@ -325,6 +325,13 @@ def test_several_variants_are_bonferroni_corrected():
     assert row.always_valid_p == pytest.approx(min(1.0, 2 * single.always_valid_p))
     assert row.cs_high - row.cs_low > single.cs_high - single.cs_low
     assert set(rep.actions) == {"v4", "v5"} and "v5" in str(rep)
+    data = {v: r.normal(mu, 1.0, 2000) for v, mu in [("v3", 0), ("v4", 0.0), ("v5", 0.3)]}
+    assert report(data, "v3").actions == {"v4": "keep collecting", "v5": "promote v5"}
+    assert report(data, "v3").winner == "v5"
+    both = report({**data, "v4": r.normal(0.5, 1.0, 2000)}, "v3")
+    assert both.actions == {"v4": "promote v4", "v5": "promote v5"}
+    assert both.winner == "v4"  # the best estimate of those promoted
+    assert report(data, "v3", higher_is_better=False).winner is None  # v5 is rolled back
     assert rep.to_dict()["variants"][1]["variant"] == "v5"
 
 

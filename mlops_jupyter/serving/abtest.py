@@ -330,6 +330,17 @@ class ABReport:
     correction: str
     looks: int
     variants: tuple[VariantReport, ...]
+    higher_is_better: bool = True
+
+    @property
+    def winner(self) -> str | None:
+        """The variant to promote: of those whose action is "promote", the one with the best
+        estimate; None when no variant is to be promoted (keep the control)."""
+        best = [v for v in self.variants if v.action == f"promote {v.variant}"]
+        if not best:
+            return None
+        pick = max if self.higher_is_better else min
+        return pick(best, key=lambda v: v.estimate).variant
 
     def __getitem__(self, variant: str) -> VariantReport:
         for v in self.variants:
@@ -562,7 +573,7 @@ class ABTest:
             )
         return ABReport(
             self.control, self.metric or "unknown", self.alpha, "bonferroni", self.looks,
-            tuple(rows),
+            tuple(rows), self.higher_is_better,
         )  # fmt: skip
 
 
