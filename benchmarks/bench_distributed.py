@@ -52,8 +52,56 @@ def _use_store(location: str, artifacts: str | None) -> None:
     mj.set_store(None)
 
 
-def overhead(label: str, n: int) -> tuple[float, float]:
-    """(ms/trial of mj.sweep, ms/trial of study.optimize) on the current store's storage."""
+class _Statements:
+    """Counts statements sent through psycopg (optuna's SQLAlchemy and our store both use
+    it) and, with `server`, the transactions the database committed: round trips are what
+    a trial costs on a database, and their count does not depend on the machine's load."""
+
+    def __init__(self, server=None, db: str | None = None) -> None:
+        self.server, self.db, self.n, self._orig = server, db, 0, {}
+        self.x0 = self.xacts = 0
+
+    def _xacts(self) -> int:
+        if self.server is None:
+            return 0
+        import psycopg
+
+        time.sleep(1.5)  # backends publish their counts at most once a second
+        with psycopg.connect(self.server.url(self.db), autocommit=True) as c:
+            row = c.execute(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                (self.db,),
+            ).fetchone()
+        return int(row[0]) - 1  # less this connection's own query
+
+    def __enter__(self) -> _Statements:
+        try:
+            import psycopg
+        except ImportError:
+            return self
+        self.x0 = self._xacts()
+        for name in ("execute", "executemany"):
+            orig = getattr(psycopg.Cursor, name)
+            self._orig[name] = orig
+
+            def counted(cur, *a, _orig=orig, **k):
+                self.n += 1
+                return _orig(cur, *a, **k)
+
+            setattr(psycopg.Cursor, name, counted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import psycopg
+
+        for name, orig in self._orig.items():
+            setattr(psycopg.Cursor, name, orig)
+        self.xacts = self._xacts() - self.x0
+
+
+def overhead(label: str, n: int, server=None, db: str | None = None) -> tuple[float, float]:
+    """(ms/trial of mj.sweep, ms/trial of study.optimize) on the current store's storage;
+    on PostgreSQL also statements and transactions per trial of each."""
     import optuna
 
     import mlops_jupyter as mj
@@ -66,20 +114,29 @@ def overhead(label: str, n: int) -> tuple[float, float]:
             study_name=f"bare-{label}", storage=storage, sampler=optuna.samplers.RandomSampler(0)
         )
         st.optimize(trivial, n_trials=3)  # warm: connections, tables
-        t0 = time.perf_counter()
-        st.optimize(trivial, n_trials=n)
-        bare = (time.perf_counter() - t0) / n
+        with _Statements(server, db) as c_bare:
+            t0 = time.perf_counter()
+            st.optimize(trivial, n_trials=n)
+            bare = (time.perf_counter() - t0) / n
         mj.sweep(trivial, n_trials=3, sampler="random", study=f"warm-{label}", gate=False)
-        t0 = time.perf_counter()
-        mj.sweep(
-            trivial, n_trials=n, sampler="random", study=f"ours-{label}", gate=False, live=False
-        )
-        ours = (time.perf_counter() - t0) / n
+        with _Statements(server, db) as c_ours:
+            t0 = time.perf_counter()
+            mj.sweep(
+                trivial, n_trials=n, sampler="random", study=f"ours-{label}", gate=False, live=False
+            )
+            ours = (time.perf_counter() - t0) / n
     print(
         f"{label}: mj.sweep {ours * 1e3:.2f} ms/trial vs study.optimize {bare * 1e3:.2f} "
         f"ms/trial: overhead {(ours - bare) * 1e3:.2f} ms/trial (target <= 5 ms on PostgreSQL)",
         flush=True,
     )
+    if server is not None:
+        print(
+            f"{label}: statements/trial mj.sweep {c_ours.n / n:.1f} vs study.optimize "
+            f"{c_bare.n / n:.1f}; transactions/trial {c_ours.xacts / n:.1f} vs "
+            f"{c_bare.xacts / n:.1f}",
+            flush=True,
+        )
     return ours * 1e3, bare * 1e3
 
 
@@ -149,6 +206,7 @@ def airflow_vs_python_m(tmp: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--overhead-only", action="store_true", help="only the per-trial figures")
     args = ap.parse_args()
     import optuna
 
@@ -163,8 +221,11 @@ def main() -> None:
     try:
         _use_store(str(tmp / "sqlite" / "store.db"), None)
         overhead("sqlite journal", max(20, n_over // 5))
-        _use_store(server.new_database(), str(tmp / "artifacts"))
-        overhead("postgresql", n_over)
+        url = server.new_database()
+        _use_store(url, str(tmp / "artifacts"))
+        overhead("postgresql", n_over, server, url.rsplit("/", 1)[-1].split("?")[0])
+        if args.overhead_only:
+            return
         client = cluster = None
         try:
             import distributed

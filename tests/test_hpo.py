@@ -112,8 +112,9 @@ def test_background_reporting_prunes_slow_steps():
     t = r.trials()
     assert (t["state"] == "pruned").sum() >= 3
     # optuna saw the logged values (all of them unless the storage lagged behind the loop)
+    run_of = dict(zip(t["number"], t["run_id"]))
     for tr in r.study.get_trials():
-        steps = mj.metrics(tr.user_attrs["mlops.run_id"], "loss")["step"].to_list()
+        steps = mj.metrics(run_of[tr.number], "loss")["step"].to_list()
         assert tr.intermediate_values and set(tr.intermediate_values) <= set(steps)
         if tr.state.name == "COMPLETE":
             assert max(tr.intermediate_values) == max(steps)  # the last one always is
@@ -255,11 +256,15 @@ def test_two_processes_share_one_study(tmp_path, child_env, store_path):
     # each trial is a child run of the sweep run of the worker that ran it
     runs = mj.runs(experiment="sweeps")
     by_id = dict(zip(runs["id"], runs["parent_id"]))
-    parents = {by_id[t.user_attrs["mlops.run_id"]] for t in trials}
+    from mlops_jupyter.store.sweep_queries import trial_runs
+    from mlops_jupyter.tracking.api import current_store
+
+    run_of = {n: rid for n, (rid, _) in trial_runs(current_store(), "shared").items()}
+    parents = {by_id[run_of[t.number]] for t in trials}
     # each worker ran its 10 trials as children of its own sweep run; whether their trial
     # numbers interleave depends on how the two processes happen to be scheduled
     assert parents == sweep_ids and len(sweep_ids) == 2
-    per_sweep = [sum(by_id[t.user_attrs["mlops.run_id"]] == s for t in trials) for s in sweep_ids]
+    per_sweep = [sum(by_id[run_of[t.number]] == s for t in trials) for s in sweep_ids]
     assert per_sweep == [10, 10]
 
 

@@ -176,15 +176,15 @@ class Sweep:
         import polars as pl
 
         rows = []
-        hosts = self._hosts()
+        linked = self._trial_runs()
         for t in self.study.get_trials(deepcopy=False):
             if t.user_attrs.get("mlops.surplus"):
                 continue
-            run_id = t.user_attrs.get("mlops.run_id")
+            run_id, host = linked.get(t.number, (None, None))
+            run_id = t.user_attrs.get("mlops.run_id", run_id)
             worker = t.user_attrs.get("mlops.worker")  # "host:pid", set by worker processes
-            host = worker.rsplit(":", 1)[0] if worker else t.user_attrs.get("mlops.host")
-            if host is None and run_id is not None:
-                host = hosts.get(run_id)
+            if worker:
+                host = worker.rsplit(":", 1)[0]
             row = {
                 "number": t.number,
                 "state": t.state.name.lower(),
@@ -196,20 +196,13 @@ class Sweep:
             rows.append(row)
         return pl.DataFrame(rows, infer_schema_length=None)
 
-    def _hosts(self) -> dict[str, str]:
-        """Host of each trial run of this sweep (trials run in the sweep's own process carry
-        only their run id: one user attribute less per trial)."""
+    def _trial_runs(self) -> dict[int, tuple[str, str | None]]:
+        """{trial number: (run id, host)} from the trial runs' tags: trials run in a
+        sweep's own process carry no optuna user attribute (each costs a commit)."""
+        from ..store.sweep_queries import trial_runs
         from ..tracking import api
 
-        out = {}
-        for t in self.study.get_trials(deepcopy=False):
-            rid = t.user_attrs.get("mlops.run_id")
-            if rid and not t.user_attrs.get("mlops.worker") and "mlops.host" not in t.user_attrs:
-                try:
-                    out[rid] = api.get_run(rid).get("host")
-                except Exception:  # a run removed from the store: no host to show
-                    out[rid] = None
-        return out
+        return trial_runs(api.current_store(), self.study.study_name)
 
     def runs(self):
         """The trial runs of this sweep run (a `mj.runs()` frame, usable with mj.compare)."""
@@ -462,10 +455,11 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent
     if worker is not None:
         tags["worker"] = worker
     child = api.start_run(f"trial-{trial.number}", experiment=experiment, parent=parent, tags=tags)
-    # each user attribute is a few database round trips on RDBStorage: the run id links
-    # the trial to its run (host, params, metrics); only worker processes add their name
-    trial.set_user_attr("mlops.run_id", child.id)
+    # each user attribute is a commit and a reload of the trial on RDBStorage: in the
+    # sweep's own process the run's tags (study, trial number) are the link (Sweep.trials);
+    # worker processes, slow to start anyway, also name the run and themselves on the trial
     if worker is not None:
+        trial.set_user_attr("mlops.run_id", child.id)
         trial.set_user_attr("mlops.worker", worker)
     tap = Tap(child, trial, metric, prune, sync)
     value, state, err = None, "complete", None

@@ -159,3 +159,21 @@ def sweep_summary(store: Store, rid: int, now: float | None = None) -> dict[str,
         "objective": OBJECTIVE,
         "trials": rows,
     }
+
+
+def trial_runs(store: Store, study: str) -> dict[int, tuple[str, str | None]]:
+    """{trial number: (run id, host)} of the trial runs of optuna study `study`, found by
+    their `optuna.study` and `optuna.trial` tags (whichever process or sweep ran them)."""
+    rows = store.read(
+        "SELECT r.uid, r.host, tt.value FROM runs r"
+        " JOIN tags ts ON ts.run_id = r.id AND ts.key = 'optuna.study' AND ts.value = ?"
+        " JOIN tags tt ON tt.run_id = r.id AND tt.key = 'optuna.trial'"
+        " ORDER BY r.id",
+        (json.dumps(study),),
+    )
+    out: dict[int, tuple[str, str | None]] = {}
+    for uid, host, number in rows:
+        n = _decode(number)
+        if isinstance(n, int) and not isinstance(n, bool):
+            out[n] = (uid, host)  # a retried number: the newest run
+    return out
