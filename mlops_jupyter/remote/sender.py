@@ -31,6 +31,7 @@ from .spool import SpoolFile, leftovers, spool_root
 MAX_CHUNKS = 5_000  # per request (the server takes 10,000)
 SEQ_BITS = 20
 BACKOFF_MAX_S = 5.0
+BEAT_S = 60.0
 
 
 def _new_base() -> int:
@@ -221,7 +222,27 @@ class RemoteWriter(Writer):
                     break
             self._closing.clear()
             self._replay()
+            self._beat(n > 0)
             return n
+
+    def _beat(self, sent: bool) -> None:
+        # the server marks a run crashed when nothing reached it for MLOPS_JUPYTER_STALE_AFTER
+        # (300 s): a run that is quiet (a long epoch) says it is alive every BEAT_S
+        now = time.monotonic()
+        if sent or not self._runs:
+            self._last_beat = now
+            return
+        if now - self._last_beat < BEAT_S or self.backlog():
+            return
+        self._last_beat = now
+        for rid in list(self._runs):
+            uid = self._uids.get(rid)
+            if uid is None:
+                continue
+            try:
+                self.client.request("POST", f"/api/v1/runs/{uid}/params", {"params": {}})
+            except (ServerRefused, ServerUnavailable):
+                return  # the next points or beat will tell
 
     def _send(self, body: bytes) -> None:
         self.client.request("POST", "/api/v1/ingest", raw_gzip=body)
