@@ -429,7 +429,8 @@ def main() -> None:
         store = store or pg.new_database("ours")
         mlflow_db = mlflow_db or pg.new_database("mlflow")
     if mlflow_db and mlflow_db.startswith("postgresql://"):
-        # psycopg 3 is the driver installed; SQLAlchemy's plain postgresql:// means psycopg2
+        # name the driver installed (psycopg 3): SQLAlchemy before 2.1 reads a plain
+        # postgresql:// as psycopg2
         mlflow_db = "postgresql+psycopg://" + mlflow_db.removeprefix("postgresql://")
     store = store or str(tmp / "store" / "store.db")
     try:
