@@ -29,6 +29,10 @@ from .client import Client, ServerRefused, ServerUnavailable
 from .spool import SpoolFile, leftovers, spool_root
 
 MAX_CHUNKS = 5_000  # per request (the server takes 10,000)
+# points per request and per chunk: about 2.2 MB and 0.5 MB of JSON (base64 arrays), far
+# under the server's default 16 MiB body limit; a smaller limit (413) splits the request
+MAX_POINTS = 65_536
+CHUNK_POINTS = 16_384
 SEQ_BITS = 20
 BACKOFF_MAX_S = 5.0
 BEAT_S = 60.0
@@ -52,6 +56,27 @@ def _segments(steps: np.ndarray) -> list[tuple[int, int, bool]]:
     cuts = np.flatnonzero(np.diff(auto.astype(np.int8))) + 1
     bounds = [0, *cuts.tolist(), len(steps)]
     return [(a, b, bool(auto[a])) for a, b in zip(bounds, bounds[1:])]
+
+
+def _halves(body: bytes) -> list[bytes]:
+    """A request body split in two by its chunks (for a server with a smaller body limit);
+    [] when it holds one chunk or less. The chunks keep their seqs."""
+    runs = json.loads(gzip.decompress(body))["runs"]
+    flat = [(i, c) for i, r in enumerate(runs) for c in r.get("chunks", [])]
+    if len(flat) < 2:
+        return []
+    mid = len(flat) // 2
+    out = []
+    for part, extra in ((flat[:mid], False), (flat[mid:], True)):
+        rs: dict[int, dict] = {}
+        for i, c in part:
+            rs.setdefault(i, {"id": runs[i]["id"], "chunks": []})["chunks"].append(c)
+        if extra:  # params/tags/ends travel with the second half (after the points)
+            for i, r in enumerate(runs):
+                meta = {k: v for k, v in r.items() if k != "chunks"}
+                rs.setdefault(i, {"chunks": []}).update(meta)
+        out.append(RemoteWriter._encode([rs[i] for i in sorted(rs)]))
+    return out
 
 
 class RemoteWriter(Writer):
@@ -144,57 +169,56 @@ class RemoteWriter(Writer):
         self.flush()
 
     # -- building and delivering requests ----------------------------------------------
-    def _chunks(self, groups: list[Group]) -> dict[int, list[dict]]:
-        out: dict[int, list[dict]] = {}
+    def _chunks(self, groups: list[Group]) -> dict[int, list[tuple[dict, int]]]:
+        """Chunk objects (with their point counts) of each run, seqs assigned."""
+        out: dict[int, list[tuple[dict, int]]] = {}
         for rid, key, steps, ts, vals in groups:
-            for a, b, auto in _segments(np.asarray(steps)):
-                s = self._seq.get((rid, key))
-                if s is None or s[1] >= 1 << SEQ_BITS:
-                    s = self._seq[(rid, key)] = [_new_base(), 0]
-                c = {
-                    "key": key,
-                    "seq": s[0] + s[1],
-                    "values_b64": _b64(vals[a:b], "<f8"),
-                    "timestamps_b64": _b64(ts[a:b], "<f8"),
-                }
-                s[1] += 1
-                if not auto:
-                    c["steps_b64"] = _b64(steps[a:b], "<i8")
-                out.setdefault(rid, []).append(c)
+            for a0, b0, auto in _segments(np.asarray(steps)):
+                for a in range(a0, b0, CHUNK_POINTS):
+                    b = min(b0, a + CHUNK_POINTS)
+                    s = self._seq.get((rid, key))
+                    if s is None or s[1] >= 1 << SEQ_BITS:
+                        s = self._seq[(rid, key)] = [_new_base(), 0]
+                    c = {
+                        "key": key,
+                        "seq": s[0] + s[1],
+                        "values_b64": _b64(vals[a:b], "<f8"),
+                        "timestamps_b64": _b64(ts[a:b], "<f8"),
+                    }
+                    s[1] += 1
+                    if not auto:
+                        c["steps_b64"] = _b64(steps[a:b], "<i8")
+                    out.setdefault(rid, []).append((c, b - a))
         return out
 
     def _bodies(self, groups: list[Group], last: bool) -> list[bytes]:
+        """Request bodies (gzip JSON) for these points, queued params/tags and, when `last`,
+        queued run ends; each body within MAX_CHUNKS chunks and about MAX_POINTS points."""
         chunks = self._chunks(groups)
         with self._pkv_lock:
             kv, self._pkv = self._pkv, {}
-        ends = {}
+        ends: dict[int, tuple[str, float]] = {}
         if last:
             ends, self._ends = dict(self._ends), {}
-        rids = list(dict.fromkeys([*kv, *chunks, *ends]))
         bodies: list[bytes] = []
         runs: list[dict] = []
-        count = 0
-        for rid in rids:
+        n_chunks = n_points = 0
+        for rid in dict.fromkeys([*kv, *chunks, *ends]):
             uid = self._uids.get(rid)
             if uid is None:
                 continue
-            cs = chunks.get(rid, [])
-            # split a run's chunks so no request holds more than MAX_CHUNKS
-            while True:
-                room = MAX_CHUNKS - count
-                r: dict[str, Any] = {"id": uid, "chunks": cs[:room]}
-                cs = cs[room:]
-                count += len(r["chunks"])
-                if kv.get(rid):
-                    r.update(kv.pop(rid))
-                if not cs and rid in ends:
-                    r["status"], r["end_time"] = ends[rid]
-                runs.append(r)
-                if count >= MAX_CHUNKS:
+            r: dict[str, Any] = {"id": uid, "chunks": [], **kv.get(rid, {})}
+            runs.append(r)
+            for c, n in chunks.get(rid, []):
+                if n_chunks >= MAX_CHUNKS or (n_points and n_points + n > MAX_POINTS):
                     bodies.append(self._encode(runs))
-                    runs, count = [], 0
-                if not cs:
-                    break
+                    r = {"id": uid, "chunks": []}
+                    runs, n_chunks, n_points = [r], 0, 0
+                r["chunks"].append(c)
+                n_chunks += 1
+                n_points += n
+            if rid in ends:
+                r["status"], r["end_time"] = ends[rid]
         if runs:
             bodies.append(self._encode(runs))
         return bodies
@@ -247,6 +271,18 @@ class RemoteWriter(Writer):
     def _send(self, body: bytes) -> None:
         self.client.request("POST", "/api/v1/ingest", raw_gzip=body)
 
+    def _send_all(self, body: bytes) -> None:
+        """Send a body; one the server finds too large (413) is sent in halves. A retry of
+        the whole body later is harmless: the halves' chunks keep their seqs."""
+        try:
+            self._send(body)
+        except ServerRefused as e:
+            halves = _halves(body) if e.status == 413 else []
+            if not halves:
+                raise
+            for half in halves:
+                self._send_all(half)
+
     def _kept(self, e: Exception) -> bool:
         """Whether a failed request is kept for later (server away, token refused)."""
         if isinstance(e, ServerUnavailable):
@@ -273,7 +309,7 @@ class RemoteWriter(Writer):
             self._spool.append(body)  # keep the order: behind what is waiting
             return
         try:
-            self._send(body)
+            self._send_all(body)
         except ServerRefused as e:
             if not self._kept(e):
                 self._refused(e)
@@ -293,7 +329,7 @@ class RemoteWriter(Writer):
         """Send a spool file's records in order; False when the server is still away."""
         for pos, body in f.records():
             try:
-                self._send(body)
+                self._send_all(body)
             except (ServerRefused, ServerUnavailable) as e:
                 if self._kept(e):
                     return False
