@@ -124,7 +124,10 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             await loop.run_in_executor(None, st.load)
             if st.predictor is not None:
                 st.batcher = Batcher(
-                    st.predictor, opts.get("max_batch", 64), opts.get("max_wait_ms", 5) / 1000
+                    st.predictor,
+                    opts.get("max_batch", 64),
+                    opts.get("max_wait_ms", 5) / 1000,
+                    threaded=opts.get("model_thread", False),
                 )
             st.loaded.set()
 

@@ -6,7 +6,11 @@ waited `max_wait` seconds, or when no other request is being read by this worker
 waiting would only add latency: nothing else is about to arrive). While the model runs,
 new requests queue up and form the next batch, so batches grow with the load on their own.
 Requests whose instances have other shapes (variable-size fields) go in separate batches.
-The model runs in one thread per worker, off the event loop (torch releases the GIL).
+The model runs on the event loop itself by default: with the GIL, a model thread would
+wait up to the interpreter's switch interval (5 ms) for each hand-over while the loop is
+busy reading requests, which costs far more than a small model's call; meanwhile new
+requests wait in the socket buffers and form the next batch. `threaded=True` runs it in
+one thread per worker instead (large models whose compute releases the GIL for long).
 """
 
 from __future__ import annotations
@@ -25,8 +29,15 @@ class Batcher:
     """Queue of pending requests of one worker; `await submit(fields)` returns that
     request's rows of the output and the size of the batch it ran in."""
 
-    def __init__(self, fn: Callable[[dict], Any], max_batch: int = 64, max_wait_s: float = 0.005):
+    def __init__(
+        self,
+        fn: Callable[[dict], Any],
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+        threaded: bool = False,
+    ):
         self.fn = fn
+        self.threaded = threaded
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, float(max_wait_s))
         self.incoming = 0  # requests being read/parsed that will submit soon
@@ -93,7 +104,10 @@ class Batcher:
                 else:
                     batch = {k: np.concatenate([it[0][k] for it in items]) for k in items[0][0]}
                 n = sum(it[1] for it in items)
-                out = await loop.run_in_executor(self._pool, self.fn, batch)
+                if self.threaded:
+                    out = await loop.run_in_executor(self._pool, self.fn, batch)
+                else:
+                    out = self.fn(batch)
                 self.calls += 1
                 self.rows += n
                 self.max_seen = max(self.max_seen, n)

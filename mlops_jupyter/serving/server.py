@@ -46,13 +46,32 @@ def resolve(spec: str) -> dict:
     return registry.model_version(**parse_spec(spec))
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket with Nagle off for every connection it accepts. (A socket
+    made without proto=IPPROTO_TCP is skipped by asyncio's own TCP_NODELAY, and a response
+    written as headers then body would wait for the client's delayed ACK: 40 ms.)"""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited on accept
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def cmd_serve(args) -> int:
     from ..tracking.api import current_store
 
     info = resolve(args.model)
     location_note = current_store().location
     try:
-        sock = socket.create_server((args.host, args.port), backlog=2048)
+        sock = bind(args.host, args.port)
     except OSError as e:
         raise InvalidInputError(f"cannot listen on {args.host}:{args.port}: {e}") from None
     port = sock.getsockname()[1]
@@ -99,7 +118,10 @@ def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None
         trusted=opts.get("trusted", False),
         log=not opts.get("no_log", False),
         variant=opts.get("variant"),
+        model_thread=opts.get("model_thread", False),
     )
+    if opts.get("model_thread"):
+        sys.setswitchinterval(0.0005)  # hand the GIL to the model thread sooner
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -136,6 +158,11 @@ def add_parser(sub) -> None:
         "--trusted",
         action="store_true",
         help="allow full unpickling (estimators and callables you registered yourself)",
+    )
+    p.add_argument(
+        "--model-thread",
+        action="store_true",
+        help="run the model in its own thread (large models; default: on the event loop)",
     )
     p.add_argument("--no-log", action="store_true", help="do not log predictions to the store")
     p.set_defaults(func=cmd_serve)
