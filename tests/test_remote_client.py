@@ -319,6 +319,11 @@ def test_features_that_need_the_store_refuse_clearly(remote):
     with pytest.raises(RemoteUnsupportedError, match="postgresql://"):
         run.store.artifacts  # noqa: B018
     assert mj.runs()["status"].to_list() == ["finished"]
+    # nested runs are children of the active run, as locally
+    with mj.start_run("parent", experiment="remote") as parent:
+        with mj.start_run("child", experiment="remote") as child:
+            mj.log(loss=2.0)
+    assert mj.get_run(child.id)["parent_id"] == parent.id
 
 
 def test_https_with_a_private_ca(child_env, tmp_path, wtok, monkeypatch):

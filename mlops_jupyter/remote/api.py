@@ -3,6 +3,7 @@ params/tags go through the sender, and the reads (runs, metrics, get_run)."""
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import socket
@@ -57,6 +58,7 @@ def remote_store(url: str) -> RemoteStore:
         s = _stores.get(url.rstrip("/"))
         if s is None:
             s = _stores[url.rstrip("/")] = RemoteStore(url)
+            atexit.register(s.client.close)
         return s
 
 
