@@ -64,8 +64,19 @@ class SpoolFile:
 
     def append(self, body: bytes) -> None:
         """Append one record and fsync (it survives a crash of this process)."""
-        os.write(self.fd, _HDR.pack(len(body)) + body)
-        os.fsync(self.fd)
+        size = os.fstat(self.fd).st_size
+        try:
+            data = _HDR.pack(len(body)) + body
+            if os.write(self.fd, data) != len(data):
+                raise OSError("short write to the spool file")
+            os.fsync(self.fd)
+        except BaseException:
+            # a torn record would hide every record appended after it
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError:
+                pass
+            raise
 
     def pending(self) -> bool:
         return os.fstat(self.fd).st_size > self.read_pos
