@@ -2,13 +2,15 @@
 torch MLP, on this machine, 127.0.0.1.
 
     python benchmarks/bench_serving.py [--workers 2] [--seconds 5] [--requests 20000]
+                                       [--rounds 3] [--no-mlflow]
 
 Prints:
   - p50/p99 latency and requests/s at 1 and 16 concurrent clients, ours and MLflow's
     (the model logged with mlflow.pytorch to a local file store, served with
     `mlflow models serve --env-manager local`; one instance per request, JSON "inputs");
   - micro-batching gain: requests/s at 64 concurrent clients with --max-batch 64 against
-    --max-batch 1;
+    --max-batch 1, for that MLP and a heavier one (512-2048-2048-10), both servers up at
+    once and measured in turns (--rounds; the median ratio);
   - the cost of logging and routing per request: measured in-process (request id, route
     match, log row into the background logger's queue) and the background writer's cost
     per row; and end to end (p50 with logging against --no-log).
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 IN, HIDDEN, OUT = 32, 128, 10
+WIDE = 512  # the heavier MLP of the batching figure: 512-2048-2048-10
 
 
 # -- load generator (runs in its own process: `bench_serving.py --loadgen ...`) ------------
@@ -62,9 +65,11 @@ async def _client(host, port, path, body, deadline, budget, lat, errors):
         writer.close()
 
 
-async def _load(url: str, path: str, clients: int, seconds: float, requests: int) -> dict:
+async def _load(
+    url: str, path: str, clients: int, seconds: float, requests: int, width: int = IN
+) -> dict:
     host, port = url.split("//")[1].split(":")
-    x = np.random.default_rng(0).normal(size=(1, IN)).round(6).tolist()
+    x = np.random.default_rng(0).normal(size=(1, width)).round(6).tolist()
     body = json.dumps({"inputs": x}).encode()
     # warm-up: every connection once, a short while
     warm = [requests // 10 + clients]
@@ -96,10 +101,10 @@ async def _load(url: str, path: str, clients: int, seconds: float, requests: int
     }
 
 
-def load(url: str, path: str, clients: int, seconds: float, requests: int) -> dict:
+def load(url: str, path: str, clients: int, seconds: float, requests: int, width: int = IN) -> dict:
     """Run the load generator in a separate process; its figures."""
     cmd = [sys.executable, __file__, "--loadgen", url, path, str(clients)]
-    cmd += [str(seconds), str(requests)]
+    cmd += [str(seconds), str(requests), str(width)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 3 + 60)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -107,13 +112,14 @@ def load(url: str, path: str, clients: int, seconds: float, requests: int) -> di
 
 
 # -- servers -------------------------------------------------------------------------------
-def _model():
+def _model(width: int = IN, hidden: int = HIDDEN, layers: int = 1):
     import torch
 
     torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT)
-    ).eval()
+    mods = [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
+    for _ in range(layers - 1):
+        mods += [torch.nn.Linear(hidden, hidden), torch.nn.ReLU()]
+    return torch.nn.Sequential(*mods, torch.nn.Linear(hidden, OUT)).eval()
 
 
 def _wait_http(url: str, path: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -214,6 +220,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3, help="turns of the batching figure")
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args()
 
@@ -228,8 +235,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs; load generator in its own process on the same one")
     rows = []
 
-    def measure(label: str, url: str, path: str, clients: int) -> dict:
-        r = load(url, path, clients, args.seconds, args.requests)
+    def measure(label: str, url: str, path: str, clients: int, width: int = IN) -> dict:
+        r = load(url, path, clients, args.seconds, args.requests, width)
         rows.append((label, r))
         print(
             f"  {label:<38} c={clients:<3} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
@@ -242,12 +249,6 @@ def main() -> None:
     try:
         for c in (1, 16):
             measure("mlops-jupyter serve", srv.url, "/predict", c)
-        batched = measure("mlops-jupyter serve --max-batch 64", srv.url, "/predict", 64)
-    finally:
-        srv.stop()
-    srv = mj.serve("mlp", workers=args.workers, max_batch=1)
-    try:
-        single = measure("mlops-jupyter serve --max-batch 1", srv.url, "/predict", 64)
     finally:
         srv.stop()
     srv = mj.serve("mlp", workers=args.workers, log=False)
@@ -255,7 +256,25 @@ def main() -> None:
         nolog = measure("mlops-jupyter serve --no-log", srv.url, "/predict", 1)
     finally:
         srv.stop()
-    print(f"  micro-batching gain at 64 clients: x{batched['rps'] / single['rps']:.2f} req/s")
+    # micro-batching: both servers up at once, measured in turns (the machine's load drifts)
+    wide = _model(WIDE, 2048, 2)
+    mj.register_model("mlp-wide", wide, signature={"x": {"shape": [WIDE], "dtype": "float32"}})
+    for name, width in (("mlp", IN), ("mlp-wide", WIDE)):
+        on = mj.serve(name, workers=args.workers, max_batch=64, max_wait_ms=5)
+        off = mj.serve(name, workers=args.workers, max_batch=1)
+        gains = []
+        try:
+            for _ in range(args.rounds):
+                a = measure(f"{name} --max-batch 64", on.url, "/predict", 64, width)
+                b = measure(f"{name} --max-batch 1", off.url, "/predict", 64, width)
+                gains.append(a["rps"] / b["rps"])
+        finally:
+            on.stop()
+            off.stop()
+        print(
+            f"  micro-batching gain at 64 clients, {name}: x{np.median(gains):.2f} req/s "
+            f"(median of {len(gains)} rounds: {', '.join(f'{g:.2f}' for g in gains)})"
+        )
     logged = next(r for label, r in rows if label == "mlops-jupyter serve" and r["clients"] == 1)
     print(f"  logging end to end (c=1 p50): {1000 * (logged['p50_ms'] - nolog['p50_ms']):+.0f} µs")
     cost = logging_routing_cost(store)
@@ -285,8 +304,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
-        url, path, clients, seconds, requests = sys.argv[2:7]
-        res = asyncio.run(_load(url, path, int(clients), float(seconds), int(requests)))
+        url, path, clients, seconds, requests, width = sys.argv[2:8]
+        res = asyncio.run(_load(url, path, int(clients), float(seconds), int(requests), int(width)))
         print(json.dumps(res))
     else:
         main()
