@@ -26,6 +26,7 @@ import gzip
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -443,6 +444,7 @@ def main() -> None:
     finally:
         if pg is not None:
             pg.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _kind(url: str) -> str:
