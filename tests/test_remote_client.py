@@ -303,7 +303,7 @@ def test_reads_through_the_server_equal_the_store(remote_env, monkeypatch):
     assert [r["id"] for r in json.loads(p.stdout)] == local_runs["id"].to_list()
 
 
-def test_features_that_need_the_store_refuse_clearly(remote):
+def test_features_that_need_the_store_refuse_clearly(remote, monkeypatch):
     from mlops_jupyter import registry
 
     with mj.start_run("r", experiment="remote") as run:
@@ -324,6 +324,14 @@ def test_features_that_need_the_store_refuse_clearly(remote):
         with mj.start_run("child", experiment="remote") as child:
             mj.log(loss=2.0)
     assert mj.get_run(child.id)["parent_id"] == parent.id
+    # a quiet run sends heartbeats (every minute; here at every flush)
+    from mlops_jupyter.remote import sender
+
+    monkeypatch.setattr(sender, "BEAT_S", 0.0)
+    with mj.start_run("quiet", experiment="remote") as quiet:
+        quiet.flush()
+        quiet.flush()
+        assert mj.get_run(quiet.id)["status"] == "running"
 
 
 def test_https_with_a_private_ca(child_env, tmp_path, wtok, monkeypatch):

@@ -96,6 +96,8 @@ class RemoteWriter(Writer):
         self._refused_warned = False
         self._auth_warned = False
         self._pkv_lock = threading.Lock()
+        self._last_beat = time.monotonic()
+        self.max_points = MAX_POINTS  # per request; halved after each 413
         super().__init__(store)
 
     # -- runs and their params/tags ------------------------------------------------------
@@ -174,8 +176,9 @@ class RemoteWriter(Writer):
         out: dict[int, list[tuple[dict, int]]] = {}
         for rid, key, steps, ts, vals in groups:
             for a0, b0, auto in _segments(np.asarray(steps)):
-                for a in range(a0, b0, CHUNK_POINTS):
-                    b = min(b0, a + CHUNK_POINTS)
+                step = min(CHUNK_POINTS, self.max_points)
+                for a in range(a0, b0, step):
+                    b = min(b0, a + step)
                     s = self._seq.get((rid, key))
                     if s is None or s[1] >= 1 << SEQ_BITS:
                         s = self._seq[(rid, key)] = [_new_base(), 0]
@@ -193,7 +196,7 @@ class RemoteWriter(Writer):
 
     def _bodies(self, groups: list[Group], last: bool) -> list[bytes]:
         """Request bodies (gzip JSON) for these points, queued params/tags and, when `last`,
-        queued run ends; each body within MAX_CHUNKS chunks and about MAX_POINTS points."""
+        queued run ends; each body within MAX_CHUNKS chunks and `max_points` points."""
         chunks = self._chunks(groups)
         with self._pkv_lock:
             kv, self._pkv = self._pkv, {}
@@ -210,7 +213,7 @@ class RemoteWriter(Writer):
             r: dict[str, Any] = {"id": uid, "chunks": [], **kv.get(rid, {})}
             runs.append(r)
             for c, n in chunks.get(rid, []):
-                if n_chunks >= MAX_CHUNKS or (n_points and n_points + n > MAX_POINTS):
+                if n_chunks >= MAX_CHUNKS or (n_points and n_points + n > self.max_points):
                     bodies.append(self._encode(runs))
                     r = {"id": uid, "chunks": []}
                     runs, n_chunks, n_points = [r], 0, 0
@@ -280,6 +283,8 @@ class RemoteWriter(Writer):
             halves = _halves(body) if e.status == 413 else []
             if not halves:
                 raise
+            # the server takes smaller bodies than ours: make the next ones smaller
+            self.max_points = max(1024, self.max_points // 2)
             for half in halves:
                 self._send_all(half)
 
