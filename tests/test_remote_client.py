@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from trackserver_helpers import Server
@@ -138,11 +139,11 @@ def test_server_killed_and_restarted_mid_training(server, remote_env, tmp_path):
     try:
         rid = p.stdout.readline().strip()
         assert rid, p.stderr.read()
-        time.sleep(0.7)
+        time.sleep(0.5)
         server.kill()  # SIGKILL mid-training: the client keeps logging at full speed
-        time.sleep(1.5)
+        time.sleep(1.0)
         server.start()
-        time.sleep(0.7)
+        time.sleep(0.5)
         stop.touch()
         out, err = p.communicate(timeout=60)
     finally:
@@ -334,22 +335,49 @@ def test_features_that_need_the_store_refuse_clearly(remote, monkeypatch):
         assert mj.get_run(quiet.id)["status"] == "running"
 
 
-def test_https_with_a_private_ca(child_env, tmp_path, wtok, monkeypatch):
-    import shutil
+def _self_signed(cert: Path, key: Path) -> None:
+    """A certificate for 127.0.0.1 and its key, made with the `cryptography` package."""
+    import datetime
+    import ipaddress
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    k = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(k, hashes.SHA256())
+    )
+    cert.write_bytes(crt.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def test_https_with_a_private_ca(child_env, tmp_path, wtok, monkeypatch):
     import ssl
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    _self_signed(cert, key)
     ctx = ssl.create_default_context(cafile=str(cert))
     with Server(child_env, tmp_path, "--certfile", str(cert), "--keyfile", str(key), ctx=ctx) as s:
         monkeypatch.setenv("MLOPS_JUPYTER_STORE", s.url)
