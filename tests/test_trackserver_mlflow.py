@@ -237,6 +237,8 @@ def test_runs_deleted_through_mlflow_leave_our_lists(mlflow_server, child_env, s
     assert mj.runs(experiment="gone")["id"].to_list() == [keep]
     assert listed() == [keep]
     assert aq.list_runs(store, experiment="gone")["total"] == 1
+    counts = {e["name"]: e["runs"] for e in aq.experiments(store)}
+    assert counts["gone"] == 1
     assert drop not in cli(child_env, "runs", "--experiment", "gone").stdout
     assert listed(deleted=True) == [drop]
     assert sorted(listed(deleted=None)) == sorted([keep, drop])
@@ -246,4 +248,5 @@ def test_runs_deleted_through_mlflow_leave_our_lists(mlflow_server, child_env, s
 
     client.restore_run(drop)
     assert sorted(mj.runs(experiment="gone")["id"].to_list()) == sorted([keep, drop])
+    assert {e["name"]: e["runs"] for e in aq.experiments(store)}["gone"] == 2
     assert drop in cli(child_env, "runs", "--experiment", "gone").stdout

@@ -79,11 +79,12 @@ def maybe_reconcile(store: Store) -> None:
 
 
 def experiments(store: Store) -> list[dict[str, Any]]:
-    """Experiments with run counts, running counts and the latest start time."""
+    """Experiments with run counts, running counts and the latest start time (runs deleted
+    through the MLflow API left out, as from the runs list)."""
     rows = store.read(
         "SELECT e.name, count(r.id),"
         " coalesce(sum(CASE WHEN r.status = 'running' THEN 1 ELSE 0 END), 0), max(r.start_time)"
-        " FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id"
+        f" FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id AND NOT {q.DELETED_SQL}"
         " GROUP BY e.id, e.name ORDER BY max(r.start_time) DESC NULLS LAST"
     )
     return [{"name": n, "runs": c, "running": rn, "last_start": ls} for n, c, rn, ls in rows]
