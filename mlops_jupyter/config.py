@@ -121,9 +121,9 @@ def store_location_from(value: str | os.PathLike) -> Path | str:
         return value
     if scheme in ("http", "https"):
         # a tracking server serves the tracking API (mlops_jupyter.remote), not the store
-        from .remote import unsupported
+        from .remote import caller_feature, unsupported
 
-        raise unsupported("this feature", value)
+        raise unsupported(caller_feature(), value)
     raise StoreError(
         f"store URL {redact_url(value)!r}: unknown scheme {scheme!r}; use a path, "
         "file:///path, sqlite:///path or postgresql://user@host:5432/db"

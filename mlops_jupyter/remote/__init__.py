@@ -5,6 +5,8 @@ with RemoteUnsupportedError."""
 
 from __future__ import annotations
 
+import sys
+
 from ..errors import StoreError
 
 SUPPORTED = "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run"
@@ -31,4 +33,38 @@ def unsupported(feature: str, url: str | None = None) -> RemoteUnsupportedError:
     )
 
 
-__all__ = ["RemoteUnsupportedError", "is_remote", "unsupported"]
+_FEATURES = {
+    "capture": "cell capture (%%mlops_run)",
+    "magics": "%%mlops_run (cell capture)",
+    "data": "data versions",
+    "registry": "the model registry",
+    "hpo": "sweeps",
+    "widgets": "the sidebar and widgets",
+    "server": "the sidebar (Jupyter server extension)",
+    "telemetry": "system telemetry",
+    "export": "export",
+    "mlflowio": "MLflow import/export",
+    "media": "media logging",
+    "llm": "LLM evaluation",
+    "integrations": "framework integrations",
+    "artifacts": "artifacts",
+}
+
+
+def caller_feature() -> str:
+    """The feature that asked for the store: the first package outside tracking/store."""
+    f = sys._getframe(1)
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        parts = mod.split(".")
+        if parts[0] != "mlops_jupyter":
+            break
+        if len(parts) > 1 and parts[1] not in ("tracking", "store", "remote", "config"):
+            return _FEATURES.get(parts[1], f"{mod}.{f.f_code.co_name}")
+        if parts[1:2] == ["tracking"] and f.f_code.co_name in ("resolve_run", "log_artifact"):
+            return f"mj.{f.f_code.co_name}"
+        f = f.f_back
+    return "this feature"
+
+
+__all__ = ["RemoteUnsupportedError", "caller_feature", "is_remote", "unsupported"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import InvalidInputError, NoActiveRunError
-from ..remote import is_remote, unsupported
+from ..remote import caller_feature, is_remote, unsupported
 from ..store import Store, open_store
 from ..store import runs as rstore
 from .run import Run
@@ -95,7 +95,7 @@ def current_store() -> Store:
     tracking server there is none: the caller's feature is refused by name."""
     url = remote_url()
     if url is not None:
-        raise unsupported(_caller_feature(), url)
+        raise unsupported(caller_feature(), url)
     return open_store(_store_override or config.find_store_location())
 
 
@@ -103,40 +103,6 @@ def remote_url() -> str | None:
     """The tracking server's URL when the store location is http(s)://, else None."""
     loc = _store_override or os.environ.get("MLOPS_JUPYTER_STORE")
     return loc if is_remote(loc) else None
-
-
-_FEATURES = {
-    "capture": "cell capture (%%mlops_run)",
-    "magics": "%%mlops_run (cell capture)",
-    "data": "data versions",
-    "registry": "the model registry",
-    "hpo": "sweeps",
-    "widgets": "the sidebar and widgets",
-    "server": "the sidebar (Jupyter server extension)",
-    "telemetry": "system telemetry",
-    "export": "export",
-    "mlflowio": "MLflow import/export",
-    "media": "media logging",
-    "llm": "LLM evaluation",
-    "integrations": "framework integrations",
-    "artifacts": "artifacts",
-}
-
-
-def _caller_feature() -> str:
-    """The feature that asked for the store: the first package outside tracking/store."""
-    f = sys._getframe(2)
-    while f is not None:
-        mod = f.f_globals.get("__name__", "")
-        parts = mod.split(".")
-        if parts[0] != "mlops_jupyter":
-            break
-        if len(parts) > 1 and parts[1] not in ("tracking", "store", "remote", "config"):
-            return _FEATURES.get(parts[1], f"{mod}.{f.f_code.co_name}")
-        if parts[1:2] == ["tracking"] and f.f_code.co_name in ("resolve_run", "log_artifact"):
-            return f"mj.{f.f_code.co_name}"
-        f = f.f_back
-    return "this feature"
 
 
 def start_run(
