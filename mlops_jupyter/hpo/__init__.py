@@ -347,14 +347,11 @@ def sweep(
         except Exception:
             pass
 
-    t_end = None if timeout is None else time.monotonic() + timeout
     status = "finished"
     # without a live view (a script, or live=False): a tqdm bar over the trials where visible
     bar = progress(
         total=n_trials, desc=f"sweep {st.study_name}", unit="trial", quiet=handle is not None
     )
-    from .distributed import ask, fail_stale, heartbeat
-
     try:
         if spread:
             from .distributed import run_spread
@@ -375,42 +372,11 @@ def sweep(
                 "deadline": None if timeout is None else time.time() + timeout,
             }
             run_spread(st, run, spec, n_trials, workers, cluster, view, redraw, bar)
-        for _ in range(0 if spread else n_trials):
-            if t_end is not None and time.monotonic() > t_end:
-                break
-            if check_gate is not None:
-                _wait_for_gate(check_gate, run, gate_poll_s, view, redraw, sreg)
-            fail_stale(st)
-            trial = ask(st)
-            try:
-                with heartbeat(trial):
-                    value, state, err = _run_trial(
-                        objective, trial, exp, metric, prune, sync_pruning, optuna
-                    )
-            except BaseException:
-                st.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
-            if state == "fail" and err is not None and not isinstance(err, catch):
-                st.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise err
-            if state == "complete" and not math.isfinite(value):
-                state = "fail"  # optuna would refuse NaN/inf; record the trial as failed
-            if state == "complete":
-                frozen = st.tell(trial, value)
-            else:
-                frozen = st.tell(trial, state=getattr(optuna.trial.TrialState, state.upper()))
-            view.add(trial.number, state, value, trial.params, distributions=trial.distributions)
-            if view.best is not None:
-                run.log(step=trial.number, best_value=view.best[1])
-            for cb in callbacks or ():
-                try:
-                    cb(st, frozen)
-                except Exception as e:
-                    warnings.warn(f"sweep callback failed: {e}", RuntimeWarning, 2)
-            redraw()
-            bar.update()
-            if view.best is not None:
-                bar.set_postfix(best=f"{view.best[1]:.4g}", refresh=False)
+        else:
+            _optimize_here(
+                st, objective, n_trials, timeout, exp, metric, prune, sync_pruning, catch,
+                callbacks, check_gate, gate_poll_s, run, view, redraw, bar, sreg, optuna,
+            )  # fmt: skip
     except KeyboardInterrupt:
         status = "killed"
         raise
@@ -426,6 +392,64 @@ def sweep(
             run.set_tags({"best_trial": st.best_trial.number})
         run.end(status)
     return Sweep(st, run, view, metric)
+
+
+def _optimize_here(
+    st, objective, n_trials, timeout, exp, metric, prune, sync, catch, callbacks, check_gate,
+    gate_poll_s, run, view, redraw, bar, sreg, optuna,
+) -> None:  # fmt: skip
+    """The trials in this process, each by optuna's own `study.optimize(n_trials=1)` (its
+    heartbeats, stale-trial check and catch) as a child run; between trials the thermal
+    gate, the view, the bar and the best-so-far metric. The view is fed from the trial
+    itself: an optuna callback would cost a reload of the trial from the storage."""
+    last: dict[str, Any] = {}
+
+    def trial_run(trial) -> float:
+        value, state, err = _run_trial(objective, trial, exp, metric, prune, sync, optuna)
+        if state == "complete" and not math.isfinite(value):
+            state = "fail"  # optuna records NaN/inf returns as failed trials
+        last.update(number=trial.number, state=state, value=value, params=trial.params)
+        last["distributions"] = trial.distributions
+        if state == "pruned":
+            raise optuna.TrialPruned()
+        if err is not None:
+            raise err  # optuna fails the trial; re-raised unless caught by `catch`
+        return value
+
+    cbs = [_warning_callback(cb) for cb in callbacks or ()] or None
+    t_end = None if timeout is None else time.monotonic() + timeout
+    for _ in range(n_trials):
+        if t_end is not None and time.monotonic() > t_end:
+            break
+        if check_gate is not None:
+            _wait_for_gate(check_gate, run, gate_poll_s, view, redraw, sreg)
+        last.clear()
+        try:
+            st.optimize(trial_run, n_trials=1, catch=catch, callbacks=cbs)
+        finally:
+            if last:
+                view.add(
+                    last["number"], last["state"], last["value"], last["params"],
+                    distributions=last["distributions"],
+                )  # fmt: skip
+                if view.best is not None:
+                    run.log(step=last["number"], best_value=view.best[1])
+                redraw()
+                bar.update()
+                if view.best is not None:
+                    bar.set_postfix(best=f"{view.best[1]:.4g}", refresh=False)
+
+
+def _warning_callback(cb: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """A user's sweep callback whose errors are warnings: it must not stop the sweep."""
+
+    def call(study, frozen) -> None:
+        try:
+            cb(study, frozen)
+        except Exception as e:
+            warnings.warn(f"sweep callback failed: {e}", RuntimeWarning, 2)
+
+    return call
 
 
 def _has_best(st) -> bool:
