@@ -13,7 +13,9 @@ Prints:
     once and measured in turns (--rounds; the median ratio);
   - the cost of logging and routing per request: measured in-process (request id, route
     match, log row into the background logger's queue) and the background writer's cost
-    per row; and end to end (p50 with logging against --no-log).
+    per row.
+Ours and MLflow's servers are up at once and measured in turns, --rounds times (medians
+are printed at the end): the load of a shared machine drifts between measurements.
 The load comes from a separate process (asyncio, one keep-alive connection per client,
 closed loop), bounded by --requests and --seconds per measurement.
 """
@@ -245,17 +247,26 @@ def main() -> None:
         )
         return r
 
+    # ours and MLflow's up at once, measured in turns (the machine's load drifts)
     srv = mj.serve("mlp", workers=args.workers, max_batch=64, max_wait_ms=5)
+    mlflow_proc = None
     try:
-        for c in (1, 16):
-            measure("mlops-jupyter serve", srv.url, "/predict", c)
+        targets = [("mlops-jupyter serve", srv.url, "/predict")]
+        if not args.no_mlflow:
+            mlflow_proc, mlflow_url = start_mlflow(tmp, model, args.workers)
+            targets.append(("mlflow models serve", mlflow_url, "/invocations"))
+        for _ in range(args.rounds):
+            for c in (1, 16):
+                for label, url, path in targets:
+                    measure(label, url, path, c)
     finally:
         srv.stop()
-    srv = mj.serve("mlp", workers=args.workers, log=False)
-    try:
-        nolog = measure("mlops-jupyter serve --no-log", srv.url, "/predict", 1)
-    finally:
-        srv.stop()
+        if mlflow_proc is not None:
+            mlflow_proc.terminate()
+            try:
+                mlflow_proc.wait(20)
+            except subprocess.TimeoutExpired:
+                mlflow_proc.kill()
     # micro-batching: both servers up at once, measured in turns (the machine's load drifts)
     wide = _model(WIDE, 2048, 2)
     mj.register_model("mlp-wide", wide, signature={"x": {"shape": [WIDE], "dtype": "float32"}})
@@ -275,30 +286,27 @@ def main() -> None:
             f"  micro-batching gain at 64 clients, {name}: x{np.median(gains):.2f} req/s "
             f"(median of {len(gains)} rounds: {', '.join(f'{g:.2f}' for g in gains)})"
         )
-    logged = next(r for label, r in rows if label == "mlops-jupyter serve" and r["clients"] == 1)
-    print(f"  logging end to end (c=1 p50): {1000 * (logged['p50_ms'] - nolog['p50_ms']):+.0f} µs")
     cost = logging_routing_cost(store)
     print(
         f"  logging+routing on the request path: {cost['on_path_us']:.1f} µs/request; "
         f"background writer: {cost['writer_us_per_row']:.1f} µs/row (off the path)"
     )
-    if not args.no_mlflow:
-        proc, url = start_mlflow(tmp, model, args.workers)
-        try:
-            for c in (1, 16):
-                measure("mlflow models serve", url, "/invocations", c)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        ours = {r["clients"]: r for label, r in rows if label == "mlops-jupyter serve"}
-        theirs = {r["clients"]: r for label, r in rows if label == "mlflow models serve"}
-        for c in (1, 16):
+    for c in (1, 16):
+        med = {}
+        for label in ("mlops-jupyter serve", "mlflow models serve"):
+            rs = [r for lb, r in rows if lb == label and r["clients"] == c]
+            if rs:
+                med[label] = {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
+                m = med[label]
+                print(
+                    f"  median of {len(rs)}: {label:<22} c={c:<3} {m['rps']:8.0f} req/s  "
+                    f"p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms"
+                )
+        if len(med) == 2:
+            a, b = med["mlops-jupyter serve"], med["mlflow models serve"]
             print(
-                f"  c={c}: p99 ours/MLflow {ours[c]['p99_ms'] / theirs[c]['p99_ms']:.2f}, "
-                f"req/s ours/MLflow {ours[c]['rps'] / theirs[c]['rps']:.2f}"
+                f"  c={c}: p99 ours/MLflow {a['p99_ms'] / b['p99_ms']:.2f}, "
+                f"req/s ours/MLflow {a['rps'] / b['rps']:.2f}"
             )
 
 

@@ -79,6 +79,7 @@ _LAZY = {
     "flush_media": ("mlops_jupyter.media", "flush_media"),
     "autolog": ("mlops_jupyter.integrations", "autolog"),
     "serve": ("mlops_jupyter.serving.client", "serve"),
+    "serving": ("mlops_jupyter.serving", None),
 }
 
 

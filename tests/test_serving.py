@@ -134,6 +134,8 @@ def test_health_ready_openapi(mlp_server):
     spec = json.loads(raw)
     assert st == 200 and spec["openapi"].startswith("3.")
     assert {"/predict", "/feedback", "/ready", "/health"} <= set(spec["paths"])
+    st, _, raw = request(mlp_server.url + "/nope")
+    assert st == 404 and "/nope" in json.loads(raw)["error"]
 
 
 def test_concurrent_requests_are_batched_and_split_back(env, mlp_server):

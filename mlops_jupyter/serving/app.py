@@ -156,7 +156,7 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             return _error(400, "X-Request-Id is longer than 200 characters")
         batcher = st.batcher
         if batcher is not None:
-            batcher.incoming += 1
+            batcher.reading()
         counted = batcher is not None
         status, err, out_text, n, bsize = 200, None, None, None, None
         try:
@@ -181,10 +181,8 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
                         ) from None
                     raise
             n = len(next(iter(fields.values())))
-            if counted:
-                batcher.incoming -= 1
-                counted = False
-            out, bsize = await st.batcher.submit(fields)
+            was_reading, counted = counted, False
+            out, bsize = await st.batcher.submit(fields, was_reading)
             out_text, dtype = _encode(out)
             body_out = (
                 f'{{"predictions":{out_text},"dtype":{dtype},"model":{json.dumps(st.name)},'
@@ -209,7 +207,7 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             return _error(500, f"the model failed: {err}", rid)
         finally:
             if counted:
-                batcher.incoming -= 1
+                batcher.read_done()
             if st.log is not None:
                 st.log.add(
                     (
@@ -283,7 +281,16 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
         finally:
             await shutdown()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # unknown paths and methods answer JSON like every other route
+        code = getattr(exc, "status_code", 500)
+        return _error(
+            code, f"{getattr(exc, 'detail', 'error')}: {request.method} {request.url.path}"
+        )
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error}
+    )
     app.state.serving = st
     return app
 

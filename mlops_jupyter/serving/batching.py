@@ -40,16 +40,32 @@ class Batcher:
         self.threaded = threaded
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, float(max_wait_s))
-        self.incoming = 0  # requests being read/parsed that will submit soon
+        self.incoming = 0  # requests being read/parsed that will submit soon (see reading)
         self.calls = 0  # model calls so far
         self.rows = 0  # rows through the model so far
         self.max_seen = 0  # the largest batch so far (rows)
         self._queue: deque = deque()
+        self._waiter: asyncio.Future | None = None  # the batch forming waits on it
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mj-model")
 
-    async def submit(self, fields: dict[str, np.ndarray]) -> tuple[Any, int]:
+    def reading(self) -> None:
+        """A request started being read: a forming batch may wait for it."""
+        self.incoming += 1
+
+    def read_done(self) -> None:
+        """That request was read (it submits now) or failed."""
+        self.incoming -= 1
+        self._maybe_go()
+
+    def _maybe_go(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            if self.incoming <= 0 or self._queued_rows() >= self.max_batch:
+                w.set_result(None)
+
+    async def submit(self, fields: dict[str, np.ndarray], was_reading: bool = False) -> tuple:
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._wake = asyncio.Event()
@@ -59,6 +75,9 @@ class Batcher:
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in fields.items())
         self._queue.append((fields, n, key, fut, time.monotonic()))
         self._wake.set()
+        if was_reading:  # queued first, then no longer counted as being read
+            self.incoming -= 1
+        self._maybe_go()
         return await fut
 
     def _take(self) -> list:
@@ -89,14 +108,17 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            deadline = self._queue[0][4] + self.max_wait_s
-            # let requests being read join, within the wait limit
-            while (
-                self.incoming > 0
-                and self._queued_rows() < self.max_batch
-                and time.monotonic() < deadline
-            ):
-                await asyncio.sleep(0)
+            # let requests being read join, within the wait limit (woken, not polled:
+            # a busy loop would take the CPU those requests need to be read)
+            wait = self._queue[0][4] + self.max_wait_s - time.monotonic()
+            if self.incoming > 0 and self._queued_rows() < self.max_batch and wait > 0:
+                self._waiter = loop.create_future()
+                timer = loop.call_later(wait, self._expire, self._waiter)
+                try:
+                    await self._waiter
+                finally:
+                    timer.cancel()
+                    self._waiter = None
             items = self._take()
             try:
                 if len(items) == 1:
@@ -120,6 +142,11 @@ class Batcher:
             for it, part in zip(items, parts):
                 if not it[3].done():  # the client may have gone
                     it[3].set_result((part, n))
+
+    @staticmethod
+    def _expire(w: asyncio.Future) -> None:
+        if not w.done():
+            w.set_result(None)
 
     def close(self) -> None:
         if self._task is not None:

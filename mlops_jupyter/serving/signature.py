@@ -256,8 +256,10 @@ def parse_arrow(body: bytes, sig: dict[str, Any] | None, default: Any = None) ->
     """{field: ndarray} from an Arrow IPC stream: one column per field (list or
     fixed-size-list columns for tensor fields); a one-field model also takes a table of
     scalar columns as its feature matrix."""
-    import pyarrow as pa
-
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise BadInput("Arrow bodies need pyarrow on the server; send JSON", 415) from None
     try:
         table = pa.ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, OSError) as e:
