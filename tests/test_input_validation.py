@@ -359,3 +359,24 @@ def test_a_nul_in_a_metric_key_is_refused_at_the_call_site():
         with pytest.raises(mj.InvalidInputError, match="NUL"):
             mj.log_metric("a\x00b", 1.0)
         assert _queued(run) == 0
+
+
+def test_a_nul_in_names_and_keys_is_refused_before_any_write():
+    # run and experiment names, param and tag keys: refused alike on every backend (values
+    # are JSON, where a NUL is an escape and reads back exactly)
+    before = mj.runs(include_system=True).height
+    for kwargs in (
+        {"name": "a\x00b"},
+        {"experiment": "e\x00"},
+        {"params": {"l\x00r": 1}},
+        {"tags": {"t\x00": "x"}},
+    ):
+        with pytest.raises(mj.InvalidInputError, match="NUL"):
+            mj.start_run(**kwargs)
+    assert mj.runs(include_system=True).height == before
+    with mj.start_run(params={"v": "a\x00b"}) as run:
+        with pytest.raises(mj.InvalidInputError, match="NUL"):
+            run.log_params({"k\x00": 1})
+        with pytest.raises(mj.InvalidInputError, match="NUL"):
+            run.set_tags({"k\x00": 1})
+    assert mj.get_run(run.id)["params"] == {"v": "a\x00b"}

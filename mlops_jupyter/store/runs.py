@@ -51,9 +51,16 @@ def _utf8(text: str, where: str) -> str:
 
 
 def check_text(text: str | None, what: str) -> None:
-    """Refuse a name that SQLite cannot store as text (a lone surrogate)."""
+    """Refuse a name that a store cannot keep as text: a lone surrogate (SQLite) or a NUL
+    character (PostgreSQL text; refused on every backend alike)."""
     if isinstance(text, str):
         _utf8(text, what)
+        _no_nul(text, what)
+
+
+def _no_nul(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise InvalidInputError(f"{what} {text!r} contains a NUL character")
 
 
 def _plain(v: Any, where: str, depth: int = 0) -> Any:
@@ -284,6 +291,7 @@ def _check_mapping(d: Any, what: str) -> dict:
         if not isinstance(k, str) or not k:
             raise InvalidInputError(f"{what} keys must be non-empty strings, got {k!r}")
         _utf8(k, f"{what} key")
+        _no_nul(k, f"{what} key")
     return d
 
 
