@@ -171,8 +171,8 @@ class Writer:
         errors raise. `wait=False`: leave both to the background thread."""
         self._ends[rid] = (status, time.time())
         if not wait:
+            # no wake-up: the next periodic flush takes it with other runs' ends and points
             self._ensure_thread()
-            self._wake.set()
             return
         try:
             self.flush()
