@@ -175,7 +175,7 @@ run.end("finished")
 
 
 def test_a_process_exiting_while_the_server_is_down_is_replayed_by_the_next(
-    server, remote_env, tmp_path
+    server, remote_env, tmp_path, store_path
 ):
     go = tmp_path / "go"
     p = subprocess.Popen(
@@ -197,6 +197,12 @@ def test_a_process_exiting_while_the_server_is_down_is_replayed_by_the_next(
     assert mj.get_run(rid)["status"] != "finished"  # the end did not reach the store yet
 
     server.start()
+    # a client whose token may only read leaves it alone, and does not wait for it at exit
+    reader = dict(remote_env, MLOPS_JUPYTER_TOKEN=_token(store_path, "reader", "read"))
+    reader.pop("MLOPS_JUPYTER_EXIT_WAIT")  # the default, 30 s
+    t = time.monotonic()
+    _client(reader, "import mlops_jupyter as mj; print(mj.runs().height)")
+    assert time.monotonic() - t < 20 and list((tmp_path / "spool").rglob("*.spool"))
     # any later client of the same server replays what it finds (here: a read)
     _client(remote_env, "import mlops_jupyter as mj; print(mj.runs().height)")
     assert not list((tmp_path / "spool").rglob("*.spool"))

@@ -95,6 +95,7 @@ class RemoteWriter(Writer):
         self._backoff = 0.2
         self._refused_warned = False
         self._auth_warned = False
+        self._auth_refused = False  # the last kept request was refused for its token
         self._pkv_lock = threading.Lock()
         self._last_beat = time.monotonic()
         self.max_points = MAX_POINTS  # per request; halved after each 413
@@ -290,10 +291,12 @@ class RemoteWriter(Writer):
 
     def _kept(self, e: Exception) -> bool:
         """Whether a failed request is kept for later (server away, token refused)."""
+        self._auth_refused = False
         if isinstance(e, ServerUnavailable):
             self._offline(e)
             return True
         if isinstance(e, ServerRefused) and e.status in (401, 403):
+            self._auth_refused = True
             if not self._auth_warned:
                 self._auth_warned = True
                 self._warn(
@@ -388,7 +391,8 @@ class RemoteWriter(Writer):
         deadline = time.monotonic() + config.exit_wait()
         try:
             self.flush()
-            while (self.backlog() or self._orphans) and time.monotonic() < deadline:
+            # other processes' leftovers are not waited for, nor a token the server refuses
+            while self.backlog() and not self._auth_refused and time.monotonic() < deadline:
                 time.sleep(min(0.5, max(0.0, self._retry_at - time.monotonic())) or 0.05)
                 with self._lock:
                     self._replay()
