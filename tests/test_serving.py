@@ -274,3 +274,21 @@ def test_worker_killed_under_load_others_serve(env, mlp_server):
     assert len(ok_after) >= 20, (len(ok_after), failed[:3])
     assert len(failed) <= 4, failed[:5]  # at most the ones in flight on the killed worker
     assert mlp_server.proc.poll() is None
+
+
+def test_signature_is_checked_at_registration_and_kept():
+    model = torch.nn.Linear(3, 1)
+    for bad, msg in [
+        ({"x": {"shape": [3], "dtype": "complex64"}}, "dtype must be one of"),
+        ({"x": {"shape": "3", "dtype": "float32"}}, "shape must be a list"),
+        ({"columns": {}}, "no columns"),
+        ([1, 2], "must be a non-empty dict"),
+    ]:
+        with pytest.raises(mj.InvalidInputError, match=msg):
+            mj.register_model("sig", model, signature=bad)
+    v = mj.register_model("sig", model, signature=mj.serving.infer_signature(torch.zeros(2, 3)))
+    meta = mj.registry.model_version("sig", version=v)["meta"]
+    assert meta["signature"] == {
+        "kind": "tensor",
+        "fields": [{"name": "inputs", "dtype": "float32", "shape": [3]}],
+    }
