@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import uuid
-import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +30,7 @@ import numpy as np
 from ..errors import MlopsJupyterError
 
 _LISTEN = re.compile(r"listening on (http://\S+)")
-_live: weakref.WeakSet = weakref.WeakSet()
+_live: set = set()  # strong references: a server nobody holds still stops at exit
 
 
 class ServeError(MlopsJupyterError):
