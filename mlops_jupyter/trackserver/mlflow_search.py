@@ -35,7 +35,7 @@ _ENTITY = {
     "attr": "attributes",
     "run": "attributes",
 }
-_ATTR_ALIASES = {"run_id": "run_id", "run_name": "run_name", "status": "status"}
+_ATTR_KEYS = {"name": "run_name", "id": "run_id"}
 
 
 def _bad(msg: str) -> HTTPError:
@@ -78,6 +78,11 @@ def _like(pattern: str, flags: int = 0) -> re.Pattern[str]:
 
 
 Clause = Callable[[dict[str, Any]], bool]
+# (entity, key, op, want): one comparison of a filter; want is a float, a string or, for
+# IN / NOT IN, a list of strings. Attribute keys are canonical (run_name, run_id...).
+Term = tuple[str, str, str, Any]
+# (entity, key, descending): one order_by item
+Order = tuple[str, str, bool]
 
 
 def _value(run: dict[str, Any], entity: str, key: str) -> Any:
@@ -115,10 +120,22 @@ def _compare(v: Any, op: str, want: Any) -> bool:
 
 def parse_filter(text: str | None) -> list[Clause]:
     """The AND-ed clauses of a filter string, each a predicate over a loaded run."""
+    return [predicate(t) for t in parse_terms(text)]
+
+
+def predicate(term: Term) -> Clause:
+    """A term as a predicate over a loaded run (the reference semantics the SQL search in
+    store/mlflow_queries.py keeps)."""
+    e, k, o, w = term
+    return lambda r: _compare(_value(r, e, k), o, w)
+
+
+def parse_terms(text: str | None) -> list[Term]:
+    """The AND-ed comparisons of a filter string. Raises a 400 HTTPError when unreadable."""
     if not text or not text.strip():
         return []
     toks = _tokens(text)
-    out: list[Clause] = []
+    out: list[Term] = []
     i = 0
     while i < len(toks):
         kind, ident = toks[i]
@@ -165,7 +182,11 @@ def parse_filter(text: str | None) -> list[Clause]:
             i += 1
         if entity == "metrics" and not isinstance(want, float):
             raise _bad(f"metrics.{key} compares with a number")
-        out.append(lambda r, e=entity, k=key, o=op, w=want: _compare(_value(r, e, k), o, w))
+        if op in ("LIKE", "ILIKE") and not isinstance(want, str):
+            raise _bad(f"{op} takes a quoted pattern")
+        if entity == "attributes":
+            key = _ATTR_KEYS.get(key, key)
+        out.append((entity, key, op, want))
         if i < len(toks):
             if toks[i][0] != "ident" or toks[i][1].upper() != "AND":
                 raise _bad(f"expected AND, got {toks[i][1]!r} (OR is not supported)")
@@ -175,15 +196,24 @@ def parse_filter(text: str | None) -> list[Clause]:
     return out
 
 
-def order_runs(runs: list[dict[str, Any]], order_by: list[str] | None) -> list[dict[str, Any]]:
-    """Runs sorted by order_by (missing values last), ties by start time, newest first."""
-    runs = sorted(runs, key=lambda r: (-(r["attributes"]["start_time"] or 0), r["run_id"]))
-    for item in reversed(order_by or []):
+def parse_order(order_by: list[str] | None) -> list[Order]:
+    """order_by items ("metrics.loss DESC", "start_time") as (entity, key, descending)."""
+    out: list[Order] = []
+    for item in order_by or []:
         m = re.fullmatch(r"\s*(.+?)(?:\s+(ASC|DESC))?\s*", item, re.I)
         if not m:
             raise _bad(f"bad order_by {item!r}")
         entity, key = _split_ident(m.group(1).strip())
-        desc = (m.group(2) or "ASC").upper() == "DESC"
+        if entity == "attributes":
+            key = _ATTR_KEYS.get(key, key)
+        out.append((entity, key, (m.group(2) or "ASC").upper() == "DESC"))
+    return out
+
+
+def order_runs(runs: list[dict[str, Any]], order_by: list[str] | None) -> list[dict[str, Any]]:
+    """Runs sorted by order_by (missing values last), ties by start time, newest first."""
+    runs = sorted(runs, key=lambda r: (-(r["attributes"]["start_time"] or 0), r["run_id"]))
+    for entity, key, desc in reversed(parse_order(order_by)):
         have = [r for r in runs if _value(r, entity, key) is not None]
         missing = [r for r in runs if _value(r, entity, key) is None]
 
