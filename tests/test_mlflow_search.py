@@ -175,7 +175,7 @@ def _order(draw) -> str:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     terms=st.lists(st.one_of(_term(), _sql_term(), _sql_term()), max_size=3),

@@ -1,6 +1,8 @@
-"""MLflow's search_runs filter and order_by, evaluated over runs already loaded: the part of
-its grammar the client's users write (`metrics.x > 0.5 and params.lr = '0.01' and
-tags.t != 'a' and attributes.status = 'FINISHED'`, LIKE/ILIKE, IN/NOT IN)."""
+"""MLflow's search_runs filter and order_by: the part of its grammar the client's users write
+(`metrics.x > 0.5 and params.lr = '0.01' and tags.t != 'a' and attributes.status =
+'FINISHED'`, LIKE/ILIKE, IN/NOT IN), parsed into terms, and the reference evaluator over
+runs already loaded. The runs/search route runs the terms in SQL (store/mlflow_queries.py)
+and leaves to this evaluator only those SQL cannot express exactly."""
 
 from __future__ import annotations
 
