@@ -345,3 +345,21 @@ def page(browser):
         yield pg
     finally:
         ctx.close()
+
+
+def run_command(page: Any, label: str) -> None:
+    """Run a lab command by its palette label. On a loaded machine the first key press can
+    come before the lab has bound its shortcuts: press again until the palette shows
+    (bounded; a press while it is open would close it, so look first)."""
+    box = page.locator(".lm-CommandPalette-input")
+    for _ in range(12):
+        if box.is_visible():
+            break
+        page.keyboard.press("Control+Shift+c")
+        try:
+            box.wait_for(state="visible", timeout=5_000)
+            break
+        except Exception:  # playwright's TimeoutError: not bound yet
+            continue
+    box.fill(label)
+    page.keyboard.press("Enter")

@@ -13,7 +13,7 @@ import math
 import browser_helpers as bh
 import numpy as np
 import pytest
-from browser_helpers import running_lab, screenshot
+from browser_helpers import run_command, running_lab, screenshot
 from sidebar_helpers import XSS_NAME, populate
 
 import mlops_jupyter as mj
@@ -60,9 +60,7 @@ def wait_count(pg, pred: str) -> None:
 
 def open_dashboard(pg) -> None:
     """Open the dashboard from the command palette."""
-    pg.keyboard.press("Control+Shift+c")
-    pg.locator(".lm-CommandPalette-input").fill("Open as dashboard")
-    pg.keyboard.press("Enter")
+    run_command(pg, "Open as dashboard")
     pg.wait_for_selector(f"{DASH} .mj-dash-row", timeout=30_000)
 
 

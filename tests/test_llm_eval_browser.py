@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import browser_helpers as bh
 import pytest
-from browser_helpers import screenshot
+from browser_helpers import run_command, screenshot
 from llm_eval_data import hash_embedder
 
 import mlops_jupyter as mj
@@ -74,9 +74,7 @@ def test_dashboard_compares_two_evaluation_runs_per_example(lab_server, page):  
         mj.set_store(None)
     page.goto(lab_server.lab_url("lab"))
     page.wait_for_selector(".jp-SideBar .lm-TabBar-tab", timeout=60_000)
-    page.keyboard.press("Control+Shift+c")
-    page.locator(".lm-CommandPalette-input").fill("Open as dashboard")
-    page.keyboard.press("Enter")
+    run_command(page, "Open as dashboard")
     dash = page.locator(DASH)
     for rid in (v1, v2):  # the first run selected is the baseline
         box = dash.locator(f".mj-dash-row[data-run-id='{rid}'] input[type=checkbox]")
