@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 
 from .cli_format import json_text, num, require_store, safe, table, use_store
+from .cli_format import positive_int as _positive
 from .errors import MlopsJupyterError
 
 # Features add subcommands from their own module: `add_parser(subparsers)` registering a
@@ -46,16 +47,6 @@ READ_COMMANDS = {
 
 def _fmt_time(t: float | None) -> str:
     return "" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
-    return v
 
 
 def _tree_order(rows: list[dict]) -> list[tuple[dict, int]]:

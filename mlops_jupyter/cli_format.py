@@ -4,6 +4,7 @@ hold terminal escape codes: everything printed goes through `safe()`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -98,3 +99,14 @@ def use_store(args: Any) -> None:
         from .tracking import set_store
 
         set_store(args.store)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
+    return v

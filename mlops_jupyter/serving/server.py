@@ -15,17 +15,8 @@ import os
 import socket
 import sys
 
+from ..cli_format import positive_int as _positive
 from ..errors import InvalidInputError
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
-    return v
 
 
 def _wait_ms(text: str) -> float:
