@@ -79,6 +79,8 @@ _LAZY = {
     "flush_media": ("mlops_jupyter.media", "flush_media"),
     "autolog": ("mlops_jupyter.integrations", "autolog"),
     "serve": ("mlops_jupyter.serving.client", "serve"),
+    "ab_report": ("mlops_jupyter.serving.report", "ab_report"),
+    "promote_winner": ("mlops_jupyter.serving.report", "promote_winner"),
     "serving": ("mlops_jupyter.serving", None),
 }
 
