@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -79,29 +80,37 @@ class PredictionLog:
 
 
 class State:
-    """What one worker serves: the model (loaded in a thread at start), its batcher, log."""
+    """What one worker serves: the variants (each loaded in a thread at start, with its own
+    batcher), the router choosing one per request, and the log."""
 
     def __init__(self, spec: str, version: int, opts: dict[str, Any]) -> None:
-        self.spec, self.version, self.opts = spec, version, opts
+        from .variants import Plan, Router
+
+        self.spec, self.opts = spec, opts
         self.name = spec.split("@")[0].split(":")[0]
-        self.variant = opts.get("variant") or f"v{version}"
-        self.predictor: Any = None
-        self.error: str | None = None
-        self.loaded = asyncio.Event()
-        self.batcher: Batcher | None = None
+        plan = opts.get("plan") or Plan(
+            self.name, [(opts.get("variant") or f"v{version}", version, 10_000)]
+        )
+        self.router = Router(plan)
         self.log: PredictionLog | None = None
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
 
-    def load(self) -> None:
-        from . import model
-
-        try:
-            self.predictor = model.load(
-                self.spec, trusted=self.opts.get("trusted", False), version=self.version
-            )
-        except Exception as e:
-            self.error = f"{type(e).__name__}: {e}"
-            log.error("model %s v%s not loaded: %s", self.name, self.version, self.error)
+    def row(self, rid: str, v: Any, t0: float, status: int, err, n, bsize, out_text) -> tuple:
+        """A prediction log row (PREDICTION_COLS order) of variant `v`."""
+        return (
+            rid,
+            self.name,
+            v.version,
+            v.name,
+            time.time(),
+            (time.perf_counter() - t0) * 1000,
+            status,
+            err,
+            n,
+            bsize,
+            out_text[:OUTPUT_CHARS] if out_text else None,
+            self.worker,
+        )
 
 
 def _error(status: int, message: str, rid: str | None = None) -> JSONResponse:
@@ -113,29 +122,32 @@ def _error(status: int, message: str, rid: str | None = None) -> JSONResponse:
 
 
 def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
-    """The app serving `version` of the model `spec` names, logging to `store`."""
+    """The app serving `version` of the model `spec` names (or the variants of
+    `opts["plan"]`, a serving.variants.Plan), logging to `store`."""
     st = State(spec, version, opts)
+    router = st.router
 
     async def startup() -> None:
         loop = asyncio.get_running_loop()
         st.log = PredictionLog(store) if opts.get("log", True) else None
 
-        async def load() -> None:
-            await loop.run_in_executor(None, st.load)
-            if st.predictor is not None:
-                st.batcher = Batcher(
-                    st.predictor,
+        async def load(v: Any) -> None:
+            await loop.run_in_executor(None, v.load, opts.get("trusted", False))
+            if v.predictor is not None:
+                v.batcher = Batcher(
+                    v.predictor,
                     opts.get("max_batch", 64),
                     opts.get("max_wait_ms", 5) / 1000,
                     threaded=opts.get("model_thread", False),
                 )
-            st.loaded.set()
+            v.loaded.set()
 
-        st._load_task = loop.create_task(load())
+        st._load_tasks = [loop.create_task(load(v)) for v in router.all()]
 
     async def shutdown() -> None:
-        if st.batcher is not None:
-            st.batcher.close()
+        for v in router.all():
+            if v.batcher is not None:
+                v.batcher.close()
         if st.log is not None:
             st.log.close()
 
@@ -143,61 +155,89 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        if st.error is not None:
-            return JSONResponse({"ready": False, "error": st.error}, 503)
-        if not st.loaded.is_set():
+        variants = list(router.variants.values())
+        if any(not v.loaded.is_set() for v in variants):
             return JSONResponse({"ready": False, "error": "model loading"}, 503)
-        return JSONResponse(_model_info(st))
+        errors = router.errors()
+        if len(errors) == len(variants):  # 503 only when no variant can answer
+            err = (
+                next(iter(errors.values()))
+                if len(errors) == 1
+                else "; ".join(f"{n}: {e}" for n, e in errors.items())
+            )
+            return JSONResponse({"ready": False, "error": err, "errors": errors}, 503)
+        info = _model_info(st.name, router.control())
+        info["variants"] = {v.name: v.status() for v in variants}
+        if errors:
+            info["errors"] = errors
+        if router.shadow is not None:
+            info["shadow"] = {router.shadow.name: router.shadow.status()}
+        return JSONResponse(info)
+
+    async def answering(v: Any) -> Any:
+        """`v` once loaded, or the variant answering for it when it failed to load."""
+        failed: set[str] = set()
+        while True:
+            if not v.loaded.is_set():
+                await asyncio.wait_for(v.loaded.wait(), opts.get("load_timeout", 300))
+            if v.error is None:
+                return v
+            failed.add(v.name)
+            alt = router.fallback(failed)
+            if alt is None:
+                raise BadInput(f"model not loaded: {v.error}", 503)
+            v = alt
 
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         if len(rid) > 200:
             return _error(400, "X-Request-Id is longer than 200 characters")
-        batcher = st.batcher
+        # sticky by user when the client says who it is, else a random split by request
+        v = router.route(request.headers.get("x-user-id") or rid)
+        batcher = v.batcher
         if batcher is not None:
             batcher.reading()
         counted = batcher is not None
         status, err, out_text, n, bsize = 200, None, None, None, None
+        body, ctype = None, ""
         try:
-            if not st.loaded.is_set():
-                await asyncio.wait_for(st.loaded.wait(), opts.get("load_timeout", 300))
-            if st.error is not None:
-                raise BadInput(f"model not loaded: {st.error}", 503)
+            if v.batcher is None:
+                v = await answering(v)
             body = await request.body()
             if len(body) > MAX_BODY:
+                body = None
                 raise BadInput(f"body over {MAX_BODY} bytes", 413)
             ctype = request.headers.get("content-type", "application/json").split(";")[0]
-            sig, default = st.predictor.signature, st.predictor.default_dtype
-            if ctype == ARROW_TYPE:
-                fields = parse_arrow(body, sig, default)
-            else:
-                try:
-                    fields = parse_json(body, sig, default)
-                except BadInput as e:
-                    if e.status == 400 and "json" not in ctype:  # e.g. curl's form default
-                        raise BadInput(
-                            f"Content-Type must be application/json or {ARROW_TYPE}", 415
-                        ) from None
-                    raise
+            fields = _parse(body, ctype, v.predictor)
             n = len(next(iter(fields.values())))
+            # a variant that was still loading had no batcher to count this request in
             was_reading, counted = counted, False
-            out, bsize = await st.batcher.submit(fields, was_reading)
+            out, bsize = await v.batcher.submit(fields, was_reading)
             out_text, dtype = _encode(out)
             body_out = (
                 f'{{"predictions":{out_text},"dtype":{dtype},"model":{json.dumps(st.name)},'
-                f'"version":{st.version},"variant":{json.dumps(st.variant)},'
+                f'"version":{v.version},"variant":{json.dumps(v.name)},'
                 f'"request_id":{json.dumps(rid)}}}'
             )
             return Response(
-                body_out, 200, media_type="application/json", headers={"X-Request-Id": rid}
+                body_out,
+                200,
+                media_type="application/json",
+                headers={"X-Request-Id": rid},
+                background=_shadow_task(body, ctype, rid, v),
             )
         except BadInput as e:
             status, err = e.status, str(e)
-            body: dict[str, Any] = {"error": err, "request_id": rid}
+            out_body: dict[str, Any] = {"error": err, "request_id": rid}
             if e.status == 422:
-                body["signature"] = st.predictor.signature if st.predictor else None
-            return JSONResponse(body, e.status, headers={"X-Request-Id": rid})
+                out_body["signature"] = v.predictor.signature if v.predictor else None
+            return JSONResponse(
+                out_body,
+                e.status,
+                headers={"X-Request-Id": rid},
+                background=_shadow_task(body, ctype, rid, v),
+            )
         except TimeoutError:
             status, err = 503, "model still loading"
             return _error(503, err, rid)
@@ -209,22 +249,35 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             if counted:
                 batcher.read_done()
             if st.log is not None:
-                st.log.add(
-                    (
-                        rid,
-                        st.name,
-                        st.version,
-                        st.variant,
-                        time.time(),
-                        (time.perf_counter() - t0) * 1000,
-                        status,
-                        err,
-                        n,
-                        bsize,
-                        out_text[:OUTPUT_CHARS] if out_text else None,
-                        st.worker,
-                    )
-                )
+                st.log.add(st.row(rid, v, t0, status, err, n, bsize, out_text))
+
+    def _shadow_task(body: bytes | None, ctype: str, rid: str, v: Any) -> Any:
+        sv = router.shadow
+        if sv is None or body is None or sv.version == v.version:
+            return None  # no shadow, nothing read, or the request already ran on its version
+        return BackgroundTask(shadow, sv, body, ctype, rid)
+
+    async def shadow(sv: Any, body: bytes, ctype: str, rid: str) -> None:
+        """The request again on the shadow, after the answer was sent: only logged."""
+        t0 = time.perf_counter()
+        status, err, out_text, n, bsize = 200, None, None, None, None
+        try:
+            if not sv.loaded.is_set():
+                await asyncio.wait_for(sv.loaded.wait(), opts.get("load_timeout", 300))
+            if sv.error is not None:
+                raise BadInput(f"model not loaded: {sv.error}", 503)
+            fields = _parse(body, ctype, sv.predictor)  # against the shadow's own signature
+            n = len(next(iter(fields.values())))
+            out, bsize = await sv.batcher.submit(fields)
+            out_text, _ = _encode(out)
+        except BadInput as e:
+            status, err = e.status, str(e)
+        except TimeoutError:
+            status, err = 503, "model still loading"
+        except Exception as e:
+            status, err = 500, f"{type(e).__name__}: {e}"
+        if st.log is not None:
+            st.log.add(st.row(rid, sv, t0, status, err, n, bsize, out_text))
 
     async def feedback(request: Request) -> Response:
         try:
@@ -246,13 +299,21 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
         return JSONResponse({"stored": True, "request_id": obj["request_id"]})
 
     async def stats(request: Request) -> Response:
-        b = st.batcher
-        return JSONResponse(
-            {
-                "worker": st.worker,
+        per = {}
+        for v in router.all():
+            b = v.batcher
+            per[v.name] = {
+                "version": v.version,
                 "model_calls": b.calls if b else 0,
                 "rows": b.rows if b else 0,
                 "max_batch_seen": b.max_seen if b else 0,
+            }
+        main = per[router.control().name]
+        return JSONResponse(
+            {
+                "worker": st.worker,
+                **{k: main[k] for k in ("model_calls", "rows", "max_batch_seen")},
+                "variants": per,
                 "log_written": st.log.written if st.log else 0,
                 "log_queued": len(st.log.rows) if st.log else 0,
             }
@@ -261,7 +322,8 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
     async def openapi(request: Request) -> Response:
         from .openapi import spec as make_spec
 
-        return JSONResponse(make_spec(st.name, st.version, st.predictor))
+        v = router.control()
+        return JSONResponse(make_spec(st.name, v.version, v.predictor))
 
     routes = [
         Route("/predict", predict, methods=["POST"]),
@@ -295,17 +357,30 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
     return app
 
 
-def _model_info(st: State) -> dict[str, Any]:
-    p = st.predictor
+def _model_info(name: str, v: Any) -> dict[str, Any]:
+    p = v.predictor
     return {
         "ready": True,
-        "model": st.name,
-        "version": st.version,
-        "variant": st.variant,
+        "model": name,
+        "version": v.version,
+        "variant": v.name,
         "kind": p.kind,
         "signature": p.signature,
         "signature_text": describe(p.signature),
     }
+
+
+def _parse(body: bytes, ctype: str, predictor: Any) -> dict[str, np.ndarray]:
+    """The request's fields, checked against `predictor`'s signature (BadInput if not)."""
+    sig, default = predictor.signature, predictor.default_dtype
+    if ctype == ARROW_TYPE:
+        return parse_arrow(body, sig, default)
+    try:
+        return parse_json(body, sig, default)
+    except BadInput as e:
+        if e.status == 400 and "json" not in ctype:  # e.g. curl's form default
+            raise BadInput(f"Content-Type must be application/json or {ARROW_TYPE}", 415) from None
+        raise
 
 
 def _encode(out: Any) -> tuple[str, str]:

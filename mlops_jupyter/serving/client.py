@@ -106,12 +106,22 @@ class Server:
             raise ServeError(f"model not ready: {obj.get('error')}", status, obj)
         return obj
 
-    def predict(self, x: Any, *, request_id: str | None = None, timeout: float = 60) -> Any:
+    def predict(
+        self,
+        x: Any,
+        *,
+        request_id: str | None = None,
+        user_id: str | None = None,
+        timeout: float = 60,
+    ) -> Any:
         """Predictions for a batch `x` (array, tensor, list of instances, or a dict of
-        fields/columns) as numpy arrays of the model's output dtype."""
+        fields/columns) as numpy arrays of the model's output dtype. `user_id` (the
+        X-User-Id header) keeps a user on one variant of a split."""
         rid = request_id or uuid.uuid4().hex
         body = json.dumps({"inputs": _json_inputs(x)}).encode()
         headers = {"Content-Type": "application/json", "X-Request-Id": rid}
+        if user_id is not None:
+            headers["X-User-Id"] = user_id
         status, _, raw = request(self.url + "/predict", "POST", body, headers, timeout)
         obj = json.loads(raw)
         if status != 200:
@@ -151,17 +161,21 @@ def serve(
     trusted: bool = False,
     log: bool = True,
     variant: str | None = None,
+    split: str | None = None,
+    shadow: str | None = None,
     wait: float = 120,
     extra_env: dict[str, str] | None = None,
 ) -> Server:
     """Start `mlops-jupyter serve MODEL` in the background on this session's store and wait
-    until it is ready. `model`: NAME, NAME@stage, NAME@alias or NAME:version. Raises
-    ModelNotFoundError for an unknown model/version/alias and ServeError when the model
-    does not load (with the reason)."""
+    until it is ready. `model`: NAME, NAME@stage, NAME@alias or NAME:version. `split`:
+    several versions at once, e.g. "v3=90,v4=10" (model is then the NAME only), routed
+    by the X-User-Id header (sticky) or per request; `shadow`: a version every request
+    also runs on after the answer, only logged. Raises ModelNotFoundError for an unknown
+    model/version/alias and ServeError when no variant loads (with the reason)."""
     from ..tracking import api
-    from .server import resolve
+    from .variants import make_plan
 
-    resolve(model)  # unknown names fail here, with the registry's message
+    make_plan(model, split, shadow, variant)  # unknown names fail here, with a clear message
     env = dict(os.environ)
     if api._store_override is not None:  # set_store(...): the child uses the same store
         env["MLOPS_JUPYTER_STORE"] = os.fspath(api._store_override)
@@ -175,6 +189,10 @@ def serve(
         cmd.append("--no-log")
     if variant:
         cmd += ["--variant", variant]
+    if split:
+        cmd += ["--split", split]
+    if shadow:
+        cmd += ["--shadow", shadow]
     fd, name = tempfile.mkstemp(prefix="mlops-jupyter-serve-", suffix=".log")
     log_path = Path(name)
     with os.fdopen(fd, "wb") as out:

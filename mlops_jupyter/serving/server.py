@@ -1,6 +1,7 @@
 """`mlops-jupyter serve NAME[@stage|@alias|:version]`: serve a registry model over HTTP.
 
-The version is resolved once, before anything starts (an unknown model, version, stage or
+The version (or, with --split/--shadow, every version; see variants.py) is resolved once,
+before anything starts (an unknown model, version, stage or
 alias is a one-line error, exit 2), so every worker serves the same version even if the
 stage moves meanwhile. The listening socket is bound once, then N worker processes are
 forked that share it (the kernel spreads the connections); each loads the model and opens
@@ -58,18 +59,25 @@ def bind(host: str, port: int) -> socket.socket:
 
 def cmd_serve(args) -> int:
     from ..tracking.api import current_store
+    from .variants import make_plan
 
-    info = resolve(args.model)
-    location_note = current_store().location
+    plan = make_plan(args.model, args.split, args.shadow, args.variant)
+    store = current_store()
+    location_note = store.location
     try:
         sock = bind(args.host, args.port)
     except OSError as e:
         raise InvalidInputError(f"cannot listen on {args.host}:{args.port}: {e}") from None
+    if args.split or args.shadow:
+        from ..registry import _user
+        from ..store import serving as sstore
+
+        sstore.record_rollout(store, plan.model, plan.reason(), _user())
     port = sock.getsockname()[1]
     n = args.workers
     print(
         f"mlops-jupyter serve: listening on http://{args.host}:{port} "
-        f"({info['name']} v{info['version']}, {n} worker{'s' if n != 1 else ''}, "
+        f"({plan.describe()}, {n} worker{'s' if n != 1 else ''}, "
         f"store {location_note})",
         file=sys.stderr,
         flush=True,
@@ -78,13 +86,13 @@ def cmd_serve(args) -> int:
     # importing them again each (no threads run yet, so forking after is safe)
     from . import app as _app  # noqa: F401
 
-    if info["flavor"] == "torch":
+    if "torch" in plan.flavors:
         import torch  # noqa: F401
     if n > 1:
         from ..trackserver.cli import _fork
 
         _fork(n)  # returns in each worker; the parent supervises and exits there
-    run_worker(sock, args.model, info["version"], vars(args))
+    run_worker(sock, args.model, plan.variants[0][1], {**vars(args), "plan": plan})
     return 0
 
 
@@ -109,6 +117,7 @@ def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None
         trusted=opts.get("trusted", False),
         log=not opts.get("no_log", False),
         variant=opts.get("variant"),
+        plan=opts.get("plan"),
         model_thread=opts.get("model_thread", False),
     )
     if opts.get("model_thread"):
@@ -129,7 +138,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a registry model over HTTP (JSON and Arrow; micro-batching)",
-        description="Serve one version of a registered model: POST /predict, /feedback; "
+        description="Serve one version of a registered model (or a split of several "
+        "versions, and a shadow): POST /predict, /feedback; "
         "GET /health, /ready, /openapi.json. Every prediction is logged to the store.",
     )
     p.add_argument("model", help="NAME, NAME@stage, NAME@alias or NAME:version")
@@ -145,6 +155,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--threads", type=_positive, help="torch threads per worker")
     p.add_argument("--variant", help="variant name in the prediction log (default vN)")
+    p.add_argument(
+        "--split",
+        help="serve several versions: 'v3=90,v4=10' (vN = version N, or a stage/alias); "
+        "sticky by the X-User-Id header, else random per request",
+    )
+    p.add_argument(
+        "--shadow",
+        help="also run every request on this version after answering (vN, stage or alias); "
+        "its answers are only logged (variant 'shadow:NAME')",
+    )
     p.add_argument(
         "--trusted",
         action="store_true",

@@ -71,12 +71,14 @@ def outcomes(
     """Per variant, the answered requests of `model` (status 200) in [since, until) with
     their newest feedback: {variant: [{request_id, version, ts, latency_ms, value,
     value_num}]}; value is None where no feedback came. This is what an A/B report
-    counts (successes / n, or the mean of value_num)."""
+    counts (successes / n, or the mean of value_num). Shadow rows are left out."""
     sql = (
         "SELECT p.variant, p.request_id, p.version, p.ts, p.latency_ms, f.value, f.value_num "
         "FROM serving_predictions p LEFT JOIN serving_feedback f ON f.id = ("
         " SELECT MAX(f2.id) FROM serving_feedback f2 WHERE f2.request_id = p.request_id) "
         "WHERE p.model=? AND p.status=200"
+        # a shadow's answers were never shown: feedback on a request says nothing about them
+        " AND (p.variant IS NULL OR p.variant NOT LIKE 'shadow:%')"
     )
     args: list[Any] = [model]
     if since is not None:
@@ -99,3 +101,15 @@ def outcomes(
             }
         )
     return out
+
+
+def record_rollout(store: Store, model: str, reason: str, user: str | None = None) -> None:
+    """Put a server's traffic layout (split, shadow) into the registry's audit log, as the
+    action "rollout" of `model` with `reason` (e.g. "split v3=90,v4=10 shadow v4")."""
+    from .registry import ModelNotFoundError, _audit, _model_id
+
+    with store.write("record rollout") as c:
+        mid = _model_id(c, model)
+        if mid is None:
+            raise ModelNotFoundError(f"no registered model named {model!r}")
+        _audit(c, mid, None, "rollout", reason=reason, user=user)
