@@ -54,11 +54,13 @@ def env(tmp_path_factory):
     mj.register_model("ab", m1, signature=SIG)
     mj.register_model("ab", m2, signature=SIG, alias="challenger")
     mj.register_model("ab", gone_ab.Gone())  # v3: its class is gone below
+    m4 = torch.nn.Linear(3, 2).eval()  # v4: another input signature
+    mj.register_model("ab", m4, signature={"x": {"shape": [3], "dtype": "float32"}})
     mj.set_store(None)
     (mods / "gone_ab.py").unlink()
     sys.path.remove(str(mods))
     sys.modules.pop("gone_ab", None)
-    yield {"store": store, "want": {1: _want(m1), 2: _want(m2)}}
+    yield {"store": store, "want": {1: _want(m1), 2: _want(m2)}, "m4": m4}
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +72,19 @@ def split_server(env):
     srv.stop()
 
 
-def _post(url: str, user: str | None = None, rid: str | None = None) -> dict:
+def _post(url: str, user: str | None = None, rid: str | None = None, x=X, ok: bool = True) -> dict:
     h = {"Content-Type": "application/json"}
     if user is not None:
         h["X-User-Id"] = user
     if rid is not None:
         h["X-Request-Id"] = rid
     status, _, raw = request(
-        url + "/predict", "POST", json.dumps({"inputs": X.tolist()}).encode(), h
+        url + "/predict", "POST", json.dumps({"inputs": x.tolist()}).encode(), h
     )
     obj = json.loads(raw)
-    assert status == 200, obj
+    if ok:
+        assert status == 200, obj
+    obj["_status"] = status
     return obj
 
 
@@ -189,6 +193,36 @@ def test_shadow_runs_after_the_answer_and_failed_variant_falls_back(env):
     assert "shadow:challenger" not in sstore.outcomes(open_store(env["store"]), "ab")
     reasons = h.filter(h["action"] == "rollout")["reason"].to_list()
     assert "split v1=50,v3=50 shadow challenger (challenger = v2)" in reasons
+
+
+def test_each_variant_checks_its_own_signature(env):
+    """v1 takes 4 features, v4 takes 3: a request is checked against the signature of the
+    variant its user is routed to."""
+    split = Split([("v1", 5000), ("v4", 5000)])
+    users = [f"sig-user-{i}" for i in range(8)]
+    x3 = X[:, :3].copy()
+    mj.set_store(env["store"])
+    try:
+        srv = mj.serve("ab", split="v1=50,v4=50")
+    finally:
+        mj.set_store(None)
+    with srv:
+        for u in users:
+            want = split.assign(u, "ab")
+            o4 = _post(srv.url, u, x=X, ok=False)
+            o3 = _post(srv.url, u, x=x3, ok=False)
+            good, bad = (o4, o3) if want == "v1" else (o3, o4)
+            assert good["_status"] == 200 and good["variant"] == want, good
+            assert bad["_status"] == 422, bad
+            n = 4 if want == "v1" else 3
+            assert f"expected [{n}]" in bad["error"] and bad["signature"]["fields"][0]["shape"] == [
+                n
+            ]
+            if want == "v4":
+                with torch.inference_mode():
+                    expect = env["m4"](torch.from_numpy(x3)).numpy()
+                np.testing.assert_allclose(good["predictions"], expect, rtol=1e-6)
+        assert {split.assign(u, "ab") for u in users} == {"v1", "v4"}
 
 
 @pytest.mark.parametrize(
