@@ -34,6 +34,7 @@ from .signature import ARROW_TYPE, BadInput, describe, parse_arrow, parse_json
 log = logging.getLogger("mlops_jupyter.serving")
 MAX_BODY = 64 << 20
 OUTPUT_CHARS = 256  # outputs kept in the log per request (compact)
+SHADOW_BACKLOG = 256  # shadow requests in flight per worker; more are skipped (and logged)
 
 
 class PredictionLog:
@@ -93,6 +94,7 @@ class State:
         )
         self.router = Router(plan)
         self.log: PredictionLog | None = None
+        self.shadows: set[asyncio.Task] = set()
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
 
     def row(self, rid: str, v: Any, t0: float, status: int, err, n, bsize, out_text) -> tuple:
@@ -255,7 +257,18 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
         sv = router.shadow
         if sv is None or body is None or sv.version == v.version:
             return None  # no shadow, nothing read, or the request already ran on its version
-        return BackgroundTask(shadow, sv, body, ctype, rid)
+        return BackgroundTask(start_shadow, sv, body, ctype, rid)
+
+    async def start_shadow(sv: Any, body: bytes, ctype: str, rid: str) -> None:
+        # its own task: the connection is free for the client's next request meanwhile
+        if len(st.shadows) >= SHADOW_BACKLOG:  # a slow shadow must not pile up memory
+            if st.log is not None:
+                err = f"shadow skipped: {len(st.shadows)} shadow requests in flight"
+                st.log.add(st.row(rid, sv, time.perf_counter(), 429, err, None, None, None))
+            return
+        task = asyncio.get_running_loop().create_task(shadow(sv, body, ctype, rid))
+        st.shadows.add(task)  # a strong reference until it ends
+        task.add_done_callback(st.shadows.discard)
 
     async def shadow(sv: Any, body: bytes, ctype: str, rid: str) -> None:
         """The request again on the shadow, after the answer was sent: only logged."""
