@@ -178,7 +178,8 @@ def test_shadow_runs_after_the_answer_and_failed_variant_falls_back(env):
             assert all(o["variant"] == "v1" and o["version"] == 1 for o in outs)
             for o in outs:
                 np.testing.assert_allclose(o["predictions"], env["want"][1], rtol=1e-6)
-            rows = _rows(env["store"], lambda r: r["request_id"].startswith("sh-"), 24)
+        # stopped at once: the shadow requests under way finish and are logged first
+        rows = _rows(env["store"], lambda r: r["request_id"].startswith("sh-"), 24, timeout=1)
         h = mj.registry.history("ab")
     finally:
         mj.set_store(None)

@@ -147,6 +147,8 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
         st._load_tasks = [loop.create_task(load(v)) for v in router.all()]
 
     async def shutdown() -> None:
+        if st.shadows:  # let shadow requests already started finish and be logged
+            await asyncio.wait(list(st.shadows), timeout=5)
         for v in router.all():
             if v.batcher is not None:
                 v.batcher.close()
