@@ -20,7 +20,6 @@ from mlops_jupyter.tracking.api import current_store
     [
         "postgresql://ana:s3cret@db.example:5432/mlops",
         "postgres://ana:s3cret@db/mlops",
-        "https://ana:s3cret@tracking.example:5000",
         "gopher://ana:s3cret@host/x",
     ],
 )
@@ -39,6 +38,29 @@ def test_url_stores_are_refused_without_creating_a_folder(tmp_path, monkeypatch,
         mj.set_store(url)
     assert current_store() is before, "a refused location keeps the store in use"
     assert [p.name for p in work.iterdir()] == [".mlops"], "nothing made for the URL"
+
+
+def test_an_unreachable_tracking_server_is_a_clear_error_without_its_password(
+    tmp_path, monkeypatch
+):
+    """An https:// store is a tracking server's client (docs/server.md): set_store accepts
+    it without a connection; reads and writes then fail with a StoreError that hides the
+    password, and nothing is made in the working folder."""
+    url = "https://ana:s3cret@tracking.invalid:5000"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", url)
+    monkeypatch.delenv("MLOPS_JUPYTER_TOKEN", raising=False)
+    with pytest.raises(StoreError) as e:
+        mj.runs()
+    assert "s3cret" not in str(e.value) and "***" in str(e.value)
+    with pytest.raises(StoreError, match="MLOPS_JUPYTER_TOKEN") as e:
+        mj.start_run("x")
+    assert "s3cret" not in str(e.value)
+    assert list(work.iterdir()) == [], "nothing made for the URL"
+    monkeypatch.delenv("MLOPS_JUPYTER_STORE")
+    mj.set_store(None)
 
 
 def test_cli_store_url_is_refused(tmp_path):
