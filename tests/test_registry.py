@@ -471,3 +471,28 @@ def test_planted_mlx_structure_never_runs_code(tmp_path):
         mj.load_model("mseq", verify=False)
     assert "module.pkl" in str(err.value)
     assert not marker.exists()
+
+
+def test_torch_models_load_in_parallel_threads():
+    """torch's weights-only allowlist is process-wide: loads in several threads (a serving
+    worker loading its variants, a user's thread pool) must not hide layer classes from one
+    another."""
+    torch = pytest.importorskip("torch")
+    for i in range(2):
+        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, i + 1))
+        mj.register_model(f"par{i}", net)
+    errors: list[str] = []
+
+    def load(name: str) -> None:
+        for _ in range(25):
+            try:
+                reg.load_model(name)
+            except Exception as e:  # collected: the assertion below names them
+                errors.append(repr(e)[:200])
+
+    threads = [threading.Thread(target=load, args=(f"par{i % 2}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

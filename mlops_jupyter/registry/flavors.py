@@ -21,10 +21,13 @@ import os
 import pickle
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, MlopsJupyterError
+
+_SAFE_GLOBALS_LOCK = threading.Lock()
 
 
 class ModelLoadError(MlopsJupyterError):
@@ -328,11 +331,16 @@ def _torch_from_skeleton(path: Path, sd: dict, meta: dict, trusted: bool = False
         if trusted:
             model = torch.load(path, weights_only=False)
         else:
-            layers = _torch_layer_classes(path)
+            # torch's allowlist (safe_globals) is process-wide state, and the check of
+            # which globals a file needs reads it too: another thread inside its own
+            # safe_globals block would hide classes from the check, or unset them mid-load
+            with _SAFE_GLOBALS_LOCK:
+                layers = _torch_layer_classes(path)
+                if layers is not None:
+                    with torch.serialization.safe_globals(layers):
+                        model = torch.load(path, weights_only=True)
             if layers is None:
                 return _untrusted_rebuild(path, meta, lambda m: m.load_state_dict(sd))
-            with torch.serialization.safe_globals(layers):
-                model = torch.load(path, weights_only=True)
     except (ImportError, AttributeError) as e:
         raise ModelLoadError(
             f"cannot rebuild {meta.get('cls')} here ({e}); import its module first, or pass "
