@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from serving_helpers import wait_logged
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -167,22 +168,12 @@ def test_concurrent_requests_are_batched_and_split_back(env, mlp_server):
             # (the BLAS kernel blocks by batch size); other clients' rows differ entirely
             assert results[j].dtype == np.float32 and results[j].shape == want.shape
             np.testing.assert_allclose(results[j], want, rtol=1e-5, atol=1e-6, err_msg=str(j))
-    rows = _wait_logged(env["store"], lambda r: r["request_id"].startswith("batch-"), 48)
+    rows = wait_logged(env["store"], "mlp", lambda r: r["request_id"].startswith("batch-"), 48)
     sizes = [r["batch_size"] for r in rows]
     assert max(sizes) > 1, sizes  # the model saw stacked requests
     assert all(
         r["status"] == 200 and r["n_rows"] == len(xs[int(r["request_id"][6:])]) for r in rows
     )
-
-
-def _wait_logged(store_path, keep, n: int, timeout: float = 15) -> list[dict]:
-    store = open_store(store_path)
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [r for r in sstore.predictions(store, "mlp") if keep(r)]
-        if len(rows) >= n or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
 
 
 def test_predictions_and_feedback_land_in_the_store(env, mlp_server):
@@ -194,7 +185,7 @@ def test_predictions_and_feedback_land_in_the_store(env, mlp_server):
         mlp_server.url + "/feedback", "POST", b'{"value": 1}', {"Content-Type": "application/json"}
     )
     assert st == 422
-    rows = _wait_logged(env["store"], lambda r: r["request_id"].startswith("req-fb-"), 2)
+    rows = wait_logged(env["store"], "mlp", lambda r: r["request_id"].startswith("req-fb-"), 2)
     assert {r["request_id"] for r in rows} == {"req-fb-1", "req-fb-2"}
     r = next(r for r in rows if r["request_id"] == "req-fb-1")
     assert (r["model"], r["version"], r["variant"], r["status"]) == ("mlp", 1, "v1", 200)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from serving_helpers import wait_logged
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -88,16 +89,6 @@ def _post(url: str, user: str | None = None, rid: str | None = None, x=X, ok: bo
     return obj
 
 
-def _rows(store_path, keep, n: int, timeout: float = 15) -> list[dict]:
-    store = open_store(store_path)
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [r for r in sstore.predictions(store, "ab") if keep(r)]
-        if len(rows) >= n or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
-
-
 def test_split_is_sticky_weighted_and_answers_with_each_version(env, split_server):
     users = [f"user-{i}" for i in range(400)]
     again = users[:60] * 3  # repeated users, on new connections: both workers answer them
@@ -117,7 +108,9 @@ def test_split_is_sticky_weighted_and_answers_with_each_version(env, split_serve
     se = (0.3 * 0.7 / len(users)) ** 0.5
     assert abs(share - 0.3) <= 4 * se, share
     # the log: one row per request with its variant and version; both workers served
-    rows = _rows(env["store"], lambda r: r["request_id"].startswith(("s1-", "s2-")), 580)
+    rows = wait_logged(
+        env["store"], "ab", lambda r: r["request_id"].startswith(("s1-", "s2-")), 580
+    )
     assert len(rows) == 580
     assert all(r["variant"] == f"v{r['version']}" and r["status"] == 200 for r in rows)
     by_user = {r["request_id"][3:]: r["variant"] for r in rows if r["request_id"][:3] == "s1-"}
@@ -153,7 +146,7 @@ def test_feedback_and_ab_report_show_both_variants(env, split_server):
     for variant, ids in rids.items():
         for k, rid in enumerate(ids):
             split_server.feedback(rid, int(k % (2 if variant == "v1" else 3) == 0))
-    _rows(env["store"], lambda r: r["request_id"].startswith("fb-"), 60)
+    wait_logged(env["store"], "ab", lambda r: r["request_id"].startswith("fb-"), 60)
     mj.set_store(env["store"])
     try:
         rep = mj.ab_report("ab", control="v1", since=time.time() - 600)
@@ -179,7 +172,9 @@ def test_shadow_runs_after_the_answer_and_failed_variant_falls_back(env):
             for o in outs:
                 np.testing.assert_allclose(o["predictions"], env["want"][1], rtol=1e-6)
         # stopped at once: the shadow requests under way finish and are logged first
-        rows = _rows(env["store"], lambda r: r["request_id"].startswith("sh-"), 24, timeout=1)
+        rows = wait_logged(
+            env["store"], "ab", lambda r: r["request_id"].startswith("sh-"), 24, timeout=1
+        )
         h = mj.registry.history("ab")
     finally:
         mj.set_store(None)

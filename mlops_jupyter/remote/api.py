@@ -183,12 +183,10 @@ def runs(url: str, experiment: str | None, status: str | None, include_system: b
 def _refs(run_ids: Any) -> list[str] | None:
     if run_ids is None:
         return None
-    if isinstance(run_ids, (str, Run)):
-        run_ids = [run_ids]
-    elif type(run_ids).__module__.startswith("polars") and hasattr(run_ids, "columns"):
-        run_ids = run_ids["id"].to_list()
+    from ..tracking.api import run_refs
+
     out = []
-    for r in run_ids:
+    for r in run_refs(run_ids):
         if isinstance(r, Run):
             out.append(r.id)
         elif isinstance(r, str) and r:

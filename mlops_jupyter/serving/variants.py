@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +25,6 @@ from .rollout import BUCKETS, Split, parse_split
 
 log = logging.getLogger("mlops_jupyter.serving")
 _VERSION = re.compile(r"^v(\d+)$")
-# one load at a time per process: torch's load allowlist (safe globals) is process-wide
-# state, so two versions loading in parallel threads can see each other's unset it
-_LOAD_LOCK = threading.Lock()
 SHADOW_PREFIX = "shadow:"  # the log's variant of a shadow row: cannot clash with a split name
 
 
@@ -161,8 +157,8 @@ class Variant:
         from . import model
 
         try:
-            with _LOAD_LOCK:
-                self.predictor = model.load(self.model, trusted=trusted, version=self.version)
+            # loads in parallel threads are safe: the registry guards torch's allowlist
+            self.predictor = model.load(self.model, trusted=trusted, version=self.version)
         except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
             log.error("model %s v%s not loaded: %s", self.model, self.version, self.error)

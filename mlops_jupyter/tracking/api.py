@@ -287,14 +287,19 @@ def runs(
     return q.runs_frame(_read_store(), experiment, status, include_system)
 
 
+def run_refs(run_ids: Any) -> list:
+    """A run, a run id/name, a list of those or a runs() frame, as a list of refs."""
+    if isinstance(run_ids, (str, Run)):
+        return [run_ids]
+    if type(run_ids).__module__.startswith("polars") and hasattr(run_ids, "columns"):
+        return run_ids["id"].to_list()
+    return list(run_ids)
+
+
 def _run_ids(store: Store, run_ids: Any) -> list[int]:
     if run_ids is None:
         return rstore.all_run_ids(store)
-    if isinstance(run_ids, (str, Run)):
-        run_ids = [run_ids]
-    elif type(run_ids).__module__.startswith("polars") and hasattr(run_ids, "columns"):
-        run_ids = run_ids["id"].to_list()
-    return [resolve_run(r, store) for r in run_ids]
+    return [resolve_run(r, store) for r in run_refs(run_ids)]
 
 
 def resolve_run(ref: Run | str | None = None, store: Store | None = None) -> int:
