@@ -36,4 +36,38 @@ MIGRATIONS = [
         CREATE INDEX serving_feedback_by_request ON serving_feedback(request_id);
         """,
     ),
+    (
+        82,
+        "serving: windowed profiles of live inputs, their drift and drift alerts",
+        """
+        CREATE TABLE serving_profiles(
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            variant TEXT NOT NULL,
+            worker TEXT,
+            window_start REAL NOT NULL,
+            window_end REAL NOT NULL,
+            n_rows INTEGER NOT NULL,
+            n_sampled INTEGER NOT NULL,
+            n_requests INTEGER NOT NULL,
+            profile TEXT NOT NULL,
+            reference TEXT,
+            drifted INTEGER,
+            drift_share REAL,
+            drift TEXT,
+            inputs_blob TEXT,
+            created REAL NOT NULL
+        );
+        CREATE INDEX serving_profiles_by_model ON serving_profiles(model, window_start);
+        CREATE TABLE serving_drift_alerts(
+            model TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            variant TEXT NOT NULL,
+            window_start REAL NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY(model, version, variant, window_start)
+        );
+        """,
+    ),
 ]
