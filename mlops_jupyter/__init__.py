@@ -81,6 +81,7 @@ _LAZY = {
     "serve": ("mlops_jupyter.serving.client", "serve"),
     "ab_report": ("mlops_jupyter.serving.report", "ab_report"),
     "promote_winner": ("mlops_jupyter.serving.report", "promote_winner"),
+    "serving_drift": ("mlops_jupyter.serving.monitor", "serving_drift"),
     "serving": ("mlops_jupyter.serving", None),
 }
 

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import monitor as _monitor
 from .batching import Batcher
 from .signature import ARROW_TYPE, BadInput, describe, parse_arrow, parse_json
 
@@ -132,6 +133,7 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
     async def startup() -> None:
         loop = asyncio.get_running_loop()
         st.log = PredictionLog(store) if opts.get("log", True) else None
+        st.monitor = _monitor.start(store, st.name, st.worker, opts)  # input profiles
 
         async def load(v: Any) -> None:
             await loop.run_in_executor(None, v.load, opts.get("trusted", False))
@@ -154,6 +156,8 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
                 v.batcher.close()
         if st.log is not None:
             st.log.close()
+        if getattr(st, "monitor", None) is not None:
+            st.monitor.close()
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -218,6 +222,8 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             # a variant that was still loading had no batcher to count this request in
             was_reading, counted = counted, False
             out, bsize = await v.batcher.submit(fields, was_reading)
+            if st.monitor is not None:  # references only; profiled in its own thread
+                st.monitor.add(v.name, v.version, fields)
             out_text, dtype = _encode(out)
             body_out = (
                 f'{{"predictions":{out_text},"dtype":{dtype},"model":{json.dumps(st.name)},'

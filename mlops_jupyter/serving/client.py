@@ -163,6 +163,8 @@ def serve(
     variant: str | None = None,
     split: str | None = None,
     shadow: str | None = None,
+    monitor_window: str | float = "60s",
+    log_inputs: bool = False,
     wait: float = 120,
     extra_env: dict[str, str] | None = None,
 ) -> Server:
@@ -170,7 +172,9 @@ def serve(
     until it is ready. `model`: NAME, NAME@stage, NAME@alias or NAME:version. `split`:
     several versions at once, e.g. "v3=90,v4=10" (model is then the NAME only), routed
     by the X-User-Id header (sticky) or per request; `shadow`: a version every request
-    also runs on after the answer, only logged. Raises ModelNotFoundError for an unknown
+    also runs on after the answer, only logged; `monitor_window`: length of the windows
+    of input profiles compared with the training data (0: off), `log_inputs`: also store
+    each window's sampled raw rows (see docs/serving.md). Raises ModelNotFoundError for an unknown
     model/version/alias and ServeError when no variant loads (with the reason)."""
     from ..tracking import api
     from .variants import make_plan
@@ -193,6 +197,9 @@ def serve(
         cmd += ["--split", split]
     if shadow:
         cmd += ["--shadow", shadow]
+    cmd += ["--monitor-window", str(monitor_window)]
+    if log_inputs:
+        cmd.append("--log-inputs")
     fd, name = tempfile.mkstemp(prefix="mlops-jupyter-serve-", suffix=".log")
     log_path = Path(name)
     with os.fdopen(fd, "wb") as out:

@@ -30,6 +30,15 @@ def _wait_ms(text: str) -> float:
     return v
 
 
+def _window(text: str) -> float:
+    from .monitor import parse_window
+
+    try:
+        return parse_window(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def resolve(spec: str) -> dict:
     """The registry entry `spec` names (raises ModelNotFoundError / InvalidInputError)."""
     from .. import registry
@@ -119,6 +128,9 @@ def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None
         variant=opts.get("variant"),
         plan=opts.get("plan"),
         model_thread=opts.get("model_thread", False),
+        monitor_window=opts.get("monitor_window", 60.0),
+        monitor_rows=opts.get("monitor_rows"),
+        log_inputs=opts.get("log_inputs", False),
     )
     if opts.get("model_thread"):
         sys.setswitchinterval(0.0005)  # hand the GIL to the model thread sooner
@@ -176,4 +188,19 @@ def add_parser(sub) -> None:
         help="run the model in its own thread (large models; default: on the event loop)",
     )
     p.add_argument("--no-log", action="store_true", help="do not log predictions to the store")
+    p.add_argument(
+        "--monitor-window",
+        type=_window,
+        default=60.0,
+        help="profile the answered inputs per window (e.g. 60s, 5m; 0 = off) and compare "
+        "them with the model's training data",
+    )
+    p.add_argument(
+        "--monitor-rows", type=_positive, help="rows sampled per window (default 10000)"
+    )
+    p.add_argument(
+        "--log-inputs",
+        action="store_true",
+        help="also store each window's sampled raw input rows (Parquet); default: profiles only",
+    )
     p.set_defaults(func=cmd_serve)
