@@ -114,7 +114,7 @@ class InputMonitor:
             fields = {k: a[: self.max_rows] for k, a in fields.items()}
             n = self.max_rows
         # reservoir over requests: replace a random kept one with probability kept/seen
-        j = random.randrange(w.requests)
+        j = int(random.random() * w.requests)
         if j < len(w.items):
             old = len(next(iter(w.items[j].values())))
             if w.rows - old + n <= self.max_rows:
@@ -195,6 +195,19 @@ def start(store: Any, model: str, worker: str | None, opts: dict[str, Any]) -> I
         bool(opts.get("log_inputs", False)),
         worker,
     )
+
+
+def preload(store: Any, model: str, versions: list[int]) -> bool:
+    """Import the drift check (scipy) now when a served version has training data linked:
+    called before the workers fork, so no worker's first window imports it in a thread
+    that would hold the GIL for a second or more between requests."""
+    if not any(reference_candidates(store, model, v) for v in versions):
+        return False
+    from ..data import compare  # noqa: F401
+    from ..data.stats import require_scipy
+
+    require_scipy()
+    return True
 
 
 def window_frame(items: list[dict[str, np.ndarray]]):

@@ -95,6 +95,11 @@ def cmd_serve(args) -> int:
     # importing them again each (no threads run yet, so forking after is safe)
     from . import app as _app  # noqa: F401
 
+    if args.monitor_window:  # the drift check's scipy, once for all workers (monitor.py)
+        from .monitor import preload
+
+        preload(store, plan.model, plan.versions())
+
     if "torch" in plan.flavors:
         import torch  # noqa: F401
     if n > 1:
