@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media,mlflow,serve
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect bentoml clean
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,13 @@ prefect: .venv-prefect/.installed
 .venv-prefect/.installed: .ci/prefect-requirements.txt
 	$(sched_venv)
 
+# BentoML 1.4 for the `models package --target bentoml` tests (bentoml build / serve of a
+# packaged model), in its own venv the same way: it pins its own starlette, uvicorn, pydantic.
+bentoml: .venv-bentoml/.installed
+
+.venv-bentoml/.installed: .ci/bentoml-requirements.txt
+	$(sched_venv)
+
 lint: setup
 	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
 
@@ -87,7 +94,7 @@ lint-ts: setup
 # the tests start), besides the contract suite that runs on both backends every time.
 PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
-test: setup browser postgres azurite airflow prefect lint lint-ts
+test: setup browser postgres azurite airflow prefect bentoml lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra --durations=25
 	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 
@@ -126,4 +133,4 @@ bench: setup
 	$(PY) benchmarks/bench_logging.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENVS) .venv-airflow .venv-prefect build dist test-artifacts .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENVS) .venv-airflow .venv-prefect .venv-bentoml build dist test-artifacts .pytest_cache

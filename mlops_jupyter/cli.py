@@ -36,6 +36,7 @@ READ_COMMANDS = {
     "mlops_jupyter.data.cli.cmd_lineage",
     "mlops_jupyter.registry.cli.cmd_ls",
     "mlops_jupyter.registry.cli.cmd_history",
+    "mlops_jupyter.registry.cli.cmd_package",
     "mlops_jupyter.store.cli.cmd_info",
     "mlops_jupyter.artifacts.cli.cmd_ls",
     "mlops_jupyter.artifacts.cli.cmd_get",

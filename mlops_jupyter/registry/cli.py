@@ -103,6 +103,23 @@ def cmd_alias(args) -> int:
     return 0
 
 
+def cmd_package(args) -> int:
+    from ..serving.bentoml_pkg import package
+
+    use_store(args)
+    out = package(
+        args.name,
+        args.out,
+        target=args.target,
+        force=args.force,
+        trusted=args.trusted,
+        code=args.code,
+        wheels=args.wheel,
+    )
+    print(f"{args.name}: {args.target} service written to {out} (build: cd {out} && bentoml build)")
+    return 0
+
+
 def add_parser(subparsers) -> None:
     """Register `models ls|promote|history|alias` on the main parser."""
     from . import STAGES
@@ -134,3 +151,23 @@ def add_parser(subparsers) -> None:
     al.add_argument("version", type=int, nargs="?")
     al.add_argument("--delete", action="store_true")
     al.set_defaults(func=cmd_alias)
+    pk = sub.add_parser("package", help="write a model as a deployable service (BentoML)")
+    pk.add_argument("name", help="NAME, NAME@stage, NAME@alias or NAME:version")
+    pk.add_argument("--target", required=True, help="what to write: bentoml")
+    pk.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    pk.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    pk.add_argument(
+        "--trusted",
+        action="store_true",
+        help="estimators and callables: the service unpickles them in full",
+    )
+    pk.add_argument(
+        "--code",
+        action="append",
+        metavar="PATH",
+        help="a .py file or package folder the model needs, copied beside service.py",
+    )
+    pk.add_argument(
+        "--wheel", action="append", metavar="WHL", help="a wheel to bundle (e.g. mlops-jupyter's)"
+    )
+    pk.set_defaults(func=cmd_package)
