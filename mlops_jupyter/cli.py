@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.trackserver.cli",
     "mlops_jupyter.mlflowio.cli",
     "mlops_jupyter.serving.server",
+    "mlops_jupyter.serving.rollout_cli",
 )
 
 
@@ -43,6 +44,7 @@ READ_COMMANDS = {
     "mlops_jupyter.artifacts.cli.cmd_where",
     "mlops_jupyter.artifacts.cli.cmd_gc",
     "mlops_jupyter.mlflowio.cli.cmd_export",
+    "mlops_jupyter.serving.rollout_cli.cmd_show",
 }
 
 

@@ -147,8 +147,14 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             v.loaded.set()
 
         st._load_tasks = [loop.create_task(load(v)) for v in router.all()]
+        if opts.get("follow"):  # the layout stored for the model: see live.py
+            from .live import follow
+
+            st._follow = loop.create_task(follow(st, store, opts))
 
     async def shutdown() -> None:
+        if getattr(st, "_follow", None) is not None:
+            st._follow.cancel()
         if st.shadows:  # let shadow requests already started finish and be logged
             await asyncio.wait(list(st.shadows), timeout=5)
         for v in router.all():

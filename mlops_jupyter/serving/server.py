@@ -68,20 +68,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 def cmd_serve(args) -> int:
     from ..tracking.api import current_store
-    from .variants import make_plan
+    from .live import serve_plan
 
-    plan = make_plan(args.model, args.split, args.shadow, args.variant)
     store = current_store()
+    # the stored layout (live.py) for a bare NAME; --split/--shadow store theirs
+    plan, generation = serve_plan(store, args)
     location_note = store.location
     try:
         sock = bind(args.host, args.port)
     except OSError as e:
         raise InvalidInputError(f"cannot listen on {args.host}:{args.port}: {e}") from None
-    if args.split or args.shadow:
-        from ..registry import _user
-        from ..store import serving as sstore
+    if generation is not None and (args.split or args.shadow):
+        from .live import store_plan
 
-        sstore.record_rollout(store, plan.model, plan.reason(), _user())
+        generation = store_plan(store, plan)
     port = sock.getsockname()[1]
     n = args.workers
     print(
@@ -102,11 +102,16 @@ def cmd_serve(args) -> int:
 
     if "torch" in plan.flavors:
         import torch  # noqa: F401
+    if generation is not None:  # the canary controller, in a child process of its own
+        from .live import start_controller
+
+        start_controller(plan.model)
     if n > 1:
         from ..trackserver.cli import _fork
 
         _fork(n)  # returns in each worker; the parent supervises and exits there
-    run_worker(sock, args.model, plan.variants[0][1], {**vars(args), "plan": plan})
+    opts = {**vars(args), "plan": plan, "follow": generation is not None}
+    run_worker(sock, args.model, plan.variants[0][1], {**opts, "generation": generation})
     return 0
 
 
@@ -136,6 +141,8 @@ def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None
         monitor_window=opts.get("monitor_window", 60.0),
         monitor_rows=opts.get("monitor_rows"),
         log_inputs=opts.get("log_inputs", False),
+        follow=opts.get("follow", False),
+        generation=opts.get("generation"),
     )
     if opts.get("model_thread"):
         sys.setswitchinterval(0.0005)  # hand the GIL to the model thread sooner

@@ -190,6 +190,12 @@ class Router:
     def all(self) -> list[Variant]:
         return list(self.variants.values()) + ([self.shadow] if self.shadow else [])
 
+    def replace(self, other: Router) -> None:
+        """Serve `other`'s layout from now on (live.py; called on the event loop, so a
+        request sees either the old layout or the new one)."""
+        self.plan, self.variants, self.by_weight = other.plan, other.variants, other.by_weight
+        self.split, self.shadow = other.split, other.shadow
+
     def route(self, key: str) -> Variant:
         """The variant the split assigns `key` to (not yet checked for a load error)."""
         if self.split is None:

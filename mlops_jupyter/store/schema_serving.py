@@ -37,6 +37,22 @@ MIGRATIONS = [
         """,
     ),
     (
+        81,
+        "serving: the desired rollout layout of each served model",
+        """
+        CREATE TABLE serving_rollouts(
+            model TEXT PRIMARY KEY,
+            layout TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            updated_by TEXT,
+            reason TEXT,
+            checks TEXT
+        );
+        """,
+    ),
+    (
         82,
         "serving: windowed profiles of live inputs, their drift and drift alerts",
         """

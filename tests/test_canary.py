@@ -1,0 +1,281 @@
+"""Canary ramps with checks and automatic rollback: a real `mlops-jupyter serve NAME` (whose
+supervisor runs the controller) answers traffic while a canary walks a short ramp, or is
+rolled back when it errs or is slow; two `rollout watch` controllers at once take each step
+once; the rules themselves on known figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+import mlops_jupyter as mj  # noqa: E402
+from mlops_jupyter.cli import main  # noqa: E402
+from mlops_jupyter.serving import canary as cn  # noqa: E402
+from mlops_jupyter.serving.client import request  # noqa: E402
+from mlops_jupyter.store import (
+    open_store,  # noqa: E402
+    telemetry,  # noqa: E402
+)
+from mlops_jupyter.store import serving as sstore  # noqa: E402
+from mlops_jupyter.store import serving_rollouts as sr  # noqa: E402
+
+SIG = {"x": ((2,), "float64")}
+FNS = """
+import time
+import numpy as np
+
+def double(x):
+    return np.asarray(x) * 2
+
+def triple(x):
+    return np.asarray(x) * 3
+
+def flaky(x):
+    x = np.asarray(x)
+    if (x[:, 0] > 0.5).any():
+        raise ValueError("flaky model: x0 > 0.5")
+    return x * 2
+
+def slow(x):
+    time.sleep(0.3)
+    return np.asarray(x) * 2
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Model "cn": v1 double (production), v2 triple, v3 flaky (logged by a run), v4 slow."""
+    root = tmp_path_factory.mktemp("canary")
+    store = root / "store.db"
+    mods = root / "mods"
+    mods.mkdir()
+    (mods / "canary_fns.py").write_text(FNS)
+    sys.path.insert(0, str(mods))
+    import canary_fns as f
+
+    mj.set_store(store)
+    try:
+        mj.register_model("cn", f.double, signature=SIG)
+        mj.register_model("cn", f.triple, signature=SIG)
+        with mj.start_run(name="train-flaky") as run:
+            mj.register_model("cn", f.flaky, signature=SIG, run=run)
+        mj.register_model("cn", f.slow, signature=SIG)
+        mj.promote_model("cn", 1, "staging")
+        mj.promote_model("cn", 1, "production")
+        for fn in (f.double, f.triple):  # "cc": only for the controllers test (no server)
+            mj.register_model("cc", fn, signature=SIG)
+        pp = os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])
+        srv = mj.serve("cn", trusted=True, max_wait_ms=1, extra_env={"PYTHONPATH": pp})
+    finally:
+        mj.set_store(None)
+        sys.path.remove(str(mods))
+    yield {"store": store, "srv": srv, "run": run}
+    srv.stop()
+
+
+class Traffic:
+    """Clients sending one-row requests (x0 uniform in [0, 1)) without pause, new users."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        self.url, self.answers, self.stop = url, [], threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,)) for k in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, k: int) -> None:
+        rng = np.random.default_rng(k)
+        i = 0
+        while not self.stop.is_set():
+            body = json.dumps({"inputs": [[float(rng.random()), 1.0]]}).encode()
+            h = {"Content-Type": "application/json", "X-User-Id": f"u{k}-{i}-{time.time()}"}
+            status, _, raw = request(self.url + "/predict", "POST", body, h)
+            self.answers.append((time.monotonic(), status, json.loads(raw).get("variant")))
+            i += 1
+
+    def recent(self, s: float = 0.5) -> list[tuple]:
+        t = time.monotonic() - s
+        return [a for a in list(self.answers) if a[0] >= t]
+
+    def __enter__(self) -> Traffic:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def _wait_state(store, model: str, state: str, timeout: float = 30) -> dict:
+    s = open_store(store)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = sr.get(s, model)
+        if row and row["state"] == state:
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"{model} not {state!r} in {timeout} s: {sr.get(s, model)}")
+
+
+def _reasons(store, model: str) -> list[str]:
+    mj.set_store(store)
+    try:
+        h = mj.registry.history(model)
+    finally:
+        mj.set_store(None)
+    return h.filter(h["action"] == "rollout")["reason"].to_list()
+
+
+def _canary(env, canary: str, ramp: str, every: float, **rules) -> None:
+    mj.set_store(env["store"])
+    try:
+        s = open_store(env["store"])
+        cn.set_split(s, "cn", "v1=100", None, "test")
+        cn.start_canary(s, "cn", canary, ramp, every, rules=cn.Rules(**rules), user="test")
+    finally:
+        mj.set_store(None)
+
+
+def _show(env, capsys) -> str:
+    capsys.readouterr()
+    try:
+        assert main(["--store", str(env["store"]), "rollout", "show", "cn"]) == 0
+    finally:
+        mj.set_store(None)
+    return capsys.readouterr().out
+
+
+def test_healthy_canary_walks_the_ramp(env, capsys):
+    _canary(env, "v2", "20,50,100", 1.0, min_requests=5, max_p99_ms=5000)
+    with Traffic(env["srv"].url) as traffic:
+        _wait_state(env["store"], "cn", "promoted")
+        time.sleep(1.5)  # the worker polls the layout about once a second
+        last = traffic.recent()
+    assert last and {v for _, _, v in last} == {"v2"}
+    assert {s for _, s, _ in traffic.answers} == {200}
+    reasons = _reasons(env["store"], "cn")
+    i = max(k for k, r in enumerate(reasons) if r.startswith("canary v2 (v2) against v1"))
+    steps = reasons[i:]
+    assert len(steps) == 3, steps
+    assert "step 2/3: 50 %" in steps[1] and "promoted: 100 %" in steps[2], steps
+    out = _show(env, capsys)
+    assert "promoted" in out and "v2=100" in out
+
+
+def test_erroring_canary_is_rolled_back(env, capsys):
+    _canary(env, "v3", "50,100", 3600)
+    with Traffic(env["srv"].url) as traffic:
+        row = _wait_state(env["store"], "cn", "rolled back")
+        time.sleep(1.5)
+        last = traffic.recent()
+    assert last and {v for _, _, v in last} == {"v1"} and {s for _, s, _ in last} == {200}
+    assert row["layout"]["variants"] == [["v1", 1, 10000]]
+    assert "error rate" in row["reason"] and "requests failed" in row["reason"]
+    assert "rolled back at step 1/2" in _reasons(env["store"], "cn")[-1]
+    out = _show(env, capsys)
+    assert "rolled back" in out and "error rate" in out
+    # an event on the run that logged the canary's version
+    events = telemetry.list_events(open_store(env["store"]), None, ("rollback",))
+    assert any(e[1] == env["run"].id and "error rate" in e[5] for e in events), events
+
+
+def test_slow_canary_is_rolled_back(env):
+    _canary(env, "v4", "50,100", 3600, max_p99_ms=100)
+    with Traffic(env["srv"].url, clients=8):
+        row = _wait_state(env["store"], "cn", "rolled back")
+    assert "p99 latency" in row["reason"] and "> 100 ms" in row["reason"], row["reason"]
+
+
+def test_two_controllers_take_each_step_once(env):
+    """Two `rollout watch` processes on one canary (no server: rows logged directly)."""
+    s = open_store(env["store"])
+    mj.set_store(env["store"])
+    try:
+        cn.set_split(s, "cc", "v1=100", None, "test")  # the control (else the newest)
+        cn.start_canary(s, "cc", "v2", "10,20,50,100", 0.3, rules=cn.Rules(min_requests=5))
+    finally:
+        mj.set_store(None)
+    stop = threading.Event()
+
+    def feed() -> None:
+        k = 0
+        while not stop.is_set():
+            now = time.time()
+            rows = [(f"cc-{k}-{v}", "cc", n, v, now, 1.0, 200, None, 1, 1, None, "t")
+                    for v, n in (("v1", 1), ("v2", 2))]  # fmt: skip
+            sstore.log_predictions(s, rows * 3)
+            k += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    envv = {**os.environ, "MLOPS_JUPYTER_STORE": str(env["store"])}
+    cmd = [sys.executable, "-m", "mlops_jupyter", "rollout", "watch", "cc", "--interval", "0.02"]
+    procs = [subprocess.Popen([*cmd, "--for", "20"], env=envv, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    try:
+        _wait_state(env["store"], "cc", "promoted", timeout=40)
+    finally:
+        stop.set()
+        feeder.join()
+        for p in procs:
+            p.terminate()
+        outs = [p.communicate(timeout=10)[0] for p in procs]
+    reasons = _reasons(env["store"], "cc")
+    for step in ("step 2/4: 20 %", "step 3/4: 50 %", "promoted: 100 %"):
+        assert sum(step in r for r in reasons) == 1, (step, reasons)
+    # both controllers ran, and between them they took each step once
+    taken = [
+        ln for o in outs for ln in o.splitlines() if ln.startswith("cc: ") and "lost" not in ln
+    ]
+    assert len(taken) == 3, outs
+
+
+def _fig(n, errors=0, lat=5.0, fb=None, fb_n=0):
+    return {
+        "n": n,
+        "errors": errors,
+        "latencies": [lat] * (n - errors),
+        "feedback_n": fb_n,
+        "feedback_mean": fb,
+    }
+
+
+def test_rules_on_known_figures():
+    r = cn.Rules()
+    ok = cn.evaluate(r, _fig(200), _fig(2000), None)
+    assert ok["failed"] == [] and ok["enough"] and ok["healthy"]
+    # one error in twenty is not enough evidence; five are
+    assert cn.evaluate(r, _fig(20, 1), _fig(200), None)["failed"] == []
+    assert not cn.evaluate(r, _fig(20, 1), _fig(200), None)["healthy"]
+    bad = cn.evaluate(r, _fig(20, 5), _fig(200), None)["failed"]
+    assert [f["rule"] for f in bad] == ["error rate"] and "5 of 20" in bad[0]["evidence"]
+    slow = cn.evaluate(r, _fig(30, lat=400.0), _fig(200), None)["failed"]
+    assert [f["rule"] for f in slow] == ["p99 latency"]
+    # the business metric against the control, with a margin and enough feedback
+    worse = cn.evaluate(r, _fig(200, fb=0.30, fb_n=50), _fig(200, fb=0.50, fb_n=500), None)
+    assert [f["rule"] for f in worse["failed"]] == ["business metric"]
+    close = cn.evaluate(r, _fig(200, fb=0.47, fb_n=50), _fig(200, fb=0.50, fb_n=500), None)
+    assert close["failed"] == []
+    few = cn.evaluate(r, _fig(200, fb=0.0, fb_n=10), _fig(200, fb=0.50, fb_n=500), None)
+    assert few["failed"] == []
+    lower = cn.Rules(higher_is_better=False)
+    assert (
+        cn.evaluate(lower, _fig(200, fb=0.30, fb_n=50), _fig(200, fb=0.5, fb_n=50), None)["failed"]
+        == []
+    )
+    drift = {"drifted": True, "share": 0.6, "window_start": 0.0, "columns": ["x"]}
+    d = cn.evaluate(r, _fig(200), _fig(200), drift)["failed"]
+    assert [f["rule"] for f in d] == ["input drift"] and "0.60" in d[0]["evidence"]
+    assert cn.evaluate(cn.Rules(drift=False), _fig(200), _fig(200), drift)["failed"] == []
+    with pytest.raises(mj.errors.InvalidInputError):
+        cn.Rules(max_error_rate=1.5)
