@@ -74,7 +74,10 @@ def _next_window(t: float) -> float:
 
 def test_like_traffic_no_drift_shifted_drifts_with_one_event_per_window(models):
     rng = np.random.default_rng(1)
-    with mj.serve("scorer", monitor_window="1s", extra_env=models["env"], trusted=True) as srv:
+    # two workers: each writes its own rows of a window, merged when read, alerted once
+    with mj.serve(
+        "scorer", workers=2, monitor_window="1s", extra_env=models["env"], trusted=True
+    ) as srv:
         _send(srv, rng, 0.0, 1.6)
         t_shift = _next_window(time.time())
         time.sleep(t_shift - time.time() + 0.05)
@@ -114,10 +117,13 @@ def test_like_traffic_no_drift_shifted_drifts_with_one_event_per_window(models):
     wins = monitor.drift_windows(store, "scorer", limit=2)
     assert len(wins) == 2 and wins[0]["window_start"] > wins[1]["window_start"]
     assert "b" in wins[0]["columns"] and wins[0]["drifted"] is True
+    assert len({r["worker"] for r in sp.profiles(store, "scorer")}) == 2
     # one warning event on the training run per drifted window, naming model and column
-    drifted = [r for r in rows if r["drifted"]]
     events = telemetry.list_events(store, None, ("serving_drift",))
-    assert len(events) == len(drifted)
+    alerted = [json.loads(ev[8])["window_start"] for ev in events]
+    assert len(alerted) == len(set(alerted))  # once per window, not once per worker
+    assert {r["window_start"].timestamp() for r in after} <= set(alerted)
+    assert not {r["window_start"].timestamp() for r in before} & set(alerted)
     for ev in events:
         assert ev[1] == models["run"].id and ev[4] == "warning"
         assert "model 'scorer' version 1" in ev[5] and "(b)" in ev[5]
@@ -181,13 +187,24 @@ def test_reservoir_bounds_the_rows_kept_and_samples_requests_evenly():
     assert row["drift"] is None and row["reference"] is None  # model not registered
 
 
-def test_window_parsing_and_merging_workers():
+def test_window_parsing_columns_and_merging_workers(capsys):
     assert monitor.parse_window("60s") == 60 and monitor.parse_window("500ms") == 0.5
     assert monitor.parse_window("5m") == 300 and monitor.parse_window(2) == 2
     assert monitor.parse_window("off") == 0 and monitor.parse_window("0") == 0
     for bad in ("5x", "-1s", "0.01s", "2d"):
         with pytest.raises(InvalidInputError, match="window"):
             monitor.parse_window(bad)
+    from mlops_jupyter.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["serve", "m", "--monitor-window", "5x"])
+    assert e.value.code == 2 and "window must be a duration" in capsys.readouterr().err
+    # column names: a lone [k] field as numpy's 0..k-1, several fields as field[i]; capped
+    x = np.zeros((3, 2))
+    assert monitor.window_frame([{"x": x}]).columns == ["0", "1"]
+    assert monitor.window_frame([{"x": x, "t": np.ones(3)}]).columns == ["x[0]", "x[1]", "t"]
+    wide = monitor.window_frame([{"img": np.zeros((2, 784))}, {"img": np.ones((1, 784))}])
+    assert wide.shape == (3, monitor.MAX_COLUMNS)
 
     def row(n, stat_b, drifted_b):
         cols = [

@@ -36,6 +36,7 @@ log = logging.getLogger("mlops_jupyter.serving")
 DEFAULT_WINDOW = 60.0
 DEFAULT_ROWS = 10_000  # rows kept per window, variant and worker
 MIN_ROWS = 30  # fewer sampled rows: the window is profiled but its drift not judged
+MAX_COLUMNS = 100  # columns profiled per window: a profile is ~4 KB per numeric column
 GRACE = 0.25  # s after a window ends before it is closed (requests already in flight)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|min|m|h)?\s*$")
@@ -213,7 +214,8 @@ def preload(store: Any, model: str, versions: list[int]) -> bool:
 def window_frame(items: list[dict[str, np.ndarray]]):
     """The kept requests as one polars DataFrame: a 1-D field is a column of its name, a
     field of shape [batch, k] k columns "field[i]" - or "0".."k-1" when it is the only
-    field, the names a numpy training array gets as a data version."""
+    field, the names a numpy training array gets as a data version. Only the first
+    MAX_COLUMNS columns are kept (an image's pixels would make megabytes per window)."""
     import polars as pl
 
     names = list(items[0])
@@ -222,10 +224,12 @@ def window_frame(items: list[dict[str, np.ndarray]]):
         a = np.concatenate([np.asarray(it[name]) for it in items])
         if a.ndim == 1:
             cols[name] = a
-            continue
-        a = a.reshape(len(a), -1)
-        for i in range(a.shape[1]):
-            cols[str(i) if len(names) == 1 else f"{name}[{i}]"] = a[:, i]
+        else:
+            a = a.reshape(len(a), -1)
+            for i in range(min(a.shape[1], MAX_COLUMNS - len(cols))):
+                cols[str(i) if len(names) == 1 else f"{name}[{i}]"] = a[:, i]
+        if len(cols) >= MAX_COLUMNS:
+            break
     return pl.DataFrame(cols)
 
 
