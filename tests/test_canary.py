@@ -53,10 +53,15 @@ def slow(x):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, request):
     """Model "cn": v1 double (production), v2 triple, v3 flaky (logged by a run), v4 slow."""
     root = tmp_path_factory.mktemp("canary")
-    store = root / "store.db"
+    store: object = root / "store.db"
+    art = {"MLOPS_JUPYTER_ARTIFACTS": str(root / "artifacts")}  # for the whole module
+    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
+        store = request.getfixturevalue("pg_server").new_database("canary")
+    saved = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
+    os.environ.update(art)
     mods = root / "mods"
     mods.mkdir()
     (mods / "canary_fns.py").write_text(FNS)
@@ -75,10 +80,14 @@ def env(tmp_path_factory):
         for fn in (f.double, f.triple):  # "cc": only for the controllers test (no server)
             mj.register_model("cc", fn, signature=SIG)
         pp = os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])
-        srv = mj.serve("cn", trusted=True, max_wait_ms=1, extra_env={"PYTHONPATH": pp})
+        srv = mj.serve("cn", trusted=True, max_wait_ms=1, extra_env={"PYTHONPATH": pp, **art})
     finally:
         mj.set_store(None)
         sys.path.remove(str(mods))
+        if saved is None:
+            os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
+        else:
+            os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved
     yield {"store": store, "srv": srv, "run": run}
     srv.stop()
 

@@ -5,6 +5,7 @@ request; bad rollout commands are one-line errors (exit 2)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -33,10 +34,15 @@ def _linear(seed: int) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, request):
     """Model "live": v1 (production) and v2 (alias "next") answer; v3 cannot load."""
     root = tmp_path_factory.mktemp("live")
-    store = root / "store.db"
+    store: object = root / "store.db"
+    art = {"MLOPS_JUPYTER_ARTIFACTS": str(root / "artifacts")}  # for the whole module
+    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
+        store = request.getfixturevalue("pg_server").new_database("live")
+    saved = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
+    os.environ.update(art)
     mods = root / "mods"
     mods.mkdir()
     (mods / "gone_live.py").write_text("class Gone:\n    def predict(self, x):\n        return x\n")
@@ -52,10 +58,14 @@ def env(tmp_path_factory):
         mj.promote_model("live", 1, "production")
     finally:
         mj.set_store(None)
+        if saved is None:
+            os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
+        else:
+            os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved
     (mods / "gone_live.py").unlink()
     sys.path.remove(str(mods))
     sys.modules.pop("gone_live", None)
-    yield {"store": store}
+    yield {"store": store, "art": art}
 
 
 def _cli(env, *args: str) -> int:
@@ -115,7 +125,7 @@ def test_running_server_switches_layout_without_failed_requests(env, capsys):
     try:
         # `serve NAME` starts with the stored layout (here: v2 by its alias)
         cn.set_split(open_store(env["store"]), "live", "next=100", None, "test")
-        srv = mj.serve("live", workers=2, max_wait_ms=1)
+        srv = mj.serve("live", workers=2, max_wait_ms=1, extra_env=env["art"])
     finally:
         mj.set_store(None)
     traffic = Traffic(srv.url)

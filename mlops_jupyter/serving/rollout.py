@@ -9,8 +9,8 @@ sticky without any shared state. A canary is listed first: when its weight grows
 to 25 % its range grows from [0, 500) to [0, 2500), so every key that saw the canary keeps
 seeing it.
 
-The routing of the serving workers is built on this module; the rollout commands that
-configure it are not built yet (see docs/serving.md)."""
+The routing of the serving workers is built on this module; `mlops-jupyter rollout`
+(rollout_cli.py, canary.py) stores the layouts they follow (live.py)."""
 
 from __future__ import annotations
 
