@@ -234,6 +234,15 @@ def test_callable_package_loads_as_served(on_store, env):
         sys.path.remove(str(out))
     want = _local("combine", {"a": a, "b": b}, env["mods"])
     assert got["predictions"] == want.tolist() and got["dtype"] == "float64"
+    # a bundled wheel of mlops_jupyter replaces the requirement an index would have to serve
+    whl = env["root"] / "mlops_jupyter-0.1.0-py3-none-any.whl"
+    whl.write_bytes(b"PK")  # only copied here
+    out2 = package("combine", env["root"] / "pkg-wheel", trusted=True, wheels=[whl],
+                   code=[env["mods"] / "bento_fns.py"])  # fmt: skip
+    bentofile = (out2 / "bentofile.yaml").read_text()
+    assert '"wheels/mlops_jupyter-0.1.0-py3-none-any.whl"' in bentofile
+    assert "mlops-jupyter" not in bentofile.partition("wheels:")[0]
+    assert (out2 / "wheels" / whl.name).read_bytes() == b"PK"
     # files changed after packaging are refused
     (out / "model" / "object.pkl").write_bytes(b"changed")
     with pytest.raises(PackageError, match="changed since packaging"):
@@ -259,6 +268,14 @@ def test_bad_input(on_store, env, capsys):
     rc, err = run("scorer", "--target", "bentoml", "--out", str(out),
                   "--code", str(env["mods"] / "bento_fns.py"))  # fmt: skip
     assert rc == 2 and "--trusted" in err
+    (env["root"] / "service.py").write_text("x = 1\n")
+    rc, err = run("mlp", "--target", "bentoml", "--out", str(out),
+                  "--code", str(env["root"] / "service.py"))  # fmt: skip
+    assert rc == 2 and "code 'service.py' would overwrite" in err
+    rc, err = run("mlp", "--target", "bentoml", "--out", str(out), "--code", "missing.py")
+    assert rc == 2 and "code 'missing.py' does not exist" in err
+    rc, err = run("mlp", "--target", "bentoml", "--out", str(out), "--wheel", str(out.parent))
+    assert rc == 2 and "must be a .whl file" in err
     assert not out.exists()  # nothing written by a refused package
     # an existing non-empty folder is kept unless --force
     out.mkdir()

@@ -31,7 +31,9 @@ TARGETS = ("bentoml",)
 # Flavors whose files the packaged service can load (MLX runs on Apple silicon, while
 # BentoML images are Linux; "files" holds no callable model at all).
 SUPPORTED = ("torch", "pickle")
-BENTOML_VERSION = "1.4.40"
+# what the package itself writes: --code must not replace these
+RESERVED = {"service.py", "bentofile.yaml", "model", "model.json", "signature.json"}
+RESERVED |= {"README.md", "wheels"}
 
 
 class PackageError(MlopsJupyterError):
@@ -68,8 +70,13 @@ def package(
         raise PackageError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise PackageError(f"{out} exists and is not empty; pass --force to replace it")
-    extra = [_existing(p, "code", (".py", "")) for p in code or []]
-    whl = [_existing(p, "wheel", (".whl",)) for p in wheels or []]
+    extra = [_existing(p, "code") for p in code or []]
+    whl = [_existing(p, "wheel") for p in wheels or []]
+    names = [p.name for p in extra]
+    if clash := sorted({n for n in names if n in RESERVED or names.count(n) > 1}):
+        raise InvalidInputError(
+            f"code {clash[0]!r} would overwrite a file of the package (or another --code)"
+        )
 
     info = registry.model_version(**smodel.parse_spec(spec))
     what = f"{info['name']} v{info['version']}"
@@ -107,10 +114,7 @@ def package(
         if registry._digest(tmp / "model")[0] != info["digest"]:
             raise PackageError(f"{what}: stored files changed while they were copied")
         for p in extra:
-            dst = tmp / p.name
-            if dst.exists():
-                raise PackageError(f"code {p.name!r} would overwrite a file of the package")
-            (shutil.copytree if p.is_dir() else shutil.copy2)(p, dst)
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, tmp / p.name)
         if whl:
             (tmp / "wheels").mkdir()
             for p in whl:
@@ -143,14 +147,17 @@ def package(
     return out
 
 
-def _existing(p: str | os.PathLike, what: str, suffixes: tuple[str, ...]) -> Path:
+def _existing(p: str | os.PathLike, what: str) -> Path:
+    """A --code path (a .py file or a package folder) or a --wheel path (a .whl file)."""
     path = Path(p)
     if not path.exists():
         raise InvalidInputError(f"{what} {str(p)!r} does not exist")
-    if path.is_file() and path.suffix not in suffixes:
-        raise InvalidInputError(f"{what} {str(p)!r} must be a {' or '.join(suffixes)} file")
-    if what == "wheel" and not path.is_file():
-        raise InvalidInputError(f"wheel {str(p)!r} must be a .whl file")
+    ok = path.suffix == ".whl" and path.is_file()
+    if what == "code":
+        ok = path.is_dir() or (path.is_file() and path.suffix == ".py")
+    if not ok:
+        need = "a .py file or a package folder" if what == "code" else "a .whl file"
+        raise InvalidInputError(f"{what} {str(p)!r} must be {need}")
     return path.resolve()
 
 
@@ -254,6 +261,10 @@ def _bentofile(info: dict, cls: str, pred: Any, files: list[str], whl: list[Path
         pkgs.append(f"torch=={torch.__version__.split('+')[0]}")
     elif (dist := _dist_of(info["meta"].get("cls", ""))) and dist not in pkgs:
         pkgs.append(dist)  # an estimator's library (e.g. scikit-learn), pinned to this one
+    # BentoML installs the requirements before the bundled wheels: a package a wheel
+    # provides (e.g. mlops-jupyter, where no index serves it) must not be asked of the index
+    bundled = {_norm(p.name.split("-")[0]) for p in whl}
+    pkgs = [p for p in pkgs if _norm(re.split(r"[=<>!~ ]", p)[0]) not in bundled]
     lines = [
         "# Build with `bentoml build` in this folder (see README.md).",
         f'service: "service:{cls}"',
@@ -263,8 +274,7 @@ def _bentofile(info: dict, cls: str, pred: Any, files: list[str], whl: list[Path
         "include:",
         *(f"  - {json.dumps(f)}" for f in files),
         "python:",
-        "  packages:",
-        *(f"    - {json.dumps(p)}" for p in pkgs),
+        *(["  packages:", *(f"    - {json.dumps(p)}" for p in pkgs)] if pkgs else []),
         # locking resolves every package through an index at build time: off, so a
         # build works offline; pin what you need above
         "  lock_packages: false",
@@ -273,6 +283,10 @@ def _bentofile(info: dict, cls: str, pred: Any, files: list[str], whl: list[Path
         lines += ["  wheels:", *(f'    - "wheels/{p.name}"' for p in whl)]
     lines += ["docker:", '  python_version: "3.11"']
     return "\n".join(lines) + "\n"
+
+
+def _norm(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 def _dist_of(cls_ref: str) -> str | None:
