@@ -299,7 +299,14 @@ def setup_handlers(serverapp) -> None:
     from .artifacts import artifact_routes  # artifact downloads live in their own module
     from .llm import llm_routes  # LLM evaluation routes live in their own module
     from .media import media_routes  # media routes live in their own module
+    from .serving import serving_routes  # the Serving view: served models, A/B, drift
     from .sweeps import sweep_routes  # a sweep's progress across its workers
 
-    routes[-1:-1] = [*media_routes(), *llm_routes(), *artifact_routes(), *sweep_routes()]
+    routes[-1:-1] = [
+        *media_routes(),
+        *llm_routes(),
+        *artifact_routes(),
+        *sweep_routes(),
+        *serving_routes(),
+    ]
     web_app.add_handlers(".*$", [(base + pat, h) for pat, h in routes])
