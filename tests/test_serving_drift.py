@@ -126,7 +126,7 @@ def test_like_traffic_no_drift_shifted_drifts_with_one_event_per_window(models):
     assert not {r["window_start"].timestamp() for r in before} & set(alerted)
     for ev in events:
         assert ev[1] == models["run"].id and ev[4] == "warning"
-        assert "model 'scorer' version 1" in ev[5] and "(b)" in ev[5]
+        assert "model 'scorer' version 1" in ev[5] and "columns drifted (" in ev[5]
         assert "b" in json.loads(ev[8])["columns"]
     # asking again sends nothing more; last=N keeps the newest N windows
     mj.serving_drift("scorer")
