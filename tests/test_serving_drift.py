@@ -21,7 +21,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("scipy")
 
 import mlops_jupyter as mj  # noqa: E402
-from mlops_jupyter.errors import InvalidInputError  # noqa: E402
+from mlops_jupyter.errors import InvalidInputError, StoreError  # noqa: E402
 from mlops_jupyter.registry import ModelNotFoundError  # noqa: E402
 from mlops_jupyter.serving import monitor  # noqa: E402
 from mlops_jupyter.serving.client import request  # noqa: E402
@@ -226,3 +226,41 @@ def test_window_parsing_columns_and_merging_workers(capsys):
     assert m["share"] == 0.5 and abs(m["statistics"]["b"] - (0.3 * 300 + 0.02 * 100) / 400) < 1e-12
     m = monitor.merge([row(100, 0.3, True), row(300, 0.02, False)])
     assert m["drifted"] is False and m["columns"] == []
+
+
+class _FailingWrite:
+    """The test's real store, whose `fail_at`-th write transaction fails (a store that
+    cannot be reached for a moment)."""
+
+    def __init__(self, store, fail_at: int) -> None:
+        self._store, self._fail_at, self.writes = store, fail_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def write(self, what: str = "write to the store"):
+        self.writes += 1
+        if self.writes == self._fail_at:
+            raise StoreError("the store cannot be reached (test)")
+        return self._store.write(what)
+
+
+def test_a_window_the_store_refused_is_stored_and_alerted_once_at_the_next_flush(models):
+    store = current_store()
+    # writes: the window's transaction, its row, the alert's mark (fails), the event
+    flaky = _FailingWrite(store, fail_at=3)
+    mon = monitor.InputMonitor(flaky, "scorer", window=3600, worker="w")
+    try:
+        rng = np.random.default_rng(3)
+        for _ in range(5):
+            mon.add("v1", 1, {"a": rng.normal(size=200), "b": rng.normal(6, 1, size=200)})
+        later = time.time() + 7200
+        mon.flush(later)
+        assert sp.profiles(store, "scorer") == [] and mon.written == 0
+        mon.flush(later)  # tried again: the row and its alert, together
+        assert mon.written == 1 and mon.failed == 0
+    finally:
+        mon.close()
+    (row,) = sp.profiles(store, "scorer")
+    assert row["drifted"] is True and row["n_rows"] == 1000
+    assert len(telemetry.list_events(store, None, ("serving_drift",))) == 1

@@ -51,6 +51,7 @@ DEFAULT_WINDOW = 60.0
 DEFAULT_ROWS = 10_000  # rows kept per window, variant and worker
 MAX_COLUMNS = 100  # columns profiled per window: a profile is ~4 KB per numeric column
 GRACE = 0.25  # s after a window ends before it is closed (requests already in flight)
+RETRIES = 5  # flushes a window is tried at before it is dropped (the store unreachable)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|min|m|h)?\s*$")
 
@@ -107,6 +108,7 @@ class InputMonitor:
         self.written = 0
         self.failed = 0
         self._refs: dict[int, list] = {}  # version -> candidate reference DataVersions
+        self._retry: list[tuple] = []  # windows the store refused, tried again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mj-serve-monitor", daemon=True)
         self._thread.start()
@@ -142,22 +144,28 @@ class InputMonitor:
         self.flush(None)
 
     def flush(self, now: float | None) -> None:
-        """Close and store the windows that ended before `now` (None: all, at stop)."""
+        """Close and store the windows that ended before `now` (None: all, at stop).
+        A window the store refused is tried again at the next flushes (RETRIES times)."""
         current = None if now is None else int((now - GRACE) // self.window)
+        todo, self._retry = self._retry, []
         for key in sorted(self.windows):
             if current is not None and key[0] >= current:
                 continue
             w = self.windows.pop(key, None)
-            if w is None or not w.items:
-                continue
-            start = key[0] * self.window
-            end = min(start + self.window, time.time())
+            if w is not None and w.items:
+                start = key[0] * self.window
+                todo.append((key, w, start, min(start + self.window, time.time()), 0))
+        for key, w, start, end, tries in todo:
             try:
                 self._close(key[1], key[2], start, end, w)
                 self.written += 1
             except Exception as e:  # never stop serving over monitoring
-                self.failed += 1
-                log.warning("input profile of %s not stored: %s", self.model, e)
+                if tries + 1 < RETRIES and now is not None:
+                    self._retry.append((key, w, start, end, tries + 1))
+                    log.warning("input profile of %s not stored (will retry): %s", self.model, e)
+                else:
+                    self.failed += 1
+                    log.warning("input profile of %s not stored: %s", self.model, e)
 
     def _close(self, variant: str, version: int, start: float, end: float, w: _Window) -> None:
         from ..data.profile import frame_profile
@@ -186,9 +194,11 @@ class InputMonitor:
             row["drifted"], row["drift_share"] = _verdict(row["drift"])
         if self.log_inputs:
             row["inputs_blob"] = _store_rows(self.store, frame)
-        sp.save_profile(self.store, row)
-        if row.get("drifted"):
-            alert(self.store, self.model, version, variant, start, end, row["drift"], ref.id)
+        # one transaction: a window tried again after a failure is stored and alerted once
+        with self.store.write("store an input profile"):
+            sp.save_profile(self.store, row)
+            if row.get("drifted"):
+                alert(self.store, self.model, version, variant, start, end, row["drift"], ref.id)
 
     def close(self) -> None:
         """Stop the thread after storing every window, the current (partial) one included."""
