@@ -4,7 +4,8 @@ MLP and a scikit-learn-style estimator (its class in a module shipped with --cod
 packaged, `bentoml build` builds them offline, `bentoml serve` serves them on 127.0.0.1 as
 real processes (the torch one from the built Bento, the estimator from the package folder),
 and their answers equal the local predictions of `mlops_jupyter.serving.model` exactly.
-Bad input: unknown model, unknown target, existing folder, unsupported flavor, no trust."""
+Bad input: unknown model, unknown target, existing folder, unsupported flavor, no trust.
+Each test packages from its own store (SQLite; PostgreSQL in the second pass)."""
 
 from __future__ import annotations
 
@@ -47,49 +48,47 @@ def combine(a, b):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A store with a torch MLP, an estimator and a callable registered, and the env of the
-    BentoML processes (their own BENTOML_HOME; mlops_jupyter through the venv's .pth)."""
+def bento_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of the BentoML processes: their own BENTOML_HOME, no telemetry;
+    mlops_jupyter comes from this checkout through the venv's .pth."""
     if not (BENTO_BIN / "bentoml").exists():
         pytest.fail(f"no BentoML venv at {BENTO_BIN.parent}: run `make bentoml`")
-    root = tmp_path_factory.mktemp("bentoml")
-    mods = root / "mods"
-    mods.mkdir()
-    (mods / "bento_fns.py").write_text(FNS)
-    sys.path.insert(0, str(mods))
-    import bento_fns
-
-    store = root / "store.db"
-    mj.set_store(store)
-    torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    mj.register_model("mlp", mlp.eval(), signature=SIG)
-    mj.promote_model("mlp", 1, "staging")
-    scorer = bento_fns.Scorer([0.7, -0.013])
-    cols = {"columns": {"age": "int64", "income": "float64"}}
-    mj.register_model("scorer", scorer, signature=cols, alias="champion")
-    sig2 = {"a": {"shape": [2], "dtype": "float64"}, "b": {"shape": [3], "dtype": "float64"}}
-    mj.register_model("combine", bento_fns.combine, signature=sig2)
-    (root / "notes.txt").write_text("not a model")
-    mj.register_model("notes", root / "notes.txt")
-    mj.set_store(None)
-    sys.path.remove(str(mods))
-    sys.modules.pop("bento_fns", None)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(
-        BENTOML_HOME=str(root / "bentoml-home"),
+        BENTOML_HOME=str(tmp_path_factory.mktemp("bentoml-home")),
         BENTOML_DO_NOT_TRACK="True",
         MLOPS_JUPYTER_TELEMETRY="0",
         PATH=f"{BENTO_BIN}{os.pathsep}{env.get('PATH', '')}",
     )
-    yield {"root": root, "store": store, "mods": mods, "env": env}
+    return env
 
 
 @pytest.fixture
-def on_store(env):
-    mj.set_store(env["store"])
-    yield env
-    mj.set_store(None)
+def env(tmp_path, store_path, bento_env):
+    """This test's store (SQLite, or PostgreSQL in the second pass) with a torch MLP, an
+    estimator, a callable and a file registered."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "bento_fns.py").write_text(FNS)
+    sys.path.insert(0, str(mods))
+    try:
+        import bento_fns
+
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        mj.register_model("mlp", mlp.eval(), signature=SIG)
+        mj.promote_model("mlp", 1, "staging")
+        scorer = bento_fns.Scorer([0.7, -0.013])
+        cols = {"columns": {"age": "int64", "income": "float64"}}
+        mj.register_model("scorer", scorer, signature=cols, alias="champion")
+        sig2 = {"a": {"shape": [2], "dtype": "float64"}, "b": {"shape": [3], "dtype": "float64"}}
+        mj.register_model("combine", bento_fns.combine, signature=sig2)
+        (tmp_path / "notes.txt").write_text("not a model")
+        mj.register_model("notes", tmp_path / "notes.txt")
+    finally:
+        sys.path.remove(str(mods))
+        sys.modules.pop("bento_fns", None)
+    return {"root": tmp_path, "store": store_path, "mods": mods, "env": bento_env}
 
 
 def _free_port() -> int:
@@ -169,7 +168,7 @@ def _local(spec: str, fields: dict, mods: Path | None = None) -> np.ndarray:
             sys.path.remove(str(mods))
 
 
-def test_torch_package_builds_and_serves_exactly(on_store, env):
+def test_torch_package_builds_and_serves_exactly(env):
     out = env["root"] / "pkg-mlp"
     assert main(["--store", str(env["store"]), "models", "package", "mlp@staging",
                  "--target", "bentoml", "--out", str(out)]) == 0  # fmt: skip
@@ -200,7 +199,7 @@ def test_torch_package_builds_and_serves_exactly(on_store, env):
         assert "field 'x'" in err[0]["error"] and "x: float32[batch, 4]" in err[0]["error"]
 
 
-def test_estimator_package_serves_from_its_folder(on_store, env):
+def test_estimator_package_serves_from_its_folder(env):
     out = env["root"] / "pkg-scorer"
     assert main(["--store", str(env["store"]), "models", "package", "scorer@champion",
                  "--target", "bentoml", "--out", str(out), "--trusted",
@@ -219,7 +218,7 @@ def test_estimator_package_serves_from_its_folder(on_store, env):
         assert status == 400 and "income" in json.dumps(err)
 
 
-def test_callable_package_loads_as_served(on_store, env):
+def test_callable_package_loads_as_served(env):
     """The Bento's loader, in this process: a two-field callable answers as served."""
     out = package("combine", env["root"] / "pkg-combine", trusted=True,
                   code=[env["mods"] / "bento_fns.py"])  # fmt: skip
@@ -249,7 +248,7 @@ def test_callable_package_loads_as_served(on_store, env):
         PackagedModel(out)
 
 
-def test_bad_input(on_store, env, capsys):
+def test_bad_input(env, capsys):
     store = str(env["store"])
     out = env["root"] / "pkg-bad"
 
