@@ -242,6 +242,23 @@ def test_callable_package_loads_as_served(env):
     assert '"wheels/mlops_jupyter-0.1.0-py3-none-any.whl"' in bentofile
     assert "mlops-jupyter" not in bentofile.partition("wheels:")[0]
     assert (out2 / "wheels" / whl.name).read_bytes() == b"PK"
+    # fields that are no Python names: predict takes them as one `inputs` object
+    sys.path.insert(0, str(env["mods"]))
+    try:
+        import bento_fns
+
+        sig = {"a-1": {"shape": [2], "dtype": "float64"}, "b": {"shape": [3], "dtype": "float64"}}
+        mj.register_model("combine-odd", bento_fns.combine, signature=sig)
+    finally:
+        sys.path.remove(str(env["mods"]))
+    out3 = package("combine-odd", env["root"] / "pkg-odd", trusted=True,
+                   code=[env["mods"] / "bento_fns.py"])  # fmt: skip
+    text = (out3 / "service.py").read_text()
+    compile(text, "service.py", "exec")
+    assert "inputs: Annotated[dict" in text and "class CombineOdd:" in text
+    assert 'name="combine-odd"' in text
+    got = PackagedModel(out3).predict({"a-1": a.tolist(), "b": b.tolist()})
+    assert got["predictions"] == want.tolist()
     # files changed after packaging are refused
     (out / "model" / "object.pkl").write_bytes(b"changed")
     with pytest.raises(PackageError, match="changed since packaging"):
