@@ -88,7 +88,7 @@ def env(tmp_path_factory, request):
             os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
         else:
             os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved
-    yield {"store": store, "srv": srv, "run": run}
+    yield {"store": store, "srv": srv, "run": run, "art": art}
     srv.stop()
 
 
@@ -247,6 +247,51 @@ def test_two_controllers_take_each_step_once(env):
         ln for o in outs for ln in o.splitlines() if ln.startswith("cc: ") and "lost" not in ln
     ]
     assert len(taken) == 3, outs
+
+
+def test_canary_whose_inputs_drift_is_rolled_back(env, tmp_path, monkeypatch):
+    """Both versions were trained on the same data; the canary's live inputs (1 s windows,
+    serving/monitor.py) drift from it and the controller rolls it back on that rule."""
+    pl = pytest.importorskip("polars")
+    pytest.importorskip("scipy")
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "drift_cn.py").write_text("def score(x):\n    return x.sum(axis=1)\n")
+    sys.path.insert(0, str(mods))
+    art = env["art"]  # the module's store keeps its files there
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", art["MLOPS_JUPYTER_ARTIFACTS"])
+    mj.set_store(env["store"])
+    try:
+        import drift_cn
+
+        rng = np.random.default_rng(0)
+        train = pl.DataFrame({"a": rng.normal(size=3000), "b": rng.normal(2, 1, size=3000)})
+        sig = {"columns": {"a": "float64", "b": "float64"}}
+        with mj.start_run(name="train-dd"):
+            mj.version(train, name="train-dd")
+            mj.register_model("dd", drift_cn.score, signature=sig)
+            mj.register_model("dd", drift_cn.score, signature=sig)
+        s = open_store(env["store"])
+        cn.set_split(s, "dd", "v1=100", None, "test")
+        cn.start_canary(s, "dd", "v2", "50,100", 3600, rules=cn.Rules(max_p99_ms=5000), user="t")
+        pp = os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])
+        srv = mj.serve("dd", trusted=True, monitor_window="1s", extra_env={"PYTHONPATH": pp, **art})
+    finally:
+        mj.set_store(None)
+        sys.path.remove(str(mods))
+        sys.modules.pop("drift_cn", None)
+    with srv:
+        end = time.monotonic() + 20
+        while time.monotonic() < end and sr.get(s, "dd")["state"] == "ramping":
+            a, b = rng.normal(size=200), rng.normal(5, 1, size=200)  # b shifted by 3
+            body = json.dumps({"inputs": {"a": a.tolist(), "b": b.tolist()}}).encode()
+            h = {"Content-Type": "application/json", "X-User-Id": f"d{time.time()}"}
+            status, _, raw = request(srv.url + "/predict", "POST", body, h)
+            assert status == 200, raw
+            time.sleep(0.02)
+    row = sr.get(s, "dd")
+    assert row["state"] == "rolled back", row
+    assert "input drift" in row["reason"] and "b" in row["reason"], row["reason"]
 
 
 def _fig(n, errors=0, lat=5.0, fb=None, fb_n=0):
