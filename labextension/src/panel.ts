@@ -10,11 +10,12 @@ import { renderData } from './views/data';
 import { renderDetail } from './views/detail';
 import { refreshStrip, renderLive } from './views/live';
 import { RunsView } from './views/runs';
+import { ServingView } from './views/serving';
 
 export { summarize } from './views/live';
 
 const POLL_MS = 3000;
-type Tab = 'runs' | 'compare' | 'live' | 'data';
+type Tab = 'runs' | 'compare' | 'live' | 'data' | 'serving';
 export const DASHBOARD_COMMAND = 'mlops:open-dashboard';
 
 export class MlopsPanel extends Widget {
@@ -24,6 +25,7 @@ export class MlopsPanel extends Widget {
   private error = el('div', 'mj-error');
   private runs: RunsView;
   private compare: CompareView;
+  private serving = new ServingView(() => this.chartWidth());
   private detailView = el('div', 'mj-detail');
   private detailId: string | null = null;
   private detailIsRunning = false;
@@ -62,7 +64,8 @@ export class MlopsPanel extends Widget {
       ['runs', 'Runs'],
       ['compare', 'Compare'],
       ['live', 'Live'],
-      ['data', 'Data']
+      ['data', 'Data'],
+      ['serving', 'Serving']
     ];
     for (const [t, label] of labels) {
       const button = el('button', `mj-tab mj-tab-${t}`, label);
@@ -78,6 +81,7 @@ export class MlopsPanel extends Widget {
     }
     this.detailView.style.display = 'none';
     this.tabs.get('runs')!.body.append(this.runs.node, this.detailView);
+    this.tabs.get('serving')!.body.append(this.serving.node);
     this.showTab('runs');
   }
 
@@ -146,6 +150,8 @@ export class MlopsPanel extends Widget {
         await renderLive(this.tabs.get('live')!.body);
       } else if (this.tab === 'data' && force) {
         await renderData(this.tabs.get('data')!.body);
+      } else if (this.tab === 'serving') {
+        await this.serving.refresh();
       }
     } catch (e) {
       this.setError(e);

@@ -23,7 +23,7 @@ from typing import Any
 
 import tornado.web
 
-from ..errors import InvalidInputError, RunNotFoundError
+from ..errors import InvalidInputError, RunNotFoundError, StoreError
 from ..store.db import Store
 from .handlers import BaseHandler
 
@@ -152,7 +152,10 @@ def canary(store: Store, model: str) -> tuple[dict | None, str | None]:
     fn = getattr(mod, "get_rollout", None) or getattr(mod, "get", None)
     if fn is None:
         return None, "live rollouts are not installed in this version"
-    state = fn(store, model)
+    try:
+        state = fn(store, model)
+    except StoreError as e:  # e.g. a store whose schema predates live rollouts
+        return None, f"rollout state unavailable: {e}"
     if state is None:
         return None, "no stored rollout layout for this model"
     if hasattr(state, "to_dict"):

@@ -98,7 +98,8 @@ def model_stats(
     """Traffic, latency percentiles and error rates of `model` per variant over [since,
     until) (default: everything logged), and the same per window of `window` seconds for
     the last `windows` windows (aligned to multiples of `window` since the epoch, ending
-    with the newest request; `window` None picks a round length). None when the model has
+    with the newest request; `window` None picks a round length and no more windows than
+    the data spans). None when the model has
     no logged predictions in the range. Shadow variants ("shadow:...") are reported but not
     counted in the traffic shares (they mirror requests served by others)."""
     if not isinstance(windows, int) or not 1 <= windows <= MAX_WINDOWS:
@@ -157,7 +158,12 @@ def model_stats(
             }
         )
     last = float(ts.max())
-    w = _check_window(window) if window is not None else auto_window(last - ts.min(), windows)
+    first = float(ts.min())
+    if window is None:  # a round length; no more windows than the data spans
+        w = auto_window(last - first, windows)
+        windows = min(windows, math.floor(last / w) - math.floor(first / w) + 1)
+    else:
+        w = _check_window(window)
     end = (math.floor(last / w) + 1) * w
     start = end - windows * w
     bucket = np.floor((ts - start) / w).astype(np.int64)
@@ -190,7 +196,7 @@ def model_stats(
     return {
         "model": model,
         "requests": len(rows),
-        "first_ts": float(ts.min()),
+        "first_ts": first,
         "last_ts": last,
         "variants": variants,
         "windows": {
