@@ -231,3 +231,30 @@ def test_every_must_be_an_interval(env, capsys):
         main(["rollout", "set", "live", "--canary", "next", "--every", "soon"])
     assert e.value.code == 2
     assert "interval must look like" in capsys.readouterr().err
+
+
+def test_shadow_alone_keeps_the_split_and_a_ramping_canary(env):
+    s = open_store(env["store"])
+    mj.set_store(env["store"])
+    try:
+        cn.set_split(s, "live", "v1=100", None, "test")
+        cn.start_canary(s, "live", "next", "10,100", 3600, user="test")
+    finally:
+        mj.set_store(None)
+    before = sr.get(s, "live")
+    assert _cli(env, "rollout", "set", "live", "--shadow", "v3") == 0
+    row = sr.get(s, "live")
+    assert row["state"] == "ramping" and row["layout"]["canary"] == before["layout"]["canary"]
+    assert row["layout"]["variants"] == [["next", 2, 1000], ["v1", 1, 9000]]
+    assert row["layout"]["shadow"] == ["v3", 3]
+    assert _cli(env, "rollout", "rollback", "live") == 0
+    row = sr.get(s, "live")
+    assert row["state"] == "rolled back" and row["layout"]["variants"] == [["v1", 1, 10000]]
+    assert row["layout"]["shadow"] == ["v3", 3]  # the shadow was not the canary: it stays
+    assert row["reason"] == "rollback to v1 (v1)"
+
+
+def test_watch_interval_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["rollout", "watch", "live", "--interval", "0"])
+    assert e.value.code == 2 and "must be in (0, 86400]" in capsys.readouterr().err

@@ -301,11 +301,16 @@ def set_split(
         raise InvalidInputError("give --split, --canary or --shadow")
     if split is not None:
         plan = make_plan(model, split, shadow)
-    else:
-        cur, _ = _current(store, model)
-        info = resolve_variant(model, shadow.strip())
-        plan = Plan(model, cur.variants, (shadow.strip(), info["version"]), cur.split_text)
-    return _store(store, plan, None, "serving", plan.reason(), user)
+        return _store(store, plan, None, "serving", plan.reason(), user)
+    if not isinstance(shadow, str) or not shadow.strip():
+        raise InvalidInputError("--shadow needs a variant: vN, a stage or an alias")
+    cur, row = _current(store, model)
+    info = resolve_variant(model, shadow.strip())
+    plan = Plan(model, cur.variants, (shadow.strip(), info["version"]), cur.split_text)
+    # a new shadow leaves a ramping canary where it is
+    canary = row["layout"].get("canary") if row else None
+    state = row["state"] if row and canary else "serving"
+    return _store(store, plan, canary, state, plan.reason(), user)
 
 
 def start_canary(

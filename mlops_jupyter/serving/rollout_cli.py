@@ -22,6 +22,16 @@ def _every(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < v <= 86400:
+        raise argparse.ArgumentTypeError(f"must be in (0, 86400] s, got {v}")
+    return v
+
+
 def _fraction(text: str) -> float:
     try:
         v = float(text)
@@ -208,6 +218,6 @@ def add_parser(sub) -> None:
     pr.set_defaults(func=cmd_promote)
     w = rs.add_parser("watch", help="run the canary controller here (servers run one too)")
     w.add_argument("model")
-    w.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
-    w.add_argument("--for", dest="for_s", type=float, help="stop after this many seconds")
+    w.add_argument("--interval", type=_seconds, default=1.0, help="seconds between checks")
+    w.add_argument("--for", dest="for_s", type=_seconds, help="stop after this many seconds")
     w.set_defaults(func=cmd_watch)
