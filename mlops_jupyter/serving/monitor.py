@@ -225,7 +225,11 @@ def preload(store: Any, model: str, versions: list[int]) -> bool:
     """Import the drift check (scipy) now when a served version has training data linked:
     called before the workers fork, so no worker's first window imports it in a thread
     that would hold the GIL for a second or more between requests."""
-    if not any(reference_candidates(store, model, v) for v in versions):
+    try:
+        if not any(reference_candidates(store, model, v) for v in versions):
+            return False
+    except Exception as e:  # only a head start: the server starts without it
+        log.warning("training data of %s not looked up before start: %s", model, e)
         return False
     from ..data import compare  # noqa: F401
     from ..data.stats import require_scipy
