@@ -170,12 +170,16 @@ def _our_version() -> str:
         return ""
 
 
+# names the generated predict() body uses: a parameter must not shadow them
+_BODY = {"self", "BadInput", "UnprocessableEntity"}
+
+
 def _params(sig: dict[str, Any] | None) -> list[str] | None:
     """The predict API's parameter names: the signature's fields when all are usable as
     Python names, else None (one `inputs` object of fields)."""
     names = field_names(sig) if sig is not None else ["inputs"]
     ok = all(
-        n.isidentifier() and not keyword.iskeyword(n) and n != "self" and not n.startswith("_")
+        n.isidentifier() and not keyword.iskeyword(n) and n not in _BODY and n[0] != "_"
         for n in names
     )
     return names if ok else None
