@@ -478,7 +478,11 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent
     }
     if worker is not None:
         tags["worker"] = worker
-    child = api.start_run(f"trial-{trial.number}", experiment=experiment, parent=parent, tags=tags)
+    # wait=False: the run's row is written by the background writer, with its params,
+    # points and end, in one transaction per flush; the trial only appends to memory
+    child = api.start_run(
+        f"trial-{trial.number}", experiment=experiment, parent=parent, tags=tags, wait=False
+    )
     # each user attribute is a commit and a reload of the trial on RDBStorage: in the
     # sweep's own process the run's tags (study, trial number) are the link (Sweep.trials);
     # worker processes, slow to start anyway, also name the run and themselves on the trial

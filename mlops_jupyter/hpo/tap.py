@@ -33,11 +33,17 @@ class _Reporter:
         self.wake = threading.Event()
         self.decision: str | None = None
         self.stopped = False
-        self.thread = threading.Thread(target=self._loop, name="mlops-optuna-report", daemon=True)
-        self.thread.start()
+        # started by the first report: a trial that reports nothing (or only its return
+        # value) costs no thread start and join
+        self.thread: threading.Thread | None = None
 
     def submit(self, value: float, step: int, key: str) -> None:
         self.queue.append((value, step, key))
+        if self.thread is None:
+            self.thread = threading.Thread(
+                target=self._loop, name="mlops-optuna-report", daemon=True
+            )
+            self.thread.start()
         self.wake.set()
 
     def _loop(self) -> None:
@@ -66,7 +72,8 @@ class _Reporter:
         """Report what is still queued, then stop."""
         self.stopped = True
         self.wake.set()
-        self.thread.join(timeout)
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 class Tap:

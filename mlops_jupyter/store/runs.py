@@ -228,6 +228,66 @@ def create_run(
             return row[0][0], uid, row[0][1]
 
 
+def new_uid() -> str:
+    """A fresh public run id (48 random bits; the store's UNIQUE constraint catches a clash)."""
+    return secrets.token_hex(6)
+
+
+def insert_runs(c: Conn, runs: list[dict[str, Any]]) -> list[int | None]:
+    """Insert runs created without waiting (inside the background writer's transaction):
+    each dict has uid, name, experiment, start, parent_id, status, end, params and tags
+    (encoded rows). Returns their rowids, None for a run whose uid another run holds (the
+    caller picks a new uid). A row left by an attempt whose commit was lost with the
+    connection (same uid, host, pid and start time) is adopted, never inserted twice."""
+    import os
+
+    exps: dict[str, int] = {}
+    pid, pid_start = os.getpid(), _pid_start()
+    rows = []
+    for r in runs:
+        exp = exps.get(r["experiment"])
+        if exp is None:
+            exp = exps[r["experiment"]] = _experiment_id(c, r["experiment"])
+        end = r["end"]
+        hb = r["start"] if end is None else end
+        rows.append(
+            (r["uid"], exp, r["name"], r["status"], r["start"], end, hb, HOST, pid, pid_start,
+             r["parent_id"], 1, None, USER)
+        )  # fmt: skip
+    got: dict[str, int] = {}
+    for i in range(0, len(rows), 500):  # one statement for many runs (under SQLite's limit)
+        part = rows[i : i + 500]
+        got.update(
+            (uid, rid)
+            for rid, uid in c.execute(
+                "INSERT INTO runs(uid, experiment_id, name, status, start_time, end_time,"
+                " heartbeat, host, pid, pid_start, parent_id, attempt, prev_run_id, username)"
+                " VALUES"
+                + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(part))
+                + " ON CONFLICT(uid) DO NOTHING RETURNING id, uid",
+                [x for row in part for x in row],
+            ).fetchall()
+        )
+    out: list[int | None] = []
+    kv: dict[str, list[tuple[int, str, str]]] = {"params": [], "tags": []}
+    for r in runs:
+        rid = got.get(r["uid"])
+        if rid is None:  # a lost attempt's row, or another run's uid
+            row = c.execute(
+                "SELECT id FROM runs WHERE uid=? AND host=? AND pid=? AND start_time=?",
+                (r["uid"], HOST, pid, r["start"]),
+            ).fetchone()
+            rid = None if row is None else row[0]
+        out.append(rid)
+        if rid is not None:
+            for table in kv:  # upserts: the same again on an adopted row
+                kv[table] += [(rid, k, v) for k, v in r[table]]
+    for table, kv_rows in kv.items():
+        if kv_rows:
+            c.executemany(_KV_UPSERT[table], kv_rows)
+    return out
+
+
 def _next_default_name(c, exp: int) -> str:
     top = 0
     for (name,) in c.execute(

@@ -16,7 +16,7 @@ from ..store import Store, open_store
 from ..store import runs as rstore
 from .run import Run
 from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
-from .writer import writer_for
+from .writer import Pending, writer_for
 
 if TYPE_CHECKING:  # polars loads on the first query, keeping `import mlops_jupyter` light
     import polars as pl
@@ -113,12 +113,18 @@ def start_run(
     *,
     nested: bool = True,
     parent: Run | str | None = None,
+    wait: bool = True,
     _prev_run: Run | str | None = None,
 ) -> Run:
     """Start a run and make it active. Use as `with mj.start_run(...) as run:` or call
     `mj.end_run()` later. Starting while a run is active makes a child run of it;
     `parent` (a Run, or a run id or name in the same store) names the parent instead, e.g.
-    from a worker process that has no active run of its own."""
+    from a worker process that has no active run of its own.
+    `wait=False` (with a `name`): return at once and leave the run's row to the background
+    writer, which writes it with its params, tags, first points and (if ended by then)
+    its end in one transaction (sweeps start each trial run so). Reads (`mj.runs()`,
+    `mj.flush()`, `run.store_id`) write it first; until then other processes do not see
+    it (within one flush interval)."""
     if name is not None and not isinstance(name, str):
         raise InvalidInputError(f"run name must be a string, got {type(name).__name__}")
     if not isinstance(experiment, str) or not experiment:
@@ -146,7 +152,11 @@ def start_run(
         parent = None  # not a Run of this process
     else:
         parent = parent if parent is not None else (_active if nested else None)
-        parent_id = parent._rid if parent and parent.store is store else None
+        parent_id = parent._ref() if parent and parent.store is store else None
+    if not wait and name is not None and _prev_run is None:
+        return _start_later(store, name, experiment, params_json, tags_json, parent, parent_id)
+    if parent_id is not None and parent_id < 0:
+        parent_id = parent.store_id  # type: ignore[union-attr]  # a parent not written yet
     prev_id = None
     if _prev_run is not None:
         prev_id = (
@@ -165,6 +175,24 @@ def start_run(
     run = Run(store, w, rid, uid, name, experiment, parent, forget=_forget)
     w.add_run(rid)
     _push(run)
+    _attach_hooks(run)
+    return run
+
+
+def _start_later(store, name, experiment, params_json, tags_json, parent, parent_id) -> Run:
+    """`start_run(wait=False)`: the run's id is made here, its row queued to the writer."""
+    w = writer_for(store)
+    p = Pending(rstore.new_uid(), name, experiment, parent_id, params_json, tags_json)
+    run = Run(store, w, p.prov, p.uid, name, experiment, parent, forget=_forget, pending=p)
+    p.run = run
+    w.create_later(p)
+    w.add_run(p.prov)
+    _push(run)
+    _attach_hooks(run)
+    return run
+
+
+def _attach_hooks(run: Run) -> None:
     for hook in _start_hooks():
         try:
             hook(run)
@@ -174,9 +202,8 @@ def start_run(
             warnings.warn(
                 f"mlops-jupyter: {getattr(hook, '__module__', hook)} failed to attach: {e}",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-    return run
 
 
 def _push(run: Run) -> None:

@@ -15,7 +15,7 @@ from ..store import Store
 from ..store import runs as rstore
 from .artifacts import artifact_files
 from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
-from .writer import Writer
+from .writer import Pending, Writer
 
 __all__ = ["END_STATUSES", "Run", "as_step", "as_value", "bad_key"]
 
@@ -42,6 +42,7 @@ class Run:
         experiment: str,
         parent: Run | None = None,
         forget: Callable[[Run], None] | None = None,
+        pending: Pending | None = None,
     ) -> None:
         self.store = store
         self.id = uid
@@ -62,6 +63,9 @@ class Run:
         self._warned: set[int] = set()  # ids of listeners whose failure was already warned
         self._lock = threading.Lock()
         self._forget = forget  # the tracking API's "no longer active" hook
+        # started without waiting: `_rid` is provisional until the writer inserts the run
+        # (log calls keep using it; `store_id` waits for the real one)
+        self._pending = pending
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, experiment={self.experiment!r}, status={self.status!r})"
@@ -128,10 +132,16 @@ class Run:
 
     def _set_kv(self, table: str, items: dict[str, Any], wait: bool) -> None:
         if wait:
-            rstore.set_kv(self.store, table, self._rid, items)
+            rstore.set_kv(self.store, table, self.store_id, items)
         else:
             rstore.encode_items(items, table)  # bad values raise here, in the caller
-            self._writer.set_kv_later(self._rid, table, dict(items))
+            self._writer.set_kv_later(self._ref(), table, dict(items))
+
+    def _ref(self) -> int:
+        """What the writer's queues take for this run: its row id, or while it is not
+        written yet its provisional id."""
+        p = self._pending
+        return self._rid if p is None or p.rid is None else p.rid
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None) -> str:
         """Copy a regular file (or every regular file under a directory) into the store,
@@ -142,14 +152,15 @@ class Run:
         folders are skipped."""
         files, base = artifact_files(path, name, self.store.root)
         blobs = self.store.artifacts
-        rows = [(self._rid, n, *blobs.put_blob(f), _now()) for n, f in files]
+        rid = self.store_id
+        rows = [(rid, n, *blobs.put_blob(f), _now()) for n, f in files]
         rstore.add_artifacts(self.store, rows)
         return base
 
     def artifact_path(self, name: str) -> Path:
         """A local file holding artifact `name` (the stored file itself in a local store;
         a verified copy in the read-through cache with object storage)."""
-        d = rstore.artifact_digest(self.store, self._rid, name)
+        d = rstore.artifact_digest(self.store, self.store_id, name)
         if d is None:
             raise ArtifactNotFoundError(f"run {self.id} has no artifact {name!r}")
         return self.store.artifacts.blob_file(d)
@@ -158,8 +169,12 @@ class Run:
     @property
     def store_id(self) -> int:
         """The run's row id inside its store: what store-level functions take. It is
-        store-internal (not the public `id`) and means nothing in another store."""
-        return self._rid
+        store-internal (not the public `id`) and means nothing in another store. A run
+        started without waiting is written to the store first."""
+        p = self._pending
+        if p is None:
+            return self._rid
+        return p.rid if p.rid is not None else self._writer.real_rid(p)
 
     def flush(self) -> None:
         """Write the points buffered so far to the store now; returns once they are written."""
@@ -177,7 +192,7 @@ class Run:
         """Record an event (alert, warning, lifecycle note) on this run and return its id;
         `start` defaults to now, `end` to none (an instant). Written synchronously; safe
         from any thread, and usable after the run has ended."""
-        return rstore.add_event(self.store, self._rid, kind, message, level, data, start, end)
+        return rstore.add_event(self.store, self.store_id, kind, message, level, data, start, end)
 
     def on_end(self, callback: Callable[[Run, str], Any]) -> Callable[[], None]:
         """Call `callback(run, status)` once when the run ends, in the thread that ends it,
@@ -265,7 +280,7 @@ class Run:
         self._writer.remove_run(self._rid)
         # on a database server that is unreachable, the end is kept with the points and
         # written when it is back (the writer warns once); other errors raise here
-        self._writer.end_run(self._rid, status, wait)
+        self._writer.end_run(self._ref(), status, wait)
         if self._forget is not None:
             self._forget(self)
 

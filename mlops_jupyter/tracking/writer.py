@@ -5,10 +5,12 @@ the training loop never waits on SQLite."""
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import threading
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,42 @@ WRITE_BATCH = 262_144  # points per transaction: keeps memory and lock time shor
 # error as a StoreError): the points are kept and retried. Anything else raised while writing
 # points is a problem of those points: they are dropped.
 STORE_ERRORS = (OSError, MlopsJupyterError)
+# Runs started without waiting and not written yet: past this many the starter writes them
+# itself (backpressure: memory stays bounded when the store is slow or away).
+MAX_PENDING = 1024
+# Provisional row ids of runs started without waiting: negative, unique in the process.
+_provisional = itertools.count(-1, -1)
+
+
+class Pending:
+    """A run started without waiting (`start_run(wait=False)`): its row, params and tags
+    (encoded), and, once ended, its status; the writer inserts it in the transaction that
+    writes its first points (with its end, when it ended by then). `rid` is its row id
+    once written. Log calls meanwhile use `prov`, a provisional negative id."""
+
+    __slots__ = (
+        "prov", "run", "uid", "name", "experiment", "start", "parent",
+        "params", "tags", "status", "end", "taken", "rid", "failed",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        uid: str,
+        name: str,
+        experiment: str,
+        parent: int | None,
+        params: list[tuple[str, str]],
+        tags: list[tuple[str, str]],
+    ) -> None:
+        self.prov = next(_provisional)
+        self.run: Any = None  # the Run, while pending (a uid clash renames it)
+        self.uid, self.name, self.experiment, self.parent = uid, name, experiment, parent
+        self.start = time.time()
+        self.params, self.tags = dict(params), dict(tags)
+        self.status, self.end = "running", None
+        self.taken = False  # being written by a flush: later changes go to the queues
+        self.rid: int | None = None
+        self.failed: str | None = None  # why it could not be written (dropped)
 
 
 class _DryRun(Exception):
@@ -83,6 +121,12 @@ class Writer:
         # params/tags set with wait=False: [(rid, "params"|"tags", items)], written in
         # order before the ends
         self._kv: list[tuple[int, str, dict]] = []
+        # runs started without waiting, by provisional id, in start order; provisional ->
+        # row id of those written (kept two flushes after their end: points in flight)
+        self._pending: dict[int, Pending] = {}
+        self._pend_lock = threading.Lock()
+        self._real: dict[int, int] = {}
+        self._retire: tuple[list[int], list[int]] = ([], [])
         self._offline_warned = False
         self._lock = threading.Lock()  # held while writing to the store
         self._thread_lock = threading.Lock()  # starting/stopping the thread
@@ -137,6 +181,7 @@ class Writer:
                 and not self._closing
                 and not self._ends
                 and not self._kv
+                and not self._pending
             ):
                 idle += self.interval
                 if idle >= IDLE_EXIT_S:
@@ -160,8 +205,44 @@ class Writer:
                         stacklevel=1,
                     )
 
+    # -- runs started without waiting -----------------------------------------------------
+    def create_later(self, p: Pending) -> None:
+        """Queue the insertion of run `p` (see Pending). When MAX_PENDING runs wait
+        already, they are written first, in the caller (backpressure)."""
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+        with self._pend_lock:
+            self._pending[p.prov] = p
+        self._ensure_thread()
+
+    def real_rid(self, p: Pending) -> int:
+        """The row id of run `p`, written now (with everything queued) if still pending."""
+        if p.rid is None:
+            self.flush()
+        if p.rid is None:
+            raise StoreError(f"run {p.uid} could not be written: {p.failed or 'unknown error'}")
+        return p.rid
+
+    def _resolve(self, rid: int) -> int | None:
+        """The row id for `rid` (provisional ids mapped); None for a run that could not
+        be written."""
+        return rid if rid >= 0 else self._real.get(rid)
+
+    def _fold(self, rid: int, change) -> bool:
+        """Apply `change(p)` to run `rid` while it is pending and not being written."""
+        if rid >= 0:
+            return False
+        with self._pend_lock:
+            p = self._pending.get(rid)
+            if p is None or p.taken:
+                return False
+            change(p)
+            return True
+
     def set_kv_later(self, rid: int, table: str, items: dict) -> None:
         """Queue params or tags (already checked) for the next flush."""
+        if self._fold(rid, lambda p: getattr(p, table).update(rstore.encode_items(items, table))):
+            return
         self._kv.append((rid, table, items))
         self._ensure_thread()
 
@@ -169,7 +250,13 @@ class Writer:
         """Flush a run's points and record its end. When the store's server cannot be
         reached, both are kept and written when it is back (one warning); other store
         errors raise. `wait=False`: leave both to the background thread."""
-        self._ends[rid] = (status, time.time())
+        now = time.time()
+
+        def ended(p: Pending) -> None:
+            p.status, p.end = status, now
+
+        if not self._fold(rid, ended):
+            self._ends[rid] = (status, now)
         if not wait:
             # no wake-up: the next periodic flush takes it with other runs' ends and points
             self._ensure_thread()
@@ -208,8 +295,8 @@ class Writer:
                     if not self.store.unavailable(e) or time.monotonic() > deadline:
                         n = len(self.q)
                         raise StoreError(
-                            f"{e} ({n} metric point(s) and {len(self._ends)} run end(s) "
-                            "were not written)"
+                            f"{e} ({n} metric point(s), {len(self._pending)} run(s) and "
+                            f"{len(self._ends)} run end(s) were not written)"
                         ) from e
                     time.sleep(0.5)
         finally:
@@ -222,21 +309,32 @@ class Writer:
         Raises the store's error when it cannot write (the points stay queued)."""
         self.q.compact()
         with self._lock:
+            # runs started without waiting are taken before the points are packed: every
+            # point of theirs packed here has its run written in the same transaction
+            runs = self._take_pending()
+            self.q.compact()
             todo = len(self.q.blocks)  # what was queued when called: don't chase the producer
             written = 0
-            while True:
-                batch = self.q.take(WRITE_BATCH) if todo > 0 else []
-                last = todo - len(batch) <= 0
-                try:
-                    written += self._write_safely(batch, last)
-                except STORE_ERRORS as e:
-                    self.q.last_error = str(e)
-                    raise
-                self.q.done([b for b, _ in batch])
-                todo -= len(batch)
-                if todo <= 0:
-                    break
+            try:
+                while True:
+                    batch = self.q.take(WRITE_BATCH) if todo > 0 else []
+                    last = todo - len(batch) <= 0
+                    try:
+                        written += self._write_safely(batch, last, runs)
+                    except STORE_ERRORS as e:
+                        self.q.last_error = str(e)
+                        raise
+                    runs = []  # written with the first batch
+                    self.q.done([b for b, _ in batch])
+                    todo -= len(batch)
+                    if todo <= 0:
+                        break
+            finally:
+                self._untake(runs)
             self._write_ends()
+            for prov in self._retire[1]:  # ended two flushes ago: no point of theirs left
+                self._real.pop(prov, None)
+            self._retire = ([], self._retire[0])
             self.q.last_error = None
             if self._offline_warned:
                 self._offline_warned = False
@@ -252,7 +350,10 @@ class Writer:
             return
 
         def write(_c) -> None:
-            for rid, table, items in kv:
+            for prov, table, items in kv:
+                rid = self._resolve(prov)
+                if rid is None:
+                    continue  # its run could not be written (warned)
                 try:
                     with self.store.write():  # a savepoint: a refused row alone rolls back
                         rstore.set_kv(self.store, table, rid, items)
@@ -260,29 +361,125 @@ class Writer:
                     if self.store.unavailable(e):
                         raise
                     self._warn(f"mlops-jupyter: could not record {table} {items!r}: {e}")
-            for rid, (status, end) in ends:
-                rstore.finish_run(self.store, rid, status, end)
+            for prov, (status, end) in ends:
+                rid = self._resolve(prov)
+                if rid is not None:
+                    rstore.finish_run(self.store, rid, status, end)
 
         self.store.write_again(write, "record run ends")
         del self._kv[: len(kv)]
         for rid, _ in ends:
             self._ends.pop(rid, None)
+            if rid < 0:
+                self._retire[0].append(rid)
 
-    def _write_safely(self, batch: list[tuple[Block, list[Group]]], last: bool) -> int:
-        """Write a batch; if a point (not the store) is the problem, find the series that
-        cannot be written (each tried in a transaction that is rolled back), drop them, and
-        write the others in one transaction, so later points keep flowing."""
+    def _take_pending(self) -> list[Pending]:
+        with self._pend_lock:
+            runs = [p for p in self._pending.values() if not p.taken]
+            for p in runs:
+                p.taken = True
+        return runs
+
+    def _untake(self, runs: list[Pending]) -> None:
+        """Runs a failed flush did not write: pending again, changes fold in again."""
+        with self._pend_lock:
+            for p in runs:
+                p.taken = False
+
+    def _insert_runs(self, c, runs: list[Pending], made: dict[int, int]) -> None:
+        """Insert pending runs in start order (a parent before its children), adding
+        provisional -> row id to `made`; a uid another run holds is replaced."""
+
+        def row(p: Pending) -> dict[str, Any]:
+            parent = p.parent
+            if parent is not None and parent < 0:
+                parent = made.get(parent, self._real.get(parent))
+            return {
+                "uid": p.uid, "name": p.name, "experiment": p.experiment, "start": p.start,
+                "parent_id": parent, "status": p.status, "end": p.end,
+                "params": list(p.params.items()), "tags": list(p.tags.items()),
+            }  # fmt: skip
+
+        i = 0
+        while i < len(runs):
+            # a batch ends before a run whose parent is pending in it
+            j = i + 1
+            ids = {runs[i].prov}
+            while j < len(runs) and runs[j].parent not in ids:
+                ids.add(runs[j].prov)
+                j += 1
+            part = runs[i:j]
+            for p, rid in zip(part, rstore.insert_runs(c, [row(p) for p in part])):
+                for _ in range(5):
+                    if rid is not None:
+                        break
+                    p.uid = rstore.new_uid()  # another run holds that id
+                    rid = rstore.insert_runs(c, [row(p)])[0]
+                if rid is None:
+                    raise StoreError(f"no free run id for run {p.name!r}")
+                made[p.prov] = rid
+            i = j
+
+    def _adopt(self, runs: list[Pending], made: dict[int, int]) -> None:
+        """After COMMIT: the runs are written; their Run objects learn their row ids."""
+        with self._pend_lock:
+            for p in runs:
+                rid = made[p.prov]
+                self._real[p.prov] = rid
+                p.rid = rid
+                if p.run is not None and p.run.id != p.uid:
+                    p.run.id = p.uid
+                p.run = None
+                self._pending.pop(p.prov, None)
+                if p.end is not None:
+                    self._retire[0].append(p.prov)
+            runs.clear()
+
+    def _drop_bad_runs(self, runs: list[Pending]) -> None:
+        """Find the pending runs that cannot be written (each tried in a transaction
+        that is rolled back) and drop them with a warning, so the others are written."""
+        for p in list(runs):
+            try:
+                with self.store.write() as c:
+                    self._insert_runs(c, [p], {})
+                    raise _DryRun
+            except _DryRun:
+                continue
+            except STORE_ERRORS as e:
+                if self.store.unavailable(e):
+                    raise
+                why = e
+            except Exception as e:
+                why = e
+            p.failed = f"{type(why).__name__}: {why}"
+            self._warn(f"mlops-jupyter: run {p.name!r} ({p.uid}) could not be written: {why}")
+            with self._pend_lock:
+                self._pending.pop(p.prov, None)
+            runs.remove(p)
+
+    def _write_safely(
+        self, batch: list[tuple[Block, list[Group]]], last: bool, runs: list[Pending]
+    ) -> int:
+        """Write a batch (and the pending `runs`, emptied once written); if a point (not
+        the store) is the problem, find the series that cannot be written (each tried in a
+        transaction that is rolled back), drop them, and write the others in one
+        transaction, so later points keep flowing. A run that cannot be written is
+        dropped likewise (with its points)."""
         groups = [g for _, gs in batch for g in gs]
         try:
-            return self._write(groups, last)
-        except STORE_ERRORS:
-            raise
+            return self._write(groups, last, runs=runs)
+        except STORE_ERRORS as e:
+            if not runs or self.store.unavailable(e):
+                raise
+            self._drop_bad_runs(runs)  # a refused run (e.g. its parent was deleted)?
+            return self._write(groups, last, runs=runs)
         except Exception:
-            pass
+            if runs:
+                self._drop_bad_runs(runs)
         good = []
         for g in groups:
             try:
-                self._write([g], last, dry_run=True)
+                self._write([g], last, dry_run=True, runs=runs)
             except _DryRun:
                 good.append(g)
             except STORE_ERRORS:
@@ -295,33 +492,85 @@ class Writer:
                         "are kept"
                     )
                 self.q.dropped += len(g[4])
-        return self._write(good, last)
+        return self._write(good, last, runs=runs)
 
-    def _write(self, groups: list[Group], last: bool = True, dry_run: bool = False) -> int:
-        """Write series in one transaction; `last`: also compact the tails of ended runs;
-        `dry_run`: roll the transaction back (raises _DryRun when it would have worked)."""
+    def _write(
+        self,
+        groups: list[Group],
+        last: bool = True,
+        dry_run: bool = False,
+        runs: list[Pending] | None = None,
+    ) -> int:
+        """Write pending `runs` and series in one transaction; `last`: also compact the
+        tails of ended runs; `dry_run`: roll the transaction back (raises _DryRun when it
+        would have worked). `runs` is emptied once written."""
         now = time.time()
         beat = bool(self._runs) and now - self._last_hb >= self.hb_interval
-        closing = set(self._closing) if last else set()
-        if not groups and not beat and not closing:
+        closing_ids = set(self._closing) if last else set()
+        if not groups and not beat and not closing_ids and not runs:
             return 0
-        # one chunk per series per transaction, in logging order
+        made: dict[int, int] = {}  # provisional -> row id of the runs inserted here
+
+        def real(rid: int) -> int | None:
+            return rid if rid >= 0 else made.get(rid, self._real.get(rid))
+
+        total = 0
+        keys = dict(self._keys)
+        series = dict(self._series)
+        with self.store.write() as c:
+            if runs:
+                self._insert_runs(c, runs, made)
+            total = self._write_points(c, groups, keys, series, real, made)
+            closing = {r for r in map(real, closing_ids) if r is not None}
+            if closing:
+                for (rid, kid), s in list(series.items()):
+                    if rid in closing:
+                        if s.tail_count > 1:
+                            s = series[(rid, kid)] = s.copy()
+                            self._merge(c, rid, kid, s)
+                        del series[(rid, kid)]
+            if beat:
+                rstore.beat(c, now, [r for r in map(real, list(self._runs)) if r is not None])
+            if dry_run:
+                raise _DryRun
+        self._keys, self._series = keys, series
+        # a run still pending (started after this flush began) is closed by a later one
+        self._closing -= {r for r in closing_ids if real(r) is not None or r not in self._pending}
+        if beat:
+            self._last_hb = now
+        if runs:
+            self._adopt(runs, made)
+        return total
+
+    def _write_points(self, c, groups: list[Group], keys, series, real, made) -> int:
+        """The series of `groups` (inside the transaction), one chunk per series, into
+        the copies `keys` and `series` of the writer state; points of runs that could not
+        be written are dropped. A run inserted in this transaction (`made`) has no
+        chunks yet: no need to ask where its series stand."""
         series_parts: dict[tuple[int, str], list[Group]] = {}
         for g in groups:
-            series_parts.setdefault((g[0], g[1]), []).append(g)
+            rid = real(g[0])
+            if rid is None:
+                self.q.dropped += len(g[4])
+                continue
+            series_parts.setdefault((rid, g[1]), []).append(g)
+        fresh = set(made.values())
         # Work on copies of the writer state and adopt them only after COMMIT: a failed
         # transaction is rolled back, and the retry must reuse the same seqs, auto-steps and
         # (possibly un-inserted) key ids.
-        keys = dict(self._keys)
-        series = dict(self._series)
         total = 0
-        with self.store.write() as c:
+        if series_parts:
             # sorted: writers inserting the same new keys in one order cannot deadlock
             mstore.key_ids(c, sorted({k for _, k in series_parts}), keys)
             for (rid, key), parts in series_parts.items():
                 kid = keys[key]
                 old = series.get((rid, kid))
-                s = _Series(*mstore.next_position(c, rid, kid)) if old is None else old.copy()
+                if old is not None:
+                    s = old.copy()
+                elif rid in fresh:
+                    s = _Series(0, 0)
+                else:
+                    s = _Series(*mstore.next_position(c, rid, kid))
                 series[(rid, kid)] = s
                 if len(parts) == 1:
                     _, _, raw, ts_s, vals = parts[0]
@@ -348,21 +597,6 @@ class Writer:
                 s.seq += 1
                 if s.tail_count >= MERGE_AFTER:
                     self._merge(c, rid, kid, s)
-            if closing:
-                for (rid, kid), s in list(series.items()):
-                    if rid in closing:
-                        if s.tail_count > 1:
-                            s = series[(rid, kid)] = s.copy()
-                            self._merge(c, rid, kid, s)
-                        del series[(rid, kid)]
-            if beat:
-                rstore.beat(c, now, list(self._runs))
-            if dry_run:
-                raise _DryRun
-        self._keys, self._series = keys, series
-        self._closing -= closing
-        if beat:
-            self._last_hb = now
         return total
 
     @staticmethod
