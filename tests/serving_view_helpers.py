@@ -53,4 +53,25 @@ def prepare(store_location: Any, n: int = 1500, seed: int = 0) -> dict[str, Any]
     sstore.log_predictions(store, rows)
     for rid, y in feedback:
         sstore.add_feedback(store, rid, y)
+    _profiles(store, v2, t0)
     return {"rows": rows, "feedback": feedback, "v1": v1, "v2": v2}
+
+
+def _profiles(store: Any, version: int, t0: float) -> None:
+    """Two judged input windows of v2, as a serve worker stores them: the second drifted in
+    column "x"."""
+    from mlops_jupyter.store import serving_profiles as sp
+
+    for k, drifted in enumerate([False, True]):
+        cols = [
+            {"column": "x", "statistic": 0.4 if drifted else 0.01, "drifted": drifted},
+            {"column": "y", "statistic": 0.01, "drifted": False},
+        ]
+        sp.save_profile(
+            store,
+            {"model": MODEL, "version": version, "variant": "v2", "worker": "w:1",
+             "window_start": t0 + 60 * k, "window_end": t0 + 60 * (k + 1), "n_rows": 50,
+             "n_sampled": 50, "n_requests": 50, "profile": {}, "reference": 1,
+             "drifted": drifted, "drift_share": 0.5 if drifted else 0.0,
+             "drift": {"columns": cols}},
+        )  # fmt: skip

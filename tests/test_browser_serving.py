@@ -71,6 +71,9 @@ def test_serving_tab_shows_variants_verdict_and_rollouts(tmp_path, page):
         ab_row = panel.locator('.mj-serving-ab[data-variant="v2"]')
         assert ab_row.locator(".mj-serving-ab-action").text_content() == "promote v2"
         assert LAYOUT in panel.locator(".mj-serving-rollouts").text_content()
+        drifted = panel.locator(".mj-serving-drift tr.mj-serving-drifted")
+        assert drifted.count() == 1 and drifted.locator("td").last.text_content() == "x"
+        assert panel.locator(".mj-serving-drift tbody tr").count() == 2
         ab_row.scroll_into_view_if_needed()
         screenshot(page, "sidebar-serving-verdict")
         # auto-refresh while the tab is visible: a newly served model shows up by itself

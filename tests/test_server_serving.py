@@ -133,7 +133,9 @@ def test_served_models_and_verdict_equal_ab_report(served):
     # the rollout history, and the notes of parts that have nothing to show
     assert [r["reason"] for r in d["rollouts"]] == [LAYOUT]
     assert d["rollouts"][0]["user"] == "tester"
-    assert d["drift"] == []  # no input profiles were logged
+    # drift per window, newest first: the second window drifted in column x
+    assert [(w["drifted"], w["columns"]) for w in d["drift"]] == [(True, ["x"]), (False, [])]
+    assert d["drift"][0]["variant"] == "v2" and d["drift"][0]["share"] == pytest.approx(0.5)
     assert d["canary"] is not None or d["canary_note"]
     # the control can be named; one without feedback gives a note, not an error
     other = serving_detail(store, MODEL, control="v2")
@@ -173,3 +175,21 @@ def test_route_answers_json_and_refuses_bad_input(served):
         except urllib.error.HTTPError as e:
             code = e.code
         assert code == 403
+
+
+def test_stored_rollout_state_is_shown():
+    rollouts = pytest.importorskip("mlops_jupyter.store.serving_rollouts")
+    from mlops_jupyter.store import serving as sstore
+    from mlops_jupyter.tracking.api import current_store
+
+    mj.register_model("cm", {"w": 1})
+    store = current_store()
+    sstore.log_predictions(store, [("r1", "cm", 1, "v1", 1e9, 2.0, 200, None, 1, 1, "[0]", "w")])
+    d = serving_detail(store, "cm")
+    assert d["canary"] is None and "no stored rollout" in d["canary_note"]
+    layout = {"split": {"v1": 100}}
+    assert rollouts.set_layout(store, "cm", layout, "stable", "split v1=100", "tester") == 1
+    d = serving_detail(store, "cm")
+    assert d["canary"]["state"] == "stable" and d["canary"]["layout"] == layout
+    assert d["canary"]["generation"] == 1 and d["canary_note"] is None
+    assert [r["reason"] for r in d["rollouts"]] == ["split v1=100"]
