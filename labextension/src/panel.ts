@@ -151,7 +151,7 @@ export class MlopsPanel extends Widget {
       } else if (this.tab === 'data' && force) {
         await renderData(this.tabs.get('data')!.body);
       } else if (this.tab === 'serving') {
-        await this.serving.refresh();
+        await this.serving.refresh(force);
       }
     } catch (e) {
       this.setError(e);

@@ -1,8 +1,7 @@
 """REST routes of the sidebar's Serving view:
 
     GET /mlops/api/v1/serving
-        {"models": [{model, requests, errors, first_ts, last_ts, variants}]}, most recently
-        active first (mlops_jupyter.store.serving_stats.served_models).
+        {"models": [{model, requests, first_ts, last_ts}]}, most recently active first (mlops_jupyter.store.serving_stats.served_models).
     GET /mlops/api/v1/serving/{model}?window=5m&windows=48&since=T&until=T&control=V
         traffic, latency percentiles and error rate per variant, overall and per window
         (serving_stats.model_stats); "verdict": the A/B report (the statistics of

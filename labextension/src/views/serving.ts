@@ -10,10 +10,8 @@ import { el, fmtNum, fmtTime, section, table } from '../util';
 export interface ServedModel {
   model: string;
   requests: number;
-  errors: number;
   first_ts: number;
   last_ts: number;
-  variants: string[];
 }
 
 export interface VariantStats {
@@ -114,6 +112,8 @@ export interface ServingDetail {
   elapsed_ms: number;
 }
 
+const STALE_MS = 30_000; // feedback, drift and rollouts change without new predictions
+
 const WINDOWS: [string, string][] = [
   ['', 'auto'],
   ['1m', '1 min'],
@@ -168,6 +168,8 @@ export class ServingView {
   private body = el('div', 'mj-serving-body');
   private model = '';
   private charts = new Map<string, CurveChart>();
+  private lastKey = '';
+  private lastLoad = 0;
 
   constructor(private width: () => number) {
     const bar = el('div', 'mj-filter-row');
@@ -184,19 +186,28 @@ export class ServingView {
     this.node.append(bar, this.status, this.body);
   }
 
-  /** Reload the served models and the picked model's detail. */
-  async refresh(): Promise<void> {
+  /** Reload the served models and the picked model's detail. A poll (`force` false)
+   * skips the detail while the model logged nothing new, for up to STALE_MS: the detail
+   * reads the model's whole log, the list only an index. */
+  async refresh(force = true): Promise<void> {
     const { models } = await api<{ models: ServedModel[] }>('serving');
     this.fillPicker(models);
-    if (!models.length) {
+    const m = models.find(x => x.model === this.model);
+    if (!m) {
       this.status.textContent = '';
       this.destroyCharts();
       this.body.replaceChildren(el('div', 'mj-empty', 'no served model has logged a prediction yet (mlops-jupyter serve NAME)'));
       return;
     }
-    const d = await api<ServingDetail>(`serving/${encodeURIComponent(this.model)}`, { window: this.windowPick.value });
+    const key = `${m.model}|${this.windowPick.value}|${m.requests}|${m.last_ts}`;
+    if (!force && key === this.lastKey && Date.now() - this.lastLoad < STALE_MS) {
+      return;
+    }
+    const d = await api<ServingDetail>(`serving/${encodeURIComponent(m.model)}`, { window: this.windowPick.value });
     if (d.model === this.model) {
       this.render(d);
+      this.lastKey = key;
+      this.lastLoad = Date.now();
     }
   }
 
