@@ -1,4 +1,4 @@
-// The "MLOps" left-sidebar panel: tabs over the views (runs + detail, compare, live, data),
+// The "MLOps" left-sidebar panel: tabs over the views (runs + detail, compare, live, data, serving),
 // each in its own file under views/. "Open as dashboard" opens the full-width tab.
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Widget } from '@lumino/widgets';
