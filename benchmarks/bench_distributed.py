@@ -99,9 +99,13 @@ class _Statements:
         self.xacts = self._xacts() - self.x0
 
 
-def overhead(label: str, n: int, server=None, db: str | None = None) -> tuple[float, float]:
+def overhead(
+    label: str, n: int, server=None, db: str | None = None, rounds: int = 1
+) -> tuple[float, float]:
     """(ms/trial of mj.sweep, ms/trial of study.optimize) on the current store's storage;
-    on PostgreSQL also statements and transactions per trial of each."""
+    on PostgreSQL also statements and transactions per trial of each. `rounds` > 1: then
+    as many more rounds of n/rounds trials each, bare and ours alternating, and the median
+    of the per-round differences (a shared machine's load changes within a minute)."""
     import optuna
 
     import mlops_jupyter as mj
@@ -135,6 +139,28 @@ def overhead(label: str, n: int, server=None, db: str | None = None) -> tuple[fl
             f"{label}: statements/trial mj.sweep {c_ours.n / n:.1f} vs study.optimize "
             f"{c_bare.n / n:.1f}; transactions/trial {c_ours.xacts / n:.1f} vs "
             f"{c_bare.xacts / n:.1f}",
+            flush=True,
+        )
+    if rounds > 1:
+        import statistics
+
+        k = max(1, n // rounds)
+        diffs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for r in range(rounds):
+                t0 = time.perf_counter()
+                st.optimize(trivial, n_trials=k)
+                b = (time.perf_counter() - t0) / k
+                t0 = time.perf_counter()
+                mj.sweep(
+                    trivial, n_trials=k, sampler="random", study=f"r{r}-{label}", gate=False,
+                    live=False,
+                )  # fmt: skip
+                diffs.append(((time.perf_counter() - t0) / k - b) * 1e3)
+        print(
+            f"{label}: {rounds} alternating rounds of {k} trials: overhead median "
+            f"{statistics.median(diffs):.2f} ms/trial ({', '.join(f'{d:.1f}' for d in diffs)})",
             flush=True,
         )
     return ours * 1e3, bare * 1e3
@@ -207,6 +233,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--overhead-only", action="store_true", help="only the per-trial figures")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="also alternate bare/ours in this many rounds"
+    )
     args = ap.parse_args()
     import optuna
 
@@ -220,10 +249,10 @@ def main() -> None:
     server = PgServer()
     try:
         _use_store(str(tmp / "sqlite" / "store.db"), None)
-        overhead("sqlite journal", max(20, n_over // 5))
+        overhead("sqlite journal", max(20, n_over // 5), rounds=args.rounds)
         url = server.new_database()
         _use_store(url, str(tmp / "artifacts"))
-        overhead("postgresql", n_over, server, url.rsplit("/", 1)[-1].split("?")[0])
+        overhead("postgresql", n_over, server, url.rsplit("/", 1)[-1].split("?")[0], args.rounds)
         if args.overhead_only:
             return
         client = cluster = None

@@ -483,11 +483,10 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent
     child = api.start_run(
         f"trial-{trial.number}", experiment=experiment, parent=parent, tags=tags, wait=False
     )
-    # each user attribute is a commit and a reload of the trial on RDBStorage: in the
-    # sweep's own process the run's tags (study, trial number) are the link (Sweep.trials);
-    # worker processes, slow to start anyway, also name the run and themselves on the trial
+    # each user attribute is a commit and a reload of the trial on RDBStorage: the run's
+    # tags (study, trial number) are the link to its run (Sweep.trials); worker processes
+    # name themselves on the trial, for the coordinator's live per-worker counts
     if worker is not None:
-        trial.set_user_attr("mlops.run_id", child.id)
         trial.set_user_attr("mlops.worker", worker)
     tap = Tap(child, trial, metric, prune, sync)
     value, state, err = None, "complete", None
