@@ -1,11 +1,16 @@
-"""Shared by the serving tests: wait until the workers' background loggers have written
-the prediction rows a test expects."""
+"""Shared by the serving tests: a module's store (SQLite, or a PostgreSQL database in the
+PostgreSQL pass) with its artifact folder, and waiting until the workers' background loggers
+have written the prediction rows a test expects."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import mlops_jupyter as mj
 from mlops_jupyter.store import open_store
 from mlops_jupyter.store import serving as sstore
 
@@ -22,3 +27,26 @@ def wait_logged(
         if len(rows) >= n or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def module_store(root: Path, request, name: str) -> Iterator[tuple[object, dict[str, str]]]:
+    """Set up a module's store under `root` (its PostgreSQL database `name` in the
+    PostgreSQL pass) and artifact folder; inside the block both are the current ones (the
+    artifact folder through MLOPS_JUPYTER_ARTIFACTS), afterwards both are put back. Yields
+    (store, the environment a server needs to find the artifacts)."""
+    store: object = root / "store.db"
+    art = {"MLOPS_JUPYTER_ARTIFACTS": str(root / "artifacts")}
+    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
+        store = request.getfixturevalue("pg_server").new_database(name)
+    saved = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
+    os.environ.update(art)
+    mj.set_store(store)
+    try:
+        yield store, art
+    finally:
+        mj.set_store(None)
+        if saved is None:
+            os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
+        else:
+            os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved

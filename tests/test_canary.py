@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from serving_helpers import module_store
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -56,38 +57,27 @@ def slow(x):
 def env(tmp_path_factory, request):
     """Model "cn": v1 double (production), v2 triple, v3 flaky (logged by a run), v4 slow."""
     root = tmp_path_factory.mktemp("canary")
-    store: object = root / "store.db"
-    art = {"MLOPS_JUPYTER_ARTIFACTS": str(root / "artifacts")}  # for the whole module
-    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
-        store = request.getfixturevalue("pg_server").new_database("canary")
-    saved = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
-    os.environ.update(art)
     mods = root / "mods"
     mods.mkdir()
     (mods / "canary_fns.py").write_text(FNS)
     sys.path.insert(0, str(mods))
     import canary_fns as f
 
-    mj.set_store(store)
     try:
-        mj.register_model("cn", f.double, signature=SIG)
-        mj.register_model("cn", f.triple, signature=SIG)
-        with mj.start_run(name="train-flaky") as run:
-            mj.register_model("cn", f.flaky, signature=SIG, run=run)
-        mj.register_model("cn", f.slow, signature=SIG)
-        mj.promote_model("cn", 1, "staging")
-        mj.promote_model("cn", 1, "production")
-        for fn in (f.double, f.triple):  # "cc": only for the controllers test (no server)
-            mj.register_model("cc", fn, signature=SIG)
-        pp = os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])
-        srv = mj.serve("cn", trusted=True, max_wait_ms=1, extra_env={"PYTHONPATH": pp, **art})
+        with module_store(root, request, "canary") as (store, art):
+            mj.register_model("cn", f.double, signature=SIG)
+            mj.register_model("cn", f.triple, signature=SIG)
+            with mj.start_run(name="train-flaky") as run:
+                mj.register_model("cn", f.flaky, signature=SIG, run=run)
+            mj.register_model("cn", f.slow, signature=SIG)
+            mj.promote_model("cn", 1, "staging")
+            mj.promote_model("cn", 1, "production")
+            for fn in (f.double, f.triple):  # "cc": only for the controllers test (no server)
+                mj.register_model("cc", fn, signature=SIG)
+            pp = os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])
+            srv = mj.serve("cn", trusted=True, max_wait_ms=1, extra_env={"PYTHONPATH": pp, **art})
     finally:
-        mj.set_store(None)
         sys.path.remove(str(mods))
-        if saved is None:
-            os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
-        else:
-            os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved
     yield {"store": store, "srv": srv, "run": run, "art": art}
     srv.stop()
 

@@ -5,13 +5,13 @@ request; bad rollout commands are one-line errors (exit 2)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from serving_helpers import module_store
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -37,31 +37,18 @@ def _linear(seed: int) -> torch.nn.Module:
 def env(tmp_path_factory, request):
     """Model "live": v1 (production) and v2 (alias "next") answer; v3 cannot load."""
     root = tmp_path_factory.mktemp("live")
-    store: object = root / "store.db"
-    art = {"MLOPS_JUPYTER_ARTIFACTS": str(root / "artifacts")}  # for the whole module
-    if os.environ.get("MLOPS_TEST_BACKEND") == "postgresql":
-        store = request.getfixturevalue("pg_server").new_database("live")
-    saved = os.environ.get("MLOPS_JUPYTER_ARTIFACTS")
-    os.environ.update(art)
     mods = root / "mods"
     mods.mkdir()
     (mods / "gone_live.py").write_text("class Gone:\n    def predict(self, x):\n        return x\n")
     sys.path.insert(0, str(mods))
     import gone_live
 
-    mj.set_store(store)
-    try:
+    with module_store(root, request, "live") as (store, art):
         mj.register_model("live", _linear(1), signature=SIG)
         mj.register_model("live", _linear(2), signature=SIG, alias="next")
         mj.register_model("live", gone_live.Gone())
         mj.promote_model("live", 1, "staging")
         mj.promote_model("live", 1, "production")
-    finally:
-        mj.set_store(None)
-        if saved is None:
-            os.environ.pop("MLOPS_JUPYTER_ARTIFACTS", None)
-        else:
-            os.environ["MLOPS_JUPYTER_ARTIFACTS"] = saved
     (mods / "gone_live.py").unlink()
     sys.path.remove(str(mods))
     sys.modules.pop("gone_live", None)

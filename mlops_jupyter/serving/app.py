@@ -29,7 +29,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import monitor as _monitor
-from .batching import Batcher
 from .signature import ARROW_TYPE, BadInput, describe, parse_arrow, parse_json
 
 log = logging.getLogger("mlops_jupyter.serving")
@@ -138,12 +137,7 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
         async def load(v: Any) -> None:
             await loop.run_in_executor(None, v.load, opts.get("trusted", False))
             if v.predictor is not None:
-                v.batcher = Batcher(
-                    v.predictor,
-                    opts.get("max_batch", 64),
-                    opts.get("max_wait_ms", 5) / 1000,
-                    threaded=opts.get("model_thread", False),
-                )
+                v.start_batcher(opts)
             v.loaded.set()
 
         st._load_tasks = [loop.create_task(load(v)) for v in router.all()]

@@ -82,7 +82,6 @@ async def follow(st: Any, store: Any, opts: dict[str, Any], interval: float = PO
 
 async def _switch(st: Any, plan: Plan, opts: dict[str, Any]) -> bool:
     """Load what `plan` needs and swap it in; False (old layout kept) if a version fails."""
-    from .batching import Batcher
 
     loop = asyncio.get_running_loop()
     old = st.router
@@ -111,12 +110,7 @@ async def _switch(st: Any, plan: Plan, opts: dict[str, Any]) -> bool:
         )
         return False
     for v in fresh:
-        v.batcher = Batcher(
-            v.predictor,
-            opts.get("max_batch", 64),
-            opts.get("max_wait_ms", 5) / 1000,
-            threaded=opts.get("model_thread", False),
-        )
+        v.start_batcher(opts)
         v.loaded.set()
     # the weights of reused variants, then the routing order, change with the swap
     for n, _, w in plan.variants:

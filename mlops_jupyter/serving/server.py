@@ -207,9 +207,7 @@ def add_parser(sub) -> None:
         help="profile the answered inputs per window (e.g. 60s, 5m; 0 = off) and compare "
         "them with the model's training data",
     )
-    p.add_argument(
-        "--monitor-rows", type=_positive, help="rows sampled per window (default 10000)"
-    )
+    p.add_argument("--monitor-rows", type=_positive, help="rows sampled per window (default 10000)")
     p.add_argument(
         "--log-inputs",
         action="store_true",

@@ -163,6 +163,17 @@ class Variant:
             self.error = f"{type(e).__name__}: {e}"
             log.error("model %s v%s not loaded: %s", self.model, self.version, self.error)
 
+    def start_batcher(self, opts: dict[str, Any]) -> None:
+        """The batcher of a loaded predictor, by the server's batching options."""
+        from .batching import Batcher
+
+        self.batcher = Batcher(
+            self.predictor,
+            opts.get("max_batch", 64),
+            opts.get("max_wait_ms", 5) / 1000,
+            threaded=opts.get("model_thread", False),
+        )
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.version, "weight": self.weight / 100}
         if not self.loaded.is_set():

@@ -81,12 +81,7 @@ def outcomes(
         " AND (p.variant IS NULL OR p.variant NOT LIKE 'shadow:%')"
     )
     args: list[Any] = [model]
-    if since is not None:
-        sql += " AND p.ts >= ?"
-        args.append(float(since))
-    if until is not None:
-        sql += " AND p.ts < ?"
-        args.append(float(until))
+    sql += time_range("p.ts", since, until, args)
     sql += " ORDER BY p.ts, p.id"
     out: dict[str, list[dict]] = {}
     for variant, rid, version, ts, lat, value, num in store.read(sql, args, "read outcomes"):
@@ -101,6 +96,19 @@ def outcomes(
             }
         )
     return out
+
+
+def time_range(col: str, since: float | None, until: float | None, args: list[Any]) -> str:
+    """The SQL condition `col` in [since, until) (either end open when None), its
+    arguments appended to `args`."""
+    sql = ""
+    if since is not None:
+        sql += f" AND {col} >= ?"
+        args.append(float(since))
+    if until is not None:
+        sql += f" AND {col} < ?"
+        args.append(float(until))
+    return sql
 
 
 def record_rollout(store: Store, model: str, reason: str, user: str | None = None) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .db import Store
+from .serving import time_range
 
 SHADOW_PREFIX = "shadow:"
 PERCENTILES = (50, 95, 99)
@@ -97,12 +98,7 @@ def model_stats(
         " FROM serving_predictions WHERE model=?"
     )
     args: list[Any] = [model]
-    if since is not None:
-        sql += " AND ts >= ?"
-        args.append(float(since))
-    if until is not None:
-        sql += " AND ts < ?"
-        args.append(float(until))
+    sql += time_range("ts", since, until, args)
     rows = store.read(sql, args, "read the prediction log")
     if not rows:
         return None
@@ -211,12 +207,7 @@ def feedback_values(
         " AND (p.variant IS NULL OR p.variant NOT LIKE 'shadow:%')"
     )
     args: list[Any] = [model]
-    if since is not None:
-        sql += " AND p.ts >= ?"
-        args.append(float(since))
-    if until is not None:
-        sql += " AND p.ts < ?"
-        args.append(float(until))
+    sql += time_range("p.ts", since, until, args)
     out: dict[str, list[Any]] = {}
     for variant, num, value in store.read(sql, args, "read feedback"):
         # value_num is NULL for non-numbers (and for NaN on SQLite): decode those
