@@ -72,8 +72,9 @@ def env(tmp_path_factory, request):
             mj.register_model("cn", f.slow, signature=SIG)
             mj.promote_model("cn", 1, "staging")
             mj.promote_model("cn", 1, "production")
-            for fn in (f.double, f.triple):  # "cc": only for the controllers test (no server)
+            for fn in (f.double, f.triple):  # "cc", "cl": tests without a server
                 mj.register_model("cc", fn, signature=SIG)
+                mj.register_model("cl", fn, signature=SIG)
             pp = os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])
             srv = mj.serve("cn", trusted=True, max_wait_ms=1, extra_env={"PYTHONPATH": pp, **art})
     finally:
@@ -284,6 +285,36 @@ def test_canary_whose_inputs_drift_is_rolled_back(env, tmp_path, monkeypatch):
     assert "input drift" in row["reason"] and "b" in row["reason"], row["reason"]
 
 
+def test_refused_canary_is_rolled_back_by_the_controller(env):
+    """A worker's record that the canary's version did not load (no server here: recorded
+    directly) rolls it back at the next tick, with the worker and the error as evidence; a
+    failing shadow alone does not, and each worker's refusal is recorded once."""
+    s = open_store(env["store"])
+    mj.set_store(env["store"])
+    try:
+        cn.set_split(s, "cl", "v1=100", None, "test")
+        cn.start_canary(s, "cl", "v2", "5,100", 3600, shadow="v1", user="test")
+    finally:
+        mj.set_store(None)
+    gen = sr.get(s, "cl")["generation"]
+    shadow_only = [{"name": "v1", "version": 1, "error": "OSError: disk gone"}]
+    assert sr.record_refusal(s, "cl", gen, "h:1", "v2=5,v1=95 shadow v1", shadow_only)
+    assert not sr.record_refusal(s, "cl", gen, "h:1", "v2=5,v1=95 shadow v1", shadow_only)
+    assert cn.tick(s, "cl")["action"] == "wait"
+    err = "ModuleNotFoundError: No module named 'gone'"
+    both = [{"name": "v2", "version": 2, "error": err}, *shadow_only]
+    assert sr.record_refusal(s, "cl", gen, "h:2", "v2=5,v1=95 shadow v1", both)
+    out = cn.tick(s, "cl")
+    assert out["action"] == "rollback", out
+    assert out["reason"] == f"canary load: worker h:2 could not load v2 (v2): {err}"
+    row = sr.get(s, "cl")
+    assert row["state"] == "rolled back" and row["layout"]["variants"] == [["v1", 1, 10000]]
+    assert "rolled back at step 1/2 (5 %): canary load: worker h:2" in row["reason"]
+    assert [r["worker"] for r in sr.refusals(s, "cl", gen)] == ["h:1", "h:2"]
+    shown = cn.show(s, "cl")["refused"]
+    assert {r["generation"] for r in shown} == {gen} and len(shown) == 2
+
+
 def _fig(n, errors=0, lat=5.0, fb=None, fb_n=0):
     return {
         "n": n,
@@ -321,5 +352,13 @@ def test_rules_on_known_figures():
     d = cn.evaluate(r, _fig(200), _fig(200), drift)["failed"]
     assert [f["rule"] for f in d] == ["input drift"] and "0.60" in d[0]["evidence"]
     assert cn.evaluate(cn.Rules(drift=False), _fig(200), _fig(200), drift)["failed"] == []
+    # a worker that could not load the canary: at once, before any request
+    refused = [{"worker": f"h:{k}", "failed": [{"name": "v2", "version": 2, "error": "E: x"}]}
+               for k in (1, 2)]  # fmt: skip
+    ld = cn.evaluate(r, _fig(0), _fig(200), None, refused)["failed"]
+    assert ld == [
+        {"rule": "canary load", "evidence": "worker h:1 could not load v2 (v2): E: x "
+         "(and 1 more worker)"}
+    ]  # fmt: skip
     with pytest.raises(mj.errors.InvalidInputError):
         cn.Rules(max_error_rate=1.5)

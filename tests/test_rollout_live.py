@@ -21,7 +21,7 @@ import mlops_jupyter as mj  # noqa: E402
 from mlops_jupyter.cli import main  # noqa: E402
 from mlops_jupyter.serving import canary as cn  # noqa: E402
 from mlops_jupyter.serving.client import request  # noqa: E402
-from mlops_jupyter.store import open_store  # noqa: E402
+from mlops_jupyter.store import open_store, telemetry  # noqa: E402
 from mlops_jupyter.store import serving_rollouts as sr  # noqa: E402
 
 SIG = {"x": {"shape": [4], "dtype": "float32"}}
@@ -35,7 +35,8 @@ def _linear(seed: int) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, request):
-    """Model "live": v1 (production) and v2 (alias "next") answer; v3 cannot load."""
+    """Model "live": v1 (production) and v2 (alias "next") answer; v3 (logged by a run)
+    cannot load."""
     root = tmp_path_factory.mktemp("live")
     mods = root / "mods"
     mods.mkdir()
@@ -46,13 +47,14 @@ def env(tmp_path_factory, request):
     with module_store(root, request, "live") as (store, art):
         mj.register_model("live", _linear(1), signature=SIG)
         mj.register_model("live", _linear(2), signature=SIG, alias="next")
-        mj.register_model("live", gone_live.Gone())
+        with mj.start_run(name="train-gone") as run:
+            mj.register_model("live", gone_live.Gone(), run=run)
         mj.promote_model("live", 1, "staging")
         mj.promote_model("live", 1, "production")
     (mods / "gone_live.py").unlink()
     sys.path.remove(str(mods))
     sys.modules.pop("gone_live", None)
-    yield {"store": store, "art": art}
+    yield {"store": store, "art": art, "run": run}
 
 
 def _cli(env, *args: str) -> int:
@@ -130,9 +132,17 @@ def test_running_server_switches_layout_without_failed_requests(env, capsys):
             assert {n: v["weight"] for n, v in ready["variants"].items()} == {"v1": 50, "next": 50}
         # a layout naming a version that cannot load is not applied: the old one serves on
         assert _cli(env, "rollout", "set", "live", "--split", "v1=50,v3=50") == 0
+        refused_gen = sr.get(open_store(env["store"]), "live")["generation"]
         time.sleep(2.5)
         assert {v for _, _, v, _ in traffic.since(time.monotonic() - 1)} == {"v1", "next"}
+        # each worker recorded once why it kept the old layout
+        refused = sr.refusals(open_store(env["store"]), "live", refused_gen)
+        assert len({r["worker"] for r in refused}) == len(refused) == 2, refused
+        assert all(r["failed"][0]["name"] == "v3" and "gone_live" in r["failed"][0]["error"]
+                   and r["layout"] == "v1=50,v3=50" for r in refused)  # fmt: skip
+        capsys.readouterr()
         assert _cli(env, "rollout", "rollback", "live", "--reason", "done testing") == 0
+        assert "note: the replaced generation" in capsys.readouterr().out
         back = traffic.wait_for(lambda a: {v for _, _, v, _ in a} == {"v1"})
         assert all(o["version"] == 1 for _, _, _, o in back)
     finally:
@@ -149,6 +159,58 @@ def test_running_server_switches_layout_without_failed_requests(env, capsys):
     out = capsys.readouterr().out
     assert "rolled back" in out and "split v1=50,next=50 (next = v2)" in out
     assert "rollback to v1 (v1): done testing" in out
+    assert f"generation {refused_gen} (v1=50,v3=50)" in out and "gone_live" in out
+
+
+def test_canary_that_cannot_load_is_rolled_back(env, capsys):
+    """A canary naming v3 (its code is gone) on a running 2-worker server: the workers keep
+    the control and record why, the controller rolls the canary back within seconds, and
+    the control answered every request throughout."""
+    s = open_store(env["store"])
+    mj.set_store(env["store"])
+    try:
+        cn.set_split(s, "live", "v1=100", None, "test")
+        srv = mj.serve("live", workers=2, max_wait_ms=1, extra_env=env["art"])
+    finally:
+        mj.set_store(None)
+    traffic = Traffic(srv.url)
+    try:
+        traffic.wait_for(lambda a: {v for _, _, v, _ in a} == {"v1"})
+        t0 = time.monotonic()
+        assert _cli(env, "rollout", "set", "live", "--canary", "v3", "--ramp", "50,100") == 0
+        gen = sr.get(s, "live")["generation"]
+        while sr.get(s, "live")["state"] == "ramping" and time.monotonic() - t0 < 15:
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        time.sleep(1.5)  # the workers follow the rollback's layout
+    finally:
+        traffic.close()
+        srv.stop()
+    row = sr.get(s, "live")
+    assert row["state"] == "rolled back" and took < 8, (row, took)
+    assert row["layout"]["variants"] == [["v1", 1, 10000]]
+    assert {(s_, v) for _, s_, v, _ in traffic.answers} == {(200, "v1")}
+    assert len(traffic.answers) > 50
+    assert "canary v3 rolled back at step 1/2 (50 %): canary load: worker " in row["reason"]
+    assert "could not load v3 (v3)" in row["reason"] and "gone_live" in row["reason"]
+    assert row["reason"] in _cli_history(env)
+    assert sr.refusals(s, "live", gen)  # the worker's own record
+    # the rollback is an event on the run that logged v3, with the load error
+    events = telemetry.list_events(s, None, ("rollback",))
+    assert any(e[1] == env["run"].id and "gone_live" in e[5] for e in events), events
+    capsys.readouterr()
+    assert _cli(env, "rollout", "show", "live") == 0
+    out = capsys.readouterr().out
+    assert "rolled back canary v3" in out and f"generation {gen} (" in out
+
+
+def _cli_history(env) -> list[str]:
+    mj.set_store(env["store"])
+    try:
+        h = mj.registry.history("live")
+    finally:
+        mj.set_store(None)
+    return h.filter(h["action"] == "rollout")["reason"].to_list()
 
 
 def test_what_serve_follows(env):

@@ -11,8 +11,10 @@ window, canary against control, and:
   fires: error rate (status >= 500) or the share of requests slower than `max_p99_ms`
   above 1 % with the lower end of its 95 % Wilson interval (so one unlucky request among
   twenty is not enough), the mean feedback below the control's by more than
-  `metric_margin` (both with `min_feedback` values), or input drift of the canary's
-  version (`serving.monitor.latest_drift`, when that module provides it);
+  `metric_margin` (both with `min_feedback` values), input drift of the canary's
+  version (`serving.monitor.latest_drift`, when that module provides it), or a worker that
+  could not load the canary's version (it keeps serving the old layout and records the
+  load error in the store: `serving_rollouts.record_refusal`);
 - takes the next step once `every` seconds have passed in this step, the canary answered
   `min_requests` requests in it and its observed error rate and p99 are within the limits;
   the last step (100 %) leaves the canary alone: state "promoted";
@@ -78,9 +80,17 @@ def p99(latencies: list[float]) -> float | None:
     return latencies[max(0, math.ceil(0.99 * len(latencies)) - 1)]
 
 
-def evaluate(rules: Rules, canary: dict, control: dict, drift: dict | None) -> dict[str, Any]:
+def evaluate(
+    rules: Rules,
+    canary: dict,
+    control: dict,
+    drift: dict | None,
+    refused: list[dict] | None = None,
+) -> dict[str, Any]:
     """The checks of one window: {"failed": [{"rule", "evidence"}], "healthy": bool (the
-    observed figures are within the limits), "enough": bool, figures...}."""
+    observed figures are within the limits), "enough": bool, figures...}. `refused`: the
+    workers' records of the canary's version not loading (serving_rollouts.refusals), a
+    rule that fires at once."""
     n, errs, lats = canary["n"], canary["errors"], canary["latencies"]
     slow = sum(1 for x in lats if x > rules.max_p99_ms)
     out: dict[str, Any] = {
@@ -138,6 +148,9 @@ def evaluate(rules: Rules, canary: dict, control: dict, drift: dict | None) -> d
                 + (f" (columns {cols})" if cols else ""),
             }
         )
+    if refused:
+        out["refused"] = refused
+        failed.insert(0, {"rule": "canary load", "evidence": _load_evidence(refused)})
     out["failed"] = failed
     out["enough"] = n >= rules.min_requests
     out["healthy"] = (
@@ -145,6 +158,28 @@ def evaluate(rules: Rules, canary: dict, control: dict, drift: dict | None) -> d
         and errs / n <= rules.max_error_rate
         and (out["p99_ms"] is None or out["p99_ms"] <= rules.max_p99_ms)
     )
+    return out
+
+
+def _load_evidence(refused: list[dict]) -> str:
+    """'worker h:12 could not load v3 (v3): ModuleNotFoundError: ...' (+ how many more)."""
+    r = refused[0]
+    f = r["failed"][0]
+    text = f"worker {r['worker']} could not load {f['name']} (v{f['version']}): {f['error']}"
+    others = len({x["worker"] for x in refused}) - 1
+    return text + (f" (and {others} more worker{'s' if others != 1 else ''})" if others else "")
+
+
+def _canary_refusals(store: Any, model: str, gen: int, version: int) -> list[dict]:
+    """This generation's refusals by workers that could not load the canary's `version`
+    (only its failures kept: a shadow that fails too is not the canary's fault)."""
+    from ..store import serving_rollouts as sr
+
+    out = []
+    for r in sr.refusals(store, model, gen):
+        mine = [f for f in r["failed"] if f.get("version") == version]
+        if mine:
+            out.append({**r, "failed": mine})
     return out
 
 
@@ -176,7 +211,8 @@ def tick(store: Any, model: str, now: float | None = None) -> dict[str, Any] | N
     rules = Rules(**c.get("rules", {}))
     stats = sr.window(store, model, [c["name"], c["control"]], c["step_started"], now)
     drift = _latest_drift(store, model, c["version"], c["step_started"]) if rules.drift else None
-    ev = evaluate(rules, stats[c["name"]], stats[c["control"]], drift)
+    refused = _canary_refusals(store, model, gen, c["version"])
+    ev = evaluate(rules, stats[c["name"]], stats[c["control"]], drift, refused)
     step = f"step {c['step'] + 1}/{len(c['ramp'])} ({c['ramp'][c['step']]:g} %)"
     if ev["failed"]:
         why = "; ".join(f"{f['rule']}: {f['evidence']}" for f in ev["failed"])
@@ -422,7 +458,8 @@ def _store(
 
 
 def show(store: Any, model: str) -> dict[str, Any]:
-    """The stored rollout with its history (the audit log's rollout entries)."""
+    """The stored rollout with its history (the audit log's rollout entries) and the
+    layouts that workers refused (`refused`: serving_rollouts.refusals)."""
     from ..store import registry as rs
     from ..store import serving_rollouts as sr
 
@@ -437,4 +474,6 @@ def show(store: Any, model: str) -> dict[str, Any]:
         for r in rs.audit_log(store, model)
         if r[3] == "rollout"
     ]
-    return {**row, "layout_text": describe(row["layout"]), "history": hist}
+    # the layouts some workers could not load (the newest five), with the load errors
+    refused = sr.refusals(store, model, last=5)
+    return {**row, "layout_text": describe(row["layout"]), "history": hist, "refused": refused}

@@ -7,8 +7,11 @@ canary.py) or null. Each worker polls it about once a second from a thread of it
 loop's executor (a primary-key read, off the request path); when the generation changes it
 builds a new Router, loads the versions it does not serve yet in a thread, and only then
 swaps it in on the event loop: requests keep going to the old router until the new one is
-ready. A version that fails to load keeps the old layout (the error is logged, and that
-generation is not tried again)."""
+ready. A version that fails to load keeps the old layout: the error is logged and recorded
+in the store once per generation and worker (`serving_rollouts.record_refusal`, so the canary
+controller can roll back and `rollout show` can say why), and that generation is not tried
+again. A worker that starts with a stored layout records the versions of it it could not
+load the same way."""
 
 from __future__ import annotations
 
@@ -60,7 +63,14 @@ async def follow(st: Any, store: Any, opts: dict[str, Any], interval: float = PO
     loop = asyncio.get_running_loop()
     current = opts.get("generation")
     tried: int | None = None  # a generation that failed to load is not tried again
+    pending: list[tuple] = []  # refusals not recorded yet (the store was away)
+    if current and opts.get("plan") is not None:
+        await asyncio.gather(*getattr(st, "_load_tasks", []), return_exceptions=True)
+        failed = _failed(st.router.all())
+        if failed:  # started with a stored layout it could not load all of
+            pending.append((current, describe(layout_of(opts["plan"])), failed))
     while True:
+        pending = [p for p in pending if not await _record(loop, store, st, *p)]
         await asyncio.sleep(interval)
         try:
             row = await loop.run_in_executor(None, sr.get, store, st.name)
@@ -71,17 +81,44 @@ async def follow(st: Any, store: Any, opts: dict[str, Any], interval: float = PO
             continue
         tried = row["generation"]
         try:
-            ok = await _switch(st, plan_of(st.name, row["layout"]), opts)
+            failed = await _switch(st, plan_of(st.name, row["layout"]), opts)
         except Exception as e:
             log.error("rollout generation %s not applied: %s", row["generation"], e)
+            failed = [{"name": None, "version": None, "error": f"{type(e).__name__}: {e}"}]
+        if failed:
+            pending.append((row["generation"], describe(row["layout"]), failed))
             continue
-        if ok:
-            current = row["generation"]
-            log.warning("serving %s generation %s: %s", st.name, current, describe(row["layout"]))
+        current = row["generation"]
+        log.warning("serving %s generation %s: %s", st.name, current, describe(row["layout"]))
 
 
-async def _switch(st: Any, plan: Plan, opts: dict[str, Any]) -> bool:
-    """Load what `plan` needs and swap it in; False (old layout kept) if a version fails."""
+def _failed(variants: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": v.name, "version": int(v.version), "error": v.error}
+        for v in variants
+        if v.error is not None
+    ]
+
+
+async def _record(
+    loop: asyncio.AbstractEventLoop, store: Any, st: Any, gen: int, layout: str, failed: list
+) -> bool:
+    """Record a refused layout in the store (in a thread); False to try again later."""
+    from ..store import serving_rollouts as sr
+
+    try:
+        await loop.run_in_executor(
+            None, sr.record_refusal, store, st.name, gen, st.worker, layout, failed
+        )
+        return True
+    except Exception as e:  # the store may be away: the next poll tries again
+        log.warning("refused rollout generation %s not recorded: %s", gen, e)
+        return False
+
+
+async def _switch(st: Any, plan: Plan, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Load what `plan` needs and swap it in. Returns the versions that failed to load
+    ([{name, version, error}]; the old layout is kept then), [] once switched."""
 
     loop = asyncio.get_running_loop()
     old = st.router
@@ -101,14 +138,14 @@ async def _switch(st: Any, plan: Plan, opts: dict[str, Any]) -> bool:
     await asyncio.gather(
         *(loop.run_in_executor(None, v.load, opts.get("trusted", False)) for v in fresh)
     )
-    failed = [v for v in fresh if v.error is not None]
+    failed = _failed(fresh)
     if failed:
         log.error(
             "rollout of %s not applied, old layout kept: %s",
             plan.model,
-            "; ".join(f"{v.name} (v{v.version}): {v.error}" for v in failed),
+            "; ".join(f"{f['name']} (v{f['version']}): {f['error']}" for f in failed),
         )
-        return False
+        return failed
     for v in fresh:
         v.start_batcher(opts)
         v.loaded.set()
@@ -122,7 +159,7 @@ async def _switch(st: Any, plan: Plan, opts: dict[str, Any]) -> bool:
     for v in retired:  # requests already routed to it finish first
         if v.batcher is not None:
             loop.call_later(RETIRE_S, v.batcher.close)
-    return True
+    return []
 
 
 def start_controller(model: str, interval: float = POLL_S) -> int | None:

@@ -65,9 +65,11 @@ def _store():
 
 
 def cmd_set(args) -> int:
+    from ..store import serving_rollouts as sr
     from . import canary as cn
 
     store = _store()
+    before = sr.get(store, args.model)
     if args.canary is not None:
         if args.split is not None:
             raise InvalidInputError("give either --split or --canary, not both")
@@ -88,7 +90,26 @@ def cmd_set(args) -> int:
             raise InvalidInputError("--ramp goes with --canary")
         row = cn.set_split(store, args.model, args.split, args.shadow, _user())
     print(f"{args.model}: {row['reason']} (generation {row['generation']}, {row['state']})")
+    _note_refused(store, args.model, before)
     return 0
+
+
+def _note_refused(store, model: str, before: dict | None) -> None:
+    """Say when the replaced layout was refused by workers (they kept an older one)."""
+    from ..store import serving_rollouts as sr
+
+    refused = sr.refusals(store, model, before["generation"]) if before else []
+    if refused:
+        print(f"note: the replaced generation {before['generation']} was refused by "
+              f"{len(refused)} worker(s), which kept serving an older layout:")  # fmt: skip
+        _print_refused(refused)
+
+
+def _print_refused(refused: list[dict]) -> None:
+    for r in refused:
+        errs = "; ".join(f"{f['name']} (v{f['version']}): {f['error']}" for f in r["failed"])
+        print(f"  generation {r['generation']} ({r['layout']}) {_t(r['ts'])} "
+              f"worker {r['worker']}: {errs}")  # fmt: skip
 
 
 def cmd_show(args) -> int:
@@ -122,6 +143,9 @@ def cmd_show(args) -> int:
         print(f"checks      {_checks(ch)}")
         for w in ch.get("waiting_for") or []:
             print(f"  waiting for {w}")
+    if info.get("refused"):
+        print("refused     layouts some workers could not load (they kept an older one)")
+        _print_refused(info["refused"])
     print("history")
     for h in info["history"][-args.last :]:
         print(f"  {_t(h['ts'])}  {h['user'] or '':<10}  {h['reason']}")
@@ -146,10 +170,14 @@ def _t(ts: float | None) -> str:
 
 
 def cmd_rollback(args) -> int:
+    from ..store import serving_rollouts as sr
     from . import canary as cn
 
-    row = cn.rollback(_store(), args.model, args.reason, _user())
+    store = _store()
+    before = sr.get(store, args.model)
+    row = cn.rollback(store, args.model, args.reason, _user())
     print(f"{args.model}: {row['reason']} (generation {row['generation']})")
+    _note_refused(store, args.model, before)
     return 0
 
 

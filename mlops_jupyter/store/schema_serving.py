@@ -86,4 +86,19 @@ MIGRATIONS = [
         );
         """,
     ),
+    (
+        83,
+        "serving: rollout layouts that a worker could not load, with the load errors",
+        """
+        CREATE TABLE serving_rollout_refusals(
+            model TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            worker TEXT NOT NULL,
+            layout TEXT NOT NULL,
+            failed TEXT NOT NULL,
+            ts REAL NOT NULL,
+            PRIMARY KEY(model, generation, worker)
+        );
+        """,
+    ),
 ]

@@ -6,7 +6,9 @@ controller checks.
 Every change of a layout bumps its generation; `set_layout(..., expect=g)` writes only
 while the generation is still `g` (compare-and-set), so when several controllers run at
 once exactly one of them takes each step. The change goes into the registry's audit log
-(action "rollout") in the same transaction."""
+(action "rollout") in the same transaction. A worker that cannot load the versions a
+layout needs keeps serving the old one and records why (`record_refusal`), once per
+generation; the controller rolls a canary back on it."""
 
 from __future__ import annotations
 
@@ -96,6 +98,57 @@ def set_checks(store: Store, model: str, generation: int, checks: dict[str, Any]
             (json.dumps(checks, default=str), model, generation),
         ).fetchone()
     return got is not None
+
+
+def record_refusal(
+    store: Store,
+    model: str,
+    generation: int,
+    worker: str,
+    layout: str,
+    failed: list[dict[str, Any]],
+) -> bool:
+    """Record that `worker` could not serve generation `generation` of `model`'s layout
+    (`layout`: its one-line description) because the versions in `failed` ([{name,
+    version, error}]) did not load. Once per (model, generation, worker): False when it
+    was recorded already."""
+    with store.write("record the refused rollout") as c:
+        got = c.execute(
+            "INSERT INTO serving_rollout_refusals(model, generation, worker, layout, failed, ts)"
+            " VALUES(?,?,?,?,?,?) ON CONFLICT(model, generation, worker) DO NOTHING"
+            " RETURNING generation",
+            (model, int(generation), worker, layout, json.dumps(failed), time.time()),
+        ).fetchone()
+    return got is not None
+
+
+def refusals(
+    store: Store, model: str, generation: int | None = None, last: int | None = None
+) -> list[dict[str, Any]]:
+    """The recorded refusals of `model`'s layouts ({generation, worker, layout, failed,
+    ts}, oldest generation first): of `generation` only, or of its `last` refused
+    generations."""
+    where, args = "model=?", [model]
+    if generation is not None:
+        where += " AND generation=?"
+        args.append(int(generation))
+    elif last is not None:
+        # the newest `last` generations that have any refusal
+        where += (
+            " AND generation IN (SELECT DISTINCT generation FROM serving_rollout_refusals"
+            " WHERE model=? ORDER BY generation DESC LIMIT ?)"
+        )
+        args += [model, int(last)]
+    rows = store.read(
+        "SELECT generation, worker, layout, failed, ts FROM serving_rollout_refusals"
+        f" WHERE {where} ORDER BY generation, ts, worker",
+        args,
+        "read the refused rollouts",
+    )
+    return [
+        {"generation": int(g), "worker": w, "layout": lay, "failed": json.loads(f), "ts": ts}
+        for g, w, lay, f, ts in rows
+    ]
 
 
 def window(
