@@ -204,6 +204,31 @@ def test_canary_that_cannot_load_is_rolled_back(env, capsys):
     assert "rolled back canary v3" in out and f"generation {gen} (" in out
 
 
+def test_server_started_with_a_canary_that_cannot_load_rolls_it_back(env):
+    """A worker started with a stored canary layout whose canary does not load records it
+    like a refused layout: the controller rolls the canary back."""
+    s = open_store(env["store"])
+    mj.set_store(env["store"])
+    try:
+        cn.set_split(s, "live", "v1=100", None, "test")
+        cn.start_canary(s, "live", "v3", "50,100", 3600, user="test")
+        gen = sr.get(s, "live")["generation"]
+        srv = mj.serve("live", max_wait_ms=1, extra_env=env["art"])
+    finally:
+        mj.set_store(None)
+    with srv:
+        t0 = time.monotonic()
+        while sr.get(s, "live")["state"] == "ramping" and time.monotonic() - t0 < 10:
+            status, obj = _post(srv.url, "u")
+            assert status == 200 and obj["variant"] == "v1", obj
+            time.sleep(0.05)
+    row = sr.get(s, "live")
+    assert row["state"] == "rolled back", row
+    assert "canary load: worker " in row["reason"] and "could not load v3" in row["reason"]
+    (ref,) = sr.refusals(s, "live", gen)
+    assert ref["layout"] == "v3=50,v1=50" and ref["failed"][0]["version"] == 3
+
+
 def _cli_history(env) -> list[str]:
     mj.set_store(env["store"])
     try:
