@@ -153,8 +153,11 @@ class _Pool:
             return await self.open()
         self.waited += 1
         async with self.free:
-            await self.free.wait_for(lambda: bool(self.idle))
+            # a connection comes back, or a broken one frees its slot
+            await self.free.wait_for(lambda: bool(self.idle) or self.opened < self.limit)
+        if self.idle:
             return self.idle.popleft()
+        return await self.open()
 
     async def put(self, conn: tuple | None) -> None:
         if conn is None:  # broken: its slot is free for a new one
@@ -473,7 +476,7 @@ def main() -> None:
     ap.add_argument("--open-seconds", type=float, default=15, help="per open-loop measurement")
     ap.add_argument("--max-conns", type=int, default=512, help="open-loop connection limit")
     args = ap.parse_args()
-    if args.rate:
+    if args.rate is not None:
         rates = [r.strip() for r in args.rate.split(",") if r.strip()]
         bad = [r for r in rates if not _valid_rate(r)]
         if bad or not rates:
@@ -510,7 +513,7 @@ def main() -> None:
         if not args.no_mlflow:
             mlflow_proc, mlflow_url = start_mlflow(tmp, model, args.workers)
             targets.append(("mlflow models serve", mlflow_url, "/invocations"))
-        if args.rate:
+        if args.rate is not None:
             open_loop_figure(args, rates, targets, measure)
             return
         for _ in range(args.rounds):
