@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 MISSING = "\u2014"  # an em dash: no value, or a NaN
@@ -110,3 +111,19 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
     return v
+
+
+def number_in(what: str, ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """argparse type: a number of `what` (e.g. "milliseconds") for which `ok` holds, else
+    the error "must be RULE" (NaN never passes a comparison, so it is refused too)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {v}")
+        return v
+
+    return parse

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime
 
+from ..cli_format import number_in
 from ..cli_format import positive_int as _positive
 from ..errors import InvalidInputError
 from .rollout import parse_every
@@ -22,34 +23,9 @@ def _every(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < v <= 86400:
-        raise argparse.ArgumentTypeError(f"must be in (0, 86400] s, got {v}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
-    return v
-
-
-def _ms(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 ms, got {v}")
-    return v
+_seconds = number_in("seconds", lambda v: 0 < v <= 86400, "in (0, 86400] s")
+_fraction = number_in("a number", lambda v: 0 <= v < 1, "in [0, 1)")
+_ms = number_in("milliseconds", lambda v: v > 0, "> 0 ms")
 
 
 def _user() -> str:

@@ -16,18 +16,11 @@ import os
 import socket
 import sys
 
+from ..cli_format import number_in
 from ..cli_format import positive_int as _positive
 from ..errors import InvalidInputError
 
-
-def _wait_ms(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if not 0 <= v <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 ms, got {v}")
-    return v
+_wait_ms = number_in("milliseconds", lambda v: 0 <= v <= 10_000, "between 0 and 10000 ms")
 
 
 def _window(text: str) -> float:
