@@ -124,10 +124,13 @@ def test_like_traffic_no_drift_shifted_drifts_with_one_event_per_window(models):
     assert len(alerted) == len(set(alerted))  # once per window, not once per worker
     assert {r["window_start"].timestamp() for r in after} <= set(alerted)
     assert not {r["window_start"].timestamp() for r in before} & set(alerted)
+    shifted = {r["window_start"].timestamp() for r in after}
     for ev in events:
         assert ev[1] == models["run"].id and ev[4] == "warning"
         assert "model 'scorer' version 1" in ev[5] and "columns drifted (" in ev[5]
-        assert "b" in json.loads(ev[8])["columns"]
+        # a short window (the last one, cut by the stop) may drift on a column by chance
+        if json.loads(ev[8])["window_start"] in shifted:
+            assert "b" in json.loads(ev[8])["columns"]
     # asking again sends nothing more; last=N keeps the newest N windows
     mj.serving_drift("scorer")
     assert len(telemetry.list_events(store, None, ("serving_drift",))) == len(events)
