@@ -78,10 +78,10 @@ def test_like_traffic_no_drift_shifted_drifts_with_one_event_per_window(models):
     with mj.serve(
         "scorer", workers=2, monitor_window="1s", extra_env=models["env"], trusted=True
     ) as srv:
-        _send(srv, rng, 0.0, 1.6)
+        _send(srv, rng, 0.0, 1.6, rows=1000)
         t_shift = _next_window(time.time())
         time.sleep(t_shift - time.time() + 0.05)
-        _send(srv, rng, 3.0, 1.6)
+        _send(srv, rng, 3.0, 1.6, rows=1000)
     store = current_store()
     frame = mj.serving_drift("scorer")
     assert frame.columns[:9] == [
