@@ -10,9 +10,23 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 import mlops_jupyter as mj
 from mlops_jupyter.store import open_store
 from mlops_jupyter.store import serving as sstore
+
+# the small torch model several serving tests register (4 inputs, 2 outputs) and a batch
+SIG = {"x": {"shape": [4], "dtype": "float32"}}
+X = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+
+
+def linear(seed: int):
+    """A torch Linear(4, 2) in eval mode, its weights drawn from `seed`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Linear(4, 2).eval()
 
 
 def wait_logged(

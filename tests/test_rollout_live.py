@@ -9,9 +9,8 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
-from serving_helpers import module_store
+from serving_helpers import SIG, X, linear, module_store
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -23,14 +22,6 @@ from mlops_jupyter.serving import canary as cn  # noqa: E402
 from mlops_jupyter.serving.client import request  # noqa: E402
 from mlops_jupyter.store import open_store, telemetry  # noqa: E402
 from mlops_jupyter.store import serving_rollouts as sr  # noqa: E402
-
-SIG = {"x": {"shape": [4], "dtype": "float32"}}
-X = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
-
-
-def _linear(seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Linear(4, 2).eval()
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +36,8 @@ def env(tmp_path_factory, request):
     import gone_live
 
     with module_store(root, request, "live") as (store, art):
-        mj.register_model("live", _linear(1), signature=SIG)
-        mj.register_model("live", _linear(2), signature=SIG, alias="next")
+        mj.register_model("live", linear(1), signature=SIG)
+        mj.register_model("live", linear(2), signature=SIG, alias="next")
         with mj.start_run(name="train-gone") as run:
             mj.register_model("live", gone_live.Gone(), run=run)
         mj.promote_model("live", 1, "staging")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from serving_helpers import wait_logged
+from serving_helpers import SIG, X, linear, wait_logged
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -24,14 +24,6 @@ from mlops_jupyter.serving.client import request  # noqa: E402
 from mlops_jupyter.serving.rollout import Split  # noqa: E402
 from mlops_jupyter.store import open_store  # noqa: E402
 from mlops_jupyter.store import serving as sstore  # noqa: E402
-
-SIG = {"x": {"shape": [4], "dtype": "float32"}}
-X = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
-
-
-def _linear(seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Linear(4, 2).eval()
 
 
 def _want(m: torch.nn.Module) -> np.ndarray:
@@ -50,7 +42,7 @@ def env(tmp_path_factory):
     sys.path.insert(0, str(mods))
     import gone_ab
 
-    m1, m2 = _linear(1), _linear(2)
+    m1, m2 = linear(1), linear(2)
     mj.set_store(store)
     mj.register_model("ab", m1, signature=SIG)
     mj.register_model("ab", m2, signature=SIG, alias="challenger")
