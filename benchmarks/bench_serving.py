@@ -64,13 +64,7 @@ async def _client(host, port, path, body, deadline, budget, lat, errors):
         while budget[0] > 0 and time.perf_counter() < deadline:
             budget[0] -= 1
             t0 = time.perf_counter()
-            writer.write(req)
-            head = await reader.readuntil(b"\r\n\r\n")
-            n = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    n = int(line.split(b":")[1])
-            await reader.readexactly(n)
+            head = await _exchange((reader, writer), req)
             if not head.startswith(b"HTTP/1.1 200"):
                 errors.append(head.split(b"\r\n")[0].decode())
                 continue
