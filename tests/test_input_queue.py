@@ -63,6 +63,42 @@ def test_locked_store_spills_past_the_bound_and_writes_everything_later(
     assert w.q.spool.f is None  # the spool file is closed (and gone) once written
 
 
+def test_a_stuck_writer_leaves_packing_to_the_packer_not_the_loop(store_path, monkeypatch):
+    """While the writer waits on a locked store, the logging thread never packs the stage
+    itself (packing a full stage takes ~0.1 s on a loaded machine): the packer does."""
+    from mlops_jupyter.tracking import buffer
+
+    packed_by: list[str] = []
+    real = buffer.Queue.compact
+
+    def compact(self):
+        if self.stage:
+            packed_by.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(buffer.Queue, "compact", compact)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mj.start_run() as run:
+            w = writer_for(run.store)
+            mj.log_metric("x", 0.0, step=0)
+            mj.flush()
+            packed_by.clear()
+            other = sqlite3.connect(store_path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            n = 4 * w.q.stage_max
+            for i in range(1, n + 1):
+                mj.log_metric("x", float(i), step=i)
+                if i % 2000 == 0:
+                    time.sleep(0.002)  # a training loop does some work between logs
+            in_loop = packed_by.count(threading.main_thread().name)
+            other.execute("COMMIT")
+            other.close()
+    assert "mlops-packer" in packed_by
+    assert in_loop == 0, packed_by
+    assert mj.metrics(run.id, "x")["step"].to_list() == list(range(n + 1))
+
+
 def test_full_disk_keeps_points_in_the_spool_until_space_returns(small_queue, monkeypatch):
     """SQLite's max_page_count makes the store 'full' (SQLITE_FULL) for the connections
     that write to it; the writer must keep (spool) the points and write them later."""

@@ -2,11 +2,15 @@
 
 Log calls append a tuple `(run rowid, key, step or None, value, time)` to `stage`, a deque
 (the cheapest thing the hot path can do). Tuples cost ~120 bytes a point, so the stage is
-kept short: the writer thread, or the caller itself when the writer is stuck, packs it into
-a `Block` of typed numpy arrays per run/key (24 bytes a point). When the packed points
+kept short: a packer thread (or the writer thread, before it writes) packs it into a `Block` of typed numpy arrays per run/key (24 bytes a point). When the packed points
 exceed `max_points`, the newest blocks are written to an unnamed temporary spool file and
 read back, in order, when the store accepts writes again. Nothing is dropped except points
-that can never be stored (they are counted and reported once)."""
+that can never be stored (they are counted and reported once).
+
+The packer is its own thread because the writer can be busy for seconds (retrying a store
+that cannot be reached) while the loop keeps logging: were the caller to pack a full stage
+itself, one log call would take ~0.1 s on a loaded machine. The caller packs only when the
+packer cannot keep up (the hard limit), which bounds memory."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 from .validate import KNOWN_KEYS, MAX_STEP, key_problem
 
 STAGE_MAX = 131_072  # tuples held before the caller packs them itself (about 15 MiB)
+PACKER_IDLE_S = 10.0  # an idle packer thread exits; the next full stage starts another
 _rid_of, _key_of, _step_of, _value_of, _ts_of = (itemgetter(i) for i in range(5))
 
 # One series of a block: run rowid, key, steps (int64, -1 = "next automatic step"),
@@ -192,8 +197,8 @@ class Queue:
     """Stage (tuples) -> blocks (typed arrays, oldest first) -> spool past `max_points`.
 
     The hot path appends to `stage` and calls `full()` once `len(stage) >= limit`.
-    `full()` first only wakes the writer (soft limit); at the hard limit the caller packs
-    the stage itself, so memory stays bounded even when the writer is stuck on the store."""
+    `full()` first only wakes the packer and the writer (soft limit); at the hard limit the
+    caller packs the stage itself, so memory stays bounded whatever the threads do."""
 
     def __init__(
         self,
@@ -218,6 +223,9 @@ class Queue:
         self._wake = wake
         self._warn = warn
         self.last_error: str | None = None  # the store's last write error, for messages
+        self._pack = threading.Event()
+        self._packer: threading.Thread | None = None
+        self._packer_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.stage) + self.mem_points + self.spooled_points
@@ -226,9 +234,38 @@ class Queue:
         """Called by log calls when the stage reached `limit`."""
         if self.limit == self.soft and len(self.stage) < self.stage_max:
             self.limit = self.stage_max
+            self._pack.set()  # before the start: a packer about to idle out sees it
+            self._start_packer()
             self._wake()
             return
         self.compact()
+
+    def _start_packer(self) -> None:
+        p = self._packer
+        if p is not None and p.is_alive():  # not alive in a forked child: start another
+            return
+        with self._packer_lock:
+            if self._packer is None or not self._packer.is_alive():
+                self._packer = threading.Thread(
+                    target=self._pack_loop, name="mlops-packer", daemon=True
+                )
+                self._packer.start()
+
+    def _pack_loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            if not self._pack.wait(PACKER_IDLE_S):
+                with self._packer_lock:
+                    if not self._pack.is_set():
+                        if self._packer is me:
+                            self._packer = None
+                        return
+                continue
+            self._pack.clear()
+            try:
+                self.compact()
+            except Exception as e:  # pragma: no cover - compact() keeps bad points itself
+                self._warn(f"mlops-jupyter: packing metric points failed ({e}); retried")
 
     def compact(self) -> None:
         """Pack the stage into a block; spill when past the bound. Never raises for bad
