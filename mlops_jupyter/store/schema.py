@@ -104,6 +104,8 @@ _AREAS = (
     "schema_media",
     "schema_server",
     "schema_serving",
+    "schema_features",
+    "schema_loop",
 )
 
 
