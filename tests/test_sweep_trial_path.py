@@ -14,6 +14,7 @@ import pytest
 import mlops_jupyter as mj
 from mlops_jupyter.store import runs as rstore
 from mlops_jupyter.tracking import api
+from mlops_jupyter.tracking import pending as pmod
 from mlops_jupyter.tracking import writer as wmod
 
 optuna = pytest.importorskip("optuna")
@@ -106,7 +107,7 @@ def test_store_id_writes_a_pending_run_and_events_use_it():
 
 
 def test_pending_runs_are_bounded(monkeypatch):
-    monkeypatch.setattr(wmod, "MAX_PENDING", 3)
+    monkeypatch.setattr(pmod, "MAX_PENDING", 3)
     w = wmod.writer_for(api.current_store())
     w.interval = 3600.0  # no periodic flush: only the bound writes
     try:

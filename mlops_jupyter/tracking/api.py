@@ -14,9 +14,10 @@ from ..errors import InvalidInputError, NoActiveRunError
 from ..remote import caller_feature, is_remote, unsupported
 from ..store import Store, open_store
 from ..store import runs as rstore
+from .pending import Pending
 from .run import Run
 from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
-from .writer import Pending, writer_for
+from .writer import writer_for
 
 if TYPE_CHECKING:  # polars loads on the first query, keeping `import mlops_jupyter` light
     import polars as pl

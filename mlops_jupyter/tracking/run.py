@@ -14,8 +14,9 @@ from ..errors import ArtifactNotFoundError, InvalidInputError, MlopsJupyterError
 from ..store import Store
 from ..store import runs as rstore
 from .artifacts import artifact_files
+from .pending import Pending
 from .validate import KNOWN_KEYS, MAX_STEP, as_step, as_value, bad_key
-from .writer import Pending, Writer
+from .writer import Writer
 
 __all__ = ["END_STATUSES", "Run", "as_step", "as_value", "bad_key"]
 
