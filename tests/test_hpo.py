@@ -174,7 +174,7 @@ def test_waits_while_machine_not_ready():
 
 def test_telemetry_gate_is_used_when_present():
     telemetry = pytest.importorskip("mlops_jupyter.telemetry")
-    from mlops_jupyter.hpo import _default_gate, _gate_decision
+    from mlops_jupyter.hpo.gate import _default_gate, _gate_decision
 
     assert _default_gate() is telemetry.should_run
     ok, reason = _gate_decision(telemetry.decide("critical", 50.0))

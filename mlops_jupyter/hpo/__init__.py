@@ -30,27 +30,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, MlopsJupyterError
+from ..errors import InvalidInputError
 from ..progress import progress
+from .choices import SweepError, _optuna, _pruner, _sampler
+from .gate import _default_gate, _wait_for_gate
 from .tap import Tap
 from .view import SweepView, set_display_factory
 
 __all__ = ["Sweep", "SweepError", "set_display_factory", "study_storage", "sweep"]
-
-_SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
-_PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
-
-
-class SweepError(MlopsJupyterError):
-    """A sweep cannot start or continue (optuna missing, bad objective value, ...)."""
-
-
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise SweepError("sweeps need optuna: pip install 'mlops-jupyter[optuna]'") from None
-    return optuna
 
 
 def study_storage(path: str | os.PathLike | None = None):
@@ -74,78 +61,6 @@ def study_storage(path: str | os.PathLike | None = None):
     # the open(O_EXCL) lock works on file systems without symlinks too
     del optuna
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-
-
-def _sampler(sampler: Any, seed: int | None):
-    optuna = _optuna()
-    if not isinstance(sampler, str):
-        return sampler
-    s = sampler.lower()
-    if s == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if s == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    if s == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if s == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
-    raise InvalidInputError(
-        f"sampler must be one of {_SAMPLERS} or an optuna sampler, got {sampler!r}"
-    )
-
-
-def _pruner(pruner: Any):
-    optuna = _optuna()
-    if pruner is None or pruner == "none":
-        return optuna.pruners.NopPruner(), False
-    if not isinstance(pruner, str):
-        return pruner, True
-    p = pruner.lower()
-    table = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
-        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5),
-        "hyperband": optuna.pruners.HyperbandPruner,
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    }
-    if p not in table:
-        raise InvalidInputError(
-            f"pruner must be one of {_PRUNERS} or an optuna pruner, got {pruner!r}"
-        )
-    return table[p](), True
-
-
-def _gate_decision(result: Any) -> tuple[bool, str]:
-    """Normalise what a should_run() returns: bool, (bool, reason), dict or object."""
-    if isinstance(result, bool):
-        return result, ""
-    if isinstance(result, (tuple, list)) and result:
-        return bool(result[0]), str(result[1]) if len(result) > 1 else ""
-    if isinstance(result, dict):
-        for k in ("ok", "run", "decision", "should_run", "go"):
-            if k in result:
-                v = result[k]
-                ok = (
-                    v
-                    if isinstance(v, bool)
-                    else str(v).lower() in ("run", "go", "ok", "yes", "true")
-                )
-                return ok, str(result.get("reason", ""))
-    for attr in ("ok", "run", "decision", "should_run"):
-        if hasattr(result, attr):
-            v = getattr(result, attr)
-            ok = v if isinstance(v, bool) else str(v).lower() in ("run", "go", "ok", "yes", "true")
-            return ok, str(getattr(result, "reason", ""))
-    return bool(result), str(getattr(result, "reason", ""))
-
-
-def _default_gate() -> Callable[[], Any] | None:
-    try:
-        from ..telemetry import should_run
-    except ImportError:
-        return None
-    return should_run
 
 
 class Sweep:
@@ -526,31 +441,3 @@ def _run_trial(objective, trial, experiment, metric, prune, sync, optuna, parent
         child.set_tags({"optuna.state": state}, wait=False)
     child.end("failed" if state == "fail" else "finished", wait=False)
     return value, state, err
-
-
-def _wait_for_gate(check, run, poll_s, view, redraw, sreg) -> None:
-    """Block while check() says no; one run event (with start and end) per pause."""
-    event_id = None
-    while True:
-        try:
-            ok, reason = _gate_decision(check())
-        except Exception as e:  # a broken gate must not stall the sweep
-            warnings.warn(f"mlops-jupyter: should_run() failed: {e}", RuntimeWarning, 3)
-            ok, reason = True, ""
-        if ok:
-            break
-        if event_id is None:
-            msg = f"sweep paused: {reason or 'machine not ready'}"
-            event_id = run.add_event("thermal_wait", msg, "warning", {"reason": reason})
-            view.waiting = reason or "machine not ready"
-            redraw(force=True)
-            # scripts have no live view: say why nothing is happening
-            warnings.warn(
-                f"mlops-jupyter: {msg}; re-checking every {poll_s:g} s (gate=False to skip)",
-                RuntimeWarning,
-                3,
-            )
-        time.sleep(poll_s)
-    if event_id is not None:
-        sreg.close_event(run.store, event_id)
-        view.waiting = None

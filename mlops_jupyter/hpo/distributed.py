@@ -196,7 +196,9 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
     `spec`: store, study, objective, experiment, parent (sweep run id), metric, prune,
     sync, catch, heartbeat_interval, max_retry, sampler, seed, poll_s, limit."""
     from ..tracking import api
-    from . import _default_gate, _optuna, _run_trial, _sampler
+    from . import _run_trial
+    from .choices import _optuna, _sampler
+    from .gate import _default_gate
 
     optuna = _optuna()
     seed = spec.get("seed")
@@ -278,7 +280,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
 
 def _wait_locally(gate, poll: float) -> None:
     """Wait while this worker's machine says no (thermal state): per host, not per sweep."""
-    from . import _gate_decision
+    from .gate import _gate_decision
 
     while True:
         try:
