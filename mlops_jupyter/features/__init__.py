@@ -1,0 +1,45 @@
+"""The feature store: versioned feature views and point-in-time correct training sets.
+Pure Python: no Jupyter imports.
+
+    @mj.feature_view(entity="user_id", timestamp="event_ts", ttl="30d")
+    def user_stats(events): ...                      # calling it registers the features
+    mj.register_features("user_stats", frame, entity="user_id", timestamp="event_ts")
+    mj.training_set(labels, features=["user_stats:clicks_7d", "user_stats:*"])
+    mj.feature_views()                               # or %mlops_features
+
+See docs/features.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "FeatureView": "views",
+    "FeatureViewInfo": "views",
+    "FeatureViewNotFoundError": "..store.features",
+    "FeatureVersionConflictError": "..store.features",
+    "feature_view": "views",
+    "feature_views": "views",
+    "get_feature_view": "views",
+    "point_in_time": "join",
+    "register_features": "views",
+    "training_set": "join",
+    "training_set_sources": "join",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    target = mod if mod.startswith(".") else "." + mod
+    value = getattr(importlib.import_module(target, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

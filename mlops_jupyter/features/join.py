@@ -1,0 +1,280 @@
+"""`mj.training_set`: point-in-time correct joins of labels with feature views.
+
+For each label row and each feature view, the features come from the latest feature row of
+the same entity whose timestamp is at or before the label's timestamp and at most the
+view's TTL older than it (polars `join_asof(strategy="backward", by=entity,
+tolerance=ttl)`); beyond the TTL, for an unknown entity, or where the label's entity or
+timestamp is null, the features are null. A value from after the label's time is never
+used. Label rows keep their order and count exactly (duplicates included).
+
+Duplicate feature timestamps (one entity, one timestamp, several rows): the row that comes
+last in the registered frame wins, as if each row overwrote the one before it.
+
+The result is recorded as a data version (name `name`) whose lineage rows name the labels'
+data version and, per view, the version and data version of the features used; inside a run
+(or with `run=`) it is linked to the run as an input."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import polars as pl
+
+from ..errors import InvalidInputError
+from ..store import data as dstore
+from ..store import features as fstore
+from .views import (
+    FeatureViewInfo,
+    _store,
+    check_columns,
+    check_timestamp,
+    frame_of,
+    get_feature_view,
+    save_frame,
+)
+
+_REF = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)(?:@(\d+))?:(.+)$")
+_ROW = "__mj_row"
+_TS = "__mj_ts"
+_UNIT_ORDER = {"ns": 0, "us": 1, "ms": 2}
+
+
+def parse_refs(features: Any) -> list[tuple[str, int | None, list[str]]]:
+    """[(view, version or None, [feature or "*", ...])] from "view:feature", "view:*" and
+    "view@2:feature" references, views in order of first mention."""
+    if isinstance(features, str):
+        features = [features]
+    if not isinstance(features, (list, tuple)) or not features:
+        raise InvalidInputError(
+            "features must be a non-empty list of 'view:feature' or 'view:*' references"
+        )
+    out: dict[tuple[str, int | None], list[str]] = {}
+    for ref in features:
+        m = _REF.match(ref.strip()) if isinstance(ref, str) else None
+        if m is None:
+            raise InvalidInputError(
+                f"feature reference {ref!r} must look like 'view:feature', 'view:*' or "
+                "'view@2:feature'"
+            )
+        key = (m.group(1), int(m.group(2)) if m.group(2) else None)
+        names = out.setdefault(key, [])
+        if m.group(3) not in names:
+            names.append(m.group(3))
+    return [(v, ver, names) for (v, ver), names in out.items()]
+
+
+def _selected(info: FeatureViewInfo, names: list[str]) -> list[str]:
+    cols: list[str] = []
+    for n in names:
+        if n == "*":
+            new = info.features
+        elif n in info.features:
+            new = [n]
+        else:
+            raise InvalidInputError(
+                f"feature view {info.name!r} (version {info.version}) has no feature {n!r} "
+                f"(features: {', '.join(info.features)})"
+            )
+        cols += [c for c in new if c not in cols]
+    return cols
+
+
+def _finest(a: pl.DataType, b: pl.DataType) -> str:
+    units = [getattr(t, "time_unit", None) or "us" for t in (a, b)]
+    return min(units, key=_UNIT_ORDER.__getitem__)
+
+
+def _as_datetime(s: pl.Series, unit: str, tz: str | None) -> pl.Series:
+    if isinstance(s.dtype, pl.Date):
+        s = s.cast(pl.Datetime(unit))
+        return s.dt.replace_time_zone(tz) if tz else s
+    s = s.dt.cast_time_unit(unit)
+    return s.dt.convert_time_zone(tz) if tz and s.dtype.time_zone != tz else s
+
+
+def _tz(dt: pl.DataType) -> str | None:
+    return getattr(dt, "time_zone", None)
+
+
+def point_in_time(
+    labels: pl.DataFrame,
+    label_entities: list[str],
+    label_ts: str,
+    feats: pl.DataFrame,
+    view_entities: list[str],
+    view_ts: str,
+    ttl_s: float | None,
+    columns: list[str],
+    what: str = "feature view",
+) -> pl.DataFrame:
+    """The `columns` of `feats` as of each row of `labels` (one output row per label row, in
+    order): the module docstring's rule. Checks the key columns first."""
+    check_columns(labels, label_entities, "labels", "entity")
+    lt = check_timestamp(labels, label_ts, "labels")
+    check_columns(feats, view_entities, what, "entity")
+    ft = check_timestamp(feats, view_ts, what)
+    ltz, ftz = _tz(lt), _tz(ft)
+    if (ltz is None) != (ftz is None):
+        naive, aware = ("labels", what) if ltz is None else (what, "labels")
+        raise InvalidInputError(
+            f"timestamp column {label_ts!r} of labels is timezone-{'naive' if ltz is None else 'aware'}"
+            f" ({lt}) but {view_ts!r} of {what} is timezone-{'naive' if ftz is None else 'aware'}"
+            f" ({ft}): make {naive} timezone-aware (.dt.replace_time_zone('UTC')) or {aware} naive"
+        )
+    unit = _finest(lt, ft)
+    left = {_ROW: pl.int_range(0, labels.height, dtype=pl.UInt32, eager=True)}
+    for le, ve in zip(label_entities, view_entities):
+        s, target = labels.get_column(le), feats.schema[ve]
+        if s.dtype != target:
+            try:
+                s = s.cast(target, strict=True)
+            except Exception:
+                raise InvalidInputError(
+                    f"entity column {le!r} of labels ({s.dtype}) does not match {ve!r} of "
+                    f"{what} ({target})"
+                ) from None
+        left[ve] = s
+    left[_TS] = _as_datetime(labels.get_column(label_ts), unit, ftz)
+    lf = pl.DataFrame(left)
+    keys = [*view_entities, _TS]
+    rf = (
+        feats.select(*view_entities, *columns)
+        .with_columns(_as_datetime(feats.get_column(view_ts), unit, ftz).alias(_TS))
+        .drop_nulls(keys)
+        # one row per entity and timestamp: the one registered last
+        .unique(subset=keys, keep="last", maintain_order=True)
+        .sort(_TS)
+    )
+    valid = lf.drop_nulls(keys).sort(_TS)
+    joined = valid.join_asof(
+        rf,
+        on=_TS,
+        by=view_entities,
+        strategy="backward",
+        tolerance=None if ttl_s is None else timedelta(seconds=ttl_s),
+        check_sortedness=False,
+    )
+    return (
+        lf.select(_ROW)
+        .join(joined.select(_ROW, *columns), on=_ROW, how="left", maintain_order="left")
+        .drop(_ROW)
+    )
+
+
+def _keys(view: FeatureViewInfo, entity: Any, timestamp: str | None) -> tuple[list[str], str]:
+    if entity is None:
+        ents = list(view.entities)
+    else:
+        ents = [entity] if isinstance(entity, str) else list(entity)
+        if len(ents) != len(view.entities) or not all(isinstance(e, str) for e in ents):
+            raise InvalidInputError(
+                f"entity={entity!r} must name one labels column per entity column of feature "
+                f"view {view.name!r} ({', '.join(view.entities)})"
+            )
+    return ents, timestamp or view.timestamp
+
+
+def _run_id(store, run: Any) -> int | None:
+    from ..tracking.api import active_run, resolve_run
+
+    if run is False:
+        return None
+    if run is None:
+        run = active_run()
+        if run is None:
+            return None
+    return resolve_run(run, store)
+
+
+def training_set(
+    labels: Any,
+    features: list[str] | str,
+    *,
+    timestamp: str | None = None,
+    entity: str | list[str] | None = None,
+    name: str = "training_set",
+    full_names: bool = False,
+    run: Any = None,
+    record: bool = True,
+) -> Any:
+    """Labels joined with feature values as of each label's time (see the module docstring).
+
+    `features`: "view:feature", "view:*" or "view@2:feature" references. `timestamp` and
+    `entity` name the labels' columns (default: the views' own column names). Output
+    columns are the labels' then the features' (named "view__feature" with
+    `full_names=True`). The result (a polars frame, or pandas for pandas labels) is recorded
+    as data version `name` with its lineage, and linked to `run` (default: the active run;
+    False: none) unless `record=False`."""
+    lab = frame_of(labels, "labels")
+    if timestamp is not None and not isinstance(timestamp, str):
+        raise InvalidInputError(f"timestamp must be a column name, got {timestamp!r}")
+    refs = parse_refs(features)
+    store = _store()
+    parts, sources, taken = [], [], set(lab.columns)
+    for view_name, version, names in refs:
+        info = get_feature_view(view_name, version)
+        cols = _selected(info, names)
+        outs = [f"{info.name}__{c}" if full_names else c for c in cols]
+        clash = [o for o in outs if o in taken]
+        if clash:
+            raise InvalidInputError(
+                f"feature column(s) {', '.join(map(repr, clash))} of view {info.name!r} clash "
+                "with a labels column or another view's feature: pass full_names=True"
+            )
+        taken.update(outs)
+        ents, ts = _keys(info, entity, timestamp)
+        got = point_in_time(
+            lab,
+            ents,
+            ts,
+            info.frame(),
+            info.entities,
+            info.timestamp,
+            info.ttl_s,
+            cols,
+            f"feature view {info.name!r}",
+        )
+        parts.append(got.rename(dict(zip(cols, outs))))
+        sources.append(
+            {"view_id": info._id, "data_version_id": info._data_version_id, "features": cols}
+        )
+    out = pl.concat([lab, *parts], how="horizontal")
+    if record:
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(f"name must be a non-empty string, got {name!r}")
+        labels_rid, _ = save_frame(store, lab, f"{name}:labels")
+        out_rid, _ = save_frame(store, out, name)
+        fstore.record_training_set(store, out_rid, labels_rid, sources)
+        rid = _run_id(store, run)
+        if rid is not None:
+            dstore.link_version(store, rid, out_rid, "input", name)
+    if lab is not labels and not isinstance(labels, pl.LazyFrame):
+        pdf = out.to_pandas()
+        pdf.index = labels.index
+        return pdf
+    return out
+
+
+def training_set_sources(ref: str) -> pl.DataFrame:
+    """What a recorded training set (data version id or name) was built from: one row per
+    source (role labels/features, data_version, view, version, features)."""
+    store = _store()
+    rows = fstore.training_set_sources(store, dstore.resolve_version(store, ref))
+    return pl.DataFrame(
+        {
+            "role": [r["role"] for r in rows],
+            "data_version": [r["data_version"] for r in rows],
+            "view": [r["view"] for r in rows],
+            "version": [r["version"] for r in rows],
+            "features": [", ".join(r["features"]) if r["features"] else None for r in rows],
+        },
+        schema={
+            "role": pl.String,
+            "data_version": pl.String,
+            "view": pl.String,
+            "version": pl.Int64,
+            "features": pl.String,
+        },
+    )

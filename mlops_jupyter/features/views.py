@@ -1,0 +1,465 @@
+"""Feature views: a named, versioned definition (entity columns, timestamp column, TTL,
+schema, code) whose offline data is a parquet file in the artifact store, recorded as a data
+version with column profiles.
+
+Versioning: the definition hash covers the code (its syntax tree, so comments and
+formatting do not count), the entity and timestamp columns, the TTL and the output schema.
+The same name with the same definition is the same version (registering again only records
+new data); a changed definition gets the next version, unless an explicit `version=` names
+one that exists with another definition: that is refused."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import getpass
+import hashlib
+import inspect
+import json
+import os
+import re
+import tempfile
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import InvalidInputError
+from ..store import features as fstore
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+_TTL_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s|ms)")
+_UNIT_S = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_ttl(ttl: Any) -> float | None:
+    """TTL in seconds from "30d", "12h", "1d12h", "90m", "45s", "2w", a number of seconds or
+    a timedelta; None means no limit."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool):
+        raise InvalidInputError(f"ttl must be a duration such as '30d', got {ttl!r}")
+    if isinstance(ttl, timedelta):
+        secs = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)):
+        secs = float(ttl)
+    elif isinstance(ttl, str):
+        s = ttl.strip().lower().replace(" ", "")
+        parts = _TTL_PART.findall(s)
+        if not s or "".join(n + u for n, u in parts) != s:
+            raise InvalidInputError(
+                f"ttl {ttl!r} is not a duration: use numbers with units w, d, h, m, s, ms "
+                "(e.g. '30d', '12h', '1d12h'), a number of seconds, or a timedelta"
+            )
+        secs = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    else:
+        raise InvalidInputError(f"ttl must be a duration such as '30d', got {ttl!r}")
+    if not secs > 0 or secs != secs or secs == float("inf"):
+        raise InvalidInputError(f"ttl must be a positive duration, got {ttl!r}")
+    return secs
+
+
+def format_ttl(secs: float | None) -> str:
+    """'30d', '12h', '1d12h' ... (or '-' for no limit)."""
+    if secs is None:
+        return "-"
+    out, rest = [], secs
+    for u in ("w", "d", "h", "m", "s"):
+        n = int(rest // _UNIT_S[u])
+        if n and not (u == "w" and rest % _UNIT_S["w"]):
+            out.append(f"{n}{u}")
+            rest -= n * _UNIT_S[u]
+    if rest > 1e-9 or not out:
+        out.append(f"{rest * 1000:g}ms")
+    return "".join(out)
+
+
+def check_name(name: Any) -> str:
+    """`name` if it is a valid feature view name."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInputError(
+            f"feature view name must start with a letter and hold 1-128 letters, digits, "
+            f"'_', '.' or '-', got {name!r}"
+        )
+    return name
+
+
+def _entities(entity: Any) -> list[str]:
+    ents = [entity] if isinstance(entity, str) else entity
+    if (
+        not isinstance(ents, (list, tuple))
+        or not ents
+        or not all(isinstance(e, str) and e for e in ents)
+        or len(set(ents)) != len(ents)
+    ):
+        raise InvalidInputError(
+            f"entity must be a column name or a list of distinct column names, got {entity!r}"
+        )
+    return list(ents)
+
+
+def code_of(fn: Callable) -> tuple[str, str]:
+    """(source text, hash) of a function. The hash is of its syntax tree without decorators,
+    so reformatting or comments keep the version; where the source cannot be read (a
+    function built at run time) it is the compiled code's."""
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(src)
+        node = tree.body[0]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.decorator_list = []
+        basis = ast.dump(node, include_attributes=False)
+    except (OSError, TypeError, SyntaxError, IndexError):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            raise InvalidInputError(f"cannot read the code of {fn!r}") from None
+        src = ""
+        basis = repr((code.co_code, code.co_consts, code.co_names, code.co_varnames))
+    return src, hashlib.sha256(basis.encode()).hexdigest()
+
+
+def user() -> str:
+    """The name recorded as a view's owner."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _store():
+    from ..tracking.api import current_store
+
+    return current_store()
+
+
+def frame_of(obj: Any, what: str) -> pl.DataFrame:
+    """A polars DataFrame from a polars/pandas frame (InvalidInputError otherwise)."""
+    if isinstance(obj, pl.LazyFrame):
+        return obj.collect()
+    if isinstance(obj, pl.DataFrame):
+        return obj
+    if type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame":
+        return pl.from_pandas(obj)
+    raise InvalidInputError(
+        f"{what} must be a polars or pandas DataFrame, got {type(obj).__name__}"
+    )
+
+
+def check_timestamp(df: pl.DataFrame, col: str, what: str) -> pl.DataType:
+    """The dtype of timestamp column `col` of `df` (a Datetime or Date), else a clear error."""
+    if col not in df.columns:
+        raise InvalidInputError(
+            f"{what} has no timestamp column {col!r} (columns: {', '.join(df.columns)})"
+        )
+    dt = df.schema[col]
+    if not isinstance(dt, (pl.Datetime, pl.Date)):
+        raise InvalidInputError(
+            f"timestamp column {col!r} of {what} must hold datetimes, not {dt}; parse it first "
+            f"(e.g. pl.col({col!r}).str.to_datetime())"
+        )
+    return dt
+
+
+def check_columns(df: pl.DataFrame, cols: list[str], what: str, role: str) -> None:
+    """A clear error naming the `cols` missing from `df`."""
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InvalidInputError(
+            f"{what} has no {role} column {', '.join(map(repr, missing))} "
+            f"(columns: {', '.join(df.columns)})"
+        )
+
+
+@dataclass
+class FeatureViewInfo:
+    """A registered feature view version and its latest offline materialization."""
+
+    name: str
+    version: int
+    entities: list[str]
+    timestamp: str
+    ttl_s: float | None
+    schema: list[dict[str, str]]
+    features: list[str]
+    code_hash: str | None
+    owner: str | None
+    created: float
+    description: str | None = None
+    code: str | None = field(default=None, repr=False)
+    n_rows: int | None = None
+    newest: float | None = None
+    data_version: str | None = None
+    is_new: bool = False
+    _id: int = field(default=0, repr=False)
+    _data_version_id: int | None = field(default=None, repr=False)
+    _digest: str | None = field(default=None, repr=False)
+
+    @property
+    def ttl(self) -> str:
+        """The TTL as text ('30d'), '-' for none."""
+        return format_ttl(self.ttl_s)
+
+    def frame(self) -> pl.DataFrame:
+        """The offline feature data of this version's latest materialization."""
+        if self._digest is None:
+            raise InvalidInputError(f"feature view {self.name!r} has no offline data yet")
+        return read_offline(self._digest)
+
+
+def _info(d: dict[str, Any], is_new: bool = False) -> FeatureViewInfo:
+    m = d["materialization"] or {}
+    keys = set(d["entities"]) | {d["timestamp"]}
+    return FeatureViewInfo(
+        name=d["name"],
+        version=d["version"],
+        entities=d["entities"],
+        timestamp=d["timestamp"],
+        ttl_s=d["ttl_s"],
+        schema=d["schema"],
+        features=[c["name"] for c in d["schema"] if c["name"] not in keys],
+        code_hash=d["code_hash"],
+        owner=d["owner"],
+        created=d["created"],
+        description=d["description"],
+        code=d["code"],
+        n_rows=m.get("n_rows"),
+        newest=m.get("newest"),
+        data_version=m.get("data_version"),
+        is_new=is_new,
+        _id=d["_id"],
+        _data_version_id=m.get("_data_version_id"),
+        _digest=m.get("digest"),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def read_offline(digest: str) -> pl.DataFrame:
+    """The parquet blob `digest` as a frame (kept for reuse: blobs never change)."""
+    return pl.read_parquet(_store().artifacts.blob_file(digest))
+
+
+def _epoch(v: Any) -> float | None:
+    if v is None:
+        return None
+    if hasattr(v, "timestamp") and getattr(v, "tzinfo", 1) is not None:
+        return v.timestamp()
+    import datetime as _dt
+
+    if isinstance(v, _dt.datetime):  # naive: read as UTC
+        return v.replace(tzinfo=_dt.timezone.utc).timestamp()
+    return _dt.datetime(v.year, v.month, v.day, tzinfo=_dt.timezone.utc).timestamp()
+
+
+def register_features(
+    name: str,
+    frame: Any,
+    *,
+    entity: str | list[str],
+    timestamp: str,
+    ttl: Any = None,
+    version: int | None = None,
+    description: str | None = None,
+    _code: tuple[str, str] | None = None,
+) -> FeatureViewInfo:
+    """Register (or update) feature view `name` from a polars/pandas frame built elsewhere:
+    one row per entity and timestamp, every other column a feature. The frame is saved as
+    parquet in the artifact store and recorded as a data version with column profiles."""
+    check_name(name)
+    ents = _entities(entity)
+    if not isinstance(timestamp, str) or not timestamp:
+        raise InvalidInputError(f"timestamp must be a column name, got {timestamp!r}")
+    if timestamp in ents:
+        raise InvalidInputError(f"timestamp column {timestamp!r} is also an entity column")
+    ttl_s = parse_ttl(ttl)
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise InvalidInputError(f"version must be a positive integer, got {version!r}")
+    df = frame_of(frame, f"feature view {name!r}")
+    check_columns(df, ents, f"feature view {name!r}", "entity")
+    check_timestamp(df, timestamp, f"feature view {name!r}")
+    if df.width <= len(ents) + 1:
+        raise InvalidInputError(f"feature view {name!r} has no feature columns")
+    schema = [{"name": c, "dtype": str(t)} for c, t in df.schema.items()]
+    code, code_hash = _code or (None, None)
+    definition = {"code": code_hash, "entities": ents, "ts": timestamp, "ttl": ttl_s}
+    definition["schema"] = schema
+    rec = {
+        "name": name,
+        "entities": ents,
+        "timestamp": timestamp,
+        "ttl_s": ttl_s,
+        "schema": schema,
+        "def_hash": hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest(),
+        "code_hash": code_hash,
+        "code": code,
+        "description": description,
+        "owner": user(),
+    }
+    store = _store()
+    view_id, ver, is_new = fstore.register_view(store, rec, version)
+    _materialize(store, view_id, name, df, timestamp)
+    return get_feature_view(name, ver, _is_new=is_new)
+
+
+def save_frame(store, df: pl.DataFrame, name: str | None) -> tuple[int, str]:
+    """Record `df` as a data version (fingerprint + profile; a frame stored before is only
+    looked up); returns (row id, version id)."""
+    from ..data.catalog import identity, object_record
+    from ..data.fingerprint import version_id
+    from ..store import data as dstore
+
+    kind, fp = identity(df, df)
+    if dstore.has_profile(store, fp):
+        rec = {"fingerprint": fp, "id": version_id(fp), "kind": kind, "name": name}
+    else:
+        rec, _ = object_record(df, name, df=df)
+    rid, _ = dstore.save_version(store, rec)
+    return rid, rec["id"]
+
+
+def _materialize(store, view_id: int, name: str, df: pl.DataFrame, ts: str) -> None:
+    dv_rid, _ = save_frame(store, df, f"features/{name}")
+    with tempfile.TemporaryDirectory(prefix="mj-features-") as tmp:
+        path = Path(tmp) / "features.parquet"
+        df.write_parquet(path, statistics=True)
+        digest, size = store.artifacts.put_blob(path)
+    col = df.get_column(ts).drop_nulls()
+    fstore.add_materialization(
+        store,
+        view_id,
+        {
+            "data_version_id": dv_rid,
+            "digest": digest,
+            "size": size,
+            "n_rows": df.height,
+            "oldest": _epoch(col.min()) if len(col) else None,
+            "newest": _epoch(col.max()) if len(col) else None,
+        },
+    )
+
+
+def get_feature_view(
+    name: str, version: int | None = None, *, _is_new: bool = False
+) -> FeatureViewInfo:
+    """A registered feature view (its latest version unless `version` is given)."""
+    return _info(fstore.get_view(_store(), check_name(name), version), _is_new)
+
+
+class FeatureView:
+    """A function frame -> features frame, registered as a feature view when it runs.
+
+    `view(*args)` computes the features, registers/updates the view and returns the frame;
+    `view.materialize_offline(*args)` does the same and returns the FeatureViewInfo."""
+
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        entity: str | list[str],
+        timestamp: str,
+        ttl: Any,
+        name: str | None,
+        version: int | None,
+        description: str | None,
+    ) -> None:
+        self.fn = fn
+        self.name = check_name(name or fn.__name__)
+        self.entities = _entities(entity)
+        self.timestamp = timestamp
+        self.ttl_s = parse_ttl(ttl)
+        self.version = version
+        self.description = description if description is not None else inspect.getdoc(fn)
+        self.code, self.code_hash = code_of(fn)
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureView({self.name!r}, entity={self.entities!r}, timestamp={self.timestamp!r},"
+            f" ttl={format_ttl(self.ttl_s)!r})"
+        )
+
+    def _register(self, out: Any) -> FeatureViewInfo:
+        return register_features(
+            self.name,
+            out,
+            entity=self.entities,
+            timestamp=self.timestamp,
+            ttl=self.ttl_s,
+            version=self.version,
+            description=self.description,
+            _code=(self.code, self.code_hash),
+        )
+
+    def materialize_offline(self, *args: Any, **kwargs: Any) -> FeatureViewInfo:
+        """Compute the features from the inputs and register them (offline store)."""
+        return self._register(self.fn(*args, **kwargs))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn(*args, **kwargs)
+        self._register(out)
+        return out
+
+    def info(self) -> FeatureViewInfo:
+        """The latest registered version of this view."""
+        return get_feature_view(self.name)
+
+
+def feature_view(
+    fn: Callable | None = None,
+    *,
+    entity: str | list[str],
+    timestamp: str,
+    ttl: Any = None,
+    name: str | None = None,
+    version: int | None = None,
+    description: str | None = None,
+) -> Any:
+    """Decorator: `@mj.feature_view(entity="user_id", timestamp="event_ts", ttl="30d")` on
+    a function returning a polars/pandas frame of features. Each call registers the result
+    (code hash, schema, owner, offline parquet + data version) and returns it."""
+
+    def wrap(f: Callable) -> FeatureView:
+        if not callable(f):
+            raise InvalidInputError(f"feature_view decorates a function, got {f!r}")
+        return FeatureView(
+            f,
+            entity=entity,
+            timestamp=timestamp,
+            ttl=ttl,
+            name=name,
+            version=version,
+            description=description,
+        )
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def feature_views(all_versions: bool = False) -> pl.DataFrame:
+    """Registered feature views: name, version, entity, timestamp, ttl, features, rows,
+    freshness (newest feature timestamp), owner, created (the latest version of each unless
+    `all_versions`)."""
+    rows = [_info(d) for d in fstore.list_views(_store(), all_versions)]
+
+    def ts(vals: list[float | None]) -> pl.Series:
+        return pl.Series([None if v is None else int(v * 1e6) for v in vals], dtype=pl.Int64)
+
+    return pl.DataFrame(
+        {
+            "name": pl.Series([r.name for r in rows], dtype=pl.String),
+            "version": pl.Series([r.version for r in rows], dtype=pl.Int64),
+            "entity": pl.Series([", ".join(r.entities) for r in rows], dtype=pl.String),
+            "timestamp": pl.Series([r.timestamp for r in rows], dtype=pl.String),
+            "ttl": pl.Series([r.ttl for r in rows], dtype=pl.String),
+            "features": pl.Series([len(r.features) for r in rows], dtype=pl.Int64),
+            "rows": pl.Series([r.n_rows for r in rows], dtype=pl.Int64),
+            "freshness": ts([r.newest for r in rows]).cast(pl.Datetime("us", "UTC")),
+            "owner": pl.Series([r.owner for r in rows], dtype=pl.String),
+            "created": ts([r.created for r in rows]).cast(pl.Datetime("us", "UTC")),
+            "data_version": pl.Series([r.data_version for r in rows], dtype=pl.String),
+        }
+    )
