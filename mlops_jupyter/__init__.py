@@ -83,6 +83,11 @@ _LAZY = {
     "promote_winner": ("mlops_jupyter.serving.report", "promote_winner"),
     "serving_drift": ("mlops_jupyter.serving.monitor", "serving_drift"),
     "serving": ("mlops_jupyter.serving", None),
+    "features": ("mlops_jupyter.features", None),
+    "feature_view": ("mlops_jupyter.features", "feature_view"),
+    "feature_views": ("mlops_jupyter.features", "feature_views"),
+    "register_features": ("mlops_jupyter.features", "register_features"),
+    "training_set": ("mlops_jupyter.features", "training_set"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-OPTIONAL_MODULES = ("telemetry", "data", "export", "sweep", "llm")
+OPTIONAL_MODULES = ("telemetry", "data", "export", "sweep", "llm", "features")
 _loaded: dict[int, object] = {}
 
 

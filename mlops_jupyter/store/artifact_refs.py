@@ -22,6 +22,14 @@ def referenced_digests(store: Store) -> set[str]:
     out = {r[0] for r in store.read("SELECT DISTINCT digest FROM artifacts", what="list artifacts")}
     if _has_table(store, "media"):
         out |= {r[0] for r in store.read("SELECT DISTINCT digest FROM media", what="list media")}
+    if _has_table(store, "feature_materializations"):
+        # the offline parquet of every feature view materialization (training sets read it)
+        out |= {
+            r[0]
+            for r in store.read(
+                "SELECT DISTINCT digest FROM feature_materializations", what="list features"
+            )
+        }
     return out
 
 
