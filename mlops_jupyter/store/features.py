@@ -137,15 +137,23 @@ def register_view(store: Store, rec: dict[str, Any], version: int | None) -> tup
 
 
 def add_materialization(store: Store, view_id: int, rec: dict[str, Any]) -> int:
-    """Record an offline materialization of a view version (unless it is the same data as
-    the latest one); returns its row id."""
+    """Record an offline materialization of a view version (unless it is the latest one of
+    its name already); returns its row id."""
     with store.write("record a feature materialization") as c:
+        # the latest materialization of any version of this name: the same data for the same
+        # version is not recorded twice; for another version it makes this one current again
         last = c.execute(
-            "SELECT id, data_version_id, digest FROM feature_materializations WHERE view_id=?"
-            " ORDER BY id DESC LIMIT 1",
+            "SELECT m.id, m.view_id, m.data_version_id, m.digest FROM feature_materializations m"
+            " JOIN feature_views v ON v.id = m.view_id"
+            " WHERE v.name = (SELECT name FROM feature_views WHERE id=?)"
+            " ORDER BY m.id DESC LIMIT 1",
             (view_id,),
         ).fetchone()
-        if last is not None and last[1] == rec["data_version_id"] and last[2] == rec["digest"]:
+        if last is not None and tuple(last[1:]) == (
+            view_id,
+            rec["data_version_id"],
+            rec["digest"],
+        ):
             return last[0]
         return c.execute(
             "INSERT INTO feature_materializations(view_id, data_version_id, digest, size,"
@@ -166,9 +174,11 @@ def add_materialization(store: Store, view_id: int, rec: dict[str, Any]) -> int:
 def get_view(store: Store, name: str, version: int | None = None) -> dict[str, Any]:
     """A view version (the latest when `version` is None) with its latest materialization."""
     if version is None:
+        # the version materialized last: re-running reverted code makes its (older) version
+        # the current one again
         rows = store.read(
             f"SELECT {_VIEW_COLS}, {_MAT_COLS} {_VIEW_FROM} WHERE v.name=?"
-            " ORDER BY v.version DESC LIMIT 1",
+            " ORDER BY coalesce(m.id, 0) DESC, v.version DESC LIMIT 1",
             (name,),
         )
     else:
@@ -188,16 +198,22 @@ def get_view(store: Store, name: str, version: int | None = None) -> dict[str, A
 
 
 def list_views(store: Store, all_versions: bool = False) -> list[dict[str, Any]]:
-    """Feature views (the latest version of each, or every version), by name."""
-    where = (
-        ""
-        if all_versions
-        else " WHERE v.version = (SELECT max(version) FROM feature_views w WHERE w.name = v.name)"
-    )
-    rows = store.read(
-        f"SELECT {_VIEW_COLS}, {_MAT_COLS} {_VIEW_FROM}{where} ORDER BY v.name, v.version"
-    )
-    return [_view(r) for r in rows]
+    """Feature views by name: every version, or only the current one of each (the version
+    materialized last, as get_view picks it)."""
+    rows = store.read(f"SELECT {_VIEW_COLS}, {_MAT_COLS} {_VIEW_FROM} ORDER BY v.name, v.version")
+    views = [_view(r) for r in rows]
+    if all_versions:
+        return views
+    current: dict[str, dict[str, Any]] = {}
+    for d in views:
+        best = current.get(d["name"])
+        mat = (d["materialization"] or {}).get("_id") or 0
+        if best is None or (mat, d["version"]) > (
+            (best["materialization"] or {}).get("_id") or 0,
+            best["version"],
+        ):
+            current[d["name"]] = d
+    return list(current.values())
 
 
 def materializations(store: Store, view_id: int) -> list[dict[str, Any]]:
