@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..remote import RemoteUnsupportedError
+from ..remote import capture as rcap
 from ..store import capture as cstore
-from ..store import runs as rstore
 from ..tracking.run import Run
 from .env import environment
 from .notebook import NotebookFile, read_notebook
@@ -48,6 +49,12 @@ class _Tracked:
     last_label: str = ""
     hash_by_cell: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+
+
+def _rk(run: Run) -> tuple[str, str]:
+    """A run's key in the session: its store and public id (a run logged through a tracking
+    server has no row id here)."""
+    return (run.store.key, run.id)
 
 
 def _label(execution_count: int | None, index: int | None, from_file: bool) -> str:
@@ -85,6 +92,12 @@ class Session:
         if what not in self._warned:
             self._warned.add(what)
             warnings.warn(f"mlops-jupyter: {what} failed: {err}", RuntimeWarning, stacklevel=2)
+
+    def notice_once(self, what: str, message: str) -> None:
+        """Warn `message` once per kernel for `what` (not a failure: a missing feature)."""
+        if what not in self._warned:
+            self._warned.add(what)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def notebook(self) -> str | None:
         """Absolute path of the notebook this kernel runs, when knowable."""
@@ -146,6 +159,8 @@ class Session:
         if run is not None and run.store is store:
             return run
         if nb or key.startswith("id:"):
+            if rcap.is_remote(store):
+                return rcap.last_run_for_cell(store, nb, key)
             rid = cstore.last_run_for_cell(store, nb, key)
             if rid is not None:
                 return cstore.run_uid(store, rid)
@@ -159,19 +174,25 @@ class Session:
     def remember_cell_run(self, key: str, run: Run) -> None:
         nb = self.notebook() or ""
         self._cell_runs[(nb, key)] = run
-        cstore.link_run_cell(run.store, run.store_id, nb, key)
+        if rcap.is_remote(run.store):
+            rcap.link_run_cell(run, nb, key)
+        else:
+            cstore.link_run_cell(run.store, run.store_id, nb, key)
 
     # -- tracking runs -------------------------------------------------------------------------
     def is_tracked(self, run: Run) -> bool:
-        return run.store_id in self._tracked
+        return _rk(run) in self._tracked
 
     def track(self, run: Run, auto_params: bool = False, env: bool = True) -> None:
         """Start recording cells into `run`; tag it with its environment and flag a kernel
         state that was built out of notebook order."""
-        if run.store_id in self._tracked:
+        if _rk(run) in self._tracked:
             return
-        rid = run.store_id
-        self._tracked[rid] = _Tracked(run, cstore.next_seq(run.store, rid), auto_params)
+        if rcap.is_remote(run.store):
+            seq = rcap.next_seq(run)
+        else:
+            seq = cstore.next_seq(run.store, run.store_id)
+        self._tracked[_rk(run)] = _Tracked(run, seq, auto_params)
         if env and ENV_TAGGED.get(run, False) != self.notebook():
             try:
                 run.set_tags(environment(self.notebook()))
@@ -202,10 +223,8 @@ class Session:
             if from_file
             else f"execution #{i + 1} re-ran a cell that precedes the one run at #{pi + 1}"
         )
-        rstore.add_event(
-            run.store,
-            run.store_id,
-            PROVENANCE,
+        self._event(
+            run,
             f"before this run, the kernel state was built out of notebook order: {what} "
             f"({len(found)} such step(s))",
             level="info",
@@ -235,10 +254,10 @@ class Session:
         nb = read_notebook(self.notebook())
         idx_cache: dict[int | None, tuple[int | None, bool]] = {}
         for run in runs:
-            tr = self._tracked.get(run.store_id)
+            tr = self._tracked.get(_rk(run))
             if tr is None:
                 self.track(run)
-                tr = self._tracked[run.store_id]
+                tr = self._tracked[_rk(run)]
             rows, sources, events = by_store.setdefault(run.store, ([], {}, []))
             known = self._stored_hashes.setdefault(run.store.key, set())
             if digest not in known:
@@ -279,7 +298,7 @@ class Session:
                 tr.last_index, tr.last_label = idx, label
             rows.append(
                 (
-                    run.store_id,
+                    run if rcap.is_remote(run.store) else run.store_id,
                     tr.seq,
                     cell_id,
                     execution_count,
@@ -297,16 +316,28 @@ class Session:
                     tr.params.update(new)
                     run.log_params(new)
         for store, (rows, sources, events) in by_store.items():
-            cstore.record_cells(store, rows, sources)
+            if rcap.is_remote(store):
+                rcap.record_cells(rows, sources)  # queued: sent with the run's points
+            else:
+                cstore.record_cells(store, rows, sources)
             self._stored_hashes[store.key].update(sources)
             for run, msg, data in events:
-                rstore.add_event(store, run.store_id, PROVENANCE, msg, level="warning", data=data)
+                self._event(run, msg, "warning", data)
         for run in runs:
             if run.status != "running":
-                self._tracked.pop(run.store_id, None)
+                self._tracked.pop(_rk(run), None)
+
+    def _event(self, run: Run, message: str, level: str, data: dict) -> None:
+        """A provenance event on `run`."""
+        try:
+            run.add_event(PROVENANCE, message, level=level, data=data)
+        except RemoteUnsupportedError as e:
+            # run events over the tracking server come with the server's events API; until
+            # a server (and client) has it, the note is not recorded: say so once
+            self.warn_once("recording provenance warnings over the tracking server", e)
 
     def untrack(self, run: Run) -> None:
-        self._tracked.pop(run.store_id, None)
+        self._tracked.pop(_rk(run), None)
 
     def tracked_runs(self) -> list[Run]:
         return [t.run for t in self._tracked.values()]

@@ -21,6 +21,7 @@ from IPython.display import display
 from .. import capture
 from ..capture import NOTEBOOK_ENV, Session, cell_key, literal_params, resolve_notebook
 from ..capture.locate import Locator
+from ..remote import RemoteUnsupportedError
 from ..tracking import api as _api
 from ..tracking.run import END_STATUSES, Run
 
@@ -237,12 +238,14 @@ class CaptureMagics(Magics):
     def _begin(
         self, args, name: str | None, params: dict[str, Any], key: str, auto_params: bool = False
     ) -> Run:
-        store = _api.current_store()
+        store = _store()
         prev = self.session.previous_run(key, store)
         params = {**params, **_kv(args.param, "param")}
         tags = _kv(args.tag, "tag")
         run = _api.start_run(name, args.experiment, params=params, tags=tags, _prev_run=prev)
         self.hooks.started.append(run)
+        if _is_remote(run):
+            _remote_notice(self.session, run)
         try:
             self.session.remember_cell_run(key, run)
             self.session.track(run, auto_params=auto_params)
@@ -277,7 +280,7 @@ class CaptureMagics(Magics):
         err: BaseException | None = None
         try:
             if not args.no_live:
-                _show_live(run)
+                _show_live(run, self.session)
             try:
                 res = ip.run_cell(body, store_history=False)
             finally:
@@ -300,16 +303,15 @@ class CaptureMagics(Magics):
         old = self.session.active_from_cell(key)
         if old is not None:
             # re-executing the same `start` cell restarts: the old attempt was abandoned
-            from ..store import runs as rstore
-
-            rstore.add_event(
-                old.store, old.store_id, "lifecycle", "superseded: its start cell was re-executed"
-            )
+            try:
+                old.add_event("lifecycle", "superseded: its start cell was re-executed")
+            except RemoteUnsupportedError:
+                pass  # a server without the run-events API: the status "killed" still says it
             old.end("killed")
         params = {} if args.no_params else self.session.parameters()
         run = self._begin(args, name, params, key, auto_params=not args.no_params)
         if not args.no_live:
-            _show_live(run)
+            _show_live(run, self.session)
         print(
             f"mlops: run {run.name!r} ({run.id}) started in experiment {run.experiment!r}; "
             "cells are recorded until `%mlops_run end`"
@@ -378,8 +380,12 @@ def status_report(session: Session) -> dict[str, str]:
         lines = [text, f"notebook: {nb or 'unknown'}"]
     else:
         _api.flush()
-        d = q.run_detail(run.store, run.store_id)
-        cells = cstore.cells_for_run(run.store, run.store_id)
+        if _is_remote(run):
+            d = _api.get_run(run.id)  # through the server (GET /api/v1/runs/{id})
+            cells = d.get("cells") or []
+        else:
+            d = q.run_detail(run.store, run.store_id)
+            cells = cstore.cells_for_run(run.store, run.store_id)
         warns = [e for e in d["events"] if e["kind"] == capture.PROVENANCE]
         lines = [
             f"run {d['name']!r} ({d['id']}) - {d['status']}, attempt {d['attempt']}",
@@ -425,15 +431,53 @@ def _status_for(err: BaseException | None) -> str:
     return "killed" if isinstance(err, KeyboardInterrupt) else "failed"
 
 
-def _show_live(run: Run) -> None:
+def _show_live(run: Run, session: Session) -> None:
     try:
         from ..widgets import live
     except ImportError:
         return
     try:
         live(run)
+    except RemoteUnsupportedError as e:
+        session.warn_once("showing the live monitor over the tracking server", e)
     except Exception as e:
         warnings.warn(f"mlops-jupyter: live monitor unavailable: {e}", RuntimeWarning, stacklevel=3)
+
+
+def _store() -> Any:
+    """The current store, or the tracking server's handle when the store is http(s)://."""
+    url = _api.remote_url()
+    if url is not None:
+        from ..remote.api import remote_store
+
+        return remote_store(url)
+    return _api.current_store()
+
+
+def _is_remote(run: Run) -> bool:
+    return type(run).__name__ == "RemoteRun"
+
+
+def _remote_notice(session: Session, run: Run) -> None:
+    """Say once which parts of a local run's record a run over the tracking server lacks
+    (they need the store itself): cells, params, metrics and the environment are kept."""
+    missing = []
+    try:
+        from ..data import autolog
+        from ..telemetry import sampler
+
+        if sampler.enabled():
+            missing.append("system telemetry (sys/* metrics)")
+        if autolog.enabled():
+            missing.append("data versions of the files read")
+    except Exception:
+        return
+    if missing:
+        session.notice_once(
+            "remote notice",
+            f"mlops-jupyter: runs logged through the tracking server ({run.store!r}) record "
+            f"cells, params, metrics and the environment, but not {' or '.join(missing)}",
+        )
 
 
 class _State:

@@ -117,8 +117,10 @@ def start_run(
     tags: dict[str, Any] | None,
     parent: Run | str | None,
     forget: Any,
+    prev: Run | str | None = None,
 ) -> RemoteRun:
-    """Start a run on the server (POST /api/v1/runs) and return it (not yet pushed)."""
+    """Start a run on the server (POST /api/v1/runs) and return it (not yet pushed).
+    `prev`: the earlier attempt (a RemoteRun or a run id) this run follows."""
     store = remote_store(url)
     if not token():
         raise StoreError(
@@ -135,6 +137,10 @@ def start_run(
         body["parent"] = parent.id
     elif isinstance(parent, str):
         body["parent"] = parent
+    if isinstance(prev, RemoteRun):
+        body["prev_run"] = prev.id
+    elif isinstance(prev, str):
+        body["prev_run"] = prev
     try:
         out = store.client.request("POST", "/api/v1/runs", body)
     except ServerRefused as e:

@@ -111,9 +111,11 @@ class RemoteWriter(Writer):
         return rid
 
     def add_kv(self, rid: int, table: str, items: dict[str, Any]) -> None:
-        """Params or tags, sent with the next request (before its points)."""
+        """Params, tags or other fields of the run's ingest entry (notebook capture records),
+        merged and sent with the next request (before its points)."""
         with self._pkv_lock:
             self._pkv.setdefault(rid, {}).setdefault(table, {}).update(items)
+        self._ensure_thread()  # the thread may have gone idle (a cell recorded after the end)
         self._wake.set()
 
     def spool_path(self) -> str | None:

@@ -32,6 +32,43 @@ def record_cells(store: Store, rows: list[CellRow], sources: dict[str, str]) -> 
             )
 
 
+def record_cells_once(store: Store, rid: int, rows: list[CellRow], sources: dict[str, str]) -> int:
+    """`record_cells` for rows of run `rid` that a client may send again (a retried request
+    over the tracking server): a row whose (run, seq) is stored already is skipped. Returns
+    the number of rows inserted."""
+    with store.write() as c:
+        # lock the run's row first: two copies of one request on two server processes
+        # then insert the rows once (SQLite's write lock does this anyway)
+        c.execute("UPDATE runs SET heartbeat = heartbeat WHERE id=?", (rid,))
+        if sources:
+            c.executemany(
+                "INSERT INTO cell_sources(hash, source) VALUES(?,?) ON CONFLICT DO NOTHING",
+                list(sources.items()),
+            )
+        if not rows:
+            return 0
+        seqs = sorted({r[1] for r in rows})
+        have = {
+            r[0]
+            for r in c.execute(
+                "SELECT seq FROM cell_executions WHERE run_id=? AND seq BETWEEN ? AND ?",
+                (rid, seqs[0], seqs[-1]),
+            ).fetchall()
+        }
+        new, seen = [], set(have)
+        for r in rows:
+            if r[1] not in seen:
+                seen.add(r[1])
+                new.append(r)
+        if new:
+            c.executemany(
+                "INSERT INTO cell_executions(run_id, seq, cell_id, execution_count, source_hash,"
+                " start_time, duration_s, status, error) VALUES(?,?,?,?,?,?,?,?,?)",
+                new,
+            )
+        return len(new)
+
+
 def next_seq(store: Store, rid: int) -> int:
     """The sequence number the next recorded cell of run `rid` gets (1 for the first)."""
     row = store.read("SELECT max(seq) FROM cell_executions WHERE run_id=?", (rid,))

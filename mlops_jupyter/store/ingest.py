@@ -95,10 +95,13 @@ def create_run(
     username: str | None = None,
     start_time: float | None = None,
     parent_id: int | None = None,
+    prev_run_id: int | None = None,
 ) -> RunRow:
     """Start a run for a remote client. The server's own pid is not the run's owner: the run
     keeps no pid, so crash detection goes by its heartbeat (each write beats)."""
-    rid, _uid, _name = rstore.create_run(store, name, experiment, params, tags, parent_id)
+    rid, _uid, _name = rstore.create_run(
+        store, name, experiment, params, tags, parent_id, prev_run_id=prev_run_id
+    )
     with store.write("start a remote run") as c:
         c.execute(
             "UPDATE runs SET host=?, pid=NULL, pid_start=NULL, username=?,"

@@ -141,10 +141,8 @@ def start_run(
     if url is not None:
         from ..remote import api as remote
 
-        if _prev_run is not None:
-            raise unsupported("resuming a run", url)
         parent = parent if parent is not None else (_active if nested else None)
-        run = remote.start_run(url, name, experiment, params, tags, parent, _forget)
+        run = remote.start_run(url, name, experiment, params, tags, parent, _forget, _prev_run)
         _push(run)  # start hooks (telemetry, data autolog) need the store: not attached
         return run
     store = current_store()

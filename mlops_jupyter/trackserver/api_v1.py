@@ -15,6 +15,7 @@ from .. import config
 from ..store import api_queries as aq
 from ..store import ingest as ing
 from ..store import runs as rstore
+from . import cells as capture
 from .app import BaseHandler, HTTPError, check_value
 
 MAX_CHUNKS = 10_000  # per request
@@ -202,7 +203,12 @@ class RunsHandler(BaseHandler):
             host = _field(body, "host", str)
             parent = _field(body, "parent", str)
             pid = ing.run_by_uid(self.store, parent).rid if parent else None
-            row = ing.create_run(self.store, exp, name, params, tags, host=host, parent_id=pid)
+            # the earlier attempt of the same notebook cell (%%mlops_run re-executed)
+            prev = _field(body, "prev_run", str)
+            prev_id = ing.run_by_uid(self.store, prev).rid if prev else None
+            row = ing.create_run(
+                self.store, exp, name, params, tags, host=host, parent_id=pid, prev_run_id=prev_id
+            )
             return {"id": row.uid, "name": row.name, "experiment": row.experiment}
 
         await self.handle(go)
@@ -323,6 +329,7 @@ class IngestHandler(BaseHandler):
             runs = body.get("runs")
             check_value(isinstance(runs, list), "'runs' must be a list")
             todo = []
+            caps = []  # notebook capture records (cells.py), written with the params
             total = 0
             for i, r in enumerate(runs):
                 where = f"runs[{i}]"
@@ -348,12 +355,16 @@ class IngestHandler(BaseHandler):
                     end is None or 0 <= end < 1e11, f"{where}.end_time: seconds since the epoch"
                 )
                 todo.append((rid, params, tags, chunks, (status, end)))
+                caps.append((rid, capture.parse(r, where + ".")))
             # everything is parsed and checked before the first write
             for rid, params, tags, _, _ in todo:
                 if params:
                     rstore.set_kv(self.store, "params", rid, params)
                 if tags:
                     rstore.set_kv(self.store, "tags", rid, tags)
+            for rid, cap in caps:
+                if cap:
+                    capture.apply(self.store, rid, cap)
             n, dup = ing.append(self.store, [c for t in todo for c in t[3]])
             for rid, _, _, _, (status, end) in todo:
                 if status:
@@ -374,4 +385,5 @@ ROUTES = [
     (r"/api/v1/ingest", IngestHandler),
     (r"/api/v1/frames/runs", RunsFrameHandler),
     (r"/api/v1/frames/metrics", MetricsFrameHandler),
+    *capture.ROUTES,
 ]

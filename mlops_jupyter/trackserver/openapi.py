@@ -29,6 +29,29 @@ _CHUNK = {
     },
 }
 _KV = {"type": "object", "additionalProperties": True}
+# notebook capture records (trackserver/cells.py): cells keyed by their seq
+_CELL = {
+    "type": "object",
+    "required": ["source_hash", "start_time", "status"],
+    "properties": {
+        "cell_id": {"type": "string", "nullable": True},
+        "execution_count": {"type": "integer", "minimum": 0, "nullable": True},
+        "source_hash": {"type": "string", "minLength": 1},
+        "start_time": {"type": "number", "minimum": 0},
+        "duration_s": {"type": "number", "minimum": 0, "nullable": True},
+        "status": {"type": "string", "enum": ["ok", "error", "interrupted"]},
+        "error": {"type": "string", "nullable": True},
+    },
+}
+_CAPTURE = {
+    "cells": {"type": "object", "additionalProperties": _CELL},
+    "cell_sources": {"type": "object", "additionalProperties": {"type": "string"}},
+    "cell_link": {
+        "type": "object",
+        "required": ["notebook", "cell_key"],
+        "properties": {"notebook": {"type": "string"}, "cell_key": {"type": "string"}},
+    },
+}
 _RUN_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -91,12 +114,35 @@ def spec() -> dict[str, Any]:
                             "params": _KV,
                             "tags": _KV,
                             "parent": {"type": "string"},
+                            "prev_run": {"type": "string"},
                             "host": {"type": "string"},
                         }
                     ),
                 ),
             },
             "/api/v1/runs/{id}": {"get": _op("one run (id, id prefix or name)", params=[_RUN_ID])},
+            "/api/v1/runs/{id}/cells": {
+                "get": _op("the executed cells of a run (id, id prefix or name)", params=[_RUN_ID]),
+                "post": _op(
+                    "record executed notebook cells (idempotent per run and seq)",
+                    _obj(_CAPTURE),
+                    [_RUN_ID],
+                ),
+            },
+            "/api/v1/cell-runs": {
+                "get": _op(
+                    "the latest run started by a notebook cell",
+                    params=[
+                        {"name": "notebook", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "cell_key",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                )
+            },
             "/api/v1/frames/runs": {
                 "get": _op(
                     "the runs table (mj.runs()) as a base64 Arrow IPC stream",
@@ -193,6 +239,7 @@ def spec() -> dict[str, Any]:
                                         "chunks": {"type": "array", "items": _CHUNK},
                                         "status": {"type": "string"},
                                         "end_time": {"type": "number", "minimum": 0},
+                                        **_CAPTURE,
                                     },
                                     ["id"],
                                 ),
