@@ -362,7 +362,11 @@ _hour = st.integers(0, 60)
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    feats=st.lists(st.tuples(_ent, _hour, st.integers(-1000, 1000)), min_size=1, max_size=25),
+    feats=st.lists(
+        st.tuples(_ent, _hour, st.one_of(st.none(), st.integers(-1000, 1000))),
+        min_size=1,
+        max_size=25,
+    ),
     labels=st.lists(
         st.tuples(st.one_of(st.none(), st.integers(0, 4)), st.one_of(st.none(), _hour)),
         min_size=0,
@@ -377,7 +381,8 @@ def test_training_set_matches_the_naive_reference(feats, labels, ttl_h):
             "e": [f[0] for f in feats],
             "ts": [base + dt.timedelta(hours=f[1]) for f in feats],
             "v": [f[2] for f in feats],
-        }
+        },
+        schema={"e": pl.Int64, "ts": pl.Datetime("us"), "v": pl.Int64},
     )
     info = mj.register_features(
         "pit", fdf, entity="e", timestamp="ts", ttl=None if ttl_h is None else ttl_h * 3600

@@ -156,11 +156,10 @@ def point_in_time(
         tolerance=None if ttl_s is None else timedelta(seconds=ttl_s),
         check_sortedness=False,
     )
-    return (
-        lf.select(_ROW)
-        .join(joined.select(_ROW, *columns), on=_ROW, how="left", maintain_order="left")
-        .drop(_ROW)
-    )
+    joined = joined.select(_ROW, *columns)
+    if valid.height == lf.height:  # no null keys: restoring the label order is a sort
+        return joined.sort(_ROW).drop(_ROW)
+    return lf.select(_ROW).join(joined, on=_ROW, how="left", maintain_order="left").drop(_ROW)
 
 
 def _keys(view: FeatureViewInfo, entity: Any, timestamp: str | None) -> tuple[list[str], str]:

@@ -198,6 +198,13 @@ class FeatureViewInfo:
     _data_version_id: int | None = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        return (
+            f"FeatureViewInfo({self.name!r}, version={self.version}, entity="
+            f"{', '.join(self.entities)!r}, timestamp={self.timestamp!r}, ttl={self.ttl!r}, "
+            f"features={self.features!r}, rows={self.n_rows}, data_version={self.data_version!r})"
+        )
+
     @property
     def ttl(self) -> str:
         """The TTL as text ('30d'), '-' for none."""
@@ -346,7 +353,8 @@ def _materialize(store, view_id: int, name: str, df: pl.DataFrame, ts: str) -> N
 def get_feature_view(
     name: str, version: int | None = None, *, _is_new: bool = False
 ) -> FeatureViewInfo:
-    """A registered feature view (its latest version unless `version` is given)."""
+    """A registered feature view: `version`, or the current one (the version materialized
+    last, so re-running reverted code makes its earlier version current again)."""
     return _info(fstore.get_view(_store(), check_name(name), version), _is_new)
 
 
@@ -405,7 +413,7 @@ class FeatureView:
         return out
 
     def info(self) -> FeatureViewInfo:
-        """The latest registered version of this view."""
+        """The current registered version of this view."""
         return get_feature_view(self.name)
 
 
@@ -441,8 +449,8 @@ def feature_view(
 
 def feature_views(all_versions: bool = False) -> pl.DataFrame:
     """Registered feature views: name, version, entity, timestamp, ttl, features, rows,
-    freshness (newest feature timestamp), owner, created (the latest version of each unless
-    `all_versions`)."""
+    freshness (newest feature timestamp), owner, created, data_version (the current version
+    of each, see get_feature_view, unless `all_versions`)."""
     rows = [_info(d) for d in fstore.list_views(_store(), all_versions)]
 
     def ts(vals: list[float | None]) -> pl.Series:
