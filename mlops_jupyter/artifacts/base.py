@@ -235,6 +235,10 @@ class ArtifactStore(abc.ABC):
         self.put_stream(key, chunks(), if_absent=True)
         return digest, sent
 
+    def has_blob(self, digest: str) -> bool:
+        """Whether blob `digest` is stored (one existence check)."""
+        return self.head(blob_key(digest)) is not None
+
     def blob_file(self, digest: str) -> Path:
         """A local file holding blob `digest`'s bytes: the stored file itself in a local
         folder, else a verified copy in the read-through cache."""

@@ -9,7 +9,10 @@ import sys
 
 from ..errors import StoreError
 
-SUPPORTED = "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run"
+SUPPORTED = (
+    "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
+    "add_event, log_artifact, artifact_path"
+)
 
 
 class RemoteUnsupportedError(StoreError, AttributeError):

@@ -64,7 +64,7 @@ def remote_store(url: str) -> RemoteStore:
 
 class RemoteRun(Run):
     """A run logged through a tracking server: log calls exactly as locally; params and
-    tags are queued for the sender; artifacts and events refuse."""
+    tags are queued for the sender; artifacts and events go through remote/files.py."""
 
     _writer: RemoteWriter
 
@@ -82,13 +82,30 @@ class RemoteRun(Run):
         self._kv("tags", tags)
 
     def log_artifact(self, path: Any, name: str | None = None) -> str:
-        raise unsupported("log_artifact", self.store.url)
+        """Upload a file or folder through the server (remote/files.py), as locally."""
+        from . import files
+
+        return files.log_artifact(self, path, name)
 
     def artifact_path(self, name: str) -> Any:
-        raise unsupported("artifact_path", self.store.url)
+        """A verified local copy of artifact `name` (downloaded into the cache)."""
+        from . import files
 
-    def add_event(self, kind: str, message: str, *a: Any, **kw: Any) -> int:
-        raise unsupported("run events", self.store.url)
+        return files.artifact_path(self.store, self.id, name)
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        level: str = "info",
+        data: dict | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        """Record an event on the server (after what was logged before it); its id."""
+        from . import files
+
+        return files.add_event(self, kind, message, level, data, start, end)
 
     @property
     def store_id(self) -> int:

@@ -385,6 +385,14 @@ class RemoteWriter(Writer):
         """Whether requests wait in this process's spool file."""
         return self._spool is not None and self._spool.pending()
 
+    def deliver_now(self) -> bool:
+        """Send what is queued and replay this process's spool now, whatever the retry
+        backoff says; whether nothing is left waiting (False: the server is still away).
+        Run events call it first, so they reach the server after what was logged before."""
+        self._retry_at = 0.0
+        self.flush()
+        return not self.backlog()
+
     def close(self) -> None:
         """At exit: send what is left, retrying an absent server for up to
         MLOPS_JUPYTER_EXIT_WAIT seconds; then leave the spool file for the next process."""

@@ -26,4 +26,16 @@ MIGRATIONS = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        90,
+        "tracking server: idempotency keys of run events sent by remote clients",
+        """
+        CREATE TABLE run_event_keys(
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            key TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            PRIMARY KEY(run_id, key)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]

@@ -258,6 +258,7 @@ def make_app(store: Store, *, max_body: int = MAX_BODY, max_upload: int = MAX_UP
         *api_v1.ROUTES,
         *mlflow_routes.ROUTES,
         *mlflow_artifacts.ROUTES,
+        *_module_routes("run_files"),
     ]
     return tornado.web.Application(
         routes,
@@ -270,6 +271,13 @@ def make_app(store: Store, *, max_body: int = MAX_BODY, max_upload: int = MAX_UP
         compress_response=True,
         xsrf_cookies=False,
     )
+
+
+def _module_routes(name: str) -> list:
+    """ROUTES of the module `name` of this package (imported when the app is made)."""
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{name}").ROUTES
 
 
 def check_value(ok: bool, message: str) -> None:

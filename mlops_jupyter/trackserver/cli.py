@@ -125,7 +125,7 @@ def cmd_serve(args) -> int:
     from ..store import open_store
 
     store = open_store(location)  # after the fork: each worker has its own connections
-    app = make_app(store, max_body=args.max_body_mb << 20)
+    app = make_app(store, max_body=args.max_body_mb << 20, max_upload=args.max_upload_mb << 20)
     server = tornado.httpserver.HTTPServer(
         app, ssl_options=ctx, xheaders=True, max_body_size=app.settings["max_wire"] + (1 << 20)
     )
@@ -227,6 +227,7 @@ def add_parser(sub) -> None:
     p.add_argument("--certfile", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", help="TLS private key (PEM)")
     p.add_argument("--max-body-mb", type=int, default=16, help="JSON body limit (413 over)")
+    p.add_argument("--max-upload-mb", type=int, default=5 << 10, help="artifact file limit")
     p.set_defaults(func=cmd_serve)
     ts = p.add_subparsers(dest="server_command")
     t = ts.add_parser("token", help="API tokens: add, ls, revoke")

@@ -74,6 +74,12 @@ def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, 
     return d
 
 
+def _files_paths() -> dict[str, Any]:
+    from .run_files import openapi_paths  # run events and artifacts
+
+    return openapi_paths(_op, _obj)
+
+
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
     return {
@@ -249,5 +255,6 @@ def spec() -> dict[str, Any]:
                     ),
                 )
             },
+            **_files_paths(),
         },
     }
