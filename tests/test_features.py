@@ -5,6 +5,7 @@ lineage, bad input and the %mlops_features magic. Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import polars as pl
 import pytest
@@ -97,6 +98,17 @@ def test_training_set_is_recorded_with_lineage_and_linked_to_the_run():
 
     lin = [v for v in dstore.versions_for_run(current_store(), run.store_id) if v["name"] == "ts1"]
     assert len(lin) == 1 and lin[0]["role"] == "input" and lin[0]["n_rows"] == labels.height
+
+
+def test_artifacts_gc_keeps_the_offline_parquet():
+    from mlops_jupyter.artifacts.gc import find_orphans
+    from mlops_jupyter.tracking.api import current_store
+
+    info = mj.register_features("user_stats", FEATURES, entity="user_id", timestamp="event_ts")
+    store = current_store()
+    report = find_orphans(store, store.artifacts, grace_s=0, now=time.time() + 60)
+    assert report.scanned >= 1 and report.orphans == []
+    assert info.frame().equals(FEATURES)
 
 
 def test_pandas_in_pandas_out_keeps_the_index():

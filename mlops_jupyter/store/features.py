@@ -273,8 +273,3 @@ def training_set_sources(store: Store, version_id: int) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
-
-
-def referenced_digests(store: Store) -> set[str]:
-    """Digests of every offline materialization's parquet blob (kept by artifacts gc)."""
-    return {r[0] for r in store.read("SELECT DISTINCT digest FROM feature_materializations")}
