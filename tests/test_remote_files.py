@@ -264,3 +264,23 @@ def test_the_openapi_description_lists_the_routes(rs):
         "/api/v1/runs/{id}/blobs/{sha256}",
     ):
         assert p in spec["paths"], p
+
+
+def test_artifacts_on_object_storage(remote_server, s3_url, monkeypatch, tmp_path):
+    # a second server over the same store, its files in the real S3-compatible server
+    # (os.environ now holds the S3 server's AWS_* variables)
+    env = {**os.environ, "MLOPS_JUPYTER_CACHE": str(tmp_path / "server-cache")}
+    for k in ("MLOPS_JUPYTER_STORE", "MLOPS_JUPYTER_TELEMETRY", "PYTHONPATH"):
+        env[k] = remote_server.env[k]
+    f = tmp_path / "ckpt.bin"
+    f.write_bytes(os.urandom(200_000))
+    with Server(env, tmp_path, "--artifacts", s3_url) as srv:
+        monkeypatch.setenv("MLOPS_JUPYTER_STORE", srv.url)
+        monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote_server.wtok)
+        monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "spool"))
+        with mj.start_run("s3", experiment="remote") as run:
+            run.log_artifact(f)
+            run.log_artifact(f, name="again.bin")  # the same content, already stored
+            assert _sha(run.artifact_path("again.bin")) == _sha(f)
+    assert open_artifacts(s3_url).has_blob(_sha(f))
+    assert not remote_server.blobs.has_blob(_sha(f))
