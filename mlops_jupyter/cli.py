@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.mlflowio.cli",
     "mlops_jupyter.serving.server",
     "mlops_jupyter.serving.rollout_cli",
+    "mlops_jupyter.loop.cli",
 )
 
 

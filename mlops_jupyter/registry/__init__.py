@@ -340,6 +340,10 @@ def promote_model(
     _check_stage(stage)
     if reason is not None and not isinstance(reason, str):
         raise InvalidInputError("reason must be a string")
+    from ..loop.policy import check_promotion  # the model's stored policy (mj.set_model_policy)
+
+    if (why := check_promotion(_store(), name, version, stage)) is not None:
+        raise StageTransitionError(f"promotion refused: {why}")
     if PROMOTION_CHECKS:
         info = rs.find_version(_store(), name, version)
         for check in list(PROMOTION_CHECKS):

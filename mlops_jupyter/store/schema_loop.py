@@ -1,0 +1,31 @@
+"""Tables of the closed loop: validation-gate verdicts and per-model policies
+(migrations 87..89)."""
+
+from __future__ import annotations
+
+MIGRATIONS = [
+    (
+        87,
+        "closed loop: gate reports and model policies",
+        """
+        CREATE TABLE gate_reports(
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            version_id INTEGER NOT NULL REFERENCES model_versions(id),
+            baseline_version INTEGER,
+            data_id TEXT,
+            passed INTEGER NOT NULL,
+            report TEXT NOT NULL,
+            ts REAL NOT NULL,
+            created_by TEXT
+        );
+        CREATE INDEX gate_reports_by_version ON gate_reports(version_id, id);
+        CREATE TABLE model_policies(
+            model_id INTEGER PRIMARY KEY REFERENCES models(id),
+            policy TEXT NOT NULL,
+            updated REAL NOT NULL,
+            created_by TEXT
+        );
+        """,
+    ),
+]
