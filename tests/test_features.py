@@ -142,6 +142,35 @@ def test_timezones_and_entity_names_map():
         )
 
 
+def test_compound_entities_dates_and_entity_dtypes():
+    feats = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2],
+            "item": ["a", "b", "a", "a"],
+            "day": [
+                dt.date(2024, 1, 1),
+                dt.date(2024, 1, 2),
+                dt.date(2024, 1, 3),
+                dt.date(2024, 1, 1),
+            ],
+            "price": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    mj.register_features("prices", feats, entity=["user_id", "item"], timestamp="day", ttl="1d")
+    labels = pl.DataFrame(
+        {
+            "user_id": pl.Series([1, 1, 1, 2, 2], dtype=pl.Int32),  # cast to the view's Int64
+            "item": ["a", "a", "b", "a", "b"],
+            "day": [T(2, 12), T(3), T(4), T(2), T(2)],
+        }
+    )
+    out = mj.training_set(labels, ["prices:price"], record=False)
+    # (1,a) at Jan 2 12h: Jan 1 is 1.5 days old (TTL 1d) -> null; at Jan 3 exactly -> 3.0;
+    # (1,b) at Jan 4: Jan 2 is 2 days old -> null; (2,a) at Jan 2: exactly 1 day -> 4.0
+    assert out["price"].to_list() == [None, 3.0, None, 4.0, None]
+    assert out["user_id"].dtype == pl.Int32  # the labels come back as they were
+
+
 # -- versions -----------------------------------------------------------------------------
 
 
@@ -327,6 +356,9 @@ def test_magic_lists_views():
     try:
         ip.register_magics(FeatureMagics(ip))
         out = ip.run_line_magic("mlops_features", "")
+        mj.register_features("user_stats", FEATURES, entity="user_id", timestamp="event_ts")
+        both = ip.run_line_magic("mlops_features", "user_stats")
+        current = ip.run_line_magic("mlops_features", "")
     finally:
         InteractiveShell.clear_instance()
     assert out.columns == [
@@ -342,6 +374,7 @@ def test_magic_lists_views():
     row = out.row(0, named=True)
     assert (row["name"], row["ttl"], row["rows"], row["features"]) == ("user_stats", "3d", 7, 2)
     assert row["freshness"] == dt.datetime(2024, 1, 10, tzinfo=dt.timezone.utc)
+    assert both["version"].to_list() == [1, 2] and current["version"].to_list() == [2]
 
 
 # -- property: training_set agrees with a naive per-row reference ---------------------------
