@@ -37,6 +37,10 @@ from ..errors import InvalidInputError
 __all__ = ["Command", "Email", "Webhook", "channels_from_env", "notify"]
 
 
+class _Refused(RuntimeError):
+    """A receiver answered, refusing the notification (its own words as the message)."""
+
+
 def _timeout(t: Any) -> float:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 300:
         raise InvalidInputError(f"timeout must be a number of seconds in (0, 300], got {t!r}")
@@ -139,7 +143,7 @@ class Command:
         )
         if p.returncode != 0:
             tail = p.stderr.decode(errors="replace").strip()[-200:]
-            raise RuntimeError(f"exit code {p.returncode}" + (f": {tail}" if tail else ""))
+            raise _Refused(f"exit code {p.returncode}" + (f": {tail}" if tail else ""))
 
 
 Channel = Webhook | Email | Command
@@ -252,6 +256,8 @@ def notify(event: dict[str, Any] | str, channels: list[Channel] | None = None) -
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, _Refused):
+        return str(e)
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code}"  # not the URL: it may hold a token
     if isinstance(e, urllib.error.URLError):
