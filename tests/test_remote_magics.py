@@ -39,7 +39,8 @@ CELLS = [
     "%mlops_status",
     "%mlops_run end",
 ]
-ORDER = [0, 1, 2, 2, 3, 4, 5, 6, 7]  # the training cell twice: a second attempt
+# the training cell and the `start` cell twice: second attempts (the first span superseded)
+ORDER = [0, 1, 2, 2, 3, 3, 4, 5, 6, 7]
 
 
 @pytest.fixture
@@ -150,23 +151,24 @@ def test_a_notebook_over_the_server_records_what_a_local_store_does(
     store = open_store(store_path)
     got = _runs(store)
 
-    # train (attempt 1), train (attempt 2, linked to the first), span
+    # second attempts are linked to the first ones
     assert [(r["name"], r["attempt"], r["status"]) for r in got] == [
         ("train", 1, "finished"),
         ("train", 2, "finished"),
-        ("span", 1, "finished"),
+        ("span", 1, "killed"),
+        ("span", 2, "finished"),
     ]
-    assert got[1]["prev"] == got[0]["uid"]
+    assert got[1]["prev"] == got[0]["uid"] and got[3]["prev"] == got[2]["uid"]
     assert got[0]["params"] == {"epochs": 3, "lr": 3e-4, "layers": [64, 64]}
     assert got[0]["tags"] == {"owner": "ana"} and "env.python" in got[0]["env"]
-    assert [c[4:] for c in got[2]["cells"]] == [
+    assert [c[4:] for c in got[3]["cells"]] == [
         ("ok", None),
         ("ok", None),
         ("error", "ValueError"),
         ("ok", None),
         ("ok", None),
     ]
-    assert got[2]["cells"][1][3] == "y = 2\nmj.log(v=y)"
+    assert got[3]["cells"][1][3] == "y = 2\nmj.log(v=y)"
     _same(want, got)
     # the re-run chain survives a kernel restart: the server knows the cell's last run
     key = cstore.last_run_for_cell(store, "", f"id:{nb.cells[2]['id']}")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..remote import RemoteUnsupportedError
+from ..errors import StoreError
 from ..remote import capture as rcap
 from ..store import capture as cstore
 from ..tracking.run import Run
@@ -331,10 +331,11 @@ class Session:
         """A provenance event on `run`."""
         try:
             run.add_event(PROVENANCE, message, level=level, data=data)
-        except RemoteUnsupportedError as e:
-            # run events over the tracking server come with the server's events API; until
-            # a server (and client) has it, the note is not recorded: say so once
-            self.warn_once("recording provenance warnings over the tracking server", e)
+        except StoreError as e:
+            # over a tracking server, events are not spooled (a server away refuses them)
+            # and an older server has no events API: the cell and its record go on; say
+            # once that the note was not recorded
+            self.warn_once("recording a provenance warning", e)
 
     def untrack(self, run: Run) -> None:
         self._tracked.pop(_rk(run), None)

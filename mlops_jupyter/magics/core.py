@@ -21,6 +21,7 @@ from IPython.display import display
 from .. import capture
 from ..capture import NOTEBOOK_ENV, Session, cell_key, literal_params, resolve_notebook
 from ..capture.locate import Locator
+from ..errors import StoreError
 from ..remote import RemoteUnsupportedError
 from ..tracking import api as _api
 from ..tracking.run import END_STATUSES, Run
@@ -305,8 +306,10 @@ class CaptureMagics(Magics):
             # re-executing the same `start` cell restarts: the old attempt was abandoned
             try:
                 old.add_event("lifecycle", "superseded: its start cell was re-executed")
-            except RemoteUnsupportedError:
-                pass  # a server without the run-events API: the status "killed" still says it
+            except StoreError as e:
+                # over a tracking server that is away (events are not spooled) or has no
+                # events API: the status "killed" still says it
+                self.session.warn_once("recording the superseded event", e)
             old.end("killed")
         params = {} if args.no_params else self.session.parameters()
         run = self._begin(args, name, params, key, auto_params=not args.no_params)
