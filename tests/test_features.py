@@ -111,6 +111,21 @@ def test_artifacts_gc_keeps_the_offline_parquet():
     assert info.frame().equals(FEATURES)
 
 
+def test_offline_data_on_object_storage(s3_url, monkeypatch):
+    from mlops_jupyter.features.views import read_offline
+    from mlops_jupyter.tracking.api import current_store
+
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", s3_url)
+    mj.set_store(None)
+    store = current_store()
+    assert store.artifacts.kind == "s3"
+    mj.register_features("user_stats", FEATURES, entity="user_id", timestamp="event_ts")
+    assert [o.size > 0 for o in store.artifacts.list("artifacts")] == [True]
+    read_offline.cache_clear()  # read it back from the server, not from memory
+    out = mj.training_set(_labels(), ["user_stats:clicks"], record=False)
+    assert out["clicks"].to_list()[:4] == [30, 10, 20, 55]
+
+
 def test_pandas_in_pandas_out_keeps_the_index():
     pd = pytest.importorskip("pandas")
     mj.register_features("user_stats", FEATURES.to_pandas(), entity="user_id", timestamp="event_ts")
