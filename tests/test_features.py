@@ -254,6 +254,31 @@ def test_changed_code_with_an_existing_explicit_version_is_refused():
     )
 
 
+def test_concurrent_registrations_agree_on_versions(python, child_env, tmp_path):
+    """Processes registering at once: one definition -> one version; two -> two."""
+    import subprocess
+
+    path = tmp_path / "f.parquet"
+    FEATURES.write_parquet(path)
+    script = (
+        "import sys, polars as pl, mlops_jupyter as mj\n"
+        f"df = pl.read_parquet({str(path)!r})\n"
+        "ttl = sys.argv[1] if sys.argv[1] != '-' else None\n"
+        "v = mj.register_features('race', df, entity='user_id', timestamp='event_ts', ttl=ttl)\n"
+        "print(v.version)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [python, "-c", script, ttl], env=child_env, stdout=subprocess.PIPE, text=True
+        )
+        for ttl in ("-", "-", "-", "2d")
+    ]
+    got = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(got[:3])) == 1 and got[3] != got[0] and sorted({*got}) == ["1", "2"]
+    assert mj.feature_views(all_versions=True).height == 2
+
+
 def test_reverted_code_makes_its_version_current_again():
     src = FEATURES.select("user_id", "event_ts", "clicks")
     a = mj.register_features("v", src, entity="user_id", timestamp="event_ts")
