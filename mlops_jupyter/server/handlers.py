@@ -1,5 +1,11 @@
 """Thin tornado handlers: parse the query string, call store.api_queries in a worker
-thread, answer JSON. Every verb requires Jupyter's authentication (403 otherwise).
+thread, answer JSON. Every verb requires authentication (403 otherwise).
+
+The route classes here and in the sibling modules hold the work only (BaseHandler is a
+mixin): `jupyter_handler` makes the jupyter_server handler of one (Jupyter's token or login
+cookie), and the tracking server mounts the same classes behind its own tokens
+(trackserver/sidebar.py), so both answer the same JSON. When the store is a tracking-server
+URL, the Jupyter extension forwards the whole API to that server instead (proxy.py).
 
 Every error answer, 4xx or 5xx, is JSON: {"error": message, "status": code}."""
 
@@ -12,11 +18,9 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
-from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
 
 from ..errors import InvalidInputError, MlopsJupyterError, RunNotFoundError, StoreError
 from ..store import api_queries as aq
@@ -29,9 +33,39 @@ _INT64 = 2**63 - 1
 log = logging.getLogger(__name__)
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlops-api")
 
+# the mixin is used on tornado handlers only; type checkers see their methods
+_Handler = tornado.web.RequestHandler if TYPE_CHECKING else object
 
-class BaseHandler(APIHandler):
-    """Shared parsing, store lookup and JSON error replies."""
+
+def url_path_join(*pieces: str) -> str:
+    """Join URL path pieces with single slashes, keeping a leading and a trailing one
+    (jupyter_server.utils.url_path_join, without needing jupyter_server)."""
+    joined = "/".join(s.strip("/") for s in pieces if s.strip("/"))
+    if pieces and pieces[0].startswith("/"):
+        joined = "/" + joined
+    if pieces and pieces[-1].endswith("/"):
+        joined += "/"
+    return "/" if joined == "//" else joined
+
+
+def notebook_relpath(root: Any, path: Any) -> str | None:
+    """`path` (a run's notebook.path) relative to the server root `root`, or None when it
+    lies outside it ("open notebook")."""
+    if not isinstance(path, str) or not path or not root:
+        return None
+    base = Path(root).expanduser().resolve()
+    p = Path(path).expanduser()
+    try:
+        # an absolute path must lie under the root; a relative one is taken from the root
+        rel = (p if p.is_absolute() else base / p).resolve().relative_to(base)
+    except ValueError:
+        return None
+    return rel.as_posix()
+
+
+class BaseHandler(_Handler):
+    """Mixin of every route: parsing, store lookup and JSON error replies. A route class
+    subclasses it; `jupyter_handler` or the tracking server adds the tornado handler."""
 
     def store(self) -> Store:
         path = self.settings.get("mlops_store_path")
@@ -166,17 +200,7 @@ class RunDetail(BaseHandler):
 
     def relpath(self, path: Any) -> str | None:
         """The notebook path relative to the server root ("open notebook"), or None."""
-        root = self.settings.get("server_root_dir")
-        if not isinstance(path, str) or not path or not root:
-            return None
-        base = Path(root).expanduser().resolve()
-        p = Path(path).expanduser()
-        try:
-            # an absolute path must lie under the root; a relative one is taken from the root
-            rel = (p if p.is_absolute() else base / p).resolve().relative_to(base)
-        except ValueError:
-            return None
-        return rel.as_posix()
+        return notebook_relpath(self.settings.get("server_root_dir"), path)
 
 
 class Series(BaseHandler):
@@ -277,11 +301,15 @@ def _extra_routes() -> list[tuple[str, Any]]:
     return list(ROUTES)
 
 
-def setup_handlers(serverapp) -> None:
-    web_app = serverapp.web_app
-    web_app.settings["mlops_store_path"] = _store_path(serverapp)
-    base = url_path_join(web_app.settings["base_url"], PREFIX)
-    routes = [
+def routes() -> list[tuple[str, type]]:
+    """Every route of the API, relative to the prefix, with its (mixin) route class."""
+    from .artifacts import artifact_routes  # artifact downloads live in their own module
+    from .llm import llm_routes  # LLM evaluation routes live in their own module
+    from .media import media_routes  # media routes live in their own module
+    from .serving import serving_routes  # the Serving view: served models, A/B, drift
+    from .sweeps import sweep_routes  # a sweep's progress across its workers
+
+    return [
         (r"/health", Health),
         (r"/experiments", Experiments),
         (r"/metric-keys", MetricKeys),
@@ -294,19 +322,41 @@ def setup_handlers(serverapp) -> None:
         (r"/alerts", Alerts),
         (r"/drift", Drift),
         *_extra_routes(),
-        (r"/(.*)", NotFound),
-    ]
-    from .artifacts import artifact_routes  # artifact downloads live in their own module
-    from .llm import llm_routes  # LLM evaluation routes live in their own module
-    from .media import media_routes  # media routes live in their own module
-    from .serving import serving_routes  # the Serving view: served models, A/B, drift
-    from .sweeps import sweep_routes  # a sweep's progress across its workers
-
-    routes[-1:-1] = [
         *media_routes(),
         *llm_routes(),
         *artifact_routes(),
         *sweep_routes(),
         *serving_routes(),
+        (r"/(.*)", NotFound),
     ]
-    web_app.add_handlers(".*$", [(base + pat, h) for pat, h in routes])
+
+
+def jupyter_handler(cls: type) -> type:
+    """The jupyter_server handler of route class `cls` (Jupyter's authentication)."""
+    from jupyter_server.base.handlers import APIHandler
+
+    # the mixin comes first, so its JSON write_error wins over APIHandler's
+    return type(cls.__name__, (cls, APIHandler), {"__module__": cls.__module__})
+
+
+def remote_url(serverapp) -> str | None:
+    """The tracking server's URL when the sidebar's store is one (c.MlopsJupyter.store or
+    MLOPS_JUPYTER_STORE is http(s)://...), else None."""
+    from ..remote import is_remote
+
+    given = serverapp.config.get("MlopsJupyter", {}).get("store")
+    loc = given if isinstance(given, str) and given else os.environ.get("MLOPS_JUPYTER_STORE")
+    return loc if is_remote(loc) else None
+
+
+def setup_handlers(serverapp) -> None:
+    web_app = serverapp.web_app
+    base = url_path_join(web_app.settings["base_url"], PREFIX)
+    url = remote_url(serverapp)
+    if url is not None:
+        from .proxy import setup_proxy  # the whole API is answered by the tracking server
+
+        setup_proxy(serverapp, url, base)
+        return
+    web_app.settings["mlops_store_path"] = _store_path(serverapp)
+    web_app.add_handlers(".*$", [(base + pat, jupyter_handler(h)) for pat, h in routes()])

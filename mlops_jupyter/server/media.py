@@ -14,12 +14,11 @@ from typing import Any
 from urllib.parse import quote
 
 import tornado.web
-from jupyter_server.utils import url_path_join
 
 from ..errors import InvalidInputError, RunNotFoundError
 from ..media.read import blob_path
 from ..store import media as mstore
-from .handlers import PREFIX, BaseHandler, _pool, aq
+from .handlers import PREFIX, BaseHandler, _pool, aq, url_path_join
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
