@@ -85,6 +85,9 @@ def test_no_production_version_skips_comparisons():
     assert not r.passed and "no rule ran" in r.summary()
     r = mj.gate("fresh", v, (X, Y), [threshold("accuracy", ">=", 0.99)])
     assert not r.passed
+    # a custom rule that needs the production model's output is skipped too
+    r = mj.gate("fresh", v, (X, Y), [custom(lambda ctx: bool(ctx.output("baseline").any()))])
+    assert r.results[0].status == "skipped" and not r.passed
 
 
 def test_threshold_latency_custom_and_frames():
@@ -257,3 +260,26 @@ def test_gate_failure_notifies(tmp_path, monkeypatch):
     assert event["kind"] == "gate_failed" and event["model"] == "clf"
     assert event["version"] == worse and event["report"]["passed"] is False
     assert event["text"].startswith("FAIL: clf v2 vs v1")
+
+
+def test_data_from_files_and_data_versions(tmp_path):
+    _production()
+    v = mj.register_model("clf", _clf(0.0))
+    rules = [not_worse("accuracy", by=0.01)]
+    npz = tmp_path / "eval.npz"
+    np.savez(npz, X=X, y=Y)
+    assert mj.gate("clf", v, npz, rules).passed
+    csv = tmp_path / "eval.csv"
+    pl.DataFrame({"a": X[:, 0], "b": X[:, 1], "y": Y}).write_csv(csv)
+    dv = mj.version(csv, name="eval")
+    by_path = mj.gate("clf", v, csv, rules)
+    by_id, by_obj = mj.gate("clf", v, dv.id, rules), mj.gate("clf", v, dv, rules)
+    assert by_path.passed and by_id.passed and by_obj.passed
+    assert by_path.data_id == by_id.data_id == by_obj.data_id == dv.id  # the same data version
+    frame_version = mj.version(pl.DataFrame({"a": [1.0], "y": [1]}), name="in-memory")
+    with pytest.raises(InvalidInputError, match="no readable file"):
+        mj.gate("clf", v, frame_version.id, rules)
+    bad = tmp_path / "eval.txt"
+    bad.write_text("1,2\n")
+    with pytest.raises(InvalidInputError, match=r"\.parquet"):
+        mj.gate("clf", v, bad, rules)

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..store import gates as gstore
 from ..store.registry import ModelNotFoundError
-from .rules import GateContext, Rule, RuleResult
+from .rules import GateContext, NoBaselineError, Rule, RuleResult
 
 __all__ = ["GateReport", "default_predict", "gate", "gates"]
 
@@ -264,6 +264,8 @@ def gate(
     for rule in rules:
         try:
             results.append(rule.check(ctx))
+        except NoBaselineError as e:  # e.g. a custom rule comparing with production
+            results.append(RuleResult(rule.name, "skipped", str(e)))
         except InvalidInputError:
             raise  # bad input: say so, store nothing
         except Exception as e:  # a rule that crashes fails, with the reason as evidence

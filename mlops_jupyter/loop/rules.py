@@ -161,6 +161,10 @@ class RuleResult:
         }
 
 
+class NoBaselineError(Exception):
+    """A rule asked for the baseline's output where there is none: the rule is skipped."""
+
+
 @dataclass
 class GateContext:
     """What a rule sees: the loaded models, the evaluation data and cached outputs."""
@@ -178,6 +182,8 @@ class GateContext:
     def output(self, which: str) -> np.ndarray:
         """The model's predictions on the evaluation data ("candidate" or "baseline")."""
         if which not in self._outputs:
+            if which == "baseline" and self.baseline is None:
+                raise NoBaselineError("no production version to compare with")
             model = self.candidate if which == "candidate" else self.baseline
             out = np.asarray(self.predict(model, self.X))
             if len(out) != len(self.y):
