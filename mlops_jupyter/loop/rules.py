@@ -99,6 +99,9 @@ def metric(spec: Any) -> Metric:
     raise InvalidInputError(f"a metric must be a name, a Metric or a callable, got {spec!r}")
 
 
+_as_metric = metric  # the rules' constructors take a parameter named `metric`
+
+
 # -- the paired bootstrap -----------------------------------------------------------------
 _BINNED_FROM = 20_000
 _BINS = 256
@@ -216,12 +219,12 @@ _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt
 class threshold(Rule):  # noqa: N801 - used as a function in rule lists
     """The candidate's mean of `metric` compared with `value` (e.g. accuracy >= 0.9)."""
 
-    def __init__(self, metric_: Any, op: str, value: float) -> None:
+    def __init__(self, metric: Any, op: str, value: float) -> None:
         if op not in _OPS:
             raise InvalidInputError(f"op must be one of {', '.join(_OPS)}, got {op!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInputError(f"threshold value must be a number, got {value!r}")
-        self.metric, self.op, self.value = metric(metric_), op, float(value)
+        self.metric, self.op, self.value = _as_metric(metric), op, float(value)
         self.name = f"threshold({self.metric.name} {op} {value:g})"
 
     def check(self, ctx: GateContext) -> RuleResult:
@@ -243,7 +246,7 @@ class not_worse(Rule):  # noqa: N801
 
     def __init__(
         self,
-        metric_: Any,
+        metric: Any,
         by: float = 0.0,
         *,
         confidence: float = 0.95,
@@ -256,7 +259,7 @@ class not_worse(Rule):  # noqa: N801
             raise InvalidInputError(f"confidence must be between 0 and 1, got {confidence!r}")
         if not isinstance(n_boot, int) or n_boot < 100:
             raise InvalidInputError(f"n_boot must be an integer >= 100, got {n_boot!r}")
-        self.metric, self.by = metric(metric_), float(by)
+        self.metric, self.by = _as_metric(metric), float(by)
         self.confidence, self.n_boot, self.seed = confidence, n_boot, seed
         self.name = f"not_worse({self.metric.name}, by={by:g})"
 
