@@ -237,6 +237,10 @@ def test_tracking_server_checks_its_token_on_sidebar_routes(labs):
     assert request(spare.url, "GET", "/" + API + "runs")[0] == 401
     status, body = request(spare.url, "GET", "/" + API + "runs", labs["token"])
     assert status == 200 and body["total"] == 6 + 5 + 1
+    # anything but GET needs a write token; errors keep the sidebar's shape
+    status, body = request(spare.url, "POST", "/" + API + "runs", labs["token"], body={})
+    assert status == 403 and body == {"error": body["error"], "status": 403}
+    assert "scope read, not write" in body["error"]
 
 
 def test_wrong_token_then_stopped_server_are_clear_json(labs):
