@@ -441,25 +441,15 @@ _ent = st.integers(0, 3)
 _hour = st.integers(0, 60)
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+_feats = st.lists(
+    st.tuples(_ent, _hour, st.one_of(st.none(), st.integers(-1000, 1000))),
+    min_size=1,
+    max_size=25,
 )
-@given(
-    feats=st.lists(
-        st.tuples(_ent, _hour, st.one_of(st.none(), st.integers(-1000, 1000))),
-        min_size=1,
-        max_size=25,
-    ),
-    labels=st.lists(
-        st.tuples(st.one_of(st.none(), st.integers(0, 4)), st.one_of(st.none(), _hour)),
-        min_size=0,
-        max_size=25,
-    ),
-    ttl_h=st.one_of(st.none(), st.integers(1, 30)),
-)
-def test_training_set_matches_the_naive_reference(feats, labels, ttl_h):
+_ttl = st.one_of(st.none(), st.integers(1, 30))
+
+
+def _view(name: str, feats, ttl_h, ts_unit: str = "us"):
     base = dt.datetime(2024, 1, 1)
     fdf = pl.DataFrame(
         {
@@ -467,11 +457,34 @@ def test_training_set_matches_the_naive_reference(feats, labels, ttl_h):
             "ts": [base + dt.timedelta(hours=f[1]) for f in feats],
             "v": [f[2] for f in feats],
         },
-        schema={"e": pl.Int64, "ts": pl.Datetime("us"), "v": pl.Int64},
+        schema={"e": pl.Int64, "ts": pl.Datetime(ts_unit), "v": pl.Int64},
     )
-    info = mj.register_features(
-        "pit", fdf, entity="e", timestamp="ts", ttl=None if ttl_h is None else ttl_h * 3600
-    )
+    ttl = None if ttl_h is None else ttl_h * 3600
+    return mj.register_features(name, fdf, entity="e", timestamp="ts", ttl=ttl)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    feats=_feats,
+    feats2=_feats,
+    labels=st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 4)), st.one_of(st.none(), _hour)),
+        min_size=0,
+        max_size=25,
+    ),
+    ttl_h=_ttl,
+    ttl2_h=_ttl,
+)
+def test_training_set_matches_the_naive_reference(feats, feats2, labels, ttl_h, ttl2_h):
+    """Two views in one call (one sort of the labels serves both; the second view's times
+    in another unit), each against the reference."""
+    a = _view("pit", feats, ttl_h)
+    b = _view("pit2", feats2, ttl2_h, "ms")
+    base = dt.datetime(2024, 1, 1)
     ldf = pl.DataFrame(
         {
             "e": [x[0] for x in labels],
@@ -479,6 +492,8 @@ def test_training_set_matches_the_naive_reference(feats, labels, ttl_h):
         },
         schema={"e": pl.Int64, "ts": pl.Datetime("us")},
     )
-    out = mj.training_set(ldf, [f"pit@{info.version}:v"], record=False)
+    refs = [f"pit@{a.version}:v", f"pit2@{b.version}:v"]
+    out = mj.training_set(ldf, refs, full_names=True, record=False)
     assert out.height == len(labels)
-    assert out["v"].to_list() == _reference(labels, feats, ttl_h)
+    assert out["pit__v"].to_list() == _reference(labels, feats, ttl_h)
+    assert out["pit2__v"].to_list() == _reference(labels, feats2, ttl2_h)

@@ -17,6 +17,7 @@ data version and, per view, the version and data version of the features used; i
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -98,6 +99,122 @@ def _tz(dt: pl.DataType) -> str | None:
     return getattr(dt, "time_zone", None)
 
 
+@dataclass
+class ViewJoin:
+    """One feature view's part of a point-in-time join: its frame and key columns, the
+    labels' key columns, the feature `columns` to take and their output names `outs`."""
+
+    feats: pl.DataFrame
+    label_entities: list[str]
+    label_ts: str
+    view_entities: list[str]
+    view_ts: str
+    ttl_s: float | None
+    columns: list[str]
+    outs: list[str]
+    what: str = "feature view"
+
+
+def _left_keys(labels: pl.DataFrame, j: ViewJoin, i: int) -> dict[str, pl.Series]:
+    """The labels' key columns for view join `i`, cast to the view's types (checked)."""
+    check_columns(labels, j.label_entities, "labels", "entity")
+    lt = check_timestamp(labels, j.label_ts, "labels")
+    check_columns(j.feats, j.view_entities, j.what, "entity")
+    ft = check_timestamp(j.feats, j.view_ts, j.what)
+    ltz, ftz = _tz(lt), _tz(ft)
+    if (ltz is None) != (ftz is None):
+        naive, aware = ("labels", j.what) if ltz is None else (j.what, "labels")
+        raise InvalidInputError(
+            f"timestamp column {j.label_ts!r} of labels is timezone-"
+            f"{'naive' if ltz is None else 'aware'} ({lt}) but {j.view_ts!r} of {j.what} is "
+            f"timezone-{'naive' if ftz is None else 'aware'} ({ft}): make {naive} "
+            f"timezone-aware (.dt.replace_time_zone('UTC')) or {aware} naive"
+        )
+    out = {}
+    for k, (le, ve) in enumerate(zip(j.label_entities, j.view_entities)):
+        s, target = labels.get_column(le), j.feats.schema[ve]
+        if s.dtype != target:
+            try:
+                s = s.cast(target, strict=True)
+            except Exception:
+                raise InvalidInputError(
+                    f"entity column {le!r} of labels ({s.dtype}) does not match {ve!r} of "
+                    f"{j.what} ({target})"
+                ) from None
+        out[f"__mj_e{i}_{k}"] = s
+    out[f"__mj_t{i}"] = _as_datetime(labels.get_column(j.label_ts), _finest(lt, ft), ftz)
+    return out
+
+
+def _right(j: ViewJoin, i: int, unit: str) -> pl.DataFrame:
+    """The view's rows ready for the as-of join: keys renamed to join `i`'s, null keys
+    dropped, one row per entity and timestamp (the one registered last), sorted by time."""
+    ents = [f"__mj_e{i}_{k}" for k in range(len(j.view_entities))]
+    ts = f"__mj_t{i}"
+    keys = [*ents, ts]
+    df = (
+        j.feats.select(
+            *(pl.col(v).alias(e) for v, e in zip(j.view_entities, ents)),
+            *(pl.col(c).alias(o) for c, o in zip(j.columns, j.outs)),
+        )
+        .with_columns(
+            _as_datetime(j.feats.get_column(j.view_ts), unit, _tz(j.feats.schema[j.view_ts])).alias(
+                ts
+            )
+        )
+        .drop_nulls(keys)
+        .sort(keys, maintain_order=True)
+    )
+    # rows sorted by key keep their registration order among equals: keep the last of each run
+    again = pl.all_horizontal([pl.col(k) == pl.col(k).shift(-1) for k in keys]).fill_null(False)
+    return df.filter(~again).sort(ts)
+
+
+def point_in_time_many(labels: pl.DataFrame, joins: list[ViewJoin]) -> pl.DataFrame:
+    """The features of every view join as of each row of `labels` (one output row per label
+    row, in order; columns named by each join's `outs`): the module docstring's rule.
+
+    Views read at the same labels timestamp column share one sort of the labels."""
+    rows = pl.int_range(0, labels.height, dtype=pl.UInt32, eager=True)
+    parts: dict[str, pl.Series] = {}
+    groups: dict[str, list[int]] = {}
+    for i, j in enumerate(joins):
+        groups.setdefault(j.label_ts, []).append(i)
+    for group in groups.values():
+        left = {_ROW: rows}
+        for i in group:
+            left.update(_left_keys(labels, joins[i], i))
+        lf = pl.DataFrame(left)
+        first = f"__mj_t{group[0]}"
+        # the same labels column in every join of the group: one order serves them all
+        cur = lf.filter(pl.col(first).is_not_null()).sort(first)
+        for i in group:
+            j = joins[i]
+            ts = f"__mj_t{i}"
+            unit = lf.schema[ts].time_unit
+            ents = [f"__mj_e{i}_{k}" for k in range(len(j.view_entities))]
+            cur = cur.join_asof(
+                _right(j, i, unit),
+                on=ts,
+                by=ents,
+                strategy="backward",
+                tolerance=None if j.ttl_s is None else timedelta(seconds=j.ttl_s),
+                check_sortedness=False,
+            )
+        outs = [o for i in group for o in joins[i].outs]
+        got = cur.select(_ROW, *outs)
+        if got.height == lf.height:  # no null timestamps: restoring the label order is a sort
+            got = got.sort(_ROW)
+        else:
+            got = lf.select(_ROW).join(got, on=_ROW, how="left", maintain_order="left")
+        parts.update({o: got.get_column(o) for o in outs})
+    return (
+        pl.DataFrame([parts[o] for j in joins for o in j.outs], schema=None)
+        if joins
+        else pl.DataFrame()
+    )
+
+
 def point_in_time(
     labels: pl.DataFrame,
     label_entities: list[str],
@@ -110,56 +227,11 @@ def point_in_time(
     what: str = "feature view",
 ) -> pl.DataFrame:
     """The `columns` of `feats` as of each row of `labels` (one output row per label row, in
-    order): the module docstring's rule. Checks the key columns first."""
-    check_columns(labels, label_entities, "labels", "entity")
-    lt = check_timestamp(labels, label_ts, "labels")
-    check_columns(feats, view_entities, what, "entity")
-    ft = check_timestamp(feats, view_ts, what)
-    ltz, ftz = _tz(lt), _tz(ft)
-    if (ltz is None) != (ftz is None):
-        naive, aware = ("labels", what) if ltz is None else (what, "labels")
-        raise InvalidInputError(
-            f"timestamp column {label_ts!r} of labels is timezone-{'naive' if ltz is None else 'aware'}"
-            f" ({lt}) but {view_ts!r} of {what} is timezone-{'naive' if ftz is None else 'aware'}"
-            f" ({ft}): make {naive} timezone-aware (.dt.replace_time_zone('UTC')) or {aware} naive"
-        )
-    unit = _finest(lt, ft)
-    left = {_ROW: pl.int_range(0, labels.height, dtype=pl.UInt32, eager=True)}
-    for le, ve in zip(label_entities, view_entities):
-        s, target = labels.get_column(le), feats.schema[ve]
-        if s.dtype != target:
-            try:
-                s = s.cast(target, strict=True)
-            except Exception:
-                raise InvalidInputError(
-                    f"entity column {le!r} of labels ({s.dtype}) does not match {ve!r} of "
-                    f"{what} ({target})"
-                ) from None
-        left[ve] = s
-    left[_TS] = _as_datetime(labels.get_column(label_ts), unit, ftz)
-    lf = pl.DataFrame(left)
-    keys = [*view_entities, _TS]
-    rf = (
-        feats.select(*view_entities, *columns)
-        .with_columns(_as_datetime(feats.get_column(view_ts), unit, ftz).alias(_TS))
-        .drop_nulls(keys)
-        # one row per entity and timestamp: the one registered last
-        .unique(subset=keys, keep="last", maintain_order=True)
-        .sort(_TS)
+    order): the module docstring's rule, for one view. Checks the key columns first."""
+    join = ViewJoin(
+        feats, label_entities, label_ts, view_entities, view_ts, ttl_s, columns, columns, what
     )
-    valid = lf.drop_nulls(keys).sort(_TS)
-    joined = valid.join_asof(
-        rf,
-        on=_TS,
-        by=view_entities,
-        strategy="backward",
-        tolerance=None if ttl_s is None else timedelta(seconds=ttl_s),
-        check_sortedness=False,
-    )
-    joined = joined.select(_ROW, *columns)
-    if valid.height == lf.height:  # no null keys: restoring the label order is a sort
-        return joined.sort(_ROW).drop(_ROW)
-    return lf.select(_ROW).join(joined, on=_ROW, how="left", maintain_order="left").drop(_ROW)
+    return point_in_time_many(labels, [join])
 
 
 def _keys(view: FeatureViewInfo, entity: Any, timestamp: str | None) -> tuple[list[str], str]:
@@ -211,7 +283,8 @@ def training_set(
         raise InvalidInputError(f"timestamp must be a column name, got {timestamp!r}")
     refs = parse_refs(features)
     store = _store()
-    parts, sources, taken = [], [], set(lab.columns)
+    joins: list[ViewJoin] = []
+    sources, taken = [], set(lab.columns)
     for view_name, version, names in refs:
         info = get_feature_view(view_name, version)
         cols = _selected(info, names)
@@ -224,22 +297,16 @@ def training_set(
             )
         taken.update(outs)
         ents, ts = _keys(info, entity, timestamp)
-        got = point_in_time(
-            lab,
-            ents,
-            ts,
-            info.frame(),
-            info.entities,
-            info.timestamp,
-            info.ttl_s,
-            cols,
-            f"feature view {info.name!r}",
+        what = f"feature view {info.name!r}"
+        joins.append(
+            ViewJoin(
+                info.frame(), ents, ts, info.entities, info.timestamp, info.ttl_s, cols, outs, what
+            )
         )
-        parts.append(got.rename(dict(zip(cols, outs))))
         sources.append(
             {"view_id": info._id, "data_version_id": info._data_version_id, "features": cols}
         )
-    out = pl.concat([lab, *parts], how="horizontal")
+    out = pl.concat([lab, point_in_time_many(lab, joins)], how="horizontal")
     if record:
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"name must be a non-empty string, got {name!r}")
