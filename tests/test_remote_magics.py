@@ -133,13 +133,8 @@ def _runs(store) -> list[dict]:
 
 
 def _same(a: list[dict], b: list[dict]) -> None:
-    """Equal but for the run ids (compared through the attempt links), and for run events
-    where this client cannot send them (a client without the run-events API)."""
-    import importlib.util
-
+    """Equal but for the run ids (compared through the attempt links)."""
     skip = {"uid", "prev"}
-    if importlib.util.find_spec("mlops_jupyter.remote.files") is None:
-        skip.add("events")
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert (x["prev"] is None) == (y["prev"] is None)
