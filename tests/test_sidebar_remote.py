@@ -241,6 +241,12 @@ def test_tracking_server_checks_its_token_on_sidebar_routes(labs):
     status, body = request(spare.url, "POST", "/" + API + "runs", labs["token"], body={})
     assert status == 403 and body == {"error": body["error"], "status": 403}
     assert "scope read, not write" in body["error"]
+    # media URLs are made under the base URL of the Jupyter server that forwards the request
+    media = "/" + API + f"runs/{labs['ids']['art']}/media"
+    for base, want in [("/user/ann/", "/user/ann/"), ("//evil.example/", "/"), ("x", "/")]:
+        hdrs = {"X-Mlops-Base-Url": base}
+        status, body = request(spare.url, "GET", media, labs["token"], headers=hdrs)
+        assert status == 200 and body["media"][0]["url"].startswith(want + API), base
 
 
 def test_wrong_token_then_stopped_server_are_clear_json(labs):
