@@ -46,6 +46,7 @@ READ_COMMANDS = {
     "mlops_jupyter.artifacts.cli.cmd_gc",
     "mlops_jupyter.mlflowio.cli.cmd_export",
     "mlops_jupyter.serving.rollout_cli.cmd_show",
+    "mlops_jupyter.loop.cli.cmd_gates",
 }
 
 

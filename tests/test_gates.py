@@ -176,7 +176,7 @@ def test_bootstrap_error_rates():
     assert hi == pytest.approx(d.mean() + 1.96 * se, abs=0.2 * se)
 
 
-def test_cli_exit_codes(tmp_path, store_path, child_env):
+def test_cli_exit_codes(tmp_path, store_path, child_env, capsys):
     _production()
     better, worse = mj.register_model("clf", _clf(0.0)), mj.register_model("clf", _clf(1.5))
     data = tmp_path / "eval.parquet"
@@ -207,6 +207,13 @@ def test_cli_exit_codes(tmp_path, store_path, child_env):
     with pytest.raises(SystemExit) as e:  # argparse: --candidate missing
         cli_main(["--store", str(store_path), "gate", "clf", "--data", str(data)])
     assert e.value.code == 2
+    assert cli_main(["--store", str(store_path), "gates", "clf"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict" in out and out.count("pass") >= 2 and "v1" in out
+    assert cli_main(["--store", str(store_path), "gates", "clf", "--version", "2", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [g["version"] for g in listed] == [2, 2] and all(g["passed"] for g in listed)
+    assert cli_main(["--store", str(store_path), "gates", "nosuch"]) == 2
     # a real process, as CI runs it: a failing gate exits 1 with the report on stdout
     p = subprocess.run(
         [sys.executable, "-m", "mlops_jupyter", *base, "--candidate", str(worse)],

@@ -96,8 +96,42 @@ def cmd_gate(args) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_gates(args) -> int:
+    from datetime import datetime
+
+    from ..cli_format import table
+    from . import gates
+
+    rows = gates(args.name, args.version)
+    if args.json:
+        print(json_text(rows))
+        return 0
+    if not rows:
+        print(
+            f"(no gates of {safe(args.name)} yet: run `mlops-jupyter gate {safe(args.name)} ...`)"
+        )
+        return 0
+    out = []
+    for g in rows:
+        failed = [r["rule"] for r in g["report"]["results"] if r["status"] == "fail"]
+        out.append(
+            [
+                str(g["id"]),
+                f"v{g['version']}",
+                "-" if g["baseline_version"] is None else f"v{g['baseline_version']}",
+                "pass" if g["passed"] else "FAIL",
+                datetime.fromtimestamp(g["time"]).strftime("%Y-%m-%d %H:%M:%S"),
+                safe(g["user"] or ""),
+                g["data_id"] or "",
+                safe(", ".join(failed)),
+            ]
+        )
+    print(table(out, ["id", "version", "baseline", "verdict", "time", "by", "data", "failed"]))
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `gate`."""
+    """Register `gate` and `gates`."""
     g = sub.add_parser(
         "gate",
         help="check a candidate model version against production (exit 0 pass, 1 fail)",
@@ -124,3 +158,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true", help="the report as JSON")
     g.add_argument("--markdown", metavar="FILE", help="also write the Markdown report to FILE")
     g.set_defaults(func=cmd_gate)
+    ls = sub.add_parser("gates", help="stored gate verdicts of a model (oldest first)")
+    ls.add_argument("name", help="registered model name")
+    ls.add_argument("--version", help="only this version's gates")
+    ls.add_argument("--json", action="store_true", help="the stored reports as JSON")
+    ls.set_defaults(func=cmd_gates)

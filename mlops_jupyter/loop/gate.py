@@ -308,4 +308,9 @@ def gates(name: str | None = None, version: int | None = None) -> list[dict[str,
         _check_name(name)
     if version is not None:
         version = _check_version(version)
-    return gstore.list_gates(_store(), name, version)
+    rows = gstore.list_gates(_store(), name, version)
+    if name is not None and not rows:
+        from ..store.registry import find_version
+
+        find_version(_store(), name, version)  # an unknown model or version: say so
+    return rows
