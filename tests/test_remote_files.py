@@ -6,6 +6,8 @@ server for the module (over its own store: SQLite, or PostgreSQL in the CI's sui
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import threading
 import time
@@ -163,6 +165,10 @@ def test_a_read_token_gets_a_clear_error(rs, tmp_path, monkeypatch):
         with pytest.raises(StoreError, match="may not add run events"):
             run.add_event("note", "x")
         assert run.artifact_path("x.txt").read_text() == "x"  # reading is allowed
+        # a small refused upload is read, dropped and answered (no broken pipe)
+        put = f"/api/v1/runs/{run.id}/blobs/{_sha(f)}"
+        assert request(rs.srv.url, "PUT", put, rs.rtok, raw=b"x")[0] == 403
+        assert request(rs.srv.url, "PUT", put.replace(run.id, "nope"), rs.wtok, raw=b"x")[0] == 404
         monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.wtok)
     assert rs.rows("SELECT count(*) FROM run_events WHERE run_id=?", _rid(rs, run.id))[0][0] == 0
 
@@ -182,11 +188,15 @@ def test_a_file_over_the_limit_is_refused_and_nothing_is_stored(rs, tmp_path):
     assert rs.rows("SELECT count(*) FROM artifacts WHERE run_id=?", _rid(rs, run.id))[0][0] == 0
     blobs = rs.blobs
     assert not blobs.has_blob(_sha(big)) and not blobs.has_blob(_sha(small / "ok.txt"))
-    # a direct PUT over the limit is refused before its body is read
-    st, out = request(
-        rs.srv.url, "PUT", f"/api/v1/runs/{run.id}/blobs/{_sha(big)}", rs.wtok, raw=big.read_bytes()
-    )
-    assert st == 413 and out["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+    # a direct PUT over the limit is answered 413 from its headers, before any body byte
+    conn = http.client.HTTPConnection("127.0.0.1", rs.srv.port, timeout=30)
+    conn.putrequest("PUT", f"/api/v1/runs/{run.id}/blobs/{_sha(big)}")
+    conn.putheader("Authorization", f"Bearer {rs.wtok}")
+    conn.putheader("Content-Length", str(big.stat().st_size))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+    conn.close()
     assert not blobs.has_blob(_sha(big))
 
 

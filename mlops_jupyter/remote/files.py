@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 RETRY_S = 30.0  # an upload or download retries an unreachable server this long
 _BLOCK = 1 << 20
+_MIN_RATE = 10 << 20  # bytes/s the server is assumed to store at, at worst
 T = TypeVar("T")
 
 
@@ -141,17 +142,17 @@ def add_event(
 # -- uploads ---------------------------------------------------------------------------
 
 
-def _connection(url: str) -> tuple[http.client.HTTPConnection, str]:
+def _connection(url: str, timeout: float = TIMEOUT_S) -> tuple[http.client.HTTPConnection, str]:
     """A fresh connection to the server and its path prefix (one per transfer: a long
     upload does not hold the shared client's connection)."""
     parts = urlsplit(url)
     if parts.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=TIMEOUT_S, context=ssl_context(), blocksize=_BLOCK
+            parts.hostname, parts.port, timeout=timeout, context=ssl_context(), blocksize=_BLOCK
         )
     else:
         conn = http.client.HTTPConnection(
-            parts.hostname, parts.port, timeout=TIMEOUT_S, blocksize=_BLOCK
+            parts.hostname, parts.port, timeout=timeout, blocksize=_BLOCK
         )
     return conn, parts.path.rstrip("/")
 
@@ -194,7 +195,9 @@ def _chunks(path: Path, size: int) -> Iterator[bytes]:
 
 def _put_blob(store: RemoteStore, uid: str, path: Path, digest: str, size: int) -> None:
     """Stream one file to PUT .../blobs/{digest}; check the sha256 the server reports."""
-    conn, prefix = _connection(store.url)
+    # the answer comes once the server stored the file (to object storage, maybe): give it
+    # time in proportion to the size, so a slow store is not mistaken for an outage
+    conn, prefix = _connection(store.url, TIMEOUT_S + size / _MIN_RATE)
     shown = store.client.shown
     headers = _headers(**{"Content-Type": "application/octet-stream", "Content-Length": str(size)})
     try:

@@ -31,6 +31,7 @@ from .app import BaseHandler, HTTPError, TooLarge, check_value
 MAX_FILES = 10_000  # per artifacts request
 MAX_EVENT_KEY = 64
 _CHUNK = 1 << 20
+_EARLY = 1 << 20  # a refused upload larger than this is answered before its body is read
 
 
 def _uid_row(store: Any, uid: str) -> ing.RunRow:
@@ -185,6 +186,7 @@ class BlobHandler(BaseHandler):
         super().initialize(**kw)
         self._hash = hashlib.sha256()
         self._who: str | None = None
+        self._refusal: HTTPError | None = None
 
     def authorize(self) -> str:
         if self._who is None:
@@ -192,8 +194,10 @@ class BlobHandler(BaseHandler):
         return self._who
 
     async def prepare(self) -> None:
-        # refuse before the body is read: a wrong token, run or digest, or a declared size
-        # over the limit never costs a whole upload (tornado then closes the connection)
+        # check before the body is read: a wrong token, run or digest, or a declared size
+        # over the limit never costs a whole upload. A large body is refused at once
+        # (tornado then closes the connection); a small one is read and dropped first, so
+        # the client sees the answer instead of a broken pipe
         super().prepare()
         uid, digest = self.path_args[0], self.path_args[1]
         try:
@@ -205,20 +209,34 @@ class BlobHandler(BaseHandler):
             except InvalidInputError as e:
                 raise HTTPError(400, "INVALID_PARAMETER_VALUE", str(e)) from None
             await self.run(lambda: _uid_row(self.store, uid))
+            return
         except HTTPError as e:
-            self.send_error_json(e.status, e.code, e.message)
+            err = e
         except RunNotFoundError as e:
-            self.send_error_json(404, "RESOURCE_DOES_NOT_EXIST", str(e))
+            err = HTTPError(404, "RESOURCE_DOES_NOT_EXIST", str(e))
         except StoreError as e:
-            self.send_error_json(503, "TEMPORARILY_UNAVAILABLE", str(e))
+            err = HTTPError(503, "TEMPORARILY_UNAVAILABLE", str(e))
+        try:
+            # no Content-Length (a chunked body): its size is unknown, so refuse at once
+            declared = int(self.request.headers.get("Content-Length", str(_EARLY + 1)))
+        except ValueError:
+            declared = _EARLY + 1
+        if declared > _EARLY or isinstance(err, TooLarge):
+            self.send_error_json(err.status, err.code, err.message)
+        else:
+            self._refusal = err
 
     def _keep(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # refused already: the body is only read, not kept
         super()._keep(data)
         if not self._over:
             self._hash.update(data)
 
     async def put(self, uid: str, digest: str) -> None:
         def go() -> dict:
+            if self._refusal is not None:
+                raise self._refusal
             self.body_bytes()  # 413 / bad gzip
             got = self._hash.hexdigest()
             if got != digest:
