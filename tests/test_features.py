@@ -98,6 +98,9 @@ def test_training_set_is_recorded_with_lineage_and_linked_to_the_run():
 
     lin = [v for v in dstore.versions_for_run(current_store(), run.store_id) if v["name"] == "ts1"]
     assert len(lin) == 1 and lin[0]["role"] == "input" and lin[0]["n_rows"] == labels.height
+    use = mj.features.feature_view_usage("user_stats")
+    assert use.select("version", "run", "run_name").rows() == [(1, run.id, "train")]
+    assert use["training_set"][0] == lin[0]["id"]
 
 
 def test_artifacts_gc_keeps_the_offline_parquet():

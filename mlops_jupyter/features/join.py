@@ -344,3 +344,20 @@ def training_set_sources(ref: str) -> pl.DataFrame:
             "features": pl.String,
         },
     )
+
+
+def feature_view_usage(name: str) -> pl.DataFrame:
+    """Recorded training sets built from view `name` (any version) and the runs that used
+    them: version, training_set (data version id), run (id), run_name, created."""
+    rows = fstore.view_usage(_store(), name)
+    return pl.DataFrame(
+        {
+            "version": pl.Series([r["version"] for r in rows], dtype=pl.Int64),
+            "training_set": pl.Series([r["training_set"] for r in rows], dtype=pl.String),
+            "run": pl.Series([r["run"] for r in rows], dtype=pl.String),
+            "run_name": pl.Series([r["run_name"] for r in rows], dtype=pl.String),
+            "created": pl.Series([int(r["created"] * 1e6) for r in rows], dtype=pl.Int64).cast(
+                pl.Datetime("us", "UTC")
+            ),
+        }
+    )

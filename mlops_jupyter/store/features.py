@@ -273,3 +273,19 @@ def training_set_sources(store: Store, version_id: int) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def view_usage(store: Store, name: str) -> list[dict[str, Any]]:
+    """Training sets built from any version of view `name`, with the runs that used them:
+    {version, training_set, run (uid or None), run_name, created}, newest first."""
+    rows = store.read(
+        "SELECT DISTINCT v.version, d.vid, r.uid, r.name, s.created"
+        " FROM training_set_sources s JOIN feature_views v ON v.id = s.view_id"
+        " JOIN data_versions d ON d.id = s.version_id"
+        " LEFT JOIN run_data rd ON rd.version_id = s.version_id"
+        " LEFT JOIN runs r ON r.id = rd.run_id"
+        " WHERE v.name=? AND s.role='features' ORDER BY s.created DESC, d.vid",
+        (name,),
+    )
+    keys = ("version", "training_set", "run", "run_name", "created")
+    return [dict(zip(keys, r)) for r in rows]
