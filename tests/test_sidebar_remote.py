@@ -230,6 +230,9 @@ def test_changed_bytes_are_never_delivered_whole(labs, tmp_path):
 def test_jupyter_authentication_still_guards_the_proxy(labs):
     status, _, body = _get(labs["remote"], "runs", auth=False)
     assert status == 403 and json.loads(body)["status"] == 403
+    # only the sidebar's API is forwarded: no way out of it with dot segments
+    status, _, body = _get(labs["remote"], "runs/%2e%2e/%2E%2E/api/2.0/mlflow/runs/search")
+    assert status == 400 and "segments" in json.loads(body)["error"]
 
 
 def test_tracking_server_checks_its_token_on_sidebar_routes(labs):

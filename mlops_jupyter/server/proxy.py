@@ -18,6 +18,7 @@ import os
 import re
 import ssl
 from typing import Any
+from urllib.parse import unquote
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -111,6 +112,9 @@ class Proxy(APIHandler):
                 "token (mlops-jupyter server token add NAME --scope read)",
             )
         rest = self._rest()
+        if any(unquote(seg) in (".", "..") for seg in rest.split("/")):
+            # a proxy in front of the server might resolve them: reach nothing but the API
+            return self.fail(400, "'.' and '..' path segments are not allowed")
         body = self.request.body or None
         if body is not None and len(body) > MAX_FORWARD_BODY:
             return self.fail(413, f"request body over {MAX_FORWARD_BODY} bytes")
@@ -170,8 +174,8 @@ class Proxy(APIHandler):
             self._held_size += len(chunk)
             if self._held_size > MAX_JSON:
                 self._held.clear()
-                self.fail(502, f"the tracking server {self.remote.shown} sent an answer over "
-                          f"{MAX_JSON} bytes")  # fmt: skip
+                shown = self.remote.shown
+                self.fail(502, f"the tracking server {shown} sent an answer over {MAX_JSON} bytes")
                 raise _TooBig
             return None
         self.write(chunk)
@@ -236,8 +240,8 @@ class Proxy(APIHandler):
                     f"the tracking server {shown} does not serve the sidebar's API "
                     f"(/{PREFIX}): upgrade it to this version of mlops-jupyter"
                 )
-            message = message or (obj.get("message") if isinstance(obj.get("message"), str)
-                                  else None)  # fmt: skip
+            if message is None and isinstance(obj.get("message"), str):
+                message = obj["message"]
         if message is None:
             message = f"the tracking server {shown} answered {code} {self._up_reason}".rstrip()
         elif code in (401, 403):
