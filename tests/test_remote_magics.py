@@ -247,6 +247,7 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
             "import mlops_jupyter as mj\nmj.log(a=1.0)",
             "b = 2\nmj.log(a=2.0)",
             "c = 3",
+            "bad = 1  # \x00",  # a NUL: not Python, and a text PostgreSQL cannot keep
             "%mlops_run end",
         ]
     )
@@ -258,12 +259,13 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     # cells 3 to 5 run while the server is down; the kernel exits after the restart, and
     # its sender sends the spooled records then
     try:
-        took = _execute(nb, tmp_path, [0, 1, 2, server.kill, 3, 4, 5, restart])
+        took = _execute(nb, tmp_path, [0, 1, 2, server.kill, 3, 4, 5, 6, restart])
     finally:
         for s in restarted:
             s.stop()
     assert max(took[3:]) < 5, took  # no cell waited for the server
-    assert [o.get("ename") for c in nb.cells for o in c.outputs if o.get("ename")] == []
+    errors = [o.get("ename") for c in nb.cells for o in c.outputs if o.get("ename")]
+    assert errors == ["SyntaxError"]  # the NUL cell's own error, nothing from the capture
     store = open_store(store_path)
     (rid,) = store.read("SELECT id FROM runs WHERE name='away'")[0]
     d = aq.run_detail(store, rid)
@@ -271,5 +273,10 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     assert d["params"] == {"b": 2, "c": 3}
     assert [(m["key"], m["count"]) for m in d["metrics"]] == [("a", 2)]
     cells = cstore.cells_for_run(store, rid)
-    assert [c["source"] for c in cells] == [c.source for c in nb.cells[1:6]]
-    assert [c["seq"] for c in cells] == [1, 2, 3, 4, 5]
+    # the NUL cell is recorded without its text (which the client does not send: a refused
+    # request would drop the points travelling with it)
+    want = [c.source for c in nb.cells[1:7]]
+    want[4] = None
+    assert [c["source"] for c in cells] == want
+    assert [c["seq"] for c in cells] == [1, 2, 3, 4, 5, 6]
+    assert cells[4]["status"] == "error" and cells[4]["error"] == "SyntaxError"

@@ -11,7 +11,7 @@ from ..errors import StoreError
 
 SUPPORTED = (
     "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
-    "add_event, log_artifact, artifact_path"
+    "add_event, log_artifact, artifact_path, %%mlops_run cell capture"
 )
 
 
@@ -37,8 +37,8 @@ def unsupported(feature: str, url: str | None = None) -> RemoteUnsupportedError:
 
 
 _FEATURES = {
-    "capture": "cell capture (%%mlops_run)",
-    "magics": "%%mlops_run (cell capture)",
+    "capture": "this part of cell capture",
+    "magics": "this magic",
     "data": "data versions",
     "registry": "the model registry",
     "hpo": "sweeps",

@@ -11,6 +11,8 @@ import threading
 from typing import Any
 from urllib.parse import urlencode
 
+from ..errors import InvalidInputError
+from ..store import runs as rstore
 from .api import RemoteRun, RemoteStore
 from .client import ServerRefused, ServerUnavailable
 
@@ -39,16 +41,31 @@ def _queue(run: RemoteRun, field: str, items: dict[str, Any]) -> None:
 
 def link_run_cell(run: RemoteRun, notebook: str, cell_key: str) -> None:
     """Remember (on the server) that `run` was started by cell `cell_key` of `notebook`."""
-    _queue(run, "cell_link", {"notebook": notebook, "cell_key": cell_key})
+    if _storable(notebook) and _storable(cell_key):
+        _queue(run, "cell_link", {"notebook": notebook, "cell_key": cell_key})
+
+
+def _storable(text: str | None) -> bool:
+    try:
+        rstore.check_text(text, "text")
+    except InvalidInputError:
+        return False
+    return True
 
 
 def record_cells(rows: list[tuple], sources: dict[str, str]) -> None:
     """Queue executed-cell rows (the local CellRow with the RemoteRun in place of the row
-    id) and the sources not sent yet (with the first run's records)."""
+    id) and the sources not sent yet (with the first run's records).
+
+    Text the server would refuse (a NUL or a lone surrogate: PostgreSQL cannot keep it)
+    is left out here, because a refused request would drop the points that travel with it:
+    such a source is not sent (the cell is, without its text), such a cell id is sent as
+    none."""
+    sources = {h: src for h, src in sources.items() if _storable(src)}
     first = True
     for run, seq, cell_id, count, digest, start, duration, status, error in rows:
         cell = {
-            "cell_id": cell_id,
+            "cell_id": cell_id if _storable(cell_id) else None,
             "execution_count": count,
             "source_hash": digest,
             "start_time": start,
