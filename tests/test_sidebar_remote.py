@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -54,7 +55,11 @@ def labs(tmp_path_factory, request):
         spare = Server(child, tmp).start()  # stopped by the last test
         servers += [main, spare]
         remote = {"MLOPS_JUPYTER_TOKEN": good, "MLOPS_JUPYTER_STORE": main.url}
-        wrong = {"MLOPS_JUPYTER_TOKEN": "mjt_not-a-token", "MLOPS_JUPYTER_STORE": spare.url}
+        wrong = {
+            "MLOPS_JUPYTER_TOKEN": "mjt_not-a-token",
+            "MLOPS_JUPYTER_STORE": spare.url,
+            "MLOPS_JUPYTER_SIDEBAR_TIMEOUT": "2",
+        }
         # three labs start at once: their start-up is mostly waiting
         with ThreadPoolExecutor(3) as pool:
             futs = [pool.submit(start_lab, root, store, e) for e in (env, remote, wrong)]
@@ -266,3 +271,13 @@ def test_wrong_token_then_stopped_server_are_clear_json(labs):
     err = json.loads(body)
     assert status == 503 and err["status"] == 503 and "cannot be reached" in err["error"]
     assert spare.url in err["error"] and took < 5
+    # a server that takes the connection and never answers: 504 after the timeout
+    with socket.socket() as hung:
+        hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hung.bind(("127.0.0.1", spare.port))
+        hung.listen(8)
+        t0 = time.monotonic()
+        status, _, body = _get(lab, "runs")
+        took = time.monotonic() - t0
+    err = json.loads(body)
+    assert status == 504 and "did not answer in time" in err["error"] and 1.5 < took < 10

@@ -32,7 +32,7 @@ from .handlers import PREFIX, notebook_relpath
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 30.0  # a JSON answer
+REQUEST_TIMEOUT_S = 30.0  # a JSON answer (MLOPS_JUPYTER_SIDEBAR_TIMEOUT)
 DOWNLOAD_TIMEOUT_S = 3600.0  # artifact, media and CSV bytes, streamed
 MAX_JSON = 256 << 20  # a JSON answer is held whole (to check its shape): bounded
 MAX_FORWARD_BODY = 16 << 20  # the tracking server's own limit for JSON bodies
@@ -43,6 +43,18 @@ _PASS = ("Content-Type", "Content-Disposition", "Cache-Control", "X-Content-Type
 BASE_URL_HEADER = "X-Mlops-Base-Url"  # trackserver.sidebar.BASE_URL_HEADER
 
 
+def _timeout_from_env() -> float:
+    raw = os.environ.get("MLOPS_JUPYTER_SIDEBAR_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else REQUEST_TIMEOUT_S
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= DOWNLOAD_TIMEOUT_S:
+        log.warning("mlops: MLOPS_JUPYTER_SIDEBAR_TIMEOUT=%r is not 0 < s <= 3600: using 30", raw)
+        return REQUEST_TIMEOUT_S
+    return value
+
+
 class Remote:
     """Where the API is forwarded: the server URL, the token, the TLS settings."""
 
@@ -50,6 +62,7 @@ class Remote:
         self.url = url.rstrip("/")
         self.shown = redact_url(self.url)
         self.token = token
+        self.timeout = _timeout_from_env()
         ca = os.environ.get("MLOPS_JUPYTER_CA") or None  # a private CA, as the client's
         self.ssl: ssl.SSLContext | None = None
         if self.url.lower().startswith("https://"):
@@ -133,7 +146,7 @@ class Proxy(APIHandler):
             headers=headers,
             body=body if body is not None or self.request.method == "GET" else b"",
             connect_timeout=CONNECT_TIMEOUT_S,
-            request_timeout=DOWNLOAD_TIMEOUT_S if _DOWNLOAD.fullmatch(rest) else REQUEST_TIMEOUT_S,
+            request_timeout=DOWNLOAD_TIMEOUT_S if _DOWNLOAD.fullmatch(rest) else r.timeout,
             follow_redirects=False,  # a presigned URL is the browser's to follow
             decompress_response=True,
             allow_nonstandard_methods=True,
