@@ -16,7 +16,14 @@ import torch
 import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli_main
 from mlops_jupyter.errors import InvalidInputError
-from mlops_jupyter.loop import custom, latency, not_worse, paired_bootstrap, threshold
+from mlops_jupyter.loop import (
+    custom,
+    default_predict,
+    latency,
+    not_worse,
+    paired_bootstrap,
+    threshold,
+)
 from mlops_jupyter.registry import StageTransitionError
 
 # Evaluation data: y depends on x0 only; x1 is independent noise, symmetric around 0.
@@ -122,6 +129,18 @@ def test_threshold_latency_custom_and_frames():
     assert r.results[1].evidence["calls"] == 200 and r.results[1].evidence["p99_ms"] > 0
     assert r.results[3].evidence["agreement"] > 0.5 and seen["n"] == N
     assert "ZeroDivisionError: boom" in r.results[4].detail
+    # a predict function gets the feature columns as a frame (strings included)
+    text = df.with_columns(pl.lit("note").alias("comment"))
+    with pytest.raises(InvalidInputError, match="not all numeric"):
+        mj.gate("reg", v, text, [threshold("accuracy", ">=", 0.9)], target="label")
+
+    def by_columns(model, frame):
+        return default_predict(model, frame.select("a", "b").to_numpy())
+
+    r = mj.gate(
+        "reg", v, text, [threshold("accuracy", ">=", 0.9)], target="label", predict=by_columns
+    )
+    assert r.passed
     with pytest.raises(InvalidInputError, match="target column 'y'"):
         mj.gate("reg", v, df, [threshold("accuracy", ">=", 0.9)])
     with pytest.raises(InvalidInputError, match="bool or"):
@@ -130,7 +149,7 @@ def test_threshold_latency_custom_and_frames():
         threshold("acc", ">=", 0.9)
     with pytest.raises(InvalidInputError, match="non-empty list"):
         mj.gate("reg", v, (X, Y), [])
-    assert len(mj.gates("reg")) == 1  # bad input stored nothing
+    assert len(mj.gates("reg")) == 2  # bad input stored nothing
 
 
 def test_regression_metrics_lower_is_better():

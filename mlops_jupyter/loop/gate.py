@@ -162,7 +162,9 @@ def _resolve_data(data: Any) -> tuple[Any, str | None]:
     return data, None
 
 
-def _split(data: Any, target: str, features: list[str] | None) -> tuple[Any, np.ndarray, str]:
+def _split(
+    data: Any, target: str, features: list[str] | None, as_frame: bool = False
+) -> tuple[Any, np.ndarray, str]:
     """(X, y, fingerprint) of evaluation data: (X, y), {"X":, "y":} or a frame with a
     `target` column (the other columns, or `features`, as a float array)."""
     if isinstance(data, dict) and "X" in data and "y" in data:
@@ -191,7 +193,15 @@ def _split(data: Any, target: str, features: list[str] | None) -> tuple[Any, np.
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise InvalidInputError(f"the evaluation frame has no columns {missing}")
-        X = df.select(cols).to_numpy().astype(np.float32)
+        X = df.select(cols)
+        if not as_frame:  # the built-in predict feeds models a float array
+            try:
+                X = X.to_numpy().astype(np.float32)
+            except (ValueError, TypeError):
+                raise InvalidInputError(
+                    f"feature columns {cols[:10]} are not all numeric: pass features=[...] or "
+                    "predict=fn(model, X) (which gets the feature columns as a polars frame)"
+                ) from None
         return X, df[target].to_numpy(), fpr.version_id(fpr.frame_fingerprint(df))
     raise InvalidInputError(
         "data must be a DataFrame with a target column, (X, y), {'X': X, 'y': y}, a file "
@@ -231,7 +241,9 @@ def gate(
     """Check version `candidate` of model `name` against `baseline` (default: the current
     production version; none -> rules comparing with it are skipped) on the same evaluation
     `data`, by `rules` (threshold, not_worse, latency, custom). The report is stored with an
-    audit-log entry; a failing one is sent to the notification channels (mj.notify)."""
+    audit-log entry; a failing one is sent to the notification channels (mj.notify).
+    `predict=fn(model, X)`: how to call the models (default: default_predict); with it, X
+    from a frame is the polars frame of the feature columns, else a float32 array."""
     from ..registry import _check_name, _check_version, _store, _user, load_model, model_version
 
     _check_name(name)
@@ -244,7 +256,7 @@ def gate(
     if predict is not None and not callable(predict):
         raise InvalidInputError("predict must be a callable fn(model, X)")
     data, data_id = _resolve_data(data)
-    X, y, fp = _split(data, target, features)
+    X, y, fp = _split(data, target, features, as_frame=predict is not None)
     if len(y) == 0:
         raise InvalidInputError("the evaluation data has no examples")
     cand_info = model_version(name, version=candidate)
