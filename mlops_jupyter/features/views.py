@@ -243,7 +243,7 @@ def _info(d: dict[str, Any], is_new: bool = False) -> FeatureViewInfo:
     )
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def read_offline(digest: str) -> pl.DataFrame:
     """The parquet blob `digest` as a frame (kept for reuse: blobs never change)."""
     return pl.read_parquet(_store().artifacts.blob_file(digest))
