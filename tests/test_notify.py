@@ -146,6 +146,11 @@ def test_channels_from_env_and_config(hook, tmp_path, monkeypatch):
         channels_from_env()
     with pytest.warns(RuntimeWarning, match="not sent"):
         assert notify({"kind": "x"}) == []
+    monkeypatch.delenv("MLOPS_JUPYTER_NOTIFY_CONFIG")
+    monkeypatch.setenv("MLOPS_JUPYTER_NOTIFY_EMAIL", "a@b.c")
+    monkeypatch.setenv("MLOPS_JUPYTER_SMTP_PORT", "smtp")
+    with pytest.warns(RuntimeWarning, match="SMTP_PORT"):
+        assert notify({"kind": "x"}) == []
     with pytest.raises(InvalidInputError, match="http"):
         Webhook("ftp://example.org/x")
     with pytest.raises(InvalidInputError, match="recipient"):

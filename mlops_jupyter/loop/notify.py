@@ -184,6 +184,12 @@ def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
         raise InvalidInputError(f"{what} {path}: {e}") from None
 
 
+def _port(text: str) -> int:
+    if not text.strip().isdigit():
+        raise InvalidInputError(f"MLOPS_JUPYTER_SMTP_PORT must be a port number, got {text!r}")
+    return int(text)
+
+
 def channels_from_env() -> list[Channel]:
     """The channels configured by the environment (see the module's docstring)."""
     out: list[Channel] = []
@@ -211,7 +217,7 @@ def channels_from_env() -> list[Channel]:
             Email(
                 to,
                 host=env.get("MLOPS_JUPYTER_SMTP_HOST", "localhost"),
-                port=int(env.get("MLOPS_JUPYTER_SMTP_PORT", "25")),
+                port=_port(env.get("MLOPS_JUPYTER_SMTP_PORT", "25")),
                 sender=env.get("MLOPS_JUPYTER_SMTP_FROM", "mlops-jupyter@localhost"),
                 starttls=env.get("MLOPS_JUPYTER_SMTP_STARTTLS", "") in ("1", "true", "yes"),
             )
