@@ -243,7 +243,7 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     nb = make_nb(
         [
             LOAD,
-            "%mlops_run start away --no-live",
+            "%mlops_run start away",
             "import mlops_jupyter as mj\nmj.log(a=1.0)",
             "b = 2\nmj.log(a=2.0)",
             "c = 3",
@@ -264,6 +264,10 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
         for s in restarted:
             s.stop()
     assert max(took[3:]) < 5, took  # no cell waited for the server
+    # what a run over the server lacks is said once, in the cell that started it
+    said = outputs_text(nb.cells[1])
+    assert "live run monitor is not available over the tracking server" in said
+    assert "but not data versions of the files read" in said
     errors = [o.get("ename") for c in nb.cells for o in c.outputs if o.get("ename")]
     assert errors == ["SyntaxError"]  # the NUL cell's own error, nothing from the capture
     store = open_store(store_path)

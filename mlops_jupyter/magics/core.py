@@ -441,8 +441,13 @@ def _show_live(run: Run, session: Session) -> None:
         return
     try:
         live(run)
-    except RemoteUnsupportedError as e:
-        session.warn_once("showing the live monitor over the tracking server", e)
+    except RemoteUnsupportedError:
+        session.notice_once(
+            "live monitor",
+            "mlops-jupyter: the live run monitor is not available over the tracking server "
+            f"({run.store!r}); the run is recorded: see it with %mlops_status, mj.get_run or "
+            "the sidebar (--no-live skips the monitor)",
+        )
     except Exception as e:
         warnings.warn(f"mlops-jupyter: live monitor unavailable: {e}", RuntimeWarning, stacklevel=3)
 
