@@ -101,6 +101,15 @@ def test_training_set_is_recorded_with_lineage_and_linked_to_the_run():
     use = mj.features.feature_view_usage("user_stats")
     assert use.select("version", "run", "run_name").rows() == [(1, run.id, "train")]
     assert use["training_set"][0] == lin[0]["id"]
+    # an explicit run (here one that has ended) is linked too; run=False links none
+    mj.training_set(labels.head(3), ["user_stats:clicks"], name="ts2", run=run)
+    mj.training_set(labels.head(2), ["user_stats:clicks"], name="ts3", run=False)
+    use = mj.features.feature_view_usage("user_stats")
+    assert {(r["run"], r["training_set"] is not None) for r in use.iter_rows(named=True)} == {
+        (run.id, True),
+        (None, True),
+    }
+    assert use.height == 3
 
 
 def test_artifacts_gc_keeps_the_offline_parquet():
