@@ -22,7 +22,7 @@ import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -250,15 +250,12 @@ def read_offline(digest: str) -> pl.DataFrame:
 
 
 def _epoch(v: Any) -> float | None:
+    """Epoch seconds of a feature timestamp (naive ones and dates read as UTC)."""
     if v is None:
         return None
-    if hasattr(v, "timestamp") and getattr(v, "tzinfo", 1) is not None:
-        return v.timestamp()
-    import datetime as _dt
-
-    if isinstance(v, _dt.datetime):  # naive: read as UTC
-        return v.replace(tzinfo=_dt.timezone.utc).timestamp()
-    return _dt.datetime(v.year, v.month, v.day, tzinfo=_dt.timezone.utc).timestamp()
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).timestamp()
+    return datetime(v.year, v.month, v.day, tzinfo=timezone.utc).timestamp()
 
 
 def register_features(
