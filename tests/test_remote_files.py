@@ -141,6 +141,29 @@ def test_events_and_artifacts_round_trip(rs, tmp_path, monkeypatch):
     assert _sha(other) == _sha(f)
 
 
+def test_an_event_reaches_the_server_after_what_was_logged_before_it(rs):
+    run = mj.start_run("order", experiment="remote")
+    mj.log(loss=1.0)
+    held = threading.Event()
+
+    def busy_sender() -> None:  # the sender is busy for a second (a slow request)
+        with run._writer._lock:
+            held.set()
+            time.sleep(1.0)
+
+    t = threading.Thread(target=busy_sender)
+    t.start()
+    held.wait()
+    run.end("failed", wait=False)  # left to the background sender
+    run.add_event("post-mortem", "after the end")
+    # the point and the end were sent first, not whenever the sender would have run
+    rid = _rid(rs, run.id)
+    assert rs.rows("SELECT status FROM runs WHERE id=?", rid)[0][0] == "failed"
+    assert rs.rows("SELECT n FROM metric_summary WHERE run_id=?", rid) == [(1,)]
+    t.join()
+    assert rs.rows("SELECT kind FROM run_events WHERE run_id=?", rid) == [("post-mortem",)]
+
+
 def test_an_event_sent_twice_is_recorded_once(rs):
     with mj.start_run("twice", experiment="remote") as run:
         body = {"kind": "k", "message": "m", "key": "0123abcd"}
