@@ -79,6 +79,13 @@ def test_better_same_worse_pass_pass_fail():
     assert "FAIL" in md and "| not_worse(accuracy, by=0.02) | fail |" in md
     d = got[better].to_dict()
     assert d["passed"] is True and d["baseline"] == 1 and json.dumps(d)
+    # by=0, the default (no_regression): noise passes, a real regression fails; the
+    # non_inferiority reading fails the same candidate (its interval reaches below 0)
+    zero = [not_worse("accuracy")]
+    assert mj.gate("clf", same, (X, Y), zero, notify=False).passed
+    assert not mj.gate("clf", worse, (X, Y), zero, notify=False).passed
+    strict = [not_worse("accuracy", require="non_inferiority")]
+    assert not mj.gate("clf", same, (X, Y), strict, notify=False).passed
 
 
 def test_no_production_version_skips_comparisons():
@@ -172,21 +179,28 @@ def test_regression_metrics_lower_is_better():
 
 
 def test_bootstrap_error_rates():
-    """not_worse(by=0.01) on 40,000 examples (two models erring independently at 10 %, the
-    widest paired interval): under no real difference it fails <= 5 % of 200 simulated
-    evaluations (expected 0.3 %: it fails when the mean difference is below -by + 1.96 SE,
-    SE = 0.0021); a real 2-point regression is caught >= 95 % of the time (expected ~100 %)."""
+    """On 40,000 examples (two models erring independently at 10 %, the widest paired
+    interval, SE = 0.0021), over 200 simulated evaluations each:
+    - no_regression with by=0 (fails when the whole interval is below 0): under no real
+      difference it fails <= 5 % of the time (expected 2.5 %); a real 2-point regression
+      is caught >= 95 % of the time (expected ~100 %);
+    - non_inferiority with by=0.01 (fails when the interval reaches below -by): under no
+      real difference it fails <= 5 % (expected 0.3 %); the 2-point regression is caught
+      >= 95 % (expected ~100 %)."""
     rng = np.random.default_rng(123)
     n, by = 40_000, 0.01
-    false_alarms = caught = 0
+    alarms = {"no_regression": 0, "non_inferiority": 0}
+    caught = dict(alarms)
     for i in range(200):
         base = rng.random(n) < 0.9
-        lo, _ = paired_bootstrap((rng.random(n) < 0.9).astype(float) - base, seed=i)
-        false_alarms += lo < -by
-        lo, _ = paired_bootstrap((rng.random(n) < 0.88).astype(float) - base, seed=i)
-        caught += lo < -by
-    assert false_alarms <= 10, false_alarms
-    assert caught >= 190, caught
+        lo, hi = paired_bootstrap((rng.random(n) < 0.9).astype(float) - base, seed=i)
+        alarms["no_regression"] += hi < 0
+        alarms["non_inferiority"] += lo < -by
+        lo, hi = paired_bootstrap((rng.random(n) < 0.88).astype(float) - base, seed=i)
+        caught["no_regression"] += hi < 0
+        caught["non_inferiority"] += lo < -by
+    assert max(alarms.values()) <= 10, alarms
+    assert min(caught.values()) >= 190, caught
     # the binned path (many distinct values, many examples) agrees with a plain bootstrap
     d = rng.normal(0.1, 1.0, size=30_000)
     lo, hi = paired_bootstrap(d)

@@ -240,47 +240,62 @@ class threshold(Rule):  # noqa: N801 - used as a function in rule lists
 
 
 class not_worse(Rule):  # noqa: N801
-    """The candidate is not worse than the baseline by more than `by` on `metric`: the
-    paired bootstrap interval of (candidate - baseline) must not reach past -by (past +by
-    for a metric where lower is better)."""
+    """The candidate is not worse than the baseline by more than `by` on `metric`, judged
+    on the paired bootstrap interval of (candidate - baseline).
+
+    `require="no_regression"` (default): fail only on evidence of a regression larger than
+    `by`: the whole interval lies past -by (past +by where lower is better). Noise alone
+    fails (1 - confidence) / 2 of the time at most. `require="non_inferiority"`: pass only
+    on evidence that it is not worse by more than `by`: the interval must not reach past
+    -by (so `by` must be large against the noise; see docs/loop.md)."""
+
+    REQUIRE = ("no_regression", "non_inferiority")
 
     def __init__(
         self,
         metric: Any,
         by: float = 0.0,
         *,
+        require: str = "no_regression",
         confidence: float = 0.95,
         n_boot: int = 1000,
         seed: int = 0,
     ) -> None:
         if isinstance(by, bool) or not isinstance(by, (int, float)) or not by >= 0:
             raise InvalidInputError(f"by must be a number >= 0, got {by!r}")
+        if require not in self.REQUIRE:
+            raise InvalidInputError(f"require must be one of {self.REQUIRE}, got {require!r}")
         if not 0 < confidence < 1:
             raise InvalidInputError(f"confidence must be between 0 and 1, got {confidence!r}")
         if not isinstance(n_boot, int) or n_boot < 100:
             raise InvalidInputError(f"n_boot must be an integer >= 100, got {n_boot!r}")
-        self.metric, self.by = _as_metric(metric), float(by)
+        self.metric, self.by, self.require = _as_metric(metric), float(by), require
         self.confidence, self.n_boot, self.seed = confidence, n_boot, seed
-        self.name = f"not_worse({self.metric.name}, by={by:g})"
+        mode = "" if require == "no_regression" else ", non_inferiority"
+        self.name = f"not_worse({self.metric.name}, by={by:g}{mode})"
 
     def check(self, ctx: GateContext) -> RuleResult:
         if ctx.baseline is None:
             return RuleResult(self.name, "skipped", "no production version to compare with")
         c, b = ctx.values(self.metric, "candidate"), ctx.values(self.metric, "baseline")
         lo, hi = paired_bootstrap(c - b, self.confidence, self.n_boot, self.seed)
-        if self.metric.higher_is_better:
-            ok, bound = lo >= -self.by, lo
+        up = self.metric.higher_is_better
+        # the bound that decides: the far side of the interval for no_regression (all of
+        # it must show a regression), the near side for non_inferiority
+        if self.require == "no_regression":
+            bound = hi if up else lo
         else:
-            ok, bound = hi <= self.by, hi
+            bound = lo if up else hi
+        ok = bound >= -self.by if up else bound <= self.by
+        which = "upper" if (up == (self.require == "no_regression")) else "lower"
         pct = f"{self.confidence:.0%}"
         return RuleResult(
             self.name,
             "pass" if ok else "fail",
             f"{self.metric.name}: candidate {c.mean():.4g} vs baseline {b.mean():.4g}, "
             f"difference {c.mean() - b.mean():+.4g} ({pct} interval [{lo:+.4g}, {hi:+.4g}]; "
-            f"{'lower' if self.metric.higher_is_better else 'upper'} bound {bound:+.4g} "
-            f"{'>=' if self.metric.higher_is_better else '<='} "
-            f"{-self.by if self.metric.higher_is_better else self.by:+.4g} needed)",
+            f"{which} bound {bound:+.4g} {'>=' if up else '<='} "
+            f"{-self.by if up else self.by:+.4g} needed)",
             {
                 "metric": self.metric.name,
                 "higher_is_better": self.metric.higher_is_better,
@@ -289,6 +304,7 @@ class not_worse(Rule):  # noqa: N801
                 "difference": float(c.mean() - b.mean()),
                 "interval": [lo, hi],
                 "confidence": self.confidence,
+                "require": self.require,
                 "n": len(c),
                 "n_boot": self.n_boot,
                 "seed": self.seed,
