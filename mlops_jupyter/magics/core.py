@@ -87,8 +87,10 @@ class CellHooks:
                 duration,
                 err,
             )
-            if _api._active is not None:
+            if _api._active is not None and not _is_remote(_api._active):
                 _api.flush()  # metrics logged by this cell are visible when it ends
+            # over a tracking server the sender (woken by the cell's records) sends them
+            # within a flush interval: the cell never waits for a round trip to the server
         except Exception as e:
             self.session.warn_once("recording the cell", e)
         finally:
