@@ -15,7 +15,6 @@ Files live in `store.artifacts` (the artifact-store contract); rows in the store
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -62,29 +61,22 @@ def _text(body: dict, name: str, required: bool = False, default: str | None = N
 def add_event_once(
     store: Any, rid: int, key: str | None, fields: tuple[str, str, str, Any, float, float | None]
 ) -> int:
-    """Insert a run event once per (run, key): a request sent again (a retry after a lost
-    answer) returns the first event's id instead of adding a second one."""
-    kind, message, level, data, start, end = fields
-    with store.write("record a run event") as c:
-        if key is not None:
-            fresh = c.execute(
-                "INSERT INTO run_event_keys(run_id, key, event_id) VALUES(?,?,0)"
-                " ON CONFLICT DO NOTHING",
-                (rid, key),
-            ).rowcount
-            if not fresh:
-                return c.execute(
-                    "SELECT event_id FROM run_event_keys WHERE run_id=? AND key=?", (rid, key)
-                ).fetchone()[0]
-        eid = c.execute(
-            "INSERT INTO run_events(run_id, kind, level, message, start_time, end_time, data)"
-            " VALUES(?,?,?,?,?,?,?) RETURNING id",
-            (rid, kind, level, message, start, end, data),
-        ).fetchone()[0]
-        if key is not None:
-            c.execute(
-                "UPDATE run_event_keys SET event_id=? WHERE run_id=? AND key=?", (eid, rid, key)
-            )
+    """The store's add_event, once per (run, key): a request sent again (a retry after a
+    lost answer) returns the first event's id instead of adding a second one."""
+    if key is None:
+        return rstore.add_event(store, rid, *fields)
+    with store.write("record a run event") as c:  # add_event's write nests (a savepoint)
+        fresh = c.execute(
+            "INSERT INTO run_event_keys(run_id, key, event_id) VALUES(?,?,0)"
+            " ON CONFLICT DO NOTHING",
+            (rid, key),
+        ).rowcount
+        if not fresh:
+            return c.execute(
+                "SELECT event_id FROM run_event_keys WHERE run_id=? AND key=?", (rid, key)
+            ).fetchone()[0]
+        eid = rstore.add_event(store, rid, *fields)
+        c.execute("UPDATE run_event_keys SET event_id=? WHERE run_id=? AND key=?", (eid, rid, key))
         return eid
 
 
@@ -107,10 +99,7 @@ class EventsHandler(BaseHandler):
                 key is None or 0 < len(key) <= MAX_EVENT_KEY, f"'key': 1 to {MAX_EVENT_KEY} chars"
             )
             rid = _uid_row(self.store, uid).rid
-            blob = json.dumps(data, default=str) if data is not None else None
-            if blob is not None:
-                rstore.check_text(blob, "event data")
-            eid = add_event_once(self.store, rid, key, (kind, message, level, blob, start, end))
+            eid = add_event_once(self.store, rid, key, (kind, message, level, data, start, end))
             ing.beat(self.store, rid)
             return {"id": eid}
 
