@@ -71,6 +71,7 @@ def labs(tmp_path_factory, request):
             "wrong": labs[2],
             "ids": ids,
             "store": store,
+            "env": env,
             "token": good,
             "spare": spare,
         }
@@ -211,7 +212,9 @@ def _overwrite(store, run: str, name: str, data: bytes, tmp) -> None:
     st.artifacts.put_file(blob_key(row["digest"]), tmp / "bad")
 
 
-def test_changed_bytes_are_never_delivered_whole(labs, tmp_path):
+def test_changed_bytes_are_never_delivered_whole(labs, tmp_path, monkeypatch):
+    for k, v in labs["env"].items():  # the servers' artifact store, not this test's own
+        monkeypatch.setenv(k, v)
     art = labs["ids"]["art"]
     bad = bytearray(VICTIM)
     bad[-1] ^= 0xFF  # same size, last byte changed: found only after the last chunk
