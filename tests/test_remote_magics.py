@@ -180,6 +180,12 @@ def test_a_notebook_over_the_server_records_what_a_local_store_does(
     assert any(e[:2] == ("provenance", "warning") for e in want[3]["events"])
     assert got[3]["cells"][1][3] == "y = 2\nmj.log(v=y)"
     _same(want, got)
+    # read back through the server (what mj.get_run and the CLI over the server show)
+    status, d = request(server.url, "GET", f"/api/v1/runs/{got[3]['uid']}", wtok)
+    assert status == 200 and d["attempt"] == 2 and d["params"] == {"epochs": 3, "y": 2}
+    assert [(c["seq"], c["source"], c["status"]) for c in d["cells"]] == [
+        (c[0], c[3], c[4]) for c in got[3]["cells"]
+    ]
     # the re-run chain survives a kernel restart: the server knows the cell's last run
     key = cstore.last_run_for_cell(store, "", f"id:{nb.cells[2]['id']}")
     assert cstore.run_uid(store, key) == got[1]["uid"]
