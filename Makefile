@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media,mlflow,serve
+EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media,mlflow,serve,features
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect bentoml clean

@@ -52,7 +52,7 @@ _LAZY = {
     "live": ("mlops_jupyter.widgets", "live"),
     "compare": ("mlops_jupyter.widgets", "compare"),
     "version": ("mlops_jupyter.data", "version"),
-    "lineage": ("mlops_jupyter.data", "lineage"),
+    "lineage": ("mlops_jupyter.loop.lineage", "lineage"),
     "preflight": ("mlops_jupyter.data", "preflight"),
     "drift": ("mlops_jupyter.data", "drift"),
     "export_notebook": ("mlops_jupyter.export", "export_notebook"),
@@ -60,7 +60,9 @@ _LAZY = {
     "register_model": ("mlops_jupyter.registry", "register_model"),
     "load_model": ("mlops_jupyter.registry", "load_model"),
     "promote_model": ("mlops_jupyter.registry", "promote_model"),
-    "model_card": ("mlops_jupyter.registry", "model_card"),
+    "model_card": ("mlops_jupyter.loop.card", "model_card"),
+    "set_model_card_fields": ("mlops_jupyter.loop.card", "set_model_card_fields"),
+    "audit": ("mlops_jupyter.loop.lineage", "audit"),
     "models": ("mlops_jupyter.registry", "models"),
     "model_history": ("mlops_jupyter.registry", "history"),
     "checkpoint": ("mlops_jupyter.registry.checkpoints", "checkpoint"),
@@ -93,6 +95,8 @@ _LAZY = {
     "feature_views": ("mlops_jupyter.features", "feature_views"),
     "register_features": ("mlops_jupyter.features", "register_features"),
     "training_set": ("mlops_jupyter.features", "training_set"),
+    "materialize": ("mlops_jupyter.features", "materialize"),
+    "online_features": ("mlops_jupyter.features", "online_features"),
 }
 
 

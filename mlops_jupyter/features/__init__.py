@@ -6,6 +6,8 @@ Pure Python: no Jupyter imports.
     mj.register_features("user_stats", frame, entity="user_id", timestamp="event_ts")
     mj.training_set(labels, features=["user_stats:clicks_7d", "user_stats:*"])
     mj.feature_views()                               # or %mlops_features
+    mj.materialize("user_stats")                     # latest values -> online store
+    mj.online_features([1, 2], ["user_stats:clicks_7d"])
 
 See docs/features.md.
 """
@@ -24,6 +26,9 @@ _EXPORTS = {
     "feature_view_usage": "join",
     "feature_views": "views",
     "get_feature_view": "views",
+    "materialize": "online",
+    "online_features": "online",
+    "online_materializations": "online",
     "point_in_time": "join",
     "point_in_time_many": "join",
     "register_features": "views",

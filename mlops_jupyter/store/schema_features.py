@@ -50,4 +50,30 @@ MIGRATIONS = [
         CREATE INDEX training_set_sources_by_view ON training_set_sources(view_id)
         """,
     ),
+    (
+        85,
+        "features: the online store (latest values per entity) and its materializations",
+        """
+        CREATE TABLE feature_online(
+            view TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            entity TEXT NOT NULL,
+            ts REAL NOT NULL,
+            vals TEXT NOT NULL,
+            written REAL NOT NULL,
+            PRIMARY KEY(view, version, entity)
+        );
+        CREATE TABLE feature_online_materializations(
+            id INTEGER PRIMARY KEY,
+            view_id INTEGER NOT NULL,
+            backend TEXT NOT NULL,
+            range_start REAL,
+            range_end REAL NOT NULL,
+            n_rows INTEGER NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE INDEX feature_online_materializations_by_view
+            ON feature_online_materializations(view_id, backend, id)
+        """,
+    ),
 ]
