@@ -311,3 +311,9 @@ def setup_proxy(serverapp, url: str, base: str) -> None:
         ".*$", [(base + r"/(.*)", Proxy, {"remote": remote, "base": base})]
     )
     serverapp.log.info("mlops-jupyter: the sidebar's API is answered by %s", remote.shown)
+    if not remote.token:
+        serverapp.log.warning(
+            "mlops-jupyter: MLOPS_JUPYTER_TOKEN is not set: the sidebar's requests to %s "
+            "will be refused",
+            remote.shown,
+        )
