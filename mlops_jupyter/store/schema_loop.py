@@ -28,4 +28,16 @@ MIGRATIONS = [
         );
         """,
     ),
+    (
+        88,
+        "closed loop: user-written model card fields",
+        """
+        CREATE TABLE model_card_fields(
+            model_id INTEGER PRIMARY KEY REFERENCES models(id),
+            fields TEXT NOT NULL,
+            updated REAL NOT NULL,
+            created_by TEXT
+        );
+        """,
+    ),
 ]
