@@ -255,6 +255,7 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
             "c = 3",
             "bad = 1  # \x00",  # a NUL: not Python, and a text PostgreSQL cannot keep
             "%mlops_run end",
+            "%%mlops_run never --no-live\nnever = 1",  # a run cannot start without the server
         ]
     )
     restarted: list[Server] = []
@@ -265,7 +266,7 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     # cells 3 to 5 run while the server is down; the kernel exits after the restart, and
     # its sender sends the spooled records then
     try:
-        took = _execute(nb, tmp_path, [0, 1, 2, server.kill, 3, 4, 5, 6, restart])
+        took = _execute(nb, tmp_path, [0, 1, 2, server.kill, 3, 4, 5, 6, 7, restart])
     finally:
         for s in restarted:
             s.stop()
@@ -275,7 +276,12 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     assert "live run monitor is not available over the tracking server" in said
     assert "but not data versions of the files read" in said
     errors = [o.get("ename") for c in nb.cells for o in c.outputs if o.get("ename")]
-    assert errors == ["SyntaxError"]  # the NUL cell's own error, nothing from the capture
+    # the NUL cell's own error, nothing from the capture; a run that cannot start says so
+    # in one line (a UsageError, as the magics' other refusals)
+    assert errors == ["SyntaxError"]
+    said = outputs_text(nb.cells[7])
+    assert "the run did not start" in said and "cannot be reached" in said
+    assert "Traceback" not in said
     store = open_store(store_path)
     (rid,) = store.read("SELECT id FROM runs WHERE name='away'")[0]
     d = aq.run_detail(store, rid)

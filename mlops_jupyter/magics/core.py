@@ -245,7 +245,15 @@ class CaptureMagics(Magics):
         prev = self.session.previous_run(key, store)
         params = {**params, **_kv(args.param, "param")}
         tags = _kv(args.tag, "tag")
-        run = _api.start_run(name, args.experiment, params=params, tags=tags, _prev_run=prev)
+        try:
+            run = _api.start_run(name, args.experiment, params=params, tags=tags, _prev_run=prev)
+        except StoreError as e:
+            if not _is_remote_store(store):
+                raise
+            # the run's id comes from the server: without it there is no run to record into
+            raise UsageError(
+                f"mlops: the run did not start, nothing was run or recorded: {e}"
+            ) from None
         self.hooks.started.append(run)
         if _is_remote(run):
             _remote_notice(self.session, run)
@@ -466,6 +474,10 @@ def _store() -> Any:
 
 def _is_remote(run: Run) -> bool:
     return type(run).__name__ == "RemoteRun"
+
+
+def _is_remote_store(store: Any) -> bool:
+    return type(store).__name__ == "RemoteStore"
 
 
 def _remote_notice(session: Session, run: Run) -> None:
