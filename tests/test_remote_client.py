@@ -324,15 +324,7 @@ def test_features_that_need_the_store_refuse_clearly(remote, monkeypatch):
         mj.tracking.resolve_run("r")
     with pytest.raises(RemoteUnsupportedError, match="postgresql://"):
         run.store.artifacts  # noqa: B018
-    # the sidebar's server extension, at its setup
-    handlers = pytest.importorskip("mlops_jupyter.server.handlers")
-
-    class App:
-        config: dict = {}
-        root_dir = "."
-
-    with pytest.raises(RemoteUnsupportedError, match="sidebar .* needs a direct store"):
-        handlers._store_path(App())
+    # the sidebar forwards to the server instead (tests/test_sidebar_remote.py)
     assert mj.runs()["status"].to_list() == ["finished"]
     # nested runs are children of the active run, as locally
     with mj.start_run("parent", experiment="remote") as parent:
