@@ -35,7 +35,11 @@ def read_online(
     uniq = list(dict.fromkeys(keys))
     for i in range(0, len(uniq), _CHUNK):
         part = uniq[i : i + _CHUNK]
-        marks = ",".join("?" * len(part))
+        # pad to a few fixed lengths (repeating a key): the same statement text each time
+        # lets the driver reuse its parsed form instead of re-splitting a new one per call
+        size = next(n for n in (1, 8, 32, 128, _CHUNK) if n >= len(part))
+        part = part + [part[-1]] * (size - len(part))
+        marks = ",".join("?" * size)
         rows = store.read(
             "SELECT entity, ts, vals FROM feature_online WHERE view=? AND version=?"
             f" AND entity IN ({marks})",
