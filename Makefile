@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media,mlflow,serve,features
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect bentoml clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect bentoml feast clean
 
 setup: $(VENV)/.installed
 
@@ -82,6 +82,13 @@ bentoml: .venv-bentoml/.installed
 .venv-bentoml/.installed: .ci/bentoml-requirements.txt
 	$(sched_venv)
 
+# Feast 0.67 for the `features export --to-feast` tests (feast apply + get_historical_features
+# on the exported repository), in its own venv the same way: it pins its own pandas, dask, SQLAlchemy.
+feast: .venv-feast/.installed
+
+.venv-feast/.installed: .ci/feast-requirements.txt
+	$(sched_venv)
+
 lint: setup
 	$(VENV)/bin/ruff check mlops_jupyter tests benchmarks examples
 
@@ -94,7 +101,7 @@ lint-ts: setup
 # the tests start), besides the contract suite that runs on both backends every time.
 PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
-test: setup browser postgres azurite airflow prefect bentoml lint lint-ts
+test: setup browser postgres azurite airflow prefect bentoml feast lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra --durations=25
 	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 
@@ -142,4 +149,4 @@ bench: setup
 	$(PY) benchmarks/bench_logging.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENVS) .venv-airflow .venv-prefect .venv-bentoml build dist test-artifacts .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENVS) .venv-airflow .venv-prefect .venv-bentoml .venv-feast build dist test-artifacts .pytest_cache

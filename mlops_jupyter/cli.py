@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.serving.rollout_cli",
     "mlops_jupyter.loop.cli",
     "mlops_jupyter.loop.card_cli",
+    "mlops_jupyter.features.cli",
 )
 
 
@@ -48,6 +49,7 @@ READ_COMMANDS = {
     "mlops_jupyter.mlflowio.cli.cmd_export",
     "mlops_jupyter.serving.rollout_cli.cmd_show",
     "mlops_jupyter.loop.cli.cmd_gates",
+    "mlops_jupyter.features.cli.cmd_export",
     "mlops_jupyter.loop.card_cli.cmd_card",
     "mlops_jupyter.loop.card_cli.cmd_lineage",
     "mlops_jupyter.loop.card_cli.cmd_audit",
