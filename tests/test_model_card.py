@@ -67,7 +67,7 @@ def _flow(tmp_path) -> dict:
         mj.set_tags({"notebook.path": "train.ipynb", "git.commit": "abc1234", "git.dirty": True})
         model, acc = _train(30)
         mj.log(0, accuracy=acc, **{"accuracy/ci_low": acc - 0.02, "accuracy/ci_high": acc + 0.01})
-        v2 = mj.register_model("clf", model, metadata={"privacy": PRIVACY})
+        v2 = mj.register_model("clf", model, metadata={"privacy": PRIVACY, "dataset": "demo"})
     rep = mj.gate("clf", v2, (X, Y), [not_worse("accuracy", by=0.02)])
     assert rep.passed
     mj.promote_model("clf", v2, "staging")
@@ -147,6 +147,7 @@ def test_card_has_each_recorded_piece(flow):
         "staging → production",
         "split a=90,b=10",
         "ticket: ML-7",
+        "- dataset: demo",
     ):
         assert piece in md, piece
     assert "_not recorded_" not in md  # every section has its record (only the branch lacks one)
@@ -183,10 +184,12 @@ def test_a_model_with_nothing_recorded_says_not_recorded():
         "Gates",
         "Stage history",
         "Rollout history",
+        "Version metadata",
     ):
         section = md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
         assert section.strip() == "_not recorded_", title
     assert "<em>not recorded</em>" in card.html()
+    assert str(card) == md
     g = mj.lineage("bare")
     assert [n["kind"] for n in g.to_dict()["nodes"]] == ["model_version"] and g.edges == []
     assert "<svg" in g._repr_html_()

@@ -225,6 +225,9 @@ def collect(name: str, version: int | None = None) -> dict[str, Any]:
             "features": feats,
             "code": run["code"] if run else None,
             "privacy": (info["meta"].get("metadata") or {}).get("privacy"),
+            "metadata": {
+                k: v for k, v in (info["meta"].get("metadata") or {}).items() if k != "privacy"
+            },
             "gates": gates,
             "stages": [a for a in audit if a["action"] == "transition" and a["version"] == v],
             "rollouts": [a for a in audit if a["action"] == "rollout"],
@@ -353,7 +356,20 @@ def _sections(d: dict[str, Any]) -> list[Section]:
             and (
                 f"(epsilon={_num(g.get('epsilon'))}, delta={_num(g.get('delta'))})-DP, "
                 f"{g.get('accountant')} accountant, {g.get('steps')} steps"
+                + "".join(
+                    f", {k.replace('_', ' ')} {_num(g[k])}"
+                    for k in ("noise_multiplier", "max_grad_norm", "sample_rate")
+                    if g.get(k) is not None
+                )
             ),
+        )
+    )
+    meta = d.get("metadata") or {}
+    out.append(
+        (
+            "Version metadata",
+            "items",
+            meta and [(k, _field_text(v)) for k, v in sorted(meta.items())],
         )
     )
     out.append(
@@ -464,7 +480,7 @@ class ModelCard:
         lines = [f"# Model card: {self.name} v{self.version}"]
         for title, kind, content in _sections(self.data):
             lines += ["", f"## {title}", ""]
-            if content is None or content == []:
+            if not content:  # None, or an empty record
                 lines.append(f"_{NOT_RECORDED}_")
             elif kind == "text":
                 lines.append(str(content))
@@ -487,7 +503,7 @@ class ModelCard:
         cell = "border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top"
         for title, kind, content in _sections(self.data):
             parts.append(f"<h3>{e(title)}</h3>")
-            if content is None or content == []:
+            if not content:  # None, or an empty record
                 parts.append(f"<p><em>{NOT_RECORDED}</em></p>")
             elif kind == "text":
                 parts.append(f"<p>{e(content)}</p>")
@@ -516,6 +532,9 @@ class ModelCard:
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
+
+    def __str__(self) -> str:
+        return self.markdown()  # print(card) reads like the card
 
     def __repr__(self) -> str:
         return f"ModelCard({self.name!r}, version={self.version})"
