@@ -216,3 +216,48 @@ def test_unreachable_redis_writes_nothing(monkeypatch):
     monkeypatch.setenv("MLOPS_JUPYTER_ONLINE_STORE", "memcached://x")
     with pytest.raises(InvalidInputError, match="redis://"):
         mj.materialize("user_stats")
+
+
+def test_serving_fills_features_by_entity_id():
+    import json
+    import urllib.request
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    _register()
+    mj.materialize("user_stats")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    est = LogisticRegression().fit(X, (X[:, 0] > 0).astype(np.int64))
+    mj.register_model(
+        "churn", est, signature={"columns": {"clicks": "float64", "score": "float64"}}
+    )
+
+    def post(srv, obj) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            srv.url + "/predict", json.dumps(obj).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    feats = ["user_stats:clicks", "user_stats:score"]
+    with mj.serve("churn", trusted=True, features=feats, entity_key="user_id") as srv:
+        st, obj = post(srv, {"instances": [{"user_id": 4}, {"user_id": 1}]})
+        assert st == 200, obj
+        assert obj["predictions"] == est.predict(np.array([[40, 0.4], [35, 0.35]])).tolist()
+        # columns, and values the request sends itself are kept
+        st, obj = post(srv, {"inputs": {"user_id": [1], "clicks": [-100.0]}})
+        assert st == 200 and obj["predictions"] == est.predict(np.array([[-100, 0.35]])).tolist()
+        # the usual feature columns still work; a bad entity id is a clear 422
+        st, obj = post(srv, {"instances": [{"clicks": 1.0, "score": 0.5}]})
+        assert st == 200
+        st, obj = post(srv, {"instances": [{"user_id": "abc"}]})
+        assert st == 422 and "entity column 'user_id'" in obj["error"]
+    from mlops_jupyter.serving.client import ServeError
+
+    with pytest.raises(ServeError, match="no feature 'nope'"):
+        mj.serve("churn", trusted=True, features=["user_stats:nope"])

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import monitor as _monitor
-from .signature import ARROW_TYPE, BadInput, describe, parse_arrow, parse_json
+from .signature import ARROW_TYPE, BadInput, describe, field_names, parse_arrow, parse_json
 
 log = logging.getLogger("mlops_jupyter.serving")
 MAX_BODY = 64 << 20
@@ -96,6 +96,11 @@ class State:
         self.log: PredictionLog | None = None
         self.shadows: set[asyncio.Task] = set()
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
+        self.filler = None
+        if opts.get("features"):  # requests may send entity ids: see features/serving.py
+            from ..features.serving import FeatureFiller
+
+            self.filler = FeatureFiller(opts["features"], opts.get("entity_key"))
 
     def row(self, rid: str, v: Any, t0: float, status: int, err, n, bsize, out_text) -> tuple:
         """A prediction log row (PREDICTION_COLS order) of variant `v`."""
@@ -217,6 +222,8 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
                 body = None
                 raise BadInput(f"body over {MAX_BODY} bytes", 413)
             ctype = request.headers.get("content-type", "application/json").split(";")[0]
+            if st.filler is not None and ctype != ARROW_TYPE:
+                body = await _fill(st.filler, body, v.predictor)
             fields = _parse(body, ctype, v.predictor)
             n = len(next(iter(fields.values())))
             # a variant that was still loading had no batcher to count this request in
@@ -389,6 +396,21 @@ def _model_info(name: str, v: Any) -> dict[str, Any]:
         "signature": p.signature,
         "signature_text": describe(p.signature),
     }
+
+
+async def _fill(filler: Any, body: bytes, predictor: Any) -> bytes:
+    """The request with its online features filled (one batched read, off the loop)."""
+    from ..errors import InvalidInputError
+    from ..features.redis_store import OnlineStoreError
+
+    sig = predictor.signature
+    names = field_names(sig) if sig else None
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, filler.fill, body, names)
+    except OnlineStoreError as e:
+        raise BadInput(f"online features: {e}", 503) from None
+    except InvalidInputError as e:
+        raise BadInput(f"online features: {e}", 422) from None
 
 
 def _parse(body: bytes, ctype: str, predictor: Any) -> dict[str, np.ndarray]:

@@ -167,6 +167,8 @@ def serve(
     log_inputs: bool = False,
     wait: float = 120,
     extra_env: dict[str, str] | None = None,
+    features: list[str] | str | None = None,
+    entity_key: str | None = None,
 ) -> Server:
     """Start `mlops-jupyter serve MODEL` in the background on this session's store and wait
     until it is ready. `model`: NAME, NAME@stage, NAME@alias or NAME:version. `split`:
@@ -174,7 +176,9 @@ def serve(
     by the X-User-Id header (sticky) or per request; `shadow`: a version every request
     also runs on after the answer, only logged; `monitor_window`: length of the windows
     of input profiles compared with the training data (0: off), `log_inputs`: also store
-    each window's sampled raw rows (see docs/serving.md). Raises ModelNotFoundError for an unknown
+    each window's sampled raw rows (see docs/serving.md); `features` ("view:feature"
+    references) with `entity_key`: requests may send entity ids, filled from the online
+    store (docs/features.md). Raises ModelNotFoundError for an unknown
     model/version/alias and ServeError when no variant loads (with the reason)."""
     from ..tracking import api
     from .variants import make_plan
@@ -200,6 +204,10 @@ def serve(
     cmd += ["--monitor-window", str(monitor_window)]
     if log_inputs:
         cmd.append("--log-inputs")
+    if features:
+        cmd += ["--features", features if isinstance(features, str) else ",".join(features)]
+    if entity_key:
+        cmd += ["--entity-key", entity_key]
     fd, name = tempfile.mkstemp(prefix="mlops-jupyter-serve-", suffix=".log")
     log_path = Path(name)
     with os.fdopen(fd, "wb") as out:

@@ -64,6 +64,10 @@ def cmd_serve(args) -> int:
     from .live import serve_plan
 
     store = current_store()
+    if getattr(args, "features", None):  # unknown views or features: refused before listening
+        from ..features.serving import FeatureFiller
+
+        FeatureFiller(args.features, args.entity_key)
     # the stored layout (live.py) for a bare NAME; --split/--shadow store theirs
     plan, generation = serve_plan(store, args)
     location_note = store.location
@@ -136,6 +140,8 @@ def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None
         log_inputs=opts.get("log_inputs", False),
         follow=opts.get("follow", False),
         generation=opts.get("generation"),
+        features=opts.get("features"),
+        entity_key=opts.get("entity_key"),
     )
     if opts.get("model_thread"):
         sys.setswitchinterval(0.0005)  # hand the GIL to the model thread sooner
@@ -205,5 +211,13 @@ def add_parser(sub) -> None:
         "--log-inputs",
         action="store_true",
         help="also store each window's sampled raw input rows (Parquet); default: profiles only",
+    )
+    p.add_argument(
+        "--features",
+        help="feature references (view:feature,...) filled from the online store for "
+        "requests that send entity ids instead (docs/features.md)",
+    )
+    p.add_argument(
+        "--entity-key", help="the request field holding the entity id (default: the views')"
     )
     p.set_defaults(func=cmd_serve)
