@@ -222,5 +222,11 @@ def test_bad_input_is_refused_and_nothing_written(tmp_path, capsys):
         InvalidInputError, match="'joined' of view 'dated' has dtype Date.*pl.Datetime"
     ):
         export_feast(tmp_path / "out", ["dated"])
+    mj.register_features("user-stats.v2", STATS, entity="user_id", timestamp="event_ts")
+    with pytest.raises(InvalidInputError, match="'user-stats.v2' cannot be a Feast feature view"):
+        export_feast(tmp_path / "out", ["user-stats.v2"])
+    with pytest.raises(InvalidInputError, match="Feast project name"):
+        export_feast(tmp_path / "out", ["user_stats"], project="my-project")
+    assert not (tmp_path / "out").exists()
     assert cli(["features", "export", "--to-feast", str(tmp_path / "x"), "--view", "nope"]) == 2
     assert "nope" in capsys.readouterr().err

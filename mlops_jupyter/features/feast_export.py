@@ -14,6 +14,10 @@ reduced to the one registered last (ours; Feast's pick among ties is unspecified
 timestamps become midnight UTC datetimes and aware ones UTC (the same instants), and small
 integer types widen to the Feast type they are declared as. Feast reads naive timestamps
 as UTC on both sides, so naive labels against naive features compare as ours do.
+
+What stays different is the shape of Feast's result (docs/features.md, "Export to Feast"):
+one row per distinct (entity, timestamp) of the labels, and no row at all for a label
+whose entity has feature rows but none in its window (ours: nulls).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .views import FeatureViewInfo, get_feature_view
 MANIFEST = "mlops_jupyter_export.json"
 DEFS = "feature_repo.py"
 _VIEW_REF = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)(?:@(\d+))?$")
+_FEAST_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 # polars dtype -> (Feast type, polars dtype of the parquet copy); None: as is
 _SCALARS: dict[type, tuple[str, Any]] = {
@@ -106,6 +111,12 @@ def _pick_views(views: list[str] | None) -> list[FeatureViewInfo]:
 def _prepared(info: FeatureViewInfo) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     """The view's offline rows as Feast should read them (see the module docstring) and
     [(column, Feast type)] of its entity and feature columns."""
+    if not _FEAST_NAME.match(info.name):
+        # Feast's SQLite online store names a table after the view, unquoted
+        raise InvalidInputError(
+            f"view {info.name!r} cannot be a Feast feature view name (letters, digits and '_' "
+            "only): register it under such a name to export it"
+        )
     df = info.frame()
     keys = [*info.entities, info.timestamp]
     fields, casts = [], {}
@@ -243,7 +254,7 @@ def export_feast(
     root = Path(directory).expanduser()
     if root.exists() and not root.is_dir():
         raise InvalidInputError(f"{root} exists and is not a folder")
-    if not isinstance(project, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", project):
+    if not isinstance(project, str) or not _FEAST_NAME.match(project):
         raise InvalidInputError(
             f"Feast project name must be a letter then letters, digits or '_', got {project!r}"
         )
