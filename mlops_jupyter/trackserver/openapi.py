@@ -80,6 +80,12 @@ def _files_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _data_paths() -> dict[str, Any]:
+    from .data_routes import openapi_paths  # data versions, telemetry episodes
+
+    return openapi_paths(_op, _obj)
+
+
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
     return {
@@ -256,5 +262,6 @@ def spec() -> dict[str, Any]:
                 )
             },
             **_files_paths(),
+            **_data_paths(),
         },
     }
