@@ -30,16 +30,17 @@ from mlops_jupyter.features.feast_export import export_feast
 ROOT = Path(__file__).resolve().parents[1]
 FEAST_BIN = ROOT / ".venv-feast" / "bin"
 FEATURES = ["user_stats:clicks", "user_stats:score", "user_stats:tier", "user_profile:*"]
-# run by the Feast venv's python in the repository: labels parquet in, features parquet out
+# run by the Feast venv's python in the repository: per query (labels parquet=feature refs)
+# its features parquet
 HISTORICAL = """
 import sys
 import pandas as pd
 from feast import FeatureStore
 store = FeatureStore(repo_path=".")
-labels = pd.read_parquet(sys.argv[1])
-for i, refs in enumerate(sys.argv[3:]):
-    out = store.get_historical_features(entity_df=labels, features=refs.split(","))
-    out.to_df().to_parquet(f"{sys.argv[2]}/out{i}.parquet")
+for i, query in enumerate(sys.argv[2:]):
+    labels, refs = query.split("=")
+    out = store.get_historical_features(entity_df=pd.read_parquet(labels), features=refs.split(","))
+    out.to_df().to_parquet(f"{sys.argv[1]}/out{i}.parquet")
 """
 
 
@@ -62,7 +63,7 @@ STATS = pl.DataFrame(
 PROFILE = pl.DataFrame(
     {
         "user_id": [1, 2, 1],
-        "since": [T(1), T(1), T(6)],
+        "since": [dt.date(2024, 1, 1), dt.date(2024, 1, 1), dt.date(2024, 1, 6)],
         "age": [30, 40, 31],
         "active": [True, False, False],
         "weights": [[1.0, 2.0], [3.0], []],
@@ -95,42 +96,57 @@ LABELS = pl.DataFrame(
     schema={"user_id": pl.Int64, "event_ts": pl.Datetime("us"), "label": pl.Int64},
 )
 
+# what the feature store's own rule gives for LABELS (checked first, then compared with Feast)
+CLICKS = [30, 10, None, 55, 55, None, None, None, 10, None, 30, None, None, None]
+AGES = [30, 30, 40, 30, 31, 31, 40, None, 30, None, 30, None, None, None]
+
 
 def _register() -> None:
     mj.register_features("user_stats", STATS, entity="user_id", timestamp="event_ts", ttl="3d")
     mj.register_features("user_profile", PROFILE, entity="user_id", timestamp="since")
+    # the same instants as user_stats, in another zone
+    paris = STATS.with_columns(
+        pl.col("event_ts").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris")
+    )
+    mj.register_features("user_clock", paris, entity="user_id", timestamp="event_ts", ttl="3d")
 
 
-def _feast(repo: Path, labels: pl.DataFrame, tmp: Path) -> pl.DataFrame:
-    """`feast apply` in `repo`, then get_historical_features(labels) one view at a time,
-    matched back to the labels' rows by (user_id, event_ts); a row Feast leaves out is
-    nulls (see the module docstring)."""
+def _feast(repo: Path, tmp: Path, queries: list[tuple[pl.DataFrame, str, list[str]]]):
+    """`feast apply` in `repo`, then per (labels, view, features) query Feast's
+    get_historical_features, matched back to the labels' rows by (user_id, event_ts); a row
+    Feast leaves out is nulls (see the module docstring)."""
     if not (FEAST_BIN / "feast").exists():
         pytest.fail(f"no Feast venv at {FEAST_BIN.parent}: run `make feast`")
     env = {"PATH": f"{FEAST_BIN}:/usr/bin:/bin", "HOME": str(tmp), "FEAST_USAGE": "False"}
     run = {"cwd": repo, "env": env, "capture_output": True, "text": True, "timeout": 120}
     proc = subprocess.run([str(FEAST_BIN / "feast"), "apply"], **run)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    labels.write_parquet(tmp / "labels.parquet")
-    views = {
-        "user_stats": ["clicks", "score", "tier"],
-        "user_profile": ["age", "active", "weights"],
-    }
-    refs = [",".join(f"{v}:{f}" for f in fs) for v, fs in views.items()]
-    args = [str(FEAST_BIN / "python"), "-c", HISTORICAL, str(tmp / "labels.parquet"), str(tmp)]
-    proc = subprocess.run([*args, *refs], **run)
+    args = []
+    for i, (labels, view, cols) in enumerate(queries):
+        labels.write_parquet(tmp / f"labels{i}.parquet")
+        args.append(f"{tmp / f'labels{i}.parquet'}=" + ",".join(f"{view}:{c}" for c in cols))
+    proc = subprocess.run([str(FEAST_BIN / "python"), "-c", HISTORICAL, str(tmp), *args], **run)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     keys = ["user_id", "event_ts"]
-    out = labels
-    for i, cols in enumerate(views.values()):
+    outs = []
+    for i, (labels, _, cols) in enumerate(queries):
         got = pl.read_parquet(tmp / f"out{i}.parquet")
         assert got.height <= labels.unique(keys).height  # duplicate label rows dropped
+        dtype = labels.schema["event_ts"]
+        ts = pl.col("event_ts").dt.convert_time_zone(dtype.time_zone or "UTC")
         got = got.with_columns(
-            pl.col("event_ts").dt.replace_time_zone(None).dt.cast_time_unit("us"),
+            (ts if dtype.time_zone else ts.dt.replace_time_zone(None)).dt.cast_time_unit("us"),
             *(pl.col(c).fill_nan(None) for c in cols if got[c].dtype.is_float()),
         ).select(*keys, *cols)
-        out = out.join(got, on=keys, how="left", maintain_order="left")
-    return out
+        outs.append(labels.join(got, on=keys, how="left", maintain_order="left"))
+    return outs
+
+
+def _same(want: pl.DataFrame, got: pl.DataFrame) -> None:
+    assert got.columns == want.columns
+    for col in want.columns:
+        a, b = want[col].to_list(), got[col].cast(want[col].dtype).to_list()
+        assert a == b, (col, list(zip(want["label"], a, b)))
 
 
 def test_feast_gives_the_training_set_rows(tmp_path):
@@ -139,57 +155,40 @@ def test_feast_gives_the_training_set_rows(tmp_path):
     assert cli(["features", "export", "--to-feast", str(repo)]) == 0
     assert "feast" not in sys.modules  # the export writes text and parquet only
     ours = mj.training_set(LABELS, FEATURES, timestamp="event_ts", record=False)
-    # the expected values of the timeline, as the feature store's own tests give them
-    assert ours["clicks"].to_list() == [
-        30,
-        10,
-        None,
-        55,
-        55,
-        None,
-        None,
-        None,
-        10,
-        None,
-        30,
-        None,
-        None,
-        None,
-    ]
-    assert ours["age"].to_list() == [
-        30,
-        30,
-        40,
-        30,
-        31,
-        31,
-        40,
-        None,
-        30,
-        None,
-        30,
-        None,
-        None,
-        None,
-    ]
+    assert ours["clicks"].to_list() == CLICKS
+    assert ours["age"].to_list() == AGES
     sent = LABELS.drop_nulls(["user_id", "event_ts"])
-    got = _feast(repo, sent, tmp_path)
-    want = ours.drop_nulls(["user_id", "event_ts"])
-    assert got.columns == want.columns
-    for col in want.columns:
-        a, b = want[col].to_list(), got[col].cast(want[col].dtype).to_list()
-        assert a == b, (col, list(zip(want["label"], a, b)))
+    aware = sent.with_columns(
+        pl.col("event_ts").dt.replace_time_zone("UTC").dt.convert_time_zone("America/New_York")
+    )
+    clock = mj.training_set(aware, ["user_clock:clicks"], record=False)
+    assert clock["clicks"].to_list() == ours.drop_nulls(["user_id", "event_ts"])["clicks"].to_list()
+    stats, profile, theirs_clock = _feast(
+        repo,
+        tmp_path,
+        [
+            (sent, "user_stats", ["clicks", "score", "tier"]),
+            (sent, "user_profile", ["age", "active", "weights"]),
+            (aware, "user_clock", ["clicks"]),
+        ],
+    )
+    got = stats.join(profile, on="label", how="left", maintain_order="left").drop(
+        "user_id_right", "event_ts_right"
+    )
+    _same(ours.drop_nulls(["user_id", "event_ts"]), got)
+    _same(clock, theirs_clock)
 
 
 def test_reexport_replaces_the_earlier_one(tmp_path):
     _register()
     repo = tmp_path / "repo"
     first = export_feast(repo)
-    assert sorted(first["views"]) == ["user_profile", "user_stats"]
+    assert sorted(first["views"]) == ["user_clock", "user_profile", "user_stats"]
     (repo / "data" / "registry.db").write_text("kept")  # Feast's own files stay
     again = export_feast(repo, ["user_stats@1"])
     assert again["views"] == ["user_stats"]
     assert not (repo / "data" / "user_profile.parquet").exists()
+    assert not (repo / "data" / "user_clock.parquet").exists()
     assert (repo / "data" / "registry.db").read_text() == "kept"
     defs = (repo / "feature_repo.py").read_text()
     assert "name='user_stats'" in defs and "user_profile" not in defs
