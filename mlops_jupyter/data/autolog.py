@@ -219,7 +219,7 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
             key = (run.store.key, *fpr._file_key(p, st))
             df = None
             if frame is not None and not _profiled.get(key):
-                if dstore.has_profile(run.store, fpr.file_fingerprint(p)):
+                if _has_profile(run, fpr.file_fingerprint(p)):
                     _profiled[key] = True  # profiled before (another process): skip
                 else:
                     try:
@@ -233,5 +233,27 @@ def _record(lib: str, name: str, args: tuple, kwargs: dict, result: Any, lazy: b
             if df is not None:
                 _profiled[key] = True
         store = run.store
+        if _remote(run):
+            from ..remote import data as rdata
+
+            # the record only (the data stays here); the server links it as locally
+            # one try: a read in the user's code never waits for an unreachable server
+            rdata.save_version(store, rec, "input", run, rec.get("name"), retry_s=0)
+            continue
         vrid, _ = dstore.save_version(store, rec)
         dstore.link_version(store, run.store_id, vrid, "input", rec.get("name"), rec.get("source"))
+
+
+def _remote(run: Any) -> bool:
+    """Whether `run` is logged through a tracking server."""
+    return type(run.store).__name__ == "RemoteStore"
+
+
+def _has_profile(run: Any, fingerprint: str) -> bool:
+    if _remote(run):
+        from ..remote import data as rdata
+
+        return rdata.has_profile(run.store, fingerprint, retry_s=0)
+    from ..store import data as dstore
+
+    return dstore.has_profile(run.store, fingerprint)

@@ -222,6 +222,42 @@ def _store():
     return current_store()
 
 
+def _remote() -> Any:
+    """The tracking server's handle when the store is http(s)://, else None."""
+    from ..tracking.api import remote_url
+
+    url = remote_url()
+    if url is None:
+        return None
+    from ..remote.api import remote_store
+
+    return remote_store(url)
+
+
+def _has_profile(fp: str) -> bool:
+    remote = _remote()
+    if remote is not None:
+        from ..remote import data as rdata
+
+        return rdata.has_profile(remote, fp)
+    return dstore.has_profile(_store(), fp)
+
+
+def _save_remote(
+    remote: Any, rec: dict[str, Any], role: str | None, run: Any, name: str | None
+) -> tuple[dict[str, Any], bool, Any]:
+    # the same links as locally: the active run unless run=False; the server resolves refs
+    from ..remote import data as rdata
+    from ..tracking.api import active_run
+
+    if run is None:
+        run = active_run()
+    if run is False:
+        run = None
+    d, new = rdata.save_version(remote, rec, role, run, name)
+    return {**d, "_id": None}, new, (run if role else None)
+
+
 def _run_rid(run: Any) -> int | None:
     from ..tracking.api import active_run, resolve_run
     from ..tracking.run import Run
@@ -239,12 +275,17 @@ def save(
     rec: dict[str, Any], role: str | None = "input", run: Any = None, name: str | None = None
 ) -> DataVersion:
     """Store a record (deduplicated by fingerprint) and link it to the run."""
-    store = _store()
-    vrid, new = dstore.save_version(store, rec)
-    rid = _run_rid(run) if role else None
-    if rid is not None:
-        dstore.link_version(store, rid, vrid, role, name or rec.get("name"), rec.get("source"))
-    d = dstore.get_version(store, vrid)
+    remote = _remote()
+    if remote is not None:
+        d, new, rid = _save_remote(remote, rec, role, run, name)
+    else:
+        store = _store()
+        vrid, new = dstore.save_version(store, rec)
+        rid = _run_rid(run) if role else None
+        if rid is not None:
+            link = name or rec.get("name")
+            dstore.link_version(store, rid, vrid, role, link, rec.get("source"))
+        d = dstore.get_version(store, vrid)
     v = _from_row(d, is_new=new)
     if name and not v.name:
         v.name = name
@@ -288,7 +329,7 @@ def version(
         # content already stored with a profile: only link it (no second profiling pass)
         df = to_polars(obj)
         kind, fp = identity(obj, df)
-        if dstore.has_profile(_store(), fp):
+        if _has_profile(fp):
             rec = {"fingerprint": fp, "id": fpr.version_id(fp), "kind": kind, "name": name}
             return save(rec, role, run, name)
         rec, _ = object_record(obj, name, categorical, None, df)
@@ -301,13 +342,24 @@ def get_version(ref: str | DataVersion) -> DataVersion:
     """A stored data version by id, id prefix, fingerprint or name (latest under the name)."""
     if isinstance(ref, DataVersion):
         return ref
+    remote = _remote()
+    if remote is not None:
+        from ..remote import data as rdata
+
+        return _from_row(rdata.get_version(remote, ref))
     store = _store()
     return _from_row(dstore.get_version(store, dstore.resolve_version(store, ref)))
 
 
 def versions(name: str | None = None, limit: int = 200) -> pl.DataFrame:
     """Stored data versions, newest first (optionally only those recorded under `name`)."""
-    rows = dstore.list_versions(_store(), name, limit)
+    remote = _remote()
+    if remote is not None:
+        from ..remote import data as rdata
+
+        rows = rdata.list_versions(remote, name, limit)
+    else:
+        rows = dstore.list_versions(_store(), name, limit)
     cols = ["id", "name", "kind", "n_rows", "n_cols", "size_bytes", "source", "fingerprint"]
     frame = pl.DataFrame(
         {c: [r[c] for r in rows] for c in cols},

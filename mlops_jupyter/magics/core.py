@@ -481,25 +481,25 @@ def _is_remote_store(store: Any) -> bool:
 
 
 def _remote_notice(session: Session, run: Run) -> None:
-    """Say once which parts of a local run's record a run over the tracking server lacks
-    (they need the store itself): cells, params, metrics and the environment are kept."""
-    missing = []
+    """Say once which part of a local run's record a run over the tracking server lacks:
+    system telemetry, its episodes and data versions are sent, but the alert rules on the
+    user's own metrics (non-finite, rising) read the store's newest points."""
     try:
-        from ..data import autolog
-        from ..telemetry import sampler
+        from ..telemetry import alerts, sampler
 
-        if sampler.enabled():
-            missing.append("system telemetry (sys/* metrics)")
-        if autolog.enabled():
-            missing.append("data versions of the files read")
+        metric_rules = any(
+            isinstance(r, (alerts.NonFiniteRule, alerts.RisingRule)) for r in alerts.rules()
+        )
+        if not (sampler.enabled() and metric_rules):
+            return
     except Exception:
         return
-    if missing:
-        session.notice_once(
-            "remote notice",
-            f"mlops-jupyter: runs logged through the tracking server ({run.store!r}) record "
-            f"cells, params, metrics and the environment, but not {' or '.join(missing)}",
-        )
+    session.notice_once(
+        "remote notice",
+        f"mlops-jupyter: runs logged through the tracking server ({run.store!r}) record "
+        "cells, params, metrics, system telemetry, data versions and the environment, but "
+        "alerts on your own metrics (non-finite or rising values) are not evaluated",
+    )
 
 
 class _State:

@@ -201,7 +201,10 @@ class Hub:
         if sample is None:
             # at run end keep telemetry alerts that are still open
             conds.update({k: (ep.message, ep.data) for k, ep in st.alerts.open.items()})
-        if any(isinstance(r, (NonFiniteRule, RisingRule)) for r in rule_set):
+        # rules on the user's metrics read the store's newest points; over a tracking
+        # server there is no cheap incremental read, so only the telemetry rules apply
+        metric_rules = any(isinstance(r, (NonFiniteRule, RisingRule)) for r in rule_set)
+        if metric_rules and not _remote(st.run):
             new = tstore.new_points(st.run.store, st.run.store_id, st.have)
             for k, (n, _s, _v) in new.items():
                 st.have[k] = n
@@ -217,6 +220,9 @@ class Hub:
     # -- events ------------------------------------------------------------------------
     def _open(self, st: _RunState, ep: Episode, kind: str) -> None:
         try:
+            if _remote(st.run):  # through the server (remote/files.py), after the run's points
+                ep.event_id = st.run.add_event(kind, ep.message, ep.level, ep.data, ep.start)
+                return
             ep.event_id = add_event(
                 st.run.store, st.run.store_id, kind, ep.message, ep.level, ep.data, ep.start
             )
@@ -227,6 +233,12 @@ class Hub:
         if ep.event_id is None:
             return
         try:
+            if _remote(st.run):
+                from ..remote import data as rdata
+
+                # a short retry: episodes close at the run's end, which must not hang
+                rdata.close_event(st.run, ep.event_id, ep.end or time.time(), ep.data, 2.0)
+                return
             tstore.close_event(st.run.store, ep.event_id, ep.end or time.time(), ep.data)
         except Exception as e:
             self._warn("events", e)
@@ -240,6 +252,11 @@ class Hub:
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+def _remote(run: Any) -> bool:
+    """Whether `run` is logged through a tracking server (its events go there)."""
+    return type(run.store).__name__ == "RemoteStore"
 
 
 _hub = Hub()

@@ -143,7 +143,8 @@ def start_run(
 
         parent = parent if parent is not None else (_active if nested else None)
         run = remote.start_run(url, name, experiment, params, tags, parent, _forget, _prev_run)
-        _push(run)  # start hooks (telemetry, data autolog) need the store: not attached
+        _push(run)
+        _attach_hooks(run)  # telemetry and data autolog go through the server too
         return run
     store = current_store()
     if isinstance(parent, str):
