@@ -90,9 +90,7 @@ def flow(tmp_path):
 
 
 def test_card_has_each_recorded_piece(flow):
-    t0 = time.perf_counter()
     card = mj.model_card("clf")  # production: v2
-    took = time.perf_counter() - t0
     assert card.version == flow["v2"]
     d = card.to_dict()
     json.dumps(d, allow_nan=False)
@@ -155,7 +153,6 @@ def test_card_has_each_recorded_piece(flow):
     # the older version's card: v1 was registered with no run, so those sections say so
     old = mj.model_card("clf", version=flow["v1"]).markdown()
     assert "production → archived" in old and "| accuracy | 0.6 |" in old
-    assert took < 1.0, f"model card took {took:.2f} s"
 
 
 def test_html_escapes_a_hostile_field_and_is_self_contained(flow):
