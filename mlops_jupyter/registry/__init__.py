@@ -84,6 +84,14 @@ def _store() -> Store:
     return current_store()
 
 
+def _remote() -> str | None:
+    """The tracking server's URL when MLOPS_JUPYTER_STORE is http(s)://: the registry then
+    goes through its routes (remote/registry.py), else None."""
+    from ..tracking.api import remote_url
+
+    return remote_url()
+
+
 def _check_name(name: Any, what: str = "model name") -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidInputError(
@@ -183,6 +191,13 @@ def register_model(
 
         signature = normalize(signature)
     flavor = flavors.flavor_of(model_or_path)
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        save = lambda d: flavors.save(model_or_path, d, flavor, init_kwargs, format)  # noqa: E731
+        return remote.register(
+            url, name, flavor, save, run, metrics, alias, description, metadata, signature
+        )
     store = _store()
     rid, run_metrics = _run_rid(store, run)
     if metrics is None:
@@ -248,7 +263,12 @@ def _files(info: dict[str, Any], verify: bool) -> Path:
     """A local folder holding the files of version `info`, checked against its digest
     when `verify`. With object storage it is a cached copy; a damaged cached copy is
     downloaded again once before the version is refused."""
-    artifacts = _store().artifacts
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        artifacts = remote.version_files(url, info)
+    else:
+        artifacts = _store().artifacts
     what = f"{info['name']} v{info['version']}"
     try:
         remote = artifacts.local_path(info["path"]) is None
@@ -282,6 +302,10 @@ def model_version(
         version = _check_version(version)
     if stage is not None:
         _check_stage(stage)
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        return remote.find_version(url, name, version, stage, alias)
     return rs.find_version(_store(), name, version, stage, alias)
 
 
@@ -340,18 +364,41 @@ def promote_model(
     _check_stage(stage)
     if reason is not None and not isinstance(reason, str):
         raise InvalidInputError("reason must be a string")
+    if not isinstance(archive_existing, bool):
+        raise InvalidInputError(f"archive_existing must be True or False, got {archive_existing!r}")
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        if PROMOTION_CHECKS:  # this process's own gates; the server applies the stored policy
+            _run_checks(remote.find_version(url, name, version), stage)
+        return remote.promote(url, name, version, stage, reason, archive_existing)
+    return promote_in(_store(), name, version, stage, reason, archive_existing, _user())
+
+
+def _run_checks(info: dict[str, Any], stage: str) -> None:
+    for check in list(PROMOTION_CHECKS):
+        if (why := check(info, stage)) is not None:
+            raise StageTransitionError(f"promotion refused: {why}")
+
+
+def promote_in(
+    store: Store,
+    name: str,
+    version: int,
+    stage: str,
+    reason: str | None,
+    archive_existing: bool,
+    user: str,
+) -> list[dict[str, Any]]:
+    """promote_model on `store` as `user` (arguments checked): the model's stored policy,
+    this process's PROMOTION_CHECKS, then the transition. The tracking server calls it."""
     from ..loop.policy import check_promotion  # the model's stored policy (mj.set_model_policy)
 
-    if (why := check_promotion(_store(), name, version, stage)) is not None:
+    if (why := check_promotion(store, name, version, stage)) is not None:
         raise StageTransitionError(f"promotion refused: {why}")
     if PROMOTION_CHECKS:
-        info = rs.find_version(_store(), name, version)
-        for check in list(PROMOTION_CHECKS):
-            if (why := check(info, stage)) is not None:
-                raise StageTransitionError(f"promotion refused: {why}")
-    return rs.transition(
-        _store(), name, version, stage, TRANSITIONS, reason, _user(), archive_existing
-    )
+        _run_checks(rs.find_version(store, name, version), stage)
+    return rs.transition(store, name, version, stage, TRANSITIONS, reason, user, archive_existing)
 
 
 def model_card(
@@ -393,12 +440,21 @@ def set_alias(name: str, alias: str, version: int) -> int | None:
     _check_name(alias, "alias")
     if alias in STAGES:
         raise InvalidInputError(f"{alias!r} is a stage name; choose another alias")
-    return rs.set_alias(_store(), name, alias, _check_version(version), _user())
+    version = _check_version(version)
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        return remote.set_alias(url, name, alias, version)
+    return rs.set_alias(_store(), name, alias, version, _user())
 
 
 def remove_alias(name: str, alias: str) -> int | None:
     """Delete an alias; returns the version it pointed to."""
     _check_name(name)
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        return remote.set_alias(url, name, _check_name(alias, "alias"), None)
     return rs.set_alias(_store(), name, alias, None, _user())
 
 
@@ -407,9 +463,14 @@ def versions(name: str | None = None) -> pl.DataFrame:
     run_id, created, created_by, size and `metrics.<k>` columns."""
     if name is not None:
         _check_name(name)
-    rows = rs.list_versions(_store(), name)
-    if name is not None and not rows:
-        rs.find_version(_store(), name)  # raises ModelNotFoundError with known names
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        rows = remote.list_versions(url, name)  # ModelNotFoundError for an unknown name
+    else:
+        rows = rs.list_versions(_store(), name)
+        if name is not None and not rows:
+            rs.find_version(_store(), name)  # raises ModelNotFoundError with known names
     base = {
         "name": pl.Series([r["name"] for r in rows], dtype=pl.String),
         "version": pl.Series([r["version"] for r in rows], dtype=pl.Int64),
@@ -457,7 +518,12 @@ def models() -> pl.DataFrame:
 def history(name: str | None = None) -> pl.DataFrame:
     """Audit log of registrations, stage transitions and alias moves, oldest first:
     time, model, version, action, from_stage, to_stage, alias, reason, user."""
-    rows = rs.audit_log(_store(), name)
+    if (url := _remote()) is not None:
+        from ..remote import registry as remote
+
+        rows = remote.audit_log(url, name)
+    else:
+        rows = rs.audit_log(_store(), name)
     cols = [
         "time",
         "model",

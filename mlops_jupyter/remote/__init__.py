@@ -11,7 +11,7 @@ from ..errors import StoreError
 
 SUPPORTED = (
     "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
-    "add_event, log_artifact, artifact_path, %%mlops_run cell capture"
+    "add_event, log_artifact, artifact_path, %%mlops_run cell capture, the model registry"
 )
 
 
@@ -40,7 +40,7 @@ _FEATURES = {
     "capture": "this part of cell capture",
     "magics": "this magic",
     "data": "data versions",
-    "registry": "the model registry",
+    "registry": "checkpoints (mj.checkpoint, mj.resume)",
     "hpo": "sweeps",
     "widgets": "the sidebar and widgets",
     "server": "the sidebar (Jupyter server extension)",

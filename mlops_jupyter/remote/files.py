@@ -193,8 +193,11 @@ def _chunks(path: Path, size: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _put_blob(store: RemoteStore, uid: str, path: Path, digest: str, size: int) -> None:
-    """Stream one file to PUT .../blobs/{digest}; check the sha256 the server reports."""
+def _put_blob(
+    store: RemoteStore, uid: str, path: Path, digest: str, size: int, route: str | None = None
+) -> None:
+    """Stream one file to PUT .../blobs/{digest} (of run `uid`, or to `route`: the
+    registry's uploads); check the sha256 the server reports."""
     # the answer comes once the server stored the file (to object storage, maybe): give it
     # time in proportion to the size, so a slow store is not mistaken for an outage
     conn, prefix = _connection(store.url, TIMEOUT_S + size / _MIN_RATE)
@@ -202,9 +205,8 @@ def _put_blob(store: RemoteStore, uid: str, path: Path, digest: str, size: int) 
     headers = _headers(**{"Content-Type": "application/octet-stream", "Content-Length": str(size)})
     try:
         try:
-            conn.request(
-                "PUT", prefix + _run_path(uid, f"blobs/{digest}"), _chunks(path, size), headers
-            )
+            where = route or _run_path(uid, f"blobs/{digest}")
+            conn.request("PUT", prefix + where, _chunks(path, size), headers)
             resp = conn.getresponse()
         except ssl.SSLCertVerificationError as e:
             raise StoreError(f"tracking server {shown}: TLS: {e}") from None

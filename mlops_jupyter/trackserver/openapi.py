@@ -86,6 +86,12 @@ def _data_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _registry_paths() -> dict[str, Any]:
+    from .registry_routes import openapi_paths  # the model registry
+
+    return openapi_paths(_op, _obj)
+
+
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
     return {
@@ -262,6 +268,7 @@ def spec() -> dict[str, Any]:
                 )
             },
             **_files_paths(),
+            **_registry_paths(),
             **_data_paths(),
         },
     }

@@ -197,7 +197,7 @@ class BlobHandler(BaseHandler):
                 check_digest(digest)
             except InvalidInputError as e:
                 raise HTTPError(400, "INVALID_PARAMETER_VALUE", str(e)) from None
-            await self.run(lambda: _uid_row(self.store, uid))
+            await self.run(lambda: self.check_owner(uid))
             return
         except HTTPError as e:
             err = e
@@ -214,6 +214,11 @@ class BlobHandler(BaseHandler):
             self.send_error_json(err.status, err.code, err.message)
         else:
             self._refusal = err
+
+    def check_owner(self, uid: str) -> None:
+        """Refuse (before the body is read) an upload for a run that does not exist; the
+        registry's uploads (registry_routes.py) check a model name instead."""
+        _uid_row(self.store, uid)
 
     def _keep(self, data: bytes) -> None:
         if self._refusal is not None:

@@ -1,0 +1,216 @@
+"""The model registry through a real `mlops-jupyter server` process (real tokens): a tiny
+torch model registered over the server, loaded back (predicts identically), promoted,
+aliased, listed and audited; the server's store opened directly shows the same versions;
+a read token cannot register; a register request sent again makes one version. One server
+for the module (over its own store: SQLite, or PostgreSQL in the CI's suites)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from trackserver_helpers import Server, request
+
+import mlops_jupyter as mj
+from mlops_jupyter import registry
+from mlops_jupyter.errors import InvalidInputError, StoreError
+from mlops_jupyter.store import open_store, tokens
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.timeout(120)
+
+
+class Remote:
+    """The module's server, its store and tokens."""
+
+    def __init__(self, loc: Any, artifacts: Path, tmp: Path) -> None:
+        self.loc, self.artifacts = loc, artifacts
+        self.store = open_store(loc)
+        self.wtok = tokens.add(self.store, "writer", "write")
+        self.rtok = tokens.add(self.store, "reader", "read")
+        self.atok = tokens.add(self.store, "releaser", "admin")
+        root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env.update(
+            MLOPS_JUPYTER_STORE=str(loc),
+            MLOPS_JUPYTER_CACHE=str(tmp / "server-cache"),
+            MLOPS_JUPYTER_TELEMETRY="0",
+            PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        )
+        self.srv = Server(env, tmp, "--artifacts", str(artifacts))
+
+
+@pytest.fixture(scope="module")
+def remote_server(tmp_path_factory, request):
+    from conftest import BACKEND
+
+    tmp = tmp_path_factory.mktemp("remote-registry")
+    if BACKEND == "postgresql":
+        loc: Any = request.getfixturevalue("pg_server").new_database()
+    else:
+        loc = tmp / "store.db"
+    r = Remote(loc, tmp / "artifacts", tmp)
+    r.srv.start()
+    yield r
+    r.srv.stop()
+
+
+@pytest.fixture
+def rs(remote_server, monkeypatch, tmp_path) -> Remote:
+    """This test process uses the module's server with the write token."""
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", remote_server.srv.url)
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote_server.wtok)
+    monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "client-cache"))
+    return remote_server
+
+
+def _net(seed: int) -> Any:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+def _direct(rs: Remote, monkeypatch) -> None:
+    """From here on this process opens the server's store itself."""
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(rs.loc))
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(rs.artifacts))
+    monkeypatch.delenv("MLOPS_JUPYTER_TOKEN")
+
+
+def test_register_load_promote_alias_history(rs, monkeypatch):
+    x = torch.randn(5, 4)
+    nets = [_net(1), _net(2)]
+    with mj.start_run("train", experiment="remote-registry") as run:
+        mj.log(val_acc=0.9)
+        v1 = mj.register_model("tiny", nets[0], alias="candidate", metadata={"team": "a"})
+    v2 = mj.register_model("tiny", nets[1], metrics={"val_acc": 0.95}, description="second")
+    assert (v1, v2) == (1, 2)
+    # loaded back through the server: the same predictions
+    for v, net in ((1, nets[0]), (2, nets[1])):
+        got = mj.load_model("tiny", version=v)
+        assert torch.equal(got(x), net(x))
+    info = registry.model_version("tiny", alias="candidate")
+    assert info["version"] == 1 and info["run_id"] == run.id
+    assert info["metrics"] == {"val_acc": 0.9} and info["meta"]["metadata"] == {"team": "a"}
+    assert (registry.model_path("tiny", version=2) / "weights.pt").is_file()
+    # stages: into production needs an admin token
+    assert mj.promote_model("tiny", 1, "staging")[0]["to"] == "staging"
+    with pytest.raises(StoreError, match="may not move tiny v1 to 'production'.*admin") as e:
+        mj.promote_model("tiny", 1, "production")
+    assert rs.wtok not in str(e.value)
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.atok)
+    mj.promote_model("tiny", 1, "production", reason="first release")
+    mj.promote_model("tiny", 2, "staging")
+    changes = mj.promote_model("tiny", 2, "production", reason="better")
+    assert [(c["version"], c["to"]) for c in changes] == [(1, "archived"), (2, "production")]
+    with pytest.raises(registry.StageTransitionError, match="cannot go from 'archived' to 'none'"):
+        mj.promote_model("tiny", 1, "none")
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.wtok)
+    assert torch.equal(mj.load_model("tiny", stage="production")(x), nets[1](x))
+    assert torch.equal(mj.load_model("tiny")(x), nets[1](x))  # production by default
+    # aliases
+    assert registry.set_alias("tiny", "champion", 2) is None
+    assert registry.set_alias("tiny", "candidate", 2) == 1
+    assert torch.equal(mj.load_model("tiny", alias="champion")(x), nets[1](x))
+    assert registry.remove_alias("tiny", "champion") == 2
+    with pytest.raises(registry.ModelNotFoundError, match="no alias 'champion'"):
+        registry.remove_alias("tiny", "champion")
+    with pytest.raises(registry.ModelNotFoundError, match="no registered model named 'nope'"):
+        mj.load_model("nope")
+    with pytest.raises(InvalidInputError, match="stage name"):
+        registry.set_alias("tiny", "production", 1)
+    # tables as on a local store
+    models = mj.models()
+    assert models.row(by_predicate=pl.col("name") == "tiny", named=True) == {
+        "name": "tiny",
+        "latest": 2,
+        "production": 2,
+        "staging": None,
+        "versions": 2,
+    }
+    vs = registry.versions("tiny")
+    assert vs["version"].to_list() == [2, 1] and vs["aliases"].to_list() == ["candidate", ""]
+    hist = mj.model_history("tiny")
+    assert hist["action"].to_list() == [
+        "register", "alias", "register", "transition", "transition", "transition",
+        "transition", "transition", "alias", "alias", "unalias",
+    ]  # fmt: skip
+    users = hist["user"].to_list()
+    assert users[0].endswith("(token writer)") and users[4].endswith("(token releaser)")
+    remote_rows = registry.versions("tiny").drop("created")
+    # the server's store opened directly: the same versions, loadable there too
+    _direct(rs, monkeypatch)
+    assert registry.versions("tiny").drop("created").equals(remote_rows)
+    assert torch.equal(mj.load_model("tiny", version=1)(x), nets[0](x))
+    assert mj.model_history("tiny")["user"].to_list() == users
+
+
+def test_a_read_token_cannot_register_but_can_load(rs, monkeypatch):
+    mj.register_model("ro", _net(3))
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.rtok)
+    with pytest.raises(StoreError, match="may not register model 'ro'.*scope write") as e:
+        mj.register_model("ro", _net(4))
+    assert rs.rtok not in str(e.value)
+    with pytest.raises(StoreError, match="may not set alias"):
+        registry.set_alias("ro", "x", 1)
+    assert isinstance(mj.load_model("ro"), torch.nn.Module)  # reading is allowed
+    assert rs.store.read(
+        "SELECT count(*) FROM model_versions v JOIN models m ON m.id=v.model_id WHERE m.name=?",
+        ("ro",),
+    ) == [(1,)]
+
+
+def test_a_register_sent_again_makes_one_version(rs, monkeypatch):
+    from mlops_jupyter.remote import client
+
+    sent: list = []
+    real = client.Client.request
+
+    def twice(self, method, path, body=None, **kw):
+        out = real(self, method, path, body, **kw)
+        if method == "POST" and path.endswith("/versions") and "version" in (out or {}):
+            sent.append(out)
+            out = real(self, method, path, body, **kw)  # as if the first answer was lost
+            sent.append(out)
+        return out
+
+    monkeypatch.setattr(client.Client, "request", twice)
+    assert mj.register_model("retry", _net(5)) == 1
+    assert sent[0] == sent[1]
+    monkeypatch.setattr(client.Client, "request", real)
+    assert registry.versions("retry")["version"].to_list() == [1]
+    assert mj.register_model("retry", _net(5)) == 2  # a new call is a new version
+
+
+def test_bad_requests_are_refused_and_nothing_is_recorded(rs, tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights")
+    import hashlib
+
+    d = hashlib.sha256(b"weights").hexdigest()
+    url, tok = rs.srv.url, rs.wtok
+    assert request(url, "PUT", f"/api/v1/models/bad/blobs/{d}", tok, raw=b"weights")[0] == 200
+    body = {
+        "key": "0123456789abcdef",
+        "digest": "0" * 64,  # not the digest of the files sent
+        "flavor": "files",
+        "files": [{"name": "files/w.bin", "sha256": d, "size": 7}],
+        "meta": {"file": "w.bin", "is_dir": False},
+    }
+    st, out = request(url, "POST", "/api/v1/models/bad/versions", tok, body)
+    assert st == 400 and out["error_code"] == "DIGEST_MISMATCH", out
+    for bad in (
+        {"key": "x"},
+        {"flavor": "exe"},
+        {"files": [{"name": "../x", "sha256": d, "size": 7}]},
+    ):
+        st, out = request(url, "POST", "/api/v1/models/bad/versions", tok, {**body, **bad})
+        assert st == 400, (bad, out)
+    assert request(url, "POST", "/api/v1/models/..%2Fx/versions", tok, body)[0] == 400
+    assert request(url, "GET", "/api/v1/models/bad/find", tok)[0] == 404
+    assert rs.store.read("SELECT count(*) FROM models WHERE name='bad'") == [(0,)]
+    st, spec = request(url, "GET", "/api/v1/openapi.json", rs.rtok)
+    assert "/api/v1/models/{name}/versions" in spec["paths"]
