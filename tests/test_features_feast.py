@@ -26,6 +26,7 @@ import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli
 from mlops_jupyter.errors import InvalidInputError
 from mlops_jupyter.features.feast_export import export_feast
+from mlops_jupyter.features.views import read_offline
 
 ROOT = Path(__file__).resolve().parents[1]
 FEAST_BIN = ROOT / ".venv-feast" / "bin"
@@ -179,8 +180,10 @@ def test_feast_gives_the_training_set_rows(tmp_path):
     _same(clock, theirs_clock)
 
 
-def test_reexport_replaces_the_earlier_one(tmp_path):
+def test_reexport_replaces_the_earlier_one(tmp_path, s3_url, monkeypatch):
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", s3_url)  # offline data in object storage
     _register()
+    read_offline.cache_clear()  # the copy is read back through the artifact store
     repo = tmp_path / "repo"
     first = export_feast(repo)
     assert sorted(first["views"]) == ["user_clock", "user_profile", "user_stats"]
