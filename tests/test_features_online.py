@@ -261,3 +261,31 @@ def test_serving_fills_features_by_entity_id():
 
     with pytest.raises(ServeError, match="no feature 'nope'"):
         mj.serve("churn", trusted=True, features=["user_stats:nope"])
+
+
+def test_feature_types_round_trip(online):
+    frame = pl.DataFrame(
+        {
+            "device": ["a", "b"],
+            "ts": [ago(1), ago(2)],
+            "seen": [ago(3), None],
+            "day": [dt.date(2024, 2, 29), dt.date(2025, 1, 1)],
+            "ok": [True, None],
+            "name": ['x\u00e9"y', None],
+            "n": pl.Series([2**40, -1], dtype=pl.Int64),
+            "f32": pl.Series([1.5, float("nan")], dtype=pl.Float32),
+        }
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris"))
+    mj.register_features("devices", frame, entity="device", timestamp="ts")
+    mj.materialize("devices")
+    on = mj.online_features(["b", "a"], "devices:*")
+    labels = pl.DataFrame({"device": ["b", "a"], "ts": [NOW, NOW]}).with_columns(
+        pl.col("ts").dt.replace_time_zone("UTC")
+    )
+    off = mj.training_set(labels, features=["devices:*"], record=False).drop("ts")
+    assert on.schema == off.schema
+    assert (
+        on.select(pl.all().exclude("f32")).to_dicts()
+        == off.select(pl.all().exclude("f32")).to_dicts()
+    )
+    assert on["f32"][1] == 1.5 and on["f32"][0] != on["f32"][0]  # NaN stays NaN
