@@ -214,3 +214,37 @@ def test_bad_requests_are_refused_and_nothing_is_recorded(rs, tmp_path):
     assert rs.store.read("SELECT count(*) FROM models WHERE name='bad'") == [(0,)]
     st, spec = request(url, "GET", "/api/v1/openapi.json", rs.rtok)
     assert "/api/v1/models/{name}/versions" in spec["paths"]
+
+
+class _Mine:  # a class of the user's own: unpickling it needs trust, as locally
+    def __init__(self) -> None:
+        self.w = [1.0, 2.0]
+
+
+def test_trust_tampering_and_the_cli(rs, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    mj.register_model("plain", {"a": [1, 2]})
+    assert mj.load_model("plain") == {"a": [1, 2]}  # plain data: no trust needed
+    mj.register_model("mine", _Mine())
+    with pytest.raises(registry.UntrustedModelError, match="trusted=True"):
+        mj.load_model("mine")
+    assert mj.load_model("mine", trusted=True).w == [1.0, 2.0]
+    # a stored file changed on the server after registration: refused, as locally
+    info = registry.model_version("plain")
+    stored = rs.artifacts / info["path"] / "object.pkl"
+    stored.write_bytes(stored.read_bytes() + b"x")
+    with pytest.raises(registry.ModelLoadError, match="changed since registration"):
+        mj.load_model("plain")
+    assert mj.load_model("plain", verify=False) == {"a": [1, 2]}  # pickle ignores the tail
+    # the CLI goes through the server too
+    p = subprocess.run(
+        [sys.executable, "-m", "mlops_jupyter", "models", "ls", "mine", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert [r["version"] for r in json.loads(p.stdout)] == [1]
