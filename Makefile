@@ -82,8 +82,9 @@ bentoml: .venv-bentoml/.installed
 .venv-bentoml/.installed: .ci/bentoml-requirements.txt
 	$(sched_venv)
 
-# Feast 0.67 for the `features export --to-feast` tests (feast apply + get_historical_features
-# on the exported repository), in its own venv the same way: it pins its own pandas, dask, SQLAlchemy.
+# Feast 0.67 for the `features export --to-feast` tests (feast apply and
+# get_historical_features on the exported repository), in its own venv the same way: it pins
+# its own pandas, dask and SQLAlchemy.
 feast: .venv-feast/.installed
 
 .venv-feast/.installed: .ci/feast-requirements.txt
