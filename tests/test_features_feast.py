@@ -68,6 +68,7 @@ PROFILE = pl.DataFrame(
         "age": [30, 40, 31],
         "active": [True, False, False],
         "weights": [[1.0, 2.0], [3.0], []],
+        "seen": [T(1, 5), None, T(5, 6)],
     },
     schema_overrides={"age": pl.Int32},
 )
@@ -169,7 +170,7 @@ def test_feast_gives_the_training_set_rows(tmp_path):
         tmp_path,
         [
             (sent, "user_stats", ["clicks", "score", "tier"]),
-            (sent, "user_profile", ["age", "active", "weights"]),
+            (sent, "user_profile", ["age", "active", "weights", "seen"]),
             (aware, "user_clock", ["clicks"]),
         ],
     )

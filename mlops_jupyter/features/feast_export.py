@@ -62,7 +62,7 @@ def feast_type(dtype: pl.DataType, column: str, view: str) -> tuple[str, pl.Data
     """(Feast type expression, polars dtype to cast the copy to or None) for a feature
     column; a clear error for a dtype Feast cannot hold."""
     if isinstance(dtype, pl.Datetime):
-        return "UnixTimestamp", pl.Datetime(dtype.time_unit, "UTC")
+        return "UnixTimestamp", None
     if isinstance(dtype, pl.List):
         inner = dtype.inner
         if type(inner) in _SCALARS and not isinstance(inner, pl.Binary):
