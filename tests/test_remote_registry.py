@@ -206,9 +206,13 @@ def test_bad_requests_are_refused_and_nothing_is_recorded(rs, tmp_path):
         {"key": "x"},
         {"flavor": "exe"},
         {"files": [{"name": "../x", "sha256": d, "size": 7}]},
+        {"meta": {"metadata": "x"}},
+        {"meta": {"signature": 5}},
+        {"metrics": {"acc": "high"}},
+        {"run": "no-such-run"},
     ):
         st, out = request(url, "POST", "/api/v1/models/bad/versions", tok, {**body, **bad})
-        assert st == 400, (bad, out)
+        assert st in (400, 404), (bad, out)
     assert request(url, "POST", "/api/v1/models/..%2Fx/versions", tok, body)[0] == 400
     assert request(url, "GET", "/api/v1/models/bad/find", tok)[0] == 404
     assert rs.store.read("SELECT count(*) FROM models WHERE name='bad'") == [(0,)]
@@ -226,8 +230,12 @@ def test_trust_tampering_and_the_cli(rs, monkeypatch):
     import subprocess
     import sys
 
-    mj.register_model("plain", {"a": [1, 2]})
+    from mlops_jupyter.serving.signature import normalize
+
+    sig = {"x": {"shape": [4], "dtype": "float32"}}
+    mj.register_model("plain", {"a": [1, 2]}, signature=sig)
     assert mj.load_model("plain") == {"a": [1, 2]}  # plain data: no trust needed
+    assert registry.model_version("plain")["meta"]["signature"] == normalize(sig)
     mj.register_model("mine", _Mine())
     with pytest.raises(registry.UntrustedModelError, match="trusted=True"):
         mj.load_model("mine")

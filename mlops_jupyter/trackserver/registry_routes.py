@@ -125,6 +125,13 @@ class VersionsHandler(_Handler):
         files = _files(body, self.settings["max_upload"])
         meta = body.get("meta") or {}
         check_value(isinstance(meta, dict), "'meta' must be an object")
+        check_value(
+            isinstance(meta.get("metadata") or {}, dict), "'meta.metadata' must be an object"
+        )
+        if meta.get("signature") is not None:  # checked as register_model checks it
+            from ..serving.signature import normalize
+
+            meta = {**meta, "signature": normalize(meta["signature"])}
         metrics = body.get("metrics")
         check_value(metrics is None or isinstance(metrics, dict), "'metrics' must be an object")
         try:
@@ -256,6 +263,8 @@ class FindHandler(_Handler):
             check_value(
                 q["stage"] is None or q["stage"] in reg.STAGES, f"stage: one of {reg.STAGES}"
             )
+            if q["alias"] is not None:
+                _name(q["alias"], "alias")
             return _public(rs.find_version(self.store, _name(name), v, q["stage"], q["alias"]))
 
         await self.go(go)
