@@ -273,7 +273,7 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     assert max(took[3:]) < 5, took  # no cell waited for the server
     # what a run over the server lacks is said once, in the cell that started it
     said = outputs_text(nb.cells[1])
-    assert "live run monitor is not available over the tracking server" in said
+    assert "monitor" not in said  # the live monitor reads through the server
     assert "data versions" not in said  # recorded through the server now
     errors = [o.get("ename") for c in nb.cells for o in c.outputs if o.get("ename")]
     # the NUL cell's own error, nothing from the capture; a run that cannot start says so

@@ -223,3 +223,32 @@ def test_read_token_refused_and_retries_store_once(server, monkeypatch, tmp_path
     assert request(server.url, "POST", wrong, server.wtok, {"end": 70.0})[0] == 404
     other.end()
     run.end()
+
+
+def test_live_monitor_reads_through_the_server(server, monkeypatch, tmp_path):
+    from mlops_jupyter.widgets import live
+
+    monkeypatch.setenv("MLOPS_JUPYTER_TELEMETRY", "0")
+    _use(monkeypatch, tmp_path, server.url, server.wtok)
+    run = mj.start_run("watched", experiment="remote-live")
+    w = live(run, display=False)
+    for i in range(5):
+        run.log(i, loss=1.0 / (i + 1))
+    run.log(5, loss=float("nan"))
+    run.add_event("alert", "loss is not finite", "error", start=10.0)
+    run.flush()
+    w.refresh()  # what a frame reads: the new points of the grown series only
+    assert w.series["loss"]["x"] == [0, 1, 2, 3, 4, 5] and w.series["loss"]["n"] == 6
+    assert w.series["loss"]["y"][:2] == [1.0, 0.5] and w.series["loss"]["y"][5] is None
+    assert [a["message"] for a in w.alerts] == ["loss is not finite"]
+    run.log(6, loss=0.1)
+    run.flush()
+    w.refresh()
+    assert w.series["loss"]["x"][-1] == 6 and w.series["loss"]["n"] == 7
+    run.end()
+    w.wait(10)
+    assert w.status == "finished"
+    # a finished run by name (drawn once), and the newest run when none is given
+    again = live("watched", display=False)
+    assert again.status == "finished" and again.series["loss"]["n"] == 7
+    assert live(display=False).title == again.title

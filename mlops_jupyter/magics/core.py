@@ -22,7 +22,6 @@ from .. import capture
 from ..capture import NOTEBOOK_ENV, Session, cell_key, literal_params, resolve_notebook
 from ..capture.locate import Locator
 from ..errors import StoreError
-from ..remote import RemoteUnsupportedError
 from ..tracking import api as _api
 from ..tracking.run import END_STATUSES, Run
 
@@ -450,14 +449,7 @@ def _show_live(run: Run, session: Session) -> None:
     except ImportError:
         return
     try:
-        live(run)
-    except RemoteUnsupportedError:
-        session.notice_once(
-            "live monitor",
-            "mlops-jupyter: the live run monitor is not available over the tracking server "
-            f"({run.store!r}); the run is recorded: see it with %mlops_status, mj.get_run or "
-            "the sidebar (--no-live skips the monitor)",
-        )
+        live(run)  # over a tracking server too: it reads through the server's read routes
     except Exception as e:
         warnings.warn(f"mlops-jupyter: live monitor unavailable: {e}", RuntimeWarning, stacklevel=3)
 

@@ -11,7 +11,8 @@ from ..errors import StoreError
 
 SUPPORTED = (
     "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
-    "add_event, log_artifact, artifact_path, %%mlops_run cell capture, the model registry"
+    "add_event, log_artifact, artifact_path, %%mlops_run cell capture, the model registry, "
+    "system telemetry, data versions, the live monitor"
 )
 
 
@@ -39,7 +40,7 @@ def unsupported(feature: str, url: str | None = None) -> RemoteUnsupportedError:
 _FEATURES = {
     "capture": "this part of cell capture",
     "magics": "this magic",
-    "data": "data versions",
+    "data": "this data feature (drift, checks, comparisons, lineage)",
     "registry": "checkpoints (mj.checkpoint, mj.resume)",
     "hpo": "sweeps",
     "widgets": "the sidebar and widgets",

@@ -46,7 +46,22 @@ def live(
         raise InvalidInputError("keys must be a list of metric names")
     if run is None:
         run = api.active_run()
+    source = None
     if isinstance(run, Run):
+        remote = type(run.store).__name__ == "RemoteStore"
+    else:
+        remote = api.remote_url() is not None
+        if remote:
+            run = _remote_run_id(api.remote_url(), run)
+    if remote:
+        # over a tracking server: the monitor reads through its read routes
+        from ..remote.api import remote_store
+        from ..remote.live import RemoteSource
+
+        obj = run if isinstance(run, Run) else None
+        store = obj.store if obj is not None else remote_store(api.remote_url())
+        source, rid = RemoteSource(store, obj.id if obj is not None else run), None
+    elif isinstance(run, Run):
         store, rid, obj = run.store, run.store_id, run
     else:
         store = api._read_store()
@@ -55,7 +70,7 @@ def live(
             if run is None:
                 raise InvalidInputError("no run to show: start one with mj.start_run() first")
         rid, obj = rstore.resolve_run(store, run), None
-    w = LiveMonitor(store, rid, obj, rate=rate, buckets=buckets, keys=keys)
+    w = LiveMonitor(store, rid, obj, rate=rate, buckets=buckets, keys=keys, source=source)
     follow = (obj.status if obj is not None else w.status) == "running"
     if follow:
         w.start()
@@ -66,6 +81,21 @@ def live(
         if not follow:
             w._freeze()  # add the static copy right away
     return w
+
+
+def _remote_run_id(url: str, ref: Any) -> str:
+    """The id of run `ref` on the tracking server at `url`; for None its newest running
+    run, else its newest run (as locally)."""
+    from ..remote import api as remote
+
+    if ref is None:
+        df = remote.runs(url, None, None, False)
+        if df.is_empty():
+            raise InvalidInputError("no run to show: start one with mj.start_run() first")
+        df = df.sort(["start_time"], descending=True)
+        running = df.filter(df["status"] == "running")
+        return str((running if not running.is_empty() else df)["id"][0])
+    return str(remote.get_run(url, ref)["id"])
 
 
 def telemetry_panel(interval: float = 1.0, display: bool = True) -> Any:

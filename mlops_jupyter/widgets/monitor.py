@@ -119,8 +119,30 @@ class _Base(anywidget.AnyWidget):
                 pass
 
 
+class _StoreSource:
+    """The monitor's reads from a store (remote/live.py has the tracking server's)."""
+
+    remote = False
+
+    def __init__(self, store: Any, rid: int) -> None:
+        self.store, self.rid = store, rid
+
+    def run_row(self) -> tuple[str, str, str]:
+        return tstore.run_rows(self.store, [self.rid])[self.rid]
+
+    def new_points(self, have: dict[str, int]) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+        return tstore.new_points(self.store, self.rid, have)
+
+    def latest_values(self) -> dict[str, float]:
+        return tstore.latest_values(self.store, self.rid)
+
+    def list_events(self, kinds: tuple[str, ...]) -> list[tuple]:
+        return tstore.list_events(self.store, [self.rid], kinds)
+
+
 class LiveMonitor(_Base):
-    """Live charts of a run's metrics, telemetry strip, thermal badge and alerts."""
+    """Live charts of a run's metrics, telemetry strip, thermal badge and alerts.
+    `source`: where it reads (default: `store`; remote/live.RemoteSource over a server)."""
 
     def __init__(
         self,
@@ -130,11 +152,16 @@ class LiveMonitor(_Base):
         rate: float = 4.0,
         buckets: int = 500,
         keys: list[str] | None = None,
+        source: Any = None,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self._store, self._rid, self._run = store, rid, run
+        self._src = source if source is not None else _StoreSource(store, rid)
+        self._refresh_lock = threading.Lock()
         self._interval = 1.0 / min(MAX_RATE, max(0.1, float(rate)))
+        if self._src.remote:  # each frame is a round trip to the server: at most one a second
+            self._interval = max(self._interval, 1.0)
         self._buckets = buckets
         self._keys = keys
         self._bufs: dict[str, _Buf] = {}
@@ -144,7 +171,7 @@ class LiveMonitor(_Base):
         self._thread: threading.Thread | None = None
         self.cpu_s = 0.0  # CPU time spent following (for benchmarks)
         self._media_seen, self._media_cache = 0, {}
-        uid, name, status = tstore.run_rows(store, [rid])[rid]
+        uid, name, status = self._src.run_row()
         self.title = f"{name} ({uid})"
         self.status = status
 
@@ -152,11 +179,15 @@ class LiveMonitor(_Base):
     def _run_status(self) -> str:
         if self._run is not None:
             return self._run.status
-        return tstore.run_rows(self._store, [self._rid])[self._rid][2]
+        return self._src.run_row()[2]
 
     def refresh(self) -> bool:
         """Read new points/alerts/telemetry and push them; True if anything changed."""
-        new = tstore.new_points(self._store, self._rid, self._have)
+        with self._refresh_lock:  # a caller's refresh and the follower's never interleave
+            return self._refresh()
+
+    def _refresh(self) -> bool:
+        new = self._src.new_points(self._have)
         changed = False
         for key, (n, x, y) in new.items():
             if self._keys is not None and key not in self._keys:
@@ -181,7 +212,7 @@ class LiveMonitor(_Base):
                 }
         sample = sampler.latest(max_age=5.0) if self._run is not None else None
         if sample is None:
-            sample = tstore.latest_values(self._store, self._rid)
+            sample = self._src.latest_values()
         thermal = sample.get("sys/thermal_state")
         alerts = [
             {
@@ -191,12 +222,14 @@ class LiveMonitor(_Base):
                 "start": r[6],
                 "end": r[7],
             }
-            for r in tstore.list_events(self._store, [self._rid], ("alert", "throttle"))
+            for r in self._src.list_events(("alert", "throttle"))
         ]
         sig = tuple((a["message"], a["end"]) for a in alerts)
-        self._media_seen, media = media_items(
-            self._store, self._rid, self._media_seen, self._media_cache
-        )
+        media = None
+        if not self._src.remote:  # images are not read through the server (yet)
+            self._media_seen, media = media_items(
+                self._store, self._rid, self._media_seen, self._media_cache
+            )
         with self.hold_sync():
             if media is not None:
                 self.media = media
@@ -217,7 +250,10 @@ class LiveMonitor(_Base):
         while not self._stop.is_set():
             t0 = time.monotonic()
             c0 = time.thread_time()
-            status = self._run_status()
+            try:
+                status = self._run_status()
+            except Exception:
+                status = "running"  # a server away for a moment: look again next frame
             try:
                 self.refresh()
             except Exception:
