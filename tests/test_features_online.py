@@ -47,6 +47,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A real redis-server on 127.0.0.1 for this module (no persistence)."""
+    pytest.importorskip("redis", reason="the redis client (the features extra) is not installed")
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
@@ -205,6 +206,7 @@ def test_bad_references(online):
 
 
 def test_unreachable_redis_writes_nothing(monkeypatch):
+    pytest.importorskip("redis", reason="the redis client (the features extra) is not installed")
     _register()
     monkeypatch.setenv("MLOPS_JUPYTER_ONLINE_STORE", f"redis://:pw@127.0.0.1:{_free_port()}/0")
     from mlops_jupyter.features.redis_store import OnlineStoreError
@@ -223,7 +225,8 @@ def test_serving_fills_features_by_entity_id():
     import urllib.request
 
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
+
+    LogisticRegression = pytest.importorskip("sklearn.linear_model").LogisticRegression
 
     _register()
     mj.materialize("user_stats")
