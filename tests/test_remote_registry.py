@@ -256,3 +256,25 @@ def test_trust_tampering_and_the_cli(rs, monkeypatch):
     )
     assert p.returncode == 0, p.stderr
     assert [r["version"] for r in json.loads(p.stdout)] == [1]
+
+
+def test_a_server_over_object_storage(remote_server, s3_url, monkeypatch, tmp_path):
+    # a second server over the same store, its files in the real S3-compatible server
+    # (os.environ now holds the S3 server's AWS_* variables)
+    from mlops_jupyter.artifacts import open_artifacts
+
+    env = {**os.environ, "MLOPS_JUPYTER_CACHE": str(tmp_path / "server-cache")}
+    for k in ("MLOPS_JUPYTER_STORE", "MLOPS_JUPYTER_TELEMETRY", "PYTHONPATH"):
+        env[k] = remote_server.srv.env[k]
+    x = torch.randn(3, 4)
+    net = _net(7)
+    with Server(env, tmp_path, "--artifacts", s3_url) as srv:
+        monkeypatch.setenv("MLOPS_JUPYTER_STORE", srv.url)
+        monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote_server.wtok)
+        monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "client-cache"))
+        v = mj.register_model("on-s3", net)
+        assert torch.equal(mj.load_model("on-s3", version=v)(x), net(x))
+        path = registry.model_version("on-s3", version=v)["path"]
+    names = sorted(i.key for i in open_artifacts(s3_url).list(path))
+    assert names and all(k.startswith(path + "/") for k in names)
+    assert f"{path}/weights.pt" in names
