@@ -131,6 +131,8 @@ def test_materialize_then_read_equals_offline_join(online):
     # a dict of entity columns or a frame works too; "view:*" takes every feature
     assert mj.online_features({"user_id": [1]}, "user_stats:*").row(0) == (1, 35, 0.35)
     assert mj.online_features(pl.DataFrame({"user_id": [4]}), feats).row(0) == (4, 40, 0.4)
+    empty = mj.online_features([], feats)
+    assert empty.height == 0 and empty.schema == off.schema
 
 
 def test_newer_values_win_and_ranges(online):

@@ -312,7 +312,9 @@ def online_features(
                 f"feature view {info.name!r} version {info.version} has not been materialized "
                 f"to the online store ({be.name}): run mj.materialize({info.name!r})"
             )
-        keys = _keys(req, info)
+        keys, typed = _keys(req, info)
+        if len(refs) == 1:  # the entity columns in the view's types (an empty list too)
+            req = req.with_columns(typed)
         got = be.read(info.name, info.version, [k for k in keys if k is not None], cols)
         oldest = -float("inf") if info.ttl_s is None else now - info.ttl_s
         rows = []
@@ -341,8 +343,9 @@ def _materialized(store, view_id: int, backend_name: str) -> bool:
     return False
 
 
-def _keys(req: pl.DataFrame, info: FeatureViewInfo) -> list[str | None]:
-    """The online key of each requested row for a view (None where an entity is null)."""
+def _keys(req: pl.DataFrame, info: FeatureViewInfo) -> tuple[list[str | None], list[pl.Series]]:
+    """The online key of each requested row for a view (None where an entity is null), and
+    the entity columns cast to the view's types."""
     missing = [e for e in info.entities if e not in req.columns]
     if missing:
         raise InvalidInputError(
@@ -350,7 +353,7 @@ def _keys(req: pl.DataFrame, info: FeatureViewInfo) -> list[str | None]:
             f"{info.name!r} (columns: {', '.join(req.columns)})"
         )
     dtypes = {c["name"]: _dtype(c["dtype"]) for c in info.schema}
-    cols = []
+    cols, typed = [], []
     for e in info.entities:
         s = req.get_column(e)
         target = dtypes.get(e)
@@ -363,7 +366,8 @@ def _keys(req: pl.DataFrame, info: FeatureViewInfo) -> list[str | None]:
                     f"{info.name!r} ({target})"
                 ) from None
         cols.append(s.to_list())
-    return [None if any(v is None for v in vals) else _key(vals) for vals in zip(*cols)]
+        typed.append(s)
+    return [None if any(v is None for v in vals) else _key(vals) for vals in zip(*cols)], typed
 
 
 def online_materializations(view: str | None = None) -> pl.DataFrame:
