@@ -278,3 +278,33 @@ def test_a_server_over_object_storage(remote_server, s3_url, monkeypatch, tmp_pa
     names = sorted(i.key for i in open_artifacts(s3_url).list(path))
     assert names and all(k.startswith(path + "/") for k in names)
     assert f"{path}/weights.pt" in names
+
+
+def test_the_same_register_request_racing_itself_makes_one_version(rs, tmp_path):
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = b"some weights"
+    d = hashlib.sha256(data).hexdigest()
+    url, tok = rs.srv.url, rs.wtok
+    assert request(url, "PUT", f"/api/v1/models/race/blobs/{d}", tok, raw=data)[0] == 200
+    version = tmp_path / "version"
+    (version / "files").mkdir(parents=True)
+    (version / "files" / "w.bin").write_bytes(data)
+    digest, size = registry._digest(version)
+    body = {
+        "key": "feedfacecafebeef",
+        "digest": digest,
+        "flavor": "files",
+        "files": [{"name": "files/w.bin", "sha256": d, "size": size}],
+        "meta": {"file": "w.bin", "is_dir": False},
+    }
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(
+            ex.map(
+                lambda _: request(url, "POST", "/api/v1/models/race/versions", tok, body), range(4)
+            )
+        )
+    assert {st for st, _ in outs} == {200} and {o["version"] for _, o in outs} == {1}, outs
+    assert registry.versions("race")["version"].to_list() == [1]
+    assert mj.load_model("race").read_bytes() == data

@@ -240,9 +240,12 @@ def _lay_out(blobs: Any, prefix: str, files: list[tuple[str, str, int]], digest:
                 f"the uploaded files have the version digest {got}, not {digest}: nothing recorded",
             )
         if home is not None:
-            if home.is_dir():  # laid out by an earlier try of this request
-                return size
-            os.replace(tmp, home)
+            try:
+                os.replace(tmp, home)
+            except OSError:
+                if not home.is_dir():
+                    raise
+                # laid out by an earlier (or a concurrent) try of this same request
         else:
             blobs.put_tree(prefix, tmp)
     finally:
