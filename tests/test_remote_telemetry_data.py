@@ -117,7 +117,7 @@ def test_data_versions_through_the_server_equal_local(server, monkeypatch, tmp_p
 
 def _telemetry_script() -> str:
     """Synthetic samples through a sampler without a thread (as tests/test_telemetry.py):
-    a thermal episode that ends, one still open at the run's end."""
+    a thermal episode that ends, one still open at the run's end, a non-finite loss."""
     hub = sampler.Hub()
     run = mj.start_run("hot", experiment="remote-telemetry")
     st = hub.add(run, thread=False)
@@ -125,6 +125,12 @@ def _telemetry_script() -> str:
     hub.process([st], {"sys/thermal_state": 3.0}, 101.0)
     hub.process([st], {"sys/thermal_state": 0.0}, 102.0)
     hub.process([st], {"sys/gpu0/throttle_thermal": 1.0, "sys/gpu0/temp_c": 91.0}, 103.0)
+    # a rule on the user's own metrics: a non-finite loss (read back from the server's
+    # store over a tracking server, from the local store otherwise)
+    run.log(0, loss=1.0)
+    run.log(1, loss=float("nan"))
+    run.flush()
+    hub.process([st], {"sys/cpu/percent": 5.0}, 104.0)
     run.end()
     return run.id
 
@@ -157,8 +163,9 @@ def test_telemetry_through_the_server_equals_local(server, monkeypatch, tmp_path
     remote = _telemetry_rows(server.store, _telemetry_script())
     assert remote == local
     events, points = remote
-    # two throttle episodes (and the GPU temperature alert), every one closed
+    # two throttle episodes, the GPU temperature alert and the loss alert, every one closed
     assert [e[0] for e in events].count("throttle") == 2 and all(e[4] for e in events)
+    assert any(e[0] == "alert" and "loss" in e[2] for e in events), events
     assert [v for k, _s, v in points if k == "sys/thermal_state"] == [2.0, 3.0, 0.0]
 
 

@@ -254,8 +254,6 @@ class CaptureMagics(Magics):
                 f"mlops: the run did not start, nothing was run or recorded: {e}"
             ) from None
         self.hooks.started.append(run)
-        if _is_remote(run):
-            _remote_notice(self.session, run)
         try:
             self.session.remember_cell_run(key, run)
             self.session.track(run, auto_params=auto_params)
@@ -470,28 +468,6 @@ def _is_remote(run: Run) -> bool:
 
 def _is_remote_store(store: Any) -> bool:
     return type(store).__name__ == "RemoteStore"
-
-
-def _remote_notice(session: Session, run: Run) -> None:
-    """Say once which part of a local run's record a run over the tracking server lacks:
-    system telemetry, its episodes and data versions are sent, but the alert rules on the
-    user's own metrics (non-finite, rising) read the store's newest points."""
-    try:
-        from ..telemetry import alerts, sampler
-
-        metric_rules = any(
-            isinstance(r, (alerts.NonFiniteRule, alerts.RisingRule)) for r in alerts.rules()
-        )
-        if not (sampler.enabled() and metric_rules):
-            return
-    except Exception:
-        return
-    session.notice_once(
-        "remote notice",
-        f"mlops-jupyter: runs logged through the tracking server ({run.store!r}) record "
-        "cells, params, metrics, system telemetry, data versions and the environment, but "
-        "alerts on your own metrics (non-finite or rising values) are not evaluated",
-    )
 
 
 class _State:

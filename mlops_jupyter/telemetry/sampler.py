@@ -61,6 +61,7 @@ class _RunState:
     have: dict[str, int] = field(default_factory=dict)  # points seen per user metric
     lock: threading.Lock = field(default_factory=threading.Lock)
     samples: int = 0
+    remote_src: Any = None  # remote/live.RemoteSource of a run logged through a server
 
 
 class Hub:
@@ -201,11 +202,8 @@ class Hub:
         if sample is None:
             # at run end keep telemetry alerts that are still open
             conds.update({k: (ep.message, ep.data) for k, ep in st.alerts.open.items()})
-        # rules on the user's metrics read the store's newest points; over a tracking
-        # server there is no cheap incremental read, so only the telemetry rules apply
-        metric_rules = any(isinstance(r, (NonFiniteRule, RisingRule)) for r in rule_set)
-        if metric_rules and not _remote(st.run):
-            new = tstore.new_points(st.run.store, st.run.store_id, st.have)
+        if any(isinstance(r, (NonFiniteRule, RisingRule)) for r in rule_set):
+            new = _new_points(st)
             for k, (n, _s, _v) in new.items():
                 st.have[k] = n
             conds.update(st.engine.metric_conditions(new, rule_set))
@@ -257,6 +255,22 @@ class Hub:
 def _remote(run: Any) -> bool:
     """Whether `run` is logged through a tracking server (its events go there)."""
     return type(run.store).__name__ == "RemoteStore"
+
+
+def _new_points(st: _RunState) -> dict[str, tuple[int, Any, Any]]:
+    """The user metrics' points logged since the last look: from the store, or over a
+    tracking server through its read routes (only the grown series, from their last step)."""
+    if not _remote(st.run):
+        return tstore.new_points(st.run.store, st.run.store_id, st.have)
+    if st.remote_src is None:
+        from ..remote.live import RemoteSource
+
+        st.remote_src = RemoteSource(st.run.store, st.run.id)
+    try:
+        return st.remote_src.new_points(st.have)
+    except Exception as e:  # the server away: no metric alerts this tick, the rest goes on
+        hub()._warn("metric alerts", e)
+        return {}
 
 
 _hub = Hub()
