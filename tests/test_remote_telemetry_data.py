@@ -218,6 +218,10 @@ def test_read_token_refused_and_retries_store_once(server, monkeypatch, tmp_path
     for _ in range(2):
         assert request(server.url, "POST", end_path, server.wtok, {"end": 60.0})[0] == 200
     assert server.store.read("SELECT end_time FROM run_events WHERE id=?", (eid,)) == [(60.0,)]
+    # a live view's frame reads with a read token: the closed episode, the run's status
+    status, frame = request(server.url, "GET", f"/api/v1/runs/{run.id}/live", server.rtok)
+    assert status == 200 and frame["status"] == "running"
+    assert [(e["message"], e["end_time"]) for e in frame["events"]] == [("hot", 60.0)]
     # bad input: 4xx, nothing stored; an event of another run is not found
     bad = dict(body, record={**rec, "n_rows": -1})
     assert request(server.url, "POST", "/api/v1/data/versions", server.wtok, bad)[0] == 400

@@ -1,6 +1,7 @@
-"""What the live monitor (widgets/monitor.py) reads, through a tracking server's read routes
-instead of the store: the run's row, metric summaries and events from `GET /api/v1/runs/{id}`
-(one request a frame), and the new points of each grown series from the sidebar API's
+"""What the live monitor (widgets/monitor.py) and the sampler's metric alerts read, through a
+tracking server's read routes instead of the store: the run's status, series counts, last
+values and alert/throttle events from `GET /api/v1/runs/{id}/live` (one small request a
+frame), and the new points of each grown series from the sidebar API's
 `GET /mlops/api/v1/runs/{id}/metrics/{key}?since_step=` (only what is new)."""
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ class RemoteSource:
             raise _refused(self.store, e, "read runs") from None
 
     def detail(self, fresh: bool = True) -> dict[str, Any]:
-        """The run as `GET /api/v1/runs/{id}` answers it (read again unless fresh=False)."""
+        """The run's frame as `GET /api/v1/runs/{id}/live` answers it: status, each series'
+        count and last value, alert/throttle events (read again unless fresh=False)."""
         if fresh or self._detail is None:
-            self._detail = self._get("/api/v1/runs/" + quote(self.uid, safe=""))
+            self._detail = self._get(f"/api/v1/runs/{quote(self.uid, safe='')}/live")
         return self._detail
 
     def run_row(self) -> tuple[str, str, str]:

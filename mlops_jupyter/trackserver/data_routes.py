@@ -10,10 +10,14 @@ only the record; the server writes it with the store's data functions (store/dat
 - `GET /api/v1/data/versions?name=&limit=`, `GET /api/v1/data/versions/{ref}` and
   `GET /api/v1/data/profiled?fingerprint=` are the reads.
 - `POST /api/v1/runs/{id}/events/{event}/end {"end", "data"?}` closes a telemetry episode
-  (an UPDATE: repeating it changes nothing)."""
+  (an UPDATE: repeating it changes nothing).
+- `GET /api/v1/runs/{id}/live` is a live view's frame (remote/live.py: the live monitor and
+  the metric alert rules): status, each series' count and last value, alert/throttle
+  events."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..store import data as dstore
@@ -149,7 +153,45 @@ class EventEndHandler(BaseHandler):
         await self.handle(go)
 
 
+class LiveHandler(BaseHandler):
+    """GET: what a live view reads each frame (the run's row, each series' count and last
+    value, its alert and throttle events), without the rest of the run's detail."""
+
+    async def get(self, uid: str) -> None:
+        def go() -> dict:
+            rid = ing.run_by_uid(self.store, uid).rid
+            _uid, name, status = tstore.run_rows(self.store, [rid])[rid]
+            counts = tstore.metric_counts(self.store, rid, system=True)
+            last = tstore.latest_values(self.store, rid, "")
+            events = [
+                {
+                    "kind": r[3],
+                    "level": r[4],
+                    "message": r[5],
+                    "start_time": r[6],
+                    "end_time": r[7],
+                    "data": json.loads(r[8]) if r[8] else None,
+                }
+                for r in tstore.list_events(self.store, [rid], LIVE_EVENTS)
+            ]
+            metrics = [
+                {"key": k, "count": n, "last": _json_number(last.get(k))}
+                for k, (_kid, n) in sorted(counts.items())
+            ]
+            return {"id": uid, "name": name, "status": status, "metrics": metrics, "events": events}
+
+        await self.handle(go)
+
+
+LIVE_EVENTS = ("alert", "throttle")
+
+
+def _json_number(v: Any) -> float | None:
+    return None if v is None or v != v or v in (float("inf"), float("-inf")) else v
+
+
 ROUTES = [
+    (r"/api/v1/runs/([^/]+)/live", LiveHandler),
     (r"/api/v1/data/versions", VersionsHandler),
     (r"/api/v1/data/versions/([^/]+)", VersionHandler),
     (r"/api/v1/data/profiled", ProfiledHandler),
@@ -218,6 +260,13 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                         "schema": {"type": "string"},
                     }
                 ],
+            )
+        },
+        "/api/v1/runs/{id}/live": {
+            "get": op(
+                "a live view's frame: the run's status, each series' count and last value, "
+                "its alert and throttle events",
+                params=[{"name": "id", **path_param}],
             )
         },
         "/api/v1/runs/{id}/events/{event}/end": {
