@@ -87,7 +87,7 @@ def _data_paths() -> dict[str, Any]:
 
 
 def _registry_paths() -> dict[str, Any]:
-    from .registry_routes import openapi_paths  # the model registry
+    from .registry_openapi import openapi_paths  # the model registry
 
     return openapi_paths(_op, _obj)
 
