@@ -60,7 +60,13 @@ def _use(monkeypatch, tmp_path: Path, where: str, tok: str | None = None) -> Non
 def _data_script(tag: str, csv: Path) -> str:
     """Versions a frame, a file (output) and the CSV it reads (data autolog) in a run, and a
     frame outside any run; the run's id."""
-    frame = pl.DataFrame({"x": [1.0, 2.5, None, 4.0], "c": ["a", "b", "a", None]})
+    frame = pl.DataFrame(
+        {
+            "x": [1.0, 2.5, None, 4.0],
+            "f": [float("nan"), 1.0, float("inf"), 2.0],  # non-finite values profile alike
+            "c": ["a", "b", "a", None],
+        }
+    )
     with mj.start_run(f"data-{tag}", experiment="remote-data") as run:
         v = mj.version(frame, name="frame")
         assert v.is_new and v.n_rows == 4

@@ -304,6 +304,7 @@ def _extra_routes() -> list[tuple[str, Any]]:
 def routes() -> list[tuple[str, type]]:
     """Every route of the API, relative to the prefix, with its (mixin) route class."""
     from .artifacts import artifact_routes  # artifact downloads live in their own module
+    from .features import feature_routes  # the Features view: views, freshness, drift, usage
     from .llm import llm_routes  # LLM evaluation routes live in their own module
     from .media import media_routes  # media routes live in their own module
     from .serving import serving_routes  # the Serving view: served models, A/B, drift
@@ -327,6 +328,7 @@ def routes() -> list[tuple[str, type]]:
         *artifact_routes(),
         *sweep_routes(),
         *serving_routes(),
+        *feature_routes(),
         (r"/(.*)", NotFound),
     ]
 
