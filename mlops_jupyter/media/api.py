@@ -53,10 +53,14 @@ def _step(run: Any, key: str, step: Any) -> int:
     if step is None:
         s = _next.get(k)
         if s is None:
+            from ..remote import media as rmedia
             from ..store import media as mstore
             from ..store import runs as rstore
 
-            s = mstore.next_step(run.store, rstore.resolve_run(run.store, run.id), key)
+            if rmedia.is_remote_store(run.store):  # a run logged through a tracking server
+                s = rmedia.next_step(run.store, run.id, key)
+            else:
+                s = mstore.next_step(run.store, rstore.resolve_run(run.store, run.id), key)
     else:
         if isinstance(step, bool) or not hasattr(step, "__index__"):
             raise InvalidInputError(f"step must be a non-negative integer, got {step!r}")

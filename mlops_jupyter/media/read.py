@@ -14,6 +14,22 @@ from ..store.db import Store
 from .worker import WORKER
 
 
+def _remote(run: Any) -> tuple[Any, str] | None:
+    """(server handle, run ref) when `run` is read through a tracking server, else None."""
+    from ..remote import media as rmedia
+
+    if hasattr(run, "store") and hasattr(run, "id"):
+        return (run.store, run.id) if rmedia.is_remote_store(run.store) else None
+    from ..tracking.api import remote_url
+
+    url = remote_url()
+    if url is None or not isinstance(run, str):
+        return None
+    from ..remote.api import remote_store
+
+    return remote_store(url), run
+
+
 def _resolve(run: Any) -> tuple[Store, int]:
     """(store, row id) of a Run, or of a run id / name in the current store."""
     if hasattr(run, "store") and hasattr(run, "id"):
@@ -39,8 +55,15 @@ def media(run: Any, key: str | None = None) -> Any:
     import polars as pl
 
     WORKER.flush(timeout=60.0)
-    store, rid = _resolve(run)
-    rows = mstore.list_media(store, rid, key)
+    remote = _remote(run)
+    if remote is not None:
+        from ..remote import media as rmedia
+
+        cols = ("key", "step", "kind", "mime", "digest", "size", "created")
+        rows = [tuple(r[c] for c in cols) for r in rmedia.rows(*remote, key)]
+    else:
+        store, rid = _resolve(run)
+        rows = mstore.list_media(store, rid, key)
     schema = {
         "key": pl.Utf8,
         "step": pl.Int64,
@@ -76,6 +99,16 @@ def load_media(run: Any, key: str, step: int | None = None) -> Any:
     if not isinstance(key, str) or not key:
         raise InvalidInputError(f"key must be a non-empty string, got {key!r}")
     WORKER.flush(timeout=60.0)
+    remote = _remote(run)
+    if remote is not None:
+        from ..remote import media as rmedia
+
+        got = rmedia.item(*remote, key, step)
+        if got is None:
+            at = "" if step is None else f" at step {step}"
+            raise ArtifactNotFoundError(f"run has no media {key!r}{at}")
+        data = rmedia.fetch(*remote, got).read_bytes()
+        return decode(got["kind"], got["mime"], data)
     store, rid = _resolve(run)
     row = mstore.find_media(store, rid, key, step)
     if row is None:

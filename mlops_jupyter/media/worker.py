@@ -148,6 +148,11 @@ class MediaWorker:
             item.run.log_artifact(tmp, name=name)
         finally:
             os.unlink(tmp)
+        if type(item.run.store).__name__ == "RemoteStore":  # through a tracking server
+            from ..remote import media as rmedia
+
+            rmedia.index(item.run, item.key, item.step, item.kind, item.mime, name, time.time())
+            return
         row = (self._rid(item.run), item.key, item.step, item.kind, item.mime, name, time.time())
         mstore.add_media(item.run.store, [row])
 

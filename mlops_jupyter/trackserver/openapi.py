@@ -86,6 +86,12 @@ def _data_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _media_paths() -> dict[str, Any]:
+    from .media_openapi import openapi_paths  # rich media, checkpoints
+
+    return openapi_paths(_op, _obj)
+
+
 def _registry_paths() -> dict[str, Any]:
     from .registry_openapi import openapi_paths  # the model registry
 
@@ -270,5 +276,6 @@ def spec() -> dict[str, Any]:
             **_files_paths(),
             **_registry_paths(),
             **_data_paths(),
+            **_media_paths(),
         },
     }
