@@ -72,6 +72,7 @@ _LAZY = {
     "gates": ("mlops_jupyter.loop", "gates"),
     "set_model_policy": ("mlops_jupyter.loop", "set_model_policy"),
     "notify": ("mlops_jupyter.loop", "notify"),
+    "approve": ("mlops_jupyter.loop.approve", "approve"),
     "llm": ("mlops_jupyter.llm", None),
     "llm_eval": ("mlops_jupyter.llm", "llm_eval"),
     "llm_regressions": ("mlops_jupyter.llm", "llm_regressions"),

@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "mlops_jupyter.serving.rollout_cli",
     "mlops_jupyter.loop.cli",
     "mlops_jupyter.loop.card_cli",
+    "mlops_jupyter.loop.watch",
     "mlops_jupyter.features.cli",
 )
 

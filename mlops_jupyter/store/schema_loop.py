@@ -40,4 +40,29 @@ MIGRATIONS = [
         );
         """,
     ),
+    (
+        89,
+        "closed loop: signals handled by the watcher, approvals",
+        """
+        CREATE TABLE loop_signals(
+            rule TEXT NOT NULL,
+            signal TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            owner TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            PRIMARY KEY(rule, signal)
+        );
+        CREATE TABLE loop_approvals(
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            version_id INTEGER NOT NULL REFERENCES model_versions(id),
+            decision TEXT NOT NULL,
+            reason TEXT,
+            ts REAL NOT NULL,
+            created_by TEXT,
+            PRIMARY KEY(model_id, version_id)
+        );
+        """,
+    ),
 ]

@@ -1,0 +1,257 @@
+"""The loop's watcher on a real store: a tiny training script as the pipeline, real torch
+models, a real local HTTP receiver for the notifications. A new data version retrains,
+gates and promotes; a worse candidate is stopped and notified; a drift alert raised by
+serving's own function and a schedule fire their rules; a signal is handled once across a
+restart; approvals hold a promotion until decided."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+import mlops_jupyter as mj
+from mlops_jupyter.cli import main as cli_main
+from mlops_jupyter.errors import InvalidInputError
+from mlops_jupyter.loop.triggers import load_config, parse_every
+from mlops_jupyter.loop.watch import poll
+from mlops_jupyter.store import loop_state
+from mlops_jupyter.tracking.api import current_store
+
+_RNG = np.random.default_rng(3)
+N = 4000
+X = _RNG.normal(size=(N, 2)).astype(np.float32)
+Y = (X[:, 0] + 0.3 * _RNG.normal(size=N) > 0).astype(np.int64)
+
+TRAIN = """
+import os, sys
+import torch
+import mlops_jupyter as mj
+
+w1 = float(sys.argv[1])
+m = torch.nn.Linear(2, 2, bias=False)
+with torch.no_grad():
+    m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
+with mj.start_run("train", tags={"loop.signal": os.environ["MLOPS_JUPYTER_LOOP_SIGNAL"]}):
+    if len(sys.argv) > 2 and sys.argv[2]:
+        mj.data.version(sys.argv[2], name="train-data")
+    mj.register_model("clf", m)
+"""
+
+
+def _clf(w1: float) -> torch.nn.Linear:
+    m = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
+    return m
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    got: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).got.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    srv = HTTPServer(("127.0.0.1", 0), _Receiver)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+
+
+@pytest.fixture
+def hook(receiver):
+    _Receiver.got.clear()
+    return f"http://127.0.0.1:{receiver.server_address[1]}/hook", _Receiver.got
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "train.py").write_text(TRAIN)
+    pl.DataFrame({"x0": X[:, 0], "x1": X[:, 1], "y": Y}).write_parquet(tmp_path / "eval.parquet")
+    pl.DataFrame({"x0": X[:500, 0], "x1": X[:500, 1], "y": Y[:500]}).write_parquet(
+        tmp_path / "train.parquet"
+    )
+    (tmp_path / "rules.toml").write_text(
+        '[[rule]]\ntype = "not_worse"\nmetric = "accuracy"\nby = 0.01\n'
+    )
+    return tmp_path
+
+
+def _config(tmp_path, url: str, body: str) -> str:
+    p = tmp_path / "loop.toml"
+    p.write_text(f'[[webhook]]\nurl = "{url}"\n\n' + textwrap.dedent(body))
+    return str(p)
+
+
+def _production(w1: float = 0.5) -> int:
+    with mj.start_run("initial"):
+        v = mj.register_model("clf", _clf(w1))
+    mj.promote_model("clf", v, "staging")
+    mj.promote_model("clf", v, "production")
+    return v
+
+
+def _prod() -> int:
+    f = mj.registry.versions("clf")
+    return f.filter(pl.col("stage") == "production")["version"].to_list()[0]
+
+
+def _retrain_rule(w1: float, approval: bool = False) -> str:
+    return f"""
+    [[rule]]
+    name = "fresh-data"
+    on = "new_data"
+    dataset = "train-data"
+    model = "clf"
+    retrain = ["{{python}}", "train.py", "{w1}", "{{data_path}}"]
+    do = ["retrain", "register", "gate", "promote"]
+    gate_rules = "rules.toml"
+    gate_data = "eval.parquet"
+    approval = {"true" if approval else "false"}
+    """
+
+
+def test_new_data_retrains_gates_promotes_once(files, hook, monkeypatch):
+    url, got = hook
+    monkeypatch.chdir(files)
+    _production()
+    mj.data.version(str(files / "train.parquet"), name="train-data")
+    cfg = _config(files, url, _retrain_rule(0.0))
+    out = poll(cfg)
+    assert [o["state"] for o in out] == ["done"], loop_state.signals(current_store())
+    assert _prod() == 2
+    sig = out[0]["signal"]
+    assert sig.startswith("data:")
+    # every step is on a tracked run naming the signal, and the promotion says why
+    (rid,) = mj.runs(experiment="loop")["id"].to_list()
+    run = mj.get_run(rid)
+    assert run["tags"]["loop.signal"] == sig and run["status"] == "finished"
+    steps = [e["data"]["step"] for e in run["events"] if e["kind"] == "loop_step"]
+    assert steps == ["retrain", "register", "gate", "promote"]
+    hist = mj.model_history("clf").filter(pl.col("version") == 2)
+    assert any(sig in (r or "") for r in hist["reason"].to_list())
+    assert got == []
+    # handled once: the same watcher, then a restarted one, do nothing more
+    assert poll(cfg) == []
+    assert poll(load_config(cfg)) == []
+    # and a second claim of the same signal loses the compare-and-set
+    assert not loop_state.claim(current_store(), "fresh-data", sig, {}, "other")
+
+
+def test_worse_candidate_is_stopped_and_notified(files, hook, monkeypatch):
+    url, got = hook
+    monkeypatch.chdir(files)
+    _production()
+    mj.data.version(str(files / "train.parquet"), name="train-data")
+    out = poll(_config(files, url, _retrain_rule(3.0)))
+    assert [o["state"] for o in out] == ["failed"]
+    assert _prod() == 1  # not promoted
+    (s,) = loop_state.signals(current_store())
+    assert s["detail"]["reason"].startswith("gate failed")
+    assert [e["event"]["kind"] for e in got] == ["gate_failed"]
+    assert got[0]["event"]["version"] == 2 and got[0]["event"]["rule"] == "fresh-data"
+
+
+def test_approval_waits_then_promotes_or_stops(files, hook, monkeypatch):
+    url, got = hook
+    monkeypatch.chdir(files)
+    _production()
+    mj.data.version(str(files / "train.parquet"), name="train-data")
+    cfg = _config(files, url, _retrain_rule(0.0, approval=True))
+    assert [o["state"] for o in poll(cfg)] == ["waiting"]
+    assert _prod() == 1
+    assert [e["event"]["kind"] for e in got] == ["approval_needed"]
+    assert poll(cfg) == [] and len(got) == 1  # still waiting, notified once
+    assert cli_main(["approve", "clf", "--version", "2", "--reason", "looks right"]) == 0
+    assert [o["state"] for o in poll(cfg)] == ["done"]
+    assert _prod() == 2
+    # a rejected candidate stops its chain, audited
+    pl.DataFrame({"x0": X[:300, 0], "x1": X[:300, 1], "y": Y[:300]}).write_parquet(
+        files / "train.parquet"
+    )
+    mj.data.version(str(files / "train.parquet"), name="train-data")
+    assert [o["state"] for o in poll(cfg)] == ["waiting"]
+    mj.approve("clf", 3, reject=True, reason="not this week")
+    assert [o["state"] for o in poll(cfg)] == ["rejected"]
+    assert _prod() == 2
+    actions = mj.model_history("clf")["action"].to_list()
+    assert "approve" in actions and "reject" in actions
+
+
+def test_drift_alert_and_schedule_fire_their_rules(files, hook, monkeypatch):
+    from mlops_jupyter.serving.input_drift import alert
+
+    url, got = hook
+    monkeypatch.chdir(files)
+    v = _production()
+    body = """
+    [[rule]]
+    name = "on-drift"
+    on = "drift"
+    model = "clf"
+    do = ["retrain"]
+    retrain = ["{python}", "-c", "pass"]
+
+    [[rule]]
+    name = "hourly"
+    on = "schedule"
+    every = "1h"
+    model = "clf"
+    do = ["retrain"]
+    retrain = ["{python}", "-c", "import sys; sys.exit(3)"]
+    """
+    cfg = load_config(_config(files, url, body))
+    t = 1_800_000_000.0
+    out = poll(cfg, now=t)
+    assert [(o["rule"], o["state"]) for o in out] == [("hourly", "failed")]
+    assert [e["event"]["kind"] for e in got] == ["loop_failed"]
+    d = {"columns": [{"column": "x0", "drifted": True}, {"column": "x1", "drifted": False}]}
+    assert alert(current_store(), "clf", v, "main", t - 60, t, d, "ref")
+    out = poll(cfg, now=t + 10)
+    assert [(o["rule"], o["state"]) for o in out] == [("on-drift", "done")]
+    assert out[0]["signal"] == f"drift:{v}:main:{t - 60:.0f}"
+    assert poll(cfg, now=t + 20) == []
+    assert [o["rule"] for o in poll(cfg, now=t + 3600)] == ["hourly"]
+
+
+def test_cli_once_and_bad_config(files, hook, monkeypatch, capsys):
+    url, _ = hook
+    monkeypatch.chdir(files)
+    _production()
+    body = """
+    [[rule]]
+    name = "tick"
+    on = "schedule"
+    every = "30s"
+    model = "clf"
+    do = ["retrain"]
+    retrain = ["{python}", "-c", "pass"]
+    """
+    assert cli_main(["watch", "--config", _config(files, url, body), "--once"]) == 0
+    assert "tick: schedule:" in capsys.readouterr().out
+    assert parse_every("2m") == 120.0
+    with pytest.raises(InvalidInputError, match="every"):
+        parse_every("soon")
+    with pytest.raises(InvalidInputError, match="on must be one of"):
+        load_config(_config(files, url, '[[rule]]\non = "rain"\nmodel = "clf"\n'))
+    bad = '[[rule]]\non = "new_data"\nmodel = "clf"\ndo = ["retrain"]\n'
+    with pytest.raises(InvalidInputError, match="retrain"):
+        load_config(_config(files, url, bad))
+    assert sys.executable
