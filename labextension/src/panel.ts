@@ -1,5 +1,5 @@
-// The "MLOps" left-sidebar panel: tabs over the views (runs + detail, compare, live, data, serving),
-// each in its own file under views/. "Open as dashboard" opens the full-width tab.
+// The "MLOps" left-sidebar panel: tabs over the views (runs + detail, compare, live, data, serving,
+// features), each in its own file under views/. "Open as dashboard" opens the full-width tab.
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Widget } from '@lumino/widgets';
 import { ApiError } from './api';
@@ -8,6 +8,7 @@ import { el } from './util';
 import { CompareView } from './views/compare';
 import { renderData } from './views/data';
 import { renderDetail } from './views/detail';
+import { FeaturesView } from './views/features';
 import { refreshStrip, renderLive } from './views/live';
 import { RunsView } from './views/runs';
 import { ServingView } from './views/serving';
@@ -15,7 +16,7 @@ import { ServingView } from './views/serving';
 export { summarize } from './views/live';
 
 const POLL_MS = 3000;
-type Tab = 'runs' | 'compare' | 'live' | 'data' | 'serving';
+type Tab = 'runs' | 'compare' | 'live' | 'data' | 'serving' | 'features';
 export const DASHBOARD_COMMAND = 'mlops:open-dashboard';
 
 export class MlopsPanel extends Widget {
@@ -26,6 +27,7 @@ export class MlopsPanel extends Widget {
   private runs: RunsView;
   private compare: CompareView;
   private serving = new ServingView(() => this.chartWidth());
+  private features = new FeaturesView();
   private detailView = el('div', 'mj-detail');
   private detailId: string | null = null;
   private detailIsRunning = false;
@@ -65,7 +67,8 @@ export class MlopsPanel extends Widget {
       ['compare', 'Compare'],
       ['live', 'Live'],
       ['data', 'Data'],
-      ['serving', 'Serving']
+      ['serving', 'Serving'],
+      ['features', 'Features']
     ];
     for (const [t, label] of labels) {
       const button = el('button', `mj-tab mj-tab-${t}`, label);
@@ -82,6 +85,7 @@ export class MlopsPanel extends Widget {
     this.detailView.style.display = 'none';
     this.tabs.get('runs')!.body.append(this.runs.node, this.detailView);
     this.tabs.get('serving')!.body.append(this.serving.node);
+    this.tabs.get('features')!.body.append(this.features.node);
     this.showTab('runs');
   }
 
@@ -152,6 +156,8 @@ export class MlopsPanel extends Widget {
         await renderData(this.tabs.get('data')!.body);
       } else if (this.tab === 'serving') {
         await this.serving.refresh(force);
+      } else if (this.tab === 'features' && force) {
+        await this.features.refresh();
       }
     } catch (e) {
       this.setError(e);

@@ -116,6 +116,7 @@ def _pair_drift(store: Store, ref_id: int, cur_id: int, columns: list[str]) -> d
 
 def feature_view_detail(store: Store, name: str, now: float | None = None) -> dict[str, Any]:
     """Everything the Features view shows for view `name` (see the module docstring)."""
+    from ..store import data as dstore
     from ..store import features as fstore
     from ..store import registry as rs
     from ..store.api_queries import clean
@@ -178,6 +179,12 @@ def feature_view_detail(store: Store, name: str, now: float | None = None) -> di
         )
     out["drift"] = drift[::-1]  # newest pair first
     usage = fstore.view_usage(store, name)
+    names: dict[str, str | None] = {}
+    for u in usage:  # the training set's name beside its version id
+        if u["training_set"] not in names:
+            dv = dstore.get_version(store, dstore.resolve_version(store, u["training_set"]))
+            names[u["training_set"]] = dv["name"]
+        u["training_set_name"] = names[u["training_set"]]
     out["usage"] = usage
     runs = {u["run"] for u in usage if u["run"]}
     out["models"] = [
