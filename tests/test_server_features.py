@@ -117,3 +117,29 @@ def test_routes_answer_json_and_404(feats):
         status, body = server.api("mlops/api/v1/features/nosuch")
         assert status == 404 and body["status"] == 404
         assert "no feature view named 'nosuch'" in body["error"]
+
+
+def _stable(obj):
+    """Without the fields computed from the clock at answer time."""
+    if isinstance(obj, dict):
+        return {k: _stable(v) for k, v in obj.items() if k not in ("now", "age_s")}
+    if isinstance(obj, list):
+        return [_stable(v) for v in obj]
+    return obj
+
+
+def test_tracking_server_answers_the_same(feats, tmp_path):
+    from trackserver_helpers import Server, request, token
+
+    env = {**os.environ, "MLOPS_JUPYTER_STORE": str(feats["store"])}
+    tok = token(env, "reader", "read")
+    store = open_store(feats["store"])
+    with Server(env, tmp_path) as srv:
+        status, body = request(srv.url, "GET", "/mlops/api/v1/features", tok)
+        assert status == 200, body
+        assert _stable(body) == _stable(list_feature_views(store))
+        status, body = request(srv.url, "GET", "/mlops/api/v1/features/user_stats", tok)
+        assert status == 200, body
+        assert _stable(body) == _stable(feature_view_detail(store, "user_stats"))
+        status, body = request(srv.url, "GET", "/mlops/api/v1/features/nosuch", tok)
+        assert status == 404 and "no feature view named 'nosuch'" in body["error"]
