@@ -80,15 +80,20 @@ def list_feature_views(store: Store, now: float | None = None) -> dict[str, Any]
     return clean({"views": views, "now": now})
 
 
-def _pair_drift(store: Store, ref_id: int, cur_id: int, columns: list[str]) -> dict[str, Any]:
+def _pair_drift(
+    store: Store, ref_id: int, cur_id: int, columns: list[str], seen: dict[int, Any]
+) -> dict[str, Any]:
     """Per-feature drift between two data versions, from their profiles (mj.drift's code,
-    not stored): {column: {method, statistic, threshold, drifted}} or a note."""
+    not stored): {column: {method, statistic, threshold, drifted}} or a note. `seen` keeps
+    the versions read (consecutive pairs share one)."""
     from ..data.catalog import _from_row
     from ..data.compare import drift
     from ..store import data as dstore
 
-    ref = _from_row(dstore.get_version(store, ref_id))
-    cur = _from_row(dstore.get_version(store, cur_id))
+    for i in (ref_id, cur_id):
+        if i not in seen:
+            seen[i] = _from_row(dstore.get_version(store, i))
+    ref, cur = seen[ref_id], seen[cur_id]
     if ref.profile is None or cur.profile is None:
         return {"columns": {}, "note": "a data version has no column profile"}
     names = {p["name"] for p in ref.profile} & {p["name"] for p in cur.profile}
@@ -154,13 +159,13 @@ def feature_view_detail(store: Store, name: str, now: float | None = None) -> di
         )
     out["versions"] = versions[::-1]  # newest version first
     mats.sort(key=lambda mv: mv[0]["_id"])
-    drift = []
+    drift, seen = [], {}
     pairs = list(zip(mats, mats[1:]))[-DRIFT_PAIRS:]
     for (ma, va), (mb, vb) in pairs:
         if ma["_data_version_id"] == mb["_data_version_id"]:
             continue  # the same data made current again: nothing moved
         feats = [f for f in _features(vb) if f in set(_features(va))]
-        d = _pair_drift(store, ma["_data_version_id"], mb["_data_version_id"], feats)
+        d = _pair_drift(store, ma["_data_version_id"], mb["_data_version_id"], feats, seen)
         drift.append(
             {
                 "from": {
