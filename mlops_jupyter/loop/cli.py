@@ -131,7 +131,7 @@ def cmd_gates(args) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `gate` and `gates`."""
+    """Register `gate`, `gates` and `ci`."""
     g = sub.add_parser(
         "gate",
         help="check a candidate model version against production (exit 0 pass, 1 fail)",
@@ -163,3 +163,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--version", help="only this version's gates")
     ls.add_argument("--json", action="store_true", help="the stored reports as JSON")
     ls.set_defaults(func=cmd_gates)
+    from .ci import add_parser as add_ci
+
+    add_ci(sub)
