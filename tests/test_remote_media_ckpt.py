@@ -147,3 +147,132 @@ def test_a_read_token_cannot_index_media_and_a_retry_stores_once(rs, monkeypatch
     rid = rs.store.read("SELECT id FROM runs WHERE uid=?", (run2.id,))[0][0]
     assert rs.store.read("SELECT count(*) FROM media WHERE run_id=?", (rid,)) == [(1,)]
     np.testing.assert_array_equal(mj.load_media(run2, "sample", 0), IMG)
+
+
+# -- checkpoints -----------------------------------------------------------------------
+
+_RESUME = """
+import json, sys, torch
+import mlops_jupyter as mj
+torch.manual_seed(999)  # a different start: everything must come from the checkpoint
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+# no run: the series is named (a run of that name would find it the same way)
+state = mj.resume(model=model, optimizer=opt, name=sys.argv[1])
+after = torch.rand(3).tolist()
+torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, sys.argv[2])
+print(json.dumps({"epoch": state.epoch, "next": state.next_epoch, "rand": after}))
+"""
+
+
+def _train(name: str, epochs: int) -> tuple[Any, Any, list[float]]:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    with mj.start_run(name):
+        for epoch in range(epochs):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            # the best is epoch 1 (kept past rotation), later ones are worse
+            mj.checkpoint(
+                model, opt, epoch=epoch, metrics={"val": abs(epoch - 1)}, best="val", keep_last=2
+            )
+        after = torch.rand(3).tolist()
+    return model, opt, after
+
+
+def test_checkpoint_rotate_and_resume_in_a_fresh_process(rs, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    model, opt, after = _train("ckpt-remote", 5)
+    stored = sorted(
+        i.key.rsplit("/", 1)[-1] for i in rs.blobs.list("checkpoints/default/ckpt-remote")
+    )
+    # the last two and the best (epoch 1) are kept on the server, the others rotated out
+    assert stored == [
+        "ckpt-000002-e1.pt",
+        "ckpt-000004-e3.pt",
+        "ckpt-000005-e4.pt",
+        "manifest.json",
+    ]
+    # another machine: its own cache (no working copy), the same server and run name
+    env = dict(os.environ, MLOPS_JUPYTER_CACHE=str(tmp_path / "other-cache"))
+    env["MLOPS_JUPYTER_TELEMETRY"] = "0"
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = str(root)
+    out_file = tmp_path / "resumed.pt"
+    p = subprocess.run(
+        [sys.executable, "-c", _RESUME, "ckpt-remote", str(out_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert got["epoch"] == 4 and got["next"] == 5
+    assert got["rand"] == after  # the random generators continue where they were saved
+    resumed = torch.load(out_file)
+    for k, v in model.state_dict().items():
+        assert torch.equal(resumed["model"][k], v), k
+    want = opt.state_dict()
+    for i, st in want["state"].items():
+        assert torch.equal(resumed["opt"]["state"][i]["momentum_buffer"], st["momentum_buffer"])
+
+
+def test_a_read_token_cannot_write_checkpoints_and_a_retry_stores_once(rs, monkeypatch):
+    import hashlib
+
+    import torch
+
+    from mlops_jupyter.errors import StoreError
+
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.rtok)
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(StoreError, match="scope write|read token"):
+        mj.checkpoint(model, epoch=0, name="ro-series")
+    assert not list(rs.blobs.list("checkpoints/default/ro-series"))
+
+    data = b"checkpoint bytes"
+    d = hashlib.sha256(data).hexdigest()
+    key = "checkpoints/default/raw/ckpt-000001-e0.pt"
+    path = f"/api/v1/checkpoints/files/{d}?key={key}"
+    hdr = {"Content-Type": "application/octet-stream"}
+    st, out = request(rs.srv.url, "PUT", path, rs.rtok, raw=data, headers=hdr)
+    assert st == 403, out
+    for _ in range(2):  # sent again after a lost answer: the same one file
+        st, out = request(rs.srv.url, "PUT", path, rs.wtok, raw=data, headers=hdr)
+        assert st == 200 and out["sha256"] == d, out
+    st, out = request(
+        rs.srv.url, "GET", "/api/v1/checkpoints/files?prefix=checkpoints/default/raw", rs.rtok
+    )
+    assert st == 200 and [f["key"] for f in out["files"]] == [key], out
+    # a body that is not the declared digest, a key outside checkpoints/: nothing stored
+    st, _ = request(
+        rs.srv.url, "PUT", path.replace(key, key + "x"), rs.wtok, raw=b"other", headers=hdr
+    )
+    assert st == 400
+    st, _ = request(
+        rs.srv.url,
+        "PUT",
+        f"/api/v1/checkpoints/files/{d}?key=blobs/aa/x",
+        rs.wtok,
+        raw=data,
+        headers=hdr,
+    )
+    assert st == 400
+    st, _ = request(rs.srv.url, "DELETE", f"/api/v1/checkpoints/file?key={key}", rs.rtok)
+    assert st == 403
+    for _ in range(2):  # deleting again is harmless
+        st, _ = request(rs.srv.url, "DELETE", f"/api/v1/checkpoints/file?key={key}", rs.wtok)
+        assert st == 200
+    assert [i.key for i in rs.blobs.list("checkpoints/default/raw")] == []

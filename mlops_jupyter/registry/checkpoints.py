@@ -101,7 +101,7 @@ def _series(name: str | None = None, dir: str | os.PathLike | None = None) -> Se
     if dir is not None:
         return Series(Path(dir).expanduser())
     from ..config import cache_dir
-    from ..tracking.api import active_run, current_store
+    from ..tracking.api import active_run, current_store, remote_url
 
     run = active_run()
     experiment = run.experiment if run is not None else "default"
@@ -109,7 +109,14 @@ def _series(name: str | None = None, dir: str | os.PathLike | None = None) -> Se
         name = run.name if run is not None else "default"
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("checkpoint name must be a non-empty string")
-    artifacts = current_store().artifacts
+    url = remote_url()
+    if url is not None:  # a tracking server: its checkpoints/ folder, through its routes
+        from ..remote.api import remote_store
+        from ..remote.checkpoints import series_store
+
+        artifacts = series_store(remote_store(url))
+    else:
+        artifacts = current_store().artifacts
     prefix = checkpoint_key(_slug(experiment), _slug(name))
     local = artifacts.local_path(prefix)
     if local is not None:

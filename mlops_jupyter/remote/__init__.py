@@ -13,7 +13,7 @@ SUPPORTED = (
     "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
     "add_event, log_artifact, artifact_path, %%mlops_run cell capture, the model registry, "
     "system telemetry, data versions, the live monitor, media logging (mj.log_image, "
-    "log_table, ..., mj.media, mj.load_media)"
+    "log_table, ..., mj.media, mj.load_media), checkpoints (mj.checkpoint, mj.resume)"
 )
 
 

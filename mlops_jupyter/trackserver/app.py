@@ -262,6 +262,7 @@ def make_app(store: Store, *, max_body: int = MAX_BODY, max_upload: int = MAX_UP
         *_module_routes("registry_routes"),  # the model registry for remote clients
         *_module_routes("data_routes"),  # data versions, telemetry episodes
         *_module_routes("media_routes"),  # rich media of runs
+        *_module_routes("ckpt_routes"),  # checkpoint series
         *_module_routes("sidebar"),  # the JupyterLab sidebar's API, for proxying Jupyter servers
     ]
     return tornado.web.Application(
