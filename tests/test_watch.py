@@ -231,6 +231,67 @@ def test_drift_alert_and_schedule_fire_their_rules(files, hook, monkeypatch):
     assert [o["rule"] for o in poll(cfg, now=t + 3600)] == ["hourly"]
 
 
+def test_metric_decay_fires_once_per_decayed_value(files, hook, monkeypatch):
+    url, got = hook
+    monkeypatch.chdir(files)
+    _production()
+    body = """
+    [[rule]]
+    name = "decay"
+    on = "metric_decay"
+    model = "clf"
+    experiment = "feedback"
+    metric = "accuracy"
+    threshold = 0.8
+    do = ["retrain"]
+    retrain = ["{python}", "-c", "pass"]
+    """
+    cfg = load_config(_config(files, url, body))
+    with mj.start_run("feedback-1", experiment="feedback"):
+        mj.log(0, accuracy=0.9)
+    assert poll(cfg) == []  # not decayed
+    with mj.start_run("feedback-2", experiment="feedback"):
+        mj.log(0, accuracy=0.7)
+    assert [o["state"] for o in poll(cfg)] == ["done"]
+    assert poll(cfg) == []
+    (s,) = loop_state.signals(current_store(), "decay")
+    assert s["detail"]["info"]["value"] == pytest.approx(0.7)
+
+
+def test_canary_step_waits_for_the_rollout(files, hook, monkeypatch):
+    """The canary goes through serving's rollout API; its end (here by hand, as
+    `mlops-jupyter rollout promote` / `rollback`) lets the chain promote or stop it."""
+    url, got = hook
+    monkeypatch.chdir(files)
+    _production()
+    body = """
+    [[rule]]
+    name = "canary"
+    on = "schedule"
+    every = "1h"
+    model = "clf"
+    do = ["retrain", "register", "canary", "promote"]
+    retrain = ["{python}", "train.py", "0.0", ""]
+    ramp = "10,50,100"
+    canary_every = "1m"
+    """
+    cfg = load_config(_config(files, url, body))
+    t = 1_800_000_000.0
+    assert [o["state"] for o in poll(cfg, now=t)] == ["waiting"]  # v2 at 10 %
+    assert cli_main(["rollout", "show", "clf"]) == 0
+    assert poll(cfg, now=t + 1) == []  # still ramping
+    assert cli_main(["rollout", "promote", "clf"]) == 0
+    assert [o["state"] for o in poll(cfg, now=t + 2)] == ["done"]
+    assert _prod() == 2
+    # a rolled-back canary stops the chain, notified
+    assert [o["state"] for o in poll(cfg, now=t + 3600)] == ["waiting"]  # v3
+    assert cli_main(["rollout", "rollback", "clf", "--reason", "errors"]) == 0
+    assert [o["state"] for o in poll(cfg, now=t + 3601)] == ["failed"]
+    assert _prod() == 2
+    assert [e["event"]["kind"] for e in got] == ["loop_failed"]
+    assert "rolled back" in got[0]["event"]["reason"] or "rollback" in got[0]["event"]["reason"]
+
+
 def test_cli_once_and_bad_config(files, hook, monkeypatch, capsys):
     url, _ = hook
     monkeypatch.chdir(files)

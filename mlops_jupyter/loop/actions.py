@@ -32,10 +32,7 @@ def newest_version(store: Any, model: str) -> int:
     """The newest registered version of `model` (0 when it has none)."""
     from ..store import registry as rs
 
-    try:
-        return max((r["version"] for r in rs.list_versions(store, model)), default=0)
-    except Exception:  # no such model yet: the pipeline creates it
-        return 0
+    return max((r["version"] for r in rs.list_versions(store, model)), default=0)
 
 
 def _retrain(store: Any, rule: Rule, key: str, detail: dict[str, Any]) -> str:
@@ -127,6 +124,50 @@ def _gate(rule: Rule, key: str, detail: dict[str, Any], channels: list | None) -
     return f"gate passed: {report.summary()}"
 
 
+def _canary(store: Any, rule: Rule, detail: dict[str, Any]) -> str:
+    """Start a canary rollout of the candidate (serving's controller ramps it, in `serve`
+    or `mlops-jupyter rollout watch`); wait until it reaches 100 % or is rolled back."""
+    from ..registry import _user
+    from ..serving import canary as cn
+    from ..store import serving_rollouts as sr
+    from .triggers import parse_every
+
+    v = detail["version"]
+    if not detail.get("canary_started"):
+        every = parse_every(rule.params.get("canary_every", "30m"))
+        row = cn.start_canary(store, rule.model, f"v{v}", rule.params.get("ramp"), every,
+                              user=_user())  # fmt: skip
+        detail["canary_started"] = time.time()
+        detail["waiting_for"] = "canary"
+        raise Waiting(f"canary of {rule.model} v{v} started: {row['reason']}")
+    row = sr.get(store, rule.model)
+    c = row["layout"].get("canary") if row else None
+    if row is not None and c and c.get("version") == v:
+        if row["state"] == "ramping":
+            detail["waiting_for"] = "canary"
+            raise Waiting(f"canary of {rule.model} v{v} is ramping")
+        if row["state"] == "promoted":
+            return f"canary of v{v} completed: {row['reason']}"
+    state = row["state"] if row else "no rollout"
+    why = row["reason"] if row else "the rollout was removed"
+    raise StepFailed(f"canary of v{v} did not complete ({state}): {why}")
+
+
+def ready(store: Any, rule: Rule, detail: dict[str, Any]) -> bool:
+    """Whether a waiting chain has something to go on with: a decided approval, or a
+    canary no longer ramping."""
+    v = detail.get("version")
+    if v is None:
+        return False
+    if detail.get("waiting_for") == "canary":
+        from ..store import serving_rollouts as sr
+
+        row = sr.get(store, rule.model)
+        c = row["layout"].get("canary") if row else None
+        return not (row and c and c.get("version") == v and row["state"] == "ramping")
+    return loop_state.get_approval(store, rule.model, v) is not None
+
+
 def _promote(
     store: Any, rule: Rule, key: str, detail: dict[str, Any], channels: list | None
 ) -> str:
@@ -136,6 +177,7 @@ def _promote(
 
     v = detail["version"]
     if rule.approval:
+        detail["waiting_for"] = "approval"
         a = loop_state.get_approval(store, rule.model, v)
         if a is None:
             if not detail.get("asked"):
@@ -193,6 +235,8 @@ def run_chain(
                 if "version" not in detail:
                     _register(store, rule, detail)  # a chain without an explicit register
                 msg = _gate(rule, key, detail, channels) if step == "gate" else None
+                if step == "canary":
+                    msg = _canary(store, rule, detail)
                 if step == "promote":
                     msg = _promote(store, rule, key, detail, channels)
             run.add_event("loop_step", f"{step}: {msg}", data={"step": step, "signal": key})

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import InvalidInputError
 
 SIGNALS = ("drift", "metric_decay", "new_data", "schedule")
-STEPS = ("retrain", "register", "gate", "promote")
+STEPS = ("retrain", "register", "gate", "canary", "promote")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..store import loop_state
-from .actions import newest_version, run_chain
+from .actions import newest_version, ready, run_chain
 from .triggers import load_config, signals
 
 __all__ = ["poll", "watch"]
@@ -36,9 +36,8 @@ def poll(config: str | Path | dict[str, Any], now: float | None = None) -> list[
     out = []
     for rule in cfg["rules"]:
         for w in loop_state.signals(store, rule.name, "waiting"):
-            v = w["detail"].get("version")
-            if v is None or loop_state.get_approval(store, rule.model, v) is None:
-                continue  # still undecided: nothing to do (it was notified once)
+            if not ready(store, rule, w["detail"]):
+                continue  # still undecided or ramping: nothing to do (notified once)
             detail = loop_state.resume(store, rule.name, w["signal"], owner)
             if detail is not None:
                 state = run_chain(store, rule, w["signal"], detail, cfg["channels"])
