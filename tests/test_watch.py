@@ -292,6 +292,31 @@ def test_canary_step_waits_for_the_rollout(files, hook, monkeypatch):
     assert "rolled back" in got[0]["event"]["reason"] or "rollback" in got[0]["event"]["reason"]
 
 
+def test_two_watchers_run_a_signal_once(files, hook, monkeypatch, child_env, python):
+    import subprocess
+
+    url, _ = hook
+    monkeypatch.chdir(files)
+    body = """
+    [[rule]]
+    name = "tick"
+    on = "schedule"
+    every = "1d"
+    model = "clf"
+    do = ["retrain"]
+    retrain = ["{python}", "-c", "import time; time.sleep(0.5)"]
+    """
+    cfg = _config(files, url, body)
+    _production()
+    argv = [python, "-m", "mlops_jupyter", "watch", "--config", cfg, "--once"]
+    procs = [subprocess.Popen(argv, env=child_env, stdout=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sum("tick: schedule:" in o for o in outs) == 1, outs
+    assert len(loop_state.signals(current_store(), "tick")) == 1
+    assert mj.runs(experiment="loop").height == 1
+
+
 def test_cli_once_and_bad_config(files, hook, monkeypatch, capsys):
     url, _ = hook
     monkeypatch.chdir(files)

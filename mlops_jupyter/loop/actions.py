@@ -266,6 +266,6 @@ def run_chain(
                 channels,
             )
     finally:
-        mj.end_run(status)
+        run.end(status)  # this chain's run, whatever else this process has active
     loop_state.update(store, rule.name, key, state, detail)
     return state
