@@ -276,3 +276,29 @@ def test_a_read_token_cannot_write_checkpoints_and_a_retry_stores_once(rs, monke
         st, _ = request(rs.srv.url, "DELETE", f"/api/v1/checkpoints/file?key={key}", rs.wtok)
         assert st == 200
     assert [i.key for i in rs.blobs.list("checkpoints/default/raw")] == []
+    # a folder is no file: not overwritten, not deleted, not served
+    rs.blobs.put_file(key, Path(__file__))
+    folder = "checkpoints/default/raw"
+    st, _ = request(rs.srv.url, "DELETE", f"/api/v1/checkpoints/file?key={folder}", rs.wtok)
+    assert st == 200 and rs.blobs.head(key) is not None
+    st, _ = request(rs.srv.url, "GET", f"/api/v1/checkpoints/file?key={folder}", rs.rtok)
+    assert st == 404
+    st, _ = request(
+        rs.srv.url,
+        "PUT",
+        f"/api/v1/checkpoints/files/{d}?key={folder}",
+        rs.wtok,
+        raw=data,
+        headers=hdr,
+    )
+    assert st == 400
+    st, _ = request(
+        rs.srv.url,
+        "PUT",
+        f"/api/v1/checkpoints/files/{d}?key={key}/x",
+        rs.wtok,
+        raw=data,
+        headers=hdr,
+    )
+    assert st == 400
+    assert rs.blobs.head(key).size == Path(__file__).stat().st_size

@@ -45,11 +45,27 @@ def checked_key(key: Any, prefix_ok: bool = False) -> str:
     return key
 
 
+def _check_place(arts: Any, key: str) -> None:
+    """400 when `key` cannot hold a file in a folder store: it is a folder, or a part of
+    its path is a file (object storage has no such clashes)."""
+    p = arts.local_path(key)
+    if p is None:
+        return
+    if p.is_dir():
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"{key!r} is a folder of checkpoints")
+    for parent in p.parents:
+        if parent.is_file():
+            raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"a part of {key!r} is a file")
+        if parent.is_dir():
+            break
+
+
 class CheckpointUploadHandler(BlobHandler):
     """PUT one checkpoint file; stored under ?key= only when it hashes to {sha256}."""
 
     def check_owner(self, uid: str) -> None:
-        checked_key(self.get_query_argument("key", None))
+        key = checked_key(self.get_query_argument("key", None))
+        _check_place(self.store.artifacts, key)
 
     async def put(self, _what: str, digest: str) -> None:
         def go() -> dict:
@@ -148,7 +164,10 @@ class CheckpointFileHandler(BaseHandler):
     async def delete(self) -> None:
         def go() -> dict:
             key = checked_key(self.get_query_argument("key", None))
-            self.store.artifacts.delete(key)
+            arts = self.store.artifacts
+            # a missing file (deleted by an earlier try) or a folder: nothing to delete
+            if arts.head(key) is not None:
+                arts.delete(key)
             return {}
 
         await self.handle(go)
