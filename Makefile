@@ -117,7 +117,7 @@ COMPAT_VENVS := .venv-py310 .venv-py313
 # their own Python 3.11 venvs: the main suite covers them, and the compatibility venvs would
 # only run the same thing again.
 COMPAT_SKIP := --ignore=tests/test_export_airflow.py --ignore=tests/test_export_prefect.py \
-	--ignore=tests/test_features_feast.py
+	--ignore=tests/test_features_feast.py --ignore=tests/test_bench_features.py
 
 .venv-py%/.installed: pyproject.toml .ci/constraints-py%.txt
 	$(PY$*) -m venv .venv-py$*
