@@ -104,7 +104,7 @@ def test_ci_passes_fails_reuses_the_cache_and_reports_a_broken_stage(pipe, tmp_p
     assert first.returncode == 0, first.stderr + first.stdout
     md = (tmp_path / "out" / "summary.md").read_text()
     assert md.startswith("## Model CI: clf v2 — PASS")
-    assert f"| metric | candidate v2 | v{weak} | delta | interval of the delta |" in md
+    assert f"| metric | candidate v2 | production v{weak} | delta | interval of the delta |" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| accuracy |"))
     cand, base = (float(x) for x in row.split("|")[2:4])
     assert cand > 0.85 and base < 0.6
@@ -148,7 +148,7 @@ def test_ci_passes_fails_reuses_the_cache_and_reports_a_broken_stage(pipe, tmp_p
     assert failed.returncode == 1, failed.stderr
     md3 = (tmp_path / "fail.md").read_text()
     assert md3.startswith("## Model CI: clf v4 — FAIL")
-    assert f"| v{strong} |" in md3 and "| not_worse(accuracy, by=0) | **FAIL** |" in md3
+    assert f"| production v{strong} |" in md3 and "| not_worse(accuracy, by=0) | **FAIL** |" in md3
     assert "(2 run, 1 cached)" in md3 and "| data | cached |" in md3
     assert [g["passed"] for g in mj.gates("clf")] == [True, True, False]
 

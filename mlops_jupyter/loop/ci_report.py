@@ -48,7 +48,7 @@ def metric_rows(report: Any) -> list[dict[str, Any]]:
 
 def _metrics_table(res: Any) -> list[str]:
     rows = metric_rows(res.report)
-    base = f"v{res.report.baseline}" if res.report.baseline is not None else "production"
+    base = f"production v{res.report.baseline}" if res.report.baseline is not None else "production"
     if not rows:
         return ["(no metric rules in the gate)"]
     lines = [
