@@ -152,13 +152,15 @@ def test_ci_passes_fails_reuses_the_cache_and_reports_a_broken_stage(pipe, tmp_p
     assert "(2 run, 1 cached)" in md3 and "| data | cached |" in md3
     assert [g["passed"] for g in mj.gates("clf")] == [True, True, False]
 
-    # a failing stage: exit 2 with the stage's error, no summary
+    # a failing stage: exit 2 with the stage's error, in a summary too
     broken = _ci(child_env, tmp_path, *args, "--params", "break_it=1", "--out", "broken.md")
     assert broken.returncode == 2
     assert "error: pipeline failed: stage 'train' failed: ValueError: planted failure" in (
         broken.stderr
     )
-    assert not (tmp_path / "broken.md").exists()
+    md5 = (tmp_path / "broken.md").read_text()  # for the pull-request comment
+    assert md5.startswith("## Model CI: clf — pipeline failed")
+    assert "stage 'train' failed: ValueError: planted failure in training" in md5
 
 
 def test_ci_usage_errors_exit_2(pipe, tmp_path, child_env):

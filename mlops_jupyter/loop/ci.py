@@ -205,6 +205,10 @@ def run_ci(
     try:
         summary = run_pipeline(pkg, params or {}, quiet=quiet)
     except StageFailed as e:
+        from .ci_report import write_failure
+
+        # the pull-request comment should say why: the stage's error, as a summary too
+        write_failure(model, pkg, str(e), Path(out).expanduser())
         raise PipelineFailed(str(e)) from None
     parent = summary.get("run")
     pipe = importlib.import_module(f"{pkg}.pipeline")

@@ -202,3 +202,23 @@ def write_summary(res: Any, out: Path, plots: bool = True) -> Path:
     res.plots = made
     out.write_text(summary_markdown(res, plot_lines), encoding="utf-8")
     return out
+
+
+def write_failure(model: str, pipeline: str, error: str, out: Path) -> Path:
+    """A summary for a pipeline that failed: the stage's error, no gate."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fence = "~~~~" if "```" in error else "```"
+    text = "\n".join(
+        [
+            f"## Model CI: {_cell(model)} — pipeline failed",
+            "",
+            f"Pipeline `{_cell(pipeline)}` stopped before a candidate could be gated:",
+            "",
+            fence + "text",
+            error,
+            fence,
+            "",
+        ]
+    )
+    out.write_text(text, encoding="utf-8")
+    return out
