@@ -12,58 +12,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from trackserver_helpers import Server, request
+from trackserver_helpers import RemoteServer, module_remote, request, use_remote
 
 import mlops_jupyter as mj
-from mlops_jupyter.artifacts import open_artifacts
-from mlops_jupyter.store import open_store, tokens
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class Remote:
-    """The module's server, its store and tokens."""
-
-    def __init__(self, loc: Any, artifacts: Path, tmp: Path) -> None:
-        self.store = open_store(loc)
-        self.blobs = open_artifacts(artifacts)
-        self.wtok = tokens.add(self.store, "writer", "write")
-        self.rtok = tokens.add(self.store, "reader", "read")
-        root = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env.update(
-            MLOPS_JUPYTER_STORE=str(loc),
-            MLOPS_JUPYTER_CACHE=str(tmp / "server-cache"),
-            MLOPS_JUPYTER_TELEMETRY="0",
-            PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        )
-        self.srv = Server(env, tmp, "--artifacts", str(artifacts))
-        self.env = env
+Remote = RemoteServer
 
 
 @pytest.fixture(scope="module")
 def remote_server(tmp_path_factory, request):
-    from conftest import BACKEND
-
-    tmp = tmp_path_factory.mktemp("remote-media")
-    if BACKEND == "postgresql":
-        loc: Any = request.getfixturevalue("pg_server").new_database()
-    else:
-        loc = tmp / "store.db"
-    r = Remote(loc, tmp / "artifacts", tmp)
-    r.srv.start()
-    yield r
-    r.srv.stop()
+    yield from module_remote(tmp_path_factory, request, "remote-media")
 
 
 @pytest.fixture
 def rs(remote_server, monkeypatch, tmp_path) -> Remote:
-    """This test process logs through the module's server with the write token."""
-    monkeypatch.setenv("MLOPS_JUPYTER_STORE", remote_server.srv.url)
-    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote_server.wtok)
-    monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "spool"))
-    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "cache"))
-    return remote_server
+    return use_remote(monkeypatch, remote_server, tmp_path)
 
 
 IMG = (np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3) * 3) % 255

@@ -7,65 +7,31 @@ for the module (over its own store: SQLite, or PostgreSQL in the CI's suites).""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from trackserver_helpers import Server, request
+from trackserver_helpers import RemoteServer, Server, module_remote, request, use_remote
 
 import mlops_jupyter as mj
 from mlops_jupyter import registry
 from mlops_jupyter.errors import InvalidInputError, StoreError
-from mlops_jupyter.store import open_store, tokens
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.timeout(120)
 
 
-class Remote:
-    """The module's server, its store and tokens."""
-
-    def __init__(self, loc: Any, artifacts: Path, tmp: Path) -> None:
-        self.loc, self.artifacts = loc, artifacts
-        self.store = open_store(loc)
-        self.wtok = tokens.add(self.store, "writer", "write")
-        self.rtok = tokens.add(self.store, "reader", "read")
-        self.atok = tokens.add(self.store, "releaser", "admin")
-        root = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env.update(
-            MLOPS_JUPYTER_STORE=str(loc),
-            MLOPS_JUPYTER_CACHE=str(tmp / "server-cache"),
-            MLOPS_JUPYTER_TELEMETRY="0",
-            PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        )
-        self.srv = Server(env, tmp, "--artifacts", str(artifacts))
+Remote = RemoteServer
 
 
 @pytest.fixture(scope="module")
 def remote_server(tmp_path_factory, request):
-    from conftest import BACKEND
-
-    tmp = tmp_path_factory.mktemp("remote-registry")
-    if BACKEND == "postgresql":
-        loc: Any = request.getfixturevalue("pg_server").new_database()
-    else:
-        loc = tmp / "store.db"
-    r = Remote(loc, tmp / "artifacts", tmp)
-    r.srv.start()
-    yield r
-    r.srv.stop()
+    yield from module_remote(tmp_path_factory, request, "remote-registry")
 
 
 @pytest.fixture
 def rs(remote_server, monkeypatch, tmp_path) -> Remote:
-    """This test process uses the module's server with the write token."""
-    monkeypatch.setenv("MLOPS_JUPYTER_STORE", remote_server.srv.url)
-    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote_server.wtok)
-    monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "spool"))
-    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "client-cache"))
-    return remote_server
+    return use_remote(monkeypatch, remote_server, tmp_path)
 
 
 def _net(seed: int) -> Any:

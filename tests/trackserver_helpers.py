@@ -145,3 +145,60 @@ def request(
         return status, json.loads(text) if text else None
     except ValueError:
         return status, text
+
+
+class RemoteServer:
+    """A module's tracking server over its own store (SQLite, or a new PostgreSQL database
+    in the CI's PostgreSQL pass), its artifact folder and write/read/admin tokens."""
+
+    def __init__(self, loc: Any, artifacts: Path, tmp: Path, *args: str) -> None:
+        from mlops_jupyter.artifacts import open_artifacts
+        from mlops_jupyter.store import open_store, tokens
+
+        self.loc, self.artifacts = loc, artifacts
+        self.store = open_store(loc)
+        self.blobs = open_artifacts(artifacts)  # where the server stores files
+        self.wtok = tokens.add(self.store, "writer", "write")
+        self.rtok = tokens.add(self.store, "reader", "read")
+        self.atok = tokens.add(self.store, "releaser", "admin")
+        root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env.update(
+            MLOPS_JUPYTER_STORE=str(loc),
+            MLOPS_JUPYTER_CACHE=str(tmp / "server-cache"),
+            MLOPS_JUPYTER_TELEMETRY="0",
+            PYTHONPATH=os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        )
+        self.args = ("--artifacts", str(artifacts), *args)
+        self.srv = Server(env, tmp, *self.args)
+        self.env, self.tmp = env, tmp
+
+    def restart(self) -> None:
+        self.srv = Server(self.env, self.tmp, *self.args, port=self.srv.port).start()
+
+    def rows(self, sql: str, *args: Any) -> list:
+        return self.store.read(sql, args)
+
+
+def module_remote(tmp_path_factory, request, name: str, *args: str):
+    """A module-scoped fixture's body: yields a started RemoteServer, stops it after."""
+    from conftest import BACKEND
+
+    tmp = tmp_path_factory.mktemp(name)
+    if BACKEND == "postgresql":
+        loc: Any = request.getfixturevalue("pg_server").new_database()
+    else:
+        loc = tmp / "store.db"
+    r = RemoteServer(loc, tmp / "artifacts", tmp, *args)
+    r.srv.start()
+    yield r
+    r.srv.stop()
+
+
+def use_remote(monkeypatch, remote: RemoteServer, tmp_path: Path) -> RemoteServer:
+    """This test process logs through `remote` with its write token (own spool and cache)."""
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", remote.srv.url)
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", remote.wtok)
+    monkeypatch.setenv("MLOPS_JUPYTER_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("MLOPS_JUPYTER_CACHE", str(tmp_path / "client-cache"))
+    return remote
