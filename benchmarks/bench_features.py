@@ -490,11 +490,6 @@ def _feast_online(tmp: Path, n_ent: int, reads: int, redis_url: str | None) -> d
             + yaml[end:]
         )
         (repo / "feature_store.yaml").write_text(yaml)
-    # the export holds its entities in a dict, which `feast apply` does not collect (it
-    # registers module-level objects only): historical retrieval does not need them,
-    # materialize does, so name the entity at module level here
-    with open(repo / "feature_repo.py", "a") as f:
-        f.write("\nbench_user_id = ENTITIES['user_id']\n")
     env = _feast_env(tmp)
     proc = subprocess.run(
         [str(FEAST_BIN / "feast"), "apply"],

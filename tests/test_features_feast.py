@@ -38,6 +38,8 @@ import sys
 import pandas as pd
 from feast import FeatureStore
 store = FeatureStore(repo_path=".")
+# `feast apply` registered the entities too (materialize needs them)
+assert {e.name for e in store.list_entities()} == {"user_id"}, store.list_entities()
 for i, query in enumerate(sys.argv[2:]):
     labels, refs = query.split("=")
     out = store.get_historical_features(entity_df=pd.read_parquet(labels), features=refs.split(","))

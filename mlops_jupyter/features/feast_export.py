@@ -181,13 +181,15 @@ def _defs(infos: list[FeatureViewInfo], fields: dict[str, list[tuple[str, str]]]
         "from feast.types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String,"
         " UnixTimestamp  # noqa: F401",
         "",
-        "ENTITIES = {",
+        "# each entity at the top level: `feast apply` registers only module-level objects",
     ]
-    for col, (ftype, _) in entities.items():
+    for k, (col, (ftype, _)) in enumerate(entities.items()):
         lines.append(
-            f"    {col!r}: Entity(name={col!r}, join_keys=[{col!r}], "
-            f"value_type=ValueType.{_ENTITY_TYPES[ftype]}),"
+            f"entity_{k} = Entity(name={col!r}, join_keys=[{col!r}], "
+            f"value_type=ValueType.{_ENTITY_TYPES[ftype]})"
         )
+    lines += ["ENTITIES = {"]
+    lines += [f"    {col!r}: entity_{k}," for k, col in enumerate(entities)]
     lines += ["}", ""]
     for i, info in enumerate(infos):
         ttl = "timedelta(0)" if info.ttl_s is None else f"timedelta(seconds={info.ttl_s!r})"
