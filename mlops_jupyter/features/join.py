@@ -146,6 +146,9 @@ def _left_keys(labels: pl.DataFrame, j: ViewJoin, i: int) -> dict[str, pl.Series
     return out
 
 
+_IDX = "__mj_idx"  # a row number column, dropped before the join
+
+
 def _right(j: ViewJoin, i: int, unit: str) -> pl.DataFrame:
     """The view's rows ready for the as-of join: keys renamed to join `i`'s, null keys
     dropped, one row per entity and timestamp (the one registered last), sorted by time."""
@@ -163,11 +166,19 @@ def _right(j: ViewJoin, i: int, unit: str) -> pl.DataFrame:
             )
         )
         .drop_nulls(keys)
-        .sort(keys, maintain_order=True)
+        # a stable sort keeps the registration order among equal timestamps, so the last
+        # row of each (entity, timestamp) is the one registered last
+        .sort(ts, maintain_order=True)
     )
-    # rows sorted by key keep their registration order among equals: keep the last of each run
-    again = pl.all_horizontal([pl.col(k) == pl.col(k).shift(-1) for k in keys]).fill_null(False)
-    return df.filter(~again).sort(ts)
+    # duplicates of (entity, timestamp) lie among rows sharing a timestamp with a neighbour:
+    # dedupe only those (usually few) instead of hashing every row
+    tied = (pl.col(ts) == pl.col(ts).shift(1)) | (pl.col(ts) == pl.col(ts).shift(-1))
+    df = df.with_row_index(_IDX)
+    sub = df.filter(tied.fill_null(False))
+    if not sub.height:
+        return df.drop(_IDX)
+    drop = sub.filter(~pl.struct(keys).is_last_distinct()).get_column(_IDX)
+    return df.filter(~pl.col(_IDX).is_in(drop.implode())).drop(_IDX)
 
 
 def point_in_time_many(labels: pl.DataFrame, joins: list[ViewJoin]) -> pl.DataFrame:
