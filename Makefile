@@ -7,7 +7,7 @@ PYTHON ?= python3
 EXTRAS ?= dev,torch,mlx,optuna,data,nvidia,llm,privacy,lightning,transformers,keras,sklearn,xgboost,lightgbm,media,mlflow,serve,features
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres azurite airflow prefect bentoml feast clean
+.PHONY: setup run demo lab test test-compat lint lint-ts bench browser postgres redis azurite airflow prefect bentoml feast clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,14 @@ postgres:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	  else echo "PostgreSQL not found: install the postgresql package (the team-store tests need it)"; exit 1; fi; }
+
+# redis-server for the feature store's Redis online-store tests (Debian/Ubuntu package; needs
+# root). The tests start their own server on 127.0.0.1.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	  else echo "redis-server not found: the Redis online-store tests will be skipped (install the redis-server package)"; fi; }
 
 # Azurite (Microsoft's local Azure Storage server, npm package) for the Azure artifact tests,
 # installed into .tools/azurite; the tests start their own server on 127.0.0.1.
@@ -102,7 +110,7 @@ lint-ts: setup
 # the tests start), besides the contract suite that runs on both backends every time.
 PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
-test: setup browser postgres azurite airflow prefect bentoml feast lint lint-ts
+test: setup browser postgres redis azurite airflow prefect bentoml feast lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra --durations=25
 	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
 
