@@ -9,20 +9,16 @@ Every request can be repeated, so an unreachable server is retried for RETRY_S s
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from ..artifacts.base import ArtifactStore, ObjectInfo, check_key, sha256_file
-from ..errors import ArtifactIntegrityError, ArtifactNotFoundError, StoreError
+from ..errors import ArtifactNotFoundError, StoreError
 from .api import RemoteStore
-from .client import ServerRefused, ServerUnavailable
-from .files import RETRY_S, _answer, _connection, _headers, _put_blob, _refused, _retrying
+from .client import ServerRefused
+from .files import RETRY_S, _put_blob, _refused, _retrying, download
 
 _BLOCK = 1 << 20
 
@@ -93,42 +89,9 @@ class ServerCheckpoints(ArtifactStore):
         return _retrying(self.remote, what, step, RETRY_S)
 
     def _download(self, key: str, dest: Path) -> int:
-        conn, prefix = _connection(self.remote.url)
-        shown = self.remote.client.shown
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        size, h = 0, hashlib.sha256()
-        try:
-            try:
-                path = "/api/v1/checkpoints/file?" + urlencode({"key": key})
-                conn.request("GET", prefix + path, None, _headers())
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    _answer(shown, resp.status, resp.read())
-                want = resp.getheader("X-Content-SHA256")
-                with os.fdopen(fd, "wb") as f:
-                    fd = -1
-                    while chunk := resp.read(_BLOCK):
-                        f.write(chunk)
-                        h.update(chunk)
-                        size += len(chunk)
-            except (OSError, http.client.HTTPException) as e:
-                raise ServerUnavailable(
-                    f"tracking server {shown}: download of {key!r} broke off "
-                    f"({type(e).__name__}: {e})"
-                ) from None
-            if h.hexdigest() != want:
-                raise ArtifactIntegrityError(
-                    f"the checkpoint file {key!r} from {shown} has sha256 {h.hexdigest()}, "
-                    f"not {want}: not stored locally"
-                )
-            os.replace(tmp, dest)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            conn.close()
-        return size
+        path = "/api/v1/checkpoints/file?" + urlencode({"key": key})
+        sent = lambda resp: resp.getheader("X-Content-SHA256") or ""  # noqa: E731
+        return download(self.remote, path, dest, f"the checkpoint file {key!r}", sha256=sent)
 
     def _unsupported(self, *a: Any, **kw: Any) -> Any:
         raise StoreError("the server's checkpoint files are written whole with put_file")

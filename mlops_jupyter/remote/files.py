@@ -15,6 +15,7 @@ trackserver/run_files.py for the routes).
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -180,6 +181,57 @@ def _answer(shown: str, status: int, text: bytes) -> Any:
     return out
 
 
+def download(
+    remote: RemoteStore,
+    path: str,
+    dest: Path,
+    what: str,
+    *,
+    sha256: Callable[[http.client.HTTPResponse], str | None] | None = None,
+) -> int:
+    """GET `path` (under the server's URL) into `dest` through a temporary file beside it;
+    returns the size. A non-200 answer raises through `_answer` (ServerRefused for 4xx); a
+    broken or short body (against Content-Length) is ServerUnavailable, so callers retry.
+    `sha256(resp)`: the digest the body must have (checked; ArtifactIntegrityError
+    otherwise), None for no check."""
+    conn, prefix = _connection(remote.url)
+    shown = remote.client.shown
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    size, h = 0, hashlib.sha256()
+    try:
+        try:
+            conn.request("GET", prefix + path, None, _headers())
+            resp = conn.getresponse()
+            if resp.status != 200:
+                _answer(shown, resp.status, resp.read())
+            want = sha256(resp) if sha256 is not None else None
+            length = int(resp.getheader("Content-Length", "-1"))
+            with os.fdopen(fd, "wb") as f:
+                fd = -1
+                while chunk := resp.read(_BLOCK):
+                    f.write(chunk)
+                    h.update(chunk)
+                    size += len(chunk)
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnavailable(
+                f"tracking server {shown}: download of {what} broke off ({type(e).__name__}: {e})"
+            ) from None
+        if length >= 0 and size != length:
+            raise ServerUnavailable(f"tracking server {shown}: download of {what} cut short")
+        if want is not None and h.hexdigest() != want:
+            raise ArtifactIntegrityError(
+                f"{what} from {shown} has sha256 {h.hexdigest()}, not {want}: not stored locally"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        conn.close()
+    return size
+
+
 def _chunks(path: Path, size: int) -> Iterator[bytes]:
     # exactly `size` bytes: a file that grows meanwhile cannot overrun Content-Length (the
     # server's digest check refuses a file that changed)
@@ -304,39 +356,16 @@ class _ServerFile(ArtifactStore):
     def get_file(self, key: str, dest: Path) -> int:
         digest = digest_of_key(key)
         q = urlencode({"name": self.name})
-        conn, prefix = _connection(self.remote.url)
-        shown = self.remote.client.shown
-        dest = Path(dest)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        size = 0
-        try:
-            try:
-                conn.request("GET", prefix + _run_path(self.uid, f"artifact?{q}"), None, _headers())
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    _answer(shown, resp.status, resp.read())
-                if resp.getheader("X-Content-SHA256") != digest:
-                    raise ArtifactIntegrityError(
-                        f"artifact {self.name!r} changed on {self.location} while it was read"
-                    )
-                with os.fdopen(fd, "wb") as f:
-                    fd = -1
-                    while chunk := resp.read(_BLOCK):
-                        f.write(chunk)
-                        size += len(chunk)
-            except (OSError, http.client.HTTPException) as e:
-                raise ServerUnavailable(
-                    f"tracking server {shown}: download of {self.name!r} broke off "
-                    f"({type(e).__name__}: {e})"
-                ) from None
-            os.replace(tmp, dest)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            conn.close()
-        return size
+
+        def stored(resp: http.client.HTTPResponse) -> str:
+            if resp.getheader("X-Content-SHA256") != digest:
+                raise ArtifactIntegrityError(
+                    f"artifact {self.name!r} changed on {self.location} while it was read"
+                )
+            return digest
+
+        path = _run_path(self.uid, f"artifact?{q}")
+        return download(self.remote, path, Path(dest), repr(self.name), sha256=stored)
 
     def _read_only(self, *a: Any, **kw: Any) -> Any:
         raise StoreError("artifacts of a tracking server are written with log_artifact")

@@ -15,8 +15,6 @@ mlops_jupyter.registry calls these when MLOPS_JUPYTER_STORE is http(s)://.
 
 from __future__ import annotations
 
-import http.client
-import os
 import secrets
 import shutil
 import sys
@@ -37,7 +35,13 @@ from ..errors import (
 from ..store.registry import ModelNotFoundError, StageTransitionError
 from .api import RemoteStore, remote_store
 from .client import ServerRefused, ServerUnavailable, token
-from .files import RETRY_S, _answer, _connection, _digest, _headers, _put_blob, _retrying
+from .files import (
+    RETRY_S,
+    _digest,
+    _put_blob,
+    _retrying,
+    download,
+)
 
 _BLOCK = 1 << 20
 
@@ -296,44 +300,13 @@ class VersionFiles(ArtifactStore):
 
     def get_file(self, key: str, dest: Path) -> int:
         rel = check_key(key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else "")
-        conn, prefix = _connection(self.remote.url)
-        shown = self.remote.client.shown
-        dest = Path(dest)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        size = 0
+        path = self._path("file?" + urlencode({"name": rel}))
         try:
-            try:
-                q = urlencode({"name": rel})
-                conn.request("GET", prefix + self._path(f"file?{q}"), None, _headers())
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    try:
-                        _answer(shown, resp.status, resp.read())
-                    except ServerRefused as e:
-                        if e.status == 404:
-                            raise ArtifactNotFoundError(_detail(e)) from None
-                        raise _error(self.remote, e, f"download {rel!r}") from None
-                want = int(resp.getheader("Content-Length", "-1"))
-                with os.fdopen(fd, "wb") as f:
-                    fd = -1
-                    while chunk := resp.read(_BLOCK):
-                        f.write(chunk)
-                        size += len(chunk)
-            except (OSError, http.client.HTTPException) as e:
-                raise ServerUnavailable(
-                    f"tracking server {shown}: download of {rel!r} broke off "
-                    f"({type(e).__name__}: {e})"
-                ) from None
-            if want >= 0 and size != want:
-                raise ServerUnavailable(f"tracking server {shown}: download of {rel!r} cut short")
-            os.replace(tmp, dest)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            conn.close()
-        return size
+            return download(self.remote, path, Path(dest), repr(rel))
+        except ServerRefused as e:
+            if e.status == 404:
+                raise ArtifactNotFoundError(_detail(e)) from None
+            raise _error(self.remote, e, f"download {rel!r}") from None
 
     def tree_local(self, prefix: str) -> Path:
         what = f"download {self.name} v{self.version}"
