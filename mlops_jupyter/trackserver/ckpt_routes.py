@@ -69,22 +69,10 @@ class CheckpointUploadHandler(BlobHandler):
 
     async def put(self, _what: str, digest: str) -> None:
         def go() -> dict:
-            if self._refusal is not None:
-                raise self._refusal
-            self.body_bytes()  # 413 / bad gzip
+            received = self.received(digest)
             key = checked_key(self.get_query_argument("key", None))
-            got = self._hash.hexdigest()
-            if got != digest:
-                raise HTTPError(
-                    400,
-                    "DIGEST_MISMATCH",
-                    f"the body's sha256 is {got}, not {digest}: nothing stored (send it again)",
-                )
-            if self._file is None:  # an empty file
-                self._file = tempfile.NamedTemporaryFile(prefix="mj-upload-", delete=False)
-            self._file.flush()
             arts = self.store.artifacts
-            arts.put_file(key, Path(self._file.name))
+            arts.put_file(key, received)
             info = arts.head(key)
             size = info.size if info else self._size
             return {"sha256": digest, "size": size, "modified": info.modified if info else None}

@@ -227,27 +227,33 @@ class BlobHandler(BaseHandler):
         if not self._over:
             self._hash.update(data)
 
+    def received(self, digest: str) -> Path:
+        """The received body's file, once it is known to hash to `digest` (else the
+        refusal, 413, or a 400 DIGEST_MISMATCH: nothing is stored)."""
+        if self._refusal is not None:
+            raise self._refusal
+        self.body_bytes()  # 413 / bad gzip
+        got = self._hash.hexdigest()
+        if got != digest:
+            raise HTTPError(
+                400,
+                "DIGEST_MISMATCH",
+                f"the body's sha256 is {got}, not {digest}: nothing stored (send it again)",
+            )
+        if self._file is None:  # an empty file
+            import tempfile
+
+            self._file = tempfile.NamedTemporaryFile(prefix="mj-upload-", delete=False)
+        self._file.flush()
+        return Path(self._file.name)
+
     async def put(self, uid: str, digest: str) -> None:
         def go() -> dict:
-            if self._refusal is not None:
-                raise self._refusal
-            self.body_bytes()  # 413 / bad gzip
-            got = self._hash.hexdigest()
-            if got != digest:
-                raise HTTPError(
-                    400,
-                    "DIGEST_MISMATCH",
-                    f"the body's sha256 is {got}, not {digest}: nothing stored (send it again)",
-                )
-            if self._file is None:  # an empty file
-                import tempfile
-
-                self._file = tempfile.NamedTemporaryFile(prefix="mj-upload-", delete=False)
-            self._file.flush()
+            received = self.received(digest)
             blobs = self.store.artifacts
             size = self._size
             if not blobs.has_blob(digest):  # a retried upload of stored bytes costs nothing
-                stored, size = blobs.put_blob(Path(self._file.name))
+                stored, size = blobs.put_blob(received)
                 if stored != digest:  # the temp file changed under us: never record it
                     raise HTTPError(500, "INTERNAL_ERROR", "upload changed while stored")
             return {"sha256": digest, "size": size}
