@@ -2,6 +2,7 @@
 promotion policies that require them, and notifications (docs/loop.md).
 
     from mlops_jupyter.loop import threshold, not_worse, latency, custom
+    # and drift, privacy, llm_score: what the store recorded about the candidate
     report = mj.gate("classifier", candidate=5, data=eval_df, target="y",
                      rules=[threshold("accuracy", ">=", 0.9), not_worse("accuracy", by=0.01)])
     mj.set_model_policy("classifier", require_gate=True)
@@ -26,6 +27,7 @@ from .rules import (
     paired_bootstrap,
     threshold,
 )
+from .rules_more import drift, llm_score, privacy
 
 __all__ = [
     "METRICS",
@@ -40,14 +42,17 @@ __all__ = [
     "channels_from_env",
     "custom",
     "default_predict",
+    "drift",
     "gate",
     "gates",
     "latency",
+    "llm_score",
     "metric",
     "model_policy",
     "not_worse",
     "notify",
     "paired_bootstrap",
+    "privacy",
     "set_model_policy",
     "threshold",
 ]

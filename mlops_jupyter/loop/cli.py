@@ -11,7 +11,7 @@ from typing import Any
 from ..cli_format import json_text, safe
 from ..errors import InvalidInputError
 
-_KINDS = ("threshold", "not_worse", "latency")
+_KINDS = ("threshold", "not_worse", "latency", "drift", "privacy", "llm_score")
 
 
 def _rule_from_table(i: int, t: dict[str, Any]):
@@ -29,6 +29,10 @@ def _rule_from_table(i: int, t: dict[str, Any]):
             return r.threshold(t.pop("metric"), t.pop("op", ">="), t.pop("value"), **t)
         if kind == "not_worse":
             return r.not_worse(t.pop("metric"), **t)
+        if kind in ("drift", "privacy", "llm_score"):
+            from . import rules_more
+
+            return getattr(rules_more, kind)(**t)
         return r.latency(**t)
     except (KeyError, TypeError) as e:
         raise InvalidInputError(f"rule {i + 1} ({kind}): missing or unknown field: {e}") from None
@@ -36,7 +40,8 @@ def _rule_from_table(i: int, t: dict[str, Any]):
 
 def load_rules(path: str | Path) -> dict[str, Any]:
     """{"rules": [...], "target": str | None, "features": list | None, "predict": fn | None}
-    from a TOML file ([[rule]] tables with type = threshold | not_worse | latency) or a
+    from a TOML file ([[rule]] tables with type = threshold | not_worse | latency | drift |
+    privacy | llm_score) or a
     Python file (RULES, and optionally TARGET, FEATURES, PREDICT)."""
     p = Path(path).expanduser()
     if not p.is_file():

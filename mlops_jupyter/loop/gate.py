@@ -261,6 +261,9 @@ def gate(
         raise InvalidInputError("the evaluation data has no examples")
     cand_info = model_version(name, version=candidate)
     base_info = _baseline_info(name, baseline)
+    columns = None
+    if hasattr(data, "columns"):  # a frame: the names of X's columns
+        columns = [str(c) for c in (features or [c for c in data.columns if c != target])]
     ctx = GateContext(
         candidate=load_model(name, version=candidate, trusted=trusted),
         baseline=(
@@ -271,6 +274,9 @@ def gate(
         predict=predict or default_predict,
         candidate_version=cand_info["version"],
         baseline_version=base_info["version"] if base_info else None,
+        model=name,
+        columns=columns,
+        data_id=data_id or fp,
     )
     results = []
     for rule in rules:

@@ -179,6 +179,11 @@ class GateContext:
     predict: Callable[[Any, Any], np.ndarray]
     candidate_version: int
     baseline_version: int | None
+    # the model's name, the feature columns' names (None for array data) and the evaluation
+    # data's version id: rules reading the registry and the training data need them
+    model: str = ""
+    columns: list[str] | None = None
+    data_id: str | None = None
     _outputs: dict[str, np.ndarray] = field(default_factory=dict)
     _values: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
