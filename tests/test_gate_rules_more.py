@@ -118,6 +118,9 @@ def test_drift_skipped_without_training_data_and_bad_input():
         mj.gate("clf", v, XY, [drift()], notify=False)
     with pytest.raises(InvalidInputError, match="not in both"):
         mj.gate("clf", v, _frame(100), [drift(columns=["x0", "nope"])], notify=False)
+    with pytest.raises(InvalidInputError, match="no-such-data"):
+        mj.gate("clf", v, _frame(100), [drift(data="no-such-data")], notify=False)
+    assert len(mj.gates("clf", v)) == 0  # bad input: nothing stored
     for bad in (dict(max_share=1.5), dict(max_share="x"), dict(columns=[])):
         with pytest.raises(InvalidInputError):
             drift(**bad)

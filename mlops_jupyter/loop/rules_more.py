@@ -91,7 +91,12 @@ class drift(Rule):  # noqa: N801 - used as a function in rule lists
         if isinstance(self.data, DataVersion) or (
             isinstance(self.data, str) and not _exists(self.data)
         ):
-            v = get_version(self.data)
+            from ..store.data import DataVersionNotFoundError
+
+            try:
+                v = get_version(self.data)
+            except DataVersionNotFoundError as e:  # a typo in data=: a usage error, not a fail
+                raise InvalidInputError(f"{self.name}: data={self.data!r}: {e}") from None
             if v.profile is None:
                 raise InvalidInputError(f"data version {v.id} ({v.name}) has no column profile")
             return v, [p["name"] for p in v.profile], v.id
