@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli_main
@@ -25,6 +24,8 @@ from mlops_jupyter.loop import (
     threshold,
 )
 from mlops_jupyter.registry import StageTransitionError
+
+torch = pytest.importorskip("torch")  # the compatibility venvs have no torch
 
 # Evaluation data: y depends on x0 only; x1 is independent noise, symmetric around 0.
 _RNG = np.random.default_rng(7)

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli_main
@@ -21,6 +20,8 @@ from mlops_jupyter.loop import not_worse
 from mlops_jupyter.store import serving_rollouts as ro
 from mlops_jupyter.store.registry import ModelNotFoundError
 from mlops_jupyter.tracking.api import current_store
+
+torch = pytest.importorskip("torch")  # the compatibility venvs have no torch
 
 RNG = np.random.default_rng(3)
 N = 400

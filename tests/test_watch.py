@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli_main
@@ -24,6 +23,8 @@ from mlops_jupyter.loop.triggers import load_config, parse_every
 from mlops_jupyter.loop.watch import poll
 from mlops_jupyter.store import loop_state
 from mlops_jupyter.tracking.api import current_store
+
+torch = pytest.importorskip("torch")  # the compatibility venvs have no torch
 
 _RNG = np.random.default_rng(3)
 N = 4000
