@@ -16,11 +16,13 @@ data version and, per view, the version and data version of the features used; i
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ..errors import InvalidInputError
@@ -146,6 +148,20 @@ def _left_keys(labels: pl.DataFrame, j: ViewJoin, i: int) -> dict[str, pl.Series
     return out
 
 
+# both sides are sorted here; polars >= 1.2 would otherwise re-check it (or warn that it
+# cannot, with `by`); polars 1.0-1.1 have no such argument
+_ASOF_KW = (
+    {"check_sortedness": False}
+    if "check_sortedness" in inspect.signature(pl.DataFrame.join_asof).parameters
+    else {}
+)
+# a left join keeps the labels' order: by default before polars 1.18 (no argument), by
+# `maintain_order="left"` since
+_LEFT_ORDER_KW = (
+    {"maintain_order": "left"}
+    if "maintain_order" in inspect.signature(pl.DataFrame.join).parameters
+    else {}
+)
 _IDX = "__mj_idx"  # a row number column, dropped before the join
 
 
@@ -177,8 +193,10 @@ def _right(j: ViewJoin, i: int, unit: str) -> pl.DataFrame:
     sub = df.filter(tied.fill_null(False))
     if not sub.height:
         return df.drop(_IDX)
-    drop = sub.filter(~pl.struct(keys).is_last_distinct()).get_column(_IDX)
-    return df.filter(~pl.col(_IDX).is_in(drop.implode())).drop(_IDX)
+    drop = sub.filter(~pl.struct(keys).is_last_distinct()).get_column(_IDX).to_numpy()
+    keep = np.ones(df.height, dtype=bool)
+    keep[drop] = False  # _IDX is the row number
+    return df.drop(_IDX).filter(pl.Series(keep))
 
 
 def point_in_time_many(labels: pl.DataFrame, joins: list[ViewJoin]) -> pl.DataFrame:
@@ -210,14 +228,14 @@ def point_in_time_many(labels: pl.DataFrame, joins: list[ViewJoin]) -> pl.DataFr
                 by=ents,
                 strategy="backward",
                 tolerance=None if j.ttl_s is None else timedelta(seconds=j.ttl_s),
-                check_sortedness=False,
+                **_ASOF_KW,
             )
         outs = [o for i in group for o in joins[i].outs]
         got = cur.select(_ROW, *outs)
         if got.height == lf.height:  # no null timestamps: restoring the label order is a sort
             got = got.sort(_ROW)
         else:
-            got = lf.select(_ROW).join(got, on=_ROW, how="left", maintain_order="left")
+            got = lf.select(_ROW).join(got, on=_ROW, how="left", **_LEFT_ORDER_KW)
         parts.update({o: got.get_column(o) for o in outs})
     return (
         pl.DataFrame([parts[o] for j in joins for o in j.outs], schema=None)
