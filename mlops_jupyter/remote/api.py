@@ -72,6 +72,16 @@ class RemoteRun(Run):
         encoded = rstore.encode_items(items, table)  # the local checks, before anything is sent
         self._writer.add_kv(self._rid, table, {k: json.loads(v) for k, v in encoded})
 
+    def queue_entry(self, field: str, items: dict[str, Any]) -> None:
+        """Queue `items` under `field` of this run's next ingest entry (the sender takes
+        any field of an entry: params, tags, cells, cell links)."""
+        self._writer.add_kv(self._rid, field, items)
+
+    def deliver_now(self) -> bool:
+        """Send what this process queued for the server now (points, ends, entries);
+        False when the server cannot be reached or refuses the token."""
+        return self._writer.deliver_now()
+
     def log_params(self, params: dict[str, Any], wait: bool = True) -> None:
         """Record parameters (sent with the next batch, whatever `wait` says)."""
         self._check_open()

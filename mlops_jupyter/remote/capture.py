@@ -36,7 +36,7 @@ def next_seq(run: RemoteRun) -> int:
 
 def _queue(run: RemoteRun, field: str, items: dict[str, Any]) -> None:
     # the sender's per-run params/tags queue takes any field of an ingest run entry
-    run._writer.add_kv(run._rid, field, items)
+    run.queue_entry(field, items)
 
 
 def link_run_cell(run: RemoteRun, notebook: str, cell_key: str) -> None:

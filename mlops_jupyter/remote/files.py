@@ -122,7 +122,7 @@ def add_event(
         except ValueError as e:
             raise InvalidInputError(f"event data cannot be stored as JSON: {e}") from None
     # what was logged before this event (points, the run's end) reaches the server first
-    if not run._writer.deliver_now():
+    if not run.deliver_now():
         raise StoreError(
             f"cannot add the event {kind!r}: the tracking server {store.client.shown} is "
             "unreachable or refuses the token, and earlier batches of this process wait in "
