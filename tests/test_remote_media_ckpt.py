@@ -157,8 +157,7 @@ def test_checkpoint_rotate_and_resume_in_a_fresh_process(rs, tmp_path):
     import subprocess
     import sys
 
-    import torch
-
+    torch = pytest.importorskip("torch")
     model, opt, after = _train("ckpt-remote", 5)
     stored = sorted(
         i.key.rsplit("/", 1)[-1] for i in rs.blobs.list("checkpoints/default/ckpt-remote")
@@ -198,9 +197,9 @@ def test_checkpoint_rotate_and_resume_in_a_fresh_process(rs, tmp_path):
 def test_a_read_token_cannot_write_checkpoints_and_a_retry_stores_once(rs, monkeypatch):
     import hashlib
 
-    import torch
-
     from mlops_jupyter.errors import StoreError
+
+    torch = pytest.importorskip("torch")
 
     monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.rtok)
     model = torch.nn.Linear(2, 1)

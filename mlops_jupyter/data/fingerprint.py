@@ -145,6 +145,8 @@ def _hash_series(h, s: pl.Series) -> None:
     if dt.is_numeric() or dt == pl.Boolean or dt.is_temporal():
         phys = s.to_physical()
         if nulls:
+            if dt == pl.Boolean:  # filled with 0 it becomes Int32 (polars 1.0 refuses to)
+                phys = phys.cast(pl.Int32)
             phys = phys.fill_null(0)
         arr = phys.to_numpy()
         if arr.dtype.kind == "f" and np.isnan(arr).any():
