@@ -6,6 +6,7 @@ goes away mid-notebook neither stalls nor fails a cell, and nothing is lost."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -242,6 +243,13 @@ def test_cells_route_is_idempotent_and_checks_its_input(server, wtok, store_path
     assert request(server.url, "POST", path, rtok, body)[0] == 403
 
 
+# A NUL in a cell: not Python, and a text PostgreSQL cannot keep. A Python 3.10/3.11 kernel
+# never answers such a cell (its compile raises ValueError inside the kernel, with or
+# without this package loaded), so there the bad cell is a plain syntax error.
+BAD_IS_NUL = sys.version_info >= (3, 12)
+BAD = "bad = 1  # \x00" if BAD_IS_NUL else "bad = = 1"
+
+
 def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     server, wtok, store_path, tmp_path, monkeypatch
 ):
@@ -253,7 +261,7 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
             "import mlops_jupyter as mj\nmj.log(a=1.0)",
             "b = 2\nmj.log(a=2.0)",
             "c = 3",
-            "bad = 1  # \x00",  # a NUL: not Python, and a text PostgreSQL cannot keep
+            BAD,
             "%mlops_run end",
             "%%mlops_run never --no-live\nnever = 1",  # a run cannot start without the server
         ]
@@ -292,7 +300,8 @@ def test_server_away_mid_notebook_neither_stalls_nor_loses_cells(
     # the NUL cell is recorded without its text (which the client does not send: a refused
     # request would drop the points travelling with it)
     want = [c.source for c in nb.cells[1:7]]
-    want[4] = None
+    if BAD_IS_NUL:
+        want[4] = None
     assert [c["source"] for c in cells] == want
     assert [c["seq"] for c in cells] == [1, 2, 3, 4, 5, 6]
     assert cells[4]["status"] == "error" and cells[4]["error"] == "SyntaxError"
