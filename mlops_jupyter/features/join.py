@@ -84,6 +84,24 @@ def _selected(info: FeatureViewInfo, names: list[str]) -> list[str]:
     return cols
 
 
+def _outputs(
+    info: FeatureViewInfo, names: list[str], full_names: bool, taken: set[str], beside: str
+) -> tuple[list[str], list[str]]:
+    """The view's selected feature columns and their output names, which must not clash
+    with `taken` (`beside` names what holds those: "a labels column", "an entity column");
+    the output names are added to `taken`."""
+    cols = _selected(info, names)
+    outs = [f"{info.name}__{c}" if full_names else c for c in cols]
+    clash = [o for o in outs if o in taken]
+    if clash:
+        raise InvalidInputError(
+            f"feature column(s) {', '.join(map(repr, clash))} of view {info.name!r} clash "
+            f"with {beside} or another view's feature: pass full_names=True"
+        )
+    taken.update(outs)
+    return cols, outs
+
+
 def _finest(a: pl.DataType, b: pl.DataType) -> str:
     units = [getattr(t, "time_unit", None) or "us" for t in (a, b)]
     return min(units, key=_UNIT_ORDER.__getitem__)
@@ -316,15 +334,7 @@ def training_set(
     sources, taken = [], set(lab.columns)
     for view_name, version, names in refs:
         info = get_feature_view(view_name, version)
-        cols = _selected(info, names)
-        outs = [f"{info.name}__{c}" if full_names else c for c in cols]
-        clash = [o for o in outs if o in taken]
-        if clash:
-            raise InvalidInputError(
-                f"feature column(s) {', '.join(map(repr, clash))} of view {info.name!r} clash "
-                "with a labels column or another view's feature: pass full_names=True"
-            )
-        taken.update(outs)
+        cols, outs = _outputs(info, names, full_names, taken, "a labels column")
         ents, ts = _keys(info, entity, timestamp)
         what = f"feature view {info.name!r}"
         joins.append(

@@ -25,7 +25,7 @@ import polars as pl
 from ..errors import InvalidInputError
 from ..store import features as fstore
 from ..store import features_online as ostore
-from .join import _selected, parse_refs
+from .join import _outputs, parse_refs
 from .views import (
     FeatureView,
     FeatureViewInfo,
@@ -327,15 +327,7 @@ def online_features(
     out: dict[str, pl.Series] = {}
     taken = set(req.columns)
     for info, (_, _, names) in zip(infos, refs):
-        cols = _selected(info, names)
-        outs = [f"{info.name}__{c}" if full_names else c for c in cols]
-        clash = [o for o in outs if o in taken]
-        if clash:
-            raise InvalidInputError(
-                f"feature column(s) {', '.join(map(repr, clash))} of view {info.name!r} clash "
-                "with an entity column or another view's feature: pass full_names=True"
-            )
-        taken.update(outs)
+        cols, outs = _outputs(info, names, full_names, taken, "an entity column")
         if not _materialized(store, info._id, be.name):
             raise InvalidInputError(
                 f"feature view {info.name!r} version {info.version} has not been materialized "
