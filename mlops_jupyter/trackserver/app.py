@@ -27,6 +27,7 @@ log = logging.getLogger("mlops_jupyter.trackserver")
 
 MAX_BODY = 16 << 20  # JSON bodies, after gzip is undone
 MAX_UPLOAD = 5 << 30  # one artifact file
+FILE_CHUNK = 1 << 20  # files are streamed in pieces this large
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mj-server")
 
 
@@ -182,6 +183,21 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         self.clear()
         self.send_json(self.error_body(status, code, message), status)
+
+    async def send_file(
+        self, local: str | os.PathLike, headers: dict[str, str] | None = None
+    ) -> None:
+        """Stream a local file as the answer (octet-stream, its length, extra `headers`),
+        a chunk at a time so a large artifact never sits in memory."""
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(os.path.getsize(local)))
+        for k, v in (headers or {}).items():
+            self.set_header(k, v)
+        with open(local, "rb") as f:
+            while chunk := f.read(FILE_CHUNK):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # tornado's own errors (405, a bad request line...) as JSON too

@@ -27,7 +27,6 @@ from .app import BaseHandler, HTTPError, check_value
 from .run_files import BlobHandler
 
 MAX_LIST = 100_000
-_CHUNK = 1 << 20
 
 
 def checked_key(key: Any, prefix_ok: bool = False) -> str:
@@ -136,15 +135,9 @@ class CheckpointFileHandler(BaseHandler):
             except StoreError as e:
                 self.send_error_json(503, "TEMPORARILY_UNAVAILABLE", str(e))
                 return
-            self.set_header("Content-Type", "application/octet-stream")
-            self.set_header("Content-Length", str(os.path.getsize(local)))
-            self.set_header("X-Content-SHA256", digest)
-            self.set_header("X-Modified", repr(info.modified))
-            with open(local, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    self.write(chunk)
-                    await self.flush()
-            self.finish()
+            await self.send_file(
+                local, {"X-Content-SHA256": digest, "X-Modified": repr(info.modified)}
+            )
         finally:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)

@@ -5,7 +5,6 @@ artifact-store contract (content-addressed blobs) and recorded as the run's arti
 
 from __future__ import annotations
 
-import os
 import posixpath
 import time
 from pathlib import Path
@@ -16,8 +15,6 @@ from ..store import ingest as ing
 from ..store import runs as rstore
 from .app import HTTPError
 from .mlflow_routes import MlflowHandler
-
-_CHUNK = 1 << 20
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -75,13 +72,7 @@ class ArtifactHandler(MlflowHandler):
         except ArtifactNotFoundError as e:
             self.send_error_json(404, "RESOURCE_DOES_NOT_EXIST", str(e))
             return
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(os.path.getsize(local)))
-        with open(local, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                self.write(chunk)
-                await self.flush()
-        self.finish()
+        await self.send_file(local)
 
     async def delete(self, path: str) -> None:
         await self.handle(self._unsupported)

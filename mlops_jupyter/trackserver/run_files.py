@@ -15,7 +15,6 @@ Files live in `store.artifacts` (the artifact-store contract); rows in the store
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from .app import BaseHandler, HTTPError, TooLarge, check_value
 
 MAX_FILES = 10_000  # per artifacts request
 MAX_EVENT_KEY = 64
-_CHUNK = 1 << 20
 _EARLY = 1 << 20  # a refused upload larger than this is answered before its body is read
 
 
@@ -289,14 +287,7 @@ class ArtifactFileHandler(BaseHandler):
         except StoreError as e:
             self.send_error_json(503, "TEMPORARILY_UNAVAILABLE", str(e))
             return
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(os.path.getsize(local)))
-        self.set_header("X-Content-SHA256", digest)
-        with open(local, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                self.write(chunk)
-                await self.flush()
-        self.finish()
+        await self.send_file(local, {"X-Content-SHA256": digest})
 
 
 ROUTES = [
