@@ -38,7 +38,7 @@ def _safe(v: Any) -> Any:
 def set_model_card_fields(name: str, **fields: Any) -> dict[str, Any]:
     """Write user fields of model `name`'s card (intended_use=, limitations=, owners=[...],
     or any other JSON-able field; None removes one). Returns the fields now stored."""
-    from ..registry import _check_name, _store, _user
+    from ..registry import _check_name, _remote, _store, _user
     from ..store import cards
 
     _check_name(name)
@@ -53,6 +53,10 @@ def set_model_card_fields(name: str, **fields: Any) -> dict[str, Any]:
         json.dumps(fields)
     except (TypeError, ValueError):
         raise InvalidInputError("card fields must be JSON-able (text, numbers, lists)") from None
+    if (url := _remote()) is not None:  # through the tracking server (remote/loop.py)
+        from ..remote import loop as remote
+
+        return remote.set_card_fields(url, name, fields)
     return cards.set_fields(_store(), name, fields, _user())
 
 
@@ -156,16 +160,25 @@ def _audit_rows(store, name: str) -> list[dict[str, Any]]:
 
 def collect(name: str, version: int | None = None) -> dict[str, Any]:
     """Everything the card shows, as plain data (see ModelCard.to_dict)."""
-    from ..registry import _check_name, _check_version, _store
+    from ..registry import _check_name, _check_version, _remote, _store
+
+    _check_name(name)
+    if version is not None:
+        version = _check_version(version)
+    if (url := _remote()) is not None:  # collected by the tracking server (remote/loop.py)
+        from ..remote import loop as remote
+
+        return remote.card(url, name, version)
+    return collect_in(_store(), name, version)
+
+
+def collect_in(store: Any, name: str, version: int | None = None) -> dict[str, Any]:
+    """collect() on `store` (arguments checked); the tracking server calls it."""
     from ..store import cards
     from ..store import gates as gstore
     from ..store import registry as rs
     from ..store import serving_rollouts as ro
 
-    _check_name(name)
-    if version is not None:
-        version = _check_version(version)
-    store = _store()
     info = rs.find_version(store, name, version)
     v = info["version"]
     rid = ro.version_run(store, name, v)

@@ -244,7 +244,15 @@ def gate(
     audit-log entry; a failing one is sent to the notification channels (mj.notify).
     `predict=fn(model, X)`: how to call the models (default: default_predict); with it, X
     from a frame is the polars frame of the feature columns, else a float32 array."""
-    from ..registry import _check_name, _check_version, _store, _user, load_model, model_version
+    from ..registry import (
+        _check_name,
+        _check_version,
+        _remote,
+        _store,
+        _user,
+        load_model,
+        model_version,
+    )
 
     _check_name(name)
     candidate = _check_version(candidate)
@@ -289,17 +297,22 @@ def gate(
         except Exception as e:  # a rule that crashes fails, with the reason as evidence
             results.append(RuleResult(rule.name, "fail", f"error: {type(e).__name__}: {e}"))
     report = GateReport(name, candidate, ctx.baseline_version, data_id or fp, len(y), results)
-    report.id = gstore.save_gate(
-        _store(),
-        name,
-        candidate,
-        report.baseline,
-        report.data_id,
-        report.passed,
-        report.to_dict(),
-        _user(),
-        report.summary(),
-    )
+    if (url := _remote()) is not None:  # the server stores the verdict (remote/loop.py)
+        from ..remote import loop as remote
+
+        report.id = remote.save_gate(url, report)
+    else:
+        report.id = gstore.save_gate(
+            _store(),
+            name,
+            candidate,
+            report.baseline,
+            report.data_id,
+            report.passed,
+            report.to_dict(),
+            _user(),
+            report.summary(),
+        )
     if not report.passed and notify:
         from .notify import notify as send
 
@@ -320,12 +333,16 @@ def gate(
 def gates(name: str | None = None, version: int | None = None) -> list[dict[str, Any]]:
     """Stored gate verdicts, oldest first: id, model, version, baseline_version, data_id,
     passed, report (the dict), time, user."""
-    from ..registry import _check_name, _check_version, _store
+    from ..registry import _check_name, _check_version, _remote, _store
 
     if name is not None:
         _check_name(name)
     if version is not None:
         version = _check_version(version)
+    if (url := _remote()) is not None:  # through the tracking server (remote/loop.py)
+        from ..remote import loop as remote
+
+        return remote.list_gates(url, name, version)
     rows = gstore.list_gates(_store(), name, version)
     if name is not None and not rows:
         from ..store.registry import find_version

@@ -149,20 +149,31 @@ class ModelLineage:
 
 def model_lineage(name: str, version: int | None = None) -> ModelLineage:
     """The lineage graph of model `name`: every version, or only `version`."""
-    from ..registry import _check_name, _check_version, _store
+    from ..registry import _check_name, _check_version, _remote, _store
+
+    _check_name(name)
+    if version is not None:
+        version = _check_version(version)
+    if (url := _remote()) is not None:  # built by the tracking server (remote/loop.py)
+        from ..remote import loop as remote
+
+        return remote.model_lineage(url, name, version)
+    return lineage_in(_store(), name, version)
+
+
+def lineage_in(store: Any, name: str, version: int | None = None) -> ModelLineage:
+    """model_lineage on `store` (arguments checked); the tracking server calls it."""
     from ..store import data as dstore
     from ..store import features as fstore
     from ..store import registry as rs
     from ..store import serving_rollouts as ro
 
-    _check_name(name)
-    store = _store()
     if version is None:
         infos = rs.list_versions(store, name)
         if not infos:
             rs.find_version(store, name)  # an unknown model: say so, with the known names
     else:
-        infos = [rs.find_version(store, name, _check_version(version))]
+        infos = [rs.find_version(store, name, version)]
     nodes: dict[str, dict] = {}
     edges: list[dict] = []
     seen_edges: set[tuple] = set()
@@ -244,10 +255,16 @@ def lineage(ref: Any = None, version: int | None = None) -> Any:
     all), or, when `ref` is a run (Run, run id or name, default the active/latest run) and
     no model has that name, the run's data lineage (mj.data.lineage)."""
     if isinstance(ref, str):
-        from ..registry import _store
+        from ..registry import _remote, _store
         from ..store import registry as rs
 
-        if version is not None or ref in rs.model_names(_store()):
+        if (url := _remote()) is not None:  # the server's model names (remote/loop.py)
+            from ..remote import loop as remote
+
+            names = remote.model_names(url)
+        else:
+            names = rs.model_names(_store())
+        if version is not None or ref in names:
             return model_lineage(ref, version)
     elif version is not None:
         raise InvalidInputError("version= needs a model name")
@@ -307,7 +324,7 @@ def audit(
     action, from_stage, to_stage, alias, reason, user, gate_ids, evidence. A gate's row
     carries its verdict per rule; a promotion's row the newest gate of that version before
     it (or none); a rollout's row its recorded layout and reason."""
-    from ..registry import _check_name, _store
+    from ..registry import _check_name, _remote, _store
     from ..store import gates as gstore
     from ..store import registry as rs
 
@@ -317,11 +334,17 @@ def audit(
     if actions is not None and not all(isinstance(a, str) for a in actions):
         raise InvalidInputError(f"action must be a string or a list of strings, got {action!r}")
     t0 = _since(since)
-    store = _store()
-    rows = rs.audit_log(store, model)
-    if model is not None and not rows:
-        rs.find_version(store, model)  # an unknown model: a clear error
-    gates = {g["id"]: g for g in gstore.list_gates(store, model)}
+    if (url := _remote()) is not None:  # the log and the verdicts from the tracking server
+        from ..remote import loop as remote
+
+        rows, glist = remote.audit_data(url, model)
+    else:
+        store = _store()
+        rows = rs.audit_log(store, model)
+        if model is not None and not rows:
+            rs.find_version(store, model)  # an unknown model: a clear error
+        glist = gstore.list_gates(store, model)
+    gates = {g["id"]: g for g in glist}
     out = []
     for ts, m, ver, act, frm, to, alias, reason, who in rows:
         if actions is not None and act not in actions:

@@ -16,11 +16,15 @@ def set_model_policy(name: str, *, require_gate: bool = False) -> dict[str, Any]
     """Set the policy of model `name` (recorded in the audit log); returns it.
     `require_gate=True`: promote_model(..., "production") refuses a version whose newest
     gate against the current production version did not pass (see mj.gate)."""
-    from ..registry import _check_name, _store, _user
+    from ..registry import _check_name, _remote, _store, _user
 
     _check_name(name)
     if not isinstance(require_gate, bool):
         raise InvalidInputError(f"require_gate must be True or False, got {require_gate!r}")
+    if (url := _remote()) is not None:  # through the tracking server (admin scope)
+        from ..remote import loop as remote
+
+        return remote.set_policy(url, name, require_gate)
     policy = {"require_gate": True} if require_gate else {}
     gstore.set_policy(_store(), name, policy, _user())
     return policy
@@ -28,8 +32,12 @@ def set_model_policy(name: str, *, require_gate: bool = False) -> dict[str, Any]
 
 def model_policy(name: str) -> dict[str, Any]:
     """The policy of model `name` ({} when none is set)."""
-    from ..registry import _check_name, _store
+    from ..registry import _check_name, _remote, _store
 
+    if (url := _remote()) is not None:  # through the tracking server (remote/loop.py)
+        from ..remote import loop as remote
+
+        return remote.get_policy(url, _check_name(name))
     return gstore.get_policy(_store(), _check_name(name))
 
 

@@ -276,6 +276,7 @@ def make_app(store: Store, *, max_body: int = MAX_BODY, max_upload: int = MAX_UP
         *mlflow_artifacts.ROUTES,
         *_module_routes("run_files"),
         *_module_routes("registry_routes"),  # the model registry for remote clients
+        *_module_routes("loop_routes"),  # gates, policies, approvals, cards, lineage
         *_module_routes("data_routes"),  # data versions, telemetry episodes
         *_module_routes("media_routes"),  # rich media of runs
         *_module_routes("ckpt_routes"),  # checkpoint series

@@ -98,6 +98,12 @@ def _registry_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _loop_paths() -> dict[str, Any]:
+    from .loop_openapi import openapi_paths  # gates, policies, approvals, cards, lineage
+
+    return openapi_paths(_op, _obj)
+
+
 def spec() -> dict[str, Any]:
     """The OpenAPI document."""
     return {
@@ -275,6 +281,7 @@ def spec() -> dict[str, Any]:
             },
             **_files_paths(),
             **_registry_paths(),
+            **_loop_paths(),
             **_data_paths(),
             **_media_paths(),
         },

@@ -1,0 +1,274 @@
+"""The closed loop over the tracking server: gate verdicts, promotion policies, approvals,
+model-card fields, model cards, lineage graphs (client: remote/loop.py), so `mj.gate`,
+`mj.gates`, `mj.set_model_policy`, `mj.approve`, `mj.model_card`, `mj.lineage` and
+`mj.audit` work for a remote client as on a local store.
+
+A gate is evaluated in the client (it loads both models through the registry routes); the
+server stores the verdict it sends, after checking its shape and that a verdict claiming
+"passed" has no failing rule. Cards and lineage graphs are collected here, from the store,
+by the same functions a local client runs (loop/card.py collect_in, loop/lineage.py
+lineage_in); the client renders them.
+
+Scopes: reads need `read`; storing a gate verdict, approving or rejecting a version and
+writing card fields need `write`; setting a model's policy needs `admin` (a policy decides
+what may enter production, which itself needs admin). Every change is in the registry's
+audit log under the token's name (and the login name the client reports). The policy is
+applied by the server itself when a version is promoted (registry_routes.py ->
+registry.promote_in), so a client cannot skip it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..store import cards, loop_state
+from ..store import gates as gstore
+from ..store import registry as rs
+from ..store import runs as rstore
+from .app import HTTPError, check_value
+from .registry_routes import _Handler, _name, _version
+
+_STATUSES = ("pass", "fail", "skipped")
+_MAX_TEXT = 100_000  # a summary, a rule's name or detail: far above any real one
+
+
+def _text(v: Any, what: str, optional: bool = True) -> str | None:
+    if v is None and optional:
+        return None
+    check_value(isinstance(v, str) and len(v) <= _MAX_TEXT, f"{what!r} must be a string")
+    rstore.check_text(v, what)
+    return v
+
+
+def _opt_version(v: Any, what: str) -> int | None:
+    if v is None:
+        return None
+    check_value(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{what!r}: a version")
+    return v
+
+
+def _gate_body(body: dict) -> dict[str, Any]:
+    """The verdict a client sends, checked: report (its results), baseline, data id, summary."""
+    report = body.get("report")
+    check_value(isinstance(report, dict), "'report' must be an object")
+    results = report.get("results")
+    check_value(
+        isinstance(results, list) and bool(results), "'report.results' must be a non-empty list"
+    )
+    for i, r in enumerate(results):
+        check_value(isinstance(r, dict), f"'report.results[{i}]' must be an object")
+        _text(r.get("rule"), f"report.results[{i}].rule", optional=False)
+        check_value(r.get("status") in _STATUSES, f"'report.results[{i}].status': {_STATUSES}")
+        _text(r.get("detail"), f"report.results[{i}].detail")
+        ev = r.get("evidence")
+        check_value(ev is None or isinstance(ev, dict), f"'report.results[{i}].evidence': object")
+    passed = report.get("passed")
+    check_value(isinstance(passed, bool), "'report.passed' must be true or false")
+    ran = [r["status"] for r in results if r["status"] != "skipped"]
+    if passed and not (ran and all(s == "pass" for s in ran)):
+        raise HTTPError(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "the report says passed but a rule failed or none ran: nothing recorded",
+        )
+    n = report.get("n")
+    check_value(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "'report.n' >= 0")
+    baseline = _opt_version(report.get("baseline"), "report.baseline")
+    data_id = _text(report.get("data_id"), "report.data_id")
+    summary = _text(body.get("summary"), "summary", optional=False)
+    try:
+        json.dumps(report, allow_nan=False)
+    except (TypeError, ValueError):
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", "'report' must be plain JSON") from None
+    return {
+        "report": report,
+        "passed": passed,
+        "baseline": baseline,
+        "data_id": data_id,
+        "summary": summary,
+    }
+
+
+class GatesHandler(_Handler):
+    """GET ?model=&version=: stored gate verdicts, oldest first (as mj.gates)."""
+
+    async def get(self) -> None:
+        def go() -> dict:
+            name = self.get_query_argument("model", None)
+            v = self.get_query_argument("version", None)
+            version = _version(v) if v is not None else None
+            if name is not None:
+                _name(name)
+            rows = gstore.list_gates(self.store, name, version)
+            if name is not None and not rows:
+                rs.find_version(self.store, name, version)  # 404 for an unknown model/version
+            return {"gates": rows}
+
+        await self.go(go)
+
+
+class VersionGatesHandler(_Handler):
+    """POST {"report", "summary", "user"?}: store a gate verdict of this version; its id."""
+
+    async def post(self, name: str, version: str) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            n, v = _name(name), _version(version)
+            g = _gate_body(body)
+            report = {**g["report"], "model": n, "candidate": v, "id": None}
+            gid = gstore.save_gate(
+                self.store,
+                n,
+                v,
+                g["baseline"],
+                g["data_id"],
+                g["passed"],
+                report,
+                self.who(body),
+                g["summary"],
+            )
+            return {"id": gid}
+
+        await self.go(go)
+
+
+class LatestGateHandler(_Handler):
+    """GET ?baseline=: the newest verdict of this version against `baseline` (absent:
+    against no production version), or null."""
+
+    async def get(self, name: str, version: str) -> None:
+        def go() -> dict:
+            b = self.get_query_argument("baseline", None)
+            base = _version(b) if b is not None else None
+            n, v = _name(name), _version(version)
+            rs.find_version(self.store, n, v)
+            return {"gate": gstore.latest_gate(self.store, n, v, base)}
+
+        await self.go(go)
+
+
+class PolicyHandler(_Handler):
+    """GET: the model's policy ({} when none). PUT {"require_gate", "user"?} (admin)."""
+
+    def needed_scope(self) -> str:
+        return "read" if self.request.method in ("GET", "HEAD") else "admin"
+
+    async def get(self, name: str) -> None:
+        def go() -> dict:
+            n = _name(name)
+            rs.find_version(self.store, n)  # 404 for an unknown model
+            return {"policy": gstore.get_policy(self.store, n)}
+
+        await self.go(go)
+
+    async def put(self, name: str) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            req = body.get("require_gate", False)
+            check_value(isinstance(req, bool), "'require_gate' must be true or false")
+            policy = {"require_gate": True} if req else {}
+            gstore.set_policy(self.store, _name(name), policy, self.who(body))
+            return {"policy": policy}
+
+        await self.go(go)
+
+
+class ApprovalHandler(_Handler):
+    """GET: the decision on this version, or null. POST {"decision": approved|rejected,
+    "reason"?, "user"?}: record it (audited under the token's name)."""
+
+    async def get(self, name: str, version: str) -> None:
+        def go() -> dict:
+            n, v = _name(name), _version(version)
+            rs.find_version(self.store, n, v)
+            return {"approval": loop_state.get_approval(self.store, n, v)}
+
+        await self.go(go)
+
+    async def post(self, name: str, version: str) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            n, v = _name(name), _version(version)
+            decision = body.get("decision")
+            check_value(decision in ("approved", "rejected"), "'decision': approved or rejected")
+            reason = _text(body.get("reason"), "reason")
+            loop_state.set_approval(self.store, n, v, decision, reason, self.who(body))
+            return {"approval": loop_state.get_approval(self.store, n, v)}
+
+        await self.go(go)
+
+
+class CardFieldsHandler(_Handler):
+    """GET: the user-written card fields. PATCH {"fields": {...}, "user"?}: merge them (a
+    null value removes a field); answers the fields now stored."""
+
+    async def get(self, name: str) -> None:
+        def go() -> dict:
+            n = _name(name)
+            rs.find_version(self.store, n)
+            return {"fields": cards.get_fields(self.store, n)}
+
+        await self.go(go)
+
+    async def patch(self, name: str) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            fields = body.get("fields")
+            check_value(
+                isinstance(fields, dict) and bool(fields), "'fields' must be a non-empty object"
+            )
+            owners = fields.get("owners")
+            check_value(
+                owners is None
+                or (isinstance(owners, list) and all(isinstance(o, str) for o in owners)),
+                "'fields.owners' must be a list of names",
+            )
+            for k in fields:
+                rstore.check_text(k, "card field name")
+            rstore.check_text(json.dumps(fields, ensure_ascii=False), "card fields")
+            return {"fields": cards.set_fields(self.store, _name(name), fields, self.who(body))}
+
+        await self.go(go)
+
+
+class CardHandler(_Handler):
+    """GET ?version=: everything the model card shows (loop/card.py collect_in)."""
+
+    async def get(self, name: str) -> None:
+        def go() -> dict:
+            from ..loop.card import collect_in
+
+            v = self.get_query_argument("version", None)
+            return {"card": collect_in(self.store, _name(name), _version(v) if v else None)}
+
+        await self.go(go)
+
+
+class LineageHandler(_Handler):
+    """GET ?version=: the model's lineage graph (nodes, edges), of every version or one."""
+
+    async def get(self, name: str) -> None:
+        def go() -> dict:
+            from ..loop.lineage import lineage_in
+
+            v = self.get_query_argument("version", None)
+            try:
+                g = lineage_in(self.store, _name(name), _version(v) if v else None)
+            except InvalidInputError as e:
+                raise HTTPError(400, "INVALID_PARAMETER_VALUE", str(e)) from None
+            return g.to_dict()
+
+        await self.go(go)
+
+
+ROUTES = [
+    (r"/api/v1/gates", GatesHandler),
+    (r"/api/v1/models/([^/]+)/versions/([^/]+)/gates", VersionGatesHandler),
+    (r"/api/v1/models/([^/]+)/versions/([^/]+)/latest-gate", LatestGateHandler),
+    (r"/api/v1/models/([^/]+)/versions/([^/]+)/approval", ApprovalHandler),
+    (r"/api/v1/models/([^/]+)/policy", PolicyHandler),
+    (r"/api/v1/models/([^/]+)/card-fields", CardFieldsHandler),
+    (r"/api/v1/models/([^/]+)/card", CardHandler),
+    (r"/api/v1/models/([^/]+)/lineage", LineageHandler),
+]

@@ -1,0 +1,218 @@
+"""The closed loop through a real `mlops-jupyter server` process (real tokens): a gate run in
+this process stores its verdict on the server; the promotion policy is applied by the server
+(a direct request cannot skip it); the model card, the lineage graph and the audit frame
+over the server equal those read from the server's store directly; approvals are audited
+under the token's name; a read token cannot approve, store a gate or write card fields; an
+admin token is needed for policies. One server for the module (SQLite, or PostgreSQL in the
+CI's suites)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+from trackserver_helpers import RemoteServer, module_remote, request, use_remote
+
+import mlops_jupyter as mj
+from mlops_jupyter.cli import main as cli_main
+from mlops_jupyter.errors import StoreError
+from mlops_jupyter.loop import not_worse, threshold
+from mlops_jupyter.loop.approve import approval
+from mlops_jupyter.registry import ModelNotFoundError, StageTransitionError
+from mlops_jupyter.store import gates as gstore
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.timeout(120)
+
+RNG = np.random.default_rng(11)
+N = 2_000
+X = RNG.normal(size=(N, 2)).astype(np.float32)
+Y = (X[:, 0] + 0.3 * RNG.normal(size=N) > 0).astype(np.int64)
+
+
+def _clf(w1: float) -> torch.nn.Linear:
+    """Scores class 1 by x0 + w1 * x1 (x1 is noise): w1 = 0 is best, large |w1| worse."""
+    m = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
+    return m
+
+
+@pytest.fixture(scope="module")
+def remote_server(tmp_path_factory, request):
+    yield from module_remote(tmp_path_factory, request, "remote-loop")
+
+
+@pytest.fixture
+def rs(remote_server, monkeypatch, tmp_path) -> RemoteServer:
+    return use_remote(monkeypatch, remote_server, tmp_path)
+
+
+def _as(monkeypatch, tok: str) -> None:
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", tok)
+
+
+def _direct(rs: RemoteServer, monkeypatch) -> None:
+    """From here on this process opens the server's store itself."""
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(rs.loc))
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(rs.artifacts))
+    monkeypatch.delenv("MLOPS_JUPYTER_TOKEN")
+
+
+def test_gate_policy_card_lineage_audit_over_the_server(rs, monkeypatch, capsys):
+    with mj.start_run("train-v1", experiment="remote-loop"):
+        mj.log(accuracy=0.8)
+        v1 = mj.register_model("clf", _clf(0.8))
+    v2 = mj.register_model("clf", _clf(0.0))  # better
+    v3 = mj.register_model("clf", _clf(3.0))  # worse
+    mj.promote_model("clf", v1, "staging")
+    _as(monkeypatch, rs.atok)
+    mj.promote_model("clf", v1, "production", reason="first release")
+    # policies need an admin token
+    assert mj.set_model_policy("clf", require_gate=True) == {"require_gate": True}
+    _as(monkeypatch, rs.wtok)
+    with pytest.raises(StoreError, match="may not set the policy of 'clf'.*needs admin") as e:
+        mj.set_model_policy("clf", require_gate=False)
+    assert rs.wtok not in str(e.value)
+    assert mj.loop.model_policy("clf") == {"require_gate": True}
+    # gates: evaluated here, stored by the server (what its store shows)
+    rules = [not_worse("accuracy", by=0.01)]
+    good = mj.gate("clf", v2, (X, Y), rules)
+    bad = mj.gate("clf", v3, (X, Y), rules + [threshold("accuracy", ">=", 0.5)], notify=False)
+    assert good.passed and not bad.passed and good.baseline == v1
+    stored = gstore.list_gates(rs.store, "clf")
+    assert [(g["id"], g["version"], g["passed"]) for g in stored] == [
+        (good.id, v2, True),
+        (bad.id, v3, False),
+    ]
+    assert stored[0]["user"].endswith("(token writer)")
+    assert stored[1]["report"]["results"][0]["evidence"]["n"] == N
+    assert mj.gates("clf") == stored
+    assert mj.gates("clf", v3) == stored[1:]
+    from mlops_jupyter.remote import loop as rloop
+
+    assert rloop.latest_gate(rs.srv.url, "clf", v2, v1)["id"] == good.id
+    assert rloop.latest_gate(rs.srv.url, "clf", v2, None) is None
+    with pytest.raises(ModelNotFoundError, match="no registered model named 'nope'"):
+        mj.gates("nope")
+    # the policy is the server's: the client's call and a direct request are both refused
+    mj.promote_model("clf", v3, "staging")
+    _as(monkeypatch, rs.atok)
+    with pytest.raises(StageTransitionError, match=r"newest gate .* failed: not_worse"):
+        mj.promote_model("clf", v3, "production")
+    st, out = request(
+        rs.srv.url,
+        "POST",
+        f"/api/v1/models/clf/versions/{v3}/stage",
+        rs.atok,
+        {"stage": "production"},
+    )
+    assert st == 409 and "requires a passing gate" in out["message"]
+    mj.promote_model("clf", v2, "staging")
+    mj.promote_model("clf", v2, "production", reason="gate passed")
+    _as(monkeypatch, rs.wtok)
+    # card fields, card, lineage, audit over the server
+    fields = mj.set_model_card_fields("clf", intended_use="demo", owners=["ana"], ticket="ML-1")
+    assert fields == {"intended_use": "demo", "owners": ["ana"], "ticket": "ML-1"}
+    assert mj.set_model_card_fields("clf", ticket=None) == {
+        "intended_use": "demo",
+        "owners": ["ana"],
+    }
+    card = mj.model_card("clf")
+    assert card.version == v2 and card.data["fields"]["owners"] == ["ana"]
+    assert [g["id"] for g in card.data["gates"]] == [good.id]
+    assert "## Intended use" in card.markdown() or "demo" in card.markdown()
+    card_v1 = mj.model_card("clf", v1).to_dict()
+    assert card_v1["run"]["name"] == "train-v1"
+    graph = mj.lineage("clf")
+    assert f"model:clf@v{v2}" in graph.nodes and any(
+        n["kind"] == "run" for n in graph.nodes.values()
+    )
+    assert mj.lineage("clf", version=v1).to_dict()["nodes"][0]["version"] == v1
+    aud = mj.audit("clf")
+    promo = aud.filter((pl.col("action") == "transition") & (pl.col("to_stage") == "production"))
+    assert promo["version"].to_list() == [v1, v2] and promo["gate_ids"].to_list() == [[], [good.id]]
+    assert mj.audit("clf", action="gate")["gate_ids"].to_list() == [[good.id], [bad.id]]
+    assert cli_main(["card", "clf", "--format", "json"]) == 0
+    assert '"intended_use": "demo"' in capsys.readouterr().out
+    assert cli_main(["audit", "--model", "clf", "--action", "policy"]) == 0
+    assert "(token releaser)" in capsys.readouterr().out
+    remote = (card.to_dict(), card_v1, graph.to_dict(), aud)
+    # the server's store opened directly: the same card, graph and audit frame
+    _direct(rs, monkeypatch)
+    assert mj.model_card("clf").to_dict() == remote[0]
+    assert mj.model_card("clf", v1).to_dict() == remote[1]
+    assert mj.lineage("clf").to_dict() == remote[2]
+    assert mj.audit("clf").equals(remote[3])
+    assert mj.gates("clf") == stored
+
+
+def test_approvals_are_audited_under_the_token_and_scopes_hold(rs, monkeypatch, capsys):
+    v = mj.register_model("appr", _clf(0.0))
+    before = len(gstore.list_gates(rs.store))
+    # a read token: may read, may not approve, store a gate or write card fields
+    _as(monkeypatch, rs.rtok)
+    assert approval("appr", v) is None
+    with pytest.raises(StoreError, match="may not approve appr v1.*need") as e:
+        mj.approve("appr", v)
+    assert rs.rtok not in str(e.value)
+    with pytest.raises(StoreError, match="may not store the gate of appr v1"):
+        mj.gate("appr", v, (X, Y), [threshold("accuracy", ">=", 0.5)], notify=False)
+    with pytest.raises(StoreError, match="may not write the card fields"):
+        mj.set_model_card_fields("appr", owners=["eve"])
+    assert len(gstore.list_gates(rs.store)) == before
+    assert rs.rows("SELECT count(*) FROM loop_approvals") == [(0,)]
+    # the write token approves (the CLI too); the audit log names the token
+    _as(monkeypatch, rs.wtok)
+    d = mj.approve("appr", v, reject=True, reason="not yet")
+    assert d["decision"] == "rejected" and d["user"].endswith("(token writer)")
+    assert cli_main(["approve", "appr", "--version", str(v), "--reason", "ok now"]) == 0
+    assert "approved" in capsys.readouterr().out
+    assert approval("appr", v)["reason"] == "ok now"
+    log = mj.audit("appr", action=["approve", "reject"])
+    assert log["action"].to_list() == ["reject", "approve"]
+    assert all(u.endswith("(token writer)") for u in log["user"].to_list())
+    assert log["reason"].to_list() == ["not yet", "ok now"]
+    with pytest.raises(ModelNotFoundError):
+        mj.approve("appr", 9)
+
+
+def test_bad_verdicts_are_refused_and_nothing_is_stored(rs):
+    mj.register_model("raw", _clf(0.0))
+    before = len(gstore.list_gates(rs.store))
+    path = "/api/v1/models/raw/versions/1/gates"
+    ok = {"rule": "r", "status": "pass"}
+    bad_bodies = [
+        {"summary": "x"},
+        {"report": {"results": [], "passed": False, "n": 1}, "summary": "x"},
+        {
+            "report": {"results": [{"rule": "r", "status": "fail"}], "passed": True, "n": 1},
+            "summary": "x",
+        },
+        {"report": {"results": [ok], "passed": True, "n": -1}, "summary": "x"},
+        {
+            "report": {"results": [{"rule": "r", "status": "maybe"}], "passed": False, "n": 1},
+            "summary": "x",
+        },
+        {"report": {"results": [ok], "passed": True, "n": 1, "baseline": 0}, "summary": "x"},
+        {"report": {"results": [ok], "passed": True, "n": 1}},
+    ]
+    for body in bad_bodies:
+        st, out = request(rs.srv.url, "POST", path, rs.wtok, body)
+        assert st == 400 and out["error_code"] == "INVALID_PARAMETER_VALUE", (body, out)
+    st, _ = request(
+        rs.srv.url,
+        "POST",
+        "/api/v1/models/raw/versions/7/gates",
+        rs.wtok,
+        {"report": {"results": [ok], "passed": True, "n": 1}, "summary": "x"},
+    )
+    assert st == 404
+    assert len(gstore.list_gates(rs.store)) == before
+    st, out = request(rs.srv.url, "PUT", "/api/v1/models/raw/policy", rs.rtok, {})
+    assert st == 403
+    st, out = request(rs.srv.url, "GET", "/api/v1/models/raw/policy", rs.rtok)
+    assert (st, out) == (200, {"policy": {}})
+    assert os.environ["MLOPS_JUPYTER_STORE"] == rs.srv.url
