@@ -8,6 +8,7 @@ CI's suites)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -216,3 +217,23 @@ def test_bad_verdicts_are_refused_and_nothing_is_stored(rs):
     st, out = request(rs.srv.url, "GET", "/api/v1/models/raw/policy", rs.rtok)
     assert (st, out) == (200, {"policy": {}})
     assert os.environ["MLOPS_JUPYTER_STORE"] == rs.srv.url
+
+
+def test_cli_gate_gates_lineage_over_the_server(rs, tmp_path, capsys):
+    v = mj.register_model("cli-clf", _clf(0.0))
+    data = tmp_path / "eval.npz"
+    np.savez(data, X=X, y=Y)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ntype = "threshold"\nmetric = "accuracy"\nvalue = 0.8\n')
+    args = ["gate", "cli-clf", "--candidate", str(v), "--data", str(data), "--rules", str(rules)]
+    assert cli_main([*args, "--json"]) == 0
+    assert '"passed": true' in capsys.readouterr().out
+    rules.write_text('[[rule]]\ntype = "threshold"\nmetric = "accuracy"\nvalue = 0.99\n')
+    assert cli_main(args) == 1
+    capsys.readouterr()
+    assert cli_main(["gates", "cli-clf", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [g["passed"] for g in rows] == [True, False]
+    assert [g["passed"] for g in gstore.list_gates(rs.store, "cli-clf")] == [True, False]
+    assert cli_main(["lineage", "cli-clf", "--format", "svg"]) == 0
+    assert capsys.readouterr().out.startswith("<svg")

@@ -13,7 +13,9 @@ SUPPORTED = (
     "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
     "add_event, log_artifact, artifact_path, %%mlops_run cell capture, the model registry, "
     "system telemetry, data versions, the live monitor, media logging (mj.log_image, "
-    "log_table, ..., mj.media, mj.load_media), checkpoints (mj.checkpoint, mj.resume)"
+    "log_table, ..., mj.media, mj.load_media), checkpoints (mj.checkpoint, mj.resume), "
+    "gates and promotion policies (mj.gate, mj.gates, mj.set_model_policy), approvals "
+    "(mj.approve), model cards, model lineage and mj.audit"
 )
 
 
