@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from ..errors import InvalidInputError
-from .card_sections import _PROFILE_KEYS, NOT_RECORDED, _md_cell, _num, _sections
+from .card_sections import _PROFILE_KEYS, NOT_RECORDED, _md_cell, _num, _sections, slices_record
 
 __all__ = ["NOT_RECORDED", "ModelCard", "model_card", "set_model_card_fields"]
 
@@ -184,6 +184,7 @@ def collect_in(store: Any, name: str, version: int | None = None) -> dict[str, A
     rid = ro.version_run(store, name, v)
     data, feats = _data_and_features(store, rid)
     audit = [a for a in _audit_rows(store, name) if a["version"] in (v, None)]
+    stored = gstore.list_gates(store, name, v)
     gates = [
         {
             "id": g["id"],
@@ -197,7 +198,7 @@ def collect_in(store: Any, name: str, version: int | None = None) -> dict[str, A
                 for r in g["report"].get("results", [])
             ],
         }
-        for g in gstore.list_gates(store, name, v)
+        for g in stored
     ]
     rollout = ro.get(store, name)
     run = _run_section(store, rid, info["metrics"])
@@ -225,6 +226,7 @@ def collect_in(store: Any, name: str, version: int | None = None) -> dict[str, A
                 k: v for k, v in (info["meta"].get("metadata") or {}).items() if k != "privacy"
             },
             "gates": gates,
+            "slices": slices_record(stored),
             "stages": [a for a in audit if a["action"] == "transition" and a["version"] == v],
             "rollouts": [a for a in audit if a["action"] == "rollout"],
             "current_rollout": rollout,
@@ -264,7 +266,9 @@ class ModelCard:
             elif kind == "items":
                 lines += [f"- {k}: {_md_cell(v)}" for k, v in content]
             else:
-                heads, rows = content
+                heads, rows = content[:2]
+                if len(content) > 2:  # a note above the table
+                    lines += [str(content[2]), ""]
                 lines.append("| " + " | ".join(heads) + " |")
                 lines.append("|" + " --- |" * len(heads))
                 lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
@@ -291,7 +295,9 @@ class ModelCard:
                     + "</ul>"
                 )
             else:
-                heads, rows = content
+                heads, rows = content[:2]
+                if len(content) > 2:  # a note above the table
+                    parts.append(f"<p>{e(content[2])}</p>")
                 parts.append('<table style="border-collapse:collapse">')
                 parts.append(
                     "<tr>" + "".join(f'<th style="{cell}">{e(h)}</th>' for h in heads) + "</tr>"

@@ -182,6 +182,7 @@ def _sections(d: dict[str, Any]) -> list[Section]:
             ),
         )
     )
+    out.append(_slices_section(d.get("slices")))
     out.append(("Stage history", "table", _audit_table(d["stages"])))
     roll = d["rollouts"]
     cur = d["current_rollout"]
@@ -201,6 +202,67 @@ def _sections(d: dict[str, Any]) -> list[Section]:
         )
     out.append(("Audit trail", "table", _audit_table(d["audit"])))
     return out
+
+
+def slices_record(stored: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The card's evaluation slices: those of the newest gate of the version that had
+    slices (a gate's report["slices"]), None when the version has no gate at all, and
+    {"gate": None, "rows": []} when none of its gates had slices."""
+    if not stored:
+        return None
+    latest = stored[-1]["id"]
+    for g in reversed(stored):
+        table = g["report"].get("slices")
+        if table:
+            return {
+                "gate": g["id"],
+                "latest_gate": latest,
+                "passed": g["passed"],
+                "baseline_version": g["baseline_version"],
+                "data_id": g["data_id"],
+                "time": g["time"],
+                **table,
+            }
+    return {"gate": None, "latest_gate": latest, "rows": []}
+
+
+def _slices_section(s: dict[str, Any] | None) -> Section:
+    from .slices import fmt
+
+    title = "Evaluation slices"
+    if not s:
+        return (title, "text", None)
+    if s["gate"] is None:
+        return (
+            title,
+            "text",
+            f"No gate of this version evaluated slices (the newest is #{s['latest_gate']}): "
+            "mj.gate(..., slices=['column']) or mlops-jupyter gate --slice COLUMN adds them.",
+        )
+    against = "-" if s["baseline_version"] is None else f"v{s['baseline_version']}"
+    note = (
+        f"From gate #{s['gate']} ({'pass' if s['passed'] else 'FAIL'} against {against}, "
+        f"{_when(s['time'])}, data {s['data_id']}): {s.get('confidence', 0.95):.0%} "
+        f"bootstrap intervals; slices under {s.get('min_count')} examples show means only."
+    )
+    if s["latest_gate"] != s["gate"]:
+        note += f" The newest gate, #{s['latest_gate']}, had no slices."
+    if s.get("error"):
+        note += f" Not computed: {s['error']}."
+    rows = [
+        [
+            r["slice"],
+            r["n"],
+            r["metric"],
+            fmt(r.get("candidate"), r.get("candidate_interval")),
+            fmt(r.get("baseline"), r.get("baseline_interval")),
+            fmt(r.get("difference"), r.get("difference_interval"), sign=True)
+            + (f" ({r['note']})" if r.get("note") else ""),
+        ]
+        for r in s.get("rows", [])
+    ]
+    heads = ["slice", "n", "metric", "candidate", "production", "difference"]
+    return (title, "table", (heads, rows, note))
 
 
 def _field_text(v: Any) -> str:

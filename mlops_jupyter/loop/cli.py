@@ -42,7 +42,8 @@ def load_rules(path: str | Path) -> dict[str, Any]:
     """{"rules": [...], "target": str | None, "features": list | None, "predict": fn | None}
     from a TOML file ([[rule]] tables with type = threshold | not_worse | latency | drift |
     privacy | llm_score) or a
-    Python file (RULES, and optionally TARGET, FEATURES, PREDICT)."""
+    Python file (RULES, and optionally TARGET, FEATURES, PREDICT, SLICES); a TOML file's
+    top-level `slices = ["country"]` names evaluation slices."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InvalidInputError(f"no such rules file: {p}")
@@ -59,6 +60,7 @@ def load_rules(path: str | Path) -> dict[str, Any]:
             "target": cfg.get("target"),
             "features": cfg.get("features"),
             "predict": None,
+            "slices": cfg.get("slices"),
         }
     if p.suffix == ".py":
         ns = runpy.run_path(str(p))  # the user's own file, as `python rules.py` would run it
@@ -69,6 +71,7 @@ def load_rules(path: str | Path) -> dict[str, Any]:
             "target": ns.get("TARGET"),
             "features": ns.get("FEATURES"),
             "predict": ns.get("PREDICT"),
+            "slices": ns.get("SLICES"),
         }
     raise InvalidInputError(f"rules file {p}: must be .toml or .py")
 
@@ -77,6 +80,7 @@ def cmd_gate(args) -> int:
     from . import gate, not_worse
 
     spec: dict[str, Any] = {"rules": [], "target": None, "features": None, "predict": None}
+    spec["slices"] = None
     if args.rules:
         spec = load_rules(args.rules)
     else:
@@ -94,6 +98,7 @@ def cmd_gate(args) -> int:
         features=spec["features"],
         predict=spec["predict"],
         trusted=args.trusted,
+        slices=args.slice or spec.get("slices"),
     )
     if args.markdown:
         Path(args.markdown).write_text(report.markdown())
@@ -158,6 +163,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--metric", default="accuracy", help="without --rules: not_worse on this metric (accuracy)"
+    )
+    g.add_argument(
+        "--slice",
+        action="append",
+        metavar="COLUMN",
+        help="also report metrics per value of this column of the data (repeatable)",
     )
     g.add_argument("--trusted", action="store_true", help="allow unpickling your own model classes")
     g.add_argument("--json", action="store_true", help="the report as JSON")

@@ -39,6 +39,9 @@ class GateReport:
     results: list[RuleResult]
     created: float = field(default_factory=time.time)
     id: int | None = None
+    # per-slice metrics (loop/slices.py): {"confidence", "n_boot", "min_count", "metrics",
+    # "slices", "rows": [...]}, or None when the gate was given no slices
+    slices: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -70,6 +73,10 @@ class GateReport:
         for r in self.results:
             detail = (r.detail or _short(r.evidence)).replace("|", "\\|")
             lines.append(f"| {r.rule.replace('|', '/')} | {r.status} | {detail} |")
+        if self.slices:
+            from .slices import markdown_table
+
+            lines += markdown_table(self.slices)
         return "\n".join(lines) + "\n"
 
     def _repr_markdown_(self) -> str:
@@ -87,6 +94,7 @@ class GateReport:
             "passed": self.passed,
             "created": self.created,
             "results": [r.to_dict() for r in self.results],
+            **({"slices": self.slices} if self.slices is not None else {}),
         }
 
 
@@ -237,13 +245,20 @@ def gate(
     predict: Any = None,
     trusted: bool = False,
     notify: bool = True,
+    slices: Any = None,
+    slice_metrics: list[Any] | None = None,
+    min_slice_count: int = 30,
 ) -> GateReport:
     """Check version `candidate` of model `name` against `baseline` (default: the current
     production version; none -> rules comparing with it are skipped) on the same evaluation
     `data`, by `rules` (threshold, not_worse, latency, custom). The report is stored with an
     audit-log entry; a failing one is sent to the notification channels (mj.notify).
     `predict=fn(model, X)`: how to call the models (default: default_predict); with it, X
-    from a frame is the polars frame of the feature columns, else a float32 array."""
+    from a frame is the polars frame of the feature columns, else a float32 array.
+    `slices=["country", ...]` (columns of the evaluation frame, or {name: mask or
+    fn(frame) -> mask}): the report also gets per-slice metrics (`slice_metrics`, default
+    the rules' metrics) with intervals; slices under `min_slice_count` examples get means
+    only. A rule with slices=True (not_worse) also judges each slice."""
     from ..registry import (
         _check_name,
         _check_version,
@@ -267,6 +282,9 @@ def gate(
     X, y, fp = _split(data, target, features, as_frame=predict is not None)
     if len(y) == 0:
         raise InvalidInputError("the evaluation data has no examples")
+    dims, slice_on = None, []
+    if slices is not None:
+        dims, slice_on = _slicing(slices, slice_metrics, min_slice_count, rules, data, X, len(y))
     cand_info = model_version(name, version=candidate)
     base_info = _baseline_info(name, baseline)
     columns = None
@@ -285,6 +303,8 @@ def gate(
         model=name,
         columns=columns,
         data_id=data_id or fp,
+        slices=dims,
+        min_slice_count=min_slice_count,
     )
     results = []
     for rule in rules:
@@ -297,6 +317,8 @@ def gate(
         except Exception as e:  # a rule that crashes fails, with the reason as evidence
             results.append(RuleResult(rule.name, "fail", f"error: {type(e).__name__}: {e}"))
     report = GateReport(name, candidate, ctx.baseline_version, data_id or fp, len(y), results)
+    if dims:
+        report.slices = _slice_table(ctx, slice_on)
     if (url := _remote()) is not None:  # the server stores the verdict (remote/loop.py)
         from ..remote import loop as remote
 
@@ -328,6 +350,57 @@ def gate(
             }
         )
     return report
+
+
+def _slicing(
+    spec: Any, metrics: Any, min_count: Any, rules: list[Rule], data: Any, X: Any, n: int
+) -> tuple[list, list]:
+    """(the slicings, the metrics to report per slice), checked before any model loads."""
+    from ..data.profile import to_polars
+    from .rules import Metric
+    from .rules import metric as as_metric
+    from .slices import prepare
+
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 2:
+        raise InvalidInputError(f"min_slice_count must be an integer >= 2, got {min_count!r}")
+    frame = to_polars(data) if hasattr(data, "columns") else None
+    dims = prepare(spec, frame, X, n)
+    if metrics is not None:
+        if not isinstance(metrics, (list, tuple)) or not metrics:
+            raise InvalidInputError("slice_metrics must be a non-empty list of metrics")
+        chosen = [as_metric(m) for m in metrics]
+    else:  # the metrics the rules judge (threshold, not_worse), in their order
+        chosen = [r.metric for r in rules if isinstance(getattr(r, "metric", None), Metric)]
+        if not chosen:
+            raise InvalidInputError(
+                "no metric to report per slice: no rule names one; pass slice_metrics="
+                "['accuracy', ...]"
+            )
+    seen: dict[str, Any] = {}
+    for m in chosen:
+        seen.setdefault(m.name, m)
+    return dims, list(seen.values())
+
+
+def _slice_table(ctx: GateContext, metrics: list) -> dict[str, Any]:
+    """The report's slice table: every slice x metric, 95 % intervals (seed 0)."""
+    rows: list[dict[str, Any]] = []
+    table: dict[str, Any] = {
+        "confidence": 0.95,
+        "n_boot": 1000,
+        "min_count": ctx.min_slice_count,
+        "metrics": [m.name for m in metrics],
+        "slices": [d.name for d in ctx.slices or []],
+    }
+    try:
+        for m in metrics:
+            rows += ctx.slice_rows(m)
+    except InvalidInputError:
+        raise
+    except Exception as e:  # a model that cannot predict: its rules already failed on it
+        table["error"] = f"{type(e).__name__}: {e}"
+    table["rows"] = rows
+    return table
 
 
 def gates(name: str | None = None, version: int | None = None) -> list[dict[str, Any]]:

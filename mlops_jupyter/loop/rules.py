@@ -184,8 +184,12 @@ class GateContext:
     model: str = ""
     columns: list[str] | None = None
     data_id: str | None = None
+    # evaluation slices (mj.gate(slices=...)): a list of slices.SliceDim, or None
+    slices: list[Any] | None = None
+    min_slice_count: int = 30
     _outputs: dict[str, np.ndarray] = field(default_factory=dict)
     _values: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _slice_rows: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict)
 
     def output(self, which: str) -> np.ndarray:
         """The model's predictions on the evaluation data ("candidate" or "baseline")."""
@@ -207,6 +211,34 @@ class GateContext:
         if key not in self._values:
             self._values[key] = m.per_example(self.y, self.output(which))
         return self._values[key]
+
+    def slice_rows(
+        self, m: Metric, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """Per-slice rows of metric `m` (see loop/slices.py): n, candidate and baseline
+        means with intervals, the paired difference and its interval."""
+        from .slices import slice_rows
+
+        if not self.slices:
+            raise InvalidInputError(
+                "a rule with slices=True needs the gate's slices: mj.gate(..., "
+                "slices=['column', ...]) or `mlops-jupyter gate --slice COLUMN`"
+            )
+        key = (m.name, confidence, n_boot, seed)
+        if key not in self._slice_rows:
+            base = None if self.baseline is None else self.values(m, "baseline")
+            self._slice_rows[key] = slice_rows(
+                self.slices,
+                m.name,
+                m.higher_is_better,
+                self.values(m),
+                base,
+                confidence=confidence,
+                n_boot=n_boot,
+                seed=seed,
+                min_count=self.min_slice_count,
+            )
+        return self._slice_rows[key]
 
 
 class Rule:
@@ -265,7 +297,10 @@ class not_worse(Rule):  # noqa: N801
         confidence: float = 0.95,
         n_boot: int = 1000,
         seed: int = 0,
+        slices: bool = False,
     ) -> None:
+        if not isinstance(slices, bool):
+            raise InvalidInputError(f"slices must be True or False, got {slices!r}")
         if isinstance(by, bool) or not isinstance(by, (int, float)) or not by >= 0:
             raise InvalidInputError(f"by must be a number >= 0, got {by!r}")
         if require not in self.REQUIRE:
@@ -276,14 +311,13 @@ class not_worse(Rule):  # noqa: N801
             raise InvalidInputError(f"n_boot must be an integer >= 100, got {n_boot!r}")
         self.metric, self.by, self.require = _as_metric(metric), float(by), require
         self.confidence, self.n_boot, self.seed = confidence, n_boot, seed
+        self.slices = slices
         mode = "" if require == "no_regression" else ", non_inferiority"
+        mode += ", slices" if slices else ""
         self.name = f"not_worse({self.metric.name}, by={by:g}{mode})"
 
-    def check(self, ctx: GateContext) -> RuleResult:
-        if ctx.baseline is None:
-            return RuleResult(self.name, "skipped", "no production version to compare with")
-        c, b = ctx.values(self.metric, "candidate"), ctx.values(self.metric, "baseline")
-        lo, hi = paired_bootstrap(c - b, self.confidence, self.n_boot, self.seed)
+    def _decide(self, lo: float, hi: float) -> tuple[bool, float]:
+        """(passes, the bound that decided) for a difference interval [lo, hi]."""
         up = self.metric.higher_is_better
         # the bound that decides: the far side of the interval for no_regression (all of
         # it must show a regression), the near side for non_inferiority
@@ -291,16 +325,32 @@ class not_worse(Rule):  # noqa: N801
             bound = hi if up else lo
         else:
             bound = lo if up else hi
-        ok = bound >= -self.by if up else bound <= self.by
+        return (bound >= -self.by if up else bound <= self.by), bound
+
+    def check(self, ctx: GateContext) -> RuleResult:
+        if ctx.baseline is None:
+            return RuleResult(self.name, "skipped", "no production version to compare with")
+        c, b = ctx.values(self.metric, "candidate"), ctx.values(self.metric, "baseline")
+        lo, hi = paired_bootstrap(c - b, self.confidence, self.n_boot, self.seed)
+        up = self.metric.higher_is_better
+        ok, bound = self._decide(lo, hi)
         which = "upper" if (up == (self.require == "no_regression")) else "lower"
         pct = f"{self.confidence:.0%}"
-        return RuleResult(
-            self.name,
-            "pass" if ok else "fail",
+        evidence = {}
+        detail = (
             f"{self.metric.name}: candidate {c.mean():.4g} vs baseline {b.mean():.4g}, "
             f"difference {c.mean() - b.mean():+.4g} ({pct} interval [{lo:+.4g}, {hi:+.4g}]; "
             f"{which} bound {bound:+.4g} {'>=' if up else '<='} "
-            f"{-self.by if up else self.by:+.4g} needed)",
+            f"{-self.by if up else self.by:+.4g} needed)"
+        )
+        if self.slices:
+            evidence, text = self._check_slices(ctx)
+            ok = ok and not evidence["slices_failed"]
+            detail += f"; {text}"
+        return RuleResult(
+            self.name,
+            "pass" if ok else "fail",
+            detail,
             {
                 "metric": self.metric.name,
                 "higher_is_better": self.metric.higher_is_better,
@@ -313,8 +363,37 @@ class not_worse(Rule):  # noqa: N801
                 "n": len(c),
                 "n_boot": self.n_boot,
                 "seed": self.seed,
+                **evidence,
             },
         )
+
+    def _check_slices(self, ctx: GateContext) -> tuple[dict[str, Any], str]:
+        """Each slice with enough examples judged as the whole set is: (evidence, text)."""
+        from .slices import regressions
+
+        rows = ctx.slice_rows(self.metric, self.confidence, self.n_boot, self.seed)
+        failed, checked, small = regressions(rows, lambda lo, hi: self._decide(lo, hi)[0])
+        bad = [
+            {
+                "slice": r["slice"],
+                "n": r["n"],
+                "difference": r["difference"],
+                "interval": r["difference_interval"],
+            }
+            for r in failed
+        ]
+        margin = f"{-self.by if self.metric.higher_is_better else self.by:+.4g}"
+        if bad:
+            text = f"slices: {len(bad)} of {checked} regress beyond {margin}: " + ", ".join(
+                f"{b['slice']} {b['difference']:+.4g} [{b['interval'][0]:+.4g}, "
+                f"{b['interval'][1]:+.4g}]"
+                for b in bad
+            )
+        else:
+            text = f"slices: none of {checked} regresses beyond {margin}"
+        if small:
+            text += f" ({small} too small to judge: under {ctx.min_slice_count} examples)"
+        return {"slices_checked": checked, "slices_too_small": small, "slices_failed": bad}, text
 
 
 class latency(Rule):  # noqa: N801
