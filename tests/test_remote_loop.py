@@ -3,7 +3,8 @@ this process stores its verdict on the server; the promotion policy is applied b
 (a direct request cannot skip it); the model card, the lineage graph and the audit frame
 over the server equal those read from the server's store directly; approvals are audited
 under the token's name; a read token cannot approve, store a gate or write card fields; an
-admin token is needed for policies. One server for the module (SQLite, or PostgreSQL in the
+admin token is needed for policies; the watcher's claims are compare-and-set on the
+server (one of eight racing claims wins). One server for the module (SQLite, or PostgreSQL in the
 CI's suites)."""
 
 from __future__ import annotations
@@ -237,3 +238,44 @@ def test_cli_gate_gates_lineage_over_the_server(rs, tmp_path, capsys):
     assert [g["passed"] for g in gstore.list_gates(rs.store, "cli-clf")] == [True, False]
     assert cli_main(["lineage", "cli-clf", "--format", "svg"]) == 0
     assert capsys.readouterr().out.startswith("<svg")
+
+
+def test_watcher_claims_are_compare_and_set_on_the_server(rs, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_jupyter.remote import loop as rloop
+    from mlops_jupyter.store import loop_state
+
+    url = rs.srv.url
+
+    def race(owner: str) -> bool:
+        body = {"rule": "r1", "signal": "s-race", "detail": {"o": owner}, "owner": owner}
+        st, out = request(url, "POST", "/api/v1/loop/signals", rs.wtok, body)
+        assert st == 200, out
+        return out["claimed"]
+
+    with ThreadPoolExecutor(8) as ex:
+        won = list(ex.map(race, [f"w{i}" for i in range(8)]))
+    assert won.count(True) == 1
+    held = [s for s in loop_state.signals(rs.store, "r1") if s["signal"] == "s-race"]
+    assert held[0]["owner"] == f"w{won.index(True)}"
+    # the client functions: claim once, wait, resume once, finish
+    assert rloop.claim(url, "r1", "s1", {"step": 0, "x": np.float64(1.5)}, "host:1")
+    assert rloop.claim(url, "r1", "s1", {"step": 0}, "host:1")  # its own claim, sent again
+    assert not rloop.claim(url, "r1", "s1", {"step": 0}, "host:2")
+    rloop.update(url, "r1", "s1", "waiting", {"step": 1, "x": 1.5})
+    assert [s["state"] for s in rloop.signals(url, "r1", "waiting")] == ["waiting"]
+    assert rloop.resume(url, "r1", "s1", "host:2") == {"step": 1, "x": 1.5}
+    assert rloop.resume(url, "r1", "s1", "host:3") is None
+    rloop.update(url, "r1", "s1", "done", {"step": 2})
+    assert loop_state.signals(rs.store, "r1", "done")[0]["owner"] == "host:2"
+    assert rloop.drift_alerts(url, "nothing-served") == []
+    st, out = request(
+        url, "PUT", "/api/v1/loop/signals/state", rs.wtok,
+        {"rule": "r1", "signal": "nope", "state": "done"},
+    )  # fmt: skip
+    assert st == 404
+    _as(monkeypatch, rs.rtok)
+    with pytest.raises(StoreError, match="may not claim signal"):
+        rloop.claim(url, "r1", "s2", {}, "host:1")
+    assert rloop.signals(url, "r1", "done")[0]["signal"] == "s1"  # reading is allowed

@@ -7,6 +7,8 @@ mlops_jupyter.loop calls these when MLOPS_JUPYTER_STORE is http(s)://.
   have been recorded.
 - Cards and lineage graphs are collected by the server from its store and rendered here;
   the audit view combines the registry's audit log with the stored gate verdicts.
+- The watcher's state (store/loop_state.py): claims and resumes are compare-and-set on
+  the server, so two watchers anywhere never handle one signal twice.
 - Reads, policies, approvals and card fields are retried while the server cannot be
   reached (storing the same state again changes nothing but adds an audit line)."""
 
@@ -189,3 +191,41 @@ def audit_data(url: str, model: str | None) -> tuple[list[tuple], list[dict[str,
     if model is not None and not rows:
         rremote.find_version(url, model)  # an unknown model: ModelNotFoundError
     return rows, list_gates(url, model, None)
+
+
+# -- the watcher's state ---------------------------------------------------------------
+
+
+def claim(url: str, rule: str, signal: str, detail: dict[str, Any], owner: str) -> bool:
+    """Claim `signal` of `rule` for `owner` (compare-and-set on the server); False when
+    another watcher holds it. A claim sent again after a lost answer finds its own owner
+    and counts as made."""
+    body = {"rule": rule, "signal": signal, "detail": _plain(detail), "owner": owner}
+    out = _call(url, "POST", "/api/v1/loop/signals", body, f"claim signal {signal!r}")
+    return bool(out["claimed"]) or out.get("owner") == owner
+
+
+def resume(url: str, rule: str, signal: str, owner: str) -> dict[str, Any] | None:
+    """Take a waiting signal back to running (sent once); its detail, or None."""
+    body = {"rule": rule, "signal": signal, "owner": owner}
+    what = f"resume signal {signal!r}"
+    return _call(url, "POST", "/api/v1/loop/signals/resume", body, what, retry=False)["detail"]
+
+
+def update(url: str, rule: str, signal: str, state: str, detail: dict[str, Any]) -> None:
+    """Set the state and detail of a claimed signal."""
+    body = {"rule": rule, "signal": signal, "state": state, "detail": _plain(detail)}
+    _call(url, "PUT", "/api/v1/loop/signals/state", body, f"update signal {signal!r}")
+
+
+def signals(url: str, rule: str | None = None, state: str | None = None) -> list[dict]:
+    """Handled signals, oldest first (as store.loop_state.signals)."""
+    q = {k: v for k, v in (("rule", rule), ("state", state)) if v is not None}
+    path = "/api/v1/loop/signals" + (f"?{urlencode(q)}" if q else "")
+    return _call(url, "GET", path, None, "read the watcher's signals")["signals"]
+
+
+def drift_alerts(url: str, model: str) -> list[dict]:
+    """The drift alerts serving raised on `model`'s inputs, newest first."""
+    path = _path(model, "drift-alerts")
+    return _call(url, "GET", path, None, f"read the drift alerts of {model!r}")["alerts"]

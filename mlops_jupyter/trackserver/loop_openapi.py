@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..store.loop_state import STATES as _STATES
+
 _S = {"type": "string"}
 _INT = {"type": "integer", "minimum": 1}
 _MODEL = {"name": "name", "in": "path", "required": True, "schema": _S}
@@ -36,7 +38,44 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
         },
         ["results", "passed", "n"],
     )
+    key = {"type": "string", "minLength": 1, "maxLength": 1000}
+    signal = {"rule": key, "signal": key, "owner": key, "detail": {"type": "object"}}
     return {
+        "/api/v1/loop/signals": {
+            "get": op(
+                "the watcher's handled signals, oldest first",
+                params=[_q("rule"), _q("state", {"type": "string", "enum": list(_STATES)})],
+            ),
+            "post": op(
+                "claim a signal for a watcher (compare-and-set; write scope): claimed, owner",
+                obj(signal, ["rule", "signal", "owner"]),
+            ),
+        },
+        "/api/v1/loop/signals/resume": {
+            "post": op(
+                "take a waiting signal back to running (compare-and-set); its detail or null",
+                obj(
+                    {k: signal[k] for k in ("rule", "signal", "owner")}, ["rule", "signal", "owner"]
+                ),
+            )
+        },
+        "/api/v1/loop/signals/state": {
+            "put": op(
+                "set a claimed signal's state and detail",
+                obj(
+                    {
+                        "rule": key,
+                        "signal": key,
+                        "state": {"type": "string", "enum": list(_STATES)},
+                        "detail": {"type": "object"},
+                    },
+                    ["rule", "signal", "state"],
+                ),
+            )
+        },
+        "/api/v1/models/{name}/drift-alerts": {
+            "get": op("drift alerts serving raised on the model's inputs", params=[_MODEL])
+        },
         "/api/v1/gates": {
             "get": op(
                 "stored gate verdicts, oldest first (of one model: ?model=, one version: ?version=)",

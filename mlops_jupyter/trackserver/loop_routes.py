@@ -10,8 +10,9 @@ by the same functions a local client runs (loop/card.py collect_in, loop/lineage
 lineage_in); the client renders them.
 
 Scopes: reads need `read`; storing a gate verdict, approving or rejecting a version and
-writing card fields need `write`; setting a model's policy needs `admin` (a policy decides
-what may enter production, which itself needs admin). Every change is in the registry's
+writing card fields, and the watcher's claims and state changes (`/api/v1/loop/signals`),
+need `write`; setting a model's policy needs `admin` (a policy decides what may enter
+production, which itself needs admin). Every change is in the registry's
 audit log under the token's name (and the login name the client reports). The policy is
 applied by the server itself when a version is promoted (registry_routes.py ->
 registry.promote_in), so a client cannot skip it."""
@@ -262,7 +263,92 @@ class LineageHandler(_Handler):
         await self.go(go)
 
 
+# -- the watcher's state (store/loop_state.py) ---------------------------------------------
+def _key(body: dict, k: str) -> str:
+    v = body.get(k)
+    check_value(isinstance(v, str) and 0 < len(v) <= 1000, f"{k!r}: 1-1000 characters")
+    rstore.check_text(v, k)
+    return v
+
+
+def _detail(body: dict) -> dict[str, Any]:
+    d = body.get("detail", {})
+    check_value(isinstance(d, dict), "'detail' must be an object")
+    return d
+
+
+class SignalsHandler(_Handler):
+    """GET ?rule=&state=: handled signals, oldest first. POST {"rule", "signal", "detail",
+    "owner"}: claim a signal (compare-and-set): {"claimed", "owner"} (the owner holding it)."""
+
+    async def get(self) -> None:
+        def go() -> dict:
+            rule = self.get_query_argument("rule", None)
+            state = self.get_query_argument("state", None)
+            check_value(state is None or state in loop_state.STATES, f"state: {loop_state.STATES}")
+            rstore.check_text(rule, "rule")
+            return {"signals": loop_state.signals(self.store, rule, state)}
+
+        await self.go(go)
+
+    async def post(self) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            rule, signal, owner = _key(body, "rule"), _key(body, "signal"), _key(body, "owner")
+            claimed = loop_state.claim(self.store, rule, signal, _detail(body), owner)
+            holder = next(
+                (s["owner"] for s in loop_state.signals(self.store, rule) if s["signal"] == signal),
+                None,
+            )
+            return {"claimed": claimed, "owner": holder}
+
+        await self.go(go)
+
+
+class SignalResumeHandler(_Handler):
+    """POST {"rule", "signal", "owner"}: take a waiting signal back to running
+    (compare-and-set); {"detail"}: its detail, or null when it was not waiting."""
+
+    async def post(self) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            rule, signal, owner = _key(body, "rule"), _key(body, "signal"), _key(body, "owner")
+            return {"detail": loop_state.resume(self.store, rule, signal, owner)}
+
+        await self.go(go)
+
+
+class SignalStateHandler(_Handler):
+    """PUT {"rule", "signal", "state", "detail"}: set a claimed signal's state and detail."""
+
+    async def put(self) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            rule, signal = _key(body, "rule"), _key(body, "signal")
+            state = body.get("state")
+            check_value(state in loop_state.STATES, f"'state' must be one of {loop_state.STATES}")
+            if not any(s["signal"] == signal for s in loop_state.signals(self.store, rule)):
+                raise HTTPError(
+                    404, "RESOURCE_DOES_NOT_EXIST", f"rule {rule!r} has no signal {signal!r}"
+                )
+            loop_state.update(self.store, rule, signal, state, _detail(body))
+            return {}
+
+        await self.go(go)
+
+
+class DriftAlertsHandler(_Handler):
+    """GET: the drift alerts serving raised on the model's inputs, newest first."""
+
+    async def get(self, name: str) -> None:
+        await self.go(lambda: {"alerts": loop_state.drift_alerts(self.store, _name(name))})
+
+
 ROUTES = [
+    (r"/api/v1/loop/signals", SignalsHandler),
+    (r"/api/v1/loop/signals/resume", SignalResumeHandler),
+    (r"/api/v1/loop/signals/state", SignalStateHandler),
+    (r"/api/v1/models/([^/]+)/drift-alerts", DriftAlertsHandler),
     (r"/api/v1/gates", GatesHandler),
     (r"/api/v1/models/([^/]+)/versions/([^/]+)/gates", VersionGatesHandler),
     (r"/api/v1/models/([^/]+)/versions/([^/]+)/latest-gate", LatestGateHandler),
