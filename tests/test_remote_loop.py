@@ -238,6 +238,14 @@ def test_cli_gate_gates_lineage_over_the_server(rs, tmp_path, capsys):
     assert [g["passed"] for g in gstore.list_gates(rs.store, "cli-clf")] == [True, False]
     assert cli_main(["lineage", "cli-clf", "--format", "svg"]) == 0
     assert capsys.readouterr().out.startswith("<svg")
+    # evaluation slices travel with the verdict; the card shows them
+    grp = np.where(X[:, 1] > 0, "a", "b")
+    df = pl.DataFrame({"x0": X[:, 0], "x1": X[:, 1], "grp": grp, "y": Y})
+    rule = [threshold("accuracy", ">=", 0.8)]
+    r = mj.gate("cli-clf", v, df, rule, features=["x0", "x1"], slices=["grp"], notify=False)
+    table = gstore.list_gates(rs.store, "cli-clf")[-1]["report"]["slices"]
+    assert table["slices"] == ["grp"] and table["rows"] == json.loads(json.dumps(r.slices["rows"]))
+    assert "grp=a" in mj.model_card("cli-clf").markdown()
 
 
 def test_watcher_claims_are_compare_and_set_on_the_server(rs, monkeypatch):
