@@ -53,8 +53,10 @@ def _retrain(store: Any, rule: Rule, key: str, detail: dict[str, Any]) -> str:
         raise StepFailed(f"retrain: bad placeholder in {rule.retrain!r}: {e}") from None
     env = dict(os.environ)
     # the pipeline writes to the watcher's store and can tag its run with the signal
+    # retrain_store: where the job logs (the team's tracking server, its token from this
+    # environment) when the watcher itself opens the store behind it
     env.update(
-        MLOPS_JUPYTER_STORE=store_location(),
+        MLOPS_JUPYTER_STORE=str(rule.params.get("retrain_store") or store_location()),
         MLOPS_JUPYTER_LOOP_RULE=rule.name,
         MLOPS_JUPYTER_LOOP_SIGNAL=key,
         MLOPS_JUPYTER_LOOP_DATA_VERSION=str(fields["data_version"]),
@@ -135,8 +137,9 @@ def _canary(store: Any, rule: Rule, detail: dict[str, Any]) -> str:
     v = detail["version"]
     if not detail.get("canary_started"):
         every = parse_every(rule.params.get("canary_every", "30m"))
+        rules = cn.Rules(**rule.params.get("canary_rules", {}))
         row = cn.start_canary(store, rule.model, f"v{v}", rule.params.get("ramp"), every,
-                              user=_user())  # fmt: skip
+                              rules=rules, user=_user())  # fmt: skip
         detail["canary_started"] = time.time()
         detail["waiting_for"] = "canary"
         raise Waiting(f"canary of {rule.model} v{v} started: {row['reason']}")

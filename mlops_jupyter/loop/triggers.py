@@ -83,6 +83,11 @@ def _rule(i: int, t: dict[str, Any], base: Path) -> Rule:
         raise InvalidInputError(f"{where} ({name}): on = {on!r} needs {', '.join(missing)}")
     if on == "schedule":
         t["every"] = parse_every(t["every"])
+    if "canary_rules" in t:
+        t["canary_rules"] = _canary_rules(t["canary_rules"], f"{where} ({name})")
+    store_url = t.get("retrain_store")
+    if store_url is not None and (not isinstance(store_url, str) or not store_url.strip()):
+        raise InvalidInputError(f"{where} ({name}): retrain_store must be a store location")
 
     def rel(p: str | None) -> str | None:
         # paths in the config are relative to the config file, not the watcher's cwd
@@ -91,6 +96,29 @@ def _rule(i: int, t: dict[str, Any], base: Path) -> Rule:
         return str(base / p)
 
     return Rule(name, on, model, list(do), t, retrain, rel(gate_rules), rel(gate_data), approval)
+
+
+def _canary_rules(table: Any, where: str) -> dict[str, Any]:
+    """The canary step's checks (`canary_rules = {min_requests = 20, ...}`): names and
+    values of serving.canary.Rules, checked here so a typo fails at load, not mid-chain."""
+    from dataclasses import fields
+
+    from ..serving.canary import Rules
+
+    known = {f.name: f.type for f in fields(Rules)}
+    if not isinstance(table, dict):
+        raise InvalidInputError(f"{where}: canary_rules must be a table")
+    bad = sorted(set(table) - set(known))
+    if bad:
+        raise InvalidInputError(
+            f"{where}: unknown canary_rules {', '.join(bad)} (known: {', '.join(known)})"
+        )
+    for k, v in table.items():
+        kinds = {"bool": (bool,), "int": (int,), "float": (int, float)}[str(known[k])]
+        number = not isinstance(v, bool) and isinstance(v, kinds) and v >= 0
+        if not (isinstance(v, bool) if known[k] == "bool" else number):
+            raise InvalidInputError(f"{where}: canary_rules.{k} = {v!r} is not a valid value")
+    return dict(table)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -127,15 +155,43 @@ def signals(store: Any, rule: Rule, now: float | None = None) -> list[tuple[str,
         d = rows[0]
         return [(f"data:{d['id']}", {"data_version": d["id"], "data_path": d["source"]})]
     if rule.on == "drift":
-        from ..store import loop_state
-
-        alerts = loop_state.drift_alerts(store, rule.model)
-        if not alerts:
-            return []
-        a = alerts[0]
-        key = f"drift:{a['version']}:{a['variant']}:{a['window_start']:.0f}"
-        return [(key, {"alert": a})]
+        return _drift(store, rule)
     return _decay(store, rule)
+
+
+def _drift(store: Any, rule: Rule) -> list[tuple[str, dict]]:
+    """drift: the newest drift alert on the production version's inputs since it went
+    into production (any version's while there is none: a canary's windows are the
+    canary's own checks). A drifted version fires once: its later windows drift too (the
+    control of a canary, a version whose retrained candidate failed), and each would
+    otherwise start one more retraining while the first is still in flight."""
+    from ..store import loop_state
+    from ..store import registry as rs
+
+    prod = [r["version"] for r in rs.list_versions(store, rule.model) if r["stage"] == "production"]
+    since = 0.0
+    if prod:
+        # the newest promotion of that version to production (audit rows: ts, .., version,
+        # action, from, to, ...)
+        promoted = [
+            r[0]
+            for r in rs.audit_log(store, rule.model)
+            if r[2] == prod[0] and r[3] == "transition" and r[5] == "production"
+        ]
+        since = max(promoted, default=0.0)
+    alerts = [
+        a
+        for a in loop_state.drift_alerts(store, rule.model)
+        if (not prod or a["version"] in prod) and a["window_start"] >= since
+    ]
+    if not alerts:
+        return []
+    a = alerts[0]
+    handled = loop_state.signals(store, rule.name)
+    if any(s["signal"].startswith(f"drift:{a['version']}:") for s in handled):
+        return []
+    key = f"drift:{a['version']}:{a['variant']}:{a['window_start']:.0f}"
+    return [(key, {"alert": a})]
 
 
 def _decay(store: Any, rule: Rule) -> list[tuple[str, dict]]:
