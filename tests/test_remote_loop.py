@@ -179,6 +179,8 @@ def test_approvals_are_audited_under_the_token_and_scopes_hold(rs, monkeypatch, 
     assert log["reason"].to_list() == ["not yet", "ok now"]
     with pytest.raises(ModelNotFoundError):
         mj.approve("appr", 9)
+    # reads answer as on a local store: nothing recorded, nothing to show
+    assert approval("appr", 9) is None and mj.loop.model_policy("nope") == {}
 
 
 def test_bad_verdicts_are_refused_and_nothing_is_stored(rs):
