@@ -59,34 +59,25 @@ def _column_dim(frame: Any, col: str) -> SliceDim:
     import polars as pl
 
     s = frame[col]
-    if s.dtype in (pl.Categorical, pl.Enum) or isinstance(s.dtype, (pl.Categorical, pl.Enum)):
+    if isinstance(s.dtype, (pl.Categorical, pl.Enum)) or s.dtype in (pl.Categorical, pl.Enum):
         s = s.cast(pl.String)  # the values' order, not the dictionary's
-    elif s.dtype == pl.Boolean:
-        s = s.cast(pl.Int8)
     if s.dtype == pl.Object or s.dtype.is_nested():  # no order to group by
         raise InvalidInputError(
             f"slice column {col!r} has type {s.dtype}: slice by a column of values (text, "
             "numbers, booleans, dates), or pass a mask"
         )
-    rank = s.rank("dense")  # 1..G in value order; nulls stay null
-    codes = rank.fill_null(0).to_numpy().astype(np.int64)
-    has_null = bool((codes == 0).any())
-    groups = int(codes.max()) if len(codes) else 0
-    if groups + has_null > MAX_GROUPS:
+    values = s.drop_nulls().unique().sort()
+    has_null = s.null_count() > 0
+    if len(values) + has_null > MAX_GROUPS:
         raise InvalidInputError(
-            f"slice column {col!r} has {groups + has_null} distinct values (at most "
+            f"slice column {col!r} has {len(values) + has_null} distinct values (at most "
             f"{MAX_GROUPS}): bin it into a column with fewer values, or pass masks "
             "({'name': mask})"
         )
-    codes = codes - 1  # 0..G-1, nulls -1
-    # the first example of each group gives its label (values in order, then null)
-    idx = np.unique(codes[codes >= 0], return_index=True)[1]
-    kept = np.nonzero(codes >= 0)[0][idx]
-    raw = frame[col]
-    labels = [_jsonable(raw[int(i)]) for i in kept]
-    if has_null:
-        codes = np.where(codes < 0, groups, codes)
-        labels.append(None)
+    # each value's position among the sorted values (a hash lookup, not a sort); null last
+    codes = s.replace_strict(values, pl.Series(np.arange(len(values))), return_dtype=pl.Int64)
+    codes = codes.fill_null(len(values)).to_numpy().astype(np.int64)
+    labels = [_jsonable(v) for v in values.to_list()] + ([None] if has_null else [])
     return SliceDim(col, col, labels, codes)
 
 
@@ -175,7 +166,7 @@ def group_intervals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of the mean of `v` within each group (codes 0..groups-1; an
     example with code -1 is in none) by a Poisson bootstrap over examples: each example is
-    drawn Poisson(1) times. The examples of a group are summarised in cells of similar
+    drawn Poisson(1) times (_poisson). The examples of a group are summarised in cells of similar
     values (count, mean, spread: value_cells), their spread added as a normal term, so one
     draw of (n_boot, groups, cells) counts serves every group. `cells`: value_cells(v),
     when the caller has it (one pass serves several slicings)."""
@@ -198,13 +189,28 @@ def group_intervals(
     step = max(1, 200_000 // (n_boot * k))  # bounded memory: groups per draw
     for g0 in range(0, groups, step):
         sl = slice(g0, min(groups, g0 + step))
-        picks = rng.poisson(cnt[sl], size=(n_boot, *cnt[sl].shape)).astype(np.float64)
+        picks = _poisson(cnt[sl], n_boot, rng)
         tot = np.maximum(picks.sum(-1), 1.0)
         spread = np.sqrt(np.einsum("bgk,gk->bg", picks, var[sl]))
         z = rng.standard_normal(tot.shape)
         means = (np.einsum("bgk,gk->bg", picks, mu[sl]) + spread * z) / tot
         lo[sl], hi[sl] = np.quantile(means, [a, 1 - a], axis=0)
     return lo, hi
+
+
+_EXACT_BELOW = 100  # Poisson counts drawn exactly below this mean, else from their normal limit
+
+
+def _poisson(lam: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """n_boot draws of Poisson(lam) counts, shape (n_boot, *lam.shape). A cell of 100+
+    examples takes the normal limit N(lam, lam) (skew under 0.1 SD, summed over cells):
+    five times faster than exact draws, which the smaller cells keep."""
+    z = rng.standard_normal((n_boot, *lam.shape))
+    picks = np.maximum(lam + np.sqrt(lam) * z, 0.0)
+    small = (lam > 0) & (lam < _EXACT_BELOW)
+    if small.any():
+        picks[:, small] = rng.poisson(lam[small], size=(n_boot, int(small.sum())))
+    return picks
 
 
 def _pair(lo: np.ndarray, hi: np.ndarray, g: int, ok: bool) -> list[float] | None:
