@@ -239,7 +239,8 @@ def _slices_section(s: dict[str, Any] | None) -> Section:
             f"No gate of this version evaluated slices (the newest is #{s['latest_gate']}): "
             "mj.gate(..., slices=['column']) or mlops-jupyter gate --slice COLUMN adds them.",
         )
-    against = "-" if s["baseline_version"] is None else f"v{s['baseline_version']}"
+    base = s["baseline_version"]
+    against = "no production version" if base is None else f"v{base}"
     note = (
         f"From gate #{s['gate']} ({'pass' if s['passed'] else 'FAIL'} against {against}, "
         f"{_when(s['time'])}, data {s['data_id']}): {s.get('confidence', 0.95):.0%} "
