@@ -6,8 +6,8 @@ interval, and the paired candidate - production difference with its interval.
     mj.gate(..., slices={"young": lambda df: df["age"] < 30, "mobile": mask})
 
 All groups of one slicing are computed together (bincount sums, one Poisson bootstrap draw
-for every group), so 100k examples and a few slicings take milliseconds, not a loop over
-groups and resamples.
+for every group) instead of a loop over groups and resamples: two slice columns of 100k
+examples add about 0.3 s to a gate.
 """
 
 from __future__ import annotations
@@ -20,7 +20,19 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["MAX_GROUPS", "MIN_COUNT", "SliceDim", "group_intervals", "prepare", "slice_rows"]
+__all__ = [
+    "MAX_GROUPS",
+    "MIN_COUNT",
+    "TOO_SMALL",
+    "SliceDim",
+    "fmt",
+    "group_intervals",
+    "markdown_table",
+    "prepare",
+    "regressions",
+    "slice_rows",
+    "value_cells",
+]
 
 MIN_COUNT = 30  # fewer examples: the mean is reported, without an interval
 MAX_GROUPS = 100  # per slicing column: more is an identifier, not a slice
@@ -213,10 +225,6 @@ def _poisson(lam: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return picks
 
 
-def _pair(lo: np.ndarray, hi: np.ndarray, g: int, ok: bool) -> list[float] | None:
-    return [float(lo[g]), float(hi[g])] if ok else None
-
-
 def slice_rows(
     dims: list[SliceDim],
     metric: str,
@@ -269,7 +277,8 @@ def slice_rows(
             for key in ("candidate", "baseline", "difference"):
                 if key in series and n[g] > 0:
                     row[key] = float(means[key][g])
-                    row[f"{key}_interval"] = _pair(*ivals[key], g, ok) if ok else None
+                    lo, hi = ivals.get(key, (None, None))
+                    row[f"{key}_interval"] = [float(lo[g]), float(hi[g])] if ok else None
                 else:
                     row[key] = None
                     row[f"{key}_interval"] = None
