@@ -306,6 +306,7 @@ def routes() -> list[tuple[str, type]]:
     from .artifacts import artifact_routes  # artifact downloads live in their own module
     from .features import feature_routes  # the Features view: views, freshness, drift, usage
     from .llm import llm_routes  # LLM evaluation routes live in their own module
+    from .loop import loop_routes  # the Loop view: gates, approvals, signals, lineage
     from .media import media_routes  # media routes live in their own module
     from .serving import serving_routes  # the Serving view: served models, A/B, drift
     from .sweeps import sweep_routes  # a sweep's progress across its workers
@@ -329,6 +330,7 @@ def routes() -> list[tuple[str, type]]:
         *sweep_routes(),
         *serving_routes(),
         *feature_routes(),
+        *loop_routes(),
         (r"/(.*)", NotFound),
     ]
 
