@@ -1,5 +1,5 @@
 // The "MLOps" left-sidebar panel: tabs over the views (runs + detail, compare, live, data, serving,
-// features), each in its own file under views/. "Open as dashboard" opens the full-width tab.
+// features, loop), each in its own file under views/. "Open as dashboard" opens the full-width tab.
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Widget } from '@lumino/widgets';
 import { ApiError } from './api';
@@ -9,6 +9,7 @@ import { CompareView } from './views/compare';
 import { renderData } from './views/data';
 import { renderDetail } from './views/detail';
 import { FeaturesView } from './views/features';
+import { LoopView } from './views/loop';
 import { refreshStrip, renderLive } from './views/live';
 import { RunsView } from './views/runs';
 import { ServingView } from './views/serving';
@@ -16,7 +17,7 @@ import { ServingView } from './views/serving';
 export { summarize } from './views/live';
 
 const POLL_MS = 3000;
-type Tab = 'runs' | 'compare' | 'live' | 'data' | 'serving' | 'features';
+type Tab = 'runs' | 'compare' | 'live' | 'data' | 'serving' | 'features' | 'loop';
 export const DASHBOARD_COMMAND = 'mlops:open-dashboard';
 
 export class MlopsPanel extends Widget {
@@ -28,6 +29,7 @@ export class MlopsPanel extends Widget {
   private compare: CompareView;
   private serving = new ServingView(() => this.chartWidth());
   private features = new FeaturesView();
+  private loop = new LoopView(e => this.setError(e));
   private detailView = el('div', 'mj-detail');
   private detailId: string | null = null;
   private detailIsRunning = false;
@@ -68,7 +70,8 @@ export class MlopsPanel extends Widget {
       ['live', 'Live'],
       ['data', 'Data'],
       ['serving', 'Serving'],
-      ['features', 'Features']
+      ['features', 'Features'],
+      ['loop', 'Loop']
     ];
     for (const [t, label] of labels) {
       const button = el('button', `mj-tab mj-tab-${t}`, label);
@@ -86,6 +89,7 @@ export class MlopsPanel extends Widget {
     this.tabs.get('runs')!.body.append(this.runs.node, this.detailView);
     this.tabs.get('serving')!.body.append(this.serving.node);
     this.tabs.get('features')!.body.append(this.features.node);
+    this.tabs.get('loop')!.body.append(this.loop.node);
     this.showTab('runs');
   }
 
@@ -158,6 +162,8 @@ export class MlopsPanel extends Widget {
         await this.serving.refresh(force);
       } else if (this.tab === 'features' && force) {
         await this.features.refresh();
+      } else if (this.tab === 'loop' && force) {
+        await this.loop.refresh();
       }
     } catch (e) {
       this.setError(e);
