@@ -313,7 +313,20 @@ def test_tracking_server_needs_read_to_look_and_write_to_decide(loop):
         assert status == 200 and got["user"] == "token loop-writer", got
         status, err = request(base, "POST", "loop/clf/reject", writer, {"version": "x"})
         assert status == 400 and err["status"] == 400
+        # a Jupyter server whose store is the tracking server forwards the view's routes
+        remote = {"MLOPS_JUPYTER_STORE": srv.url, "MLOPS_JUPYTER_TOKEN": writer}
+        with running_lab(loop["tmp"] / "root2", srv.url, env=remote) as proxied:
+            status, d = proxied.api(API + "loop/clf")
+            assert status == 200 and d == loop["lab"].api(API + "loop/clf")[1]
+            status, got = proxied.api(
+                API + "loop/clf/approve", method="POST", body={"version": 2, "reason": "via"}
+            )
+            assert status == 200 and got["user"] == "token loop-writer", got
+            status, err = proxied.api(API + "loop/clf/approve", method="POST", body={})
+            assert status == 400 and "version" in err["error"]
     rows = open_store(loop["store"]).read(
         'SELECT a.action, a."user" FROM model_audit a WHERE a.action=? ORDER BY a.id', ("reject",)
     )
     assert rows[-1] == ("reject", "token loop-writer")
+    got = loop_state.get_approval(open_store(loop["store"]), "clf", 2)
+    assert (got["decision"], got["reason"], got["user"]) == ("approved", "via", "token loop-writer")
