@@ -283,15 +283,19 @@ def _production() -> list[int]:
     return f.filter(pl.col("stage") == "production")["version"].to_list()
 
 
-def _steps(signal: str) -> list[str]:
+def _step_events(signal: str) -> list[dict]:
     """The loop_step events of the chain's runs (experiment loop) for `signal`, in order."""
     runs = mj.runs(experiment="loop")
-    steps = []
+    events = []
     for rid in reversed(runs["id"].to_list()):  # oldest first
         run = mj.get_run(rid)
         if run["tags"].get("loop.signal") == signal:
-            steps += [e["data"]["step"] for e in run["events"] if e["kind"] == "loop_step"]
-    return steps
+            events += [e for e in run["events"] if e["kind"] == "loop_step"]
+    return events
+
+
+def _steps(signal: str) -> list[str]:
+    return [e["data"]["step"] for e in _step_events(signal)]
 
 
 @on_postgresql
@@ -304,21 +308,26 @@ def test_drift_retrains_through_the_tracking_server_canaries_and_promotes(on_tea
     _data(4000, 4.0, 3).write_parquet(tmp / "eval.parquet")
     cfg = _gated_config(team)
     assert poll(cfg) == []  # no drift yet
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     traffic.shift = 4.0  # the drift: x1 moves from N(0, 1) to N(4, 1)
     out = _poll_until(cfg, lambda o: any(r["state"] != "waiting" for r in o), 60)
     t_promoted = time.monotonic()
-    assert [r["state"] for r in out][-1] == "done", (out, loop_state.signals(current_store()))
+    reasons = [s["detail"].get("reason") for s in loop_state.signals(current_store())]
+    assert [r["state"] for r in out][-1] == "done", (out, reasons)
     sig = out[0]["signal"]
     assert sig.startswith("drift:1:v1:"), sig
     assert _production() == [2]
     traffic.wait_only(2)
     t_served = time.monotonic()
-    alert_at = loop_state.drift_alerts(current_store(), "clf")
+    # the figure (docs/loop.md): from the injected drift to v2 in production, by step
+    (s,) = loop_state.signals(current_store(), "drift-retrain")
+    marks = [("alert", s["detail"]["info"]["alert"]["created"])]
+    marks += [(e["data"]["step"], e["end_time"] or e["start_time"]) for e in _step_events(sig)]
     print(
-        f"\nloop e2e: injected drift -> v2 in production {t_promoted - t0:.1f} s "
-        f"(the live server answering only v2: {t_served - t0:.1f} s); "
-        f"{len(alert_at)} drift alerts"
+        f"\nloop e2e: injected drift -> v2 in production {t_promoted - t0:.1f} s, the live "
+        f"server answering only v2 {t_served - t0:.1f} s ("
+        + ", ".join(f"{k} {t - wall0:.1f}" for k, t in marks)
+        + ")"
     )
     # every step ran, on tracked runs linked to the signal
     assert _steps(sig) == ["retrain", "register", "gate", "canary", "promote"]
