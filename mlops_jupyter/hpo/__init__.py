@@ -117,6 +117,15 @@ class Sweep:
         from ..store.sweep_queries import trial_runs
         from ..tracking import api
 
+        if api.remote_url() is not None:
+            # over a tracking server: the sweep run's children, named trial-N; those of
+            # worker processes name their host on the trial (mlops.worker)
+            out: dict[int, tuple[str, str | None]] = {}
+            for rid, run_name in self.runs().select("id", "name").iter_rows():
+                n = run_name[6:] if run_name and run_name.startswith("trial-") else ""
+                if n.isdigit():
+                    out[int(n)] = (rid, socket.gethostname())
+            return out
         return trial_runs(api.current_store(), self.study.study_name)
 
     def runs(self):

@@ -48,9 +48,12 @@ def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | No
 
     optuna = _optuna()
     if store is None:
-        from ..tracking.api import current_store
+        from ..tracking.api import current_store, remote_url
 
-        store = current_store()
+        url = remote_url()
+        store = current_store() if url is None else _remote(url)
+    if type(store).__name__ == "RemoteStore":  # a tracking server: optuna's calls over HTTP
+        return _remote_storage(store.url, heartbeat_interval, max_retry)
     url = store.optuna_storage_url()
     if url is None:
         return study_storage(store.root / "optuna.journal")
@@ -94,6 +97,36 @@ def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | No
                 f"cannot open the optuna storage in {redact_url(store.key)}: {type(e).__name__}"
             ) from None
         _storages[key] = st
+    return st
+
+
+def _remote(url: str):
+    from ..remote.api import remote_store
+
+    return remote_store(url)
+
+
+def _remote_storage(url: str, heartbeat_interval: int, max_retry: int | None):
+    """The tracking server's study storage (remote/optuna_storage.py), with heartbeats
+    and the retry callback as on PostgreSQL. One per process and settings."""
+    key = (url, heartbeat_interval, max_retry)
+    st = _storages.get(key)
+    if st is None:
+        try:  # optuna >= 4.9's name
+            from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+        except ImportError:
+            from optuna.storages import RetryFailedTrialCallback as Retry
+
+        from ..remote.optuna_storage import RemoteOptunaStorage
+
+        with warnings.catch_warnings():  # "experimental" in optuna's words
+            from optuna.exceptions import ExperimentalWarning
+
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = Retry(max_retry)
+        st = _storages[key] = RemoteOptunaStorage(
+            url, heartbeat_interval=heartbeat_interval, heartbeat_stale_trial_callback=retry
+        )
     return st
 
 
@@ -205,9 +238,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
     seed = None if seed is None else seed + index
     if spec.get("store"):
         api.set_store(spec["store"])
-    store = api.current_store()
-    storage = storage_for(
-        store,
+    storage = storage_for(  # the current store, or the tracking server's storage
         heartbeat_interval=spec.get("heartbeat_interval", 10),
         max_retry=spec.get("max_retry", 3),
     )

@@ -77,10 +77,18 @@ class Client:
             self._conn = None
 
     def request(
-        self, method: str, path: str, body: Any = None, *, raw_gzip: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw_gzip: bytes | None = None,
+        resend: bool = True,
     ) -> Any:
         """Send one request; the decoded JSON answer. Raises ServerUnavailable (retry
-        later) or ServerRefused (4xx). `raw_gzip`: an already gzip-compressed JSON body."""
+        later) or ServerRefused (4xx). `raw_gzip`: an already gzip-compressed JSON body.
+        `resend=False`: a kept-alive connection found closed is ServerUnavailable too,
+        never sent again here (for requests the caller must mark as repeats)."""
         headers = {"Accept": "application/json"}
         tok = token()
         if tok:
@@ -108,7 +116,7 @@ class Client:
                     stale = isinstance(
                         e, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
                     )
-                    if attempt == 0 and stale and not isinstance(e, socket.timeout):
+                    if attempt == 0 and stale and resend and not isinstance(e, socket.timeout):
                         continue
                     raise ServerUnavailable(
                         f"tracking server {self.shown} cannot be reached ({type(e).__name__}: {e})"

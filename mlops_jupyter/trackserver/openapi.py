@@ -86,6 +86,12 @@ def _data_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _data_more_paths() -> dict[str, Any]:
+    from .data_more_openapi import openapi_paths  # drift, preflight, data lineage, resolve
+
+    return openapi_paths(_op, _obj)
+
+
 def _media_paths() -> dict[str, Any]:
     from .media_openapi import openapi_paths  # rich media, checkpoints
 
@@ -96,6 +102,12 @@ def _registry_paths() -> dict[str, Any]:
     from .registry_openapi import openapi_paths  # the model registry
 
     return openapi_paths(_op, _obj)
+
+
+def _optuna_paths() -> dict[str, Any]:
+    from .optuna_openapi import paths  # optuna's storage contract, for sweeps
+
+    return paths(_op, _obj)
 
 
 def _loop_paths() -> dict[str, Any]:
@@ -282,7 +294,9 @@ def spec() -> dict[str, Any]:
             **_files_paths(),
             **_registry_paths(),
             **_loop_paths(),
+            **_optuna_paths(),
             **_data_paths(),
+            **_data_more_paths(),
             **_media_paths(),
         },
     }
