@@ -18,6 +18,7 @@ from test_browser_features import _this_build
 from test_server_loop import EVIL, EVIL_MODEL, RULE, prepare
 
 import mlops_jupyter as mj
+from mlops_jupyter.loop.watch import poll
 from mlops_jupyter.store import loop_state, open_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -91,6 +92,23 @@ def test_loop_tab_approves_a_waiting_candidate_and_draws_the_lineage(tmp_path, p
         assert cells[2] == f"reviewed {EVIL}"
         assert "v2 approved" in view.locator(".mj-loop-notice").text_content()
         screenshot(page, "sidebar-loop-approved")
+        # the watcher's next poll promotes v2; the open view follows by itself (its poll),
+        # and the verdict unfolded above stays unfolded
+        unfolded = view.locator('.mj-loop-gate[data-version="2"]')
+        assert unfolded.get_attribute("open") is not None  # kept through the redraw
+        mj.set_store(store)
+        try:
+            assert [o["state"] for o in poll(str(tmp_path / "loop.toml"))] == ["done"]
+        finally:
+            mj.set_store(None)
+        # the view is redrawn (new elements): look it up by selector each time
+        page.wait_for_function(
+            """() => (document.querySelector('#mlops-jupyter-sidebar .mj-loop-head .mj-muted')
+                      ?.textContent || '').startsWith('production v2')""",
+            timeout=20_000,
+        )
+        assert view.locator(".mj-loop-signals tbody tr").get_attribute("data-state") == "done"
+        assert unfolded.get_attribute("open") is not None
         # nothing stored became markup anywhere in the page
         assert page.locator("#mlops-jupyter-sidebar img").count() == 0
         assert page.evaluate("() => window.__mj_xss === undefined")

@@ -162,8 +162,8 @@ export class MlopsPanel extends Widget {
         await this.serving.refresh(force);
       } else if (this.tab === 'features' && force) {
         await this.features.refresh();
-      } else if (this.tab === 'loop' && force) {
-        await this.loop.refresh();
+      } else if (this.tab === 'loop') {
+        await this.loop.refresh(force);
       }
     } catch (e) {
       this.setError(e);

@@ -9,6 +9,8 @@ import { api, ApiError, apiUrl } from '../api';
 import { el, fmtTime, fmtValue, section, table } from '../util';
 import { drawLineage, Lineage } from './loopLineage';
 
+const POLL_MS = 5000; // the panel polls every 3 s; a model's detail is heavier than a list
+
 export interface GateBrief {
   id: number;
   version: number;
@@ -150,23 +152,35 @@ export class LoopView {
   private detail = el('div', 'mj-loop-detail');
   private picked: string | null = null;
   private notice = ''; // the last decision made here, shown over the re-rendered detail
+  private shown = ''; // the answer on screen: a poll that gets the same one redraws nothing
+  private lastLoad = 0;
 
   constructor(private onError: (e: unknown) => void = () => undefined) {
     this.detail.style.display = 'none';
     this.node.append(this.list, this.detail);
   }
 
-  /** Reload the list, or the open model's detail (not while a reason is being typed). */
-  async refresh(): Promise<void> {
+  /** Reload the list, or the open model's detail: always when `force` (the tab is shown),
+   * else (the panel's poll) every POLL_MS at most, redrawn only when the answer changed and
+   * never while a reason is being typed; unfolded verdicts stay unfolded. */
+  async refresh(force = true): Promise<void> {
+    if (!force && Date.now() - this.lastLoad < POLL_MS) {
+      return;
+    }
+    this.lastLoad = Date.now();
     if (this.picked !== null) {
       const typing = this.detail.contains(document.activeElement) && document.activeElement instanceof HTMLTextAreaElement;
       if (!typing) {
-        await this.open(this.picked);
+        await this.open(this.picked, force);
       }
       return;
     }
-    const { models } = await api<{ models: LoopModelSummary[] }>('loop');
-    this.renderList(models);
+    const answer = await api<{ models: LoopModelSummary[] }>('loop');
+    const json = JSON.stringify(answer);
+    if (force || json !== this.shown) {
+      this.shown = json;
+      this.renderList(answer.models);
+    }
   }
 
   private renderList(models: LoopModelSummary[]): void {
@@ -196,19 +210,29 @@ export class LoopView {
     this.list.replaceChildren(section('Models', t));
   }
 
-  private async open(name: string): Promise<void> {
+  private async open(name: string, force = true): Promise<void> {
     const d = await api<LoopModelDetail>(`loop/${encodeURIComponent(name)}`);
-    if (this.picked !== name) {
+    const json = JSON.stringify(d);
+    const same = this.picked === name;
+    if (!same) {
       this.notice = '';
+    } else if (!force && json === this.shown) {
+      return;
     }
     this.picked = name;
+    this.shown = json;
+    const unfolded = new Set(same ? Array.from(this.detail.querySelectorAll<HTMLDetailsElement>('details[open]')).map(x => x.dataset.key) : []);
     this.renderDetail(d);
+    for (const x of Array.from(this.detail.querySelectorAll<HTMLDetailsElement>('details'))) {
+      x.open = unfolded.has(x.dataset.key);
+    }
     this.list.style.display = 'none';
     this.detail.style.display = '';
   }
 
   private back(): void {
     this.picked = null;
+    this.shown = '';
     this.detail.style.display = 'none';
     this.list.style.display = '';
     void this.refresh().catch(e => this.onError(e));
@@ -282,6 +306,7 @@ export class LoopView {
       }
       const item = el('details', `mj-loop-gate ${g.passed ? 'mj-loop-gate-passed' : 'mj-loop-gate-failed'}`);
       item.dataset.version = String(v.version);
+      item.dataset.key = `gate:${v.version}`;
       const summary = el('summary', '');
       const stage = v.stage === 'none' ? '' : ` (${v.stage})`;
       const approval = v.approval ? ` · ${v.approval.decision} by ${v.approval.user}` : '';
@@ -302,6 +327,7 @@ export class LoopView {
           const cell = ev.insertCell();
           cell.colSpan = 2;
           const fold = el('details', 'mj-loop-evidence');
+          fold.dataset.key = `evidence:${v.version}:${i}`;
           fold.append(el('summary', '', `evidence (${keys.join(', ')})`), el('pre', '', evidenceText(r.evidence)));
           cell.appendChild(fold);
         }
@@ -310,6 +336,7 @@ export class LoopView {
       const more = Object.keys(g.extra ?? {});
       if (more.length) {
         const fold = el('details', 'mj-loop-evidence');
+        fold.dataset.key = `extra:${v.version}`;
         fold.append(el('summary', '', more.join(', ')), el('pre', '', evidenceText(g.extra)));
         item.appendChild(fold);
       }
