@@ -79,6 +79,11 @@ def test_loop_tab_approves_a_waiting_candidate_and_draws_the_lineage(tmp_path, p
         run_box = svg.locator(f'g[data-node="run:{_run_of_v1(store)}"]')
         assert run_box.locator("text").first.text_content() == EVIL[:27] + "…"
         assert nodes.locator("rect").first.bounding_box()["width"] > 100  # drawn, not empty
+        drawn = nodes.evaluate_all(
+            "gs => gs.map(g => [g.dataset.node, +g.querySelector('rect').getAttribute('x'),"
+            " +g.querySelector('rect').getAttribute('y')])"
+        )
+        assert sorted(drawn) == _python_layout(store)  # where ModelLineage.svg() puts them
         view.locator(".mj-loop-lineage").scroll_into_view_if_needed()
         screenshot(page, "sidebar-loop-model")
 
@@ -137,3 +142,21 @@ def _run_of_v1(store: os.PathLike) -> str:
     from mlops_jupyter.store import registry as rs
 
     return rs.find_version(open_store(store), "clf", 1)["run_id"]
+
+
+def _python_layout(store: os.PathLike) -> list:
+    """[node id, x, y] of every box of ModelLineage.svg(), sorted."""
+    import xml.etree.ElementTree as ET
+
+    mj.set_store(store)
+    try:
+        svg = mj.lineage("clf").svg()
+    finally:
+        mj.set_store(None)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    out = []
+    for g in ET.fromstring(svg).findall("s:g", ns):
+        node_id = g.find("s:title", ns).text.split(": ", 1)[1]
+        rect = g.find("s:rect", ns)
+        out.append([node_id, float(rect.get("x")), float(rect.get("y"))])
+    return sorted(out)
