@@ -329,12 +329,12 @@ def preflight(
 
 def _record(report: PreflightReport, run: Any, on_fail: str) -> None:
     from ..store import runs as rstore
-    from .catalog import _run_rid, _store
+    from .catalog import _remote, _run_rid, _store
 
-    rid = _run_rid(run)
-    if rid is None:
+    remote = _remote()
+    rid = None if remote is not None else _run_rid(run)
+    if remote is None and rid is None:
         return
-    st = _store()
     n = len(report.failed)
     level = "info" if not n else ("error" if on_fail == "raise" else "warning")
     msg = (
@@ -343,5 +343,11 @@ def _record(report: PreflightReport, run: Any, on_fail: str) -> None:
         else f"preflight: {n} of {len(report.checks)} checks failed: "
         + ", ".join(c.name for c in report.failed)
     )
+    if remote is not None:  # the server records the event and the tag (no run: nothing)
+        from ..remote import data_more as rmore
+
+        rmore.record_preflight(remote, run, level, msg, report.to_dict(), not n)
+        return
+    st = _store()
     rstore.add_event(st, rid, "preflight", msg, level=level, data=report.to_dict())
     rstore.set_kv(st, "tags", rid, {"preflight": "passed" if not n else "failed"})

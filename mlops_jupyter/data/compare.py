@@ -15,6 +15,7 @@ from ..store import data as dstore
 from . import stats
 from .catalog import (
     DataVersion,
+    _remote,
     _run_rid,
     _store,
     build_record,
@@ -337,11 +338,20 @@ def _summary(p: dict) -> dict[str, Any]:
 
 def _store_report(report, ref: dict, cur: dict, rv, cv, run: Any) -> None:
     """Save both sides as data versions (deduplicated) and the result linked to them."""
+    d = report.data
+    remote = _remote()
+    if remote is not None:  # the server stores it and adds the run's event
+        from ..remote import data_more as rmore
+
+        rv = rv or save(ref, role=None)
+        cv = cv or save(cur, role=None)
+        result = {"columns": d["columns"], "settings": d["settings"], "skipped": d["skipped"]}
+        d["id"] = rmore.save_drift(remote, {**d, "result": result}, rv.id, cv.id, run)
+        return
     st = _store()
     rv = rv or save(ref, role=None)
     cv = cv or save(cur, role=None)
     rid = _run_rid(run)
-    d = report.data
     uid = dstore.save_drift(
         st,
         {
@@ -376,10 +386,16 @@ def drift_reports(run: Any = None, limit: int = 50) -> list:
     """Stored drift reports (of `run`, or all), newest first, as DriftReport objects."""
     from .report import DriftReport
 
-    st = _store()
-    rid = _run_rid(run) if run is not None else None
+    remote = _remote()
+    if remote is not None:
+        from ..remote import data_more as rmore
+
+        rows = rmore.drift_reports(remote, run, limit)
+    else:
+        st = _store()
+        rows = dstore.drift_reports(st, _run_rid(run) if run is not None else None, limit)
     out = []
-    for r in dstore.drift_reports(st, rid, limit):
+    for r in rows:
         r["reference"]["n_rows"] = None
         r["current"]["n_rows"] = None
         out.append(DriftReport(r))

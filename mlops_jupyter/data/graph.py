@@ -9,7 +9,7 @@ import polars as pl
 
 from ..errors import RunNotFoundError
 from ..store import data as dstore
-from .catalog import DataVersion, _run_rid, _store
+from .catalog import DataVersion, _remote, _run_rid, _store
 
 
 class Lineage:
@@ -65,8 +65,15 @@ class Lineage:
         return pl.DataFrame(rows, schema=schema)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        strip = lambda d: {k: v for k, v in d.items() if not k.startswith("_")}  # noqa: E731
+        """JSON-able form (without the store's row ids)."""
+
+        def strip(d: Any) -> Any:
+            if isinstance(d, list):
+                return [strip(v) for v in d]
+            if isinstance(d, dict):
+                return {k: strip(v) for k, v in d.items() if not k.startswith("_")}
+            return d
+
         return {
             "run": strip(self.run),
             "inputs": [strip(v) for v in self.inputs],
@@ -97,14 +104,24 @@ def _unique(runs) -> list[dict]:
 
 def lineage(run: Any = None) -> Lineage:
     """Lineage of a run (a Run, run id or name; default: the active run, else the latest)."""
-    store = _store()
     if isinstance(run, DataVersion):
         raise RunNotFoundError("lineage() takes a run; use mj.data.runs_for(version) for data")
+    remote = _remote()
+    if remote is not None:  # the server assembles it (trackserver/data_more_routes.py)
+        from ..remote import data_more as rmore
+
+        return Lineage(*rmore.lineage(remote, run))
+    store = _store()
     rid = _run_rid(run)
     if rid is None:
         rid = dstore.latest_run(store)
         if rid is None:
             raise RunNotFoundError(f"no runs in {store.location} yet")
+    return Lineage(*lineage_parts(store, rid))
+
+
+def lineage_parts(store: Any, rid: int) -> tuple[dict, list[dict], list[dict]]:
+    """(run info, inputs, outputs) of run row `rid`: what Lineage is made of."""
     info = dstore.run_info(store, rid)
     inputs, outputs = [], []
     for v in dstore.run_versions(store, rid):
@@ -115,7 +132,7 @@ def lineage(run: Any = None) -> Lineage:
         else:
             v["used_by"] = [r for r in others if r["role"] == "input"]
             outputs.append(v)
-    return Lineage(info, inputs, outputs)
+    return info, inputs, outputs
 
 
 def runs_for(version: DataVersion | str) -> pl.DataFrame:
@@ -123,7 +140,13 @@ def runs_for(version: DataVersion | str) -> pl.DataFrame:
     from .catalog import get_version
 
     v = get_version(version)
-    rows = dstore.runs_for_version(_store(), v._rid)
+    remote = _remote()
+    if remote is not None:
+        from ..remote import data_more as rmore
+
+        rows = rmore.runs_for(remote, v.id)
+    else:
+        rows = dstore.runs_for_version(_store(), v._rid)
     return pl.DataFrame(
         {
             "run_id": [r["run_id"] for r in rows],

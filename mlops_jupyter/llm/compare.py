@@ -77,6 +77,11 @@ def _table_path(detail: dict[str, Any], prefix: str, store: Any) -> Path:
     if store is None:
         from ..tracking import api
 
+        if (url := api.remote_url()) is not None:  # a verified copy from the server
+            from ..remote import files
+            from ..remote.api import remote_store
+
+            return files.artifact_path(remote_store(url), detail["id"], name)
         store = api.current_store()
     return store.artifacts.blob_file(digest)
 

@@ -69,13 +69,20 @@ def llm_regressions(
             rows.append((m, mean, lo, hi, now, now - mean))
     out = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
     if record and rows:
-        store = api.current_store()
-        rid = rstore.resolve_run(store, cur_d["id"])
+        url = api.remote_url()
+        if url is not None:  # over a tracking server: the run events route, once per alert
+            from ..remote import data_more as rmore
+            from ..remote.api import remote_store
+
+            rs = remote_store(url)
+            add = lambda *a, **kw: rmore.add_run_event(rs, cur_d["id"], *a, **kw)  # noqa: E731
+        else:
+            store = api.current_store()
+            rid = rstore.resolve_run(store, cur_d["id"])
+            add = lambda *a, **kw: rstore.add_event(store, rid, *a, **kw)  # noqa: E731
         now_t = time.time()
         for m, mean, lo, hi, now, _change in rows:
-            rstore.add_event(
-                store,
-                rid,
+            add(
                 "alert",
                 f"{prefix}/{m} regressed: {now:.4g} vs baseline {base_d['name']} {mean:.4g} "
                 f"(95% CI {lo:.4g}..{hi:.4g})",

@@ -237,8 +237,12 @@ class BudgetTracker:
         from ..store import runs as rstore
 
         try:
-            rid = rstore.resolve_run(run.store, run.id)
             now = time.time()
+            if type(run.store).__name__ == "RemoteStore":  # through the tracking server
+                end = now if closed else None
+                run.add_event("alert", message, level, {"rule": "privacy_budget", **data}, now, end)
+                return
+            rid = rstore.resolve_run(run.store, run.id)
             rstore.add_event(
                 run.store, rid, "alert", message, level,
                 {"rule": "privacy_budget", **data}, now, now if closed else None,

@@ -225,8 +225,9 @@ def runs_for_version(store: Store, version_id: int) -> list[dict]:
 
 
 def save_drift(store: Store, rec: dict[str, Any]) -> str:
-    """Store a drift result; returns its public id."""
-    uid = secrets.token_hex(6)
+    """Store a drift result; returns its public id (`rec["uid"]` when given: a client of the
+    tracking server names its report, so a retried request finds it instead of adding one)."""
+    uid = rec.get("uid") or secrets.token_hex(6)
     with store.write() as c:
         c.execute(
             "INSERT INTO drift_reports(uid, run_id, ref_version_id, cur_version_id, created,"

@@ -332,11 +332,21 @@ def _run_ids(store: Store, run_ids: Any) -> list[int]:
 def resolve_run(ref: Run | str | None = None, store: Store | None = None) -> int:
     """The store id (`Run.store_id`) of a run given as a Run, its id, a unique id prefix
     (>= 4 characters) or its name (the latest run of that name); None means the active
-    run. `store` defaults to the current store. Raises RunNotFoundError if there is none."""
+    run. `store` defaults to the current store. Raises RunNotFoundError if there is none.
+    Over a tracking server the server resolves it: the id of the run in the server's store."""
     if ref is None:
         ref = _active
         if ref is None:
             raise NoActiveRunError("resolve the active run")
+    remote = store if store is not None else (ref.store if isinstance(ref, Run) else None)
+    if remote is None and (url := remote_url()) is not None:
+        from ..remote.api import remote_store
+
+        remote = remote_store(url)
+    if type(remote).__name__ == "RemoteStore":  # trackserver/data_more_routes.py
+        from ..remote import data_more as rmore
+
+        return rmore.resolve_run(remote, ref.id if isinstance(ref, Run) else ref)
     if store is None:
         store = ref.store if isinstance(ref, Run) else current_store()
     if isinstance(ref, Run):

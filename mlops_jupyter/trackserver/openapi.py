@@ -86,6 +86,12 @@ def _data_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _data_more_paths() -> dict[str, Any]:
+    from .data_more_openapi import openapi_paths  # drift, preflight, data lineage, resolve
+
+    return openapi_paths(_op, _obj)
+
+
 def _media_paths() -> dict[str, Any]:
     from .media_openapi import openapi_paths  # rich media, checkpoints
 
@@ -290,6 +296,7 @@ def spec() -> dict[str, Any]:
             **_loop_paths(),
             **_optuna_paths(),
             **_data_paths(),
+            **_data_more_paths(),
             **_media_paths(),
         },
     }
