@@ -44,10 +44,10 @@ def test_loop_tab_approves_a_waiting_candidate_and_draws_the_lineage(tmp_path, p
         clf = models.locator('tr[data-model="clf"]')
         assert "mj-loop-has-pending" in (clf.get_attribute("class") or "")
         cells = [c.text_content() for c in clf.locator("td").all()]
-        assert cells == ["clf", "v1", "–", "v2 passed vs v1", "1 pending"]
+        assert cells == ["clf1 pending approval", "production v1", "v2 passed vs v1"]
         # the model named with HTML is its text, nothing more
         evil = models.locator('tbody tr:not([data-model="clf"])')
-        assert evil.locator("td").first.text_content() == EVIL_MODEL
+        assert evil.locator(".mj-loop-model-name").text_content() == EVIL_MODEL
         screenshot(page, "sidebar-loop")
 
         clf.click()

@@ -188,9 +188,18 @@ export class LoopView {
       this.list.replaceChildren(el('div', 'mj-empty', 'no registered model yet (mj.register_model)'));
       return;
     }
+    // three columns: the sidebar is narrow
     const t = table(
-      ['model', 'production', 'staging', 'newest gate', 'approvals'],
-      models.map(m => [m.name, m.production === null ? '–' : `v${m.production}`, m.staging.length ? m.staging.map(v => `v${v}`).join(', ') : '–', gateText(m.last_gate), m.pending ? `${m.pending} pending` : '–']),
+      ['model', 'stages', 'newest gate'],
+      models.map(m => {
+        const name = el('div', '');
+        name.appendChild(el('div', 'mj-loop-model-name', m.name));
+        if (m.pending) {
+          name.appendChild(el('div', 'mj-loop-pending-count', `${m.pending} pending approval${m.pending > 1 ? 's' : ''}`));
+        }
+        const stages = `production ${m.production === null ? '–' : `v${m.production}`}${m.staging.length ? `, staging ${m.staging.map(v => `v${v}`).join(', ')}` : ''}`;
+        return [name, stages, gateText(m.last_gate)];
+      }),
       'mj-table mj-loop-models'
     );
     models.forEach((m, i) => {
