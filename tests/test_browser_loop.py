@@ -87,6 +87,17 @@ def test_loop_tab_approves_a_waiting_candidate_and_draws_the_lineage(tmp_path, p
         view.locator(".mj-loop-lineage").scroll_into_view_if_needed()
         screenshot(page, "sidebar-loop-model")
 
+        # a forged request with the login cookie but without the XSRF header is refused
+        forged = page.evaluate(
+            """async url => {
+                const r = await fetch(url, {method: 'POST', credentials: 'same-origin',
+                                            body: JSON.stringify({version: 2})});
+                return [r.status, await r.text()];
+            }""",
+            lab.url + "mlops/api/v1/loop/clf/approve",
+        )
+        assert forged[0] == 403, forged
+        assert loop_state.get_approval(open_store(store), "clf", 2) is None
         card.locator(".mj-loop-reason").fill(f"reviewed {EVIL}")
         card.locator(".mj-loop-approve").click()
         view.locator(".mj-loop-decisions").wait_for(timeout=30_000)
@@ -129,7 +140,8 @@ def test_loop_tab_approves_a_waiting_candidate_and_draws_the_lineage(tmp_path, p
     finally:
         mj.set_store(None)
     assert rows.height == 1 and rows["reason"][0] == f"reviewed {EVIL}"
-    assert page.console_errors == []
+    # the one error: the browser's note on the forged request's 403
+    assert [e for e in page.console_errors if "status of 403" not in e] == []
 
 
 def _login() -> str:
