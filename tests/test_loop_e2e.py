@@ -278,6 +278,23 @@ def _poll_until(cfg: str, done, timeout: float) -> list[dict]:
     raise AssertionError(f"not done in {timeout} s: {got}; {loop_state.signals(current_store())}")
 
 
+def _diagnose() -> str:
+    """Why a chain stopped, and the newest judged input windows (for a failure message)."""
+    from mlops_jupyter.store import serving_profiles as sp
+
+    store = current_store()
+    lines = [
+        f"{s['signal']}: {s['state']} {s['detail'].get('reason')}"
+        for s in loop_state.signals(store)
+    ]
+    for r in sp.profiles(store, "clf", limit=12, with_profile=False):
+        cols = [
+            (c["column"], round(c["statistic"], 3)) for c in (r["drift"] or {}).get("columns", [])
+        ]
+        lines.append(f"window {r['window_start']:.0f} {r['variant']} n={r['n_sampled']} {cols}")
+    return "\n".join(lines)
+
+
 def _production() -> list[int]:
     f = mj.registry.versions("clf")
     return f.filter(pl.col("stage") == "production")["version"].to_list()
@@ -312,8 +329,7 @@ def test_drift_retrains_through_the_tracking_server_canaries_and_promotes(on_tea
     traffic.shift = 4.0  # the drift: x1 moves from N(0, 1) to N(4, 1)
     out = _poll_until(cfg, lambda o: any(r["state"] != "waiting" for r in o), 60)
     t_promoted = time.monotonic()
-    reasons = [s["detail"].get("reason") for s in loop_state.signals(current_store())]
-    assert [r["state"] for r in out][-1] == "done", (out, reasons)
+    assert [r["state"] for r in out][-1] == "done", _diagnose()
     sig = out[0]["signal"]
     assert sig.startswith("drift:1:v1:"), sig
     assert _production() == [2]
@@ -351,6 +367,8 @@ def test_drift_retrains_through_the_tracking_server_canaries_and_promotes(on_tea
     assert sig in prom["reason"].to_list()[0]
     gates = mj.gates("clf")
     assert [g["passed"] for g in gates if g["version"] == 2] == [True]
+    # the promotion names its evidence: the gate the watcher ran
+    assert prom["gate_ids"].to_list()[0] == [g["id"] for g in gates if g["version"] == 2]
     assert sr.get(current_store(), "clf")["state"] == "promoted"
     assert _Receiver.got == []  # nothing went wrong: nothing to tell
     assert traffic.errors == []
@@ -392,7 +410,7 @@ def test_worse_candidates_are_stopped_by_the_gate_and_rolled_back_by_the_canary(
     assert out[-1]["state"] == "failed", out
     assert _production() == [2]
     row = sr.get(current_store(), "clf")
-    assert row["state"] == "rolled back" and "business metric" in row["reason"], row
+    assert row["state"] == "rolled back" and "business metric" in row["reason"], _diagnose()
     traffic.wait_only(2)
     assert _steps(out[0]["signal"]) == ["retrain", "register"]
     assert [e["event"]["kind"] for e in _Receiver.got] == ["loop_failed"]
