@@ -160,11 +160,11 @@ def signals(store: Any, rule: Rule, now: float | None = None) -> list[tuple[str,
 
 
 def _drift(store: Any, rule: Rule) -> list[tuple[str, dict]]:
-    """drift: the newest drift alert on the production version's inputs since it went
-    into production (any version's while there is none: a canary's windows are the
-    canary's own checks). A drifted version fires once: its later windows drift too (the
-    control of a canary, a version whose retrained candidate failed), and each would
-    otherwise start one more retraining while the first is still in flight."""
+    """drift: the newest drift alert on the production version's inputs, from windows
+    since its promotion (any version's when there is no production version). Alerts on a
+    canary's windows are the canary controller's to act on. A drifted version fires once:
+    its later windows drift too (as the control of a canary, or when its retrained
+    candidate failed), and each would otherwise start one more retraining."""
     from ..store import loop_state
     from ..store import registry as rs
 
