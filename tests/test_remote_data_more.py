@@ -132,10 +132,12 @@ def test_data_features_through_the_server_equal_local(remote, monkeypatch, tmp_p
 
 def test_resolve_run_and_cli_reads(remote, monkeypatch, tmp_path):
     use_remote(monkeypatch, remote, tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
     with mj.start_run("resolve-me", experiment="data-more") as run:
         mj.version(TRAIN, name="train")
         mj.version(LIVE, name="live")
         mj.drift(TRAIN, LIVE)
+        mj.log_artifact(tmp_path / "notes.txt")
     ((rid,),) = remote.rows("SELECT id FROM runs WHERE uid=?", run.id)
     assert resolve_run("resolve-me") == resolve_run(run.id[:8]) == resolve_run(run) == rid
     with pytest.raises(RunNotFoundError):
@@ -143,8 +145,11 @@ def test_resolve_run_and_cli_reads(remote, monkeypatch, tmp_path):
     with pytest.raises(RunNotFoundError):
         mj.lineage("no-such-run")
     env = {**__import__("os").environ}
+    got = tmp_path / "got.txt"
     for args in (
         ["data", "lineage", run.id],
+        ["artifacts", "ls", "resolve-me", "--json"],
+        ["artifacts", "get", run.id[:8], "notes.txt", "-o", str(got)],
         ["data", "drift", "train", "live", "--json"],
     ):
         p = subprocess.run(
@@ -155,6 +160,9 @@ def test_resolve_run_and_cli_reads(remote, monkeypatch, tmp_path):
             timeout=120,
         )
         assert p.returncode == 0, (args, p.stderr)
+        if args[:2] == ["artifacts", "ls"]:
+            assert [a["name"] for a in json.loads(p.stdout)] == ["notes.txt"]
+    assert got.read_text() == "hello"
     assert json.loads(p.stdout)["current"]["id"] == mdata.get_version("live").id
 
 
@@ -173,7 +181,9 @@ def _llm_script(tag: str) -> dict[str, Any]:
         for e in mj.get_run(b.id)["events"]
         if e["kind"] == "alert"
     ]
-    return {"table": table, "ex": ex, "scores": scores, "reg": reg, "alerts": alerts}
+    listed = mj.alerts([b]).select("run_name", "kind", "rule", "level", "active")
+    listed = listed.with_columns(listed["run_name"].str.replace(f"-{tag}", ""))
+    return {"table": table, "ex": ex, "scores": scores, "reg": reg, "alerts": alerts, "ls": listed}
 
 
 def test_llm_evaluation_through_the_server_equals_local(remote, monkeypatch, tmp_path, local_loc):
@@ -182,7 +192,7 @@ def test_llm_evaluation_through_the_server_equals_local(remote, monkeypatch, tmp
     local = _llm_script("local")
     use_remote(monkeypatch, remote, tmp_path)
     over = _llm_script("remote")
-    for k in ("table", "ex", "scores", "reg"):
+    for k in ("table", "ex", "scores", "reg", "ls"):
         assert over[k].equals(local[k]), k
     assert over["alerts"] == local["alerts"] and local["alerts"]  # the regressions recorded
     assert local["table"].height == 4

@@ -53,13 +53,38 @@ def _store():
     return current_store()
 
 
-def cmd_ls(args) -> int:
+def _run_files(ref: str) -> tuple[list[dict], object]:
+    """(a run's artifact rows: name, size, digest; fetch(row, dest) -> bytes written,
+    verified) from the store, or over a tracking server through its artifact routes."""
+    from ..tracking.api import remote_url
+
+    if (url := remote_url()) is not None:
+        import shutil
+
+        from ..remote import data_more as rmore
+        from ..remote import files
+        from ..remote.api import remote_store
+
+        rs = remote_store(url)
+        uid = rmore.resolve_uid(rs, ref)
+        arts = files._list(rs, uid)
+        rows = [{"name": a["name"], "size": a["size"], "digest": a["sha256"]} for a in arts]
+
+        def fetch(r: dict, dest: Path) -> int:
+            shutil.copyfile(files.artifact_path(rs, uid, r["name"]), dest)  # verified copy
+            return int(r["size"])
+
+        return rows, fetch
     from ..store import artifact_refs as refs
     from ..store import runs as rstore
 
     st = _store()
-    rid = rstore.resolve_run(st, args.run)
-    rows = refs.run_artifacts(st, rid)
+    rows = refs.run_artifacts(st, rstore.resolve_run(st, ref))
+    return rows, lambda r, dest: st.artifacts.get_blob(r["digest"], dest)
+
+
+def cmd_ls(args) -> int:
+    rows, _fetch = _run_files(args.run)
     if args.json:
         print(json_text(rows))
         return 0
@@ -87,13 +112,9 @@ def _targets(rows: list[dict], name: str, out: Path) -> list[tuple[dict, Path]]:
 
 def cmd_get(args) -> int:
     from ..errors import ArtifactNotFoundError, InvalidInputError
-    from ..store import artifact_refs as refs
-    from ..store import runs as rstore
     from .base import check_key
 
-    st = _store()
-    rid = rstore.resolve_run(st, args.run)
-    rows = refs.run_artifacts(st, rid)
+    rows, fetch = _run_files(args.run)
     out = Path(args.output) if args.output else Path(Path(args.name.rstrip("/")).name or "out")
     pairs = _targets(rows, args.name, out)
     if not pairs:
@@ -106,11 +127,10 @@ def cmd_get(args) -> int:
             check_key(r["name"])  # a stored name can never write outside the output folder
         if dest.exists() and not args.force:
             raise InvalidInputError(f"{dest} exists; pass --force to overwrite it")
-    blobs = st.artifacts
     total = 0
     for r, dest in pairs:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        total += blobs.get_blob(r["digest"], dest)  # verified against the digest
+        total += fetch(r, dest)  # verified against the digest
         if len(pairs) == 1:
             print(f"wrote {safe(dest)} ({_size(r['size'])}, sha256 {r['digest'][:12]}, verified)")
     if len(pairs) > 1:

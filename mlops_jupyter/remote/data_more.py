@@ -122,6 +122,12 @@ def resolve_run(store: RemoteStore, ref: str) -> int:
     return int(_run_call(store, "GET", path, None, "resolve runs")["store_id"])
 
 
+def resolve_uid(store: RemoteStore, ref: str) -> str:
+    """The full id of a run given by id, unique id prefix or name."""
+    path = f"/api/v1/runs/{quote(str(ref).strip(), safe='')}/resolve"
+    return str(_run_call(store, "GET", path, None, "resolve runs")["id"])
+
+
 def add_run_event(
     store: RemoteStore,
     run_id: str,
@@ -145,3 +151,17 @@ def add_run_event(
         body["data"] = _json(data)
     path = f"/api/v1/runs/{quote(run_id, safe='')}/events"
     return int(_run_call(store, "POST", path, body, "add run events")["id"])
+
+
+def alert_rows(store: RemoteStore, runs: list[Any] | None, throttle: bool) -> list[tuple]:
+    """store/telemetry.list_events rows of alert (and throttle) events, newest first."""
+    q: list[tuple[str, str]] = [("throttle", "true" if throttle else "false")]
+    if runs is not None:
+        if not runs:
+            return []  # as locally: no runs, no alerts
+        refs = [run_ref(r) for r in runs]
+        if any(r is None for r in refs):
+            raise InvalidInputError("alerts: give runs (Runs, ids or names) or None for all")
+        q += [("run", str(r)) for r in refs]
+    out = _run_call(store, "GET", "/api/v1/alerts?" + urlencode(q), None, "read alerts")
+    return [tuple(r) for r in out["events"]]

@@ -279,13 +279,17 @@ def alerts(run: Any = None, include_throttle: bool = True) -> pl.DataFrame:
     from ..tracking import api
     from ..tracking.api import resolve_run
 
-    store = api._read_store()
-    rids: list[int] | None = None
-    if run is not None:
-        refs = run if isinstance(run, (list, tuple)) else [run]
-        rids = [resolve_run(r, store) for r in refs]
-    kinds = ("alert", "throttle") if include_throttle else ("alert",)
-    rows = tstore.list_events(store, rids, kinds)
+    refs = None if run is None else list(run) if isinstance(run, (list, tuple)) else [run]
+    if (url := api.remote_url()) is not None:  # the server lists them (remote/data_more.py)
+        from ..remote import data_more as rmore
+        from ..remote.api import remote_store
+
+        rows = rmore.alert_rows(remote_store(url), refs, include_throttle)
+    else:
+        store = api._read_store()
+        rids = None if refs is None else [resolve_run(r, store) for r in refs]
+        kinds = ("alert", "throttle") if include_throttle else ("alert",)
+        rows = tstore.list_events(store, rids, kinds)
     datas = [json.loads(r[8]) if r[8] else {} for r in rows]
     return pl.DataFrame(
         {

@@ -80,6 +80,19 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                 params=[{"name": "id", **_PATH}],
             )
         },
+        "/api/v1/alerts": {
+            "get": op(
+                "alert (and throttling) events of the given runs, or of all, newest first",
+                params=[
+                    {
+                        "name": "run",
+                        "in": "query",
+                        "schema": {"type": "array", "items": {"type": "string"}},
+                    },
+                    {"name": "throttle", "in": "query", "schema": {"type": "boolean"}},
+                ],
+            )
+        },
         "/api/v1/runs/{id}/resolve": {
             "get": op(
                 "a run id, unique id prefix or name resolved to the run's id and store id",

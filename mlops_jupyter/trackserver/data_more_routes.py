@@ -1,6 +1,6 @@
 """Drift reports, preflight checks, data lineage and run resolution over the tracking
 server, so a remote client's `mj.drift`, `mj.data.drift_reports`, `mj.preflight`,
-`mj.lineage(run)`, `mj.data.runs_for`, `mj.resolve_run` (and the LLM evaluation's
+`mj.lineage(run)`, `mj.data.runs_for`, `mj.resolve_run`, `mj.alerts` (and the LLM evaluation's
 regression alerts, through the run events route) work as on a local store.
 
 The client computes (drift statistics, check verdicts) and sends only the result; the
@@ -14,6 +14,7 @@ server writes it with the store's functions (store/data.py, store/runs.py):
 - `GET /api/v1/data/lineage?run=` is a run's data lineage (default: the latest run);
   `GET /api/v1/data/versions/{ref}/runs` the runs that used or produced a version.
 - `GET /api/v1/runs/{ref}/resolve` resolves an id, id prefix or name: {"id", "store_id"}.
+- `GET /api/v1/alerts?run=&throttle=` lists alert/throttle events (mj.alerts).
 Reads need scope read, writes scope write (BaseHandler)."""
 
 from __future__ import annotations
@@ -217,7 +218,27 @@ class ResolveHandler(BaseHandler):
         await self.handle(go)
 
 
+class AlertsHandler(BaseHandler):
+    """GET ?run=&run=&throttle= -> {"events": [[id, run uid, run name, kind, level, message,
+    start, end, data JSON, run status], ...]} (store/telemetry.list_events), newest first."""
+
+    async def get(self) -> None:
+        def go() -> dict:
+            from ..store import telemetry as tstore
+
+            refs = self.get_query_arguments("run")
+            check_value(len(refs) <= 1000, "at most 1000 runs")
+            rids = [_run(self.store, r) for r in refs] if refs else None
+            throttle = self.get_query_argument("throttle", "true")
+            check_value(throttle in ("true", "false"), "'throttle': true or false")
+            kinds = ("alert", "throttle") if throttle == "true" else ("alert",)
+            return {"events": [list(r) for r in tstore.list_events(self.store, rids, kinds)]}
+
+        await self.handle(go)
+
+
 ROUTES = [
+    (r"/api/v1/alerts", AlertsHandler),
     (r"/api/v1/data/drift", DriftHandler),
     (r"/api/v1/data/lineage", LineageHandler),
     (r"/api/v1/data/versions/([^/]+)/runs", VersionRunsHandler),
