@@ -195,9 +195,9 @@ def test_tokens_and_bad_calls(rs):
     name = request(url, "POST", path + "get_all_studies", rs.rtok, {})[1]["result"][0]["study_name"]
     assert len(optuna.load_study(study_name=name, storage=_remote()).trials) == n0
     # a repeated creation (its answer lost) finds the first trial instead of a second one
-    one = request(url, "POST", path + "create_new_trial", rs.wtok, body)[1]["result"]
+    one = request(url, "POST", path + "create_new_trial", rs.wtok, body)[1]["result"]["trial_id"]
     again = request(url, "POST", path + "create_new_trial", rs.wtok, {**body, "retry": True})
-    assert again[1]["result"] == one
+    assert again[1]["result"]["trial_id"] == one
     assert len(optuna.load_study(study_name=name, storage=_remote()).trials) == n0 + 1
     # a read token through the storage: reads work, a sweep says what scope it needs
     os.environ["MLOPS_JUPYTER_TOKEN"] = rs.rtok  # restored by monkeypatch (use_remote)
@@ -211,3 +211,36 @@ def _remote(fresh: bool = False):
     from mlops_jupyter.remote.optuna_storage import RemoteOptunaStorage
 
     return RemoteOptunaStorage(os.environ["MLOPS_JUPYTER_STORE"])
+
+
+@pytest.mark.filterwarnings("ignore:mlops-jupyter. sweep paused")
+def test_sweep_magic_pruning_and_gate_over_the_server(rs):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "mlops_jupyter")
+    shell.user_ns["mj"] = mj
+    out = shell.run_cell(
+        "%%mlops_sweep --n-trials 5 --seed 0 --study magic-remote --pruner median --no-live"
+        " --no-gate -e rsw\n"
+        "x = trial.suggest_float('x', -4, 4)\n"
+        "for step in range(4):\n"
+        "    mj.log(step=step, loss=(x - 1) ** 2 + 1 / (step + 1))",
+    )
+    out.raise_error()
+    res = shell.user_ns["sweep_result"]
+    assert res.trials().height == 5 and set(res.best_params) == {"x"}
+    assert res.study.trials[0].intermediate_values  # reported through the server
+    # a thermal pause over the server: its event is opened and closed through the server
+    said = iter([False, True])
+    r = mj.sweep(
+        lambda t: t.suggest_float("y", 0, 1),
+        n_trials=1,
+        gate=lambda: next(said, True),
+        gate_poll_s=0.05,
+        live=False,
+        study="gated-remote",
+    )
+    assert r.trials().height == 1
+    ends = rs.rows("SELECT end_time FROM run_events WHERE kind = 'thermal_wait'")
+    assert ends and all(e[0] is not None for e in ends)

@@ -65,5 +65,10 @@ def _wait_for_gate(check, run, poll_s, view, redraw, sreg) -> None:
             )
         time.sleep(poll_s)
     if event_id is not None:
-        sreg.close_event(run.store, event_id)
+        if type(run).__name__ == "RemoteRun":  # a sweep over the tracking server
+            from ..remote import data as rdata
+
+            rdata.close_event(run, event_id, time.time())
+        else:
+            sreg.close_event(run.store, event_id)
         view.waiting = None

@@ -172,7 +172,13 @@ def _get_trials(st: Any, b: dict) -> list[dict]:
     return [trial_to_json(t) for t in trials if t._trial_id > since or t._trial_id in wanted]
 
 
-def _create_new_trial(st: Any, b: dict) -> int:
+def _created(st: Any, trial_id: int, beat: bool) -> dict[str, Any]:
+    return {"trial_id": trial_id, "trial": trial_to_json(st.get_trial(trial_id)), "beat": beat}
+
+
+def _create_new_trial(st: Any, b: dict) -> dict[str, Any]:
+    """Answers the new trial (optuna reads it next) and whether its first heartbeat was
+    recorded with it (`heartbeat`: the client's storage has heartbeats)."""
     from optuna.trial import FrozenTrial, TrialState
 
     study_id = _id(b, "study_id")
@@ -193,15 +199,21 @@ def _create_new_trial(st: Any, b: dict) -> int:
     if b.get("retry") is True:  # the first attempt's answer was lost: did it make one?
         for old in st.get_all_trials(study_id, deepcopy=False):
             if old.system_attrs.get(KEY_ATTR) == key:
-                return old._trial_id
+                return _created(st, old._trial_id, False)
     t.system_attrs[KEY_ATTR] = key
+    beat = b.get("heartbeat") is True and t.state == TrialState.RUNNING
+    if beat and not _rdb(st):
+        t.system_attrs[HEARTBEAT_ATTR] = time.time()  # the journal's heartbeat, in one write
     try:
         t._validate()
     except ValueError as e:
         raise _bad(f"template: {e}") from None
     if t.values is not None and any(v != v for v in t.values):
         raise _bad("template: values must not be NaN")
-    return st.create_new_trial(study_id, template_trial=t)
+    trial_id = st.create_new_trial(study_id, template_trial=t)
+    if beat and _rdb(st):
+        st.record_heartbeat(trial_id)
+    return _created(st, trial_id, beat)
 
 
 def _set_trial_param(st: Any, b: dict) -> None:
@@ -226,7 +238,7 @@ def _set_trial_param(st: Any, b: dict) -> None:
     return None
 
 
-def _set_trial_state_values(st: Any, b: dict) -> bool:
+def _set_trial_state_values(st: Any, b: dict) -> dict[str, Any]:
     try:
         state = state_of(b.get("state"))
     except ValueError as e:
@@ -240,7 +252,10 @@ def _set_trial_state_values(st: Any, b: dict) -> bool:
         raise _bad("state COMPLETE needs 'values'")
     if values is not None and state.name not in ("COMPLETE", "PRUNED"):
         raise _bad("'values' go with state COMPLETE or PRUNED only")
-    return bool(st.set_trial_state_values(_id(b, "trial_id"), state, values))
+    trial_id = _id(b, "trial_id")
+    updated = bool(st.set_trial_state_values(trial_id, state, values))
+    # the trial as it is now: optuna reads it right after telling
+    return {"updated": updated, "trial": trial_to_json(st.get_trial(trial_id))}
 
 
 def _record_heartbeat(st: Any, b: dict) -> None:
