@@ -13,7 +13,8 @@
 The sweep is a run; each trial is a child run with its params and metrics. The optuna
 study lives with the store: in its own database on a PostgreSQL store (optuna's RDBStorage,
 with heartbeats), else beside it (`.mlops/optuna.journal`, a journal file several processes
-can share). Another worker joins with `mj.sweep(objective, n_trials, study=<same name>)` or
+can share); over a tracking server, the server's store's study (remote/optuna_storage.py).
+Another worker joins with `mj.sweep(objective, n_trials, study=<same name>)` or
 `mlops-jupyter sweep join STUDY --objective module:function`; `workers=4` runs trials in
 four processes and `cluster=client` on a Dask cluster's workers (distributed.py).
 """
