@@ -125,6 +125,26 @@ def test_ci_passes_fails_reuses_the_cache_and_reports_a_broken_stage(pipe, tmp_p
     assert "(0 run, 3 cached)" in md2 and "| train | cached |" in md2
     assert versions("clf").height == 2
 
+    # --slice: the gate's metrics per value of a column the rules file keeps out of the inputs
+    frame = pl.read_parquet(tmp_path / "eval.parquet")
+    frame = frame.with_columns(
+        grp=pl.when(pl.col("x1") > 0).then(pl.lit("a")).otherwise(pl.lit("b"))
+    )
+    frame.write_parquet(tmp_path / "eval_s.parquet")
+    (tmp_path / "feat.toml").write_text(
+        'features = ["x0", "x1"]\n\n[[rule]]\ntype = "not_worse"\nmetric = "accuracy"\nby = 0.0\n'
+    )
+    sl = ["--pipeline", str(pipe), "--model", "clf", "--data", "eval_s.parquet", "-q"]
+    sliced = _ci(
+        child_env, tmp_path, *sl, "--rules", "feat.toml", "--slice", "grp", "--out", "s.md"
+    )
+    assert sliced.returncode == 0, sliced.stderr + sliced.stdout
+    md_s = (tmp_path / "s.md").read_text()
+    assert "### Slices" in md_s
+    n_a = frame.filter(pl.col("grp") == "a").height
+    assert re.search(rf"\| grp=a \| {n_a} \| accuracy \|", md_s), md_s
+    assert mj.gates("clf")[-1]["report"]["slices"]["rows"]
+
     # --register: the pipeline's `model` output as a new model's version, gated by a rules
     # file on the pipeline's `eval_data` output; no production yet, so not_worse is skipped
     (tmp_path / "rules.toml").write_text(
@@ -150,7 +170,7 @@ def test_ci_passes_fails_reuses_the_cache_and_reports_a_broken_stage(pipe, tmp_p
     assert md3.startswith("## Model CI: clf v4 — FAIL")
     assert f"| production v{strong} |" in md3 and "| not_worse(accuracy, by=0) | **FAIL** |" in md3
     assert "(2 run, 1 cached)" in md3 and "| data | cached |" in md3
-    assert [g["passed"] for g in mj.gates("clf")] == [True, True, False]
+    assert [g["passed"] for g in mj.gates("clf")] == [True, True, True, False]
 
     # a failing stage: exit 2 with the stage's error, in a summary too
     broken = _ci(child_env, tmp_path, *args, "--params", "break_it=1", "--out", "broken.md")

@@ -182,9 +182,12 @@ def run_ci(
     trusted: bool = False,
     plots: bool = True,
     quiet: bool = False,
+    slices: list[str] | None = None,
 ) -> CIResult:
     """Run the pipeline, find (or register) the candidate, gate it, write the summary.
-    Raises PipelineFailed when a stage fails, InvalidInputError on a usage error."""
+    `slices`: columns of the evaluation data to report metrics per value of (else the
+    rules file's). Raises PipelineFailed when a stage fails, InvalidInputError on a usage
+    error."""
     from ..export.runtime import StageFailed, run_pipeline
     from ..registry import _check_name, register_model
     from . import gate, not_worse
@@ -193,7 +196,13 @@ def run_ci(
 
     _check_name(model)
     t0 = time.perf_counter()
-    spec: dict[str, Any] = {"rules": [], "target": None, "features": None, "predict": None}
+    spec: dict[str, Any] = {
+        "rules": [],
+        "target": None,
+        "features": None,
+        "predict": None,
+        "slices": None,
+    }
     if rules:
         spec = load_rules(rules)  # before the pipeline: a bad rules file is a usage error
     else:
@@ -242,6 +251,7 @@ def run_ci(
         features=spec["features"],
         predict=spec["predict"],
         trusted=trusted,
+        slices=slices or spec.get("slices"),
     )
     res = CIResult(
         pipeline=str(getattr(pipe, "NAME", pkg)),
@@ -294,6 +304,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
             trusted=args.trusted,
             plots=not args.no_plots,
             quiet=args.quiet,
+            slices=args.slice,
         )
     except PipelineFailed as e:
         print(f"error: pipeline failed: {safe(e)}", file=sys.stderr)
@@ -345,5 +356,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trusted", action="store_true", help="allow unpickling your own classes")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    p.add_argument(
+        "--slice",
+        action="append",
+        metavar="COLUMN",
+        help="also report metrics per value of this column of the evaluation data (repeatable)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no pipeline progress display")
     p.set_defaults(func=cmd_ci)

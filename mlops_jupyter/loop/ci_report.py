@@ -180,6 +180,10 @@ def summary_markdown(res: Any, plot_lines: list[str]) -> str:
     for r in rep.results:
         word = {"pass": "pass", "fail": "**FAIL**"}.get(r.status, r.status)
         lines.append(f"| {_cell(r.rule)} | {word} | {_cell(r.detail)} |")
+    if rep.slices:
+        from .slices import markdown_table
+
+        lines += markdown_table(rep.slices)
     ran = sum(s.status == "ran" for s in res.stages)
     lines += [
         "",
