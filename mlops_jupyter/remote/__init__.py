@@ -12,7 +12,10 @@ from ..errors import StoreError
 SUPPORTED = (
     "start_run, log/log_metric, log_params, set_tags, end_run, runs, metrics, get_run, "
     "add_event, log_artifact, artifact_path, %%mlops_run cell capture, the model registry, "
-    "system telemetry, data versions, the live monitor, media logging (mj.log_image, "
+    "system telemetry, mj.alerts, data versions, drift, preflight and data lineage "
+    "(mj.drift, mj.preflight, mj.lineage(run), mj.data.drift_reports, mj.data.runs_for), "
+    "LLM evaluation (mj.llm_eval, mj.llm.*), mj.resolve_run, "
+    "the live monitor, media logging (mj.log_image, "
     "log_table, ..., mj.media, mj.load_media), checkpoints (mj.checkpoint, mj.resume), "
     "gates and promotion policies (mj.gate, mj.gates, mj.set_model_policy), approvals "
     "(mj.approve), model cards, model lineage, mj.audit, and sweeps (mj.sweep, "
@@ -44,7 +47,7 @@ def unsupported(feature: str, url: str | None = None) -> RemoteUnsupportedError:
 _FEATURES = {
     "capture": "this part of cell capture",
     "magics": "this magic",
-    "data": "this data feature (drift, checks, comparisons, lineage)",
+    "data": "this data feature",
     "registry": "checkpoints (mj.checkpoint, mj.resume)",
     "hpo": "sweeps",
     "widgets": "the sidebar and widgets",
