@@ -79,7 +79,10 @@ class VersionsHandler(BaseHandler):
         def go() -> dict:
             name = self.get_query_argument("name", None)
             raw = self.get_query_argument("limit", "200")
-            check_value(raw.isdigit() and 0 < int(raw) <= MAX_LIMIT, f"limit: 1 to {MAX_LIMIT}")
+            check_value(
+                raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_LIMIT,
+                f"limit: 1 to {MAX_LIMIT}",
+            )
             return {"versions": dstore.list_versions(self.store, name, int(raw))}
 
         await self.handle(go)
@@ -140,7 +143,10 @@ class EventEndHandler(BaseHandler):
             )
             data = body.get("data")
             check_value(data is None or isinstance(data, dict), "'data' must be an object")
-            check_value(event.isdigit() and int(event) < 2**63, "the event id is a number")
+            check_value(
+                event.isascii() and event.isdigit() and int(event) < 2**63,
+                "the event id is a number",
+            )
             rid = ing.run_by_uid(self.store, uid).rid
             rows = self.store.read(
                 "SELECT 1 FROM run_events WHERE id=? AND run_id=?", (int(event), rid)

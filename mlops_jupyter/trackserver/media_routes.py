@@ -61,7 +61,10 @@ class MediaHandler(BaseHandler):
             rid = rstore.resolve_run(self.store, ref)
             key = self.get_query_argument("key", None)
             raw = self.get_query_argument("step", None)
-            check_value(raw is None or (raw.isdigit() and int(raw) <= MAX_STEP), "bad 'step'")
+            check_value(
+                raw is None or (raw.isascii() and raw.isdigit() and int(raw) <= MAX_STEP),
+                "bad 'step'",
+            )
             arts = run_artifacts(self.store, rid)
             if raw is not None:
                 check_value(key is not None, "'step' needs 'key'")

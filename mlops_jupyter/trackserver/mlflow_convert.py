@@ -52,7 +52,7 @@ def as_int(v: Any, what: str, default: int | None = None) -> int | None:
     """An int64 as MLflow's JSON sends it (a number or a numeric string)."""
     if v is None:
         return default
-    if isinstance(v, str) and v.lstrip("-").isdigit():
+    if isinstance(v, str) and v.isascii() and v.lstrip("-").isdigit():
         v = int(v)
     check_value(isinstance(v, int) and not isinstance(v, bool), f"{what} must be an integer")
     check_value(-(2**63) <= v < 2**63, f"{what} is out of range")
@@ -109,7 +109,11 @@ def find_experiment(store, mid: Any) -> tuple[int, str, float]:
     if mid == "0":
         ing.ensure_experiment(store, DEFAULT_EXPERIMENT)
         return ing.experiments(store, name=DEFAULT_EXPERIMENT)[0]
-    rows = ing.experiments(store, ids=[int(mid)]) if mid.isdigit() and len(mid) < 19 else []
+    rows = (
+        ing.experiments(store, ids=[int(mid)])
+        if mid.isascii() and mid.isdigit() and len(mid) < 19
+        else []
+    )
     if not rows:
         raise HTTPError(404, "RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={mid} exists")
     return rows[0]

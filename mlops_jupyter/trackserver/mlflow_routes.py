@@ -123,7 +123,7 @@ def _page_args(body: dict, default: int, most: int) -> tuple[int, int]:
     assert n is not None
     check_value(0 < n <= most, f"max_results must be 1 to {most}")
     tok = body.get("page_token") or "0"
-    check_value(isinstance(tok, str) and tok.isdigit(), "invalid page_token")
+    check_value(isinstance(tok, str) and tok.isascii() and tok.isdigit(), "invalid page_token")
     return n, int(tok)
 
 
