@@ -166,6 +166,22 @@ def test_resolve_run_and_cli_reads(remote, monkeypatch, tmp_path):
     assert json.loads(p.stdout)["current"]["id"] == mdata.get_version("live").id
 
 
+def test_notebook_export_links_the_servers_run(remote, monkeypatch, tmp_path):
+    use_remote(monkeypatch, remote, tmp_path)
+    nb = tmp_path / "train.ipynb"
+    cell = {"cell_type": "code", "source": "x = 1\n", "metadata": {}, "outputs": []}
+    nb.write_text(json.dumps({"cells": [{**cell, "execution_count": None}], "metadata": {},
+                              "nbformat": 4, "nbformat_minor": 5}))  # fmt: skip
+    assert mj.export_notebook(nb, tmp_path / "p0").source_run is None  # no run of it yet
+    with mj.start_run("nb-run", experiment="nb-exp") as run:
+        mj.set_tags({"notebook.path": str(nb.resolve())})  # what the notebook capture records
+    res = mj.export_notebook(nb, tmp_path / "p1")
+    assert res.source_run == run.id
+    with mj.start_run("other", experiment="nb-exp") as other:
+        pass
+    assert mj.export_notebook(nb, tmp_path / "p2", source_run="other").source_run == other.id
+
+
 def _llm_script(tag: str) -> dict[str, Any]:
     kw = dict(metrics=["exact_match", "token_f1", "rougeL"], judge=judge, n_boot=200)
     with mj.start_run(f"llm-a-{tag}", experiment="llm-more") as a:

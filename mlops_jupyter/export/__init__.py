@@ -69,9 +69,11 @@ def _find_source_run(nb_path: Path, source_run: str | None) -> tuple[str | None,
     if source_run is not None and api.remote_url() is not None:  # the server's run
         d = api.get_run(source_run)
         return d["id"], d.get("experiment")
-    if api.remote_url() is not None:
-        # the notebook's own run is looked up in a local store only: name it with source_run
-        return None, None
+    if (url := api.remote_url()) is not None:  # the server's newest run of this notebook
+        from ..remote import data_more as rmore
+        from ..remote.api import remote_store
+
+        return rmore.notebook_run(remote_store(url), str(nb_path)) or (None, None)
     if source_run is not None:
         store = api.current_store()
         rid = rstore.resolve_run(store, source_run)

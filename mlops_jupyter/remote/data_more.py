@@ -165,3 +165,13 @@ def alert_rows(store: RemoteStore, runs: list[Any] | None, throttle: bool) -> li
         q += [("run", str(r)) for r in refs]
     out = _run_call(store, "GET", "/api/v1/alerts?" + urlencode(q), None, "read alerts")
     return [tuple(r) for r in out["events"]]
+
+
+def notebook_run(store: RemoteStore, path: str) -> tuple[str, str] | None:
+    """(run id, experiment) of the newest run recorded for notebook `path`, or None."""
+    try:
+        out = _call(store, "GET", "/api/v1/notebook-run?" + urlencode({"path": path}), None,
+                    "read runs")  # fmt: skip
+    except LookupError:
+        return None
+    return out["id"], out["experiment"]

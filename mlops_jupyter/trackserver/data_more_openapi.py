@@ -93,6 +93,14 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                 ],
             )
         },
+        "/api/v1/notebook-run": {
+            "get": op(
+                "the newest top-level run recorded for a notebook file (finished first)",
+                params=[
+                    {"name": "path", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+            )
+        },
         "/api/v1/runs/{id}/resolve": {
             "get": op(
                 "a run id, unique id prefix or name resolved to the run's id and store id",

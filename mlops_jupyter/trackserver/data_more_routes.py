@@ -15,6 +15,7 @@ server writes it with the store's functions (store/data.py, store/runs.py):
   `GET /api/v1/data/versions/{ref}/runs` the runs that used or produced a version.
 - `GET /api/v1/runs/{ref}/resolve` resolves an id, id prefix or name: {"id", "store_id"}.
 - `GET /api/v1/alerts?run=&throttle=` lists alert/throttle events (mj.alerts).
+- `GET /api/v1/notebook-run?path=` is a notebook's newest run (pipeline export's link).
 Reads need scope read, writes scope write (BaseHandler)."""
 
 from __future__ import annotations
@@ -237,8 +238,28 @@ class AlertsHandler(BaseHandler):
         await self.handle(go)
 
 
+class NotebookRunHandler(BaseHandler):
+    """GET ?path= -> {"id", "experiment"} of the newest top-level run recorded for a
+    notebook file (tag notebook.path), finished first; 404 when it has none."""
+
+    async def get(self) -> None:
+        def go() -> dict:
+            from ..store import pipeline as pstore
+
+            path = self.get_query_argument("path", "")
+            check_value(0 < len(path) <= 4096, "'path' is required (the notebook's path)")
+            rstore.check_text(path, "path")
+            found = pstore.notebook_run(self.store, path)
+            if found is None:
+                raise HTTPError(404, "RESOURCE_DOES_NOT_EXIST", f"no run of notebook {path!r}")
+            return {"id": found[0], "experiment": found[1]}
+
+        await self.handle(go)
+
+
 ROUTES = [
     (r"/api/v1/alerts", AlertsHandler),
+    (r"/api/v1/notebook-run", NotebookRunHandler),
     (r"/api/v1/data/drift", DriftHandler),
     (r"/api/v1/data/lineage", LineageHandler),
     (r"/api/v1/data/versions/([^/]+)/runs", VersionRunsHandler),
