@@ -124,8 +124,17 @@ COMPAT_VENVS := .venv-py310 .venv-py313
 # The exported DAG/flow tests and the Feast export test run Airflow, Prefect and Feast from
 # their own Python 3.11 venvs: the main suite covers them, and the compatibility venvs would
 # only run the same thing again.
+# The domain suites over the tracking server and the Jupyter server (remote_*, server_*), the
+# server fuzz test and the benchmark smoke tests drive the same code as the main suite
+# through HTTP and mostly wait on server processes; the compatibility venvs run the core of
+# each (test_trackserver, test_remote_client, test_server_api) and test_modules_import,
+# which imports every module on that Python, and leave the rest to the main suite.
+COMPAT_KEEP := tests/test_remote_client.py tests/test_server_api.py
+COMPAT_HEAVY := $(filter-out $(COMPAT_KEEP),$(wildcard tests/test_remote_*.py tests/test_server_*.py \
+	tests/test_bench_*.py)) tests/test_trackserver_fuzz.py tests/test_trackserver_mlflow.py \
+	tests/test_sidebar_remote.py tests/test_loop_e2e.py
 COMPAT_SKIP := --ignore=tests/test_export_airflow.py --ignore=tests/test_export_prefect.py \
-	--ignore=tests/test_features_feast.py --ignore=tests/test_bench_features.py
+	--ignore=tests/test_features_feast.py $(addprefix --ignore=,$(sort $(COMPAT_HEAVY)))
 
 .venv-py%/.installed: pyproject.toml .ci/constraints-py%.txt
 	$(PY$*) -m venv .venv-py$*
