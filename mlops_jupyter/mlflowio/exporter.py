@@ -139,7 +139,23 @@ def _active_run(client: Any, run_id: str) -> bool:
         return False
 
 
-def _artifacts(client: Any, store: Store, mid: str, arts: list[dict]) -> None:
+class LocalSource:
+    """Where the export reads a run's points and artifact files: a direct store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.location = store.location
+
+    def series(self, rid: Any, key: str) -> tuple[Any, Any, Any]:
+        """(steps, ts ms, values) of one run/key."""
+        return q.series(self.store, rid, key)
+
+    def blob_file(self, rid: Any, artifact: dict) -> Path:
+        """A local file holding the artifact's bytes."""
+        return Path(self.store.artifacts.blob_file(artifact["digest"]))
+
+
+def _artifacts(client: Any, src: Any, rid: Any, mid: str, arts: list[dict]) -> None:
     if not arts:
         return
     with tempfile.TemporaryDirectory(prefix="mlflow-export-") as tmp:
@@ -150,17 +166,17 @@ def _artifacts(client: Any, store: Store, mid: str, arts: list[dict]) -> None:
                 raise MlflowError(f"artifact name {a['name']!r} cannot be an MLflow path")
             dst = root.joinpath(*rel.parts)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            src = store.artifacts.blob_file(a["digest"])
+            path = src.blob_file(rid, a)
             try:
-                os.symlink(src, dst)  # MLflow copies or uploads the file it points to
+                os.symlink(path, dst)  # MLflow copies or uploads the file it points to
             except OSError:
                 import shutil
 
-                shutil.copyfile(src, dst)
+                shutil.copyfile(path, dst)
         client.log_artifacts(mid, str(root))
 
 
-def _export_one(client: Any, store: Store, rid: int, d: dict, exp_id: str, parent: str | None):
+def _export_one(client: Any, src: Any, rid: Any, d: dict, exp_id: str, parent: str | None):
     from mlflow.entities import Metric, Param, RunTag
 
     tags = {TAG_OUR_RUN: d["id"], TAG_OUR_STATUS: d["status"]}
@@ -178,7 +194,7 @@ def _export_one(client: Any, store: Store, rid: int, d: dict, exp_id: str, paren
         client.log_batch(mid, tags=part)
     points = 0
     for m in d["metrics"]:
-        steps, ts, vals = q.series(store, rid, m["key"])
+        steps, ts, vals = src.series(rid, m["key"])
         key = m["key"]
         ms = [
             Metric(key, float(v), int(t), int(s))
@@ -188,7 +204,7 @@ def _export_one(client: Any, store: Store, rid: int, d: dict, exp_id: str, paren
         for i in range(0, len(ms), MAX_METRICS):
             client.log_batch(mid, metrics=ms[i : i + MAX_METRICS])
         points += len(ms)
-    _artifacts(client, store, mid, d["artifacts"])
+    _artifacts(client, src, rid, mid, d["artifacts"])
     client.set_tag(mid, TAG_EXPORTED, "complete")
     if d["status"] != "running":
         end = d["end_time"] if d["end_time"] is not None else d["start_time"]
@@ -212,15 +228,24 @@ def export_runs(
 
     if isinstance(experiments, str):
         experiments = [experiments]
-    api.flush()
-    store = store if store is not None else api.current_store()
-    rstore.reconcile(store, config.stale_after())
-    details = {rid: q.run_detail(store, rid) for rid in rstore.all_run_ids(store)}
+    url = api.remote_url() if store is None else None
+    src: Any
+    if url is not None:  # over a tracking server: its read routes, digests verified
+        from ..remote import mlflowio as remote
+
+        src = remote.ExportSource(url)
+        details = src.details()
+    else:
+        api.flush()
+        store = store if store is not None else api.current_store()
+        rstore.reconcile(store, config.stale_after())
+        details = {rid: q.run_detail(store, rid) for rid in rstore.all_run_ids(store)}
+        src = LocalSource(store)
     if experiments is not None:
         known = {d["experiment"] for d in details.values()}
         missing = [e for e in experiments if e not in known]
         if missing:
-            raise InvalidInputError(f"no experiment named {missing!r} in {store.location}")
+            raise InvalidInputError(f"no experiment named {missing!r} in {src.location}")
         details = {r: d for r, d in details.items() if d["experiment"] in experiments}
     problems = [p for d in details.values() for p in _check(d)]
     if problems:
@@ -263,7 +288,7 @@ def export_runs(
                 client.delete_run(old.info.run_id)  # an interrupted export: do it again
                 counts["redone"] += 1
             mid, points, n_art = _export_one(
-                client, store, rid, d, exp_id, ids.get(d["parent_id"] or "")
+                client, src, rid, d, exp_id, ids.get(d["parent_id"] or "")
             )
             ids[d["id"]] = mid
             counts["exported"] += 0 if old is not None else 1

@@ -99,16 +99,25 @@ def _prefetch(client: Any, runs: list[Any]) -> dict[tuple[str, str], tuple]:
     return {k: _arrays(v) for k, v in grouped.items()}
 
 
-def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
-    """Download the run's artifacts and store them under their MLflow paths."""
+@contextlib.contextmanager
+def downloaded_artifacts(client: Any, run: Any) -> Iterator[Path | None]:
+    """The run's artifacts downloaded into a temporary folder (None: it has none)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     # the run's repository directly: the client's calls would read the run again each time
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
     if not repo.list_artifacts():
-        return 0
+        yield None
+        return
     with tempfile.TemporaryDirectory(prefix="mlflow-import-") as tmp, _no_mlflow_bars():
-        root = Path(repo.download_artifacts("", dst_path=tmp))
+        yield Path(repo.download_artifacts("", dst_path=tmp))
+
+
+def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
+    """Download the run's artifacts and store them under their MLflow paths."""
+    with downloaded_artifacts(client, run) as root:
+        if root is None:
+            return 0
         rows = []
         blobs = store.artifacts
         for entry in sorted(root.iterdir()):
@@ -137,18 +146,11 @@ def _unchanged(run: Any, done: dict) -> bool:
     return old is not None and status != "running" and old[1] == status and old[2] == end
 
 
-def _import_one(
-    client: Any, store: Store, run: Any, exp_name: str, uri: str, done: dict, pre: dict
-) -> tuple[str, int, int]:
-    """Import or complete one MLflow run; returns (what happened, points, artifacts)."""
+def read_run(client: Any, run: Any, uri: str, pre: dict) -> tuple[dict, dict, dict]:
+    """(series by key, params, tags) of one MLflow run, its tags with the two that make
+    the import idempotent. InvalidInputError for what our store cannot hold."""
     info = run.info
     mid = info.run_id
-    status, start, end = _times(run)
-    if status is None:
-        raise MlflowError(f"MLflow run {mid} has an unknown status {info.status!r}")
-    if _unchanged(run, done):
-        return "skipped", 0, 0
-    old = done.get(mid)
     series = {
         k: pre.pop((mid, k), None) or _arrays(client.get_metric_history(mid, k))
         for k in sorted(run.data.metrics)
@@ -165,6 +167,28 @@ def _import_one(
     tags = dict(run.data.tags)
     tags[TAG_MLFLOW_RUN] = mid
     tags[TAG_MLFLOW_URI] = redact(uri)
+    return series, params, tags
+
+
+def check_status(run: Any) -> tuple[str, float, float | None]:
+    """(our status, start s, end s) of an MLflow run; MlflowError for an unknown status."""
+    status, start, end = _times(run)
+    if status is None:
+        raise MlflowError(f"MLflow run {run.info.run_id} has an unknown status {run.info.status!r}")
+    return status, start, end
+
+
+def _import_one(
+    client: Any, store: Store, run: Any, exp_name: str, uri: str, done: dict, pre: dict
+) -> tuple[str, int, int]:
+    """Import or complete one MLflow run; returns (what happened, points, artifacts)."""
+    info = run.info
+    mid = info.run_id
+    status, start, end = check_status(run)
+    if _unchanged(run, done):
+        return "skipped", 0, 0
+    old = done.get(mid)
+    series, params, tags = read_run(client, run, uri, pre)
     if old is None:
         parent = done.get(tags.get("mlflow.parentRunId"))
         rid, _, _ = rstore.create_run(
@@ -211,8 +235,20 @@ def import_runs(
     if isinstance(experiments, str):
         experiments = [experiments]
     client = mlflow_client(from_uri, must_exist=True)
-    store = store if store is not None else api.current_store()
-    api.flush()
+    url = api.remote_url() if store is None else None
+    if url is not None:  # over a tracking server: its ingest and artifact routes
+        from ..remote import mlflowio as remote
+
+        target = remote.ImportTarget(url, client)
+        done, one = target.done(), target.import_one
+    else:
+        store = store if store is not None else api.current_store()
+        api.flush()
+        done = rstore.runs_by_tag(store, TAG_MLFLOW_RUN)
+
+        def one(*a: Any) -> tuple[str, int, int]:
+            return _import_one(client, store, *a)
+
     with mlflow_errors(f"list the runs at {redact(from_uri)}"):
         exps = _experiments(client, experiments)
         names = {e.experiment_id: e.name for e in exps}
@@ -224,7 +260,6 @@ def import_runs(
     runs = parents_first(
         runs, lambda r: r.info.run_id, lambda r: r.data.tags.get("mlflow.parentRunId")
     )
-    done = rstore.runs_by_tag(store, TAG_MLFLOW_RUN)
     counts: dict[str, Any] = {
         "imported": 0,
         "completed": 0,
@@ -240,9 +275,7 @@ def import_runs(
                 window = runs[i : i + PREFETCH]
                 pre = _prefetch(client, [x for x in window if not _unchanged(x, done)])
             try:
-                what, points, n_art = _import_one(
-                    client, store, r, names[r.info.experiment_id], from_uri, done, pre
-                )
+                what, points, n_art = one(r, names[r.info.experiment_id], from_uri, done, pre)
             except InvalidInputError as e:  # this run only: the others are imported
                 warnings.warn(f"mlops-jupyter: {e}", RuntimeWarning, stacklevel=2)
                 refused.append(str(e))

@@ -112,7 +112,14 @@ def parse_chunk(rid: int, obj: Any, where: str, need_seq: bool) -> ing.Chunk:
     else:
         steps = obj.get("steps")
         steps_a = None if steps is None else integers(steps, f"{where}.steps", n)
-    if "timestamps_b64" in obj:
+    if "timestamps_ms_b64" in obj:
+        # exact int64 milliseconds (imports): float seconds may round a millisecond away
+        ts = packed(obj["timestamps_ms_b64"], "<i8", f"{where}.timestamps_ms_b64")
+        check_value(
+            len(ts) == n and (n == 0 or (int(ts.min()) >= 0 and int(ts.max()) < 10**14)),
+            f"{where}.timestamps_ms_b64 must hold {n} milliseconds since the epoch",
+        )
+    elif "timestamps_b64" in obj:
         raw_ts = packed(obj["timestamps_b64"], "<f8", f"{where}.timestamps_b64")
         check_value(len(raw_ts) == n, f"{where}.timestamps_b64 must hold {n} timestamps")
         ts = timestamps_ms(raw_ts, f"{where}.timestamps_b64", n)
@@ -154,6 +161,21 @@ def parse_points(rid: int, raw: Any) -> list[ing.Chunk]:
             check_value(not any("step" in p for p in pts), f"{key}: give a step to all or none")
         out.append(parse_chunk(rid, chunk, f"points[{key!r}]", False))
     return out
+
+
+def recorded_times(raw: Any, where: str) -> tuple[str, float, float | None] | None:
+    """{"status", "start_time", "end_time"?}: the status and times another tracker
+    recorded for a run (imports), in seconds since the epoch; None when absent."""
+    if raw is None:
+        return None
+    check_value(isinstance(raw, dict), f"{where} must be an object")
+    status = _field(raw, "status", str, True, where + ".")
+    check_value(status in rstore.STATUSES, f"{where}.status must be one of {rstore.STATUSES}")
+    start = _field(raw, "start_time", (int, float), True, where + ".")
+    end = _field(raw, "end_time", (int, float), where=where + ".")
+    for name, v in (("start_time", start), ("end_time", end)):
+        check_value(v is None or 0 <= v < 1e11, f"{where}.{name} must be seconds since the epoch")
+    return status, float(start), None if end is None else float(end)
 
 
 class _RunHandler(BaseHandler):
@@ -320,8 +342,9 @@ class EndHandler(_RunHandler):
 
 
 class IngestHandler(BaseHandler):
-    """{"runs": [{"id", "params"?, "tags"?, "chunks"?: [...], "status"?}]}: all applied in
-    one transaction per request (params/tags first), chunks idempotently."""
+    """{"runs": [{"id", "params"?, "tags"?, "chunks"?: [...], "status"?, "recorded"?}]}:
+    all applied in one transaction per request (params/tags first), chunks idempotently;
+    "recorded" (imports: status and times as another tracker recorded them) last."""
 
     async def post(self) -> None:
         def go() -> dict:
@@ -354,10 +377,11 @@ class IngestHandler(BaseHandler):
                 check_value(
                     end is None or 0 <= end < 1e11, f"{where}.end_time: seconds since the epoch"
                 )
-                todo.append((rid, params, tags, chunks, (status, end)))
+                rec = recorded_times(r.get("recorded"), where + ".recorded")
+                todo.append((rid, params, tags, chunks, (status, end), rec))
                 caps.append((rid, capture.parse(r, where + ".")))
             # everything is parsed and checked before the first write
-            for rid, params, tags, _, _ in todo:
+            for rid, params, tags, *_ in todo:
                 if params:
                     rstore.set_kv(self.store, "params", rid, params)
                 if tags:
@@ -366,9 +390,11 @@ class IngestHandler(BaseHandler):
                 if cap:
                     capture.apply(self.store, rid, cap)
             n, dup = ing.append(self.store, [c for t in todo for c in t[3]])
-            for rid, _, _, _, (status, end) in todo:
+            for rid, _, _, _, (status, end), rec in todo:
                 if status:
                     ing.set_status(self.store, rid, status, end)
+                if rec:  # last: a run imported in parts shows its recorded end only when whole
+                    rstore.set_recorded_times(self.store, rid, *rec)
             return {"points": n, "duplicate_chunks": dup, "runs": len(todo)}
 
         await self.handle(go)

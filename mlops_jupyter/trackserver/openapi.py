@@ -26,9 +26,20 @@ _CHUNK = {
         "values_b64": {"type": "string", "description": "base64 of float64 little-endian"},
         "steps_b64": {"type": "string", "description": "base64 of int64 little-endian"},
         "timestamps_b64": {"type": "string", "description": "base64 of float64 seconds"},
+        "timestamps_ms_b64": {"type": "string", "description": "base64 of int64 milliseconds"},
     },
 }
 _KV = {"type": "object", "additionalProperties": True}
+# status and times another tracker recorded (MLflow imports), applied after the points
+_RECORDED = {
+    "type": "object",
+    "required": ["status", "start_time"],
+    "properties": {
+        "status": {"type": "string"},
+        "start_time": {"type": "number", "minimum": 0},
+        "end_time": {"type": "number", "minimum": 0, "nullable": True},
+    },
+}
 # notebook capture records (trackserver/cells.py): cells keyed by their seq
 _CELL = {
     "type": "object",
@@ -108,6 +119,12 @@ def _optuna_paths() -> dict[str, Any]:
     from .optuna_openapi import paths  # optuna's storage contract, for sweeps
 
     return paths(_op, _obj)
+
+
+def _mlflowio_paths() -> dict[str, Any]:
+    from .mlflowio_routes import openapi_paths  # MLflow import: runs by tag
+
+    return openapi_paths(_op, _obj)
 
 
 def _loop_paths() -> dict[str, Any]:
@@ -281,6 +298,7 @@ def spec() -> dict[str, Any]:
                                         "chunks": {"type": "array", "items": _CHUNK},
                                         "status": {"type": "string"},
                                         "end_time": {"type": "number", "minimum": 0},
+                                        "recorded": _RECORDED,
                                         **_CAPTURE,
                                     },
                                     ["id"],
@@ -298,5 +316,6 @@ def spec() -> dict[str, Any]:
             **_data_paths(),
             **_data_more_paths(),
             **_media_paths(),
+            **_mlflowio_paths(),
         },
     }
