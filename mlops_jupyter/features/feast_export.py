@@ -86,11 +86,10 @@ def feast_type(dtype: pl.DataType, column: str, view: str) -> tuple[str, pl.Data
 
 
 def _pick_views(views: list[str] | None) -> list[FeatureViewInfo]:
-    from ..store import features as fstore
-    from .views import _store
+    from .views import feature_views
 
-    if not views:
-        names = [d["name"] for d in fstore.list_views(_store(), False)]
+    if not views:  # the current version of each (through the tracking server too)
+        names = feature_views().get_column("name").to_list()
         if not names:
             raise InvalidInputError("no feature views are registered: nothing to export")
         return [get_feature_view(n) for n in names]

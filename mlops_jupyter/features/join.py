@@ -30,6 +30,7 @@ from ..store import data as dstore
 from ..store import features as fstore
 from .views import (
     FeatureViewInfo,
+    _remote,
     _store,
     check_columns,
     check_timestamp,
@@ -329,7 +330,8 @@ def training_set(
     if timestamp is not None and not isinstance(timestamp, str):
         raise InvalidInputError(f"timestamp must be a column name, got {timestamp!r}")
     refs = parse_refs(features)
-    store = _store()
+    remote = _remote()
+    store = None if remote is not None else _store()
     joins: list[ViewJoin] = []
     sources, taken = [], set(lab.columns)
     for view_name, version, names in refs:
@@ -343,18 +345,35 @@ def training_set(
             )
         )
         sources.append(
-            {"view_id": info._id, "data_version_id": info._data_version_id, "features": cols}
+            {
+                "view_id": info._id,
+                "data_version_id": info._data_version_id,
+                "features": cols,
+                "view": info.name,
+                "version": info.version,
+                "data_version": info.data_version,
+            }
         )
     out = pl.concat([lab, point_in_time_many(lab, joins)], how="horizontal")
     if record:
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"name must be a non-empty string, got {name!r}")
+        if remote is not None:  # profiled here, recorded with its lineage by the server
+            from ..remote import features as rfeat
+
+            rfeat.record_training_set(remote, name, lab, out, sources, run)
+            return _as_labels(out, lab, labels)
         labels_rid, _ = save_frame(store, lab, f"{name}:labels")
         out_rid, _ = save_frame(store, out, name)
         fstore.record_training_set(store, out_rid, labels_rid, sources)
         rid = _run_id(store, run)
         if rid is not None:
             dstore.link_version(store, rid, out_rid, "input", name)
+    return _as_labels(out, lab, labels)
+
+
+def _as_labels(out: pl.DataFrame, lab: pl.DataFrame, labels: Any) -> Any:
+    """`out` as the kind of frame the labels were: pandas labels give pandas (their index)."""
     if lab is not labels and not isinstance(labels, pl.LazyFrame):
         pdf = out.to_pandas()
         pdf.index = labels.index
@@ -365,8 +384,14 @@ def training_set(
 def training_set_sources(ref: str) -> pl.DataFrame:
     """What a recorded training set (data version id or name) was built from: one row per
     source (role labels/features, data_version, view, version, features)."""
-    store = _store()
-    rows = fstore.training_set_sources(store, dstore.resolve_version(store, ref))
+    remote = _remote()
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        rows = rfeat.training_set_sources(remote, ref)
+    else:
+        store = _store()
+        rows = fstore.training_set_sources(store, dstore.resolve_version(store, ref))
     return pl.DataFrame(
         {
             "role": [r["role"] for r in rows],
@@ -388,7 +413,13 @@ def training_set_sources(ref: str) -> pl.DataFrame:
 def feature_view_usage(name: str) -> pl.DataFrame:
     """Recorded training sets built from view `name` (any version) and the runs that used
     them: version, training_set (data version id), run (id), run_name, created."""
-    rows = fstore.view_usage(_store(), name)
+    remote = _remote()
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        rows = rfeat.view_usage(remote, name)
+    else:
+        rows = fstore.view_usage(_store(), name)
     return pl.DataFrame(
         {
             "version": pl.Series([r["version"] for r in rows], dtype=pl.Int64),

@@ -30,6 +30,7 @@ from .views import (
     FeatureView,
     FeatureViewInfo,
     _info,
+    _remote,
     _store,
     check_name,
     frame_of,
@@ -85,6 +86,15 @@ def backend(store=None) -> OnlineBackend:
     (or rediss://) URL, else the team store."""
     url = os.environ.get(ENV, "").strip()
     if not url or url == "store":
+        if store is None and _remote() is not None:
+            from ..remote import RemoteUnsupportedError
+
+            raise RemoteUnsupportedError(
+                "the online store in the team store (the default) cannot be reached through "
+                f"the tracking server: set {ENV}=redis://host:port/db to a Redis this client "
+                "can reach (the view metadata and the materialization log go through the "
+                "server), or use a direct store URL"
+            )
         return StoreOnline(store or _store())
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise InvalidInputError(
@@ -183,7 +193,8 @@ def materialize(
         start_s = None if start is None else _epoch_s(start, "start")
     if start_s is not None and start_s > end_s:
         raise InvalidInputError("start is after end: nothing to materialize")
-    store = _store()
+    remote = _remote()
+    store = None if remote is not None else _store()
     be = backend(store)
     df = info.frame()
     ents, ts = info.entities, info.timestamp
@@ -203,7 +214,12 @@ def materialize(
         for k, s, v in zip(keys, latest.get_column("__mj_s"), latest.select(feats).rows())
     ]
     be.write(info.name, info.version, rows)
-    ostore.record_online_materialization(store, info._id, be.name, start_s, end_s, len(rows))
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        rfeat.record_online(remote, info.name, info.version, be.name, start_s, end_s, len(rows))
+    else:
+        ostore.record_online_materialization(store, info._id, be.name, start_s, end_s, len(rows))
 
     def as_dt(s: float | None) -> datetime | None:
         return None if s is None else datetime.fromtimestamp(s, timezone.utc)
@@ -319,7 +335,7 @@ def online_features(
     frame): one row per entity in request order, the entity columns then the features;
     null for entities not materialized and values beyond the view's TTL."""
     refs = parse_refs(features)
-    store = _store()
+    store = None if _remote() is not None else _store()
     infos = [_resolve(v, ver, store) for v, ver, _ in refs]
     req = _request(entities, infos)
     be = backend(store)
@@ -328,7 +344,7 @@ def online_features(
     taken = set(req.columns)
     for info, (_, _, names) in zip(infos, refs):
         cols, outs = _outputs(info, names, full_names, taken, "an entity column")
-        if not _materialized(store, info._id, be.name):
+        if not _materialized(store, info, be.name):
             raise InvalidInputError(
                 f"feature view {info.name!r} version {info.version} has not been materialized "
                 f"to the online store ({be.name}): run mj.materialize({info.name!r})"
@@ -352,12 +368,20 @@ def online_features(
 _seen: set[tuple[str, int, str]] = set()
 
 
-def _materialized(store, view_id: int, backend_name: str) -> bool:
-    """Whether the view version was materialized to the backend (a yes is remembered)."""
-    key = (str(store), view_id, backend_name)
+def _materialized(store, info: FeatureViewInfo, backend_name: str) -> bool:
+    """Whether the view version was materialized to the backend (a yes is remembered).
+    `store` None: the tracking server's log."""
+    remote = _remote() if store is None else None
+    key = (remote.key if remote is not None else str(store), info._id, backend_name)
     if key in _seen:
         return True
-    if ostore.has_online(store, view_id, backend_name):
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        done = rfeat.has_online(remote, info.name, info.version, backend_name)
+    else:
+        done = ostore.has_online(store, info._id, backend_name)
+    if done:
         _seen.add(key)
         return True
     return False
@@ -393,7 +417,13 @@ def _keys(req: pl.DataFrame, info: FeatureViewInfo) -> tuple[list[str | None], l
 def online_materializations(view: str | None = None) -> pl.DataFrame:
     """The log of online materializations (newest first): view, version, backend, start,
     end, rows, created."""
-    rows = ostore.online_materializations(_store(), view)
+    remote = _remote()
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        rows = rfeat.online_materializations(remote, view)
+    else:
+        rows = ostore.online_materializations(_store(), view)
 
     def ts(k: str) -> pl.Series:
         return pl.Series(

@@ -136,6 +136,32 @@ def _store():
     return current_store()
 
 
+def _remote():
+    """The tracking server's handle when the store is http(s)://, else None (the feature
+    store then goes through remote/features.py)."""
+    from ..tracking.api import remote_url
+
+    url = remote_url()
+    if url is None:
+        return None
+    from ..remote.api import remote_store
+
+    return remote_store(url)
+
+
+def definition_hash(
+    code_hash: str | None,
+    entities: list[str],
+    timestamp: str,
+    ttl_s: float | None,
+    schema: list[dict[str, str]],
+) -> str:
+    """The hash that decides a view's version: same definition, same version."""
+    definition = {"code": code_hash, "entities": entities, "ts": timestamp, "ttl": ttl_s}
+    definition["schema"] = schema
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+
+
 def frame_of(obj: Any, what: str) -> pl.DataFrame:
     """A polars DataFrame from a polars/pandas frame (InvalidInputError otherwise)."""
     if isinstance(obj, pl.LazyFrame):
@@ -246,6 +272,11 @@ def _info(d: dict[str, Any], is_new: bool = False) -> FeatureViewInfo:
 @functools.lru_cache(maxsize=8)
 def read_offline(digest: str) -> pl.DataFrame:
     """The parquet blob `digest` as a frame (kept for reuse: blobs never change)."""
+    remote = _remote()
+    if remote is not None:  # downloaded into the local cache, its digest checked
+        from ..remote import features as rfeat
+
+        return pl.read_parquet(rfeat.offline_file(remote, digest))
     return pl.read_parquet(_store().artifacts.blob_file(digest))
 
 
@@ -290,20 +321,24 @@ def register_features(
         raise InvalidInputError(f"feature view {name!r} has no feature columns")
     schema = [{"name": c, "dtype": str(t)} for c, t in df.schema.items()]
     code, code_hash = _code or (None, None)
-    definition = {"code": code_hash, "entities": ents, "ts": timestamp, "ttl": ttl_s}
-    definition["schema"] = schema
     rec = {
         "name": name,
         "entities": ents,
         "timestamp": timestamp,
         "ttl_s": ttl_s,
         "schema": schema,
-        "def_hash": hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest(),
+        "def_hash": definition_hash(code_hash, ents, timestamp, ttl_s, schema),
         "code_hash": code_hash,
         "code": code,
         "description": description,
         "owner": user(),
     }
+    remote = _remote()
+    if remote is not None:  # the server records it with the same rules (remote/features.py)
+        from ..remote import features as rfeat
+
+        d, is_new = rfeat.register(remote, rec, version, df)
+        return _info(d, is_new)
     store = _store()
     view_id, ver, is_new = fstore.register_view(store, rec, version)
     _materialize(store, view_id, name, df, timestamp)
@@ -352,7 +387,13 @@ def get_feature_view(
 ) -> FeatureViewInfo:
     """A registered feature view: `version`, or the current one (the version materialized
     last, so re-running reverted code makes its earlier version current again)."""
-    return _info(fstore.get_view(_store(), check_name(name), version), _is_new)
+    check_name(name)
+    remote = _remote()
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        return _info(rfeat.get_view(remote, name, version), _is_new)
+    return _info(fstore.get_view(_store(), name, version), _is_new)
 
 
 class FeatureView:
@@ -448,7 +489,14 @@ def feature_views(all_versions: bool = False) -> pl.DataFrame:
     """Registered feature views: name, version, entity, timestamp, ttl, features, rows,
     freshness (newest feature timestamp), owner, created, data_version (the current version
     of each, see get_feature_view, unless `all_versions`)."""
-    rows = [_info(d) for d in fstore.list_views(_store(), all_versions)]
+    remote = _remote()
+    if remote is not None:
+        from ..remote import features as rfeat
+
+        views = rfeat.list_views(remote, all_versions)
+    else:
+        views = fstore.list_views(_store(), all_versions)
+    rows = [_info(d) for d in views]
 
     def ts(vals: list[float | None]) -> pl.Series:
         return pl.Series([None if v is None else int(v * 1e6) for v in vals], dtype=pl.Int64)

@@ -127,6 +127,12 @@ def _mlflowio_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _feature_paths() -> dict[str, Any]:
+    from .feature_openapi import openapi_paths  # the feature store
+
+    return openapi_paths(_op, _obj)
+
+
 def _loop_paths() -> dict[str, Any]:
     from .loop_openapi import openapi_paths  # gates, policies, approvals, cards, lineage
 
@@ -316,6 +322,7 @@ def spec() -> dict[str, Any]:
             **_data_paths(),
             **_data_more_paths(),
             **_media_paths(),
+            **_feature_paths(),
             **_mlflowio_paths(),
         },
     }
