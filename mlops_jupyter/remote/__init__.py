@@ -18,7 +18,9 @@ SUPPORTED = (
     "the live monitor, media logging (mj.log_image, "
     "log_table, ..., mj.media, mj.load_media), checkpoints (mj.checkpoint, mj.resume), "
     "gates and promotion policies (mj.gate, mj.gates, mj.set_model_policy), approvals "
-    "(mj.approve), model cards, model lineage, mj.audit, MLflow import/export "
+    "(mj.approve), model cards, model lineage, mj.audit, the feature store "
+    "(mj.feature_view, mj.register_features, mj.feature_views, mj.training_set, a Redis "
+    "online store), MLflow import/export "
     "(mlops-jupyter mlflow import|export), and sweeps (mj.sweep, "
     "%%mlops_sweep, mlops-jupyter sweep join)"
 )
