@@ -179,6 +179,10 @@ class ExportSource(_Remote):
 
     def __init__(self, url: str) -> None:
         super().__init__(url, "export runs to MLflow")
+        from .sender import remote_writer
+
+        # what this process logged through the server is there before it is read
+        remote_writer(self.store).flush()
         self._frame: tuple[Any, Any] | None = None  # (run index, its points), one run at a time
         self._details: dict[int, dict[str, Any]] = {}
 
