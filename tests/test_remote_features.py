@@ -3,8 +3,8 @@ registered over the server equals the same registered on a store directly (versi
 hash, definition, schema, data version); re-registering is idempotent; changed code under an
 explicit version is refused with the local message; training_set over the server equals
 the one joined on the server's store directly, with its lineage and run link recorded; a
-read token reads but cannot register; the online store through the server (Redis) reads
-back what the team store gives, and the team-store online backend is refused by name. One
+read token reads but cannot register; the online store (the team store's table through
+the server, or Redis) reads back over the server what the store gives directly. One
 server for the module (SQLite, or PostgreSQL in the CI's PostgreSQL pass)."""
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from test_features_online import redis_url  # noqa: F401 (a real redis-server, m
 from trackserver_helpers import RemoteServer, module_remote, request, use_remote
 
 import mlops_jupyter as mj
-from mlops_jupyter.errors import StoreError
+from mlops_jupyter.errors import InvalidInputError, StoreError
 from mlops_jupyter.features import FeatureVersionConflictError, feature_view_usage
 from mlops_jupyter.features.join import training_set_sources
-from mlops_jupyter.remote import RemoteUnsupportedError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -227,31 +226,46 @@ def test_server_refuses_data_that_does_not_match(rs):
     assert request(url, "GET", f"/api/v1/features/data/{bad}", tok)[0] == 404
 
 
-def test_online_store_over_server(rs, monkeypatch, redis_url):  # noqa: F811
-    import redis
-
+@pytest.mark.parametrize("where", ["store", "redis"])
+def test_online_store_over_server(rs, monkeypatch, request, where):
+    """Materialized over the server, read over the server and on the store directly: the
+    same values (the team store's table through the server's routes, or Redis)."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     fresh = pl.DataFrame(
         {
             "user_id": [1, 1, 2, 3],
             "event_ts": [now - dt.timedelta(days=2), now - dt.timedelta(hours=2)] * 2,
             "clicks": [4, 9, 2, 7],
+            "tier": ["a", "b", None, "d"],
         }
     )
-    mj.register_features("fresh", fresh, entity="user_id", timestamp="event_ts", ttl="30d")
-    # the default online store is the team store's table: not reachable through the server
-    with pytest.raises(RemoteUnsupportedError, match="MLOPS_JUPYTER_ONLINE_STORE=redis://"):
-        mj.materialize("fresh")
-    redis.Redis.from_url(redis_url).flushdb()
-    monkeypatch.setenv("MLOPS_JUPYTER_ONLINE_STORE", redis_url)
-    with pytest.raises(Exception, match="run mj.materialize"):
-        mj.online_features([1], ["fresh:clicks"])
-    done = mj.materialize("fresh")
-    assert done.rows == 3
-    got = mj.online_features([3, 1, 2, 99], ["fresh:clicks"])
-    assert got.get_column("clicks").to_list() == [7, 9, 2, None]
-    log = mj.features.online_materializations("fresh")
-    assert log.height == 1 and log.get_column("rows").to_list() == [3]
-    # the server's store holds the log; read directly, the same values
+    name = f"fresh_{where}"
+    mj.register_features(name, fresh, entity="user_id", timestamp="event_ts", ttl="30d")
+    if where == "redis":
+        import redis
+
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        monkeypatch.setenv("MLOPS_JUPYTER_ONLINE_STORE", url)
+    feats = [f"{name}:clicks", f"{name}:tier"]
+    with pytest.raises(InvalidInputError, match="run mj.materialize"):
+        mj.online_features([1], feats)
+    done = mj.materialize(name)
+    assert done.rows == 3 and done.backend == ("store" if where == "store" else url)
+    got = mj.online_features([3, 1, 2, 99, 1], feats)
+    assert got.get_column("clicks").to_list() == [7, 9, 2, None, 9]
+    assert got.get_column("tier").to_list() == ["d", "b", None, None, "b"]
+    # an older range materialized later changes nothing (newer values win)
+    mj.materialize(name, end=now - dt.timedelta(days=1))
+    assert mj.online_features([3, 1, 2, 99, 1], feats).equals(got)
+    log = mj.features.online_materializations(name)
+    assert log.get_column("rows").to_list() == [2, 3]
+    # a read token reads, but cannot write
+    monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.rtok)
+    assert mj.online_features([3, 1, 2, 99, 1], feats).equals(got)
+    with pytest.raises(StoreError, match="may not"):
+        mj.materialize(name)
+    # on the server's store directly: the same values and the same log
     _direct(rs, monkeypatch)
-    assert mj.online_features([3, 1, 2, 99], ["fresh:clicks"]).equals(got)
+    assert mj.online_features([3, 1, 2, 99, 1], feats).equals(got)
+    assert mj.features.online_materializations(name).equals(log)

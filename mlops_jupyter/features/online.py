@@ -7,7 +7,8 @@ newer one. `mj.online_features(entities, features)` reads them back: one row per
 entity, in request order; unknown entities, and values older than the view's TTL
 (now - feature_ts > ttl), are null, as in `mj.training_set` with labels at "now".
 
-Backends: the team store itself (a table, SQLite or PostgreSQL; the default) or Redis when
+Backends: the team store itself (a table, SQLite or PostgreSQL; the default; through the
+tracking server's routes for a remote client) or Redis when
 MLOPS_JUPYTER_ONLINE_STORE=redis://host:port/db."""
 
 from __future__ import annotations
@@ -83,18 +84,15 @@ _redis: dict[str, OnlineBackend] = {}
 
 def backend(store=None) -> OnlineBackend:
     """The configured online backend: Redis when MLOPS_JUPYTER_ONLINE_STORE is a redis://
-    (or rediss://) URL, else the team store."""
+    (or rediss://) URL, else the team store (its table through the tracking server when
+    the store is http(s)://)."""
     url = os.environ.get(ENV, "").strip()
     if not url or url == "store":
-        if store is None and _remote() is not None:
-            from ..remote import RemoteUnsupportedError
+        remote = _remote() if store is None else None
+        if remote is not None:  # the same table, through the tracking server
+            from ..remote.features import ServerOnline
 
-            raise RemoteUnsupportedError(
-                "the online store in the team store (the default) cannot be reached through "
-                f"the tracking server: set {ENV}=redis://host:port/db to a Redis this client "
-                "can reach (the view metadata and the materialization log go through the "
-                "server), or use a direct store URL"
-            )
+            return ServerOnline(remote)
         return StoreOnline(store or _store())
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise InvalidInputError(

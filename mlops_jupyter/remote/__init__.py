@@ -19,8 +19,8 @@ SUPPORTED = (
     "log_table, ..., mj.media, mj.load_media), checkpoints (mj.checkpoint, mj.resume), "
     "gates and promotion policies (mj.gate, mj.gates, mj.set_model_policy), approvals "
     "(mj.approve), model cards, model lineage, mj.audit, the feature store "
-    "(mj.feature_view, mj.register_features, mj.feature_views, mj.training_set, a Redis "
-    "online store), MLflow import/export "
+    "(mj.feature_view, mj.register_features, mj.feature_views, mj.training_set, "
+    "mj.materialize, mj.online_features), MLflow import/export "
     "(mlops-jupyter mlflow import|export), and sweeps (mj.sweep, "
     "%%mlops_sweep, mlops-jupyter sweep join)"
 )

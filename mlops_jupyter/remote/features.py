@@ -10,8 +10,9 @@ mlops_jupyter.features calls these when MLOPS_JUPYTER_STORE is http(s)://.
   (artifacts/cache.py) with its sha256 checked.
 - `record_training_set`: the client joined; the server records the labels' and the
   result's data versions, the lineage and the run link.
-- The online store's log (`record_online`, `has_online`, `online_materializations`); the
-  values themselves go to a Redis the client reaches (features/online.py)."""
+- The online store's log (`record_online`, `has_online`, `online_materializations`), and
+  `ServerOnline`: the team store's online table through the server (a Redis online store
+  is reached by the client itself, features/online.py)."""
 
 from __future__ import annotations
 
@@ -290,3 +291,39 @@ def online_materializations(store: RemoteStore, view: str | None) -> list[dict[s
     q = f"?{urlencode({'view': view})}" if view is not None else ""
     path = f"{_BASE}/online-materializations{q}"
     return _call(store, "GET", path, None, "read the online store's log")["materializations"]
+
+
+class ServerOnline:
+    """The team store's online table through the server (features/online.py's backend
+    when MLOPS_JUPYTER_ONLINE_STORE is unset or 'store'): the same table, and the same
+    backend name, as a client of the store itself writes and reads."""
+
+    name = "store"
+    CHUNK = 5_000  # entities a request carries (each request is one transaction)
+
+    def __init__(self, store: RemoteStore) -> None:
+        self.remote = store
+
+    def _path(self, view: str, version: int, tail: str) -> str:
+        return _view_path(view, f"versions/{int(version)}/online/{tail}")
+
+    def write(self, view: str, version: int, rows: list[tuple[str, float, dict[str, Any]]]) -> int:
+        enc = [[k, ts, json.dumps(v, default=str)] for k, ts, v in rows]
+        what = f"write online features of {view!r}"
+        # a repeated chunk changes nothing (an older ts never replaces a newer one)
+        for i in range(0, len(enc), self.CHUNK):
+            body = {"rows": enc[i : i + self.CHUNK]}
+            _call(self.remote, "POST", self._path(view, version, "rows"), body, what)
+        return len(rows)
+
+    def read(
+        self, view: str, version: int, keys: list[str], features: list[str]
+    ) -> dict[str, tuple[float, list[Any]]]:
+        uniq = list(dict.fromkeys(keys))
+        got: list[list[Any]] = []
+        what = f"read online features of {view!r}"
+        for i in range(0, len(uniq), self.CHUNK):
+            body = {"keys": uniq[i : i + self.CHUNK]}
+            got += _call(self.remote, "POST", self._path(view, version, "read"), body, what)["rows"]
+        dicts = json.loads("[" + ",".join(r[2] for r in got) + "]")
+        return {r[0]: (r[1], [d.get(f) for f in features]) for r, d in zip(got, dicts)}

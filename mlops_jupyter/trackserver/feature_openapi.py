@@ -132,6 +132,28 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                 [_NAME, _VERSION],
             ),
         },
+        "/api/v1/features/views/{name}/versions/{version}/online/rows": {
+            "post": op(
+                "write online values of a view version to the team store's table (newer wins)",
+                obj(
+                    {
+                        "rows": {
+                            "type": "array",
+                            "items": {"type": "array", "items": {}, "minItems": 3, "maxItems": 3},
+                        }
+                    },
+                    ["rows"],
+                ),
+                [_NAME, _VERSION],
+            )
+        },
+        "/api/v1/features/views/{name}/versions/{version}/online/read": {
+            "post": op(
+                "read the stored online values of some entities of a view version",
+                obj({"keys": {"type": "array", "items": _S}}, ["keys"]),
+                [_NAME, _VERSION],
+            )
+        },
         "/api/v1/features/data/{sha256}": {
             "get": op("the parquet of a feature materialization", params=[_DIGEST])
         },

@@ -19,12 +19,15 @@ training-set lineage and view usage. `POST /api/v1/features/training-sets` recor
 training set the client joined: its labels' and its own data versions, lineage rows naming
 each view version's materialization, and the link to the run. The online store's log:
 `.../views/{name}/versions/{version}/online` (GET: materialized to a backend? POST: log a
-materialization) and `GET /api/v1/features/online-materializations`.
+materialization), `GET /api/v1/features/online-materializations`, and the team store's
+online table: `POST .../online/rows` (write; newer values win, so a repeat changes nothing)
+and `POST .../online/read` (a read, `read` scope).
 
 Scopes: reads `read`, the rest `write`."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -375,6 +378,70 @@ class OnlineHandler(_Handler):
         await self.go(go)
 
 
+MAX_ONLINE = 20_000  # entities a request writes or reads
+
+
+def _online_rows(raw: Any) -> list[tuple[str, float, str]]:
+    """Checked (entity key, feature ts, JSON object of values) rows of a write."""
+    check_value(isinstance(raw, list) and len(raw) <= MAX_ONLINE, f"'rows': up to {MAX_ONLINE}")
+    out = []
+    for i, r in enumerate(raw):
+        ok = isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and 0 < len(r[0]) < 4096
+        check_value(ok and isinstance(r[2], str), f"rows[{i}]: [entity key, ts, values JSON]")
+        ts = _time(r[1], f"rows[{i}] ts")
+        check_value(ts is not None, f"rows[{i}]: the feature timestamp is required")
+        try:  # a reader parses every stored value: only JSON objects go in
+            ok = isinstance(json.loads(r[2]), dict)
+        except ValueError:
+            ok = False
+        check_value(ok, f"rows[{i}]: the values must be a JSON object")
+        rstore.check_text(r[0], "entity key")
+        rstore.check_text(r[2], "values")
+        out.append((r[0], ts, r[2]))
+    return out
+
+
+class OnlineRowsHandler(_Handler):
+    """POST {"rows": [[key, ts, values JSON], ...]}: write a view version's online values
+    to the team store's table (one transaction; an older ts never replaces a newer one, so
+    a repeated request changes nothing)."""
+
+    async def post(self, name: str, version: str) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            d = fstore.get_view(self.store, _name(name), _int(version, "version"))
+            rows = _online_rows(body.get("rows"))
+            return {"rows": ostore.upsert_online(self.store, d["name"], d["version"], rows)}
+
+        await self.go(go)
+
+
+class OnlineReadHandler(_Handler):
+    """POST {"keys": [...]}: the stored (key, ts, values JSON) of those entities (a read:
+    POST only because a batch of keys may not fit a URL)."""
+
+    def needed_scope(self) -> str:
+        return "read"
+
+    async def post(self, name: str, version: str) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            d = fstore.get_view(self.store, _name(name), _int(version, "version"))
+            keys = body.get("keys")
+            check_value(
+                isinstance(keys, list)
+                and len(keys) <= MAX_ONLINE
+                and all(isinstance(k, str) and len(k) < 4096 for k in keys),
+                f"'keys': up to {MAX_ONLINE} entity keys",
+            )
+            for k in keys:
+                rstore.check_text(k, "entity key")
+            got = ostore.read_online(self.store, d["name"], d["version"], keys)
+            return {"rows": [[k, ts, v] for k, (ts, v) in got.items()]}
+
+        await self.go(go)
+
+
 class OnlineLogHandler(_Handler):
     """GET ?view=: the log of online materializations, newest first."""
 
@@ -393,6 +460,8 @@ ROUTES = [
     (r"/api/v1/features/views/([^/]+)", ViewHandler),
     (r"/api/v1/features/views/([^/]+)/usage", UsageHandler),
     (r"/api/v1/features/views/([^/]+)/versions/([^/]+)/online", OnlineHandler),
+    (r"/api/v1/features/views/([^/]+)/versions/([^/]+)/online/rows", OnlineRowsHandler),
+    (r"/api/v1/features/views/([^/]+)/versions/([^/]+)/online/read", OnlineReadHandler),
     (r"/api/v1/features/data/([^/]+)", DataHandler),
     (r"/api/v1/features/([^/]+)/blobs/([^/]+)", FeatureBlobHandler),
     (r"/api/v1/features/training-sets", TrainingSetsHandler),
