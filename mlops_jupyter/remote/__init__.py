@@ -22,7 +22,8 @@ SUPPORTED = (
     "(mj.feature_view, mj.register_features, mj.feature_views, mj.training_set, "
     "mj.materialize, mj.online_features), MLflow import/export "
     "(mlops-jupyter mlflow import|export), and sweeps (mj.sweep, "
-    "%%mlops_sweep, mlops-jupyter sweep join)"
+    "%%mlops_sweep, mlops-jupyter sweep join), serving (mlops-jupyter serve, mj.serve, "
+    "mlops-jupyter rollout, mj.ab_report, mj.promote_winner, mj.serving_drift)"
 )
 
 

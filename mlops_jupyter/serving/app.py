@@ -34,6 +34,9 @@ from .signature import ARROW_TYPE, BadInput, describe, field_names, parse_arrow,
 log = logging.getLogger("mlops_jupyter.serving")
 MAX_BODY = 64 << 20
 OUTPUT_CHARS = 256  # outputs kept in the log per request (compact)
+# Rows a worker keeps while a tracking server cannot be reached; older ones are dropped
+# and counted (GET /stats: log.dropped), so an outage never grows a worker without bound.
+MAX_QUEUED = 100_000
 SHADOW_BACKLOG = 256  # shadow requests in flight per worker; more are skipped (and logged)
 
 
@@ -47,6 +50,9 @@ class PredictionLog:
         self.rows: deque = deque()
         self.written = 0
         self.failed = 0
+        self.dropped = 0  # rows dropped while a tracking server was away (MAX_QUEUED)
+        self.remote = bool(getattr(store, "remote_serving", False))
+        self.max_queued = MAX_QUEUED
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mj-serve-log", daemon=True)
         self._thread.start()
@@ -62,11 +68,19 @@ class PredictionLog:
             while self.rows and len(batch) < 2000:
                 batch.append(self.rows.popleft())
             try:
-                sstore.log_predictions(self.store, batch)
+                if self.remote:  # over a tracking server: remote/serving.py
+                    self.store.log_predictions(batch)
+                else:
+                    sstore.log_predictions(self.store, batch)
                 self.written += len(batch)
             except Exception as e:  # keep serving; put the rows back for the next try
                 self.failed += 1
                 self.rows.extendleft(reversed(batch))
+                if self.remote and len(self.rows) > self.max_queued:  # the server away long:
+                    extra = len(self.rows) - self.max_queued  # drop the oldest, counted
+                    for _ in range(extra):
+                        self.rows.popleft()
+                    self.dropped += extra
                 log.warning("prediction log not written (will retry): %s", e)
                 return
 
@@ -318,9 +332,12 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
             return _error(422, "feedback needs a 'value'")
         from ..store import serving as sstore
 
+        add = sstore.add_feedback
+        if getattr(store, "remote_serving", False):  # over a tracking server
+            add = type(store).add_feedback
         try:
             await asyncio.get_running_loop().run_in_executor(
-                None, sstore.add_feedback, store, obj["request_id"], obj["value"]
+                None, add, store, obj["request_id"], obj["value"]
             )
         except Exception as e:
             return _error(503, f"feedback not stored: {e}")
@@ -344,6 +361,7 @@ def make_app(spec: str, version: int, store: Any, **opts: Any) -> Starlette:
                 "variants": per,
                 "log_written": st.log.written if st.log else 0,
                 "log_queued": len(st.log.rows) if st.log else 0,
+                "log_dropped": st.log.dropped if st.log else 0,
             }
         )
 

@@ -24,6 +24,9 @@ NOISE_K = 4.5
 def reference_candidates(store: Any, model: str, version: int) -> list:
     """The profiled data versions the run of `version` read (its training data)."""
     from ..data.catalog import _from_row
+
+    if getattr(store, "remote_serving", False):  # over a tracking server: its GET route
+        return store.reference_candidates(model, version)
     from ..store import data as dstore
     from ..store import serving_profiles as sp
 
@@ -230,13 +233,8 @@ def serving_drift(
     read; see mj.version), or `reference=` a data version name or id for every window.
     Raises InvalidInputError when a version has no linked training data and no
     `reference=` is given, ModelNotFoundError for an unknown model or version."""
-    import polars as pl
-
     from .. import registry
-    from ..data.catalog import _from_row
-    from ..store import data as dstore
-    from ..store import serving_profiles as sp
-    from ..tracking.api import current_store
+    from ..tracking.api import current_store, remote_url
 
     if version is not None:
         if isinstance(version, bool) or not isinstance(version, int):
@@ -246,7 +244,21 @@ def serving_drift(
         registry.model_version(model)  # an unknown model fails here, naming it
     if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
         raise InvalidInputError(f"last must be a positive int, got {last!r}")
-    store = current_store()
+    if (url := remote_url()) is not None:  # computed by the server on its store
+        from ..remote import serving as remote
+
+        return remote.serving_drift(url, model, version, reference, last)
+    return drift_frame(current_store(), model, version, reference, last)
+
+
+def drift_frame(store: Any, model: str, version: int | None, reference: Any, last: int | None):
+    """serving_drift's frame from `store` (the arguments checked by the caller)."""
+    import polars as pl
+
+    from ..data.catalog import _from_row
+    from ..store import data as dstore
+    from ..store import serving_profiles as sp
+
     rows = sp.profiles(store, model, version, with_profile=reference is not None)
     if reference is not None:
         ref = _from_row(dstore.get_version(store, dstore.resolve_version(store, str(reference))))

@@ -56,10 +56,18 @@ def describe(layout: dict[str, Any]) -> str:
     return text
 
 
-async def follow(st: Any, store: Any, opts: dict[str, Any], interval: float = POLL_S) -> None:
-    """Keep worker state `st` (app.State) serving the stored layout of its model."""
+def stored_rollout(store: Any, model: str) -> dict[str, Any] | None:
+    """The stored rollout of `model` (store/serving_rollouts.get), also over a tracking
+    server (remote/serving.py: a GET with a short cache)."""
+    if getattr(store, "remote_serving", False):
+        return store.rollout(model)
     from ..store import serving_rollouts as sr
 
+    return sr.get(store, model)
+
+
+async def follow(st: Any, store: Any, opts: dict[str, Any], interval: float = POLL_S) -> None:
+    """Keep worker state `st` (app.State) serving the stored layout of its model."""
     loop = asyncio.get_running_loop()
     current = opts.get("generation")
     tried: int | None = None  # a generation that failed to load is not tried again
@@ -73,7 +81,7 @@ async def follow(st: Any, store: Any, opts: dict[str, Any], interval: float = PO
         pending = [p for p in pending if not await _record(loop, store, st, *p)]
         await asyncio.sleep(interval)
         try:
-            row = await loop.run_in_executor(None, sr.get, store, st.name)
+            row = await loop.run_in_executor(None, stored_rollout, store, st.name)
         except Exception as e:  # the store may be away for a while: keep serving
             log.warning("rollout layout not read: %s", e)
             continue
@@ -106,10 +114,11 @@ async def _record(
     """Record a refused layout in the store (in a thread); False to try again later."""
     from ..store import serving_rollouts as sr
 
+    record = sr.record_refusal
+    if getattr(store, "remote_serving", False):  # over a tracking server
+        record = type(store).record_refusal
     try:
-        await loop.run_in_executor(
-            None, sr.record_refusal, store, st.name, gen, st.worker, layout, failed
-        )
+        await loop.run_in_executor(None, record, store, st.name, gen, st.worker, layout, failed)
         return True
     except Exception as e:  # the store may be away: the next poll tries again
         log.warning("refused rollout generation %s not recorded: %s", gen, e)
@@ -176,10 +185,15 @@ def start_controller(model: str, interval: float = POLL_S) -> int | None:
         _die_with_parent()
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us
-        from ..tracking.api import current_store
+        from ..tracking.api import current_store, remote_url
         from .canary import watch
 
-        watch(current_store(), model, interval=interval, quiet=True)
+        if (url := remote_url()) is not None:  # each check runs on the server's store
+            from ..remote.serving import watch as remote_watch
+
+            remote_watch(url, model, interval=interval)
+        else:
+            watch(current_store(), model, interval=interval, quiet=True)
     except BaseException as e:  # a child must never return into the server's code
         print(f"mlops-jupyter serve: rollout controller stopped: {e}", file=sys.stderr)
         code = 1
@@ -194,7 +208,6 @@ def serve_plan(store: Any, args: Any) -> tuple[Plan, int | None]:
     (else the production version, and follows any layout stored later); --split/--shadow
     are stored at start (generation 0 until then); NAME:version, NAME@stage/alias and
     --variant pin what is served."""
-    from ..store import serving_rollouts as sr
     from .model import parse_spec
     from .variants import make_plan
 
@@ -203,7 +216,7 @@ def serve_plan(store: Any, args: Any) -> tuple[Plan, int | None]:
         return plan, 0
     if len(parse_spec(args.model)) > 1 or args.variant:
         return plan, None
-    row = sr.get(store, plan.model)
+    row = stored_rollout(store, plan.model)
     if row is None:
         return plan, 0
     stored = plan_of(plan.model, row["layout"])
@@ -222,6 +235,10 @@ def store_plan(store: Any, plan: Plan, canary: dict | None = None) -> int:
     from ..registry import _user
     from ..store import serving_rollouts as sr
 
+    if getattr(store, "remote_serving", False):  # over a tracking server: an admin change
+        sh = plan.shadow[0] if plan.shadow else None
+        return store.change(plan.model, {"action": "split", "split": plan.split_text,
+                                         "shadow": sh})["generation"]  # fmt: skip
     gen = sr.set_layout(
         store, plan.model, layout_of(plan, canary), "serving", plan.reason(), _user()
     )

@@ -192,6 +192,9 @@ class InputMonitor:
             row["reference"] = ref.id
             row["drift"] = judge(ref, profs, frame.height)
             row["drifted"], row["drift_share"] = _verdict(row["drift"])
+        if getattr(self.store, "remote_serving", False):  # the server stores row and alert
+            self.store.save_window(row)  # in one transaction (trackserver/serving_routes.py)
+            return
         if self.log_inputs:
             row["inputs_blob"] = _store_rows(self.store, frame)
         # one transaction: a window tried again after a failure is stored and alerted once

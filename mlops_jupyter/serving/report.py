@@ -17,11 +17,16 @@ from .abtest import ABReport, report
 
 def _observations(model: str, since: float | None, until: float | None) -> dict[str, Any]:
     from ..store import serving as sstore
-    from ..tracking.api import current_store
+    from ..tracking.api import current_store, remote_url
 
     if not isinstance(model, str) or not model:
         raise InvalidInputError(f"model must be a model name, got {model!r}")
-    rows = sstore.outcomes(current_store(), model, since, until)
+    if (url := remote_url()) is not None:  # the server's store, through its route
+        from ..remote.serving import outcomes
+
+        rows = outcomes(url, model, since, until)
+    else:
+        rows = sstore.outcomes(current_store(), model, since, until)
     if not rows:
         raise InvalidInputError(f"no answered predictions of model {model!r} in the store")
     return rows

@@ -5,6 +5,7 @@ canary ramp with its checks (canary.py). Every change goes into the registry's a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -40,12 +41,25 @@ def _store():
     return current_store()
 
 
+def _remote():
+    """The tracking server's ServingRemote when the store is one, else None."""
+    from ..tracking.api import remote_url
+
+    url = remote_url()
+    if url is None:
+        return None
+    from ..remote.serving import handle
+
+    return handle(url)
+
+
 def cmd_set(args) -> int:
     from ..store import serving_rollouts as sr
     from . import canary as cn
 
-    store = _store()
-    before = sr.get(store, args.model)
+    remote = _remote()
+    store = remote if remote is not None else _store()
+    before = remote.show_row(args.model) if remote else sr.get(store, args.model)
     if args.canary is not None:
         if args.split is not None:
             raise InvalidInputError("give either --split or --canary, not both")
@@ -58,13 +72,23 @@ def cmd_set(args) -> int:
             higher_is_better=not args.lower_is_better,
             drift=not args.no_drift,
         )
-        row = cn.start_canary(
-            store, args.model, args.canary, args.ramp, args.every, args.shadow, rules, _user()
-        )
+        if remote is not None:  # the server starts it on its store (admin)
+            row = remote.change(args.model, {"action": "canary", "canary": args.canary,
+                                             "ramp": args.ramp, "every": args.every,
+                                             "shadow": args.shadow,
+                                             "rules": dataclasses.asdict(rules)})  # fmt: skip
+        else:
+            row = cn.start_canary(
+                store, args.model, args.canary, args.ramp, args.every, args.shadow, rules, _user()
+            )
     else:
         if args.ramp is not None:
             raise InvalidInputError("--ramp goes with --canary")
-        row = cn.set_split(store, args.model, args.split, args.shadow, _user())
+        if remote is not None:
+            body = {"action": "split", "split": args.split, "shadow": args.shadow}
+            row = remote.change(args.model, body)
+        else:
+            row = cn.set_split(store, args.model, args.split, args.shadow, _user())
     print(f"{args.model}: {row['reason']} (generation {row['generation']}, {row['state']})")
     _note_refused(store, args.model, before)
     return 0
@@ -74,7 +98,12 @@ def _note_refused(store, model: str, before: dict | None) -> None:
     """Say when the replaced layout was refused by workers (they kept an older one)."""
     from ..store import serving_rollouts as sr
 
-    refused = sr.refusals(store, model, before["generation"]) if before else []
+    if not before:
+        refused = []
+    elif getattr(store, "remote_serving", False):
+        refused = store.refusals(model, before["generation"])
+    else:
+        refused = sr.refusals(store, model, before["generation"])
     if refused:
         print(f"note: the replaced generation {before['generation']} was refused by "
               f"{len(refused)} worker(s), which kept serving an older layout:")  # fmt: skip
@@ -91,7 +120,8 @@ def _print_refused(refused: list[dict]) -> None:
 def cmd_show(args) -> int:
     from . import canary as cn
 
-    info = cn.show(_store(), args.model)
+    remote = _remote()
+    info = remote.show(args.model) if remote else cn.show(_store(), args.model)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -149,6 +179,13 @@ def cmd_rollback(args) -> int:
     from ..store import serving_rollouts as sr
     from . import canary as cn
 
+    remote = _remote()
+    if remote is not None:
+        before = remote.show_row(args.model)
+        row = remote.change(args.model, {"action": "rollback", "reason": args.reason})
+        print(f"{args.model}: {row['reason']} (generation {row['generation']})")
+        _note_refused(remote, args.model, before)
+        return 0
     store = _store()
     before = sr.get(store, args.model)
     row = cn.rollback(store, args.model, args.reason, _user())
@@ -160,7 +197,11 @@ def cmd_rollback(args) -> int:
 def cmd_promote(args) -> int:
     from . import canary as cn
 
-    row = cn.promote(_store(), args.model, _user())
+    remote = _remote()
+    if remote is not None:
+        row = remote.change(args.model, {"action": "promote"})
+    else:
+        row = cn.promote(_store(), args.model, _user())
     print(f"{args.model}: {row['reason']} (generation {row['generation']})")
     return 0
 
@@ -168,17 +209,36 @@ def cmd_promote(args) -> int:
 def cmd_watch(args) -> int:
     from . import canary as cn
 
-    store = _store()
-    cn.show(store, args.model)  # an unknown model or no rollout: a clear error at once
+    remote = _remote()
+    store = remote if remote is not None else _store()
+    # an unknown model or no rollout: a clear error at once
+    remote.show(args.model) if remote else cn.show(store, args.model)
     deadline = None if args.for_s is None else time.monotonic() + args.for_s
     try:
         while deadline is None or time.monotonic() < deadline:
-            cn.watch(store, args.model, once=True)
+            if remote is not None:  # each check runs on the server's store
+                _remote_tick(remote, args.model)
+            else:
+                cn.watch(store, args.model, once=True)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         pass
     sys.stdout.flush()
     return 0
+
+
+def _remote_tick(remote, model: str) -> None:
+    from ..remote.client import ServerUnavailable
+
+    try:
+        out = remote.tick(model)
+    except ServerUnavailable as e:  # the server away: the next check
+        print(f"{model}: {e}", file=sys.stderr)
+        return
+    if out and out["action"] == "lost":
+        print(f"{model}: lost: another controller changed the layout first", flush=True)
+    elif out and out["action"] != "wait":
+        print(f"{model}: {out['action']}: {out.get('reason', '')}", flush=True)
 
 
 def add_parser(sub) -> None:

@@ -34,10 +34,11 @@ def _window(text: str) -> float:
 
 def resolve(spec: str) -> dict:
     """The registry entry `spec` names (raises ModelNotFoundError / InvalidInputError)."""
-    from .. import registry
     from .model import parse_spec
+    from .variants import find_version
 
-    return registry.model_version(**parse_spec(spec))
+    kw = parse_spec(spec)
+    return find_version(kw.pop("name"), **kw)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -60,10 +61,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def cmd_serve(args) -> int:
-    from ..tracking.api import current_store
+    from ..remote.serving import serving_store
     from .live import serve_plan
 
-    store = current_store()
+    store = serving_store()  # the session's store, or a tracking server's routes
+    if getattr(store, "remote_serving", False) and args.log_inputs:
+        raise InvalidInputError(
+            "--log-inputs needs a direct store (the raw rows go to its artifact store); "
+            "over a tracking server the input profiles are stored without them"
+        )
     if getattr(args, "features", None):  # unknown views or features: refused before listening
         from ..features.serving import FeatureFiller
 
@@ -116,14 +122,14 @@ def run_worker(sock: socket.socket, spec: str, version: int, opts: dict) -> None
     """Serve on `sock` in this process until SIGTERM/SIGINT."""
     import uvicorn
 
-    from ..tracking.api import current_store
+    from ..remote.serving import serving_store
     from .app import make_app
 
     threads = opts.get("threads") or max(1, (os.cpu_count() or 1) // opts.get("workers", 1))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    store = current_store()  # after the fork: this worker's own connections
+    store = serving_store()  # after the fork: this worker's own connections
     app = make_app(
         spec,
         version,

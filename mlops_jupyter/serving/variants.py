@@ -15,8 +15,11 @@ answered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +29,32 @@ from .rollout import BUCKETS, Split, parse_split
 log = logging.getLogger("mlops_jupyter.serving")
 _VERSION = re.compile(r"^v(\d+)$")
 SHADOW_PREFIX = "shadow:"  # the log's variant of a shadow row: cannot clash with a split name
+# The store variants are resolved in when it is not the process's own: a tracking server
+# changing a rollout for a remote client (trackserver/serving_routes.py) resolves in the
+# store it serves, whatever MLOPS_JUPYTER_STORE says in its environment.
+_STORE: contextvars.ContextVar[Any] = contextvars.ContextVar("mj_serving_store", default=None)
+
+
+@contextlib.contextmanager
+def using_store(store: Any) -> Iterator[None]:
+    """Resolve variants and versions in `store` inside the block (this thread only)."""
+    token = _STORE.set(store)
+    try:
+        yield
+    finally:
+        _STORE.reset(token)
+
+
+def find_version(model: str, **kw: Any) -> dict:
+    """registry.model_version in the store of `using_store`, else the session's."""
+    from .. import registry
+
+    store = _STORE.get()
+    if store is None:
+        return registry.model_version(model, **kw)
+    from ..store import registry as rs
+
+    return rs.find_version(store, registry._check_name(model), **kw)
 
 
 @dataclass
@@ -97,7 +126,7 @@ def resolve_variant(model: str, variant: str) -> dict:
     else:
         kw = {"alias": variant}
     try:
-        return registry.model_version(model, **kw)
+        return find_version(model, **kw)
     except registry.ModelNotFoundError as e:
         raise registry.ModelNotFoundError(f"variant {variant!r} of {model!r}: {e}") from None
 

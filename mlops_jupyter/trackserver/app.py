@@ -282,6 +282,7 @@ def make_app(store: Store, *, max_body: int = MAX_BODY, max_upload: int = MAX_UP
         *_module_routes("media_routes"),  # rich media of runs
         *_module_routes("ckpt_routes"),  # checkpoint series
         *_module_routes("optuna_routes"),  # optuna's storage, for sweeps
+        *_module_routes("serving_routes"),  # serving: prediction logs, rollouts, A/B, drift
         *_module_routes("feature_routes"),  # the feature store
         *_module_routes("mlflowio_routes"),  # MLflow import: runs by tag
         *_module_routes("sidebar"),  # the JupyterLab sidebar's API, for proxying Jupyter servers

@@ -133,6 +133,12 @@ def _feature_paths() -> dict[str, Any]:
     return openapi_paths(_op, _obj)
 
 
+def _serving_paths() -> dict[str, Any]:
+    from .serving_openapi import openapi_paths  # serving: prediction logs, rollouts, A/B, drift
+
+    return openapi_paths(_op, _obj)
+
+
 def _loop_paths() -> dict[str, Any]:
     from .loop_openapi import openapi_paths  # gates, policies, approvals, cards, lineage
 
@@ -319,6 +325,7 @@ def spec() -> dict[str, Any]:
             **_registry_paths(),
             **_loop_paths(),
             **_optuna_paths(),
+            **_serving_paths(),
             **_data_paths(),
             **_data_more_paths(),
             **_media_paths(),
