@@ -187,6 +187,55 @@ def test_a_running_run_is_completed_over_the_server(source, remote, monkeypatch,
     assert "skipped 1 already imported; 0 metric points" in capsys.readouterr().out
 
 
+def test_an_interrupted_import_is_resumed(source, remote, monkeypatch, tmp_path):
+    from mlflow.entities import Metric
+
+    from mlops_jupyter.remote.mlflowio import _b64
+
+    use_remote(monkeypatch, remote, tmp_path)
+    shutil.copyfile(Path(source[len("sqlite:///") :]).parent / "empty.db", tmp_path / "cut.db")
+    uri = f"sqlite:///{tmp_path / 'cut.db'}"
+    c = _client(uri)
+    exp = c.create_experiment("exp-cut", artifact_location=str(tmp_path / "art"))
+    mid = c.create_run(exp, start_time=T0, run_name="cut").info.run_id
+    c.log_batch(mid, metrics=[Metric("loss", i / 7, T0 + 3 * i, i) for i in range(4500)])
+    (tmp_path / "cut.txt").write_text("cut")
+    c.log_artifact(mid, str(tmp_path / "cut.txt"))
+    c.set_terminated(mid, "FINISHED", end_time=T0 + 20_000)
+    # what an import stopped after its first ingest request leaves on the server: the run
+    # with its MLflow run id, and the first chunk of its points
+    url, tok = remote.srv.url, remote.wtok
+    body = {"experiment": "exp-cut", "name": "cut", "tags": {"mlflow.run_id": mid}}
+    st, run = request(url, "POST", "/api/v1/runs", tok, body)
+    assert st == 200
+    first = {
+        "key": "loss",
+        "seq": 0,
+        "values_b64": _b64([i / 7 for i in range(4096)], "<f8"),
+        "steps_b64": _b64(list(range(4096)), "<i8"),
+        "timestamps_ms_b64": _b64([T0 + 3 * i for i in range(4096)], "<i8"),
+    }
+    st, _ = request(
+        url, "POST", "/api/v1/ingest", tok, {"runs": [{"id": run["id"], "chunks": [first]}]}
+    )
+    assert st == 200
+
+    counts = import_runs(uri, "exp-cut", quiet=True)
+    assert counts["completed"] == 1 and counts["imported"] == 0
+    assert counts["points"] == 4500 - 4096 and counts["artifacts"] == 1
+    d = mj.get_run(run["id"])
+    assert d["status"] == "finished" and round(d["end_time"] * 1000) == T0 + 20_000
+    assert round(d["start_time"] * 1000) == T0 and d["tags"]["mlflow.run_id"] == mid
+    m = mj.metrics(run["id"], "loss")
+    assert m["step"].to_list() == list(range(4500))
+    assert m["ts"].dt.epoch("ms").to_list() == [T0 + 3 * i for i in range(4500)]
+    assert m["value"].to_list() == [i / 7 for i in range(4500)]
+    assert [a["name"] for a in d["artifacts"]] == ["cut.txt"]
+    again = import_runs(uri, "exp-cut", quiet=True)
+    assert again["skipped"] == 1 and again["points"] == 0
+    assert len(mj.metrics(run["id"], "loss")) == 4500
+
+
 def test_export_over_the_server_reads_back_in_mlflow(source, remote, monkeypatch, tmp_path):
     use_remote(monkeypatch, remote, tmp_path)
     monkeypatch.chdir(tmp_path)  # MLflow's SQL store puts artifacts under ./mlruns
@@ -198,8 +247,9 @@ def test_export_over_the_server_reads_back_in_mlflow(source, remote, monkeypatch
         mj.log_artifact(tmp_path / "w.bin", "model/w.bin")
     shutil.copyfile(Path(source[len("sqlite:///") :]).parent / "empty.db", tmp_path / "export.db")
     target = f"sqlite:///{tmp_path / 'export.db'}"  # a fresh MLflow store
-    counts = export_runs(target, quiet=True)
-    ours = {uid: mj.get_run(uid) for uid in mj.runs()["id"].to_list()}
+    chosen = ["exp-a", "exp-b", "exp-native"]  # not the other tests' runs
+    counts = export_runs(target, chosen, quiet=True)
+    ours = {uid: mj.get_run(uid) for e in chosen for uid in mj.runs(experiment=e)["id"].to_list()}
     assert counts["exported"] == len(ours) and counts["skipped"] == 0
 
     c = _client(target)
@@ -238,7 +288,7 @@ def test_export_over_the_server_reads_back_in_mlflow(source, remote, monkeypatch
     assert native.data.params == {"lr": "0.1", "dims": "[3, 4]"}
     assert len(c.get_metric_history(native.info.run_id, "loss")) == 1500
 
-    again = export_runs(target, quiet=True)  # idempotent
+    again = export_runs(target, chosen, quiet=True)  # idempotent
     assert again["skipped"] == len(ours) and again["exported"] == again["points"] == 0
     assert len(c.search_runs(list(exps), max_results=1000)) == len(runs)
 
