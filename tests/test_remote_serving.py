@@ -4,7 +4,8 @@ logs its predictions, feedback and input windows through the serving routes, and
 rollout set over the server; what it logged is what mj.ab_report and mj.serving_drift read
 on the server's store directly; predictions keep being answered while the tracking server
 is stopped, and are delivered once it is back; a read (or write) token cannot set a
-rollout. One tracking server and one serving process for the module (SQLite, or
+rollout; a canary set over the server is walked by the serving process's controller; the
+routes refuse bad input (nothing stored) and store a repeated batch once. One tracking server and one serving process for the module (SQLite, or
 PostgreSQL in the CI's suites)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from trackserver_helpers import module_remote, use_remote
+from trackserver_helpers import request as hreq
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -213,3 +215,59 @@ def test_predictions_are_answered_while_the_tracking_server_is_stopped(remote, s
     assert set(answered) <= got  # queued while away, delivered once back, once each
     rows = [r for r in sstore.predictions(remote.store, MODEL) if r["request_id"] in answered]
     assert len(rows) == len(answered)
+
+
+def test_a_canary_over_the_server_is_walked_by_the_serving_process(
+    remote, served, monkeypatch, capsys
+):
+    """The serving process's controller asks the server for each check: the ramp steps
+    and ends promoted with the traffic only it sends."""
+    srv = served["srv"]
+    code, _, err = _rollout(monkeypatch, capsys, remote, remote.atok, "set", MODEL,
+                            "--canary", "v2", "--ramp", "50,100", "--every", "1s",
+                            "--min-requests", "5", "--no-drift")  # fmt: skip
+    assert code == 0, err
+    assert sr.get(remote.store, MODEL)["state"] == "ramping"
+    deadline = time.monotonic() + 30
+    i = 0
+    while sr.get(remote.store, MODEL)["state"] == "ramping" and time.monotonic() < deadline:
+        assert _post(srv.url, f"canary-{i}", TRAIN[:2])[0] == 200
+        i += 1
+    row = sr.get(remote.store, MODEL)
+    assert row["state"] == "promoted" and row["updated_by"] == "controller", row
+    assert row["layout"]["variants"] == [["v2", 2, 10000]]
+
+
+def test_serving_routes_refuse_bad_input_and_store_a_repeated_batch_once(remote):
+    url, t = remote.srv.url, time.time()
+    row = ["dup-1", MODEL, 1, "v1", t, 1.5, 200, None, 2, 2, "[[0.1]]", "h:1"]
+    path = "/api/v1/serving/predictions"
+    assert hreq(url, "POST", path, remote.rtok, {"rows": [row]})[0] == 403
+    assert hreq(url, "POST", path, remote.wtok, {"rows": [row]}) == (
+        200,
+        {"stored": 1, "duplicates": 0},
+    )
+    assert hreq(url, "POST", path, remote.wtok, {"rows": [row, row]}) == (
+        200,
+        {"stored": 0, "duplicates": 2},
+    )
+    for bad in ([*row[:6], "200", *row[7:]], row[:5], [*row[:4], float("nan"), *row[5:]]):
+        body = json.dumps({"rows": [["ok-1", *row[1:]], bad]}).encode()
+        status, out = hreq(url, "POST", path, remote.wtok, raw=body)
+        assert status == 400 and "rows[1]" in out["message"], out
+    got = [
+        r for r in sstore.predictions(remote.store, MODEL) if r["request_id"] in ("dup-1", "ok-1")
+    ]
+    assert [r["request_id"] for r in got] == ["dup-1"]  # nothing of a refused batch
+    win = {"model": MODEL, "version": 1, "variant": "v1", "worker": "h:1",
+           "window_start": 1.0, "window_end": 2.0, "n_rows": 3, "n_sampled": 3,
+           "n_requests": 1, "profile": [{"name": "0", "count": 3}]}  # fmt: skip
+    prof = "/api/v1/serving/profiles"
+    assert hreq(url, "POST", prof, remote.wtok, {"row": win})[1] == {"stored": True}
+    assert hreq(url, "POST", prof, remote.wtok, {"row": win})[1] == {"stored": False}
+    assert hreq(url, "POST", prof, remote.wtok, {"row": {**win, "n_rows": -1}})[0] == 400
+    assert len([r for r in sp.profiles(remote.store, MODEL) if r["window_start"] == 1.0]) == 1
+    body = {"action": "rollback"}
+    for tok in (remote.rtok, remote.wtok):
+        assert hreq(url, "POST", f"/api/v1/serving/rollouts/{MODEL}", tok, body)[0] == 403
+    assert hreq(url, "GET", "/api/v1/serving/rollouts/nope/show", remote.rtok)[0] == 404
