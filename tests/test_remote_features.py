@@ -122,6 +122,10 @@ def test_register_over_server_equals_direct(rs, monkeypatch, tmp_path):
     user_stats(EVENTS)  # back to the full data
     listed = mj.feature_views()
     assert listed.get_column("name").to_list() == ["spend", "user_stats"]
+    from mlops_jupyter.magics.features import FeatureMagics
+
+    shown = FeatureMagics(None).mlops_features("user_stats")  # %mlops_features user_stats
+    assert shown.get_column("version").to_list() == [1] and shown["rows"][0] == EVENTS.height
     assert rs.rows("SELECT count(*) FROM feature_views")[0][0] == n_views
     # the same registered on another store directly: the same definition and data version
     monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(tmp_path / "direct"))
