@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..store import loop_state
+from ..remote import loop_watch as lw  # a direct store's functions, or the server's routes
 from .triggers import Rule
 
 
@@ -30,13 +30,11 @@ class Waiting(Exception):
 
 def newest_version(store: Any, model: str) -> int:
     """The newest registered version of `model` (0 when it has none)."""
-    from ..store import registry as rs
-
-    return max((r["version"] for r in rs.list_versions(store, model)), default=0)
+    return max((r["version"] for r in lw.model_versions(store, model)), default=0)
 
 
 def _retrain(store: Any, rule: Rule, key: str, detail: dict[str, Any]) -> str:
-    from ..tracking.api import store_location
+    from ..tracking.api import remote_url, store_location
 
     info = detail.get("info", {})
     fields = {
@@ -56,7 +54,9 @@ def _retrain(store: Any, rule: Rule, key: str, detail: dict[str, Any]) -> str:
     # retrain_store: where the job logs (the team's tracking server, its token from this
     # environment) when the watcher itself opens the store behind it
     env.update(
-        MLOPS_JUPYTER_STORE=str(rule.params.get("retrain_store") or store_location()),
+        MLOPS_JUPYTER_STORE=str(
+            rule.params.get("retrain_store") or remote_url() or store_location()
+        ),
         MLOPS_JUPYTER_LOOP_RULE=rule.name,
         MLOPS_JUPYTER_LOOP_SIGNAL=key,
         MLOPS_JUPYTER_LOOP_DATA_VERSION=str(fields["data_version"]),
@@ -130,20 +130,14 @@ def _canary(store: Any, rule: Rule, detail: dict[str, Any]) -> str:
     """Start a canary rollout of the candidate (serving's controller ramps it, in `serve`
     or `mlops-jupyter rollout watch`); wait until it reaches 100 % or is rolled back."""
     from ..registry import _user
-    from ..serving import canary as cn
-    from ..store import serving_rollouts as sr
-    from .triggers import parse_every
 
     v = detail["version"]
     if not detail.get("canary_started"):
-        every = parse_every(rule.params.get("canary_every", "30m"))
-        rules = cn.Rules(**rule.params.get("canary_rules", {}))
-        row = cn.start_canary(store, rule.model, f"v{v}", rule.params.get("ramp"), every,
-                              rules=rules, user=_user())  # fmt: skip
+        row = lw.start_canary(store, rule.model, v, rule.params, _user())
         detail["canary_started"] = time.time()
         detail["waiting_for"] = "canary"
         raise Waiting(f"canary of {rule.model} v{v} started: {row['reason']}")
-    row = sr.get(store, rule.model)
+    row = lw.rollout(store, rule.model)
     c = row["layout"].get("canary") if row else None
     if row is not None and c and c.get("version") == v:
         if row["state"] == "ramping":
@@ -159,29 +153,28 @@ def _canary(store: Any, rule: Rule, detail: dict[str, Any]) -> str:
 def ready(store: Any, rule: Rule, detail: dict[str, Any]) -> bool:
     """Whether a waiting chain has something to go on with: a decided approval, or a
     canary no longer ramping."""
+    if detail.get("waiting_for") == "retry":  # `mlops-jupyter watch retry`
+        return True
     v = detail.get("version")
     if v is None:
         return False
     if detail.get("waiting_for") == "canary":
-        from ..store import serving_rollouts as sr
-
-        row = sr.get(store, rule.model)
+        row = lw.rollout(store, rule.model)
         c = row["layout"].get("canary") if row else None
         return not (row and c and c.get("version") == v and row["state"] == "ramping")
-    return loop_state.get_approval(store, rule.model, v) is not None
+    return lw.get_approval(store, rule.model, v) is not None
 
 
 def _promote(
     store: Any, rule: Rule, key: str, detail: dict[str, Any], channels: list | None
 ) -> str:
     from ..registry import promote_model
-    from ..store import registry as rs
     from .notify import notify
 
     v = detail["version"]
     if rule.approval:
         detail["waiting_for"] = "approval"
-        a = loop_state.get_approval(store, rule.model, v)
+        a = lw.get_approval(store, rule.model, v)
         if a is None:
             if not detail.get("asked"):
                 text = (
@@ -205,7 +198,7 @@ def _promote(
             raise StepFailed(
                 f"rejected by {a['user']}: {a['reason'] or 'no reason given'}", notified=True
             )
-    stage = next(r["stage"] for r in rs.list_versions(store, rule.model) if r["version"] == v)
+    stage = next(r["stage"] for r in lw.model_versions(store, rule.model) if r["version"] == v)
     why = f"loop rule {rule.name}: signal {key}"
     if stage != "staging":
         promote_model(rule.model, v, "staging", reason=why)
@@ -270,5 +263,5 @@ def run_chain(
             )
     finally:
         run.end(status)  # this chain's run, whatever else this process has active
-    loop_state.update(store, rule.name, key, state, detail)
+    lw.update(store, rule.name, key, state, detail)
     return state

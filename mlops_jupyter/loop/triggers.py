@@ -147,9 +147,9 @@ def signals(store: Any, rule: Rule, now: float | None = None) -> list[tuple[str,
         slot = int(now // p["every"])
         return [(f"schedule:{slot}", {"slot_start": slot * p["every"]})]
     if rule.on == "new_data":
-        from ..store import data as dstore
+        from ..remote import loop_watch as lw
 
-        rows = dstore.list_versions(store, p["dataset"], 1)
+        rows = lw.data_versions(store, p["dataset"], 1)
         if not rows:
             return []
         d = rows[0]
@@ -165,29 +165,30 @@ def _drift(store: Any, rule: Rule) -> list[tuple[str, dict]]:
     canary's windows are the canary controller's to act on. A drifted version fires once:
     its later windows drift too (as the control of a canary, or when its retrained
     candidate failed), and each would otherwise start one more retraining."""
-    from ..store import loop_state
-    from ..store import registry as rs
+    from ..remote import loop_watch as lw  # a direct store, or the tracking server
 
-    prod = [r["version"] for r in rs.list_versions(store, rule.model) if r["stage"] == "production"]
+    prod = [
+        r["version"] for r in lw.model_versions(store, rule.model) if r["stage"] == "production"
+    ]
     since = 0.0
     if prod:
         # the newest promotion of that version to production (audit rows: ts, .., version,
         # action, from, to, ...)
         promoted = [
             r[0]
-            for r in rs.audit_log(store, rule.model)
+            for r in lw.audit_log(store, rule.model)
             if r[2] == prod[0] and r[3] == "transition" and r[5] == "production"
         ]
         since = max(promoted, default=0.0)
     alerts = [
         a
-        for a in loop_state.drift_alerts(store, rule.model)
+        for a in lw.drift_alerts(store, rule.model)
         if (not prod or a["version"] in prod) and a["window_start"] >= since
     ]
     if not alerts:
         return []
     a = alerts[0]
-    handled = loop_state.signals(store, rule.name)
+    handled = lw.signals(store, rule.name)
     if any(s["signal"].startswith(f"drift:{a['version']}:") for s in handled):
         return []
     key = f"drift:{a['version']}:{a['variant']}:{a['window_start']:.0f}"
@@ -197,10 +198,10 @@ def _drift(store: Any, rule: Rule) -> list[tuple[str, dict]]:
 def _decay(store: Any, rule: Rule) -> list[tuple[str, dict]]:
     """metric_decay: the last value of `metric` in the newest run of `experiment`
     (default "feedback") below `threshold` (above it with higher_is_better = false)."""
-    from ..store import query as q
+    from ..remote import loop_watch as lw
 
     p = rule.params
-    frame = q.runs_frame(store, p.get("experiment", "feedback"), None, False)
+    frame = lw.runs_frame(store, p.get("experiment", "feedback"))
     col = f"metrics.{p['metric']}.last"
     if frame.is_empty() or col not in frame.columns:
         return []

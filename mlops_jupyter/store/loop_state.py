@@ -113,3 +113,75 @@ def get_approval(store: Store, name: str, version: int) -> dict[str, Any] | None
     if not rows:
         return None
     return dict(zip(("decision", "reason", "user", "time"), rows[0]))
+
+
+# -- recovery of a signal whose watcher died (`mlops-jupyter watch retry|abandon`) ---------
+
+
+def take_back(store: Store, rule: str, signal: str, dead: str, owner: str) -> dict | None:
+    """Give a running signal held by the dead watcher `dead` to `owner` (compare-and-set on
+    the old owner); its detail, or None when it moved on or another watcher took it."""
+    with store.write("take back a loop signal") as c:
+        row = c.execute(
+            "UPDATE loop_signals SET owner=?, updated=? WHERE rule=? AND signal=? AND"
+            " state='running' AND owner=? RETURNING detail",
+            (owner, time.time(), rule, signal, dead),
+        ).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _audit_model(c: Any, model: Any, action: str, reason: str, user: str) -> None:
+    """An audit line on the chain's model (when it is registered): who retried or
+    abandoned which signal, and why."""
+    if not isinstance(model, str):
+        return
+    row = c.execute("SELECT id FROM models WHERE name=?", (model,)).fetchone()
+    if row is not None:
+        _audit(c, row[0], None, action, reason=reason, user=user)
+
+
+def recover(
+    store: Store, rule: str, signal: str, action: str, user: str, reason: str | None = None
+) -> dict[str, Any]:
+    """`retry` (a running or failed signal waits for the next poll, which runs its chain
+    again from detail["step"], the first step not finished) or `abandon` (a running or
+    waiting signal becomes failed). The change is compare-and-set on the state read, with
+    an audit line; raises ValueError naming the state when the signal cannot change."""
+    allowed = {"retry": ("running", "failed"), "abandon": ("running", "waiting")}[action]
+    with store.write(f"{action} a loop signal") as c:
+        row = c.execute(
+            "SELECT state, detail, owner FROM loop_signals WHERE rule=? AND signal=?",
+            (rule, signal),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"rule {rule!r} has no signal {signal!r}")
+        state, detail = row[0], json.loads(row[1])
+        if state not in allowed:
+            raise ValueError(
+                f"signal {signal!r} of rule {rule!r} is {state}: only a {' or '.join(allowed)}"
+                f" signal can be {'retried' if action == 'retry' else 'abandoned'}"
+            )
+        now = time.time()
+        why = f"loop rule {rule}: signal {signal} {action} (was {state}, owner {row[2]})"
+        if reason:
+            why += f": {reason}"
+        if action == "retry":
+            for k in ("reason", "waiting_for", "asked"):
+                detail.pop(k, None)
+            detail["waiting_for"] = "retry"  # loop/actions.py ready(): go on at the next poll
+            new = "waiting"
+        else:
+            detail["reason"] = f"abandoned by {user}" + (f": {reason}" if reason else "")
+            new = "failed"
+        detail.setdefault("recovered", []).append(
+            {"action": action, "user": user, "reason": reason, "time": now, "from": state}
+        )
+        cur = c.execute(
+            "UPDATE loop_signals SET state=?, detail=?, updated=? WHERE rule=? AND signal=?"
+            " AND state=? RETURNING state",
+            (new, json.dumps(detail, default=str), now, rule, signal, state),
+        )
+        if cur.fetchone() is None:
+            raise ValueError(f"signal {signal!r} of rule {rule!r} changed meanwhile; try again")
+        _audit_model(c, detail.get("model"), f"loop_{action}", why, user)
+    return {"rule": rule, "signal": signal, "state": new, "detail": detail}

@@ -277,6 +277,7 @@ def make_app(store: Store, *, max_body: int = MAX_BODY, max_upload: int = MAX_UP
         *_module_routes("run_files"),
         *_module_routes("registry_routes"),  # the model registry for remote clients
         *_module_routes("loop_routes"),  # gates, policies, approvals, cards, lineage
+        *_module_routes("loop_watch_routes"),  # the watcher: recovery, rollouts, canaries
         *_module_routes("data_routes"),  # data versions, telemetry episodes
         *_module_routes("data_more_routes"),  # drift, preflight, data lineage, run resolution
         *_module_routes("media_routes"),  # rich media of runs

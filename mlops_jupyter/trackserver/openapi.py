@@ -121,14 +121,20 @@ def _optuna_paths() -> dict[str, Any]:
     return paths(_op, _obj)
 
 
+def _feature_paths() -> dict[str, Any]:
+    from .feature_openapi import openapi_paths  # the feature store
+
+    return openapi_paths(_op, _obj)
+
+
 def _mlflowio_paths() -> dict[str, Any]:
     from .mlflowio_routes import openapi_paths  # MLflow import: runs by tag
 
     return openapi_paths(_op, _obj)
 
 
-def _feature_paths() -> dict[str, Any]:
-    from .feature_openapi import openapi_paths  # the feature store
+def _loop_watch_paths() -> dict[str, Any]:
+    from .loop_watch_routes import openapi_paths  # the watcher: recovery, rollouts, canaries
 
     return openapi_paths(_op, _obj)
 
@@ -324,6 +330,7 @@ def spec() -> dict[str, Any]:
             **_files_paths(),
             **_registry_paths(),
             **_loop_paths(),
+            **_loop_watch_paths(),
             **_optuna_paths(),
             **_serving_paths(),
             **_data_paths(),
