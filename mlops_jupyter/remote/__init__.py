@@ -23,7 +23,8 @@ SUPPORTED = (
     "mj.materialize, mj.online_features), MLflow import/export "
     "(mlops-jupyter mlflow import|export), and sweeps (mj.sweep, "
     "%%mlops_sweep, mlops-jupyter sweep join), serving (mlops-jupyter serve, mj.serve, "
-    "mlops-jupyter rollout, mj.ab_report, mj.promote_winner, mj.serving_drift)"
+    "mlops-jupyter rollout, mj.ab_report, mj.promote_winner, mj.serving_drift), "
+    "the loop's watcher (mlops-jupyter watch, watch signals|retry|abandon)"
 )
 
 
