@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import atexit
 import copy
-import datetime as dt
 import json
-import math
 import os
 import random
 import secrets
@@ -40,7 +38,6 @@ from typing import Any
 from optuna.distributions import (
     BaseDistribution,
     distribution_to_json,
-    json_to_distribution,
 )
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage
@@ -52,167 +49,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StoreError
 from .client import Client, ServerRefused, ServerUnavailable, token
+from .optuna_wire import (
+    dec_attrs,
+    enc_float,
+    study_directions,
+    trial_from_json,
+    trial_to_json,
+)
 
-KEY_ATTR = "mlops.create_key"  # the trial system attribute holding a creation's key
-HEARTBEAT_ATTR = "mlops.heartbeat"  # heartbeats kept in the journal (SQLite stores)
-_STATES = {s.name: s for s in TrialState}
 READ_AGAIN_S = 0.05  # a study's trials read this recently, with no write since, are reused
-
-
-# -- the wire format (shared with the server, which validates with the same functions) --
-def enc_float(x: float | None) -> float | str | None:
-    """A float for JSON: "nan", "inf", "-inf" for those (JSON has no such numbers)."""
-    if x is None:
-        return None
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def dec_float(v: Any, what: str = "value") -> float:
-    """The float of `enc_float`'s output; ValueError for anything else."""
-    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
-        return float(v)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{what} must be a number (or 'nan', 'inf', '-inf')")
-    return float(v)
-
-
-def enc_time(t: dt.datetime | None) -> str | None:
-    """optuna's naive local datetime as ISO 8601 in UTC."""
-    return None if t is None else t.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def dec_time(v: Any, what: str) -> dt.datetime | None:
-    """ISO 8601 (with a zone; UTC if none) as optuna's naive local datetime."""
-    if v is None:
-        return None
-    if not isinstance(v, str) or len(v) > 40:
-        raise ValueError(f"{what} must be an ISO 8601 time or null")
-    try:
-        t = dt.datetime.fromisoformat(v)
-    except ValueError:
-        raise ValueError(f"{what} must be an ISO 8601 time or null") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.astimezone().replace(tzinfo=None)
-
-
-def enc_attrs(attrs: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v) for k, v in attrs.items()}
-
-
-def dec_attrs(v: Any, what: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise ValueError(f"{what} must be an object of JSON texts")
-    out = {}
-    for k, s in v.items():
-        if not isinstance(s, str):
-            raise ValueError(f"{what}[{k!r}] must be a JSON text")
-        try:
-            out[k] = json.loads(s)
-        except (ValueError, RecursionError):
-            raise ValueError(f"{what}[{k!r}] is not valid JSON") from None
-    return out
-
-
-def trial_to_json(t: FrozenTrial) -> dict[str, Any]:
-    """A FrozenTrial as JSON (params in internal form beside their distributions)."""
-    return {
-        "trial_id": t._trial_id,
-        "number": t.number,
-        "state": t.state.name,
-        "values": None if t.values is None else [enc_float(v) for v in t.values],
-        "datetime_start": enc_time(t.datetime_start),
-        "datetime_complete": enc_time(t.datetime_complete),
-        "params": {
-            k: enc_float(t.distributions[k].to_internal_repr(v)) for k, v in t.params.items()
-        },
-        "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
-        "user_attrs": enc_attrs(t.user_attrs),
-        "system_attrs": enc_attrs(t.system_attrs),
-        "intermediate_values": {str(k): enc_float(v) for k, v in t.intermediate_values.items()},
-    }
-
-
-def distribution(v: Any, what: str = "distribution") -> BaseDistribution:
-    """optuna's `json_to_distribution`, its errors (of any kind) as ValueError."""
-    if not isinstance(v, str) or len(v) > 100_000:
-        raise ValueError(f"{what} must be optuna's distribution JSON text")
-    try:
-        d = json_to_distribution(v)
-    except Exception as e:
-        raise ValueError(f"{what} is not a valid distribution: {type(e).__name__}") from None
-    if not isinstance(d, BaseDistribution):
-        raise ValueError(f"{what} is not a valid distribution")
-    return d
-
-
-def state_of(v: Any) -> TrialState:
-    if not isinstance(v, str) or v not in _STATES:
-        raise ValueError(f"state must be one of {sorted(_STATES)}")
-    return _STATES[v]
-
-
-def _int(v: Any, what: str, low: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low or v > 2**62:
-        raise ValueError(f"{what} must be an integer >= {low}")
-    return v
-
-
-def trial_from_json(d: Any) -> FrozenTrial:
-    """A FrozenTrial from `trial_to_json`'s form; ValueError naming the bad field."""
-    if not isinstance(d, dict):
-        raise ValueError("a trial must be an object")
-    dists_in = d.get("distributions") or {}
-    params_in = d.get("params") or {}
-    if not isinstance(dists_in, dict) or not isinstance(params_in, dict):
-        raise ValueError("params and distributions must be objects")
-    if set(dists_in) != set(params_in):
-        raise ValueError("params and distributions must have the same names")
-    dists = {k: distribution(v, f"distributions[{k!r}]") for k, v in dists_in.items()}
-    params = {}
-    for k, v in params_in.items():
-        x = dec_float(v, f"params[{k!r}]")
-        if not dists[k]._contains(x):
-            raise ValueError(f"params[{k!r}] is outside its distribution")
-        params[k] = dists[k].to_external_repr(x)
-    values = d.get("values")
-    if values is not None:
-        if not isinstance(values, list) or len(values) > 64:
-            raise ValueError("values must be a list of numbers or null")
-        values = [dec_float(v, "values[]") for v in values] or None
-    inter_in = d.get("intermediate_values") or {}
-    if not isinstance(inter_in, dict):
-        raise ValueError("intermediate_values must be an object")
-    inter = {}
-    for k, v in inter_in.items():
-        try:
-            step = int(k)
-        except ValueError:
-            raise ValueError("intermediate_values' keys must be integer steps") from None
-        inter[_int(step, "a step")] = dec_float(v, "intermediate_values[]")
-    state = state_of(d.get("state", "RUNNING"))
-    t = FrozenTrial(
-        number=_int(d.get("number", 0), "number", -1),  # -1: a template's (ignored)
-        state=state,
-        value=None,
-        values=values,
-        datetime_start=dec_time(d.get("datetime_start"), "datetime_start"),
-        datetime_complete=dec_time(d.get("datetime_complete"), "datetime_complete"),
-        params=params,
-        distributions=dists,
-        user_attrs=dec_attrs(d.get("user_attrs") or {}, "user_attrs"),
-        system_attrs=dec_attrs(d.get("system_attrs") or {}, "system_attrs"),
-        intermediate_values=inter,
-        trial_id=_int(d.get("trial_id", 0), "trial_id", -1),
-    )
-    return t
-
-
-def _directions(v: Any) -> list[StudyDirection]:
-    return [StudyDirection[x] for x in v]
 
 
 # -- the storage ------------------------------------------------------------------------
@@ -360,7 +205,7 @@ class RemoteOptunaStorage(BaseStorage, BaseHeartbeat):
         return self._call("get_study_name_from_id", {"study_id": study_id})
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return _directions(self._call("get_study_directions", {"study_id": study_id}))
+        return study_directions(self._call("get_study_directions", {"study_id": study_id}))
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
         out = self._call("get_study_user_attrs", {"study_id": study_id})
@@ -375,7 +220,7 @@ class RemoteOptunaStorage(BaseStorage, BaseHeartbeat):
             FrozenStudy(
                 study_name=s["study_name"],
                 direction=None,
-                directions=_directions(s["directions"]),
+                directions=study_directions(s["directions"]),
                 user_attrs=dec_attrs(s["user_attrs"], "user_attrs"),
                 system_attrs=dec_attrs(s["system_attrs"], "system_attrs"),
                 study_id=s["study_id"],

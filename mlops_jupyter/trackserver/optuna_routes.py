@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from ..remote.optuna_storage import (
+from ..remote.optuna_wire import (
     HEARTBEAT_ATTR,
     KEY_ATTR,
     dec_float,
