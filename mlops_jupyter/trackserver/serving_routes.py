@@ -63,6 +63,11 @@ def _num(v: Any, what: str, optional: bool = True) -> float | None:
     return float(v)
 
 
+def _bool(v: Any, what: str) -> bool | None:
+    check_value(v is None or isinstance(v, bool), f"{what!r} must be true, false or null")
+    return v
+
+
 def _plain(v: Any, what: str) -> Any:
     try:
         json.dumps(v, allow_nan=False)
@@ -155,7 +160,7 @@ _PROFILE_KEYS = {
     "n_sampled": lambda v, w: _int(v, w, optional=False),
     "n_requests": lambda v, w: _int(v, w, optional=False),
     "reference": lambda v, w: _str(v, w, limit=200),
-    "drifted": lambda v, w: v if v is None or isinstance(v, bool) else _str(1, w),
+    "drifted": lambda v, w: _bool(v, w),
     "drift_share": lambda v, w: _num(v, w),
 }
 
