@@ -3,8 +3,9 @@ watcher subprocesses): a new data version is retrained (the training job logs th
 server too), registered, gated, canaried and promoted; a read token cannot claim; two
 watchers over the server run a signal once; a watcher killed mid-chain with SIGKILL leaves
 its signal running, and `watch retry`, the automatic take-back by a watcher on the same
-host and `watch abandon` (audited) recover it. One server for the module (SQLite, or
-PostgreSQL in the CI's suites)."""
+host and `watch abandon` (audited) recover it, over the server and on a direct store; drift
+and metric-decay signals are read through the server. One server for the module (SQLite,
+or PostgreSQL in the CI's suites)."""
 
 from __future__ import annotations
 
@@ -256,3 +257,83 @@ def test_killed_watcher_retry_take_back_and_abandon(rs, monkeypatch, capsys):
     # a failed signal cannot be abandoned twice; unknown signals are clear errors
     _refused(["watch", "abandon", "slow", "data:stuck", "--reason", "again"], "is failed", capsys)
     _refused(["watch", "retry", "slow", "data:none"], "no signal", capsys)
+
+
+def test_drift_and_decay_signals_over_the_server(rs, monkeypatch):
+    from mlops_jupyter.serving.input_drift import alert
+
+    with mj.start_run("train-clf3"):  # a drift alert is an event on the version's run
+        v = mj.register_model("clf3", _clf(0.5))
+    with mj.start_run("feedback-1", experiment="feedback3"):
+        mj.log(acc=0.55)  # below the rule's threshold: decayed
+    cfg = _config(
+        "signals",
+        """
+        [[rule]]
+        name = "on-drift"
+        on = "drift"
+        model = "clf3"
+        do = ["retrain"]
+        retrain = ["{python}", "-c", "pass"]
+
+        [[rule]]
+        name = "on-decay"
+        on = "metric_decay"
+        experiment = "feedback3"
+        metric = "acc"
+        threshold = 0.8
+        model = "clf3"
+        do = ["retrain"]
+        retrain = ["{python}", "-c", "pass"]
+        """,
+    )
+    assert [(o["rule"], o["state"]) for o in poll(cfg)] == [("on-decay", "done")]
+    t = time.time()
+    d = {"columns": [{"column": "x0", "drifted": True}]}
+    assert alert(rs.store, "clf3", v, "main", t - 60, t, d, "ref")  # as serving raises it
+    out = poll(cfg)
+    assert [(o["rule"], o["signal"], o["state"]) for o in out] == [
+        ("on-drift", f"drift:{v}:main:{t - 60:.0f}", "done")
+    ]
+    assert poll(cfg) == []
+
+
+def test_recovery_on_a_direct_store(rs, monkeypatch, capsys):
+    """The same commands and the take-back with the store opened directly."""
+    monkeypatch.setenv("MLOPS_JUPYTER_STORE", str(rs.loc))
+    monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(rs.artifacts))
+    monkeypatch.delenv("MLOPS_JUPYTER_TOKEN")
+    mj.register_model("clf4", _clf(0.5))
+    cfg = _config(
+        "direct",
+        """
+        [[rule]]
+        name = "direct"
+        on = "new_data"
+        dataset = "never-versioned"
+        model = "clf4"
+        do = ["retrain"]
+        retrain = ["{python}", "-c", "pass"]
+        """,
+    )
+    dead = f"{socket.gethostname()}:{_dead_pid()}"
+    detail = {"step": 0, "model": "clf4"}
+    assert loop_state.claim(rs.store, "direct", "data:dead", detail, dead)
+    assert loop_state.claim(rs.store, "direct", "data:far", detail, "far:7")
+    (out,) = poll(cfg)  # the dead owner's signal is taken back; the far one left alone
+    assert (out["signal"], out["state"], out["taken_from"]) == ("data:dead", "done", dead)
+    assert cli_main(["watch", "abandon", "direct", "data:far", "--reason", "stale"]) == 0
+    assert cli_main(["watch", "retry", "direct", "data:far"]) == 0  # failed -> waiting
+    assert poll(cfg) == [{"rule": "direct", "signal": "data:far", "state": "done"}]
+    actions = [r[3] for r in rstore.audit_log(rs.store, "clf4")]
+    assert actions[-2:] == ["loop_abandon", "loop_retry"]
+    capsys.readouterr()
+    assert cli_main(["watch", "signals", "--rule", "direct", "--json"]) == 0
+    assert '"state": "done"' in capsys.readouterr().out
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
