@@ -110,6 +110,9 @@ def _signals_cmd(args) -> int:
     if args.json:
         print(json_text(rows))
         return 0
+    if not rows:
+        print("(no handled signals)")
+        return 0
     out = []
     for r in rows:
         d = r["detail"]
