@@ -222,7 +222,8 @@ def export_runs(
     """Export the runs of every (or the named) experiment of the current store to the
     MLflow tracking URI `to_uri`. Everything is checked first: a param or tag MLflow cannot
     hold stops the export before anything is written. Returns counts: exported, skipped,
-    redone (interrupted exports done again), points, artifacts."""
+    redone (interrupted exports done again), points, artifacts. With a tracking-server URL
+    as the store, the runs are read through the server (remote/mlflowio.py)."""
     from .. import config
     from ..tracking import api
 

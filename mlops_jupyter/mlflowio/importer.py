@@ -229,7 +229,8 @@ def import_runs(
     `from_uri` (a SQL store such as sqlite:///mlflow.db, a file store folder, or a running
     `mlflow server` at http://...) into the current store. Returns counts (imported,
     completed, skipped, points, artifacts) and `refused`: why runs our store cannot hold
-    (negative steps) were left out, each also warned; the other runs are imported."""
+    (negative steps) were left out, each also warned; the other runs are imported. With a
+    tracking-server URL as the store, the runs go through the server (remote/mlflowio.py)."""
     from ..tracking import api
 
     if isinstance(experiments, str):
