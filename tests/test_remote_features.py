@@ -264,6 +264,13 @@ def test_online_store_over_server(rs, monkeypatch, request, where):
     assert mj.online_features([3, 1, 2, 99, 1], feats).equals(got)
     log = mj.features.online_materializations(name)
     assert log.get_column("rows").to_list() == [2, 3]
+    # serving's --features filler reads the same values over the server
+    import json
+
+    from mlops_jupyter.features.serving import FeatureFiller
+
+    filled = FeatureFiller(feats).fill(json.dumps({"instances": [{"user_id": 3}]}).encode())
+    assert json.loads(filled) == {"instances": [{"clicks": 7, "tier": "d"}]}
     # a read token reads, but cannot write
     monkeypatch.setenv("MLOPS_JUPYTER_TOKEN", rs.rtok)
     assert mj.online_features([3, 1, 2, 99, 1], feats).equals(got)
