@@ -32,7 +32,7 @@ from .api import RemoteStore
 from .client import ServerRefused, token
 from .data import _finite, _run_ref
 from .data import has_profile as _has_profile
-from .files import RETRY_S, _digest, _put_blob, _refused, _retrying, download
+from .files import RETRY_S, _digest, _put_blob, _refused, _retrying, call, download
 
 _BASE = "/api/v1/features"
 
@@ -86,14 +86,7 @@ def _call(
     """One request, retried while the server cannot be reached (every route is idempotent
     or a read)."""
     _need_token(store)
-
-    def once() -> Any:
-        try:
-            return store.client.request(method, path, body)
-        except ServerRefused as e:
-            raise _error(store, e, what, not_found) from None
-
-    return _retrying(store, what, once, RETRY_S)
+    return call(store, method, path, body, what, lambda s, e, w: _error(s, e, w, not_found))
 
 
 def frame_record(store: RemoteStore, df: pl.DataFrame, name: str) -> dict[str, Any]:

@@ -88,6 +88,34 @@ def _retrying(store: RemoteStore, what: str, fn: Callable[[], T], wait: float) -
             delay = min(2.0, delay * 2)
 
 
+def call(
+    store: RemoteStore,
+    method: str,
+    path: str,
+    body: Any,
+    what: str,
+    error: Callable[[RemoteStore, ServerRefused, str], Exception] | None = None,
+    retry: bool = True,
+) -> Any:
+    """One request of a domain client: a refusal becomes `error(store, e, what)` (default:
+    the token and scope messages of _refused); retried while the server cannot be reached
+    when `retry` (idempotent routes), else sent once and a lost answer says so."""
+    to_error = error or _refused
+
+    def once() -> Any:
+        try:
+            return store.client.request(method, path, body)
+        except ServerRefused as e:
+            raise to_error(store, e, what) from None
+
+    if not retry:
+        try:
+            return once()
+        except ServerUnavailable as e:
+            raise StoreError(f"cannot {what}: {e}; it may or may not have been recorded") from None
+    return _retrying(store, what, once, RETRY_S)
+
+
 # -- events ----------------------------------------------------------------------------
 
 

@@ -51,22 +51,9 @@ def _error(store: RemoteStore, e: ServerRefused, what: str) -> Exception:
 def _call(
     url: str, method: str, path: str, body: Any, what: str, retry: bool = True
 ) -> dict[str, Any]:
-    store = rremote._store(url)
+    from .files import call
 
-    def once() -> Any:
-        try:
-            return store.client.request(method, path, body)
-        except ServerRefused as e:
-            raise _error(store, e, what) from None
-
-    if not retry:
-        from .client import ServerUnavailable
-
-        try:
-            return once()
-        except ServerUnavailable as e:
-            raise StoreError(f"cannot {what}: {e}; it may or may not have been recorded") from None
-    return rremote._retrying(store, what, once, rremote.RETRY_S)
+    return call(rremote._store(url), method, path, body, what, _error, retry)
 
 
 def _plain(v: Any) -> Any:

@@ -14,20 +14,12 @@ from urllib.parse import quote, urlencode
 
 from ..errors import ArtifactNotFoundError
 from .api import RemoteStore
-from .client import ServerRefused
-from .files import RETRY_S, _refused, _retrying
+from .files import call
 
 
 def _call(store: RemoteStore, method: str, path: str, body: Any, what: str) -> Any:
     """One request, retried while the server is unreachable (the routes are idempotent)."""
-
-    def step() -> Any:
-        try:
-            return store.client.request(method, path, body)
-        except ServerRefused as e:
-            raise _refused(store, e, what) from None
-
-    return _retrying(store, what, step, RETRY_S)
+    return call(store, method, path, body, what)
 
 
 def _path(ref: str, query: dict[str, Any] | None = None) -> str:

@@ -34,12 +34,13 @@ from ..errors import (
 )
 from ..store.registry import ModelNotFoundError, StageTransitionError
 from .api import RemoteStore, remote_store
-from .client import ServerRefused, ServerUnavailable, token
+from .client import ServerRefused, token
 from .files import (
     RETRY_S,
     _digest,
     _put_blob,
     _retrying,
+    call,
     download,
 )
 
@@ -97,18 +98,7 @@ def _error(store: RemoteStore, e: ServerRefused, what: str) -> Exception:
 def _call(
     store: RemoteStore, method: str, path: str, body: Any, what: str, retry: bool = True
 ) -> Any:
-    def once() -> Any:
-        try:
-            return store.client.request(method, path, body)
-        except ServerRefused as e:
-            raise _error(store, e, what) from None
-
-    if not retry:
-        try:
-            return once()
-        except ServerUnavailable as e:
-            raise StoreError(f"cannot {what}: {e}; it may or may not have been applied") from None
-    return _retrying(store, what, once, RETRY_S)
+    return call(store, method, path, body, what, _error, retry)
 
 
 # -- register --------------------------------------------------------------------------

@@ -207,11 +207,11 @@ ROUTES = [
 _OBJS = {"type": "array", "items": {"type": "object"}, "nullable": True}
 
 
-def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
-    """This module's routes in the OpenAPI description (`op`, `obj`: openapi's helpers)."""
+def version_record(obj: Any) -> dict[str, Any]:
+    """The OpenAPI schema of a data version's record (shared with the feature routes)."""
     text = {"type": "string", "nullable": True}
     count = {"type": "integer", "minimum": 0, "nullable": True}
-    record = obj(
+    return obj(
         {
             "id": {"type": "string", "minLength": 1},
             "fingerprint": {"type": "string", "minLength": 1},
@@ -226,6 +226,11 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
         },
         ["id", "fingerprint", "kind"],
     )
+
+
+def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
+    """This module's routes in the OpenAPI description (`op`, `obj`: openapi's helpers)."""
+    record = version_record(obj)
     path_param = {"in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "/api/v1/data/versions": {

@@ -19,25 +19,10 @@ def _q(name: str, schema: dict | None = None, required: bool = False) -> dict[st
 
 def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
     """This module's routes in the OpenAPI description (`op`, `obj`: openapi's helpers)."""
-    from .data_routes import _OBJS
+    from .data_routes import version_record
 
-    count = {"type": "integer", "minimum": 0, "nullable": True}
     text = {"type": "string", "nullable": True}
-    record = obj(
-        {
-            "id": {"type": "string", "minLength": 1},
-            "fingerprint": {"type": "string", "minLength": 1},
-            "kind": {"type": "string", "minLength": 1},
-            "name": text,
-            "source": text,
-            "n_rows": count,
-            "n_cols": count,
-            "size_bytes": count,
-            "schema": _OBJS,
-            "profile": _OBJS,
-        },
-        ["id", "fingerprint", "kind"],
-    )
+    record = version_record(obj)
     column = obj({"name": _S, "dtype": _S}, ["name", "dtype"])
     view = obj(
         {
