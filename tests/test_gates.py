@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+from loop_helpers import clf as _clf
 
 import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli_main
@@ -32,15 +33,6 @@ _RNG = np.random.default_rng(7)
 N = 10_000
 X = _RNG.normal(size=(N, 2)).astype(np.float32)
 Y = (X[:, 0] + 0.3 * _RNG.normal(size=N) > 0).astype(np.int64)
-
-
-def _clf(w1: float) -> torch.nn.Linear:
-    """A 2-class linear model scoring class 1 by x0 + w1 * x1: w1 = 0 is the best one;
-    w1 = 0.5 and w1 = -0.5 are equally good (x1 is symmetric noise) but disagree often."""
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
-    return m
 
 
 def _production(name: str = "clf", w1: float = 0.5) -> int:

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 import yaml
 from export_helpers import kernel_env, make_nb
+from loop_helpers import linear as _linear
 
 import mlops_jupyter as mj
 from mlops_jupyter.export import export_notebook
@@ -57,13 +58,6 @@ CELLS = [
     ),
     ("note = f'{type(model).__name__} on {len(eval_data[\"y\"])} examples'", ["stage=report"]),
 ]
-
-
-def _linear(w0: float, w1: float) -> torch.nn.Module:
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [w0, w1]])
-    return m
 
 
 def _production(model: torch.nn.Module) -> int:

@@ -19,12 +19,14 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
 import numpy as np
 import polars as pl
 import pytest
 from conftest import _AWS_VARS, BACKEND
+from loop_helpers import Receiver as _Receiver
+from loop_helpers import linear as _linear
 from trackserver_helpers import RemoteServer
 
 torch = pytest.importorskip("torch")
@@ -78,26 +80,6 @@ def _data(n: int, x1_mean: float, seed: int, flip: bool = False) -> pl.DataFrame
     x1 = rng.normal(x1_mean, 1.0, size=n).astype(np.float32)
     y = (x0 + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
     return pl.DataFrame({"x0": x0, "x1": x1, "y": (1 - y) if flip else y})
-
-
-def _linear(w0: float, w1: float):
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [w0, w1]])
-    return m
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    got: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).got.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 class Traffic:

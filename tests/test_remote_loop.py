@@ -15,6 +15,7 @@ import os
 import numpy as np
 import polars as pl
 import pytest
+from loop_helpers import clf as _clf
 from trackserver_helpers import RemoteServer, module_remote, request, use_remote
 
 import mlops_jupyter as mj
@@ -32,14 +33,6 @@ RNG = np.random.default_rng(11)
 N = 2_000
 X = RNG.normal(size=(N, 2)).astype(np.float32)
 Y = (X[:, 0] + 0.3 * RNG.normal(size=N) > 0).astype(np.int64)
-
-
-def _clf(w1: float) -> torch.nn.Linear:
-    """Scores class 1 by x0 + w1 * x1 (x1 is noise): w1 = 0 is best, large |w1| worse."""
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
-    return m
 
 
 @pytest.fixture(scope="module")

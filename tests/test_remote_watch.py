@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from loop_helpers import clf as _clf
 from trackserver_helpers import RemoteServer, module_remote, use_remote
 
 import mlops_jupyter as mj
@@ -57,13 +58,6 @@ with torch.no_grad():
 with mj.start_run("train", tags={"loop.signal": os.environ["MLOPS_JUPYTER_LOOP_SIGNAL"]}):
     mj.register_model(sys.argv[1], m)
 """
-
-
-def _clf(w1: float) -> torch.nn.Linear:
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
-    return m
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 from browser_helpers import running_lab
+from loop_helpers import clf as _clf
 
 import mlops_jupyter as mj
 from mlops_jupyter.store import loop_state, open_store
@@ -54,13 +55,6 @@ RULES = [
     custom(lambda ctx: (True, {{"note": {EVIL!r}}}), {EVIL!r}),
 ]
 """
-
-
-def _clf(w1: float):
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
-    return m
 
 
 def prepare(store: object, tmp: Path) -> dict:

@@ -6,15 +6,16 @@ restart; approvals hold a promotion until decided."""
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
 import numpy as np
 import polars as pl
 import pytest
+from loop_helpers import Receiver as _Receiver
+from loop_helpers import clf as _clf
 
 import mlops_jupyter as mj
 from mlops_jupyter.cli import main as cli_main
@@ -45,26 +46,6 @@ with mj.start_run("train", tags={"loop.signal": os.environ["MLOPS_JUPYTER_LOOP_S
         mj.data.version(sys.argv[2], name="train-data")
     mj.register_model("clf", m)
 """
-
-
-def _clf(w1: float) -> torch.nn.Linear:
-    m = torch.nn.Linear(2, 2, bias=False)
-    with torch.no_grad():
-        m.weight[:] = torch.tensor([[0.0, 0.0], [1.0, w1]])
-    return m
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    got: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).got.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
