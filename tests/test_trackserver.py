@@ -5,6 +5,7 @@ tokens made and revoked with the real CLI, requests with urllib."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import threading
 import time
@@ -52,6 +53,17 @@ def _chunk(key: str, seq: int, start: int, n: int) -> dict:
 def test_health_needs_no_token_and_shows_no_data(server):
     st, out = request(server.url, "GET", "/health")
     assert st == 200 and out == {"status": "ok"}
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("optuna") is not None, reason="optuna is installed in this venv"
+)
+def test_without_optuna_the_server_runs_and_its_sweep_route_says_what_to_install(server, child_env):
+    # optuna is an optional extra (the compatibility venvs leave it out)
+    write = token(child_env, "sweeper", "write")
+    st, out = request(server.url, "POST", "/api/v1/optuna/get_all_studies", write, {})
+    assert st == 501 and "mlops-jupyter[optuna]" in out["message"], out
+    assert request(server.url, "GET", "/api/v1/runs", write)[0] == 200
 
 
 def test_tokens_scopes_expiry_and_revocation(server, child_env):

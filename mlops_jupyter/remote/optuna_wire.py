@@ -10,15 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
-from optuna.study._study_direction import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+# optuna is an optional extra: imported where used, so a tracking server without it starts
+# (its optuna route then answers that sweeps need optuna on the server)
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study._study_direction import StudyDirection
+    from optuna.trial import FrozenTrial, TrialState
 
 KEY_ATTR = "mlops.create_key"  # the trial system attribute holding a creation's key
 HEARTBEAT_ATTR = "mlops.heartbeat"  # heartbeats kept in the journal (SQLite stores)
-_STATES = {s.name: s for s in TrialState}
 
 
 def enc_float(x: float | None) -> float | str | None:
@@ -80,6 +82,8 @@ def dec_attrs(v: Any, what: str) -> dict[str, Any]:
 
 def trial_to_json(t: FrozenTrial) -> dict[str, Any]:
     """A FrozenTrial as JSON (params in internal form beside their distributions)."""
+    from optuna.distributions import distribution_to_json
+
     return {
         "trial_id": t._trial_id,
         "number": t.number,
@@ -99,6 +103,8 @@ def trial_to_json(t: FrozenTrial) -> dict[str, Any]:
 
 def distribution(v: Any, what: str = "distribution") -> BaseDistribution:
     """optuna's `json_to_distribution`, its errors (of any kind) as ValueError."""
+    from optuna.distributions import BaseDistribution, json_to_distribution
+
     if not isinstance(v, str) or len(v) > 100_000:
         raise ValueError(f"{what} must be optuna's distribution JSON text")
     try:
@@ -111,9 +117,12 @@ def distribution(v: Any, what: str = "distribution") -> BaseDistribution:
 
 
 def state_of(v: Any) -> TrialState:
-    if not isinstance(v, str) or v not in _STATES:
-        raise ValueError(f"state must be one of {sorted(_STATES)}")
-    return _STATES[v]
+    from optuna.trial import TrialState
+
+    states = {s.name: s for s in TrialState}
+    if not isinstance(v, str) or v not in states:
+        raise ValueError(f"state must be one of {sorted(states)}")
+    return states[v]
 
 
 def _int(v: Any, what: str, low: int = 0) -> int:
@@ -124,6 +133,8 @@ def _int(v: Any, what: str, low: int = 0) -> int:
 
 def trial_from_json(d: Any) -> FrozenTrial:
     """A FrozenTrial from `trial_to_json`'s form; ValueError naming the bad field."""
+    from optuna.trial import FrozenTrial
+
     if not isinstance(d, dict):
         raise ValueError("a trial must be an object")
     dists_in = d.get("distributions") or {}
@@ -173,4 +184,6 @@ def trial_from_json(d: Any) -> FrozenTrial:
 
 
 def study_directions(v: Any) -> list[StudyDirection]:
+    from optuna.study._study_direction import StudyDirection
+
     return [StudyDirection[x] for x in v]

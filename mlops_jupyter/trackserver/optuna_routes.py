@@ -352,11 +352,19 @@ class OptunaHandler(BaseHandler):
         await self.handle(lambda: self._call(method))
 
     def _call(self, method: str) -> dict[str, Any]:
-        from optuna.exceptions import (
-            DuplicatedStudyError,
-            StorageInternalError,
-            UpdateFinishedTrialError,
-        )
+        try:
+            from optuna.exceptions import (
+                DuplicatedStudyError,
+                StorageInternalError,
+                UpdateFinishedTrialError,
+            )
+        except ImportError:  # an optional extra: the rest of the server works without it
+            raise HTTPError(
+                501,
+                "NOT_IMPLEMENTED",
+                "sweeps over this tracking server need optuna where the server runs "
+                "(pip install 'mlops-jupyter[optuna]')",
+            ) from None
 
         from ..errors import StoreError
 
