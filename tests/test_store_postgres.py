@@ -114,7 +114,10 @@ def test_server_stopped_mid_run_loses_nothing_and_never_blocks_the_loop(own_serv
     assert mj.get_run(run.id)["status"] == "finished"
     h = mj.metrics(run.id, keys=["loss"])
     assert h["step"].to_list() == list(range(i))
-    assert worst < 0.05, f"a log_metric call took {worst * 1000:.1f} ms"
+    # a call that waited on the stopped server would take its connect timeout (seconds);
+    # the bound leaves room for a pause of the packer or the spill on a loaded machine
+    # (about 60 ms on Python 3.13 here, under 50 ms on 3.10 and 3.11)
+    assert worst < 0.2, f"a log_metric call took {worst * 1000:.1f} ms"
     offline = [w for w in caught if "cannot be reached" in str(w.message)]
     assert len(offline) == 1
 
