@@ -53,14 +53,19 @@ def _run_path(uid: str, tail: str) -> str:
     return f"/api/v1/runs/{quote(uid, safe='')}/{tail}"
 
 
+def token_refused(shown: str, detail: object) -> StoreError:
+    """The error for a 401 answer: the server does not accept MLOPS_JUPYTER_TOKEN."""
+    return StoreError(
+        f"the tracking server {shown} refused the token in MLOPS_JUPYTER_TOKEN "
+        f"(missing, unknown, revoked or expired): {detail}"
+    )
+
+
 def _refused(store: RemoteStore, e: ServerRefused, what: str) -> Exception:
     """A clear error for a 4xx answer (never the token)."""
     shown = store.client.shown
     if e.status == 401:
-        return StoreError(
-            f"the tracking server {shown} refused the token in MLOPS_JUPYTER_TOKEN "
-            f"(missing, unknown, revoked or expired): {e}"
-        )
+        return token_refused(shown, e)
     if e.status == 403:
         return StoreError(
             f"the token in MLOPS_JUPYTER_TOKEN may not {what} on the tracking server {shown} "

@@ -42,6 +42,7 @@ from .files import (
     _retrying,
     call,
     download,
+    token_refused,
 )
 
 _BLOCK = 1 << 20
@@ -70,10 +71,7 @@ def _error(store: RemoteStore, e: ServerRefused, what: str) -> Exception:
     """The registry's own exception for a 4xx answer (never the token)."""
     shown, msg = store.client.shown, _detail(e)
     if e.status == 401:
-        return StoreError(
-            f"the tracking server {shown} refused the token in MLOPS_JUPYTER_TOKEN "
-            f"(missing, unknown, revoked or expired): {msg}"
-        )
+        return token_refused(shown, msg)
     if e.status == 403:
         return StoreError(
             f"the token in MLOPS_JUPYTER_TOKEN may not {what} on the tracking server {shown}: "

@@ -150,10 +150,9 @@ def _refused(client: Client, e: ServerRefused) -> StoreError:
 
         return ModelNotFoundError(str(e))
     if e.status == 401:
-        return StoreError(
-            f"the tracking server {client.shown} refused the token in MLOPS_JUPYTER_TOKEN "
-            f"(missing, unknown, revoked or expired): {e}"
-        )
+        from .files import token_refused
+
+        return token_refused(client.shown, e)
     if e.status == 403:
         return StoreError(
             f"the token in MLOPS_JUPYTER_TOKEN may not do this on the tracking server "
