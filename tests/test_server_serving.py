@@ -38,10 +38,11 @@ def served(tmp_path_factory, request):
         mp.undo()
 
 
-def _expected(rows: list[tuple]) -> dict[str, dict]:
-    """Per variant of MODEL, straight from the logged rows."""
+def _expected(rows: list[tuple], lat_range: tuple[float, float]) -> dict[str, dict]:
+    """Per variant of MODEL, straight from the logged rows; latencies of the requests in
+    `lat_range` only (the windows shown, which the percentiles cover)."""
     out: dict[str, dict] = {}
-    for _rid, model, version, variant, _ts, lat, status, *_ in rows:
+    for _rid, model, version, variant, ts, lat, status, *_ in rows:
         if model != MODEL:
             continue
         v = out.setdefault(variant, {"n": 0, "err": 0, "client": 0, "lat": [], "ver": set()})
@@ -49,13 +50,18 @@ def _expected(rows: list[tuple]) -> dict[str, dict]:
         v["err"] += status >= 500
         v["client"] += 400 <= status < 500
         v["ver"].add(version)
-        if status == 200:
+        if status == 200 and lat_range[0] <= ts < lat_range[1]:
             v["lat"].append(lat)
     return out
 
 
 def _check_stats(d: dict, rows: list[tuple]) -> None:
-    want = _expected(rows)
+    # the percentiles cover the windows shown: from the first window's start to the end
+    # of the last one
+    r = d["percentile_range"]
+    w = d["windows"]
+    assert r["since"] == w["start"][0] and r["until"] == w["start"][-1] + w["window_s"]
+    want = _expected(rows, (r["since"], r["until"]))
     got = {v["variant"]: v for v in d["variants"]}
     assert set(got) == {"v1", "v2", "shadow:v2"} == set(want)
     served_n = want["v1"]["n"] + want["v2"]["n"]

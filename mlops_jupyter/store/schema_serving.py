@@ -1,6 +1,6 @@
 """Tables of model serving: one row per answered prediction request (model, version,
 variant, request id, latency, status, compact outputs) and ground truth sent later through
-the feedback route. Migration versions 80..89."""
+the feedback route. Migration versions 80..83 and 93."""
 
 from __future__ import annotations
 
@@ -99,6 +99,18 @@ MIGRATIONS = [
             ts REAL NOT NULL,
             PRIMARY KEY(model, generation, worker)
         );
+        """,
+    ),
+    (
+        # The Serving view's aggregates (store/serving_stats.py) read the log per model and
+        # variant: totals, per-window counts over ts ranges and the answered latencies of the
+        # shown windows, all from this index alone (no row lookups). 93, not 84..89:
+        # versions are unique across areas and 84..92 are taken.
+        93,
+        "serving: index of the prediction log by model, variant, version and time",
+        """
+        CREATE INDEX serving_predictions_by_variant
+            ON serving_predictions(model, variant, version, ts, status, latency_ms);
         """,
     ),
 ]

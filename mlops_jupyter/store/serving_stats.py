@@ -2,9 +2,11 @@
 models with their last activity, traffic, latency percentiles and error rates per variant
 (overall and per time window), and the feedback an A/B verdict counts.
 
-Counts come from one indexed read of the model's rows; percentiles are computed here with
-numpy (linear interpolation, as `numpy.percentile`), which keeps the SQL the same on SQLite
-and PostgreSQL. Latency percentiles are over answered requests (status 200): a failed
+Counts (per variant overall, per window) are SQL aggregates over the log's (model, variant,
+version, ts, status, latency_ms) index, the same SQL on SQLite and PostgreSQL; only the
+latencies of the windows shown come into Python, where numpy computes exact percentiles
+(linear interpolation, as `numpy.percentile`). So the cost grows with the shown range, not
+with the whole log. Latency percentiles are over answered requests (status 200): a failed
 request's time says little about the model. The error rate counts server errors (5xx);
 client errors (4xx: bad input, back-pressure) are counted apart."""
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -74,6 +77,126 @@ def _percentiles(lat: np.ndarray) -> dict[str, float | None]:
     return {f"p{p}_ms": float(v) for p, v in zip(PERCENTILES, vals)}
 
 
+def _pair_where(variant: str | None, version: int | None, args: list[Any]) -> str:
+    """The SQL condition selecting one (variant, version) pair of the log (NULLs too)."""
+    sql = " AND variant IS NULL" if variant is None else " AND variant = ?"
+    if variant is not None:
+        args.append(variant)
+    if version is None:
+        return sql + " AND version IS NULL"
+    args.append(version)
+    return sql + " AND version = ?"
+
+
+def _pairs(c: Any, model: str, until: float | None) -> list[tuple]:
+    """The (variant, version) pairs of `model`'s log (rows before `until`), by probing the
+    (model, variant, version, ts) index: a few lookups per pair, not a scan of the log."""
+
+    def first(where: str, args: list[Any], order: str) -> tuple | None:
+        sql = f"SELECT variant, version FROM serving_predictions WHERE model=?{where}"
+        args = [model, *args]
+        sql += time_range("ts", None, until, args)
+        rows = c.execute(f"{sql} ORDER BY {order} LIMIT 1", args).fetchall()
+        return rows[0] if rows else None
+
+    def versions(variant: str | None) -> list[tuple]:
+        out, vargs = [], [] if variant is None else [variant]
+        vwhere = " AND variant IS NULL" if variant is None else " AND variant = ?"
+        if first(vwhere + " AND version IS NULL", vargs, "version"):
+            out.append((variant, None))
+        row = first(vwhere + " AND version IS NOT NULL", vargs, "version")
+        while row is not None:
+            out.append(row)
+            row = first(vwhere + " AND version > ?", [*vargs, row[1]], "version")
+        return out
+
+    pairs = versions(None)
+    row = first(" AND variant IS NOT NULL", [], "variant")
+    while row is not None:
+        pairs += versions(row[0])
+        row = first(" AND variant > ?", [row[0]], "variant")
+    return pairs
+
+
+_COUNTS = (
+    "SELECT COUNT(*), SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END),"
+    " SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END)"
+    " FROM serving_predictions WHERE model=?"
+)
+
+
+def _read_log(
+    store: Store, model: str, since: float | None, until: float | None, window: float | None,
+    windows: int,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Everything model_stats needs from the log, against one consistent state: per
+    (variant, version) pair its first and last ts, requests, server and client errors in
+    [since, until) (outside the windows and per window) and the latencies of its answered
+    requests (status 200) per window. Counts are SQL aggregates over ranges of the (model,
+    variant, version, ts, ...) index; latencies are read for the shown windows only."""
+    with store.snapshot("read the prediction log") as c:
+        pairs = _pairs(c, model, until)
+        ends: dict[tuple, tuple[float, float]] = {}
+        for pair in pairs:
+            ts = []
+            for order in ("ts", "ts DESC"):
+                args: list[Any] = [model]
+                sql = "SELECT ts FROM serving_predictions WHERE model=?" + _pair_where(*pair, args)
+                sql += time_range("ts", since, until, args)
+                rows = c.execute(f"{sql} ORDER BY {order} LIMIT 1", args).fetchall()
+                ts.append(rows[0][0] if rows else None)
+            if ts[0] is not None:  # the pair has rows in [since, until)
+                ends[pair] = (float(ts[0]), float(ts[1]))
+        if not ends:
+            return None
+        first = min(f for f, _ in ends.values())
+        last = max(la for _, la in ends.values())
+        if window is None:  # a round length; no more windows than the data spans
+            w = auto_window(last - first, windows)
+            windows = min(windows, math.floor(last / w) - math.floor(first / w) + 1)
+        else:
+            w = window
+        end = (math.floor(last / w) + 1) * w
+        start = end - windows * w
+        bounds = [start + k * w for k in range(windows)] + [end]
+        lo = start if since is None else max(start, float(since))
+        hi = end if until is None else min(end, float(until))
+        per_pair: dict[tuple, dict[str, Any]] = {}
+        for pair in ends:
+            # before the windows (only when [since, until) reaches back that far)
+            args = [model]
+            sql = _COUNTS + _pair_where(*pair, args) + time_range("ts", since, lo, args)
+            n, e, ce = c.execute(sql, args).fetchall()[0] if lo > first else (0, 0, 0)
+            d: dict[str, Any] = {"first": ends[pair][0], "last": ends[pair][1],
+                                 "requests": int(n), "errors": int(e or 0),
+                                 "client_errors": int(ce or 0), "req_w": [], "err_w": [],
+                                 "lat_w": []}  # fmt: skip
+            for k in range(windows):
+                a, b = max(bounds[k], lo), min(bounds[k + 1], hi)
+                if a >= b:
+                    n = e = ce = 0
+                    lat = np.empty(0)
+                else:
+                    args = [model]
+                    where = _pair_where(*pair, args) + " AND ts >= ? AND ts < ?"
+                    args += [a, b]
+                    n, e, ce = c.execute(_COUNTS + where, args).fetchall()[0]
+                    rows = c.execute(
+                        "SELECT latency_ms FROM serving_predictions WHERE model=?" + where
+                        + " AND status = 200 AND latency_ms IS NOT NULL", args,
+                    ).fetchall()  # fmt: skip
+                    lat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows))
+                d["requests"] += int(n)
+                d["errors"] += int(e or 0)
+                d["client_errors"] += int(ce or 0)
+                d["req_w"].append(int(n))
+                d["err_w"].append(int(e or 0))
+                d["lat_w"].append(lat)
+            per_pair[pair] = d
+    return {"pairs": per_pair, "window": w, "windows": windows, "bounds": bounds,
+            "range": (lo, hi), "first": first, "last": last}  # fmt: skip
+
+
 def model_stats(
     store: Store,
     model: str,
@@ -83,111 +206,89 @@ def model_stats(
     since: float | None = None,
     until: float | None = None,
 ) -> dict[str, Any] | None:
-    """Traffic, latency percentiles and error rates of `model` per variant over [since,
-    until) (default: everything logged), and the same per window of `window` seconds for
-    the last `windows` windows (aligned to multiples of `window` since the epoch, ending
-    with the newest request; `window` None picks a round length and no more windows than
-    the data spans). None when the model has
-    no logged predictions in the range. Shadow variants ("shadow:...") are reported but not
-    counted in the traffic shares (they mirror requests served by others)."""
+    """Traffic and error rates of `model` per variant over [since, until) (default:
+    everything logged), and the same per window of `window` seconds for the last `windows`
+    windows (aligned to multiples of `window` since the epoch, ending with the newest
+    request; `window` None picks a round length and no more windows than the data spans).
+    Latency percentiles, per window and per variant overall, are over the answered requests
+    of the windows shown only: "percentile_range" gives that range ([since, until) cut to
+    the windows). None when the model has no logged predictions in the range. Shadow
+    variants ("shadow:...") are reported but not counted in the traffic shares (they mirror
+    requests served by others).
+
+    Counts are SQL aggregates over the (model, variant, version, ts, ...) index; only the
+    latencies of the shown windows come into Python (exact percentiles, as numpy's)."""
     if not isinstance(windows, int) or not 1 <= windows <= MAX_WINDOWS:
         raise InvalidInputError(f"windows must be an integer in 1..{MAX_WINDOWS}, got {windows!r}")
-    # the variant's name as store.serving.outcomes gives it ("v<version>" without one)
-    sql = (
-        "SELECT COALESCE(variant, 'v' || version), version, ts, latency_ms, status"
-        " FROM serving_predictions WHERE model=?"
-    )
-    args: list[Any] = [model]
-    sql += time_range("ts", since, until, args)
-    rows = store.read(sql, args, "read the prediction log")
-    if not rows:
+    if window is not None:
+        window = _check_window(window)
+    log = _read_log(store, model, since, until, window, windows)
+    if log is None:
         return None
-    # columns as numpy arrays (None -> NaN); no per-row Python work past the codes
-    name_col, version_col, ts_col, lat_col, status_col = zip(*rows)
-    index: dict[str, int] = {}
-    code = np.fromiter((index.setdefault(n, len(index)) for n in name_col), np.int64, len(rows))
-    uniq = np.asarray(sorted(index), dtype=object)
-    code = np.asarray([index[str(u)] for u in uniq], np.int64).argsort()[code]
-    ts = np.asarray(ts_col, np.float64)
-    lat = np.asarray(lat_col, np.float64)
-    version = np.asarray(version_col, np.float64)
-    status = np.asarray(status_col, np.int64)
-    ok = (status == 200) & ~np.isnan(lat)
-    err = status >= 500
-    client = (status >= 400) & (status < 500)
-    shadow = np.array([str(u).startswith(SHADOW_PREFIX) for u in uniq])
-    served = int(np.sum(~shadow[code]))
-    versions: dict[int, list[int]] = {}
-    for i in range(len(uniq)):
-        vs = np.unique(version[code == i])
-        versions[i] = [int(v) for v in vs if not np.isnan(v)]
-    variants = []
-    for i, name in enumerate(uniq.tolist()):
-        sel = code == i
-        n = int(sel.sum())
-        e = int(err[sel].sum())
+    windows, per_pair = log["windows"], log["pairs"]
+    # a pair's name as store.serving.outcomes gives it: "v<version>" without a variant;
+    # pairs that share a name (variant "v1" and no variant at version 1) are one variant
+    by_name: dict[str, list[tuple]] = {}
+    for pair in per_pair:
+        by_name.setdefault(_variant_name(*pair), []).append(pair)
+    names = sorted(by_name)
+    served = sum(
+        per_pair[p]["requests"]
+        for n in names
+        if not n.startswith(SHADOW_PREFIX)
+        for p in by_name[n]
+    )
+    variants, series = [], []
+    for name in names:
+        parts = [per_pair[p] for p in by_name[name]]
+        shadow = name.startswith(SHADOW_PREFIX)
+        n = sum(d["requests"] for d in parts)
+        e = sum(d["errors"] for d in parts)
+        lat_w = [_finite(np.concatenate([d["lat_w"][k] for d in parts])) for k in range(windows)]
         variants.append(
             {
                 "variant": name,
-                "versions": versions[i],
-                "shadow": bool(shadow[i]),
+                "versions": sorted({int(p[1]) for p in by_name[name] if p[1] is not None}),
+                "shadow": shadow,
                 "requests": n,
-                "share": None if shadow[i] or not served else n / served,
+                "share": None if shadow or not served else n / served,
                 "errors": e,
-                "client_errors": int(client[sel].sum()),
+                "client_errors": sum(d["client_errors"] for d in parts),
                 "error_rate": e / n,
-                **_percentiles(lat[sel & ok]),
-                "last_ts": float(ts[sel].max()),
+                **_percentiles(np.concatenate(lat_w)),
+                "last_ts": max(d["last"] for d in parts),
             }
         )
-    last = float(ts.max())
-    first = float(ts.min())
-    if window is None:  # a round length; no more windows than the data spans
-        w = auto_window(last - first, windows)
-        windows = min(windows, math.floor(last / w) - math.floor(first / w) + 1)
-    else:
-        w = _check_window(window)
-    end = (math.floor(last / w) + 1) * w
-    start = end - windows * w
-    bucket = np.floor((ts - start) / w).astype(np.int64)
-    inside = bucket >= 0
-    series = []
-    for i, name in enumerate(uniq.tolist()):
-        sel = (code == i) & inside
-        b = bucket[sel]
-        req = np.bincount(b, minlength=windows)
-        errs = np.bincount(b, weights=err[sel], minlength=windows)
-        pct: dict[str, list[float | None]] = {f"p{p}_ms": [None] * windows for p in PERCENTILES}
-        good = ok[sel]
-        ob, olat = b[good], lat[sel][good]
-        order = np.argsort(ob, kind="stable")
-        ob, olat = ob[order], olat[order]
-        cuts = np.flatnonzero(np.diff(ob)) + 1
-        for chunk_b, chunk_lat in zip(np.split(ob, cuts), np.split(olat, cuts)):
-            if len(chunk_b):
-                for k, v in _percentiles(chunk_lat).items():
-                    pct[k][int(chunk_b[0])] = v
+        req = [sum(d["req_w"][k] for d in parts) for k in range(windows)]
+        errs = [sum(d["err_w"][k] for d in parts) for k in range(windows)]
+        pct: dict[str, list[float | None]] = {f"p{p}_ms": [] for p in PERCENTILES}
+        for lat in lat_w:
+            for key, v in _percentiles(lat).items():
+                pct[key].append(v)
         series.append(
             {
                 "variant": name,
-                "requests": req.astype(int).tolist(),
-                "errors": errs.astype(int).tolist(),
-                "error_rate": [float(e / r) if r else None for e, r in zip(errs, req)],
+                "requests": req,
+                "errors": errs,
+                "error_rate": [float(x / r) if r else None for x, r in zip(errs, req)],
                 **pct,
             }
         )
+    lo, hi = log["range"]
     return {
         "model": model,
-        "requests": len(rows),
-        "first_ts": first,
-        "last_ts": last,
+        "requests": sum(d["requests"] for d in per_pair.values()),
+        "first_ts": log["first"],
+        "last_ts": log["last"],
+        "percentile_range": {"since": lo, "until": hi},
         "variants": variants,
-        "windows": {
-            "window_s": w,
-            "start": [start + k * w for k in range(windows)],
-            "series": series,
-        },
+        "windows": {"window_s": log["window"], "start": log["bounds"][:-1], "series": series},
     }
+
+
+def _finite(lat: np.ndarray) -> np.ndarray:
+    # a NaN latency (PostgreSQL keeps NaN; SQLite stores it as NULL) is no time at all
+    return lat[~np.isnan(lat)]
 
 
 def feedback_values(
