@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InvalidInputError
-from .api_queries import _decode, check_page, clean, filter_sql, maybe_reconcile
+from .api_queries import _decode, clean, maybe_reconcile
 from .db import Store
+from .run_filters import check_page, filter_sql
 
 BASE_FIELDS = ["id", "name", "experiment", "status", "start_time", "duration_s", "user", "host"]
 _BASE_SORT = {
