@@ -56,28 +56,36 @@ def verdict(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(the A/B report as a dict, None) or (None, why there is none). The same rules as
     mj.ab_report: answered requests with feedback only, binary when every value is 0/1,
-    the control defaults to the variant serving the production version."""
+    the control defaults to the variant serving the production version. A binary metric
+    is counted in SQL (successes, n per variant); other values are read, feedback rows
+    only."""
     from ..serving.abtest import report
-    from ..store.serving_stats import feedback_values
+    from ..store.serving_stats import feedback_counts, feedback_values
 
-    raw = feedback_values(store, model, since, until)
-    values: dict[str, list[float]] = {}
-    for v, ys in raw.items():
-        bad = [y for y in ys if not isinstance(y, (bool, int, float))]
-        if bad:
-            return None, f"feedback of variant {v} is {bad[0]!r}: an A/B report needs numbers"
-        xs = [float(y) for y in ys]
-        if any(not math.isfinite(x) for x in xs):
-            return None, "feedback values must be finite numbers for an A/B report"
-        if xs:
-            values[v] = xs
+    counts = feedback_counts(store, model, since, until)
+    values: dict[str, Any] = {}
+    if all(c["binary"] == c["finite"] == c["n"] for c in counts.values()):
+        # every value is 0/1: (successes, n) counted in SQL is all a binary report needs
+        values = {v: (c["ones"], c["n"]) for v, c in counts.items() if c["n"]}
+    else:  # numbers to average, or values to refuse: read them (the feedback rows only)
+        for v, ys in feedback_values(store, model, since, until).items():
+            bad = [y for y in ys if not isinstance(y, (bool, int, float))]
+            if bad:
+                return None, f"feedback of variant {v} is {bad[0]!r}: an A/B report needs numbers"
+            xs = [float(y) for y in ys]
+            if any(not math.isfinite(x) for x in xs):
+                return None, "feedback values must be finite numbers for an A/B report"
+            if xs:
+                values[v] = xs
+        if all(x in (0.0, 1.0) for xs in values.values() for x in xs):
+            values = {v: (int(sum(xs)), len(xs)) for v, xs in values.items()}
     if len(values) < 2:
         return None, (
             f"feedback for {len(values)} variant(s): an A/B report needs two or more"
             if values
             else "no feedback yet: send ground truth to the server's /feedback route"
         )
-    binary = all(x in (0.0, 1.0) for xs in values.values() for x in xs)
+    binary = all(isinstance(xs, tuple) for xs in values.values())
     metric = "binary" if binary else "continuous"
     if control is None:
         control, why = _default_control(
@@ -88,7 +96,7 @@ def verdict(
     elif control not in values:
         return None, f"control {control!r} has no feedback (variants: {sorted(values)})"
     if metric == "binary":
-        data: dict[str, Any] = {v: (int(sum(xs)), len(xs)) for v, xs in values.items()}
+        data: dict[str, Any] = values
     else:
         import numpy as np
 

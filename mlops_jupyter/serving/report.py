@@ -15,12 +15,22 @@ from ..errors import InvalidInputError
 from .abtest import ABReport, report
 
 
+def _check_model(model: str) -> None:
+    if not isinstance(model, str) or not model:
+        raise InvalidInputError(f"model must be a model name, got {model!r}")
+
+
+def _no_answers(model: str) -> InvalidInputError:
+    return InvalidInputError(f"no answered predictions of model {model!r} in the store")
+
+
 def _observations(model: str, since: float | None, until: float | None) -> dict[str, Any]:
+    """Every answered request with its feedback, per variant (the server's store through
+    its route when logging remotely)."""
     from ..store import serving as sstore
     from ..tracking.api import current_store, remote_url
 
-    if not isinstance(model, str) or not model:
-        raise InvalidInputError(f"model must be a model name, got {model!r}")
+    _check_model(model)
     if (url := remote_url()) is not None:  # the server's store, through its route
         from ..remote.serving import outcomes
 
@@ -28,8 +38,34 @@ def _observations(model: str, since: float | None, until: float | None) -> dict[
     else:
         rows = sstore.outcomes(current_store(), model, since, until)
     if not rows:
-        raise InvalidInputError(f"no answered predictions of model {model!r} in the store")
+        raise _no_answers(model)
     return rows
+
+
+def _local(
+    model: str, since: float | None, until: float | None, metric: str | None
+) -> tuple[dict[str, Any], dict[str, set[int]]] | None:
+    """From the local store without reading the log: (per variant with feedback, its
+    values, or (successes, n) when the metric is binary, counted in SQL; per variant, the
+    versions it answered with). None where the values must be checked one by one (a
+    non-number or non-finite value: the full read names the request) or logging is remote."""
+    from ..store.serving_stats import answered_versions, feedback_counts, feedback_values
+    from ..tracking.api import current_store, remote_url
+
+    if remote_url() is not None:
+        return None
+    store = current_store()
+    versions = answered_versions(store, model, since, until)
+    if not versions:
+        raise _no_answers(model)
+    counts = feedback_counts(store, model, since, until)
+    if any(c["finite"] != c["n"] for c in counts.values()):
+        return None
+    if metric in (None, "binary") and all(c["binary"] == c["n"] for c in counts.values()):
+        return {v: (c["ones"], c["n"]) for v, c in counts.items() if c["n"]}, versions
+    # numbers to average (or 0/1 asked for as continuous): the feedback rows, in time order
+    raw = feedback_values(store, model, since, until)
+    return {v: [float(y) for y in ys] for v, ys in raw.items() if ys}, versions
 
 
 def _numbers(rs: list[dict]) -> list[float]:
@@ -51,6 +87,20 @@ def _numbers(rs: list[dict]) -> list[float]:
 
 def _versions(rows: dict[str, list[dict]]) -> dict[str, set[int]]:
     return {v: {r["version"] for r in rs if r["version"] is not None} for v, rs in rows.items()}
+
+
+def _answered_versions(model: str) -> dict[str, set[int]]:
+    """Per variant, the versions it answered with (all time)."""
+    from ..store.serving_stats import answered_versions
+    from ..tracking.api import current_store, remote_url
+
+    _check_model(model)
+    if remote_url() is not None:
+        return _versions(_observations(model, None, None))
+    versions = answered_versions(current_store(), model)
+    if not versions:
+        raise _no_answers(model)
+    return versions
 
 
 def _default_control(model: str, versions: dict[str, set[int]]) -> str:
@@ -85,24 +135,33 @@ def ab_report(
     serving the production version). `metric`: "binary" or "continuous" (default: binary
     when every feedback value is 0/1). `since`/`until`: seconds since the epoch.
     `options`: ABTest's (alpha, mde, higher_is_better, tau...)."""
-    rows = _observations(model, since, until)
-    values = {v: xs for v, rs in rows.items() if (xs := _numbers(rs))}
+    _check_model(model)
+    local = _local(model, since, until, metric)
+    if local is not None:
+        values, versions = local
+    else:
+        rows = _observations(model, since, until)
+        values = {v: xs for v, rs in rows.items() if (xs := _numbers(rs))}
+        versions = _versions(rows)
     if len(values) < 2:
         raise InvalidInputError(
             f"model {model!r} has feedback for {len(values)} variant(s) "
             f"({sorted(values)}): an A/B report needs two or more"
         )
-    if any(not math.isfinite(x) for xs in values.values() for x in xs):
+    lists = [xs for xs in values.values() if isinstance(xs, list)]
+    if any(not math.isfinite(x) for xs in lists for x in xs):
         raise InvalidInputError("feedback values must be finite numbers for an A/B report")
     if metric is None:
-        binary = all(x in (0.0, 1.0) for xs in values.values() for x in xs)
+        binary = all(x in (0.0, 1.0) for xs in lists for x in xs)
         metric = "binary" if binary else "continuous"
     if metric not in ("binary", "continuous"):
         raise InvalidInputError(f"metric must be 'binary' or 'continuous', got {metric!r}")
     if control is None:
-        control = _default_control(model, {v: _versions(rows)[v] for v in values})
+        control = _default_control(model, {v: versions.get(v, set()) for v in values})
     if metric == "binary":
-        data: dict[str, Any] = {v: (int(sum(xs)), len(xs)) for v, xs in values.items()}
+        data: dict[str, Any] = {
+            v: xs if isinstance(xs, tuple) else (int(sum(xs)), len(xs)) for v, xs in values.items()
+        }
     else:
         import numpy as np
 
@@ -119,7 +178,7 @@ def promote_winner(model: str, rep: ABReport, reason: str | None = None) -> int 
     winner = rep.winner
     if winner is None:
         return None
-    versions = _versions(_observations(model, None, None)).get(winner, set())
+    versions = _answered_versions(model).get(winner, set())
     if len(versions) != 1:
         raise InvalidInputError(
             f"variant {winner!r} of {model!r} served versions {sorted(versions)}: "

@@ -309,8 +309,69 @@ def feedback_values(
     )
     args: list[Any] = [model]
     sql += time_range("p.ts", since, until, args)
+    # in time order, as store.serving.outcomes: a mean over the same floats in the same order
+    sql += " ORDER BY p.ts, p.id"
     out: dict[str, list[Any]] = {}
     for variant, num, value in store.read(sql, args, "read feedback"):
         # value_num is NULL for non-numbers (and for NaN on SQLite): decode those
         out.setdefault(variant, []).append(float(num) if num is not None else json.loads(value))
+    return out
+
+
+# the newest feedback of each request, joined to its answered, non-shadow prediction rows:
+# the observations an A/B report counts (as feedback_values and store.serving.outcomes)
+_FEEDBACK_JOIN = (
+    " FROM (SELECT request_id, MAX(id) AS fid FROM serving_feedback GROUP BY request_id) last"
+    " JOIN serving_feedback f ON f.id = last.fid"
+    " JOIN serving_predictions p ON p.request_id = last.request_id"
+    " WHERE p.model=? AND p.status=200"
+    " AND (p.variant IS NULL OR p.variant NOT LIKE 'shadow:%')"
+)
+
+
+def feedback_counts(
+    store: Store, model: str, since: float | None = None, until: float | None = None
+) -> dict[str, dict[str, int]]:
+    """Per variant, the feedback feedback_values would return, counted in SQL: {"n": values,
+    "finite": finite numbers (booleans count as numbers), "binary": values that are 0 or 1,
+    "ones": values that are 1}. A binary A/B report needs nothing more (successes, n);
+    variants in the order of their first request with feedback."""
+    sql = (
+        "SELECT COALESCE(p.variant, 'v' || p.version), COUNT(*),"
+        # x - x = 0 holds for finite numbers only: NULL (not a number, and NaN on SQLite),
+        # NaN and infinities (x - x is NaN, or NULL on SQLite) fail it
+        " SUM(CASE WHEN f.value_num - f.value_num = 0 THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN f.value_num = 0 OR f.value_num = 1 THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN f.value_num = 1 THEN 1 ELSE 0 END)" + _FEEDBACK_JOIN
+    )
+    args: list[Any] = [model]
+    sql += time_range("p.ts", since, until, args)
+    sql += " GROUP BY COALESCE(p.variant, 'v' || p.version) ORDER BY MIN(p.ts)"
+    return {
+        v: {"n": int(n), "finite": int(fin or 0), "binary": int(b or 0), "ones": int(o or 0)}
+        for v, n, fin, b, o in store.read(sql, args, "read feedback")
+    }
+
+
+def answered_versions(
+    store: Store, model: str, since: float | None = None, until: float | None = None
+) -> dict[str, set[int]]:
+    """Per variant (shadows left out), the versions with answered requests (status 200) of
+    `model` in [since, until), as store.serving.outcomes groups them; found by index probes,
+    not a read of the log."""
+    out: dict[str, set[int]] = {}
+    with store.snapshot("read the prediction log") as c:
+        for variant, version in _pairs(c, model, until):
+            name = _variant_name(variant, version)
+            if name.startswith(SHADOW_PREFIX):
+                continue
+            args: list[Any] = [model]
+            sql = "SELECT 1 FROM serving_predictions WHERE model=?" + _pair_where(
+                variant, version, args
+            )
+            sql += time_range("ts", since, until, args) + " AND status = 200 LIMIT 1"
+            if c.execute(sql, args).fetchall():
+                vs = out.setdefault(name, set())
+                if version is not None:
+                    vs.add(int(version))
     return out
