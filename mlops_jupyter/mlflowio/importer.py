@@ -1,20 +1,14 @@
 """MLflow → our store: experiments, runs, params, tags, metric histories (steps and
 timestamps), artifacts, status and times. Idempotent: a run imported before (tag
 `mlflow.run_id`) is skipped when unchanged, and completed when it changed since (a run that
-was still running, an import that was interrupted)."""
+was still running, an import that was interrupted). Reading MLflow and the one-run step
+are reading.py's, shared with the import over a tracking server (remote/mlflowio.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..errors import InvalidInputError
 from ..progress import progress
@@ -24,15 +18,22 @@ from ..store import query as q
 from ..store import runs as rstore
 from ..tracking.artifacts import artifact_files
 from .common import (
-    STATUS_IN,
     TAG_MLFLOW_RUN,
-    TAG_MLFLOW_URI,
     MlflowError,
     mlflow_client,
     mlflow_errors,
     paged,
     parents_first,
     redact,
+)
+from .reading import (  # noqa: F401  (re-exported: callers import them from here)
+    Target,
+    _prefetch,
+    _unchanged,
+    check_status,
+    downloaded_artifacts,
+    import_one,
+    read_run,
 )
 
 PREFETCH = 100  # runs whose histories are read together from an MLflow SQL store
@@ -48,69 +49,6 @@ def _experiments(client: Any, names: list[str] | None) -> list[Any]:
         known = ", ".join(sorted(by_name)) or "none"
         raise MlflowError(f"no MLflow experiment named {missing!r} (there are: {known})")
     return [by_name[n] for n in names]
-
-
-def _arrays(hist: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # MLflow keeps no logging order: time order (then step) is the closest to it
-    hist = sorted(hist, key=lambda m: (m.timestamp, m.step))
-    steps = np.fromiter((m.step for m in hist), np.int64, len(hist))
-    ts = np.fromiter((m.timestamp for m in hist), np.int64, len(hist))
-    vals = np.fromiter((m.value for m in hist), np.float64, len(hist))
-    return steps, ts, vals
-
-
-@contextlib.contextmanager
-def _no_mlflow_bars() -> Iterator[None]:
-    """MLflow's own per-download bar off: the import's bar counts runs."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-def _prefetch(client: Any, runs: list[Any]) -> dict[tuple[str, str], tuple]:
-    """Metric histories of several runs at once, per key, where the source is an MLflow SQL
-    store: one query per key instead of one per run and key, each of which scans every
-    point of that key in MLflow's SQLite schema. {} elsewhere (servers, file stores): the
-    caller then reads each history with get_metric_history."""
-    # the client's store object is not public API: any surprise means per-run reads
-    bulk = getattr(
-        getattr(getattr(client, "_tracking_client", None), "store", None),
-        "get_metric_history_bulk",
-        None,
-    )
-    if bulk is None or not runs:
-        return {}
-    keys = sorted({k for r in runs for k in r.data.metrics})
-    ids = [r.info.run_id for r in runs]
-    grouped: dict[tuple[str, str], list] = {}
-    try:
-        for key in keys:
-            for m in bulk(ids, key, 1 << 62):
-                grouped.setdefault((m.run_id, key), []).append(m)
-    except Exception:
-        return {}
-    return {k: _arrays(v) for k, v in grouped.items()}
-
-
-@contextlib.contextmanager
-def downloaded_artifacts(client: Any, run: Any) -> Iterator[Path | None]:
-    """The run's artifacts downloaded into a temporary folder (None: it has none)."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    # the run's repository directly: the client's calls would read the run again each time
-    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
-    if not repo.list_artifacts():
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="mlflow-import-") as tmp, _no_mlflow_bars():
-        yield Path(repo.download_artifacts("", dst_path=tmp))
 
 
 def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
@@ -130,92 +68,43 @@ def _artifacts(client: Any, store: Store, rid: int, run: Any) -> int:
         return len(rows)
 
 
-def _times(run: Any) -> tuple[str | None, float, float | None]:
-    """(our status, start s, end s) of an MLflow run."""
-    info = run.info
-    status = STATUS_IN.get(str(info.status).upper())
-    start = info.start_time / 1000.0 if info.start_time is not None else 0.0
-    end = info.end_time / 1000.0 if info.end_time is not None else None
-    return status, start, None if status == "running" else end
+class StoreTarget:
+    """A store (this process's own) as the target of `reading.import_one`."""
 
+    def __init__(self, client: Any, store: Store) -> None:
+        self.client, self.store = client, store
 
-def _unchanged(run: Any, done: dict) -> bool:
-    """Imported before, ended, and with the same status and end since."""
-    status, _, end = _times(run)
-    old = done.get(run.info.run_id)
-    return old is not None and status != "running" and old[1] == status and old[2] == end
+    def create(
+        self, mid: str, name: str | None, experiment: str, params: dict, tags: dict, parent: Any
+    ) -> int:
+        """A new running run; its row id."""
+        return rstore.create_run(self.store, name, experiment, params, tags, parent_id=parent)[0]
 
+    def stored_counts(self, rid: int) -> dict[str, int]:
+        """Points per metric key that run `rid` holds."""
+        return {m["key"]: m["count"] for m in q.run_detail(self.store, rid)["metrics"]}
 
-def read_run(client: Any, run: Any, uri: str, pre: dict) -> tuple[dict, dict, dict]:
-    """(series by key, params, tags) of one MLflow run, its tags with the two that make
-    the import idempotent. InvalidInputError for what our store cannot hold."""
-    info = run.info
-    mid = info.run_id
-    series = {
-        k: pre.pop((mid, k), None) or _arrays(client.get_metric_history(mid, k))
-        for k in sorted(run.data.metrics)
-    }
-    for k, (steps, _, _) in series.items():
-        if len(steps) and (int(steps.min()) < 0):
-            # our store keeps steps >= 0; shifting them would change the data: refuse
-            raise InvalidInputError(
-                f"MLflow run {mid} ({info.run_name}): metric {k!r} has negative steps "
-                f"(min {int(steps.min())}); steps must be >= 0 here, so nothing of this "
-                "run was imported"
-            )
-    params = dict(run.data.params)
-    tags = dict(run.data.tags)
-    tags[TAG_MLFLOW_RUN] = mid
-    tags[TAG_MLFLOW_URI] = redact(uri)
-    return series, params, tags
-
-
-def check_status(run: Any) -> tuple[str, float, float | None]:
-    """(our status, start s, end s) of an MLflow run; MlflowError for an unknown status."""
-    status, start, end = _times(run)
-    if status is None:
-        raise MlflowError(f"MLflow run {run.info.run_id} has an unknown status {run.info.status!r}")
-    return status, start, end
-
-
-def _import_one(
-    client: Any, store: Store, run: Any, exp_name: str, uri: str, done: dict, pre: dict
-) -> tuple[str, int, int]:
-    """Import or complete one MLflow run; returns (what happened, points, artifacts)."""
-    info = run.info
-    mid = info.run_id
-    status, start, end = check_status(run)
-    if _unchanged(run, done):
-        return "skipped", 0, 0
-    old = done.get(mid)
-    series, params, tags = read_run(client, run, uri, pre)
-    if old is None:
-        parent = done.get(tags.get("mlflow.parentRunId"))
-        rid, _, _ = rstore.create_run(
-            store,
-            info.run_name or None,
-            exp_name,
-            params,
-            tags,
-            parent_id=parent[0] if parent else None,
-        )
-        done[mid] = (rid, "running", None)
-        what = "imported"
-    else:
-        rid = old[0]
-        rstore.set_kv(store, "params", rid, params)
-        rstore.set_kv(store, "tags", rid, tags)
-        # points already here (an earlier, partial import) are not written again
-        have = {m["key"]: m["count"] for m in q.run_detail(store, rid)["metrics"]}
+    def write(
+        self,
+        rid: int,
+        run: Any,
+        series: dict[str, tuple],
+        have: dict[str, int],
+        again: tuple[dict, dict] | None,
+        recorded: tuple[str, float, float | None],
+    ) -> tuple[int, int]:
+        """Params/tags again, the new points, the artifacts, then the recorded times."""
+        store = self.store
+        if again is not None:
+            rstore.set_kv(store, "params", rid, again[0])
+            rstore.set_kv(store, "tags", rid, again[1])
         series = {k: tuple(a[have.get(k, 0) :] for a in s) for k, s in series.items()}
-        what = "completed"
-    series = {k: s for k, s in series.items() if len(s[0])}
-    points = mstore.append_series(store, rid, series) if series else 0
-    n_art = _artifacts(client, store, rid, run)
-    # last: an import interrupted before this line is completed by the next one
-    rstore.set_recorded_times(store, rid, status, start, end)
-    done[mid] = (rid, status, end)
-    return what, points, n_art
+        series = {k: s for k, s in series.items() if len(s[0])}
+        points = mstore.append_series(store, rid, series) if series else 0
+        n_art = _artifacts(self.client, store, rid, run)
+        # last: an import interrupted before this line is completed by the next one
+        rstore.set_recorded_times(store, rid, *recorded)
+        return points, n_art
 
 
 def import_runs(
@@ -240,15 +129,13 @@ def import_runs(
     if url is not None:  # over a tracking server: its ingest and artifact routes
         from ..remote import mlflowio as remote
 
-        target = remote.ImportTarget(url, client)
-        done, one = target.done(), target.import_one
+        target: Target = remote.ImportTarget(url, client)
+        done = target.done()
     else:
         store = store if store is not None else api.current_store()
         api.flush()
         done = rstore.runs_by_tag(store, TAG_MLFLOW_RUN)
-
-        def one(*a: Any) -> tuple[str, int, int]:
-            return _import_one(client, store, *a)
+        target = StoreTarget(client, store)
 
     with mlflow_errors(f"list the runs at {redact(from_uri)}"):
         exps = _experiments(client, experiments)
@@ -276,7 +163,9 @@ def import_runs(
                 window = runs[i : i + PREFETCH]
                 pre = _prefetch(client, [x for x in window if not _unchanged(x, done)])
             try:
-                what, points, n_art = one(r, names[r.info.experiment_id], from_uri, done, pre)
+                what, points, n_art = import_one(
+                    target, r, names[r.info.experiment_id], from_uri, done, pre
+                )
             except InvalidInputError as e:  # this run only: the others are imported
                 warnings.warn(f"mlops-jupyter: {e}", RuntimeWarning, stacklevel=2)
                 refused.append(str(e))

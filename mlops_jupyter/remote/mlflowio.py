@@ -10,7 +10,8 @@
 - Export (`ExportSource`): runs, params, tags and metric histories from the read routes,
   artifacts downloaded into the read-through cache with their digests verified.
 
-The MLflow side, the loop, the progress bar and the counts are mlflowio/'s own."""
+The MLflow side, the one-run step (mlflowio/reading.py: this class is one of its targets),
+the loop, the progress bar and the counts are mlflowio/'s own."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..mlflowio.common import TAG_MLFLOW_RUN
-from ..mlflowio.importer import _unchanged, check_status, downloaded_artifacts, read_run
+from ..mlflowio.reading import downloaded_artifacts, import_one
 from ..tracking.artifacts import artifact_files
 from . import files
 from .api import remote_store
@@ -106,36 +107,43 @@ class ImportTarget(_Remote):
         self, run: Any, exp_name: str, uri: str, done: dict, pre: dict
     ) -> tuple[str, int, int]:
         """Import or complete one MLflow run; returns (what happened, points, artifacts)."""
-        info = run.info
-        mid = info.run_id
-        status, start, end = check_status(run)
-        if _unchanged(run, done):
-            return "skipped", 0, 0
-        old = done.get(mid)
-        series, params, tags = read_run(self.client, run, uri, pre)
-        entry: dict[str, Any]
-        have: dict[str, int] = {}
-        if old is None:
-            parent = done.get(tags.get("mlflow.parentRunId"))
-            body: dict[str, Any] = {
-                "experiment": exp_name,
-                "params": params,
-                "tags": tags,
-                "host": "mlflow-import",
-            }
-            if info.run_name:
-                body["name"] = info.run_name
-            if parent:
-                body["parent"] = parent[0]
-            uid = self._create(mid, body)
-            done[mid] = (uid, "running", None)
-            entry, what = {"id": uid}, "imported"
-        else:
-            uid = old[0]
-            detail = self.call("GET", "/api/v1/runs/" + quote(uid, safe=""))
-            # points already there (an earlier, partial import) are not sent again
-            have = {m["key"]: m["count"] for m in detail["metrics"]}
-            entry, what = {"id": uid, "params": params, "tags": tags}, "completed"
+        return import_one(self, run, exp_name, uri, done, pre)
+
+    def create(
+        self, mid: str, name: str | None, experiment: str, params: dict, tags: dict, parent: Any
+    ) -> str:
+        """A new running run (POST /api/v1/runs); its id."""
+        body: dict[str, Any] = {
+            "experiment": experiment,
+            "params": params,
+            "tags": tags,
+            "host": "mlflow-import",
+        }
+        if name:
+            body["name"] = name
+        if parent is not None:
+            body["parent"] = parent
+        return self._create(mid, body)
+
+    def stored_counts(self, rid: str) -> dict[str, int]:
+        """Points per metric key that run `rid` holds on the server."""
+        detail = self.call("GET", "/api/v1/runs/" + quote(rid, safe=""))
+        return {m["key"]: m["count"] for m in detail["metrics"]}
+
+    def write(
+        self,
+        rid: str,
+        run: Any,
+        series: dict[str, tuple],
+        have: dict[str, int],
+        again: tuple[dict, dict] | None,
+        recorded: tuple[str, float, float | None],
+    ) -> tuple[int, int]:
+        """The points through the ingest route (params/tags `again` with the first chunk),
+        the artifacts through the upload path, then the recorded status and times."""
+        entry: dict[str, Any] = {"id": rid}
+        if again is not None:
+            entry["params"], entry["tags"] = again
         chunks, points = [], 0
         for key in sorted(series):
             steps, ts, vals = series[key]
@@ -152,26 +160,26 @@ class ImportTarget(_Remote):
                     }
                 )
                 points += len(vals[sl])
-        recorded = {"status": status, "start_time": start, "end_time": end}
+        status, start, end = recorded
+        times = {"status": status, "start_time": start, "end_time": end}
         with downloaded_artifacts(self.client, run) as root:
             bodies = [
                 {**entry, "chunks": chunks[i : i + CHUNKS_PER_REQUEST]}
                 for i in range(0, max(len(chunks), 1), CHUNKS_PER_REQUEST)
             ]
             if root is None:  # nothing to upload: the times go with the last points
-                bodies[-1]["recorded"] = recorded
+                bodies[-1]["recorded"] = times
             for b in bodies:
                 self.call("POST", "/api/v1/ingest", {"runs": [b]})
             n_art = 0
             if root is not None:
-                ref = _RunRef(self.store, uid)
+                ref = _RunRef(self.store, rid)
                 for item in sorted(root.iterdir()):
                     n_art += len(artifact_files(item, item.name, Path(os.devnull))[0])
                     files.log_artifact(ref, item, item.name)  # type: ignore[arg-type]
                 # last: an import interrupted before this is completed by the next one
-                self.call("POST", "/api/v1/ingest", {"runs": [{"id": uid, "recorded": recorded}]})
-        done[mid] = (uid, status, end)
-        return what, points, n_art
+                self.call("POST", "/api/v1/ingest", {"runs": [{"id": rid, "recorded": times}]})
+        return points, n_art
 
 
 class ExportSource(_Remote):
