@@ -5,6 +5,7 @@ points are written, in order, once the store accepts writes again (locked, full)
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import threading
 import time
 import warnings
@@ -50,8 +51,8 @@ def test_locked_store_spills_past_the_bound_and_writes_everything_later(
             assert w.q.spooled_points > 0
             other.execute("COMMIT")
             other.close()
-    # bounded: in-memory points never exceeded the bound plus one stage of tuples
-    assert peak <= BOUND + w.q.stage_max
+    # bounded: a stage of tuples plus the bound and one more stage of packed points
+    assert peak <= BOUND + 2 * w.q.stage_max
     assert elapsed < 5.0  # nothing blocked on the lock (busy timeout is 5 s, retries 120 s)
     spills = [w for w in caught if "spool" in str(w.message)]
     assert len(spills) == 1, [str(x.message) for x in caught]
@@ -69,14 +70,14 @@ def test_a_stuck_writer_leaves_packing_to_the_packer_not_the_loop(store_path, mo
     from mlops_jupyter.tracking import buffer
 
     packed_by: list[str] = []
-    real = buffer.Queue.compact
+    real = buffer.Queue._pack_slice
 
-    def compact(self):
+    def pack_slice(self, k):
         if self.stage:
             packed_by.append(threading.current_thread().name)
-        real(self)
+        return real(self, k)
 
-    monkeypatch.setattr(buffer.Queue, "compact", compact)
+    monkeypatch.setattr(buffer.Queue, "_pack_slice", pack_slice)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mj.start_run() as run:
@@ -119,7 +120,7 @@ def test_full_disk_keeps_points_in_the_spool_until_space_returns(small_queue, mo
         with pytest.raises(Exception, match="full|rollback"):
             mj.flush()
         assert w.pending() == 20_000 and w.q.spooled_points > 0
-        assert _held_in_memory(w) <= BOUND + w.q.stage_max
+        assert _held_in_memory(w) <= BOUND + 2 * w.q.stage_max
         for c in conns:
             c.execute("PRAGMA max_page_count=1073741823")
         mj.flush()
@@ -222,3 +223,69 @@ def test_unusable_spool_folder_keeps_points_in_memory(
             other.close()
     assert sum("cannot spill" in str(x.message) for x in caught) == 1
     assert mj.metrics(run.id, "x")["value"].to_list() == [float(i) for i in range(5000)]
+
+
+class _StalledDisk:
+    """A real spool file whose writes hang until `release` is set (or `STALL_S` pass):
+    a disk that stalls under the spill."""
+
+    STALL_S = 5.0
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.timed_out = False
+
+    def write(self, data) -> int:
+        self.entered.set()
+        if not self.release.wait(self.STALL_S):
+            self.timed_out = True
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_log_calls_go_on_while_a_spill_hangs_on_the_disk(store_path, tmp_path, monkeypatch):
+    """The packer (or the writer) stuck inside a spill's file write holds nothing a log
+    call needs: with the stage full, the loop packs a slice itself and goes on; every
+    point is written, in order, once the disk and the store are back."""
+    monkeypatch.setenv("MLOPS_JUPYTER_MAX_QUEUE", "200000")
+    disk = _StalledDisk(tempfile.TemporaryFile(dir=tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mj.start_run() as run:
+            w = writer_for(run.store)
+            q = w.q
+            mj.log_metric("x", 0.0, step=0)
+            mj.flush()
+            other = sqlite3.connect(store_path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # the store is away: points pile up
+            q.spool.f = disk
+            i = 0
+            try:
+                # past the bound: a spill starts and hangs in its first write
+                while i < q.max_points + q.max_points // 8:
+                    i += 1
+                    mj.log_metric("x", float(i), step=i)
+                assert disk.entered.wait(10), "no spill started"
+                # then more than a whole stage while it hangs (short of the memory bound)
+                worst = 0.0
+                for _ in range(q.stage_max + q.soft):
+                    i += 1
+                    t0 = time.perf_counter()
+                    mj.log_metric("x", float(i), step=i)
+                    worst = max(worst, time.perf_counter() - t0)
+                still_stalled = not disk.release.is_set() and not disk.timed_out
+            finally:
+                disk.release.set()
+                other.execute("COMMIT")
+                other.close()
+    # a call that waited for the stalled write would take seconds
+    assert worst < 1.0, f"a log call took {worst:.2f} s while the spill hung"
+    assert still_stalled  # ... and every call above returned while it hung
+    assert q.spilled and not disk.timed_out
+    m = mj.metrics(run.id, "x")
+    assert m["step"].to_list() == list(range(i + 1))
+    assert m["value"].to_list() == [float(k) for k in range(i + 1)]
