@@ -282,3 +282,102 @@ def test_watcher_claims_are_compare_and_set_on_the_server(rs, monkeypatch):
     with pytest.raises(StoreError, match="may not claim signal"):
         rloop.claim(url, "r1", "s2", {}, "host:1")
     assert rloop.signals(url, "r1", "done")[0]["signal"] == "s1"  # reading is allowed
+
+
+def _gate_body(key: object) -> dict:
+    ok = {"rule": "r", "status": "pass"}
+    return {"report": {"results": [ok], "passed": True, "n": 1}, "summary": "r ok", "key": key}
+
+
+def test_gate_verdict_sent_again_with_its_key_is_stored_once(rs):
+    v = mj.register_model("idem", _clf(0.0))
+    path = f"/api/v1/models/idem/versions/{v}/gates"
+    # the same request twice (a retry after a lost answer): one verdict, one audit line
+    first = request(rs.srv.url, "POST", path, rs.wtok, _gate_body("k-1"))
+    again = request(rs.srv.url, "POST", path, rs.wtok, _gate_body("k-1"))
+    assert first[0] == 200 and again == first
+    assert [g["id"] for g in gstore.list_gates(rs.store, "idem")] == [first[1]["id"]]
+    assert len(mj.audit("idem", action="gate")) == 1
+    # another key is another verdict; so is a request without one
+    other = request(rs.srv.url, "POST", path, rs.wtok, _gate_body("k-2"))
+    plain = {k: x for k, x in _gate_body(None).items() if k != "key"}
+    plain_ids = [request(rs.srv.url, "POST", path, rs.wtok, plain)[1]["id"] for _ in range(2)]
+    ids = [g["id"] for g in gstore.list_gates(rs.store, "idem")]
+    assert ids == [first[1]["id"], other[1]["id"], *plain_ids] and len(set(ids)) == 4
+    assert len(mj.audit("idem", action="gate")) == 4
+    # a key that is not a short string is refused, nothing stored
+    for bad in ("", "k" * 65, 7, "k\x00"):
+        st, out = request(rs.srv.url, "POST", path, rs.wtok, _gate_body(bad))
+        assert st == 400 and "key" in out["message"], (bad, out)
+    assert len(gstore.list_gates(rs.store, "idem")) == 4
+
+
+def test_save_gate_retries_with_one_key_when_answers_are_lost(rs):
+    from lossy_proxy import LossyProxy
+
+    from mlops_jupyter.remote import loop as rloop
+
+    v = mj.register_model("idem-retry", _clf(0.0))
+    report = mj.gate("idem-retry", v, (X, Y), [threshold("accuracy", ">=", 0.5)], notify=False)
+    # two connections closed after the server stored the verdict, before its answer: the
+    # client's fresh connection, then its retry, send the same key; the third try answers
+    with LossyProxy(rs.srv.url, drop=2) as proxy:
+        gid = rloop.save_gate(proxy.url, report)
+    sent = [r for r in proxy.requests() if r["path"].endswith("/gates")]
+    assert len(sent) == 3
+    keys = {r["body"]["key"] for r in sent}
+    assert len(keys) == 1 and all(keys)
+    stored = gstore.list_gates(rs.store, "idem-retry")
+    assert [g["id"] for g in stored] == [report.id, gid] and gid != report.id
+    assert stored[1]["report"]["results"] == stored[0]["report"]["results"]
+
+
+def test_resume_sent_again_with_its_key_resumes_once(rs):
+    from lossy_proxy import LossyProxy
+
+    from mlops_jupyter.remote import loop as rloop
+    from mlops_jupyter.remote import loop_watch as lw
+    from mlops_jupyter.remote.registry import _store
+    from mlops_jupyter.store import loop_state
+
+    url, path = rs.srv.url, "/api/v1/loop/signals/resume"
+
+    def row() -> dict:
+        return next(s for s in loop_state.signals(rs.store, "r-idem") if s["signal"] == "s1")
+
+    def resume(owner: str, key: str) -> tuple[int, dict]:
+        body = {"rule": "r-idem", "signal": "s1", "owner": owner, "key": key}
+        return request(url, "POST", path, rs.wtok, body)
+
+    assert rloop.claim(url, "r-idem", "s1", {"step": 0}, "host:1")
+    rloop.update(url, "r-idem", "s1", "waiting", {"step": 1})
+    first = resume("host:2", "k-1")
+    assert first == (200, {"detail": {"step": 1}})
+    moved = row()
+    assert (moved["state"], moved["owner"]) == ("running", "host:2")
+    # sent again (its answer was lost): the same answer, nothing changed
+    assert resume("host:2", "k-1") == first
+    assert row() == moved
+    # another key is another compare-and-set: the signal is not waiting any more
+    assert resume("host:3", "k-2") == (200, {"detail": None})
+    assert row() == moved
+    # waiting again: the old key never resumes twice, a new one does
+    rloop.update(url, "r-idem", "s1", "waiting", {"step": 2})
+    assert resume("host:2", "k-1") == (200, {"detail": None})
+    assert row()["state"] == "waiting"
+    assert resume("host:4", "k-3") == (200, {"detail": {"step": 2}})
+    assert resume("host:4", "k-3") == (200, {"detail": {"step": 2}})
+    # the client: its answers lost twice, it sends one key three times and gets the detail
+    rloop.update(url, "r-idem", "s1", "waiting", {"step": 3})
+    with LossyProxy(url, drop=2) as proxy:
+        assert rloop.resume(proxy.url, "r-idem", "s1", "host:5") == {"step": 3}
+    sent = [r["body"] for r in proxy.requests() if r["path"] == path]
+    assert len(sent) == 3 and len({b["key"] for b in sent}) == 1
+    assert (row()["state"], row()["owner"]) == ("running", "host:5")
+    # a take-back (of a dead watcher's signal) likewise
+    with LossyProxy(url, drop=2) as proxy:
+        got = lw.take_back(_store(proxy.url), "r-idem", "s1", "host:5", "host:6")
+    assert got == {"step": 3}
+    sent = [r["body"] for r in proxy.requests() if r["path"].endswith("/take-back")]
+    assert len(sent) == 3 and len({b["key"] for b in sent}) == 1
+    assert (row()["state"], row()["owner"]) == ("running", "host:6")

@@ -2,13 +2,14 @@
 mlops_jupyter.loop calls these when MLOPS_JUPYTER_STORE is http(s)://.
 
 - `mj.gate` evaluates in this process (it loads both models through the registry routes)
-  and `save_gate` sends the verdict; it is sent once (a retry after a lost answer would
-  store a second verdict), so an unreachable server is an error saying it may or may not
-  have been recorded.
+  and `save_gate` sends the verdict with a request key made here, so it is retried while
+  the server cannot be reached: a retry after a lost answer gets the first verdict's id
+  and stores nothing.
 - Cards and lineage graphs are collected by the server from its store and rendered here;
   the audit view combines the registry's audit log with the stored gate verdicts.
 - The watcher's state (store/loop_state.py): claims and resumes are compare-and-set on
-  the server, so two watchers anywhere never handle one signal twice.
+  the server, so two watchers anywhere never handle one signal twice. A resume carries a
+  request key too: sent again after a lost answer, it answers as the first did.
 - Reads, policies, approvals and card fields are retried while the server cannot be
   reached (storing the same state again changes nothing but adds an audit line)."""
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -81,11 +83,17 @@ def _user() -> str:
 
 
 def save_gate(url: str, report: Any) -> int:
-    """Store a GateReport's verdict on the server; its id."""
-    body = {"report": _plain(report.to_dict()), "summary": report.summary(), "user": _user()}
+    """Store a GateReport's verdict on the server; its id. One request key for every try:
+    a retry after a lost answer stores nothing and answers the first verdict's id."""
+    body = {
+        "report": _plain(report.to_dict()),
+        "summary": report.summary(),
+        "user": _user(),
+        "key": uuid.uuid4().hex,
+    }
     path = _path(report.model, f"versions/{report.candidate}/gates")
     what = f"store the gate of {report.model} v{report.candidate}"
-    return int(_call(url, "POST", path, body, what, retry=False)["id"])
+    return int(_call(url, "POST", path, body, what)["id"])
 
 
 def list_gates(url: str, name: str | None, version: int | None) -> list[dict[str, Any]]:
@@ -193,10 +201,12 @@ def claim(url: str, rule: str, signal: str, detail: dict[str, Any], owner: str) 
 
 
 def resume(url: str, rule: str, signal: str, owner: str) -> dict[str, Any] | None:
-    """Take a waiting signal back to running (sent once); its detail, or None."""
-    body = {"rule": rule, "signal": signal, "owner": owner}
+    """Take a waiting signal back to running (compare-and-set); its detail, or None. One
+    request key for every try: a retry after a lost answer changes nothing and answers as
+    the first did."""
+    body = {"rule": rule, "signal": signal, "owner": owner, "key": uuid.uuid4().hex}
     what = f"resume signal {signal!r}"
-    return _call(url, "POST", "/api/v1/loop/signals/resume", body, what, retry=False)["detail"]
+    return _call(url, "POST", "/api/v1/loop/signals/resume", body, what)["detail"]
 
 
 def update(url: str, rule: str, signal: str, state: str, detail: dict[str, Any]) -> None:

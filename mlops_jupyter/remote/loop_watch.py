@@ -103,9 +103,19 @@ def get_approval(store: Any, model: str, version: int) -> dict[str, Any] | None:
 
 
 def take_back(store: Any, rule: str, signal: str, dead: str, owner: str) -> dict | None:
-    """Give a running signal of the dead watcher `dead` to `owner`; its detail, or None."""
+    """Give a running signal of the dead watcher `dead` to `owner`; its detail, or None.
+    Over the server one request key goes with every try, so a retry after a lost answer
+    answers as the first did (the signal is not left held by `owner` with no chain)."""
     if (url := _url(store)) is not None:
-        body = {"rule": rule, "signal": signal, "from_owner": dead, "owner": owner}
+        import uuid
+
+        body = {
+            "rule": rule,
+            "signal": signal,
+            "from_owner": dead,
+            "owner": owner,
+            "key": uuid.uuid4().hex,
+        }
         what = f"take back signal {signal!r}"
         return _call(url, "POST", "/api/v1/loop/signals/take-back", body, what)["detail"]
     return loop_state.take_back(store, rule, signal, dead, owner)

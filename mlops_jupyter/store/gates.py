@@ -34,13 +34,17 @@ def save_gate(
     report: dict[str, Any],
     user: str,
     summary: str,
+    key: str | None = None,
 ) -> int:
-    """Store a gate verdict of `name` v`version` and add it to the audit log; returns its id."""
+    """Store a gate verdict of `name` v`version` and add it to the audit log; returns its id.
+    `key`: the client's request key; a verdict sent again with the same key (a retry after
+    a lost answer) returns the first verdict's id and stores nothing."""
     with store.write() as c:
         mid, vid = _version_id(c, name, version)
-        gid = c.execute(
+        row = c.execute(
             "INSERT INTO gate_reports(model_id, version_id, baseline_version, data_id, passed,"
-            " report, ts, created_by) VALUES(?,?,?,?,?,?,?,?) RETURNING id",
+            " report, ts, created_by, request_key) VALUES(?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(version_id, request_key) DO NOTHING RETURNING id",
             (
                 mid,
                 vid,
@@ -50,8 +54,14 @@ def save_gate(
                 json.dumps(report, default=str),
                 time.time(),
                 user,
+                key,
             ),
-        ).fetchone()[0]
+        ).fetchone()
+        if row is None:  # only with a key (NULL keys never conflict): stored before
+            return c.execute(
+                "SELECT id FROM gate_reports WHERE version_id=? AND request_key=?", (vid, key)
+            ).fetchone()[0]
+        gid = row[0]
         _audit(c, mid, vid, "gate", reason=f"gate #{gid}: {summary}", user=user)
     return gid
 

@@ -32,16 +32,38 @@ def claim(store: Store, rule: str, signal: str, detail: dict[str, Any], owner: s
         return cur.fetchone() is not None
 
 
-def resume(store: Store, rule: str, signal: str, owner: str) -> dict[str, Any] | None:
+def _resent(c: Any, rule: str, signal: str, owner: str, key: str) -> dict[str, Any] | None:
+    """The answer to a resume or take-back whose `key` already moved the signal: its detail
+    while `owner` still runs it (nothing moved since), else None (it moved on)."""
+    row = c.execute(
+        "SELECT state, owner, detail FROM loop_signals WHERE rule=? AND signal=? AND owner_key=?",
+        (rule, signal, key),
+    ).fetchone()
+    if row is None or row[0] != "running" or row[1] != owner:
+        return None
+    return json.loads(row[2])
+
+
+def resume(
+    store: Store, rule: str, signal: str, owner: str, key: str | None = None
+) -> dict[str, Any] | None:
     """Take a waiting signal back to running (compare-and-set); its detail, or None when it
-    was not waiting (another watcher took it, or it moved on)."""
+    was not waiting (another watcher took it, or it moved on). `key`: the client's request
+    key; a resume sent again with it (a retry after a lost answer) changes nothing and
+    answers as the first did while `owner` still runs the signal."""
+    sql = (
+        "UPDATE loop_signals SET state='running', owner=?, owner_key=?, updated=? WHERE rule=?"
+        " AND signal=? AND state='waiting'"
+    )
+    args: tuple = (owner, key, time.time(), rule, signal)
+    if key is not None:  # never twice for one key, even if the signal waits again
+        sql += " AND COALESCE(owner_key, '') <> ?"
+        args += (key,)
     with store.write("resume a loop signal") as c:
-        row = c.execute(
-            "UPDATE loop_signals SET state='running', owner=?, updated=? WHERE rule=? AND"
-            " signal=? AND state='waiting' RETURNING detail",
-            (owner, time.time(), rule, signal),
-        ).fetchone()
-    return json.loads(row[0]) if row else None
+        row = c.execute(sql + " RETURNING detail", args).fetchone()
+        if row is None:
+            return None if key is None else _resent(c, rule, signal, owner, key)
+    return json.loads(row[0])
 
 
 def update(store: Store, rule: str, signal: str, state: str, detail: dict[str, Any]) -> None:
@@ -118,16 +140,21 @@ def get_approval(store: Store, name: str, version: int) -> dict[str, Any] | None
 # -- recovery of a signal whose watcher died (`mlops-jupyter watch retry|abandon`) ---------
 
 
-def take_back(store: Store, rule: str, signal: str, dead: str, owner: str) -> dict | None:
+def take_back(
+    store: Store, rule: str, signal: str, dead: str, owner: str, key: str | None = None
+) -> dict | None:
     """Give a running signal held by the dead watcher `dead` to `owner` (compare-and-set on
-    the old owner); its detail, or None when it moved on or another watcher took it."""
+    the old owner); its detail, or None when it moved on or another watcher took it.
+    `key`: the client's request key (as for resume)."""
     with store.write("take back a loop signal") as c:
         row = c.execute(
-            "UPDATE loop_signals SET owner=?, updated=? WHERE rule=? AND signal=? AND"
-            " state='running' AND owner=? RETURNING detail",
-            (owner, time.time(), rule, signal, dead),
+            "UPDATE loop_signals SET owner=?, owner_key=?, updated=? WHERE rule=? AND signal=?"
+            " AND state='running' AND owner=? RETURNING detail",
+            (owner, key, time.time(), rule, signal, dead),
         ).fetchone()
-    return json.loads(row[0]) if row else None
+        if row is None:
+            return None if key is None else _resent(c, rule, signal, owner, key)
+    return json.loads(row[0])
 
 
 def _audit_model(c: Any, model: Any, action: str, reason: str, user: str) -> None:

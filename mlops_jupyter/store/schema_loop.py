@@ -1,5 +1,6 @@
 """Tables of the closed loop: validation-gate verdicts and per-model policies
-(migrations 87..89)."""
+(migrations 87..89), and the request keys that make a remote client's gate verdict and
+resume safe to send again (91)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,15 @@ MIGRATIONS = [
             created_by TEXT,
             PRIMARY KEY(model_id, version_id)
         );
+        """,
+    ),
+    (
+        91,
+        "closed loop: request keys of gate verdicts and of a signal's resume or take-back",
+        """
+        ALTER TABLE gate_reports ADD COLUMN request_key TEXT;
+        CREATE UNIQUE INDEX gate_reports_by_key ON gate_reports(version_id, request_key);
+        ALTER TABLE loop_signals ADD COLUMN owner_key TEXT
         """,
     ),
 ]

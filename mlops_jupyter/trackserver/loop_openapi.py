@@ -9,6 +9,8 @@ from ..store.loop_state import STATES as _STATES
 _S = {"type": "string"}
 _INT = {"type": "integer", "minimum": 1}
 _MODEL = {"name": "name", "in": "path", "required": True, "schema": _S}
+# the client's request key: a write sent again with it (a retry) has no second effect
+_REQ_KEY = {"type": "string", "minLength": 1, "maxLength": 64}
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
@@ -40,6 +42,7 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
     )
     key = {"type": "string", "minLength": 1, "maxLength": 1000}
     signal = {"rule": key, "signal": key, "owner": key, "detail": {"type": "object"}}
+    resume = {k: signal[k] for k in ("rule", "signal", "owner")}
     return {
         "/api/v1/loop/signals": {
             "get": op(
@@ -53,10 +56,9 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
         },
         "/api/v1/loop/signals/resume": {
             "post": op(
-                "take a waiting signal back to running (compare-and-set); its detail or null",
-                obj(
-                    {k: signal[k] for k in ("rule", "signal", "owner")}, ["rule", "signal", "owner"]
-                ),
+                "take a waiting signal back to running (compare-and-set); its detail or null."
+                " Sent again with the same key: the same answer, nothing changed",
+                obj({**resume, "key": _REQ_KEY}, ["rule", "signal", "owner"]),
             )
         },
         "/api/v1/loop/signals/state": {
@@ -84,8 +86,12 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
         },
         "/api/v1/models/{name}/versions/{version}/gates": {
             "post": op(
-                "store a gate verdict the client computed (write scope); answers its id",
-                obj({"report": report, "summary": _S, "user": _S}, ["report", "summary"]),
+                "store a gate verdict the client computed (write scope); answers its id."
+                " Sent again with the same key: the first verdict's id, nothing stored",
+                obj(
+                    {"report": report, "summary": _S, "user": _S, "key": _REQ_KEY},
+                    ["report", "summary"],
+                ),
                 [_MODEL, _VERSION],
             )
         },

@@ -30,6 +30,7 @@ from ..store import registry as rs
 from ..store import runs as rstore
 from .app import HTTPError, check_value
 from .registry_routes import _Handler, _name, _version
+from .run_files import MAX_EVENT_KEY
 
 _STATUSES = ("pass", "fail", "skipped")
 _MAX_TEXT = 100_000  # a summary, a rule's name or detail: far above any real one
@@ -40,6 +41,19 @@ def _text(v: Any, what: str, optional: bool = True) -> str | None:
         return None
     check_value(isinstance(v, str) and len(v) <= _MAX_TEXT, f"{what!r} must be a string")
     rstore.check_text(v, what)
+    return v
+
+
+def request_key(body: dict) -> str | None:
+    """The client's request key ("key", optional): a write sent again with the same key
+    (a retry after a lost answer) answers as the first did and changes nothing."""
+    v = body.get("key")
+    if v is None:
+        return None
+    check_value(
+        isinstance(v, str) and 0 < len(v) <= MAX_EVENT_KEY, f"'key': 1 to {MAX_EVENT_KEY} chars"
+    )
+    rstore.check_text(v, "key")
     return v
 
 
@@ -111,7 +125,8 @@ class GatesHandler(_Handler):
 
 
 class VersionGatesHandler(_Handler):
-    """POST {"report", "summary", "user"?}: store a gate verdict of this version; its id."""
+    """POST {"report", "summary", "user"?, "key"?}: store a gate verdict of this version;
+    its id (the first verdict's, and nothing stored, when `key` was sent before)."""
 
     async def post(self, name: str, version: str) -> None:
         def go() -> dict:
@@ -129,6 +144,7 @@ class VersionGatesHandler(_Handler):
                 report,
                 self.who(body),
                 g["summary"],
+                request_key(body),
             )
             return {"id": gid}
 
@@ -303,14 +319,16 @@ class SignalsHandler(_Handler):
 
 
 class SignalResumeHandler(_Handler):
-    """POST {"rule", "signal", "owner"}: take a waiting signal back to running
-    (compare-and-set); {"detail"}: its detail, or null when it was not waiting."""
+    """POST {"rule", "signal", "owner", "key"?}: take a waiting signal back to running
+    (compare-and-set); {"detail"}: its detail, or null when it was not waiting. Sent again
+    with the same key: the same answer while the owner still runs it, nothing changed."""
 
     async def post(self) -> None:
         def go() -> dict:
             body = self.body_json()
             rule, signal, owner = _key(body, "rule"), _key(body, "signal"), _key(body, "owner")
-            return {"detail": loop_state.resume(self.store, rule, signal, owner)}
+            key = request_key(body)
+            return {"detail": loop_state.resume(self.store, rule, signal, owner, key)}
 
         await self.go(go)
 

@@ -1,9 +1,10 @@
 """The loop's watcher over the tracking server, beyond the claim/resume/state routes of
 loop_routes.py (client: remote/loop_watch.py):
 
-- `POST /api/v1/loop/signals/take-back {"rule", "signal", "from_owner", "owner"}`: a
-  watcher that found the owner of a running signal dead on its own host takes the signal
-  (compare-and-set on the old owner); {"detail"} or null.
+- `POST /api/v1/loop/signals/take-back {"rule", "signal", "from_owner", "owner", "key"?}`:
+  a watcher that found the owner of a running signal dead on its own host takes the signal
+  (compare-and-set on the old owner); {"detail"} or null. Sent again with the same key (a
+  retry after a lost answer): the same answer, nothing changed.
 - `POST /api/v1/loop/signals/retry|abandon {"rule", "signal", "reason"?, "user"?}`: the
   recovery of `mlops-jupyter watch retry|abandon` (store/loop_state.py recover), audited
   under the token's name.
@@ -18,19 +19,20 @@ from typing import Any
 
 from ..store import loop_state
 from .app import HTTPError, check_value
-from .loop_routes import _key, _text
+from .loop_routes import _key, _text, request_key
 from .registry_routes import _Handler
 
 
 class TakeBackHandler(_Handler):
-    """POST {"rule", "signal", "from_owner", "owner"}: {"detail"} or null."""
+    """POST {"rule", "signal", "from_owner", "owner", "key"?}: {"detail"} or null."""
 
     async def post(self) -> None:
         def go() -> dict:
             body = self.body_json()
             rule, signal = _key(body, "rule"), _key(body, "signal")
             dead, owner = _key(body, "from_owner"), _key(body, "owner")
-            return {"detail": loop_state.take_back(self.store, rule, signal, dead, owner)}
+            key = request_key(body)
+            return {"detail": loop_state.take_back(self.store, rule, signal, dead, owner, key)}
 
         await self.go(go)
 
@@ -66,13 +68,14 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
     """This module's routes in the OpenAPI description (`op`, `obj`: openapi's helpers)."""
     s = {"type": "string"}
     key = {"type": "string", "minLength": 1, "maxLength": 1000}
+    req = {"type": "string", "minLength": 1, "maxLength": 64, "description": "request key"}
     recover = obj({"rule": key, "signal": key, "reason": s, "user": s}, ["rule", "signal"])
     return {
         "/api/v1/loop/signals/take-back": {
             "post": op(
                 "take a running signal from a dead watcher (compare-and-set; write scope)",
                 obj(
-                    {"rule": key, "signal": key, "from_owner": key, "owner": key},
+                    {"rule": key, "signal": key, "from_owner": key, "owner": key, "key": req},
                     ["rule", "signal", "from_owner", "owner"],
                 ),
             )
