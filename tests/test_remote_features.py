@@ -280,3 +280,42 @@ def test_online_store_over_server(rs, monkeypatch, request, where):
     _direct(rs, monkeypatch)
     assert mj.online_features([3, 1, 2, 99, 1], feats).equals(got)
     assert mj.features.online_materializations(name).equals(log)
+
+
+def test_online_log_entry_sent_again_with_its_key_is_logged_once(rs):
+    from lossy_proxy import LossyProxy
+
+    from mlops_jupyter.remote import features as rfeat
+    from mlops_jupyter.remote.api import remote_store
+
+    mj.register_features("idem_log", SPEND, entity="user_id", timestamp="event_ts", ttl="5d")
+    path = "/api/v1/features/views/idem_log/versions/1/online"
+
+    def log(key: object) -> tuple[int, dict]:
+        body = {"backend": "store", "start": None, "end": 1.7e9, "rows": 3, "key": key}
+        return request(rs.srv.url, "POST", path, rs.wtok, body)
+
+    def entries() -> list[dict]:
+        return mj.features.online_materializations("idem_log").to_dicts()
+
+    # the same request twice (a retry after a lost answer): one log entry, the same answer
+    first = log("k-1")
+    assert first[0] == 200 and isinstance(first[1]["id"], int)
+    assert log("k-1") == first
+    assert len(entries()) == 1
+    # another key is another entry
+    other = log("k-2")
+    assert other[0] == 200 and other[1]["id"] != first[1]["id"]
+    assert len(entries()) == 2
+    for bad in ("", "k" * 65, 3, "k\x00"):
+        st, out = log(bad)
+        assert st == 400 and "key" in out["message"], (bad, out)
+    assert len(entries()) == 2
+    # the client: answers lost twice, one key sent three times, one entry more
+    with LossyProxy(rs.srv.url, drop=2) as proxy:
+        rfeat.record_online(remote_store(proxy.url), "idem_log", 1, "store", 5.0, 1.8e9, 4)
+    sent = [r["body"] for r in proxy.requests() if r["path"] == path]
+    assert len(sent) == 3 and len({b["key"] for b in sent}) == 1
+    got = entries()
+    assert len(got) == 3 and got[0]["rows"] == 4
+    assert (got[0]["start"].timestamp(), got[0]["end"].timestamp()) == (5.0, 1.8e9)

@@ -10,7 +10,9 @@ mlops_jupyter.features calls these when MLOPS_JUPYTER_STORE is http(s)://.
   (artifacts/cache.py) with its sha256 checked.
 - `record_training_set`: the client joined; the server records the labels' and the
   result's data versions, the lineage and the run link.
-- The online store's log (`record_online`, `has_online`, `online_materializations`), and
+- The online store's log (`record_online`, `has_online`, `online_materializations`; a
+  log entry carries a request key made here, so its retry after a lost answer logs nothing
+  twice), and
   `ServerOnline`: the team store's online table through the server (a Redis online store
   is reached by the client itself, features/online.py)."""
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,8 +270,9 @@ def record_online(
     end: float,
     rows: int,
 ) -> None:
-    """Log an online materialization of a view version (written to `backend` already)."""
-    body = {"backend": backend, "start": start, "end": end, "rows": rows}
+    """Log an online materialization of a view version (written to `backend` already).
+    One request key for every try: a retry after a lost answer logs nothing twice."""
+    body = {"backend": backend, "start": start, "end": end, "rows": rows, "key": uuid.uuid4().hex}
     path = _view_path(name, f"versions/{int(version)}/online")
     _call(store, "POST", path, body, f"log the online materialization of {name!r}")
 

@@ -57,15 +57,25 @@ def record_online_materialization(
     start: float | None,
     end: float,
     n_rows: int,
+    key: str | None = None,
 ) -> int:
     """Log that `n_rows` entities of view version `view_id` were written to `backend` for
-    feature timestamps in [start, end]; returns the row id."""
+    feature timestamps in [start, end]; returns the row id. `key`: the client's request
+    key; an entry sent again with it (a retry after a lost answer) returns the first
+    entry's id and logs nothing."""
     with store.write("record an online materialization") as c:
-        return c.execute(
+        row = c.execute(
             "INSERT INTO feature_online_materializations(view_id, backend, range_start,"
-            " range_end, n_rows, created) VALUES(?,?,?,?,?,?) RETURNING id",
-            (view_id, backend, start, end, n_rows, time.time()),
-        ).fetchone()[0]
+            " range_end, n_rows, created, request_key) VALUES(?,?,?,?,?,?,?)"
+            " ON CONFLICT(view_id, request_key) DO NOTHING RETURNING id",
+            (view_id, backend, start, end, n_rows, time.time(), key),
+        ).fetchone()
+        if row is None:  # only with a key (NULL keys never conflict): logged before
+            row = c.execute(
+                "SELECT id FROM feature_online_materializations WHERE view_id=? AND request_key=?",
+                (view_id, key),
+            ).fetchone()
+        return row[0]
 
 
 def online_materializations(

@@ -1,6 +1,8 @@
 """Tables of the feature store: feature view versions (definition, code, schema, owner),
 their offline materializations (a parquet blob + a data version each) and the lineage of
-training sets (labels + feature views -> a data version). Migration versions 84..86."""
+training sets (labels + feature views -> a data version). Migrations 84 and 85, and
+92: the request key that makes a remote client's online-materialization log entry safe to
+send again."""
 
 from __future__ import annotations
 
@@ -74,6 +76,15 @@ MIGRATIONS = [
         );
         CREATE INDEX feature_online_materializations_by_view
             ON feature_online_materializations(view_id, backend, id)
+        """,
+    ),
+    (
+        92,
+        "features: request keys of online materialization log entries",
+        """
+        ALTER TABLE feature_online_materializations ADD COLUMN request_key TEXT;
+        CREATE UNIQUE INDEX feature_online_materializations_by_key
+            ON feature_online_materializations(view_id, request_key)
         """,
     ),
 ]

@@ -104,13 +104,15 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                 params=[_NAME, _VERSION, _q("backend", required=True)],
             ),
             "post": op(
-                "log an online materialization of a view version",
+                "log an online materialization of a view version; its log entry's id. Sent"
+                " again with the same key: the first entry's id, nothing logged",
                 obj(
                     {
                         "backend": _S,
                         "start": _TIME,
                         "end": {"type": "number"},
                         "rows": {"type": "integer", "minimum": 0},
+                        "key": {"type": "string", "minLength": 1, "maxLength": 64},
                     },
                     ["backend", "end", "rows"],
                 ),

@@ -19,7 +19,8 @@ training-set lineage and view usage. `POST /api/v1/features/training-sets` recor
 training set the client joined: its labels' and its own data versions, lineage rows naming
 each view version's materialization, and the link to the run. The online store's log:
 `.../views/{name}/versions/{version}/online` (GET: materialized to a backend? POST: log a
-materialization), `GET /api/v1/features/online-materializations`, and the team store's
+materialization; with the client's request key, a log entry sent again after a lost answer
+answers the first entry's id and logs nothing), `GET /api/v1/features/online-materializations`, and the team store's
 online table: `POST .../online/rows` (write; newer values win, so a repeat changes nothing)
 and `POST .../online/read` (a read, `read` scope).
 
@@ -42,7 +43,7 @@ from ..store import runs as rstore
 from .app import BaseHandler, HTTPError, check_value
 from .data_routes import _public as _public_version
 from .data_routes import _record
-from .run_files import BlobHandler
+from .run_files import MAX_EVENT_KEY, BlobHandler
 
 MAX_TEXT = 1 << 20  # a view's code and description
 
@@ -353,7 +354,8 @@ def _backend(raw: Any) -> str:
 
 class OnlineHandler(_Handler):
     """GET ?backend=: was the view version materialized to it? POST {"backend", "start",
-    "end", "rows"}: log an online materialization."""
+    "end", "rows", "key"?}: log an online materialization; {"id"} of the log entry (the
+    first entry's, and nothing logged, when `key` was sent before)."""
 
     async def get(self, name: str, version: str) -> None:
         def go() -> dict:
@@ -372,8 +374,16 @@ class OnlineHandler(_Handler):
             check_value(end is not None, "'end' is required")
             start = _time(body.get("start"), "start")
             rows = _int(body.get("rows"), "rows", 0)
-            ostore.record_online_materialization(self.store, d["_id"], be, start, end, rows)
-            return {}
+            key = body.get("key")
+            check_value(
+                key is None or (isinstance(key, str) and 0 < len(key) <= MAX_EVENT_KEY),
+                f"'key': 1 to {MAX_EVENT_KEY} characters",
+            )
+            rstore.check_text(key, "key")
+            mid = ostore.record_online_materialization(
+                self.store, d["_id"], be, start, end, rows, key
+            )
+            return {"id": mid}
 
         await self.go(go)
 
