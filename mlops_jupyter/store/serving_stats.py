@@ -132,8 +132,9 @@ def _read_log(
     """Everything model_stats needs from the log, against one consistent state: per
     (variant, version) pair its first and last ts, requests, server and client errors in
     [since, until) (outside the windows and per window) and the latencies of its answered
-    requests (status 200) per window. Counts are SQL aggregates over ranges of the (model,
-    variant, version, ts, ...) index; latencies are read for the shown windows only."""
+    requests (status 200) per window. A handful of statements per pair, whatever the
+    number of windows: counts are SQL aggregates (grouped by window) over a range of the
+    (model, variant, version, ts, ...) index; latencies are read for the shown windows only."""
     with store.snapshot("read the prediction log") as c:
         pairs = _pairs(c, model, until)
         ends: dict[tuple, tuple[float, float]] = {}
@@ -161,38 +162,56 @@ def _read_log(
         bounds = [start + k * w for k in range(windows)] + [end]
         lo = start if since is None else max(start, float(since))
         hi = end if until is None else min(end, float(until))
+        # the window of a row, as numpy would compute it: floor((ts - start) / w); rows
+        # here have ts >= start, so SQLite's truncation is the floor (its floor() is an
+        # optional build feature), while PostgreSQL's CAST would round
+        bucket = (
+            "FLOOR((ts - ?) / ?)"
+            if store.backend == "postgresql"
+            else "CAST((ts - ?) / ? AS INTEGER)"
+        )
         per_pair: dict[tuple, dict[str, Any]] = {}
         for pair in ends:
             # before the windows (only when [since, until) reaches back that far)
             args = [model]
             sql = _COUNTS + _pair_where(*pair, args) + time_range("ts", since, lo, args)
             n, e, ce = c.execute(sql, args).fetchall()[0] if lo > first else (0, 0, 0)
-            d: dict[str, Any] = {"first": ends[pair][0], "last": ends[pair][1],
-                                 "requests": int(n), "errors": int(e or 0),
-                                 "client_errors": int(ce or 0), "req_w": [], "err_w": [],
-                                 "lat_w": []}  # fmt: skip
-            for k in range(windows):
-                a, b = max(bounds[k], lo), min(bounds[k + 1], hi)
-                if a >= b:
-                    n = e = ce = 0
-                    lat = np.empty(0)
-                else:
-                    args = [model]
-                    where = _pair_where(*pair, args) + " AND ts >= ? AND ts < ?"
-                    args += [a, b]
-                    n, e, ce = c.execute(_COUNTS + where, args).fetchall()[0]
-                    rows = c.execute(
-                        "SELECT latency_ms FROM serving_predictions WHERE model=?" + where
-                        + " AND status = 200 AND latency_ms IS NOT NULL", args,
-                    ).fetchall()  # fmt: skip
-                    lat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows))
-                d["requests"] += int(n)
-                d["errors"] += int(e or 0)
-                d["client_errors"] += int(ce or 0)
-                d["req_w"].append(int(n))
-                d["err_w"].append(int(e or 0))
-                d["lat_w"].append(lat)
-            per_pair[pair] = d
+            req, err, ok = (np.zeros(windows, np.int64) for _ in range(3))
+            args = [start, w, model]
+            where = _pair_where(*pair, args) + time_range("ts", lo, hi, args)
+            sql = (
+                f"SELECT {bucket}, COUNT(*), SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN status = 200 AND latency_ms IS NOT NULL THEN 1 ELSE 0 END)"
+                f" FROM serving_predictions WHERE model=?{where} GROUP BY 1"
+            )
+            for k, nk, ek, cek, okk in c.execute(sql, args).fetchall():
+                k = min(int(k), windows - 1)  # ts < end; guard the last bit of rounding
+                req[k] += int(nk)
+                err[k] += int(ek or 0)
+                ce = int(ce or 0) + int(cek or 0)
+                ok[k] += int(okk or 0)
+            # the answered latencies in time order: each window's are the next ok[k] values
+            args = [model]
+            sql = "SELECT latency_ms FROM serving_predictions WHERE model=?" + _pair_where(
+                *pair, args
+            )
+            sql += time_range("ts", lo, hi, args)
+            sql += " AND status = 200 AND latency_ms IS NOT NULL ORDER BY ts"
+            rows = c.execute(sql, args).fetchall()
+            lat = np.fromiter(chain.from_iterable(rows), np.float64, len(rows))
+            if len(lat) != ok.sum():  # one snapshot: the two reads see the same rows
+                raise RuntimeError("the prediction log changed within one snapshot")
+            per_pair[pair] = {
+                "first": ends[pair][0],
+                "last": ends[pair][1],
+                "requests": int(n) + int(req.sum()),
+                "errors": int(e or 0) + int(err.sum()),
+                "client_errors": int(ce or 0),
+                "req_w": req.tolist(),
+                "err_w": err.tolist(),
+                "lat_w": np.split(lat, np.cumsum(ok)[:-1]),
+            }
     return {"pairs": per_pair, "window": w, "windows": windows, "bounds": bounds,
             "range": (lo, hi), "first": first, "last": last}  # fmt: skip
 
