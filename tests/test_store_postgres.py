@@ -4,6 +4,7 @@ mid-training loses no point, raises nothing into the loop and leaves the run hon
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -91,15 +92,24 @@ def test_server_stopped_mid_run_loses_nothing_and_never_blocks_the_loop(own_serv
         mj.flush()
         own_server.stop("fast")
         worst = 0.0
-        t_end = time.monotonic() + 10  # ten seconds without a server
-        i = n
-        while time.monotonic() < t_end:
-            t0 = time.perf_counter()
-            mj.log_metric("loss", 1.0 / (i + 1), step=i)
-            worst = max(worst, time.perf_counter() - t0)
-            i += 1
-            if i % 500 == 0:
-                time.sleep(0.01)
+        # The objects this process held before the loop (pytest's, polars', ...) are
+        # frozen out of the garbage collector: a full collection of them lands in
+        # whichever call allocates, logging or not (about 20 ms idle and 60 ms loaded on
+        # Python 3.13 here). What logging creates meanwhile (its queue) is still collected.
+        gc.collect()
+        gc.freeze()
+        try:
+            t_end = time.monotonic() + 10  # ten seconds without a server
+            i = n
+            while time.monotonic() < t_end:
+                t0 = time.perf_counter()
+                mj.log_metric("loss", 1.0 / (i + 1), step=i)
+                worst = max(worst, time.perf_counter() - t0)
+                i += 1
+                if i % 500 == 0:
+                    time.sleep(0.01)
+        finally:
+            gc.unfreeze()
         run.end()  # the server is still down: kept, not raised
         own_server.start()
         deadline = time.monotonic() + 30
@@ -114,10 +124,11 @@ def test_server_stopped_mid_run_loses_nothing_and_never_blocks_the_loop(own_serv
     assert mj.get_run(run.id)["status"] == "finished"
     h = mj.metrics(run.id, keys=["loss"])
     assert h["step"].to_list() == list(range(i))
-    # a call that waited on the stopped server would take its connect timeout (seconds);
-    # the bound leaves room for a pause of the packer or the spill on a loaded machine
-    # (about 60 ms on Python 3.13 here, under 50 ms on 3.10 and 3.11)
-    assert worst < 0.2, f"a log_metric call took {worst * 1000:.1f} ms"
+    # a call that waited on the stopped server would take its connect timeout (seconds),
+    # one that waited for a spill or a read-back of the spool tens of ms; what is left is
+    # the GIL handed to the packer or the writer (a 5 ms switch interval) and the OS
+    # scheduler on a loaded machine
+    assert worst < 0.05, f"a log_metric call took {worst * 1000:.1f} ms"
     offline = [w for w in caught if "cannot be reached" in str(w.message)]
     assert len(offline) == 1
 
