@@ -112,7 +112,7 @@ PG_SUITES ?= $(shell cat .ci/postgres-suites.txt)
 
 test: setup browser postgres redis azurite airflow prefect bentoml feast lint lint-ts
 	$(PY) -m pytest -p no:cacheprovider -ra --durations=25
-	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra -m "not browser and not sqlite_only" $(PG_SUITES)
+	MLOPS_TEST_BACKEND=postgresql $(PY) -m pytest -p no:cacheprovider -q -ra --durations=25 -m "not browser and not sqlite_only" $(PG_SUITES)
 
 # The suite on the oldest (3.10 + pandas 2.3 + numpy 2.2 + the lowest polars allowed) and the
 # newest supported Python, each in its own venv without the heavy extras (torch, mlx, optuna,
@@ -148,7 +148,7 @@ COMPAT_SKIP := --ignore=tests/test_export_airflow.py --ignore=tests/test_export_
 # Tests that failed are run once more, alone (pytest --lf, one venv at a time): a test that
 # passes then failed only because both suites shared the 2 CPUs; it is named in the output,
 # and a test that fails again fails the target.
-COMPAT_PYTEST = -m pytest -q -ra -m "not browser" $(COMPAT_SKIP)
+COMPAT_PYTEST = -m pytest -q -ra --durations=15 -m "not browser" $(COMPAT_SKIP)
 test-compat: postgres $(addsuffix /.installed,$(COMPAT_VENVS))
 	@for v in $(COMPAT_VENVS); do \
 	  ( $$v/bin/python $(COMPAT_PYTEST) -o cache_dir=$$v/.pytest_cache \
