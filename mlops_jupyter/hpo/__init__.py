@@ -50,18 +50,24 @@ def study_storage(path: str | os.PathLike | None = None):
         from .distributed import storage_for
 
         return storage_for()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages import JournalStorage
 
+    del optuna
+    return JournalStorage(journal_backend(path))
+
+
+def journal_backend(path: str | os.PathLike):
+    """optuna's journal file backend at `path` (its folder created), locked so that
+    processes on one machine or a shared file system can use it at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
     except ImportError:  # optuna 3.x names
         from optuna.storages import JournalFileOpenLock
         from optuna.storages import JournalFileStorage as JournalFileBackend
     # the open(O_EXCL) lock works on file systems without symlinks too
-    del optuna
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    return JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
 
 
 class Sweep:
@@ -187,9 +193,10 @@ def sweep(
     the training loop does not wait.
     `workers`: run the trials in that many processes on this machine; `cluster`: a
     `distributed.Client`, one worker loop per Dask worker. Either way `n_trials` is the
-    total, trials are child runs of this sweep run with the worker's host, and on a
-    PostgreSQL store a dead worker's trial is failed after `heartbeat_interval` seconds
-    without a heartbeat and retried up to `max_retry` times."""
+    total, trials are child runs of this sweep run with the worker's host, and a dead
+    worker's trial is failed after two `heartbeat_interval`s without a heartbeat and
+    retried up to `max_retry` times (PostgreSQL, the journal file and the tracking server
+    alike)."""
     optuna = _optuna()
     from ..store import registry as sreg
     from ..tracking import api

@@ -1,8 +1,9 @@
 """The optuna storage a sweep's workers share, and trial heartbeats.
 
 `storage_for` picks it: RDBStorage in the store's own database where it has one
-(PostgreSQL), with heartbeats and a retry callback so a dead worker's trial is failed and
-run again; the tracking server's storage over HTTP; else the journal file beside the store.
+(PostgreSQL), the tracking server's storage over HTTP, else the journal file beside the
+store (journal.py adds heartbeats to it); each with heartbeats and a retry callback, so a
+dead worker's trial is failed and run again.
 Ask/tell loops (distributed.work) record heartbeats themselves (`heartbeat`) and fail the
 trials of workers that stopped beating (`fail_stale`)."""
 
@@ -20,11 +21,11 @@ _last_check: dict[tuple, float] = {}
 
 def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | None = 3):
     """The optuna storage of `store` (default: the current one): RDBStorage in the store's
-    own database where the store has one for it (PostgreSQL), with heartbeats so a dead
-    worker's running trial is failed and retried up to `max_retry` times; otherwise the
-    journal file beside the store (no heartbeats there: a dead worker's trial stays
-    RUNNING). One storage object per process and settings."""
-    from . import _optuna, study_storage
+    own database where the store has one for it (PostgreSQL), otherwise the journal file
+    beside the store; with heartbeats either way, so a dead worker's running trial is
+    failed and retried up to `max_retry` times. One storage object per process and
+    settings."""
+    from . import _optuna
 
     optuna = _optuna()
     if store is None:
@@ -36,7 +37,7 @@ def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | No
         return _remote_storage(store.url, heartbeat_interval, max_retry)
     url = store.optuna_storage_url()
     if url is None:
-        return study_storage(store.root / "optuna.journal")
+        return _journal(store.root / "optuna.journal", heartbeat_interval, max_retry)
     key = (url, heartbeat_interval, max_retry)
     st = _storages.get(key)
     if st is None:
@@ -80,6 +81,34 @@ def storage_for(store=None, *, heartbeat_interval: int = 10, max_retry: int | No
     return st
 
 
+def _retry(max_retry: int | None) -> Any:
+    """optuna's callback that enqueues a stale trial's params again (up to `max_retry`)."""
+    try:  # optuna >= 4.9's name
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback as Retry
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():  # "experimental" in optuna's words
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return Retry(max_retry)
+
+
+def _journal(path, heartbeat_interval: int, max_retry: int | None):
+    """The journal file at `path` with heartbeats (journal.py). One per process and
+    settings: each instance replays the file."""
+    key = (str(path), heartbeat_interval, max_retry)
+    st = _storages.get(key)
+    if st is None:
+        from . import journal_backend
+        from .journal import HeartbeatJournalStorage
+
+        st = _storages[key] = HeartbeatJournalStorage(
+            journal_backend(path), heartbeat_interval, _retry(max_retry)
+        )
+    return st
+
+
 def _remote(url: str):
     from ..remote.api import remote_store
 
@@ -92,20 +121,12 @@ def _remote_storage(url: str, heartbeat_interval: int, max_retry: int | None):
     key = (url, heartbeat_interval, max_retry)
     st = _storages.get(key)
     if st is None:
-        try:  # optuna >= 4.9's name
-            from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
-        except ImportError:
-            from optuna.storages import RetryFailedTrialCallback as Retry
-
         from ..remote.optuna_storage import RemoteOptunaStorage
 
-        with warnings.catch_warnings():  # "experimental" in optuna's words
-            from optuna.exceptions import ExperimentalWarning
-
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            retry = Retry(max_retry)
         st = _storages[key] = RemoteOptunaStorage(
-            url, heartbeat_interval=heartbeat_interval, heartbeat_stale_trial_callback=retry
+            url,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_stale_trial_callback=_retry(max_retry),
         )
     return st
 

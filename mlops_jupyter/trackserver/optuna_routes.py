@@ -9,9 +9,9 @@ cache, the journal file beside a SQLite store), one per process.
 
 Heartbeats: on PostgreSQL `record_heartbeat` and the stale query are RDBStorage's own
 (its table, the database's clock), so local workers fail a dead remote worker's trial and
-the other way round; the client's grace period is used. The journal has no heartbeats:
-there the server keeps the last beat as the trial system attribute `mlops.heartbeat` (its
-own clock). A trial creation names a random key, kept as the system attribute
+the other way round; the client's grace period is used. optuna's journal has no
+heartbeats: there the last beat is the trial system attribute `mlops.heartbeat` (the
+beater's clock), as local workers on the journal keep it (hpo/journal.py). A trial creation names a random key, kept as the system attribute
 `mlops.create_key`; a request marked `retry` returns the trial made with that key if any."""
 
 from __future__ import annotations
