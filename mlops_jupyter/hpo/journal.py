@@ -37,6 +37,20 @@ def _age(t: FrozenTrial) -> float:
     return max(0.0, time.time() - t.datetime_start.timestamp())
 
 
+def stale_trial_ids(storage: Any, study_id: int, grace: float) -> list[int]:
+    """The RUNNING trials of a journal-backed `storage` whose last beat (or start, when
+    they never beat) is more than `grace` seconds old."""
+    now = time.time()
+    out = []
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = t.system_attrs.get(HEARTBEAT_ATTR)
+        if not isinstance(beat, (int, float)):
+            beat = now - _age(t)  # its start is its first beat
+        if now - beat > grace:
+            out.append(t._trial_id)
+    return out
+
+
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """A `JournalStorage` whose running trials send heartbeats every `heartbeat_interval`
     seconds; `stale_trial_callback` (e.g. optuna's retry callback) runs for each trial
@@ -68,16 +82,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             pass  # finished meanwhile (its worker told, or another failed it): nothing to watch
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        grace = 2 * self.heartbeat_interval
-        now = time.time()
-        out = []
-        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = t.system_attrs.get(HEARTBEAT_ATTR)
-            if not isinstance(beat, (int, float)):
-                beat = now - _age(t)  # its start is its first beat
-            if now - beat > grace:
-                out.append(t._trial_id)
-        return out
+        return stale_trial_ids(self, study_id, 2 * self.heartbeat_interval)
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval

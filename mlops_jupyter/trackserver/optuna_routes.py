@@ -274,8 +274,6 @@ def _record_heartbeat(st: Any, b: dict) -> None:
 
 
 def _stale(st: Any, b: dict) -> list[int]:
-    from optuna.trial import TrialState
-
     study_id = _id(b, "study_id")
     grace = b.get("grace_s")
     if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= 86_400:
@@ -288,13 +286,9 @@ def _stale(st: Any, b: dict) -> list[int]:
         view.__dict__.update(rdb.__dict__)
         view.heartbeat_interval, view.grace_period = max(1, grace // 2), grace
         return list(view._get_stale_trial_ids(study_id))
-    now = time.time()
-    out = []
-    for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = t.system_attrs.get(HEARTBEAT_ATTR)
-        if isinstance(beat, (int, float)) and now - beat > grace:
-            out.append(t._trial_id)
-    return out
+    from ..hpo.journal import stale_trial_ids
+
+    return stale_trial_ids(st, study_id, grace)
 
 
 def _dispatch(st: Any, method: str, b: dict) -> Any:
