@@ -53,11 +53,13 @@ class _Reporter:
             item = None
             while self.queue:
                 item = self.queue.popleft()
-            if item is not None and self.decision is None:
+            # reported even after a pruning decision: the objective may end before a later
+            # mj.log call raises it, and a completed trial must show its last value
+            if item is not None:
                 value, step, key = item
                 try:
                     self.trial.report(value, step)
-                    if self.prune and self.trial.should_prune():
+                    if self.decision is None and self.prune and self.trial.should_prune():
                         self.decision = f"pruned at step {step} ({key}={value:.6g})"
                 except Exception as e:  # the storage failing must not break training
                     warnings.warn(
