@@ -29,9 +29,10 @@ def pg_server():
 @pytest.fixture(scope="session")
 def pg_store_template(pg_server) -> str:
     """Name of a database on the session's server holding a new, empty store (made by the
-    real migrations once): each test's default store is a copy of it, which takes a fraction
-    of the time the migrations take. `pg_url` stays an empty database for the tests of
-    store creation."""
+    real migrations once): each test's default store is a copy of it. On an idle machine the
+    copy costs about what an empty database plus the migrations cost (0.33 s against 0.39 s
+    here); on a loaded one the migrations' many round trips take far longer (0.5 s and more).
+    `pg_url` stays an empty database for the tests of store creation."""
     from mlops_jupyter.store import open_store
     from mlops_jupyter.store.db import close_all
 
