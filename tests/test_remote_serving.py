@@ -24,6 +24,7 @@ pytest.importorskip("uvicorn")
 
 import mlops_jupyter as mj  # noqa: E402
 from mlops_jupyter.cli import main  # noqa: E402
+from mlops_jupyter.errors import InvalidInputError  # noqa: E402
 from mlops_jupyter.serving.client import request  # noqa: E402
 from mlops_jupyter.store import serving as sstore  # noqa: E402
 from mlops_jupyter.store import serving_profiles as sp  # noqa: E402
@@ -164,12 +165,23 @@ def test_predictions_over_the_server_are_what_ab_report_and_drift_read(
     }
     assert all(r["value"] in (0, 1) for rs in direct.values() for r in rs)
     over = mj.ab_report(MODEL, since=t0)  # this process: over the server (write token)
+    over_c = mj.ab_report(MODEL, since=t0, metric="continuous")
+    # the server counts: (successes, n) per variant, not the log's rows
+    from mlops_jupyter.remote.serving import ab_inputs
+
+    counts, versions = ab_inputs(remote.srv.url, MODEL, t0, None, None)
+    assert counts == {v: (sum(r["value"] for r in rs), len(rs)) for v, rs in direct.items()}
+    assert versions == {"v1": {1}, "v2": {2}}
+    with pytest.raises(InvalidInputError, match="metric"):
+        ab_inputs(remote.srv.url, MODEL, t0, None, "median")
     mj.set_store(remote.loc)
     try:
         here = mj.ab_report(MODEL, since=t0)
+        here_c = mj.ab_report(MODEL, since=t0, metric="continuous")
     finally:
         mj.set_store(None)
     assert over.to_dict() == here.to_dict()
+    assert over_c.to_dict() == here_c.to_dict() and here_c.metric == "continuous"
     assert here.control == "v1" and [v.variant for v in here.variants] == ["v2"]
     # windows: stored by the serving process through the server, judged against TRAIN
     deadline = time.monotonic() + 15

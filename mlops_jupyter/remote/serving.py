@@ -217,6 +217,30 @@ def outcomes(url: str, model: str, since: float | None, until: float | None) -> 
     return handle(url).call("GET", path)["outcomes"]
 
 
+def ab_inputs(
+    url: str, model: str, since: float | None, until: float | None, metric: str | None
+) -> tuple[dict[str, Any] | None, dict[str, set[int]]] | None:
+    """serving/report.ab_inputs on the server's store: (values or None where they need the
+    full read, versions). None from a server without the route (the full read then)."""
+    q = {k: v for k, v in (("since", since), ("until", until), ("metric", metric)) if v is not None}
+    path = f"/api/v1/serving/models/{_q(model)}/ab_inputs"
+    if q:
+        path += "?" + urlencode(q)
+    h = handle(url)
+    try:
+        out = h.client.request("GET", path)
+    except ServerRefused as e:
+        if e.status == 404:
+            return None  # a server older than the route
+        raise _refused(h.client, e) from None
+    versions = {v: set(vs) for v, vs in out["versions"].items()}
+    if out["binary"] is not None:
+        return {v: (int(k), int(n)) for v, (k, n) in out["binary"].items()}, versions
+    if out["values"] is not None:
+        return {v: [float(x) for x in xs] for v, xs in out["values"].items()}, versions
+    return None, versions
+
+
 def serving_drift(
     url: str, model: str, version: int | None, reference: Any, last: int | None
 ) -> Any:

@@ -45,16 +45,27 @@ def _observations(model: str, since: float | None, until: float | None) -> dict[
 def _local(
     model: str, since: float | None, until: float | None, metric: str | None
 ) -> tuple[dict[str, Any], dict[str, set[int]]] | None:
-    """From the local store without reading the log: (per variant with feedback, its
-    values, or (successes, n) when the metric is binary, counted in SQL; per variant, the
-    versions it answered with). None where the values must be checked one by one (a
-    non-number or non-finite value: the full read names the request) or logging is remote."""
-    from ..store.serving_stats import answered_versions, feedback_counts, feedback_values
+    """`ab_inputs` of the session's store, or of the tracking server's through its route
+    when logging remotely (None there too when the values need the full read)."""
     from ..tracking.api import current_store, remote_url
 
-    if remote_url() is not None:
-        return None
-    store = current_store()
+    if (url := remote_url()) is not None:
+        from ..remote.serving import ab_inputs as remote_inputs
+
+        got = remote_inputs(url, model, since, until, metric)
+        return None if got is None or got[0] is None else got  # type: ignore[return-value]
+    return ab_inputs(current_store(), model, since, until, metric)
+
+
+def ab_inputs(
+    store: Any, model: str, since: float | None, until: float | None, metric: str | None
+) -> tuple[dict[str, Any], dict[str, set[int]]] | None:
+    """What `ab_report` needs from `store`, without reading the log: (per variant with
+    feedback, its values, or (successes, n) when the metric is binary, counted in SQL; per
+    variant, the versions it answered with). None where the values must be checked one by
+    one (a non-number or non-finite value: the full read names the request)."""
+    from ..store.serving_stats import answered_versions, feedback_counts, feedback_values
+
     versions = answered_versions(store, model, since, until)
     if not versions:
         raise _no_answers(model)
@@ -95,8 +106,11 @@ def _answered_versions(model: str) -> dict[str, set[int]]:
     from ..tracking.api import current_store, remote_url
 
     _check_model(model)
-    if remote_url() is not None:
-        return _versions(_observations(model, None, None))
+    if (url := remote_url()) is not None:
+        from ..remote.serving import ab_inputs as remote_inputs
+
+        got = remote_inputs(url, model, None, None, None)
+        return got[1] if got is not None else _versions(_observations(model, None, None))
     versions = answered_versions(current_store(), model)
     if not versions:
         raise _no_answers(model)

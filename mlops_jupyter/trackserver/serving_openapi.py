@@ -108,6 +108,18 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                 params=[_MODEL, _q("since", _NUM), _q("until", _NUM)],
             )
         },
+        "/api/v1/serving/models/{name}/ab_inputs": {
+            "get": op(
+                "what mj.ab_report needs, counted by the server: per variant (successes, n) "
+                "or the feedback values, and the versions it answered with",
+                params=[
+                    _MODEL,
+                    _q("since", _NUM),
+                    _q("until", _NUM),
+                    _q("metric", {"type": "string", "enum": ["binary", "continuous"]}),
+                ],
+            )
+        },
         "/api/v1/serving/models/{name}/drift": {
             "get": op(
                 "mj.serving_drift's frame as a base64 Arrow IPC stream",

@@ -268,6 +268,38 @@ class OutcomesHandler(_Handler):
         await self.go(go)
 
 
+class ABInputsHandler(_Handler):
+    """GET ?since=&until=&metric=: what mj.ab_report needs, counted by the server
+    (serving/report.ab_inputs): per variant (successes, n) for a binary metric or the
+    feedback values, and the versions each variant answered with. "binary" and "values"
+    are both null where the values need the full read (the outcomes route)."""
+
+    async def get(self, name: str) -> None:
+        def go() -> dict:
+            from ..serving.report import ab_inputs
+
+            n = _name(name)
+            since = _query_num(self, "since")
+            until = _query_num(self, "until")
+            metric = self.get_query_argument("metric", None)
+            check_value(metric in (None, "binary", "continuous"), "metric: binary or continuous")
+            got = ab_inputs(self.store, n, since, until, metric)
+            if got is None:
+                from ..store.serving_stats import answered_versions
+
+                vals, versions = None, answered_versions(self.store, n, since, until)
+            else:
+                vals, versions = got
+            binary = vals is not None and all(isinstance(x, tuple) for x in vals.values())
+            return {
+                "versions": {v: sorted(vs) for v, vs in versions.items()},
+                "binary": {v: list(x) for v, x in vals.items()} if binary and vals else None,
+                "values": vals if vals is not None and not binary else None,
+            }
+
+        await self.go(go)
+
+
 def _query_num(h: Any, key: str) -> float | None:
     v = h.get_query_argument(key, None)
     if v is None:
@@ -432,6 +464,7 @@ ROUTES = [
     (r"/api/v1/serving/profiles", ProfilesHandler),
     (r"/api/v1/serving/models/([^/]+)/references", ReferencesHandler),
     (r"/api/v1/serving/models/([^/]+)/outcomes", OutcomesHandler),
+    (r"/api/v1/serving/models/([^/]+)/ab_inputs", ABInputsHandler),
     (r"/api/v1/serving/models/([^/]+)/drift", DriftHandler),
     (r"/api/v1/serving/rollouts/([^/]+)", RolloutHandler),
     (r"/api/v1/serving/rollouts/([^/]+)/show", RolloutShowHandler),
