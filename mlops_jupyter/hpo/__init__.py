@@ -42,12 +42,13 @@ __all__ = ["Sweep", "SweepError", "set_display_factory", "study_storage", "sweep
 
 
 def study_storage(path: str | os.PathLike | None = None):
-    """The optuna storage of the current store (see `distributed.storage_for`: RDBStorage
-    in a PostgreSQL store's database), or the journal file at `path`: one that concurrent
-    processes (on one machine or a shared file system) can use at once."""
+    """The optuna storage of the current store (see `storage.storage_for`: RDBStorage
+    in a PostgreSQL store's database, else the journal file beside it, with heartbeats),
+    or the plain journal file at `path`: one that concurrent processes (on one machine or
+    a shared file system) can use at once."""
     optuna = _optuna()
     if path is None:
-        from .distributed import storage_for
+        from .storage import storage_for
 
         return storage_for()
     from optuna.storages import JournalStorage
@@ -228,7 +229,7 @@ def sweep(
         if storage is not None:
             stor = storage
         else:
-            from .distributed import storage_for
+            from .storage import storage_for
 
             stor = storage_for(heartbeat_interval=heartbeat_interval, max_retry=max_retry)
         st = optuna.create_study(

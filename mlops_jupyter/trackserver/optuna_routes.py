@@ -4,7 +4,7 @@ MLOPS_JUPYTER_STORE=http(s)://... share their study with the store's local worke
 
 The methods are a closed list (`METHODS`); every field is checked (400 with a JSON error,
 never a 500). Getters need scope `read`, the rest `write`. The server calls its store's own
-optuna storage (hpo.distributed.storage_for: RDBStorage on PostgreSQL behind optuna's
+optuna storage (hpo.storage.storage_for: RDBStorage on PostgreSQL behind optuna's
 cache, the journal file beside a SQLite store), one per process.
 
 Heartbeats: on PostgreSQL `record_heartbeat` and the stale query are RDBStorage's own
@@ -113,7 +113,7 @@ def storage_of(store: Any) -> Any:
     with _lock:
         st = _storages.get(store.key)
         if st is None:
-            from ..hpo.distributed import storage_for
+            from ..hpo.storage import storage_for
 
             st = storage_for(store, heartbeat_interval=10, max_retry=None)
             from optuna.storages import RDBStorage
