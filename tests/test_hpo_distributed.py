@@ -1,9 +1,10 @@
 """Sweeps across processes: `workers=N` on the store's study storage (a journal file with
 SQLite, optuna's RDBStorage in the store's database with PostgreSQL), a SIGKILLed worker's
-trial failed by heartbeat and retried, a Dask LocalCluster, and `sweep join`."""
+trial failed by heartbeat and retried (on both), a Dask LocalCluster, and `sweep join`."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -93,18 +94,24 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("store_kind", ["default", "postgresql"])
 def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(
-    request, monkeypatch, tmp_path, recwarn
+    store_kind, request, monkeypatch, tmp_path, recwarn
 ):
-    if BACKEND != "postgresql":
-        url = request.getfixturevalue("pg_url")  # heartbeats need RDBStorage (PostgreSQL)
+    """On PostgreSQL (RDBStorage's heartbeats) and on a SQLite store's journal file
+    (hpo/journal.py's)."""
+    if store_kind == "postgresql" and BACKEND != "postgresql":
+        url = request.getfixturevalue("pg_url")
         monkeypatch.setenv("MLOPS_JUPYTER_STORE", url)
         monkeypatch.setenv("MLOPS_JUPYTER_ARTIFACTS", str(tmp_path / "art"))
         mj.set_store(None)
-    (tmp_path / "killmod.py").write_text(KILLER)
+    elif store_kind == "postgresql":
+        pytest.skip("the default store is already PostgreSQL")
+    mod = f"killmod_{store_kind}"  # one module per case: workers import it by name
+    (tmp_path / f"{mod}.py").write_text(KILLER)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("KILL_DIR", str(tmp_path))
-    import killmod
+    killmod = importlib.import_module(mod)
 
     t0 = time.monotonic()
     r = mj.sweep(
@@ -131,6 +138,11 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(
     ]
     assert retries and retries[0].state.name == "COMPLETE"
     assert retries[0].params == failed[0].params
+    assert not r.study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    if current_store().backend == "sqlite":
+        from optuna.storages import JournalStorage
+
+        assert isinstance(r.study._storage, JournalStorage)  # the journal, not a database
     assert time.monotonic() - t0 < 120
 
 

@@ -1,11 +1,10 @@
-"""Heartbeats on a SQLite store's journal file (hpo/journal.py): a SIGKILLed worker's trial
-is failed and retried with its params, as on PostgreSQL; a trial's start is its first beat;
-finished trials are left alone."""
+"""Heartbeats on a SQLite store's journal file (hpo/journal.py): when a trial goes stale
+(a trial's start is its first beat), its retry, finished trials left alone. A SIGKILLed
+worker on the journal: test_hpo_distributed.py."""
 
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 
 import pytest
@@ -21,59 +20,6 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("MLOPS_TEST_BACKEND", "sqlite") != "sqlite",
     reason="the journal file is the SQLite store's study storage",
 )
-
-KILLER = textwrap.dedent(
-    """
-    import os, signal, time
-
-    def objective(trial):
-        x = trial.suggest_float("x", -5, 5)
-        marker = os.path.join(os.environ["KILL_DIR"], "killed")
-        if trial.number == 2 and not os.path.exists(marker):
-            open(marker, "w").close()
-            time.sleep(0.3)  # its first heartbeat is in the journal: it really was running
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.05)
-        return (x - 1) ** 2
-    """
-)
-
-
-def test_killed_worker_on_the_journal_is_failed_and_retried(monkeypatch, tmp_path, recwarn):
-    (tmp_path / "killmod_journal.py").write_text(KILLER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("KILL_DIR", str(tmp_path))
-    import killmod_journal
-
-    r = mj.sweep(
-        killmod_journal.objective,
-        n_trials=10,
-        workers=3,
-        study="kill-journal",
-        seed=1,
-        gate=False,
-        heartbeat_interval=1,
-        max_retry=2,
-    )
-    assert (tmp_path / "killed").exists()
-    assert any("was killed" in str(w.message) for w in recwarn.list)
-    from optuna.storages import JournalStorage
-
-    assert isinstance(r.study._storage, JournalStorage)  # the journal, not a database
-    t = r.trials()
-    assert (t["state"] == "complete").sum() == 10
-    assert t["number"].n_unique() == t.height
-    states = r.study.get_trials(deepcopy=False)
-    assert not [x.number for x in states if x.state == optuna.trial.TrialState.RUNNING]
-    failed = [
-        x
-        for x in states
-        if x.state == optuna.trial.TrialState.FAIL and not x.user_attrs.get("mlops.surplus")
-    ]
-    assert [f.number for f in failed] == [2]
-    retries = [x for x in states if x.system_attrs.get("failed_trial") == 2]
-    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
-    assert retries[0].params == failed[0].params
 
 
 def test_stale_two_intervals_after_the_last_beat_or_the_start(tmp_path):
