@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from features_offline import FEAST_BIN, _child, _feast_env, offline  # this folder
+from features_offline import FEAST_BIN, _child, _feast_env, feast_apply, offline  # this folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -203,14 +203,7 @@ def _feast_online(tmp: Path, n_ent: int, reads: int, redis_url: str | None) -> d
         )
         (repo / "feature_store.yaml").write_text(yaml)
     env = _feast_env(tmp)
-    proc = subprocess.run(
-        [str(FEAST_BIN / "feast"), "apply"],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = feast_apply(repo, tmp)
     if proc.returncode != 0:
         return f"feast apply failed: {proc.stderr.strip().splitlines()[-1][:200]}"
     refs = ",".join(f"bench:f{i}" for i in range(N_FEATURES))

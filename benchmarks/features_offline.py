@@ -83,6 +83,18 @@ def _feast_env(tmp: Path) -> dict[str, str]:
     return {"PATH": f"{FEAST_BIN}:/usr/bin:/bin", "HOME": str(tmp), "FEAST_USAGE": "False"}
 
 
+def feast_apply(repo: Path, tmp: Path) -> subprocess.CompletedProcess:
+    """`feast apply` in the exported repository (its registry and stores made)."""
+    return subprocess.run(
+        [str(FEAST_BIN / "feast"), "apply"],
+        cwd=repo,
+        env=_feast_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _cap_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (FEAST_MEM_CAP, FEAST_MEM_CAP))
 
@@ -260,15 +272,7 @@ def offline(args: argparse.Namespace, tmp: Path) -> None:
     repo = tmp / "feast_repo"
     if use_feast:
         export_feast(repo, list(VIEWS))
-        env = _feast_env(tmp)
-        proc = subprocess.run(
-            [str(FEAST_BIN / "feast"), "apply"],
-            cwd=repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = feast_apply(repo, tmp)
         if proc.returncode != 0:
             raise SystemExit(f"feast apply failed: {proc.stderr[-2000:]}")
         n, given, ours, theirs = _verify(tmp, repo, labels)
