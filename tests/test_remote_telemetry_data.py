@@ -231,6 +231,12 @@ def test_read_token_refused_and_retries_store_once(server, monkeypatch, tmp_path
     # bad input: 4xx, nothing stored; an event of another run is not found
     bad = dict(body, record={**rec, "n_rows": -1})
     assert request(server.url, "POST", "/api/v1/data/versions", server.wtok, bad)[0] == 400
+    # an id that already names another fingerprint's version: refused, never a 500
+    forged = dict(body, record={**rec, "fingerprint": "d" * 32})
+    status, out = request(server.url, "POST", "/api/v1/data/versions", server.wtok, forged)
+    assert status == 400 and "another fingerprint" in out["message"]
+    assert not server.store.read("SELECT 1 FROM data_versions WHERE fingerprint=?", ("d" * 32,))
+    assert counts() == (1, 1)
     unknown = dict(body, run="no-such-run", record={**rec, "fingerprint": "e" * 32})
     assert request(server.url, "POST", "/api/v1/data/versions", server.wtok, unknown)[0] == 404
     assert not server.store.read("SELECT 1 FROM data_versions WHERE fingerprint=?", ("e" * 32,))

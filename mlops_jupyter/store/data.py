@@ -46,14 +46,16 @@ def _vrow(r: tuple, with_profile: str | None = None) -> dict[str, Any]:
 def save_version(store: Store, rec: dict[str, Any]) -> tuple[int, bool]:
     """Insert a data version unless one with the same fingerprint exists.
 
-    Returns (row id, whether it was new)."""
+    Returns (row id, whether it was new). A record whose id already names a version of
+    another fingerprint is refused (InvalidInputError): a forged or foreign record over the
+    tracking server, never one made here (the id is the fingerprint's first 16 digits)."""
     # insert first: of two writers saving the same data at once, one inserts and the
     # other finds its row (a select first would let both try to insert)
     with store.write() as c:
         new = c.execute(
             "INSERT INTO data_versions(vid, fingerprint, name, kind, source, n_rows, n_cols,"
             " size_bytes, schema, profile, created) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(fingerprint) DO NOTHING RETURNING id",
+            " ON CONFLICT DO NOTHING RETURNING id",
             (
                 rec["id"],
                 rec["fingerprint"],
@@ -94,6 +96,9 @@ def save_version(store: Store, rec: dict[str, Any]) -> tuple[int, bool]:
                     ),
                 )
             return row[0], False
+    raise InvalidInputError(
+        f"data version id {rec['id']!r} already names a version of another fingerprint"
+    )
 
 
 def has_profile(store: Store, fingerprint: str) -> bool:
