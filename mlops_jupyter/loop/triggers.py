@@ -135,7 +135,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise InvalidInputError(f"watch config {p}: rule names must differ, got {names}")
     channels = [_from_table(k, t) for k in ("webhook", "email", "command") for t in cfg.get(k, [])]
-    return {"rules": rules, "channels": channels or None}
+    # lease: seconds without a heartbeat before another watcher takes a running signal
+    # back (checked by loop/watch.py)
+    return {"rules": rules, "channels": channels or None, "lease": cfg.get("lease")}
 
 
 def signals(store: Any, rule: Rule, now: float | None = None) -> list[tuple[str, dict]]:

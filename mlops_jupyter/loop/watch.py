@@ -1,5 +1,7 @@
-"""`mlops-jupyter watch --config loop.toml [--once] [--interval S]`: poll the signals of
-each rule and run its chain once per signal; `mlops-jupyter approve NAME --version V
+"""`mlops-jupyter watch --config loop.toml [--once] [--interval S] [--lease S]`: poll the
+signals of each rule and run its chain once per signal (a heartbeat thread keeps the
+signal's lease while it runs; a running signal whose owner stopped beating for longer than
+the lease is taken back); `mlops-jupyter approve NAME --version V
 [--reject] [--reason TEXT]` decides a chain waiting for approval; `mlops-jupyter watch
 signals|retry|abandon` lists and recovers handled signals (docs/loop.md). On a direct
 store or over the tracking server (remote/loop_watch.py)."""
@@ -7,8 +9,11 @@ store or over the tracking server (remote/loop_watch.py)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,9 @@ from .actions import newest_version, ready, run_chain
 from .triggers import load_config, signals
 
 __all__ = ["poll", "watch"]
+
+DEFAULT_LEASE = 600.0  # seconds without a heartbeat before a running signal is taken back
+MIN_LEASE = 10.0  # a watcher beats every lease/4: below this, a slow store call loses it
 
 
 def _owner() -> str:
@@ -42,29 +50,114 @@ def _dead_here(owner: str) -> bool:
         return False
 
 
-def poll(config: str | Path | dict[str, Any], now: float | None = None) -> list[dict]:
+def _alive_here(owner: str) -> bool:
+    """Whether `owner` is this process or a live process on this host (provably alive:
+    its lease is not needed to tell)."""
+    host, _, pid = owner.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _dead_here(owner)
+
+
+def check_lease(lease: Any, where: str = "--lease") -> float:
+    """`lease` as seconds; InvalidInputError below MIN_LEASE or when not a number."""
+    ok = isinstance(lease, (int, float)) and not isinstance(lease, bool)
+    if not ok or not math.isfinite(lease) or lease < MIN_LEASE:
+        raise InvalidInputError(
+            f"{where} must be a number of seconds of at least {MIN_LEASE:g} (a watcher "
+            f"refreshes its lease every lease/4 s), got {lease!r}"
+        )
+    return float(lease)
+
+
+class _Heartbeat:
+    """While a chain runs: a thread refreshes its signal's `updated` every lease/4 s
+    (compare-and-set on running and this owner), so watchers elsewhere see it alive."""
+
+    def __init__(self, store: Any, rule: str, signal: str, owner: str, lease: float) -> None:
+        self.store, self.rule, self.signal, self.owner = store, rule, signal, owner
+        self.every = lease / 4
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"loop-beat {signal}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)  # a beat in flight finishes (or the daemon is left)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                held = lw.beat(self.store, self.rule, self.signal, self.owner)
+            except Exception as e:  # a store or network hiccup: the next beat tries again
+                print(f"{self.rule}: {self.signal}: heartbeat failed: {e}", file=sys.stderr)
+                continue
+            if not held:
+                if not self._stop.is_set():  # else the chain just ended: nothing to say
+                    print(
+                        f"{self.rule}: {self.signal}: no longer held by this watcher (taken "
+                        "back after the lease?): its heartbeat stops",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                return
+
+
+def _chain(store: Any, rule: Any, signal: str, detail: dict, cfg: dict, lease: float) -> str:
+    with _Heartbeat(store, rule.name, signal, _owner(), lease):
+        return run_chain(store, rule, signal, detail, cfg["channels"])
+
+
+def _take_back(store: Any, rule: Any, r: dict, owner: str, lease: float) -> dict | None:
+    """Take the running signal `r` from a watcher that died on this host (its pid) or that
+    has not beaten for longer than the lease (compare-and-set, so one watcher takes it and
+    a beat that lands first wins); its detail, or None. Says which."""
+    dead = r["owner"] or ""
+    if _dead_here(dead):
+        why = "no longer running"
+        detail = lw.take_back(store, rule.name, r["signal"], dead, owner)
+    else:
+        # this clock against the store's time: they agree within the lease (NTP)
+        silent = time.time() - r["updated"]
+        if _alive_here(dead) or silent <= lease:
+            return None
+        why = f"no heartbeat for {silent:.0f} s"
+        detail = lw.take_back(store, rule.name, r["signal"], dead, owner, lease)
+    if detail is not None:
+        print(
+            f"{rule.name}: {r['signal']}: taken back from {dead} ({why}), "
+            f"from step {detail.get('step', 0) + 1}",
+            flush=True,
+        )
+    return detail
+
+
+def poll(
+    config: str | Path | dict[str, Any], now: float | None = None, lease: float | None = None
+) -> list[dict]:
     """One pass over the rules of `config` (a watch config file, or load_config's dict):
     new signals are claimed (once, whichever watcher gets there first) and their chains
-    run; chains waiting for an approval that was decided continue. Returns what happened:
-    [{"rule", "signal", "state"}]."""
+    run; chains waiting for an approval that was decided continue; a running signal whose
+    watcher died on this host, or sent no heartbeat for `lease` seconds (default: the
+    config's `lease`, else 600), goes on from its last finished step. Returns what
+    happened: [{"rule", "signal", "state"}] ("taken_from" on a signal taken back)."""
     cfg = config if isinstance(config, dict) else load_config(config)
+    if lease is None:  # the config's (at least MIN_LEASE), else the default
+        given = cfg.get("lease")
+        lease = DEFAULT_LEASE if given is None else check_lease(given, "watch config: lease")
+    elif not (isinstance(lease, (int, float)) and math.isfinite(lease) and lease > 0):
+        raise InvalidInputError(f"lease must be a positive number of seconds, got {lease!r}")
     store = lw.open_watch_store()
     owner = _owner()
     out = []
     for rule in cfg["rules"]:
         for r in lw.signals(store, rule.name, "running"):
-            # a watcher killed mid-chain on this host: its chain goes on from its last
-            # finished step (compare-and-set, so one watcher takes it)
-            if not _dead_here(r["owner"]):
+            if r["owner"] == owner:
                 continue
-            detail = lw.take_back(store, rule.name, r["signal"], r["owner"], owner)
+            detail = _take_back(store, rule, r, owner, lease)
             if detail is not None:
-                print(
-                    f"{rule.name}: {r['signal']}: taken back from {r['owner']} (no longer "
-                    f"running), from step {detail.get('step', 0) + 1}",
-                    flush=True,
-                )
-                state = run_chain(store, rule, r["signal"], detail, cfg["channels"])
+                state = _chain(store, rule, r["signal"], detail, cfg, lease)
                 out.append({"rule": rule.name, "signal": r["signal"], "state": state,
                             "taken_from": r["owner"]})  # fmt: skip
         for w in lw.signals(store, rule.name, "waiting"):
@@ -74,24 +167,32 @@ def poll(config: str | Path | dict[str, Any], now: float | None = None) -> list[
             if detail is not None:
                 if detail.get("waiting_for") == "retry":
                     del detail["waiting_for"]
-                state = run_chain(store, rule, w["signal"], detail, cfg["channels"])
+                state = _chain(store, rule, w["signal"], detail, cfg, lease)
                 out.append({"rule": rule.name, "signal": w["signal"], "state": state})
         for key, info in signals(store, rule, now):
             before = newest_version(store, rule.model)
             detail = {"step": 0, "info": info, "before": before, "model": rule.model}
             if not lw.claim(store, rule.name, key, detail, owner):
                 continue  # handled before, here or by another watcher
-            state = run_chain(store, rule, key, detail, cfg["channels"])
+            state = _chain(store, rule, key, detail, cfg, lease)
             out.append({"rule": rule.name, "signal": key, "state": state})
     return out
 
 
-def watch(config: str | Path, interval: float = 60.0, once: bool = False) -> None:
-    """Poll every `interval` seconds until interrupted (or one pass with `once`)."""
+def watch(
+    config: str | Path, interval: float = 60.0, once: bool = False, lease: float | None = None
+) -> None:
+    """Poll every `interval` seconds until interrupted (or one pass with `once`). `lease`:
+    seconds without a heartbeat before a running signal is taken back (default: the
+    config's `lease`, else 600; at least MIN_LEASE)."""
     cfg = load_config(config)
+    if lease is not None:
+        lease = check_lease(lease)
+    elif cfg.get("lease") is not None:
+        lease = check_lease(cfg["lease"], f"watch config {config}: lease")
     while True:
         started = time.monotonic()
-        for r in poll(cfg):
+        for r in poll(cfg, lease=lease):
             print(f"{r['rule']}: {r['signal']} -> {r['state']}", flush=True)
         if once:
             return
@@ -161,7 +262,7 @@ def cmd_watch(args) -> int:
     if args.interval <= 0:
         raise InvalidInputError(f"--interval must be positive, got {args.interval}")
     try:
-        watch(args.config, args.interval, args.once)
+        watch(args.config, args.interval, args.once, args.lease)
     except KeyboardInterrupt:
         return 0
     return 0
@@ -195,6 +296,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--json", action="store_true", help="signals: as JSON")
     w.add_argument("--once", action="store_true", help="one pass, then exit (cron, Airflow)")
     w.add_argument("--interval", type=float, default=60.0, help="seconds between polls (60)")
+    w.add_argument(
+        "--lease",
+        type=float,
+        metavar="SECONDS",
+        help="a running signal whose watcher sent no heartbeat for this long is taken back "
+        f"(default: the config's lease, else {DEFAULT_LEASE:g}; at least {MIN_LEASE:g})",
+    )
     w.set_defaults(func=cmd_watch)
     a = sub.add_parser("approve", help="approve (or --reject) a version a watcher waits on")
     a.add_argument("name", help="registered model name")

@@ -2,9 +2,9 @@
 a direct store's own functions, or the tracking server's routes when the watcher runs with
 MLOPS_JUPYTER_STORE=http(s)://... and a token (routes: trackserver/loop_routes.py for
 claims, resumes, updates, drift alerts and approvals; registry, data and run frames
-through their own routes; trackserver/loop_watch_routes.py for the recovery of a signal
-whose watcher died; serving's rollout routes, trackserver/serving_routes.py, for the
-canary step).
+through their own routes; trackserver/loop_watch_routes.py for the heartbeats and the
+recovery of a signal whose watcher died; serving's rollout routes,
+trackserver/serving_routes.py, for the canary step).
 
 Each function takes `store`: a Store, or the RemoteStore open_watch_store() gives."""
 
@@ -102,23 +102,42 @@ def get_approval(store: Any, model: str, version: int) -> dict[str, Any] | None:
     return loop_state.get_approval(store, model, version)
 
 
-def take_back(store: Any, rule: str, signal: str, dead: str, owner: str) -> dict | None:
-    """Give a running signal of the dead watcher `dead` to `owner`; its detail, or None.
-    Over the server one request key goes with every try, so a retry after a lost answer
-    answers as the first did (the signal is not left held by `owner` with no chain)."""
+def take_back(
+    store: Any, rule: str, signal: str, dead: str, owner: str, lease: float | None = None
+) -> dict | None:
+    """Give a running signal of the watcher `dead` to `owner`; its detail, or None. With
+    `lease` (seconds): only when `dead`'s last heartbeat is older than that, by the clock
+    of the process that runs the store call (the server's over a tracking server). Over
+    the server one request key goes with every try, so a retry after a lost answer answers
+    as the first did (the signal is not left held by `owner` with no chain)."""
     if (url := _url(store)) is not None:
         import uuid
 
-        body = {
+        body: dict[str, Any] = {
             "rule": rule,
             "signal": signal,
             "from_owner": dead,
             "owner": owner,
             "key": uuid.uuid4().hex,
         }
+        if lease is not None:
+            body["stale_after"] = float(lease)
         what = f"take back signal {signal!r}"
         return _call(url, "POST", "/api/v1/loop/signals/take-back", body, what)["detail"]
-    return loop_state.take_back(store, rule, signal, dead, owner)
+    import time
+
+    stale = None if lease is None else time.time() - float(lease)
+    return loop_state.take_back(store, rule, signal, dead, owner, stale_before=stale)
+
+
+def beat(store: Any, rule: str, signal: str, owner: str) -> bool:
+    """The heartbeat of `owner`, running `signal`'s chain (store/loop_state.py beat);
+    False when the signal is no longer its running one."""
+    if (url := _url(store)) is not None:
+        body = {"rule": rule, "signal": signal, "owner": owner}
+        what = f"heartbeat of signal {signal!r}"
+        return bool(_call(url, "POST", "/api/v1/loop/signals/beat", body, what)["beat"])
+    return loop_state.beat(store, rule, signal, owner)
 
 
 def recover(

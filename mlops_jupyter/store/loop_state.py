@@ -140,18 +140,43 @@ def get_approval(store: Store, name: str, version: int) -> dict[str, Any] | None
 # -- recovery of a signal whose watcher died (`mlops-jupyter watch retry|abandon`) ---------
 
 
+def beat(store: Store, rule: str, signal: str, owner: str) -> bool:
+    """The heartbeat of the watcher `owner` running `signal`'s chain: `updated` becomes now
+    (compare-and-set on state running and this owner). False when the signal is no longer
+    this owner's running one (its chain ended, or a watcher took it back after the lease)."""
+    with store.write("heartbeat of a loop signal") as c:
+        row = c.execute(
+            "UPDATE loop_signals SET updated=? WHERE rule=? AND signal=? AND state='running'"
+            " AND owner=? RETURNING rule",
+            (time.time(), rule, signal, owner),
+        ).fetchone()
+    return row is not None
+
+
 def take_back(
-    store: Store, rule: str, signal: str, dead: str, owner: str, key: str | None = None
+    store: Store,
+    rule: str,
+    signal: str,
+    dead: str,
+    owner: str,
+    key: str | None = None,
+    stale_before: float | None = None,
 ) -> dict | None:
     """Give a running signal held by the dead watcher `dead` to `owner` (compare-and-set on
     the old owner); its detail, or None when it moved on or another watcher took it.
-    `key`: the client's request key (as for resume)."""
+    `key`: the client's request key (as for resume). `stale_before`: only when the old
+    owner's last heartbeat (`updated`) is older than this time, checked in the same
+    statement, so a beat that lands first keeps the signal with its owner."""
+    sql = (
+        "UPDATE loop_signals SET owner=?, owner_key=?, updated=? WHERE rule=? AND signal=?"
+        " AND state='running' AND owner=?"
+    )
+    args: tuple = (owner, key, time.time(), rule, signal, dead)
+    if stale_before is not None:
+        sql += " AND updated < ?"
+        args += (float(stale_before),)
     with store.write("take back a loop signal") as c:
-        row = c.execute(
-            "UPDATE loop_signals SET owner=?, owner_key=?, updated=? WHERE rule=? AND signal=?"
-            " AND state='running' AND owner=? RETURNING detail",
-            (owner, key, time.time(), rule, signal, dead),
-        ).fetchone()
+        row = c.execute(sql + " RETURNING detail", args).fetchone()
         if row is None:
             return None if key is None else _resent(c, rule, signal, owner, key)
     return json.loads(row[0])

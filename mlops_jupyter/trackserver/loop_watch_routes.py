@@ -1,20 +1,28 @@
 """The loop's watcher over the tracking server, beyond the claim/resume/state routes of
 loop_routes.py (client: remote/loop_watch.py):
 
-- `POST /api/v1/loop/signals/take-back {"rule", "signal", "from_owner", "owner", "key"?}`:
-  a watcher that found the owner of a running signal dead on its own host takes the signal
-  (compare-and-set on the old owner); {"detail"} or null. Sent again with the same key (a
-  retry after a lost answer): the same answer, nothing changed.
+- `POST /api/v1/loop/signals/take-back {"rule", "signal", "from_owner", "owner", "key"?,
+  "stale_after"?}`: a watcher that found the owner of a running signal dead on its own host
+  (or, with "stale_after": a lease in seconds, silent for longer than that) takes the
+  signal (compare-and-set on the old owner, and on `updated` older than the server's time
+  less the lease); {"detail"} or null. Sent again with the same key (a retry after a lost
+  answer): the same answer, nothing changed.
+- `POST /api/v1/loop/signals/beat {"rule", "signal", "owner"}`: the heartbeat of the
+  watcher running the signal's chain (`updated` becomes the server's time, compare-and-set
+  on running and this owner); {"beat": true} or {"beat": false} when it is not its
+  running signal any more.
 - `POST /api/v1/loop/signals/retry|abandon {"rule", "signal", "reason"?, "user"?}`: the
   recovery of `mlops-jupyter watch retry|abandon` (store/loop_state.py recover), audited
   under the token's name.
 
 The canary step uses serving's rollout routes (serving_routes.py: reading a rollout needs
-`read`, starting a canary `admin`). Take-back, retry and abandon need `write`, as claims
-do."""
+`read`, starting a canary `admin`). Take-back, beats, retry and abandon need `write`, as
+claims do."""
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from ..store import loop_state
@@ -32,7 +40,33 @@ class TakeBackHandler(_Handler):
             rule, signal = _key(body, "rule"), _key(body, "signal")
             dead, owner = _key(body, "from_owner"), _key(body, "owner")
             key = request_key(body)
-            return {"detail": loop_state.take_back(self.store, rule, signal, dead, owner, key)}
+            lease = body.get("stale_after")
+            check_value(
+                lease is None
+                or (
+                    isinstance(lease, (int, float))
+                    and not isinstance(lease, bool)
+                    and math.isfinite(lease)
+                    and lease > 0
+                ),
+                "'stale_after' must be a positive number of seconds",
+            )
+            # the server's clock, as for the beats: one clock decides staleness
+            stale = None if lease is None else time.time() - float(lease)
+            detail = loop_state.take_back(self.store, rule, signal, dead, owner, key, stale)
+            return {"detail": detail}
+
+        await self.go(go)
+
+
+class BeatHandler(_Handler):
+    """POST {"rule", "signal", "owner"}: {"beat": true|false}."""
+
+    async def post(self) -> None:
+        def go() -> dict:
+            body = self.body_json()
+            rule, signal, owner = _key(body, "rule"), _key(body, "signal"), _key(body, "owner")
+            return {"beat": loop_state.beat(self.store, rule, signal, owner)}
 
         await self.go(go)
 
@@ -60,6 +94,7 @@ class RecoverHandler(_Handler):
 
 ROUTES = [
     (r"/api/v1/loop/signals/take-back", TakeBackHandler),
+    (r"/api/v1/loop/signals/beat", BeatHandler),
     (r"/api/v1/loop/signals/(retry|abandon)", RecoverHandler),
 ]
 
@@ -70,14 +105,20 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
     key = {"type": "string", "minLength": 1, "maxLength": 1000}
     req = {"type": "string", "minLength": 1, "maxLength": 64, "description": "request key"}
     recover = obj({"rule": key, "signal": key, "reason": s, "user": s}, ["rule", "signal"])
+    lease = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "description": "seconds"}
+    take = {"rule": key, "signal": key, "from_owner": key, "owner": key, "key": req}
     return {
         "/api/v1/loop/signals/take-back": {
             "post": op(
-                "take a running signal from a dead watcher (compare-and-set; write scope)",
-                obj(
-                    {"rule": key, "signal": key, "from_owner": key, "owner": key, "key": req},
-                    ["rule", "signal", "from_owner", "owner"],
-                ),
+                "take a running signal from a dead watcher, or from one silent for longer than"
+                " stale_after seconds (compare-and-set; write scope)",
+                obj({**take, "stale_after": lease}, ["rule", "signal", "from_owner", "owner"]),
+            )
+        },
+        "/api/v1/loop/signals/beat": {
+            "post": op(
+                "heartbeat of the watcher running a signal's chain (write scope)",
+                obj({"rule": key, "signal": key, "owner": key}, ["rule", "signal", "owner"]),
             )
         },
         "/api/v1/loop/signals/retry": {
