@@ -75,6 +75,11 @@ def _stale_and_fresh(store, cfg: str, capsys) -> None:
     s = _signal(store, "data:stale")
     assert s["state"] == "done" and s["detail"]["version"] == 1  # register ran, retrain not
     assert not lw.beat(store, "far", "data:stale", "far:7")  # its old owner lost it
+    # ...and cannot record a final state over the new owner's (were it alive but silent)
+    assert not lw.update(store, "far", "data:stale", "failed", {"step": 1}, "far:7")
+    assert _signal(store, "data:stale")["state"] == "done"
+    new_owner = _signal(store, "data:stale")["owner"]
+    assert lw.update(store, "far", "data:stale", "done", s["detail"], new_owner)
     f = _signal(store, "data:fresh")
     assert (f["state"], f["owner"]) == ("running", "far:8")
 

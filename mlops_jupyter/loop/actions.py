@@ -207,10 +207,17 @@ def _promote(
 
 
 def run_chain(
-    store: Any, rule: Rule, key: str, detail: dict[str, Any], channels: list | None
+    store: Any,
+    rule: Rule,
+    key: str,
+    detail: dict[str, Any],
+    channels: list | None,
+    owner: str | None = None,
 ) -> str:
     """Run the rule's steps from detail["step"] on; returns the new state (done, waiting,
-    failed, rejected) and keeps it, with the detail, in the store."""
+    failed, rejected) and keeps it, with the detail, in the store. `owner`: the watcher
+    holding the signal; the state is kept only while it still does (a watcher silent past
+    its lease may have lost the signal to another, whose record wins)."""
     import mlops_jupyter as mj
 
     from .notify import notify
@@ -263,5 +270,11 @@ def run_chain(
             )
     finally:
         run.end(status)  # this chain's run, whatever else this process has active
-    lw.update(store, rule.name, key, state, detail)
+    if not lw.update(store, rule.name, key, state, detail, owner):
+        print(
+            f"{rule.name}: {key}: not recorded as {state}: another watcher took this signal "
+            "over after the lease (its record stands)",
+            file=sys.stderr,
+            flush=True,
+        )
     return state

@@ -106,7 +106,7 @@ class _Heartbeat:
 
 def _chain(store: Any, rule: Any, signal: str, detail: dict, cfg: dict, lease: float) -> str:
     with _Heartbeat(store, rule.name, signal, _owner(), lease):
-        return run_chain(store, rule, signal, detail, cfg["channels"])
+        return run_chain(store, rule, signal, detail, cfg["channels"], _owner())
 
 
 def _take_back(store: Any, rule: Any, r: dict, owner: str, lease: float) -> dict | None:

@@ -209,10 +209,23 @@ def resume(url: str, rule: str, signal: str, owner: str) -> dict[str, Any] | Non
     return _call(url, "POST", "/api/v1/loop/signals/resume", body, what)["detail"]
 
 
-def update(url: str, rule: str, signal: str, state: str, detail: dict[str, Any]) -> None:
-    """Set the state and detail of a claimed signal."""
-    body = {"rule": rule, "signal": signal, "state": state, "detail": _plain(detail)}
-    _call(url, "PUT", "/api/v1/loop/signals/state", body, f"update signal {signal!r}")
+def update(
+    url: str,
+    rule: str,
+    signal: str,
+    state: str,
+    detail: dict[str, Any],
+    owner: str | None = None,
+) -> bool:
+    """Set the state and detail of a claimed signal (with `owner`: only while that watcher
+    holds it; setting the same twice is harmless, so a retry is safe); whether it was
+    set."""
+    body: dict[str, Any] = {"rule": rule, "signal": signal, "state": state}
+    body["detail"] = _plain(detail)
+    if owner is not None:
+        body["owner"] = owner
+    out = _call(url, "PUT", "/api/v1/loop/signals/state", body, f"update signal {signal!r}")
+    return bool(out.get("updated", True))
 
 
 def signals(url: str, rule: str | None = None, state: str | None = None) -> list[dict]:

@@ -75,13 +75,21 @@ def resume(store: Any, rule: str, signal: str, owner: str) -> dict[str, Any] | N
     return loop_state.resume(store, rule, signal, owner)
 
 
-def update(store: Any, rule: str, signal: str, state: str, detail: dict[str, Any]) -> None:
-    """Set the state and detail of a claimed signal."""
+def update(
+    store: Any,
+    rule: str,
+    signal: str,
+    state: str,
+    detail: dict[str, Any],
+    owner: str | None = None,
+) -> bool:
+    """Set the state and detail of a claimed signal (with `owner`: only while that
+    watcher holds it); whether it was set."""
     if (url := _url(store)) is not None:
         from . import loop
 
-        return loop.update(url, rule, signal, state, detail)
-    return loop_state.update(store, rule, signal, state, detail)
+        return loop.update(url, rule, signal, state, detail, owner)
+    return loop_state.update(store, rule, signal, state, detail, owner)
 
 
 def drift_alerts(store: Any, model: str) -> list[dict]:

@@ -66,15 +66,27 @@ def resume(
     return json.loads(row[0])
 
 
-def update(store: Store, rule: str, signal: str, state: str, detail: dict[str, Any]) -> None:
-    """Set the state (one of STATES) and detail of a claimed signal."""
+def update(
+    store: Store,
+    rule: str,
+    signal: str,
+    state: str,
+    detail: dict[str, Any],
+    owner: str | None = None,
+) -> bool:
+    """Set the state (one of STATES) and detail of a claimed signal. With `owner`, only
+    while that watcher still holds it (compare-and-set on the owner): a watcher whose
+    signal was taken back after its lease must not write over the new owner's (the same
+    write sent twice, after a lost answer, still lands). Whether it was set."""
     if state not in STATES:
         raise ValueError(f"unknown loop signal state {state!r}")
+    sql = "UPDATE loop_signals SET state=?, detail=?, updated=? WHERE rule=? AND signal=?"
+    args: tuple = (state, json.dumps(detail, default=str), time.time(), rule, signal)
+    if owner is not None:
+        sql += " AND owner=?"
+        args += (owner,)
     with store.write("update a loop signal") as c:
-        c.execute(
-            "UPDATE loop_signals SET state=?, detail=?, updated=? WHERE rule=? AND signal=?",
-            (state, json.dumps(detail, default=str), time.time(), rule, signal),
-        )
+        return c.execute(sql + " RETURNING 1", args).fetchone() is not None
 
 
 def signals(store: Store, rule: str | None = None, state: str | None = None) -> list[dict]:

@@ -70,6 +70,7 @@ def openapi_paths(op: Any, obj: Any) -> dict[str, Any]:
                         "signal": key,
                         "state": {"type": "string", "enum": list(_STATES)},
                         "detail": {"type": "object"},
+                        "owner": key,
                     },
                     ["rule", "signal", "state"],
                 ),

@@ -334,7 +334,8 @@ class SignalResumeHandler(_Handler):
 
 
 class SignalStateHandler(_Handler):
-    """PUT {"rule", "signal", "state", "detail"}: set a claimed signal's state and detail."""
+    """PUT {"rule", "signal", "state", "detail", "owner"?}: set a claimed signal's state and
+    detail (with "owner": only while that watcher holds it) -> {"updated"}."""
 
     async def put(self) -> None:
         def go() -> dict:
@@ -346,8 +347,11 @@ class SignalStateHandler(_Handler):
                 raise HTTPError(
                     404, "RESOURCE_DOES_NOT_EXIST", f"rule {rule!r} has no signal {signal!r}"
                 )
-            loop_state.update(self.store, rule, signal, state, _detail(body))
-            return {}
+            owner = body.get("owner")
+            if owner is not None:
+                owner = _key(body, "owner")
+            updated = loop_state.update(self.store, rule, signal, state, _detail(body), owner)
+            return {"updated": updated}
 
         await self.go(go)
 
