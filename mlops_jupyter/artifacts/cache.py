@@ -4,6 +4,7 @@ Past the size limit (MLOPS_JUPYTER_CACHE_MB) the least recently used entries go.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,8 +12,14 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from ..config import cache_dir, cache_limit_bytes
 from ..errors import ArtifactIntegrityError, ArtifactNotFoundError
@@ -57,9 +64,29 @@ def fetch(store: ArtifactStore, digest: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _exclusive(ident: str) -> Iterator[None]:
+    """One process (or thread) at a time fills or replaces tree `ident`: serving workers
+    starting together fetch the same model, and a replace under a reader's feet would take
+    its files away mid-load. A lock file beside the tree (flock; a process lock where the
+    platform has none)."""
+    path = _trees() / f".{ident}.lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # per open file: threads exclude each other too
+            yield
+        else:  # pragma: no cover - platforms without flock
+            with _lock:
+                yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def fetch_tree(store: ArtifactStore, prefix: str) -> Path:
     """A cached local copy of the tree `prefix` of `store`; downloaded again when the
-    stored objects (keys, sizes, times) differ from the cached copy's listing."""
+    stored objects (keys, sizes, times) differ from the cached copy's listing. Processes
+    fetching the same tree at once download it once (the others wait, then use it)."""
     listing = sorted((i.key, i.size, i.modified) for i in store.list(prefix))
     if not listing:
         raise ArtifactNotFoundError(f"nothing stored under {prefix!r} in {store.location}")
@@ -68,17 +95,25 @@ def fetch_tree(store: ArtifactStore, prefix: str) -> Path:
     stamp = json.dumps(listing)
     # the listing is kept beside the folder, so the folder holds exactly the stored files
     mark = folder.with_name(f".{ident}.listing")
-    try:
-        if mark.read_text() == stamp:
-            os.utime(folder)
-            return folder
-    except OSError:
-        pass
+
+    def fresh() -> bool:
+        try:
+            if mark.read_text() == stamp:
+                os.utime(folder)
+                return True
+        except OSError:
+            pass
+        return False
+
+    if fresh():
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".incoming-"))
-    try:
-        store.get_tree(prefix, tmp)
-        with _lock:
+    with _exclusive(ident):
+        if fresh():  # another process fetched it while this one waited
+            return folder
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".incoming-"))
+        try:
+            store.get_tree(prefix, tmp)
             mark.unlink(missing_ok=True)
             if folder.exists():
                 old = folder.with_name(f".old-{ident}-{os.getpid()}-{time.monotonic_ns()}")
@@ -86,8 +121,8 @@ def fetch_tree(store: ArtifactStore, prefix: str) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, folder)
             mark.write_text(stamp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     trim(keep=folder)
     return folder
 
