@@ -313,12 +313,16 @@ class Queue:
         """Pack what the stage holds now into blocks, slice by slice; spill when past the
         bound. Never raises for bad points (they are dropped and reported once)."""
         todo = len(self.stage)  # not the points logged meanwhile: don't chase the loop
-        while todo > 0:
+        while True:
+            # taken even with nothing staged: a slice another thread popped before this
+            # call is in a block once the lock is ours (a flush must not miss it)
             with self._pack_lock:
-                done = self._pack_slice(min(todo, PACK_SLICE))
+                done = self._pack_slice(min(todo, PACK_SLICE)) if todo > 0 else 0
             if not done:
-                break  # another thread packed the rest
+                break  # nothing staged, or another thread packed the rest
             todo -= done
+            if todo <= 0:
+                break
         self.limit = self.soft
         if self.mem_points > self.max_points:
             self._spill()
