@@ -26,10 +26,11 @@ STAGES = ["load", "prep", "train", "evaluate"]
 # run by the Prefect venv's python: import the flow file (argv[1]), call its flow (argv[2])
 # once per kwargs in argv[3] under prefect_test_harness, report states, task runs and logs
 HARNESS_SCRIPT = """
-import importlib.util, json, sys
+import importlib.util, json, sys, time
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter
 from prefect.client.schemas.filters import LogFilterFlowRunId
+from prefect.logging.handlers import APILogWorker
 from prefect.testing.utilities import prefect_test_harness
 
 spec = importlib.util.spec_from_file_location("flow_under_test", sys.argv[1])
@@ -41,9 +42,23 @@ with prefect_test_harness(server_startup_timeout=180):  # a busy CI machine
     for kwargs in json.loads(sys.argv[3]):
         state = fn(**kwargs, return_state=True)
         rid = state.state_details.flow_run_id
+        # logs reach the API from a background worker: send what is queued, then wait until
+        # the flow's own last line is stored (a loaded machine stored it seconds later)
+        APILogWorker.drain_all(timeout=60)
+        deadline = time.monotonic() + 120
         with get_client(sync_client=True) as c:
             trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[rid])))
-            logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[rid])))
+            while True:
+                logs = c.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[rid])), limit=200
+                )
+                done = any(
+                    l.task_run_id is None and l.message.startswith("Finished in state")
+                    for l in logs
+                )
+                if done or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
         out.append({
             "state": state.type.value,
             "tasks": sorted(t.name for t in trs),
