@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import statsmodels.stats.proportion as smp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +64,6 @@ def test_two_proportions_equals_a_scipy_z_test(n1, n2, f1, f2, alpha):
 
 
 def test_two_proportions_equals_statsmodels():
-    import statsmodels.stats.proportion as smp
     r = np.random.default_rng(1)
     for _ in range(50):
         n = r.integers(10, 5000, size=2)
