@@ -119,7 +119,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
             break
         if gate is not None:
             _wait_locally(gate, poll)
-        fail_stale(st)
+        fail_stale(storage, st)
         trials = st.get_trials(deepcopy=False)
         counted, running, waiting = tally(trials)
         if counted >= target or st.user_attrs.get(STOP_ATTR):
@@ -134,7 +134,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
             trial.set_user_attr("mlops.surplus", True)
             st.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        with heartbeat(trial):
+        with heartbeat(storage, st, trial):
             value, state, err = _run_trial(
                 objective=spec["objective"],
                 trial=trial,

@@ -47,7 +47,7 @@ def stale_trial_ids(storage: Any, study_id: int, grace: float) -> list[int]:
         if not isinstance(beat, (int, float)):
             beat = now - _age(t)  # its start is its first beat
         if now - beat > grace:
-            out.append(t._trial_id)
+            out.append(storage.get_trial_id_from_study_id_trial_number(study_id, t.number))
     return out
 
 

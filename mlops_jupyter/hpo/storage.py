@@ -141,20 +141,21 @@ def heartbeat_of(storage) -> float | None:
 
 
 @contextlib.contextmanager
-def heartbeat(trial):
-    """Record the trial's heartbeat every interval while the body runs (what
-    `study.optimize` does; ask/tell loops must do it themselves)."""
-    storage = trial.study._storage
+def heartbeat(storage, study, trial):
+    """Record the heartbeat of `trial` (of `study`, kept in `storage`) every interval while
+    the body runs (what `study.optimize` does; ask/tell loops must do it themselves)."""
     every = heartbeat_of(storage)
     if every is None:
         yield
         return
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     stop = threading.Event()
 
     def beat() -> None:
         while True:
             try:
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id)
             except Exception as e:  # a lost database: optuna retries on the next beat
                 warnings.warn(f"mlops-jupyter: heartbeat failed: {e}", RuntimeWarning, 2)
             if stop.wait(every):
@@ -169,16 +170,16 @@ def heartbeat(trial):
         t.join(5)
 
 
-def fail_stale(st) -> None:
-    """Fail the running trials whose worker stopped beating (and enqueue their retries);
-    a no-op without heartbeats."""
-    every = heartbeat_of(st._storage)
+def fail_stale(storage, st) -> None:
+    """Fail the running trials of study `st` (kept in `storage`) whose worker stopped
+    beating, and enqueue their retries; a no-op without heartbeats."""
+    every = heartbeat_of(storage)
     if every is not None:
         import optuna
 
         # a trial goes stale only after its grace period: checking every half interval
         # is as quick to notice and spares a query per trial
-        now, key = time.monotonic(), (id(st._storage), st.study_name)
+        now, key = time.monotonic(), (id(storage), st.study_name)
         if now - _last_check.get(key, -1e9) < every / 2:
             return
         _last_check[key] = now
