@@ -134,7 +134,7 @@ def work(spec: dict[str, Any], index: int = 0) -> int:
             trial.set_user_attr("mlops.surplus", True)
             st.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        with heartbeat(storage, st, trial):
+        with heartbeat(storage, trial):
             value, state, err = _run_trial(
                 objective=spec["objective"],
                 trial=trial,

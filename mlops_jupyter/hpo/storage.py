@@ -141,15 +141,16 @@ def heartbeat_of(storage) -> float | None:
 
 
 @contextlib.contextmanager
-def heartbeat(storage, study, trial):
-    """Record the heartbeat of `trial` (of `study`, kept in `storage`) every interval while
-    the body runs (what `study.optimize` does; ask/tell loops must do it themselves)."""
+def heartbeat(storage, trial):
+    """Record the heartbeat of `trial` (kept in `storage`) every interval while the body
+    runs (what `study.optimize` does; ask/tell loops must do it themselves)."""
     every = heartbeat_of(storage)
     if every is None:
         yield
         return
-    study_id = storage.get_study_id_from_name(study.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    # optuna's Trial shows its id only privately (its own optimize loop reads it too); the
+    # public lookup by study and number would cost two storage round trips per trial
+    trial_id = trial._trial_id
     stop = threading.Event()
 
     def beat() -> None:
